@@ -1,0 +1,64 @@
+//! What a backend supports, queryable before calling.
+
+use std::time::Duration;
+
+/// The calls and options a backend supports.
+///
+/// Naming: a `bool` field is named after the call or option it enables; limits are
+/// `max_*`/`min_*`. A call whose field is `false` returns
+/// [`Error::CallNotSupported`](crate::Error::CallNotSupported), and the conformance suite
+/// checks both sides: claimed means it works, not claimed means that error.
+///
+/// Fields may be added in minor releases; build one from [`Capabilities::default`] (nothing
+/// supported) and set fields.
+///
+/// ```
+/// use valkeyrie_core::Capabilities;
+///
+/// let mut caps = Capabilities::default();
+/// caps.watch = true;
+/// assert!(!caps.lock);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// `watch` on one key.
+    pub watch: bool,
+    /// `watch_tree` on a directory.
+    pub watch_tree: bool,
+    /// `new_lock` and the lock calls.
+    pub lock: bool,
+    /// Locks honour [`LockOptions::ttl`](crate::LockOptions::ttl): a holder that stops
+    /// renewing loses the lock after it.
+    pub lock_ttl: bool,
+    /// `put`/`atomic_put` honour [`WriteOptions::ttl`](crate::WriteOptions::ttl).
+    pub ttl: bool,
+    /// [`WriteOptions::keep_alive`](crate::WriteOptions::keep_alive) is honoured.
+    pub keep_alive: bool,
+    /// Shortest TTL the backend honours; shorter ones are raised to it.
+    pub min_ttl: Duration,
+    /// Largest value the backend accepts, in bytes; `None` when only memory limits it.
+    pub max_value_size: Option<usize>,
+    /// [`ReadOptions::consistent`](crate::ReadOptions::consistent) changes how reads are served.
+    pub consistent_reads: bool,
+    /// Data survives the end of the process.
+    pub persistent: bool,
+}
+
+impl Capabilities {
+    /// Every call and option supported, no minimum TTL, no value limit, not persistent.
+    pub fn all() -> Self {
+        Capabilities {
+            watch: true,
+            watch_tree: true,
+            lock: true,
+            lock_ttl: true,
+            ttl: true,
+            keep_alive: true,
+            min_ttl: Duration::ZERO,
+            max_value_size: None,
+            consistent_reads: false,
+            persistent: false,
+        }
+    }
+}

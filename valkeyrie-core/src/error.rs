@@ -1,0 +1,411 @@
+//! The one error type of the library.
+//!
+//! Every variant that concerns a key carries the store name and the key, so a
+//! message such as `etcd: key "config/db" was modified` can be acted on without
+//! a backtrace. Callers match on the variant (or on [`Error::kind`]) and ask
+//! [`Error::is_temporary`] whether retrying can help. Backend errors keep their
+//! source, so `std::error::Error::source` walks down to the client's error.
+//!
+//! Errors never contain values or secrets: only store names, keys, field names
+//! and the text of the underlying error.
+
+use std::time::Duration;
+
+/// Shorthand for `Result<T, valkeyrie_core::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The source error kept by [`Error::Backend`] and [`Error::NotReachable`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a held lock was lost; carried by [`Error::LockLost`] and the lock guard's lost signal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LostReason {
+    /// The session, lease or TTL behind the lock expired before it was renewed.
+    Expired,
+    /// The lock's record was deleted or taken over by someone else.
+    RecordDeleted,
+    /// Renewing the lock failed; the text says why.
+    RenewalFailed(String),
+    /// The store handle that held the lock was closed.
+    StoreClosed,
+    /// The holder released it (unlock or guard dropped).
+    Released,
+}
+
+impl std::fmt::Display for LostReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LostReason::Expired => f.write_str("its session or TTL expired"),
+            LostReason::RecordDeleted => f.write_str("its record was deleted or taken over"),
+            LostReason::RenewalFailed(why) => write!(f, "renewal failed: {why}"),
+            LostReason::StoreClosed => f.write_str("the store was closed"),
+            LostReason::Released => f.write_str("it was released"),
+        }
+    }
+}
+
+/// What went wrong, without the context: handy for `match` and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// See [`Error::KeyNotFound`].
+    KeyNotFound,
+    /// See [`Error::KeyModified`].
+    KeyModified,
+    /// See [`Error::KeyExists`].
+    KeyExists,
+    /// See [`Error::PreviousNotSpecified`].
+    PreviousNotSpecified,
+    /// See [`Error::CallNotSupported`].
+    CallNotSupported,
+    /// See [`Error::NotReachable`].
+    NotReachable,
+    /// See [`Error::CannotLock`].
+    CannotLock,
+    /// See [`Error::LockLost`].
+    LockLost,
+    /// See [`Error::UnknownStore`].
+    UnknownStore,
+    /// See [`Error::InvalidConfiguration`].
+    InvalidConfiguration,
+    /// See [`Error::InvalidKey`].
+    InvalidKey,
+    /// See [`Error::ValueTooLarge`].
+    ValueTooLarge,
+    /// See [`Error::Timeout`].
+    Timeout,
+    /// See [`Error::Closed`].
+    Closed,
+    /// See [`Error::Backend`].
+    Backend,
+}
+
+/// Every error the library returns.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The key (or, for `list`/`delete_tree`, the directory and everything below it) does not exist.
+    #[error("{store}: key {key:?} not found")]
+    KeyNotFound {
+        /// Store name.
+        store: &'static str,
+        /// The key concerned.
+        key: String,
+    },
+    /// An atomic call's `previous` no longer matches: someone wrote the key in between.
+    #[error("{store}: key {key:?} was modified since the given index")]
+    KeyModified {
+        /// Store name.
+        store: &'static str,
+        /// The key concerned.
+        key: String,
+    },
+    /// `atomic_put` with no previous pair (create only) found the key already there.
+    #[error("{store}: key {key:?} already exists")]
+    KeyExists {
+        /// Store name.
+        store: &'static str,
+        /// The key concerned.
+        key: String,
+    },
+    /// An atomic call was given a previous pair without an index (`last_index == 0`).
+    #[error("{store}: atomic call on key {key:?} needs a previous pair read from the store (last_index is 0)")]
+    PreviousNotSpecified {
+        /// Store name.
+        store: &'static str,
+        /// The key concerned.
+        key: String,
+    },
+    /// This backend does not implement the call; [`crate::Capabilities`] says so too.
+    #[error("{store}: {call} is not supported by this backend (key {key:?})")]
+    CallNotSupported {
+        /// Store name.
+        store: &'static str,
+        /// The call, such as `"watch"`.
+        call: &'static str,
+        /// The key concerned.
+        key: String,
+    },
+    /// The server could not be reached (connection refused, DNS, TLS handshake, ...).
+    #[error("{store}: server not reachable during {call} on {key:?}: {source}")]
+    NotReachable {
+        /// Store name.
+        store: &'static str,
+        /// The call that failed.
+        call: &'static str,
+        /// The key concerned (empty when connecting).
+        key: String,
+        /// The client's error.
+        #[source]
+        source: BoxError,
+    },
+    /// The lock could not be taken for a reason other than contention.
+    #[error("{store}: cannot lock {key:?}: {reason}")]
+    CannotLock {
+        /// Store name.
+        store: &'static str,
+        /// The lock's key.
+        key: String,
+        /// Why, in words.
+        reason: String,
+    },
+    /// A lock held by this process was lost.
+    #[error("{store}: lock on {key:?} was lost: {reason}")]
+    LockLost {
+        /// Store name.
+        store: &'static str,
+        /// The lock's key.
+        key: String,
+        /// Why it was lost.
+        reason: LostReason,
+    },
+    /// No backend with this name is registered (its crate is not linked).
+    #[error(
+        "unknown store {name:?}; registered stores: [{}]; link the backend crate (for example `use valkeyrie_etcd as _;`)",
+        registered.join(", ")
+    )]
+    UnknownStore {
+        /// The name asked for.
+        name: String,
+        /// The names that are registered, sorted.
+        registered: Vec<String>,
+    },
+    /// A configuration value, URL parameter or endpoint is wrong.
+    #[error("{store}: invalid configuration for {field:?}: {reason}")]
+    InvalidConfiguration {
+        /// Store name.
+        store: &'static str,
+        /// The field or URL parameter at fault.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The key breaks the key rules (see [`crate::key`]); nothing was sent.
+    #[error("{store}: invalid key {key:?}: {reason}")]
+    InvalidKey {
+        /// Store name.
+        store: &'static str,
+        /// The key as given.
+        key: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// The value is larger than this backend can hold; nothing was written.
+    #[error(
+        "{store}: value for {key:?} is {size} bytes, over this backend's limit of {limit} bytes"
+    )]
+    ValueTooLarge {
+        /// Store name.
+        store: &'static str,
+        /// The key concerned.
+        key: String,
+        /// Size of the rejected value.
+        size: usize,
+        /// The backend's limit.
+        limit: usize,
+    },
+    /// The call did not finish in time.
+    #[error("{store}: {call} on {key:?} timed out after {after:?}")]
+    Timeout {
+        /// Store name.
+        store: &'static str,
+        /// The call that timed out.
+        call: &'static str,
+        /// The key concerned.
+        key: String,
+        /// How long it waited.
+        after: Duration,
+    },
+    /// The store handle was closed; open a new one.
+    #[error("{store}: store handle is closed ({call} on {key:?})")]
+    Closed {
+        /// Store name.
+        store: &'static str,
+        /// The call refused.
+        call: &'static str,
+        /// The key concerned.
+        key: String,
+    },
+    /// Any other error of the backend's client, kept as the source.
+    #[error("{store}: {call} on {key:?} failed: {source}")]
+    Backend {
+        /// Store name.
+        store: &'static str,
+        /// The call that failed.
+        call: &'static str,
+        /// The key concerned.
+        key: String,
+        /// Whether retrying the same call may succeed.
+        temporary: bool,
+        /// The client's error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl Error {
+    /// The variant without its context.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::KeyNotFound { .. } => ErrorKind::KeyNotFound,
+            Error::KeyModified { .. } => ErrorKind::KeyModified,
+            Error::KeyExists { .. } => ErrorKind::KeyExists,
+            Error::PreviousNotSpecified { .. } => ErrorKind::PreviousNotSpecified,
+            Error::CallNotSupported { .. } => ErrorKind::CallNotSupported,
+            Error::NotReachable { .. } => ErrorKind::NotReachable,
+            Error::CannotLock { .. } => ErrorKind::CannotLock,
+            Error::LockLost { .. } => ErrorKind::LockLost,
+            Error::UnknownStore { .. } => ErrorKind::UnknownStore,
+            Error::InvalidConfiguration { .. } => ErrorKind::InvalidConfiguration,
+            Error::InvalidKey { .. } => ErrorKind::InvalidKey,
+            Error::ValueTooLarge { .. } => ErrorKind::ValueTooLarge,
+            Error::Timeout { .. } => ErrorKind::Timeout,
+            Error::Closed { .. } => ErrorKind::Closed,
+            Error::Backend { .. } => ErrorKind::Backend,
+        }
+    }
+
+    /// The store the error concerns (for [`Error::UnknownStore`], the name asked for).
+    pub fn store(&self) -> &str {
+        match self {
+            Error::UnknownStore { name, .. } => name,
+            Error::KeyNotFound { store, .. }
+            | Error::KeyModified { store, .. }
+            | Error::KeyExists { store, .. }
+            | Error::PreviousNotSpecified { store, .. }
+            | Error::CallNotSupported { store, .. }
+            | Error::NotReachable { store, .. }
+            | Error::CannotLock { store, .. }
+            | Error::LockLost { store, .. }
+            | Error::InvalidConfiguration { store, .. }
+            | Error::InvalidKey { store, .. }
+            | Error::ValueTooLarge { store, .. }
+            | Error::Timeout { store, .. }
+            | Error::Closed { store, .. }
+            | Error::Backend { store, .. } => store,
+        }
+    }
+
+    /// The key the error concerns, if it concerns one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Error::UnknownStore { .. } | Error::InvalidConfiguration { .. } => None,
+            Error::KeyNotFound { key, .. }
+            | Error::KeyModified { key, .. }
+            | Error::KeyExists { key, .. }
+            | Error::PreviousNotSpecified { key, .. }
+            | Error::CallNotSupported { key, .. }
+            | Error::NotReachable { key, .. }
+            | Error::CannotLock { key, .. }
+            | Error::LockLost { key, .. }
+            | Error::InvalidKey { key, .. }
+            | Error::ValueTooLarge { key, .. }
+            | Error::Timeout { key, .. }
+            | Error::Closed { key, .. }
+            | Error::Backend { key, .. } => Some(key),
+        }
+    }
+
+    /// Whether retrying the same call later may succeed (network trouble, timeouts,
+    /// contention). Logic errors such as [`Error::InvalidKey`] are permanent.
+    pub fn is_temporary(&self) -> bool {
+        match self {
+            Error::NotReachable { .. } | Error::Timeout { .. } => true,
+            Error::Backend { temporary, .. } => *temporary,
+            _ => false,
+        }
+    }
+
+    /// Builds [`Error::KeyNotFound`].
+    pub fn not_found(store: &'static str, key: impl Into<String>) -> Self {
+        Error::KeyNotFound {
+            store,
+            key: key.into(),
+        }
+    }
+
+    /// Builds [`Error::KeyModified`].
+    pub fn modified(store: &'static str, key: impl Into<String>) -> Self {
+        Error::KeyModified {
+            store,
+            key: key.into(),
+        }
+    }
+
+    /// Builds [`Error::KeyExists`].
+    pub fn exists(store: &'static str, key: impl Into<String>) -> Self {
+        Error::KeyExists {
+            store,
+            key: key.into(),
+        }
+    }
+
+    /// Builds [`Error::InvalidConfiguration`].
+    pub fn config(
+        store: &'static str,
+        field: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        Error::InvalidConfiguration {
+            store,
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Builds [`Error::Backend`] from a client error.
+    pub fn backend(
+        store: &'static str,
+        call: &'static str,
+        key: impl Into<String>,
+        temporary: bool,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Error::Backend {
+            store,
+            call,
+            key: key.into(),
+            temporary,
+            source: source.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_store_and_key() {
+        let err = Error::modified("etcd", "config/db");
+        assert_eq!(
+            err.to_string(),
+            "etcd: key \"config/db\" was modified since the given index"
+        );
+        assert_eq!(err.store(), "etcd");
+        assert_eq!(err.key(), Some("config/db"));
+        assert_eq!(err.kind(), ErrorKind::KeyModified);
+        assert!(!err.is_temporary());
+    }
+
+    #[test]
+    fn unknown_store_lists_registered_and_hints_linking() {
+        let err = Error::UnknownStore {
+            name: "etcdv2".into(),
+            registered: vec!["boltlike".into(), "memory".into()],
+        };
+        let text = err.to_string();
+        assert!(text.contains("[boltlike, memory]"), "{text}");
+        assert!(text.contains("use valkeyrie_etcd as _;"), "{text}");
+    }
+
+    #[test]
+    fn backend_errors_keep_their_source() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        let err = Error::backend("redis", "get", "a", true, io);
+        assert!(err.is_temporary());
+        let source = std::error::Error::source(&err).map(|s| s.to_string());
+        assert_eq!(source.as_deref(), Some("reset"));
+    }
+}

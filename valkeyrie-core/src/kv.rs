@@ -1,0 +1,113 @@
+//! The data types every call exchanges: [`KvPair`] and the per-call options.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+/// A key, its value and the backend's modification index for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvPair {
+    /// The normalized key (no leading or trailing `/`).
+    pub key: String,
+    /// The value, possibly empty.
+    pub value: Bytes,
+    /// The backend's modification index of this key (etcd mod revision, Consul
+    /// ModifyIndex, ZooKeeper version, a stored counter elsewhere). It changes on every
+    /// write and is never 0 for a key that exists, so it can be fed back to
+    /// [`atomic_put`](crate::Store::atomic_put) and [`atomic_delete`](crate::Store::atomic_delete).
+    pub last_index: u64,
+}
+
+impl KvPair {
+    /// Builds a pair.
+    pub fn new(key: impl Into<String>, value: impl Into<Bytes>, last_index: u64) -> Self {
+        KvPair {
+            key: key.into(),
+            value: value.into(),
+            last_index,
+        }
+    }
+}
+
+/// Options of [`put`](crate::Store::put) and [`atomic_put`](crate::Store::atomic_put).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// The key disappears this long after the write. `None` writes a key without expiry
+    /// (and clears an earlier TTL on that key). Backends round up to their granularity
+    /// and raise it to their minimum ([`Capabilities::min_ttl`](crate::Capabilities::min_ttl)).
+    pub ttl: Option<Duration>,
+    /// Keep a TTL key alive in the background for as long as the store handle that wrote
+    /// it lives; it then expires one TTL after the handle is closed or dropped.
+    pub keep_alive: bool,
+}
+
+impl WriteOptions {
+    /// Options for a write that expires after `ttl`.
+    pub fn with_ttl(ttl: Duration) -> Self {
+        WriteOptions {
+            ttl: Some(ttl),
+            keep_alive: false,
+        }
+    }
+
+    /// Options for a write that expires after `ttl` unless this handle keeps it alive.
+    pub fn keep_alive(ttl: Duration) -> Self {
+        WriteOptions {
+            ttl: Some(ttl),
+            keep_alive: true,
+        }
+    }
+}
+
+/// Options of the read calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// Read through the consensus leader (linearizable) rather than from any replica.
+    /// Defaults to `true`, the safe choice; `false` trades freshness for latency on
+    /// backends with replicas and changes nothing elsewhere.
+    pub consistent: bool,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        ReadOptions { consistent: true }
+    }
+}
+
+impl ReadOptions {
+    /// A possibly stale read, served by any replica.
+    pub fn stale() -> Self {
+        ReadOptions { consistent: false }
+    }
+}
+
+/// Options of [`new_lock`](crate::Store::new_lock).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LockOptions {
+    /// Written to the lock's key when the lock is taken, so others can read who holds it
+    /// (leader election reads the leader's name this way).
+    pub value: Bytes,
+    /// How long the lock outlives a holder that stops renewing it (crash, partition).
+    /// `None` uses the backend's default (20 s, as in the Go library).
+    pub ttl: Option<Duration>,
+    /// Delete the lock's key (and so its value) on unlock instead of leaving it in place.
+    pub delete_on_unlock: bool,
+}
+
+impl LockOptions {
+    /// The lock TTL used when none is given.
+    pub const DEFAULT_TTL: Duration = Duration::from_secs(20);
+
+    /// Options with `value` written to the key while held.
+    pub fn with_value(value: impl Into<Bytes>) -> Self {
+        LockOptions {
+            value: value.into(),
+            ..LockOptions::default()
+        }
+    }
+
+    /// The TTL to use: the given one or [`LockOptions::DEFAULT_TTL`].
+    pub fn ttl_or_default(&self) -> Duration {
+        self.ttl.unwrap_or(Self::DEFAULT_TTL)
+    }
+}

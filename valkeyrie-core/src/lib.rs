@@ -1,0 +1,80 @@
+//! # valkeyrie-core
+//!
+//! One async API over distributed key/value stores (Consul, etcd, ZooKeeper, Redis,
+//! DynamoDB, an embedded store), the Rust counterpart of Go's `kvtools/valkeyrie`. Code
+//! written against [`Store`] runs unchanged on whichever store an operator has: service
+//! discovery, configuration, leader election, locks.
+//!
+//! This crate holds what every backend shares:
+//!
+//! * the [`Store`] trait users call (`Arc<dyn Store>`) and the [`Backend`] trait backends
+//!   implement, with the shared checks applied once between them ([`store`]);
+//! * [`KvPair`] and the per-call options, [`Capabilities`], and one [`Error`] enum whose
+//!   variants name the store and the key;
+//! * the [key rules](key), [watch streams](watch) and [locks](lock) with a lost signal and
+//!   fencing tokens;
+//! * the [registry]: [`open`]`("etcd://h1:2379?connect_timeout=5s")`,
+//!   [`new_store`]`(name, endpoints, typed_config)`, [`constructors`];
+//! * [`MemoryStore`] (`memory://`), a complete store without a server for unit tests, built on
+//!   the [local engine](local) that the embedded backend also uses;
+//! * with feature `testsuite`, the conformance suite every backend runs against its real
+//!   server.
+//!
+//! Every call is a `tracing` span named `valkeyrie` with the fields `store`, `call` and `key`
+//! (never values or secrets).
+//!
+//! ## Example
+//!
+//! ```
+//! # async fn demo() -> valkeyrie_core::Result<()> {
+//! use valkeyrie_core::{open, LockOptions, ReadOptions, WriteOptions};
+//!
+//! let store = open("memory://").await?;
+//! store.put("services/web/1", "10.0.0.1:80".into(), &WriteOptions::default()).await?;
+//! store.put("services/web/2", "10.0.0.2:80".into(), &WriteOptions::default()).await?;
+//! let web = store.list("services/web", &ReadOptions::default()).await?;
+//! assert_eq!(web.len(), 2);
+//!
+//! // Compare-and-set: only one of two racing writers wins.
+//! let current = store.get("services/web/1", &ReadOptions::default()).await?;
+//! store.atomic_put("services/web/1", "10.0.0.9:80".into(), Some(&current), &WriteOptions::default()).await?;
+//! assert!(store.atomic_put("services/web/1", "x".into(), Some(&current), &WriteOptions::default()).await.is_err());
+//!
+//! // A lock with a fencing token.
+//! let locker = store.new_lock("jobs/compact", LockOptions::with_value("node-a")).await?;
+//! let guard = locker.lock().await?;
+//! assert!(guard.fencing_token() > 0);
+//! guard.unlock().await?;
+//! # Ok(()) }
+//! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+//! ```
+
+pub mod background;
+pub mod capabilities;
+pub mod config;
+pub mod error;
+pub mod key;
+pub mod kv;
+pub mod local;
+pub mod lock;
+pub mod registry;
+pub mod store;
+#[cfg(feature = "testsuite")]
+pub mod testsuite;
+pub mod watch;
+
+pub use background::{Background, Spawner};
+pub use bytes::Bytes;
+pub use capabilities::Capabilities;
+pub use config::{BackendConfig, Secret, StoreConfig, StoreUrl};
+pub use error::{BoxError, Error, ErrorKind, LostReason, Result};
+pub use key::Key;
+pub use kv::{KvPair, LockOptions, ReadOptions, WriteOptions};
+pub use local::{LocalStore, LockRevocation, MemoryConfig, MemoryStore};
+pub use lock::{lost_signal, LockGuard, LockRelease, Locker, LostNotifier, LostSignal};
+pub use registry::{constructors, new_store, open, Registration, StoreSpec};
+pub use store::{Backend, Store};
+pub use watch::{WatchEvent, WatchStream};
+
+/// Re-exported for backend crates' `inventory::submit!`.
+pub use inventory;

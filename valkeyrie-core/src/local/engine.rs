@@ -1,0 +1,544 @@
+//! The engine: one writer at a time over a [`Storage`], with expiry, change broadcast and
+//! lock records.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::sync::{broadcast, Notify};
+
+use super::{LockRecord, Record, Storage};
+use crate::error::{BoxError, Error, LostReason, Result};
+use crate::key::Key;
+use crate::kv::KvPair;
+
+/// How many changes a watcher may fall behind before it is resynced with a snapshot.
+const CHANGE_BUFFER: usize = 4096;
+
+/// Settings of an engine.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// The store name used in errors and spans.
+    pub store: &'static str,
+    /// Largest value accepted, in bytes.
+    pub max_value_size: Option<usize>,
+    /// Whether the storage survives the process.
+    pub persistent: bool,
+}
+
+/// One change, broadcast to watchers.
+#[derive(Debug, Clone)]
+pub(crate) struct Change {
+    pub(crate) key: String,
+    /// The new value and index; `None` for a delete.
+    pub(crate) pair: Option<KvPair>,
+    pub(crate) index: u64,
+}
+
+/// The outcome of a lock acquisition attempt.
+pub(crate) enum Acquire {
+    /// Acquired with this fencing token.
+    Acquired(u64),
+    /// Held by someone else until (at the latest) this Unix time in milliseconds.
+    Busy(u64),
+}
+
+/// Writer-side state, guarded by the writer mutex.
+#[derive(Default)]
+struct Writer {
+    /// (expiry in Unix ms, key) of every record with a TTL.
+    expiries: BTreeSet<(u64, String)>,
+}
+
+/// The shared state of every handle on one store.
+pub struct Engine<S: Storage> {
+    options: EngineOptions,
+    pub(crate) storage: S,
+    writer: Mutex<Writer>,
+    changes: broadcast::Sender<Change>,
+    /// Woken on every lock release, takeover or revocation.
+    pub(crate) lock_changed: Notify,
+    /// Woken when a new, earlier expiry is scheduled.
+    expiry_scheduled: Arc<Notify>,
+    sweeper_running: Arc<AtomicBool>,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+pub(crate) fn ms_after(duration: Duration) -> u64 {
+    now_ms().saturating_add(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn live(record: Record, now: u64) -> Option<Record> {
+    match record.expires_at {
+        Some(at) if at <= now => None,
+        _ => Some(record),
+    }
+}
+
+impl<S: Storage> Engine<S> {
+    /// An engine over `storage`; the expiry index is rebuilt from what the storage holds.
+    ///
+    /// # Errors
+    /// The storage's error when it cannot be scanned.
+    pub fn new(storage: S, options: EngineOptions) -> Result<Arc<Self>> {
+        let mut writer = Writer::default();
+        let all = storage
+            .scan_prefix("")
+            .map_err(|e| Error::backend(options.store, "open", "", false, e))?;
+        for (key, record) in all {
+            if let Some(at) = record.expires_at {
+                writer.expiries.insert((at, key));
+            }
+        }
+        let (changes, _) = broadcast::channel(CHANGE_BUFFER);
+        Ok(Arc::new(Engine {
+            options,
+            storage,
+            writer: Mutex::new(writer),
+            changes,
+            lock_changed: Notify::new(),
+            expiry_scheduled: Arc::new(Notify::new()),
+            sweeper_running: Arc::new(AtomicBool::new(false)),
+        }))
+    }
+
+    /// The settings.
+    pub fn options(&self) -> &EngineOptions {
+        &self.options
+    }
+
+    pub(crate) fn store(&self) -> &'static str {
+        self.options.store
+    }
+
+    fn writer(&self) -> MutexGuard<'_, Writer> {
+        // Writer state is updated only after the storage call it mirrors succeeded, so a
+        // panic elsewhere cannot leave it half-written: recover from poisoning.
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn fail(&self, call: &'static str, key: &str, err: BoxError) -> Error {
+        Error::backend(self.options.store, call, key, false, err)
+    }
+
+    fn read(&self, call: &'static str, key: &str) -> Result<Option<Record>> {
+        let record = self.storage.get(key).map_err(|e| self.fail(call, key, e))?;
+        Ok(record.and_then(|r| live(r, now_ms())))
+    }
+
+    fn next_index(&self, call: &'static str, key: &str) -> Result<u64> {
+        self.storage
+            .next_index()
+            .map_err(|e| self.fail(call, key, e))
+    }
+
+    fn publish(&self, key: &str, pair: Option<KvPair>, index: u64) {
+        // No receiver is fine: nobody watches.
+        let _ = self.changes.send(Change {
+            key: key.to_owned(),
+            pair,
+            index,
+        });
+    }
+
+    /// Reads `key`.
+    pub(crate) fn get(&self, key: &Key) -> Result<KvPair> {
+        match self.read("get", key.as_str())? {
+            Some(record) => Ok(KvPair::new(key.as_str(), record.value, record.index)),
+            None => Err(Error::not_found(self.store(), key.as_str())),
+        }
+    }
+
+    /// Whether `key` exists.
+    pub(crate) fn exists(&self, key: &Key) -> Result<bool> {
+        Ok(self.read("exists", key.as_str())?.is_some())
+    }
+
+    /// `dir` and every live record below it.
+    pub(crate) fn list(&self, dir: &Key) -> Result<Vec<KvPair>> {
+        let now = now_ms();
+        let mut pairs = Vec::new();
+        if let Some(record) = self.read("list", dir.as_str())? {
+            pairs.push(KvPair::new(dir.as_str(), record.value, record.index));
+        }
+        let below = self
+            .storage
+            .scan_prefix(&dir.dir_prefix())
+            .map_err(|e| self.fail("list", dir.as_str(), e))?;
+        pairs.extend(below.into_iter().filter_map(|(key, record)| {
+            live(record, now).map(|r| KvPair::new(key, r.value, r.index))
+        }));
+        Ok(pairs)
+    }
+
+    fn write(
+        &self,
+        writer: &mut Writer,
+        call: &'static str,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> Result<KvPair> {
+        let previous_expiry = self
+            .storage
+            .get(key)
+            .map_err(|e| self.fail(call, key, e))?
+            .and_then(|r| r.expires_at);
+        let index = self.next_index(call, key)?;
+        let expires_at = ttl.map(ms_after);
+        let record = Record {
+            index,
+            expires_at,
+            value,
+        };
+        self.storage
+            .insert(key, &record)
+            .map_err(|e| self.fail(call, key, e))?;
+        if let Some(at) = previous_expiry {
+            writer.expiries.remove(&(at, key.to_owned()));
+        }
+        if let Some(at) = expires_at {
+            writer.expiries.insert((at, key.to_owned()));
+            self.expiry_scheduled.notify_one();
+        }
+        let pair = KvPair::new(key, record.value, index);
+        self.publish(key, Some(pair.clone()), index);
+        Ok(pair)
+    }
+
+    fn remove(&self, writer: &mut Writer, call: &'static str, key: &str) -> Result<bool> {
+        let removed = self
+            .storage
+            .remove(key)
+            .map_err(|e| self.fail(call, key, e))?;
+        let Some(record) = removed else {
+            return Ok(false);
+        };
+        if let Some(at) = record.expires_at {
+            writer.expiries.remove(&(at, key.to_owned()));
+        }
+        let was_live = live(record, now_ms()).is_some();
+        let index = self.next_index(call, key)?;
+        self.publish(key, None, index);
+        Ok(was_live)
+    }
+
+    /// Writes `key`.
+    pub(crate) fn put(&self, key: &Key, value: Bytes, ttl: Option<Duration>) -> Result<KvPair> {
+        let mut writer = self.writer();
+        self.write(&mut writer, "put", key.as_str(), value, ttl)
+    }
+
+    /// Deletes `key`.
+    pub(crate) fn delete(&self, key: &Key) -> Result<()> {
+        let mut writer = self.writer();
+        if self.remove(&mut writer, "delete", key.as_str())? {
+            Ok(())
+        } else {
+            Err(Error::not_found(self.store(), key.as_str()))
+        }
+    }
+
+    /// Deletes `dir` and everything below it.
+    pub(crate) fn delete_tree(&self, dir: &Key) -> Result<()> {
+        let mut writer = self.writer();
+        let below = self
+            .storage
+            .scan_prefix(&dir.dir_prefix())
+            .map_err(|e| self.fail("delete_tree", dir.as_str(), e))?;
+        let mut any = self.remove(&mut writer, "delete_tree", dir.as_str())?;
+        for (key, _) in below {
+            any |= self.remove(&mut writer, "delete_tree", &key)?;
+        }
+        if any {
+            Ok(())
+        } else {
+            Err(Error::not_found(self.store(), dir.as_str()))
+        }
+    }
+
+    /// Compare-and-set; see [`crate::Store::atomic_put`].
+    pub(crate) fn atomic_put(
+        &self,
+        key: &Key,
+        value: Bytes,
+        previous: Option<&KvPair>,
+        ttl: Option<Duration>,
+    ) -> Result<KvPair> {
+        let mut writer = self.writer();
+        let current = self.read("atomic_put", key.as_str())?;
+        match (previous, current) {
+            (None, Some(_)) => return Err(Error::exists(self.store(), key.as_str())),
+            (Some(_), None) => return Err(Error::not_found(self.store(), key.as_str())),
+            (Some(previous), Some(current)) if current.index != previous.last_index => {
+                return Err(Error::modified(self.store(), key.as_str()))
+            }
+            _ => {}
+        }
+        self.write(&mut writer, "atomic_put", key.as_str(), value, ttl)
+    }
+
+    /// Compare-and-delete; see [`crate::Store::atomic_delete`].
+    pub(crate) fn atomic_delete(&self, key: &Key, previous: &KvPair) -> Result<()> {
+        let mut writer = self.writer();
+        match self.read("atomic_delete", key.as_str())? {
+            None => Err(Error::not_found(self.store(), key.as_str())),
+            Some(current) if current.index != previous.last_index => {
+                Err(Error::modified(self.store(), key.as_str()))
+            }
+            Some(_) => self
+                .remove(&mut writer, "atomic_delete", key.as_str())
+                .map(drop),
+        }
+    }
+
+    /// Pushes the expiry of `key` out by `ttl` if it still holds the write with `index`.
+    /// Returns `false` once the key was rewritten, deleted or expired.
+    pub(crate) fn refresh(&self, key: &str, index: u64, ttl: Duration) -> Result<bool> {
+        let mut writer = self.writer();
+        match self.read("keep_alive", key)? {
+            Some(mut record) if record.index == index => {
+                let old = record.expires_at;
+                record.expires_at = Some(ms_after(ttl));
+                self.storage
+                    .insert(key, &record)
+                    .map_err(|e| self.fail("keep_alive", key, e))?;
+                if let Some(at) = old {
+                    writer.expiries.remove(&(at, key.to_owned()));
+                }
+                if let Some(at) = record.expires_at {
+                    writer.expiries.insert((at, key.to_owned()));
+                }
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Subscribes to changes and reads what is below `dir` (or `key` alone when `tree` is
+    /// false) under the writer lock, so the snapshot and the first change cannot overlap.
+    pub(crate) fn subscribe(
+        &self,
+        key: &Key,
+        tree: bool,
+    ) -> Result<(broadcast::Receiver<Change>, Vec<KvPair>)> {
+        let _writer = self.writer();
+        let receiver = self.changes.subscribe();
+        let snapshot = if tree {
+            self.list(key)?
+        } else {
+            self.read("watch", key.as_str())?
+                .map(|r| KvPair::new(key.as_str(), r.value, r.index))
+                .into_iter()
+                .collect()
+        };
+        Ok((receiver, snapshot))
+    }
+
+    /// Deletes every record whose TTL ran out, publishing a delete for each. Returns the next
+    /// expiry, if any.
+    pub(crate) fn sweep(&self) -> Result<Option<u64>> {
+        let mut writer = self.writer();
+        let now = now_ms();
+        while let Some((at, key)) = writer.expiries.first().cloned() {
+            if at > now {
+                return Ok(Some(at));
+            }
+            writer.expiries.pop_first();
+            let record = self
+                .storage
+                .get(&key)
+                .map_err(|e| self.fail("expire", &key, e))?;
+            if record
+                .as_ref()
+                .is_some_and(|r| r.expires_at.is_some_and(|e| e <= now))
+            {
+                self.storage
+                    .remove(&key)
+                    .map_err(|e| self.fail("expire", &key, e))?;
+                let index = self.next_index("expire", &key)?;
+                self.publish(&key, None, index);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Starts the task that deletes expired records, unless one runs. It holds only a weak
+    /// reference, so it ends with the engine (or with the runtime, and the next TTL write
+    /// starts a new one).
+    pub(crate) fn ensure_sweeper(self: &Arc<Self>) {
+        if self.sweeper_running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.sweeper_running.store(false, Ordering::Release);
+            return;
+        };
+        let engine = Arc::downgrade(self);
+        let scheduled = Arc::clone(&self.expiry_scheduled);
+        let running = SweeperFlag(Arc::clone(&self.sweeper_running));
+        runtime.spawn(sweep_loop(engine, scheduled, running));
+    }
+
+    /// Tries to take the lock on `key` for `owner`, writing `value` to the key when taken.
+    pub(crate) fn acquire(
+        &self,
+        key: &Key,
+        owner: u64,
+        ttl: Duration,
+        value: &Bytes,
+    ) -> Result<Acquire> {
+        let mut writer = self.writer();
+        let current = self
+            .storage
+            .get_lock(key.as_str())
+            .map_err(|e| self.fail("lock", key.as_str(), e))?;
+        let current = current.unwrap_or_default();
+        if current.owner != 0 && current.expires_at > now_ms() {
+            return Ok(Acquire::Busy(current.expires_at));
+        }
+        let token = current.token + 1;
+        let record = LockRecord {
+            owner,
+            token,
+            expires_at: ms_after(ttl),
+        };
+        self.storage
+            .put_lock(key.as_str(), &record)
+            .map_err(|e| self.fail("lock", key.as_str(), e))?;
+        self.write(&mut writer, "lock", key.as_str(), value.clone(), None)?;
+        Ok(Acquire::Acquired(token))
+    }
+
+    /// Extends `owner`'s hold on `key`, or says why it is gone.
+    pub(crate) fn renew(
+        &self,
+        key: &Key,
+        owner: u64,
+        ttl: Duration,
+    ) -> Result<Result<(), LostReason>> {
+        let _writer = self.writer();
+        let current = self
+            .storage
+            .get_lock(key.as_str())
+            .map_err(|e| self.fail("renew", key.as_str(), e))?;
+        let Some(mut record) = current.filter(|r| r.owner == owner) else {
+            return Ok(Err(LostReason::RecordDeleted));
+        };
+        if record.expires_at <= now_ms() {
+            return Ok(Err(LostReason::Expired));
+        }
+        record.expires_at = ms_after(ttl);
+        self.storage
+            .put_lock(key.as_str(), &record)
+            .map_err(|e| self.fail("renew", key.as_str(), e))?;
+        Ok(Ok(()))
+    }
+
+    /// Releases `owner`'s hold on `key`, deleting the key's value when asked.
+    pub(crate) fn release(
+        &self,
+        key: &Key,
+        owner: u64,
+        delete_value: bool,
+    ) -> Result<Result<(), LostReason>> {
+        let mut writer = self.writer();
+        let current = self
+            .storage
+            .get_lock(key.as_str())
+            .map_err(|e| self.fail("unlock", key.as_str(), e))?;
+        let Some(mut record) = current.filter(|r| r.owner == owner) else {
+            return Ok(Err(LostReason::RecordDeleted));
+        };
+        let expired = record.expires_at <= now_ms();
+        record.owner = 0;
+        self.storage
+            .put_lock(key.as_str(), &record)
+            .map_err(|e| self.fail("unlock", key.as_str(), e))?;
+        if delete_value && !expired {
+            self.remove(&mut writer, "unlock", key.as_str())?;
+        }
+        drop(writer);
+        self.lock_changed.notify_waiters();
+        Ok(if expired {
+            Err(LostReason::Expired)
+        } else {
+            Ok(())
+        })
+    }
+
+    /// Takes the lock on `key` away from its holder: `expire` ends its TTL now, otherwise
+    /// the record is deleted. Returns whether a holder lost it.
+    pub(crate) fn revoke(&self, key: &Key, expire: bool) -> Result<bool> {
+        let writer = self.writer();
+        let current = self
+            .storage
+            .get_lock(key.as_str())
+            .map_err(|e| self.fail("revoke", key.as_str(), e))?;
+        let Some(mut record) = current.filter(|r| r.owner != 0) else {
+            return Ok(false);
+        };
+        if expire {
+            record.expires_at = now_ms();
+        } else {
+            record.owner = 0;
+        }
+        self.storage
+            .put_lock(key.as_str(), &record)
+            .map_err(|e| self.fail("revoke", key.as_str(), e))?;
+        drop(writer);
+        self.lock_changed.notify_waiters();
+        Ok(true)
+    }
+
+    pub(crate) fn flush(&self, key: &str) -> Result<()> {
+        self.storage.flush().map_err(|e| self.fail("flush", key, e))
+    }
+}
+
+/// Clears the "sweeper running" flag when the sweeper ends, however it ends.
+struct SweeperFlag(Arc<AtomicBool>);
+
+impl Drop for SweeperFlag {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+async fn sweep_loop<S: Storage>(
+    engine: Weak<Engine<S>>,
+    scheduled: Arc<Notify>,
+    _running: SweeperFlag,
+) {
+    /// How long the sweeper sleeps with nothing scheduled; it ends if the engine is gone by then.
+    const IDLE: Duration = Duration::from_secs(1);
+    loop {
+        let notified = scheduled.notified();
+        let next = {
+            let Some(engine) = engine.upgrade() else {
+                return;
+            };
+            match engine.sweep() {
+                Ok(next) => next,
+                Err(err) => {
+                    tracing::warn!(store = engine.store(), error = %err, "expiring keys failed; retrying");
+                    Some(now_ms() + 1000)
+                }
+            }
+        };
+        let wait = next.map_or(IDLE, |at| {
+            Duration::from_millis(at.saturating_sub(now_ms())).min(IDLE)
+        });
+        tokio::select! {
+            () = notified => {}
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! The in-memory store (`memory://`): every call, including watch, TTL and locks, with no
+//! server, so programs can unit-test their own code against the real semantics.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+
+use serde::Deserialize;
+
+use super::{Engine, EngineOptions, LocalStore, LockRecord, Record, Storage};
+use crate::config::BackendConfig;
+use crate::error::{BoxError, Error, Result};
+use crate::registry::{Registration, StoreSpec};
+
+/// The registered name of the in-memory store.
+pub const MEMORY: &str = "memory";
+
+/// Records in a sorted map; nothing survives the process.
+#[derive(Debug, Default)]
+pub struct MemoryStorage {
+    data: RwLock<BTreeMap<String, Record>>,
+    locks: Mutex<HashMap<String, LockRecord>>,
+    index: AtomicU64,
+}
+
+impl Storage for MemoryStorage {
+    fn get(&self, key: &str) -> Result<Option<Record>, BoxError> {
+        Ok(self
+            .data
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .cloned())
+    }
+
+    fn insert(&self, key: &str, record: &Record) -> Result<(), BoxError> {
+        self.data
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key.to_owned(), record.clone());
+        Ok(())
+    }
+
+    fn remove(&self, key: &str) -> Result<Option<Record>, BoxError> {
+        Ok(self
+            .data
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key))
+    }
+
+    fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, Record)>, BoxError> {
+        let data = self.data.read().unwrap_or_else(PoisonError::into_inner);
+        Ok(data
+            .range(prefix.to_owned()..)
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .map(|(key, record)| (key.clone(), record.clone()))
+            .collect())
+    }
+
+    fn get_lock(&self, key: &str) -> Result<Option<LockRecord>, BoxError> {
+        Ok(self
+            .locks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .copied())
+    }
+
+    fn put_lock(&self, key: &str, record: &LockRecord) -> Result<(), BoxError> {
+        self.locks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key.to_owned(), *record);
+        Ok(())
+    }
+
+    fn next_index(&self) -> Result<u64, BoxError> {
+        Ok(self.index.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    fn flush(&self) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+/// Settings of the in-memory store (`memory://NAME?max_value_size=…`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MemoryConfig {
+    /// Opening the same name again in this process gives a handle on the same data; `None`
+    /// makes a private store. From the URL: `memory://NAME`.
+    pub name: Option<String>,
+    /// Largest value accepted, in bytes (default 1 MiB, etcd's default request limit, so
+    /// code tested here fits a real server).
+    pub max_value_size: usize,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig {
+            name: None,
+            max_value_size: 1024 * 1024,
+        }
+    }
+}
+
+impl BackendConfig for MemoryConfig {
+    const STORE: &'static str = MEMORY;
+}
+
+/// The in-memory store.
+///
+/// ```
+/// # async fn demo() -> valkeyrie_core::Result<()> {
+/// use valkeyrie_core::{MemoryStore, ReadOptions, Store, WriteOptions};
+///
+/// let store = MemoryStore::new();
+/// store.put("a/b", "1".into(), &WriteOptions::default()).await?;
+/// let other = store.handle(); // a second handle on the same data
+/// assert_eq!(other.get("a/b", &ReadOptions::default()).await?.value, "1");
+/// # Ok(()) }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+/// ```
+pub type MemoryStore = LocalStore<MemoryStorage>;
+
+/// Named in-memory engines of this process, held weakly: a name lives while a handle does.
+static NAMED: Mutex<BTreeMap<String, Weak<Engine<MemoryStorage>>>> = Mutex::new(BTreeMap::new());
+
+impl LocalStore<MemoryStorage> {
+    /// A new, private in-memory store with the default settings.
+    pub fn new() -> MemoryStore {
+        Self::with_config(MemoryConfig::default())
+    }
+
+    /// An in-memory store with `config`; with a name, a handle on that name's data.
+    pub fn with_config(config: MemoryConfig) -> MemoryStore {
+        let make = || {
+            let options = EngineOptions {
+                store: MEMORY,
+                max_value_size: Some(config.max_value_size),
+                persistent: false,
+            };
+            // An empty memory storage scans without error.
+            Engine::new(MemoryStorage::default(), options)
+                .unwrap_or_else(|_| unreachable!("memory storage cannot fail"))
+        };
+        let engine = match &config.name {
+            None => make(),
+            Some(name) => {
+                let mut named = NAMED.lock().unwrap_or_else(PoisonError::into_inner);
+                named.retain(|_, engine| engine.strong_count() > 0);
+                match named.get(name).and_then(Weak::upgrade) {
+                    Some(engine) => engine,
+                    None => {
+                        let engine = make();
+                        named.insert(name.clone(), Arc::downgrade(&engine));
+                        engine
+                    }
+                }
+            }
+        };
+        LocalStore::from_engine(engine, false)
+    }
+}
+
+impl Default for LocalStore<MemoryStorage> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+async fn open(spec: StoreSpec) -> Result<Arc<dyn crate::Store>> {
+    let mut config: MemoryConfig = spec.config.resolve()?;
+    match spec.endpoints.as_slice() {
+        [] => {}
+        [name] => config.name = Some(name.clone()),
+        _ => {
+            return Err(Error::config(
+                MEMORY,
+                "endpoints",
+                "at most one name: memory://NAME",
+            ))
+        }
+    }
+    Ok(Arc::new(MemoryStore::with_config(config)))
+}
+
+inventory::submit! { Registration::new(MEMORY, None, |spec| Box::pin(open(spec))) }

@@ -1,0 +1,71 @@
+//! An in-process engine that implements every call over a simple [`Storage`].
+//!
+//! The in-memory store ([`MemoryStore`]), the embedded `boltlike` backend (on sled) and the
+//! template backend all run on it; a storage only has to get, insert, remove and scan
+//! records. The engine adds what makes them a full store: one writer at a time (so atomic
+//! calls and index bumps cannot race), a persistent index that never repeats, TTL expiry
+//! with delete events, keep-alives, watches that never miss a change (a lagging watcher gets
+//! a fresh snapshot), and locks with TTL, fencing tokens and a lost signal.
+//!
+//! Several [`LocalStore`] handles can share one engine (as several connections share one
+//! server): data, watches and locks are shared; keep-alives and lock renewals belong to the
+//! handle that started them and stop when it is closed or dropped.
+
+mod engine;
+mod lock;
+mod memory;
+mod store;
+mod watch;
+
+use bytes::Bytes;
+
+use crate::error::BoxError;
+
+pub use engine::{Engine, EngineOptions};
+pub use memory::{MemoryConfig, MemoryStorage, MemoryStore, MEMORY};
+pub use store::{LocalStore, LockRevocation};
+
+/// A stored value with its index and expiry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The modification index, never 0.
+    pub index: u64,
+    /// Expiry as Unix time in milliseconds; `None` never expires.
+    pub expires_at: Option<u64>,
+    /// The value.
+    pub value: Bytes,
+}
+
+/// A lock's bookkeeping record, kept apart from the data so `list` never shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LockRecord {
+    /// The acquisition holding it; 0 when free.
+    pub owner: u64,
+    /// The fencing token of the latest acquisition; kept when the lock is released so the
+    /// next one is larger.
+    pub token: u64,
+    /// When the holder's TTL runs out, as Unix time in milliseconds.
+    pub expires_at: u64,
+}
+
+/// Where the engine keeps records. Calls are made one writer at a time by the engine, so a
+/// storage needs no transactions; reads may run concurrently with a write.
+pub trait Storage: Send + Sync + 'static {
+    /// The record at `key`, expired or not.
+    fn get(&self, key: &str) -> Result<Option<Record>, BoxError>;
+    /// Writes the record at `key`.
+    fn insert(&self, key: &str, record: &Record) -> Result<(), BoxError>;
+    /// Removes `key`, returning what was there.
+    fn remove(&self, key: &str) -> Result<Option<Record>, BoxError>;
+    /// Every record whose key starts with `prefix`, sorted by key (bytewise).
+    fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, Record)>, BoxError>;
+    /// The lock record of `key`.
+    fn get_lock(&self, key: &str) -> Result<Option<LockRecord>, BoxError>;
+    /// Writes the lock record of `key`.
+    fn put_lock(&self, key: &str, record: &LockRecord) -> Result<(), BoxError>;
+    /// A number larger than every one returned before, never 0; persistent storages keep
+    /// this across restarts.
+    fn next_index(&self) -> Result<u64, BoxError>;
+    /// Makes the writes so far durable; a no-op for volatile storages.
+    fn flush(&self) -> Result<(), BoxError>;
+}

@@ -1,0 +1,255 @@
+//! Distributed locks: [`Locker`], the [`LockGuard`] a successful `lock()` returns, and its
+//! [`LostSignal`].
+//!
+//! The layering follows etcd's `concurrency` package: a backend holds the lock through a
+//! session, lease or TTL record that it renews in the background; losing that (expiry,
+//! record deleted, connection gone, store closed) is one clear signal, [`LockGuard::lost`].
+//! Each acquisition also gets a *fencing token*, a number that strictly increases with every
+//! acquisition of the key, across processes: pass it to the resource you protect so it can
+//! refuse a stale holder's writes.
+//!
+//! ```
+//! # async fn demo() -> valkeyrie_core::Result<()> {
+//! use valkeyrie_core::{LockOptions, MemoryStore, Store};
+//!
+//! let store = MemoryStore::new();
+//! let locker = store.new_lock("jobs/nightly", LockOptions::with_value("node-1")).await?;
+//! let guard = locker.lock().await?;
+//! println!("holding with fencing token {}", guard.fencing_token());
+//! // ... work, racing `guard.lost()` if it may take longer than the TTL ...
+//! guard.unlock().await?;
+//! # Ok(()) }
+//! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+//! ```
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use crate::error::{Error, LostReason, Result};
+
+/// A lock on one key, created by [`Store::new_lock`](crate::Store::new_lock). It holds
+/// nothing by itself: each successful [`lock`](Locker::lock) is one acquisition, released
+/// through its guard. One `Locker` can lock again after the guard is released.
+#[async_trait]
+pub trait Locker: Send + Sync {
+    /// The normalized key of the lock.
+    fn key(&self) -> &str;
+
+    /// Waits until the lock is held and returns its guard.
+    ///
+    /// Cancel-safe: dropping the future gives up waiting and removes whatever the attempt
+    /// left on the server. Calling `lock` again while a guard from this `Locker` is held
+    /// waits like any other contender.
+    async fn lock(&self) -> Result<LockGuard>;
+
+    /// Takes the lock if it is free right now; `Ok(None)` when someone else holds it.
+    async fn try_lock(&self) -> Result<Option<LockGuard>>;
+
+    /// [`lock`](Locker::lock), giving up with [`Error::Timeout`] after `timeout`.
+    async fn lock_timeout(&self, timeout: Duration) -> Result<LockGuard> {
+        match tokio::time::timeout(timeout, self.lock()).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout {
+                store: self.store_name(),
+                call: "lock",
+                key: self.key().to_owned(),
+                after: timeout,
+            }),
+        }
+    }
+
+    /// The name of the store the lock lives in.
+    fn store_name(&self) -> &'static str;
+}
+
+/// Resolves when a held lock is no longer held, with the reason. Cloneable; every clone
+/// sees the same reason.
+#[derive(Debug, Clone)]
+pub struct LostSignal {
+    receiver: watch::Receiver<Option<LostReason>>,
+}
+
+/// The backend's side of a [`LostSignal`]: it reports the loss once. Dropping it without
+/// reporting means the lock was released normally ([`LostReason::Released`]).
+#[derive(Debug)]
+pub struct LostNotifier {
+    sender: watch::Sender<Option<LostReason>>,
+}
+
+/// A connected notifier and signal for one acquisition.
+pub fn lost_signal() -> (LostNotifier, LostSignal) {
+    let (sender, receiver) = watch::channel(None);
+    (LostNotifier { sender }, LostSignal { receiver })
+}
+
+impl LostNotifier {
+    /// Reports the loss; only the first reason is kept.
+    pub fn notify(&self, reason: LostReason) {
+        self.sender.send_if_modified(|current| {
+            if current.is_none() {
+                *current = Some(reason);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Whether a loss was already reported.
+    pub fn is_lost(&self) -> bool {
+        self.sender.borrow().is_some()
+    }
+}
+
+impl Drop for LostNotifier {
+    fn drop(&mut self) {
+        self.notify(LostReason::Released);
+    }
+}
+
+impl LostSignal {
+    /// Waits until the lock is lost or released and returns why. Cancel-safe.
+    pub async fn lost(&self) -> LostReason {
+        let mut receiver = self.receiver.clone();
+        let reason = match receiver.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone(),
+            // The notifier is gone; its drop stored a reason unless it was never used.
+            Err(_) => None,
+        };
+        reason
+            .or_else(|| receiver.borrow().clone())
+            .unwrap_or(LostReason::Released)
+    }
+
+    /// The reason, if the lock is already lost or released.
+    pub fn reason(&self) -> Option<LostReason> {
+        self.receiver.borrow().clone()
+    }
+}
+
+/// How a backend releases one acquisition; called once, by [`LockGuard::unlock`] or in the
+/// background when the guard is dropped.
+#[async_trait]
+pub trait LockRelease: Send + 'static {
+    /// Releases the lock (and deletes its value when `delete_on_unlock` was set).
+    async fn release(self: Box<Self>) -> Result<()>;
+}
+
+/// Proof that a lock is held. Release it with [`unlock`](LockGuard::unlock); dropping the
+/// guard releases it in the background (errors are then only logged).
+#[must_use = "dropping the guard releases the lock"]
+pub struct LockGuard {
+    store: &'static str,
+    key: String,
+    fencing_token: u64,
+    lost: LostSignal,
+    release: Option<Box<dyn LockRelease>>,
+}
+
+impl std::fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("store", &self.store)
+            .field("key", &self.key)
+            .field("fencing_token", &self.fencing_token)
+            .field("lost", &self.lost.reason())
+            .finish()
+    }
+}
+
+impl LockGuard {
+    /// Builds the guard of one acquisition; for backends.
+    pub fn new(
+        store: &'static str,
+        key: impl Into<String>,
+        fencing_token: u64,
+        lost: LostSignal,
+        release: Box<dyn LockRelease>,
+    ) -> Self {
+        LockGuard {
+            store,
+            key: key.into(),
+            fencing_token,
+            lost,
+            release: Some(release),
+        }
+    }
+
+    /// The lock's key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// A number that strictly increases with every acquisition of this key, across
+    /// processes and store handles.
+    pub fn fencing_token(&self) -> u64 {
+        self.fencing_token
+    }
+
+    /// The signal that resolves when this lock is lost; clone it into the task doing the work.
+    pub fn lost_signal(&self) -> LostSignal {
+        self.lost.clone()
+    }
+
+    /// Waits until the lock is lost and returns why. Cancel-safe.
+    pub async fn lost(&self) -> LostReason {
+        self.lost.lost().await
+    }
+
+    /// [`Error::LockLost`] if the lock was lost, so work can check before a critical step.
+    pub fn ensure_held(&self) -> Result<()> {
+        match self.lost.reason() {
+            None => Ok(()),
+            Some(reason) => Err(Error::LockLost {
+                store: self.store,
+                key: self.key.clone(),
+                reason,
+            }),
+        }
+    }
+
+    /// Releases the lock and reports the outcome.
+    pub async fn unlock(mut self) -> Result<()> {
+        match self.release.take() {
+            Some(release) => release.release().await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        let Some(release) = self.release.take() else {
+            return;
+        };
+        // Without a runtime (the program is shutting down) the lock is left to expire by TTL.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (store, key) = (self.store, self.key.clone());
+            runtime.spawn(async move {
+                if let Err(err) = release.release().await {
+                    tracing::warn!(store, key, error = %err, "releasing a dropped lock guard failed");
+                }
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn first_reason_wins_and_drop_means_released() {
+        let (notifier, signal) = lost_signal();
+        assert_eq!(signal.reason(), None);
+        notifier.notify(LostReason::Expired);
+        notifier.notify(LostReason::RecordDeleted);
+        assert_eq!(signal.lost().await, LostReason::Expired);
+
+        let (notifier, signal) = lost_signal();
+        drop(notifier);
+        assert_eq!(signal.lost().await, LostReason::Released);
+    }
+}

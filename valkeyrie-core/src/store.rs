@@ -1,0 +1,422 @@
+//! The [`Store`] trait users call, and the [`Backend`] trait backends implement.
+//!
+//! Backends implement [`Backend`], which receives keys already validated and normalized
+//! ([`Key`]). Every `Backend` is a [`Store`] through one blanket implementation that does,
+//! once for all backends and before any I/O: the key rules, the value size limit, the
+//! capability check (`CallNotSupported`), the `last_index == 0` check of atomic calls, the
+//! refusal of calls on a closed handle, the shared `list`/`watch_tree` semantics (directory
+//! key excluded, sorted, `KeyNotFound` only when nothing exists), and a `tracing` span per
+//! call carrying the store, the call and the key (never the value).
+
+use std::future::Future;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tracing::Instrument;
+
+use crate::background::Background;
+use crate::capabilities::Capabilities;
+use crate::error::{Error, Result};
+use crate::key::Key;
+use crate::kv::{KvPair, LockOptions, ReadOptions, WriteOptions};
+use crate::lock::{LockGuard, Locker};
+use crate::watch::{tree_view, WatchStream};
+
+/// One async API over a key/value store. Use it as `Arc<dyn Store>`.
+///
+/// Every call validates its key first ([`crate::key`]); a bad key is
+/// [`Error::InvalidKey`] and nothing is sent.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// The registered name of the backend, such as `"etcd"`.
+    fn name(&self) -> &'static str;
+
+    /// What this backend supports.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Writes `value` at `key`, creating it if needed.
+    async fn put(&self, key: &str, value: Bytes, opts: &WriteOptions) -> Result<()>;
+
+    /// Reads `key`; [`Error::KeyNotFound`] when absent.
+    async fn get(&self, key: &str, opts: &ReadOptions) -> Result<KvPair>;
+
+    /// Deletes `key` (not what is below it); [`Error::KeyNotFound`] when absent.
+    async fn delete(&self, key: &str) -> Result<()>;
+
+    /// Whether `key` exists.
+    async fn exists(&self, key: &str, opts: &ReadOptions) -> Result<bool>;
+
+    /// Every key strictly below `dir`, recursively, sorted by key, without `dir` itself and
+    /// without lock bookkeeping. An existing key with nothing below lists as empty; when
+    /// neither `dir` nor anything below exists, [`Error::KeyNotFound`].
+    async fn list(&self, dir: &str, opts: &ReadOptions) -> Result<Vec<KvPair>>;
+
+    /// Deletes `dir` and everything below it; [`Error::KeyNotFound`] when nothing existed.
+    async fn delete_tree(&self, dir: &str) -> Result<()>;
+
+    /// Streams the changes of `key`, starting with a snapshot of its current value
+    /// ([`crate::watch`]). Dropping the stream ends the watch.
+    async fn watch(&self, key: &str, opts: &ReadOptions) -> Result<WatchStream>;
+
+    /// Streams the changes below `dir` (not `dir` itself), starting with a snapshot of
+    /// everything below it.
+    async fn watch_tree(&self, dir: &str, opts: &ReadOptions) -> Result<WatchStream>;
+
+    /// Creates an unheld lock on `key`; see [`Locker`].
+    async fn new_lock(&self, key: &str, opts: LockOptions) -> Result<Box<dyn Locker>>;
+
+    /// Compare-and-set. With `previous = None`, creates the key only if absent
+    /// ([`Error::KeyExists`] otherwise). With `Some(prev)`, writes only if the key's index is
+    /// still `prev.last_index` ([`Error::KeyModified`] otherwise, [`Error::KeyNotFound`] if
+    /// the key is gone). Returns the new pair.
+    async fn atomic_put(
+        &self,
+        key: &str,
+        value: Bytes,
+        previous: Option<&KvPair>,
+        opts: &WriteOptions,
+    ) -> Result<KvPair>;
+
+    /// Compare-and-delete: deletes only if the key's index is still `previous.last_index`
+    /// ([`Error::KeyModified`] otherwise, [`Error::KeyNotFound`] if already gone).
+    async fn atomic_delete(&self, key: &str, previous: &KvPair) -> Result<()>;
+
+    /// Closes the handle: stops keep-alives, lock renewals and watches it started, then
+    /// releases the connection. Later calls return [`Error::Closed`].
+    async fn close(&self) -> Result<()>;
+
+    /// Background tasks (keep-alives, renewals, watch feeders) this handle runs now; for
+    /// diagnostics and leak tests.
+    fn background_tasks(&self) -> usize;
+}
+
+/// What a backend implements. Keys arrive validated and normalized, values within the size
+/// limit, and calls only when [`Backend::capabilities`] claims them; see the module docs.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// The registered name, such as `"etcd"`.
+    fn name(&self) -> &'static str;
+    /// What this backend supports.
+    fn capabilities(&self) -> Capabilities;
+    /// The tasks of this handle; [`Store::close`] shuts them down after [`Backend::close`].
+    fn background(&self) -> &Background;
+
+    /// See [`Store::put`].
+    async fn put(&self, key: &Key, value: Bytes, opts: &WriteOptions) -> Result<()>;
+    /// See [`Store::get`].
+    async fn get(&self, key: &Key, opts: &ReadOptions) -> Result<KvPair>;
+    /// See [`Store::delete`].
+    async fn delete(&self, key: &Key) -> Result<()>;
+    /// See [`Store::exists`].
+    async fn exists(&self, key: &Key, opts: &ReadOptions) -> Result<bool>;
+    /// Every pair whose key is `dir` or below it (bookkeeping excluded), in any order, and
+    /// an empty vector when there is none; the caller applies the shared list rules.
+    async fn list(&self, dir: &Key, opts: &ReadOptions) -> Result<Vec<KvPair>>;
+    /// See [`Store::delete_tree`].
+    async fn delete_tree(&self, dir: &Key) -> Result<()>;
+    /// See [`Store::watch`].
+    async fn watch(&self, key: &Key, opts: &ReadOptions) -> Result<WatchStream> {
+        let _ = opts;
+        Err(Error::CallNotSupported {
+            store: self.name(),
+            call: "watch",
+            key: key.to_string(),
+        })
+    }
+    /// Like [`Store::watch_tree`], but may also report `dir` itself and unsorted snapshots.
+    async fn watch_tree(&self, dir: &Key, opts: &ReadOptions) -> Result<WatchStream> {
+        let _ = opts;
+        Err(Error::CallNotSupported {
+            store: self.name(),
+            call: "watch_tree",
+            key: dir.to_string(),
+        })
+    }
+    /// See [`Store::new_lock`].
+    async fn new_lock(&self, key: &Key, opts: LockOptions) -> Result<Box<dyn Locker>> {
+        let _ = opts;
+        Err(Error::CallNotSupported {
+            store: self.name(),
+            call: "new_lock",
+            key: key.to_string(),
+        })
+    }
+    /// See [`Store::atomic_put`]; `previous.last_index` is never 0 here.
+    async fn atomic_put(
+        &self,
+        key: &Key,
+        value: Bytes,
+        previous: Option<&KvPair>,
+        opts: &WriteOptions,
+    ) -> Result<KvPair>;
+    /// See [`Store::atomic_delete`]; `previous.last_index` is never 0 here.
+    async fn atomic_delete(&self, key: &Key, previous: &KvPair) -> Result<()>;
+    /// Releases the connection; background tasks are shut down right after.
+    async fn close(&self) -> Result<()>;
+}
+
+/// Runs one call inside its span: validates the key, refuses the call on a closed handle,
+/// then runs `body` with the normalized key.
+async fn call<B, T, F, Fut>(backend: &B, call: &'static str, raw_key: &str, body: F) -> Result<T>
+where
+    B: Backend + ?Sized,
+    F: FnOnce(Key) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let span = tracing::info_span!("valkeyrie", store = backend.name(), call, key = raw_key);
+    async move {
+        let result = match Key::parse(backend.name(), raw_key) {
+            Err(err) => Err(err),
+            Ok(_) if backend.background().is_closed() => Err(Error::Closed {
+                store: backend.name(),
+                call,
+                key: raw_key.to_owned(),
+            }),
+            Ok(key) => body(key).await,
+        };
+        if let Err(err) = &result {
+            tracing::debug!(error = %err, "call failed");
+        }
+        result
+    }
+    .instrument(span)
+    .await
+}
+
+fn check_value<B: Backend + ?Sized>(backend: &B, key: &Key, value: &Bytes) -> Result<()> {
+    match backend.capabilities().max_value_size {
+        Some(limit) if value.len() > limit => Err(Error::ValueTooLarge {
+            store: backend.name(),
+            key: key.to_string(),
+            size: value.len(),
+            limit,
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn check_write_options<B: Backend + ?Sized>(
+    backend: &B,
+    key: &Key,
+    call: &'static str,
+    opts: &WriteOptions,
+) -> Result<()> {
+    let caps = backend.capabilities();
+    let unsupported = (opts.ttl.is_some() && !caps.ttl) || (opts.keep_alive && !caps.keep_alive);
+    if unsupported {
+        return Err(Error::CallNotSupported {
+            store: backend.name(),
+            call,
+            key: key.to_string(),
+        });
+    }
+    Ok(())
+}
+
+fn check_previous<B: Backend + ?Sized>(backend: &B, key: &Key, previous: &KvPair) -> Result<()> {
+    if previous.last_index == 0 {
+        return Err(Error::PreviousNotSpecified {
+            store: backend.name(),
+            key: key.to_string(),
+        });
+    }
+    Ok(())
+}
+
+fn require<B: Backend + ?Sized>(
+    backend: &B,
+    key: &Key,
+    call: &'static str,
+    supported: bool,
+) -> Result<()> {
+    if supported {
+        Ok(())
+    } else {
+        Err(Error::CallNotSupported {
+            store: backend.name(),
+            call,
+            key: key.to_string(),
+        })
+    }
+}
+
+#[async_trait]
+impl<B: Backend> Store for B {
+    fn name(&self) -> &'static str {
+        Backend::name(self)
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Backend::capabilities(self)
+    }
+
+    async fn put(&self, key: &str, value: Bytes, opts: &WriteOptions) -> Result<()> {
+        call(self, "put", key, |key| async move {
+            check_value(self, &key, &value)?;
+            check_write_options(self, &key, "put", opts)?;
+            Backend::put(self, &key, value, opts).await
+        })
+        .await
+    }
+
+    async fn get(&self, key: &str, opts: &ReadOptions) -> Result<KvPair> {
+        call(self, "get", key, |key| async move {
+            Backend::get(self, &key, opts).await
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        call(self, "delete", key, |key| async move {
+            Backend::delete(self, &key).await
+        })
+        .await
+    }
+
+    async fn exists(&self, key: &str, opts: &ReadOptions) -> Result<bool> {
+        call(self, "exists", key, |key| async move {
+            Backend::exists(self, &key, opts).await
+        })
+        .await
+    }
+
+    async fn list(&self, dir: &str, opts: &ReadOptions) -> Result<Vec<KvPair>> {
+        call(self, "list", dir, |dir| async move {
+            let mut pairs = Backend::list(self, &dir, opts).await?;
+            if pairs.is_empty() {
+                return Err(Error::not_found(Backend::name(self), dir.as_str()));
+            }
+            pairs.retain(|pair| dir.contains(&pair.key));
+            pairs.sort_by(|a, b| a.key.cmp(&b.key));
+            pairs.dedup_by(|a, b| a.key == b.key);
+            Ok(pairs)
+        })
+        .await
+    }
+
+    async fn delete_tree(&self, dir: &str) -> Result<()> {
+        call(self, "delete_tree", dir, |dir| async move {
+            Backend::delete_tree(self, &dir).await
+        })
+        .await
+    }
+
+    async fn watch(&self, key: &str, opts: &ReadOptions) -> Result<WatchStream> {
+        call(self, "watch", key, |key| async move {
+            require(self, &key, "watch", Backend::capabilities(self).watch)?;
+            Backend::watch(self, &key, opts).await
+        })
+        .await
+    }
+
+    async fn watch_tree(&self, dir: &str, opts: &ReadOptions) -> Result<WatchStream> {
+        call(self, "watch_tree", dir, |dir| async move {
+            require(
+                self,
+                &dir,
+                "watch_tree",
+                Backend::capabilities(self).watch_tree,
+            )?;
+            let stream = Backend::watch_tree(self, &dir, opts).await?;
+            Ok(tree_view(dir, stream))
+        })
+        .await
+    }
+
+    async fn new_lock(&self, key: &str, opts: LockOptions) -> Result<Box<dyn Locker>> {
+        call(self, "new_lock", key, |key| async move {
+            let caps = Backend::capabilities(self);
+            require(self, &key, "new_lock", caps.lock)?;
+            require(
+                self,
+                &key,
+                "new_lock with a ttl",
+                opts.ttl.is_none() || caps.lock_ttl,
+            )?;
+            check_value(self, &key, &opts.value)?;
+            let inner = Backend::new_lock(self, &key, opts).await?;
+            Ok(Box::new(TracedLocker { inner }) as Box<dyn Locker>)
+        })
+        .await
+    }
+
+    async fn atomic_put(
+        &self,
+        key: &str,
+        value: Bytes,
+        previous: Option<&KvPair>,
+        opts: &WriteOptions,
+    ) -> Result<KvPair> {
+        call(self, "atomic_put", key, |key| async move {
+            check_value(self, &key, &value)?;
+            check_write_options(self, &key, "atomic_put", opts)?;
+            if let Some(previous) = previous {
+                check_previous(self, &key, previous)?;
+            }
+            Backend::atomic_put(self, &key, value, previous, opts).await
+        })
+        .await
+    }
+
+    async fn atomic_delete(&self, key: &str, previous: &KvPair) -> Result<()> {
+        call(self, "atomic_delete", key, |key| async move {
+            check_previous(self, &key, previous)?;
+            Backend::atomic_delete(self, &key, previous).await
+        })
+        .await
+    }
+
+    async fn close(&self) -> Result<()> {
+        let span = tracing::info_span!("valkeyrie", store = Backend::name(self), call = "close");
+        async {
+            if self.background().is_closed() {
+                return Ok(());
+            }
+            let result = Backend::close(self).await;
+            self.background().shutdown().await;
+            result
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn background_tasks(&self) -> usize {
+        self.background().len()
+    }
+}
+
+/// Gives `lock` and `try_lock` a span like every other call.
+struct TracedLocker {
+    inner: Box<dyn Locker>,
+}
+
+#[async_trait]
+impl Locker for TracedLocker {
+    fn key(&self) -> &str {
+        self.inner.key()
+    }
+
+    fn store_name(&self) -> &'static str {
+        self.inner.store_name()
+    }
+
+    async fn lock(&self) -> Result<LockGuard> {
+        let span = tracing::info_span!(
+            "valkeyrie",
+            store = self.store_name(),
+            call = "lock",
+            key = self.key()
+        );
+        self.inner.lock().instrument(span).await
+    }
+
+    async fn try_lock(&self) -> Result<Option<LockGuard>> {
+        let span = tracing::info_span!(
+            "valkeyrie",
+            store = self.store_name(),
+            call = "try_lock",
+            key = self.key()
+        );
+        self.inner.try_lock().instrument(span).await
+    }
+}

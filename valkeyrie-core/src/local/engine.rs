@@ -109,6 +109,11 @@ impl<S: Storage> Engine<S> {
         }))
     }
 
+    /// The storage under the engine.
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
     /// The settings.
     pub fn options(&self) -> &EngineOptions {
         &self.options

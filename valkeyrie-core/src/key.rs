@@ -9,7 +9,7 @@
 //!   not contain `.` or `..` segments, and must not contain control characters (ZooKeeper
 //!   rejects them in paths, and they break logs).
 //!
-//! A key that breaks a rule is [`Error::InvalidKey`](crate::Error::InvalidKey) naming the
+//! A key that breaks a rule is [`Error::InvalidKey`] naming the
 //! store, the key as given and the rule.
 //!
 //! ```

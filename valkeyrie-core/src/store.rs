@@ -92,6 +92,10 @@ pub trait Store: Send + Sync {
 
 /// What a backend implements. Keys arrive validated and normalized, values within the size
 /// limit, and calls only when [`Backend::capabilities`] claims them; see the module docs.
+///
+/// The methods have the names of [`Store`]'s, which every `Backend` also is. In a file that
+/// imports both traits, call one explicitly: `Backend::get(self, &key, opts)`, or reach
+/// another store through `&dyn Store`.
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
     /// The registered name, such as `"etcd"`.

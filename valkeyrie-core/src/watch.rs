@@ -1,6 +1,6 @@
 //! Watch streams: what `watch` and `watch_tree` return.
 //!
-//! A watch is a [`Stream`](futures_core::Stream) of `Result<WatchEvent>`. The first item is
+//! A watch is a [`Stream`] of `Result<WatchEvent>`. The first item is
 //! always a [`WatchEvent::Snapshot`] of the current state (empty when nothing exists yet:
 //! watching a missing key waits for it). Then one [`WatchEvent::Put`] or
 //! [`WatchEvent::Delete`] per change, in order. When a backend cannot prove it missed

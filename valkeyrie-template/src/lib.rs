@@ -1,1 +1,45 @@
+//! # valkeyrie-template
+//!
+//! A complete backend to copy when adding a store. It registers itself as `template` and
+//! passes the whole conformance suite; its "server" is valkeyrie-core's in-memory engine,
+//! reached through [`client::TemplateClient`] the way a real backend reaches its server
+//! through a client crate. Every backend crate has the same files:
+//!
+//! | file | job |
+//! |---|---|
+//! | `lib.rs` | crate docs, the store name constant, re-exports |
+//! | `config.rs` | the serde config with defaults, secrets hidden from `Debug`, URL mapping test |
+//! | `client.rs` | the connection: building the client from the config |
+//! | `error.rs` | ONE function mapping the client's errors to [`valkeyrie_core::Error`] |
+//! | `store.rs` | the [`Backend`](valkeyrie_core::Backend) implementation and the registration |
+//! | `watch.rs` | turning the server's change feed into a [`WatchStream`](valkeyrie_core::WatchStream) |
+//! | `lock.rs` | locks: acquisition, renewal, the lost signal, release |
+//!
+//! README.md says step by step how to copy it into a new backend.
+//!
+//! ## Example
+//!
+//! ```
+//! # async fn demo() -> valkeyrie_core::Result<()> {
+//! use valkeyrie_core::{ReadOptions, Store, WriteOptions};
+//! use valkeyrie_template::TemplateConfig;
+//!
+//! let store = TemplateConfig::default().connect(["example-server"]).await?;
+//! store.put("hello", "world".into(), &WriteOptions::default()).await?;
+//! assert_eq!(store.get("hello", &ReadOptions::default()).await?.value, "world");
+//! # Ok(()) }
+//! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+//! ```
 
+pub mod client;
+mod config;
+mod error;
+mod lock;
+mod store;
+mod watch;
+
+pub use config::TemplateConfig;
+pub use store::TemplateStore;
+
+/// The registered name of this store, also its URL scheme.
+pub const TEMPLATE: &str = "template";

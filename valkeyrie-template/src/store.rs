@@ -1,0 +1,223 @@
+//! [`TemplateStore`]: the [`Backend`] implementation and the registration.
+//!
+//! Each call is one request through the client, bounded by the request timeout, its errors
+//! mapped by [`map_error`]. Keys arrive validated and normalized; list and watch_tree
+//! results are sorted and filtered by valkeyrie-core.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use valkeyrie_core::{
+    Backend, Background, Capabilities, Error, Key, KvPair, LockOptions, Locker, ReadOptions,
+    Registration, Result, Store, StoreSpec, WatchStream, WriteOptions,
+};
+
+use crate::client::TemplateClient;
+use crate::config::TemplateConfig;
+use crate::error::map_error;
+use crate::lock::TemplateLocker;
+use crate::watch::map_stream;
+use crate::TEMPLATE;
+
+/// A handle on a template server.
+#[derive(Debug)]
+pub struct TemplateStore {
+    client: TemplateClient,
+    config: TemplateConfig,
+    background: Background,
+}
+
+impl TemplateConfig {
+    /// Connects to the server named by the one endpoint.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfiguration`] for a bad setting or not exactly one endpoint.
+    pub async fn connect<I, E>(self, endpoints: I) -> Result<TemplateStore>
+    where
+        I: IntoIterator<Item = E>,
+        E: Into<String>,
+    {
+        self.validate()?;
+        let endpoints: Vec<String> = endpoints.into_iter().map(Into::into).collect();
+        let client = TemplateClient::connect(&endpoints, &self)?;
+        Ok(TemplateStore {
+            client,
+            config: self,
+            background: Background::new(),
+        })
+    }
+}
+
+impl TemplateStore {
+    /// The client, for what the `Store` API does not cover.
+    pub fn client(&self) -> &TemplateClient {
+        &self.client
+    }
+
+    /// Runs one request with the configured deadline, mapping its error.
+    async fn request<T>(
+        &self,
+        call: &'static str,
+        key: &Key,
+        request: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let after = self.config.request_timeout;
+        match tokio::time::timeout(after, request).await {
+            Ok(result) => result.map_err(|err| map_error(call, key.as_str(), err)),
+            Err(_) => Err(Error::Timeout {
+                store: TEMPLATE,
+                call,
+                key: key.to_string(),
+                after,
+            }),
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for TemplateStore {
+    fn name(&self) -> &'static str {
+        TEMPLATE
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut caps = self.client.requests().capabilities();
+        caps.max_value_size = Some(self.config.max_value_size);
+        caps
+    }
+
+    fn background(&self) -> &Background {
+        &self.background
+    }
+
+    async fn put(&self, key: &Key, value: Bytes, opts: &WriteOptions) -> Result<()> {
+        self.request(
+            "put",
+            key,
+            self.client.requests().put(key.as_str(), value, opts),
+        )
+        .await
+    }
+
+    async fn get(&self, key: &Key, opts: &ReadOptions) -> Result<KvPair> {
+        self.request("get", key, self.client.requests().get(key.as_str(), opts))
+            .await
+    }
+
+    async fn delete(&self, key: &Key) -> Result<()> {
+        self.request("delete", key, self.client.requests().delete(key.as_str()))
+            .await
+    }
+
+    async fn exists(&self, key: &Key, opts: &ReadOptions) -> Result<bool> {
+        self.request(
+            "exists",
+            key,
+            self.client.requests().exists(key.as_str(), opts),
+        )
+        .await
+    }
+
+    async fn list(&self, dir: &Key, opts: &ReadOptions) -> Result<Vec<KvPair>> {
+        // The shared rules want `dir` itself and everything below; the server's list gives
+        // what is below, and its `KeyNotFound` means "nothing below".
+        let below = match self
+            .request("list", dir, self.client.requests().list(dir.as_str(), opts))
+            .await
+        {
+            Ok(pairs) => pairs,
+            Err(Error::KeyNotFound { .. }) => Vec::new(),
+            Err(err) => return Err(err),
+        };
+        let own = match Backend::get(self, dir, opts).await {
+            Ok(pair) => Some(pair),
+            Err(Error::KeyNotFound { .. }) => None,
+            Err(err) => return Err(err),
+        };
+        Ok(own.into_iter().chain(below).collect())
+    }
+
+    async fn delete_tree(&self, dir: &Key) -> Result<()> {
+        self.request(
+            "delete_tree",
+            dir,
+            self.client.requests().delete_tree(dir.as_str()),
+        )
+        .await
+    }
+
+    async fn watch(&self, key: &Key, opts: &ReadOptions) -> Result<WatchStream> {
+        let stream = self
+            .request(
+                "watch",
+                key,
+                self.client.requests().watch(key.as_str(), opts),
+            )
+            .await?;
+        Ok(map_stream(key, "watch", stream))
+    }
+
+    async fn watch_tree(&self, dir: &Key, opts: &ReadOptions) -> Result<WatchStream> {
+        let stream = self
+            .request(
+                "watch_tree",
+                dir,
+                self.client.requests().watch_tree(dir.as_str(), opts),
+            )
+            .await?;
+        Ok(map_stream(dir, "watch_tree", stream))
+    }
+
+    async fn new_lock(&self, key: &Key, opts: LockOptions) -> Result<Box<dyn Locker>> {
+        let inner = self
+            .request(
+                "new_lock",
+                key,
+                self.client.requests().new_lock(key.as_str(), opts),
+            )
+            .await?;
+        Ok(Box::new(TemplateLocker {
+            inner,
+            request_timeout: self.config.request_timeout,
+        }))
+    }
+
+    async fn atomic_put(
+        &self,
+        key: &Key,
+        value: Bytes,
+        previous: Option<&KvPair>,
+        opts: &WriteOptions,
+    ) -> Result<KvPair> {
+        self.request(
+            "atomic_put",
+            key,
+            self.client
+                .requests()
+                .atomic_put(key.as_str(), value, previous, opts),
+        )
+        .await
+    }
+
+    async fn atomic_delete(&self, key: &Key, previous: &KvPair) -> Result<()> {
+        self.request(
+            "atomic_delete",
+            key,
+            self.client.requests().atomic_delete(key.as_str(), previous),
+        )
+        .await
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.client.requests().close().await
+    }
+}
+
+async fn open(spec: StoreSpec) -> Result<Arc<dyn Store>> {
+    let config: TemplateConfig = spec.config.resolve()?;
+    Ok(Arc::new(config.connect(spec.endpoints).await?))
+}
+
+inventory::submit! { Registration::new(TEMPLATE, None, |spec| Box::pin(open(spec))) }

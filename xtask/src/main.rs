@@ -1,28 +1,37 @@
-//! `cargo xtask …`: the project's tasks, written in Rust so they run wherever cargo does.
-//!
-//! * `cargo xtask setup` installs what a build and test run need.
-//! * `cargo xtask test [--package NAME …]` runs every crate's tests (each backend's
-//!   conformance suite included) package by package and prints a summary per package.
+//! `cargo xtask …`: the project's tasks; see `cargo xtask help`.
 #![allow(clippy::print_stdout, clippy::print_stderr)] // A command-line tool reports on its terminal.
 
-mod setup;
-mod summary;
-mod test;
-
 use std::process::ExitCode;
+
+use xtask::servers::{install, process, Server};
 
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  setup                        install what building and testing need (rustfmt, clippy)
-  test [--package NAME ...]    run the workspace's tests package by package, with a summary";
+  setup                          install what building and testing need: rustfmt, clippy,
+                                 protoc and the servers (etcd, redis, zookeeper, consul, dynamodb)
+  test [--backend NAME ...] [--docker]
+                                 start the servers a run needs, run every crate's tests with the
+                                 endpoint variables set, stop what it started, print a summary;
+                                 backends: memory boltlike template servers. --docker takes the
+                                 servers from containers (testcontainers) instead of local processes
+  servers install [NAME ...]     install servers (all by default)
+  servers start [NAME ...]       start servers on loopback (all by default) and leave them running
+  servers stop [NAME ...]        stop servers the harness started
+  servers status                 which servers run, with pids and endpoints
+  servers env                    the endpoint variables, as shell `export` lines
+  servers restart|pause|resume NAME
+                                 fault hooks: restart keeps the data directory; pause and resume
+                                 send SIGSTOP and SIGCONT";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("setup") => setup::run(),
-        Some("test") => test::run(&args[1..]),
-        Some("help" | "--help" | "-h") => {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = match args.as_slice() {
+        ["setup"] => xtask::setup::run(&Server::ALL),
+        ["test", rest @ ..] => xtask::test::run(rest),
+        ["servers", command, names @ ..] => servers(command, names),
+        ["help" | "--help" | "-h"] => {
             println!("{USAGE}");
             Ok(())
         }
@@ -34,5 +43,65 @@ fn main() -> ExitCode {
             eprintln!("xtask: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn selected(names: &[&str]) -> Result<Vec<Server>, String> {
+    if names.is_empty() {
+        Ok(Server::ALL.to_vec())
+    } else {
+        names.iter().map(|name| Server::from_name(name)).collect()
+    }
+}
+
+fn one(names: &[&str]) -> Result<Server, String> {
+    match names {
+        [name] => Server::from_name(name),
+        _ => Err("name exactly one server".to_owned()),
+    }
+}
+
+fn servers(command: &str, names: &[&str]) -> Result<(), String> {
+    match command {
+        "install" => install::install(&selected(names)?),
+        "start" => {
+            for server in selected(names)? {
+                // The process outlives this command: dropping the handle does not stop it.
+                process::start(server)?;
+            }
+            Ok(())
+        }
+        "stop" => selected(names)?
+            .into_iter()
+            .try_for_each(process::stop_by_pid),
+        "status" => {
+            for server in Server::ALL {
+                let state = match process::state(server) {
+                    process::State::Stopped => "stopped".to_owned(),
+                    process::State::Running(pid) => format!("running, pid {pid}"),
+                    process::State::Paused(pid) => format!("paused, pid {pid}"),
+                };
+                println!("{:<10} {:<22} {state}", server.name(), server.address());
+            }
+            Ok(())
+        }
+        "env" => {
+            for server in selected(names)? {
+                for (name, value) in server.env() {
+                    println!("export {name}={value}");
+                }
+            }
+            Ok(())
+        }
+        "restart" => {
+            let server = one(names)?;
+            process::stop_by_pid(server)?;
+            process::start(server).map(drop)
+        }
+        "pause" => process::pause(one(names)?, true),
+        "resume" => process::pause(one(names)?, false),
+        other => Err(format!(
+            "unknown servers command {other:?}; see `cargo xtask help`"
+        )),
     }
 }

@@ -1,16 +1,22 @@
-//! `cargo xtask setup`: installs what building and testing need, idempotently, one line per
-//! step saying what it found or did.
+//! `cargo xtask setup`: installs what a build and a test run need, idempotently, one line
+//! per step saying what it found or did: rustfmt and clippy, `protoc` (etcd-client's build
+//! script needs it), and the five servers.
 
 use std::process::Command;
+
+use crate::say;
+use crate::servers::{install, Server};
 
 /// The rustup components `.ci/run` uses.
 const COMPONENTS: [&str; 2] = ["rustfmt", "clippy"];
 
-pub(crate) fn run() -> Result<(), String> {
+/// Runs the whole setup for `servers`.
+pub fn run(servers: &[Server]) -> Result<(), String> {
     for component in COMPONENTS {
         ensure_component(component)?;
     }
-    println!("setup: done");
+    install::install(servers)?;
+    say!("setup", "done");
     Ok(())
 }
 
@@ -22,10 +28,10 @@ fn ensure_component(component: &str) -> Result<(), String> {
             .output(),
     };
     if probe.is_ok_and(|out| out.status.success()) {
-        println!("setup: {component}: present");
+        say!("setup", "{component}: present");
         return Ok(());
     }
-    println!("setup: {component}: missing, installing with rustup");
+    say!("setup", "{component}: missing, installing with rustup");
     let status = Command::new("rustup")
         .args(["component", "add", component])
         .status()

@@ -4,19 +4,22 @@ use std::collections::BTreeMap;
 
 /// What one package's test run reported.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub(crate) struct Outcome {
-    pub(crate) passed: usize,
-    pub(crate) failed: usize,
-    pub(crate) ignored: usize,
+pub struct Outcome {
+    /// Tests that passed.
+    pub passed: usize,
+    /// Tests that failed (a build failure counts as one).
+    pub failed: usize,
+    /// Tests that were ignored.
+    pub ignored: usize,
     /// Names of the failed tests.
-    pub(crate) failures: Vec<String>,
+    pub failures: Vec<String>,
     /// Conformance case → passed?, from the conformance test binary.
-    pub(crate) cases: BTreeMap<String, bool>,
+    pub cases: BTreeMap<String, bool>,
 }
 
 /// Parses the `test NAME ... ok|FAILED|ignored` lines of `cargo test`; lines of test
 /// binaries named `conformance*` are also recorded as conformance cases.
-pub(crate) fn parse(output: &str) -> Outcome {
+pub fn parse(output: &str) -> Outcome {
     let mut outcome = Outcome::default();
     let mut in_conformance = false;
     for line in output.lines() {

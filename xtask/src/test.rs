@@ -1,67 +1,184 @@
-//! `cargo xtask test`: every package's tests, one `cargo test` per package so the summary
-//! can say which backend passed what.
+//! `cargo xtask test`: starts the servers a run needs (reusing ones the harness already
+//! runs), exports their endpoint variables, runs each suite's package with `cargo test`,
+//! stops what it started (also on failure and Ctrl-C), and prints a summary per backend.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::say;
+use crate::servers::process::{self, Started};
+use crate::servers::Server;
 use crate::summary::{parse, Outcome};
 
-/// The packages tested by default, in the order of the README's capability table.
-const PACKAGES: [&str; 4] = [
-    "valkeyrie-core",
-    "valkeyrie-boltlike",
-    "valkeyrie-template",
-    "xtask",
+/// A test suite: the backend it checks, its package, and the servers it needs.
+struct Suite {
+    backend: &'static str,
+    package: &'static str,
+    servers: &'static [Server],
+}
+
+/// Every suite, in the order of the README's capability table.
+const SUITES: [Suite; 4] = [
+    Suite {
+        backend: "memory",
+        package: "valkeyrie-core",
+        servers: &[],
+    },
+    Suite {
+        backend: "boltlike",
+        package: "valkeyrie-boltlike",
+        servers: &[],
+    },
+    Suite {
+        backend: "template",
+        package: "valkeyrie-template",
+        servers: &[],
+    },
+    // The harness's own tests: every server is reachable through its variable and works.
+    Suite {
+        backend: "servers",
+        package: "xtask",
+        servers: &Server::ALL,
+    },
 ];
 
-pub(crate) fn run(args: &[String]) -> Result<(), String> {
-    let packages = parse_args(args)?;
-    crate::setup::run()?;
+/// Servers this run started, stopped on every way out.
+#[derive(Clone, Default)]
+struct StartedServers {
+    children: Arc<Mutex<Vec<(Server, Child)>>>,
+}
+
+impl StartedServers {
+    fn stop_all(&self) {
+        let children =
+            std::mem::take(&mut *self.children.lock().unwrap_or_else(PoisonError::into_inner));
+        for (server, child) in children.into_iter().rev() {
+            if let Err(why) = process::stop_child(server, child) {
+                say!("servers", "{}: stopping failed: {why}", server.name());
+            }
+        }
+    }
+}
+
+/// Runs `cargo xtask test` with its arguments (`--backend NAME …`, `--docker`).
+pub fn run(args: &[&str]) -> Result<(), String> {
+    let (suites, docker) = select(args)?;
+    let mut servers: Vec<Server> = suites
+        .iter()
+        .flat_map(|s| s.servers.iter().copied())
+        .collect();
+    servers.sort();
+    servers.dedup();
+    if docker {
+        crate::setup::run(&[])?;
+        let _containers = crate::docker::start(&servers)?;
+        let env: Vec<(&str, String)> = servers
+            .iter()
+            .flat_map(|s| s.env())
+            .map(|(k, v)| match k {
+                "VALKEYRIE_DYNAMODB_FLAVOR" => (k, "dynamodb-local".to_owned()),
+                _ => (k, v),
+            })
+            .collect();
+        return run_suites(&suites, &env);
+    }
+    crate::setup::run(&servers)?;
+
+    let started = StartedServers::default();
+    let on_interrupt = started.clone();
+    ctrlc::set_handler(move || {
+        say!("test", "interrupted: stopping the servers this run started");
+        on_interrupt.stop_all();
+        std::process::exit(130);
+    })
+    .map_err(|e| format!("installing the Ctrl-C handler: {e}"))?;
+
+    let result = start_and_test(&suites, &servers, &started);
+    started.stop_all();
+    result
+}
+
+fn start_and_test(
+    suites: &[&Suite],
+    servers: &[Server],
+    started: &StartedServers,
+) -> Result<(), String> {
+    let mut env = Vec::new();
+    for server in servers {
+        match process::start(*server)
+            .map_err(|why| format!("{} could not be started: {why}", server.name()))?
+        {
+            Started::Reused(_) => {}
+            Started::Spawned(child) => {
+                started
+                    .children
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push((*server, child));
+            }
+        }
+        env.extend(server.env());
+    }
+    run_suites(suites, &env)
+}
+
+/// Runs each suite's package with `env` and prints the summary.
+fn run_suites(suites: &[&Suite], env: &[(&str, String)]) -> Result<(), String> {
+    for (name, value) in env {
+        say!("test", "{name}={value}");
+    }
     let mut results = Vec::new();
-    for package in &packages {
-        println!("\n== cargo test -p {package}");
-        results.push((package.clone(), test_package(package)?));
+    for suite in suites {
+        say!(
+            "test",
+            "== {} (cargo test -p {})",
+            suite.backend,
+            suite.package
+        );
+        results.push((suite.backend, test_package(suite.package, env)?));
     }
     print_summary(&results);
     let failed: Vec<&str> = results
         .iter()
         .filter(|(_, o)| o.failed > 0)
-        .map(|(p, _)| p.as_str())
+        .map(|(b, _)| *b)
         .collect();
     if failed.is_empty() {
         Ok(())
     } else {
-        Err(format!("tests failed in: {}", failed.join(", ")))
+        Err(format!("tests failed for: {}", failed.join(", ")))
     }
 }
 
-fn parse_args(args: &[String]) -> Result<Vec<String>, String> {
-    let mut packages = Vec::new();
+/// The suites to run and whether servers come from Docker.
+fn select(args: &[&str]) -> Result<(Vec<&'static Suite>, bool), String> {
+    let mut chosen = Vec::new();
+    let mut docker = false;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--package" | "-p" => {
-                let name = args.next().ok_or("--package needs a name")?;
-                if !PACKAGES.contains(&name.as_str()) {
-                    return Err(format!(
-                        "unknown package {name}; known: {}",
-                        PACKAGES.join(", ")
-                    ));
-                }
-                packages.push(name.clone());
+        match *arg {
+            "--docker" => docker = true,
+            "--backend" | "-b" => {
+                let name = args.next().ok_or("--backend needs a name")?;
+                let suite = SUITES.iter().find(|s| s.backend == *name).ok_or_else(|| {
+                    let known: Vec<&str> = SUITES.iter().map(|s| s.backend).collect();
+                    format!("unknown backend {name}; known: {}", known.join(", "))
+                })?;
+                chosen.push(suite);
             }
             other => return Err(format!("unknown argument {other}")),
         }
     }
-    if packages.is_empty() {
-        packages = PACKAGES.iter().map(|p| (*p).to_owned()).collect();
+    if chosen.is_empty() {
+        chosen = SUITES.iter().collect();
     }
-    Ok(packages)
+    Ok((chosen, docker))
 }
 
-/// Runs `cargo test` for one package with all its features, echoing the output, and
-/// returns the counts. A build failure counts as one failure.
-fn test_package(package: &str) -> Result<Outcome, String> {
+/// Runs `cargo test` for one package with all its features and `env`, echoing the output,
+/// and returns the counts. A build failure counts as one failure.
+fn test_package(package: &str, env: &[(&str, String)]) -> Result<Outcome, String> {
     // cargo names each test binary on stderr and the binaries report on stdout: one
     // stream keeps them in order, so results can be attributed to their binary.
     let mut child = Command::new("sh")
@@ -73,6 +190,7 @@ fn test_package(package: &str) -> Result<Outcome, String> {
             "--all-features",
             "--no-fail-fast",
         ])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| format!("running cargo test: {e}"))?;
@@ -80,7 +198,7 @@ fn test_package(package: &str) -> Result<Outcome, String> {
     if let Some(stdout) = child.stdout.take() {
         for line in BufReader::new(stdout).lines() {
             let line = line.map_err(|e| format!("reading cargo test output: {e}"))?;
-            println!("{line}");
+            say!("  ", "{line}");
             output.push_str(&line);
             output.push('\n');
         }
@@ -98,25 +216,32 @@ fn test_package(package: &str) -> Result<Outcome, String> {
     Ok(outcome)
 }
 
-fn print_summary(results: &[(String, Outcome)]) {
-    println!("\n== summary");
-    println!(
-        "{:<22} {:>7} {:>7} {:>8} {:>12}",
-        "package", "passed", "failed", "ignored", "conformance"
+fn print_summary(results: &[(&str, Outcome)]) {
+    say!(
+        "summary",
+        "{:<10} {:>7} {:>7} {:>8} {:>12}",
+        "backend",
+        "passed",
+        "failed",
+        "ignored",
+        "conformance"
     );
-    for (package, outcome) in results {
+    for (backend, outcome) in results {
         let conformance = if outcome.cases.is_empty() {
             "-".to_owned()
         } else {
             let passed = outcome.cases.values().filter(|ok| **ok).count();
             format!("{passed}/{}", outcome.cases.len())
         };
-        println!(
-            "{package:<22} {:>7} {:>7} {:>8} {conformance:>12}",
-            outcome.passed, outcome.failed, outcome.ignored
+        say!(
+            "summary",
+            "{backend:<10} {:>7} {:>7} {:>8} {conformance:>12}",
+            outcome.passed,
+            outcome.failed,
+            outcome.ignored
         );
         for failure in &outcome.failures {
-            println!("    FAILED {failure}");
+            say!("summary", "    FAILED {failure}");
         }
     }
 }

@@ -1,0 +1,22 @@
+//! The project's tasks behind `cargo xtask`: setup, the real servers the backends are tested
+//! against, and the test command. Depends on no backend crate, so it builds on a bare
+//! machine and can install `protoc` and the servers before the rest of the workspace builds.
+
+pub mod docker;
+pub mod paths;
+pub mod probe;
+pub mod servers;
+pub mod setup;
+pub mod summary;
+pub mod test;
+
+/// Prints one line of progress, prefixed with the task.
+#[macro_export]
+macro_rules! say {
+    ($task:expr, $($arg:tt)*) => {{
+        #[allow(clippy::print_stdout)]
+        {
+            println!("{}: {}", $task, format!($($arg)*));
+        }
+    }};
+}

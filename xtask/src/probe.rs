@@ -1,0 +1,123 @@
+//! Health probes and tiny protocol clients, all with hard timeouts: a probe never hangs
+//! (a 4lw probe without one once hung for ten minutes on a starting ZooKeeper).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// Connect, read and write timeout of every probe.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn connect(addr: &str) -> Result<TcpStream, String> {
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|e| format!("bad address {addr}: {e}"))?;
+    let stream = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT)
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    stream
+        .set_read_timeout(Some(PROBE_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    stream
+        .set_write_timeout(Some(PROBE_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    Ok(stream)
+}
+
+/// Sends `request` and reads until the server closes or `PROBE_TIMEOUT` passes.
+pub fn exchange(addr: &str, request: &[u8]) -> Result<Vec<u8>, String> {
+    let mut stream = connect(addr)?;
+    stream
+        .write_all(request)
+        .map_err(|e| format!("write to {addr}: {e}"))?;
+    let mut response = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => response.extend_from_slice(&buffer[..n]),
+            Err(e) if response.is_empty() => return Err(format!("read from {addr}: {e}")),
+            Err(_) => break,
+        }
+    }
+    Ok(response)
+}
+
+/// An HTTP/1.1 request with `Connection: close`; returns the status code and the body.
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<(u16, String), String> {
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    let response = String::from_utf8_lossy(&exchange(addr, request.as_bytes())?).into_owned();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| {
+            format!(
+                "no HTTP status from {addr}: {:?}",
+                response.chars().take(80).collect::<String>()
+            )
+        })?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, body)| body)
+        .to_owned();
+    Ok((status, body))
+}
+
+/// One Redis command in RESP; returns the raw reply.
+pub fn redis(addr: &str, args: &[&str]) -> Result<String, String> {
+    let mut stream = connect(addr)?;
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| format!("write to {addr}: {e}"))?;
+    let mut buffer = [0u8; 4096];
+    let n = stream
+        .read(&mut buffer)
+        .map_err(|e| format!("read from {addr}: {e}"))?;
+    Ok(String::from_utf8_lossy(&buffer[..n]).into_owned())
+}
+
+/// A ZooKeeper four-letter-word command (`ruok`, `srvr`, …).
+pub fn four_letter_word(addr: &str, word: &str) -> Result<String, String> {
+    Ok(String::from_utf8_lossy(&exchange(addr, word.as_bytes())?).into_owned())
+}
+
+/// The headers DynamoDB (and its emulators) require on a JSON request for `target`; the
+/// signature is not checked by the emulators, but a SigV4-shaped header must be there.
+pub fn dynamodb_headers(target: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("Content-Type", "application/x-amz-json-1.0".to_owned()),
+        ("X-Amz-Target", format!("DynamoDB_20120810.{target}")),
+        ("X-Amz-Date", "20240101T000000Z".to_owned()),
+        (
+            "Authorization",
+            "AWS4-HMAC-SHA256 Credential=valkeyrie/20240101/us-east-1/dynamodb/aws4_request, \
+             SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=00"
+                .to_owned(),
+        ),
+    ]
+}
+
+/// A DynamoDB JSON request.
+pub fn dynamodb(addr: &str, target: &str, body: &str) -> Result<(u16, String), String> {
+    let headers = dynamodb_headers(target);
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    http(addr, "POST", "/", &headers, body)
+}

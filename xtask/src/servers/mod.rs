@@ -1,0 +1,257 @@
+//! The real servers the backends are tested against: what each one is, how it is started
+//! on loopback, how its health is probed, and the endpoint variables the tests read.
+//!
+//! Each server runs on fixed loopback ports with its own directory under
+//! `target/servers/<name>/` (data, `server.log`, `pid`). [`install`] gets the software,
+//! [`process`] starts and stops the processes.
+
+pub mod install;
+pub mod process;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::probe;
+
+/// One kind of server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Server {
+    /// etcd 3.4 (Debian `etcd-server`).
+    Etcd,
+    /// Redis 7.0 (Debian `redis-server`).
+    Redis,
+    /// ZooKeeper 3.8 (Debian `zookeeper`).
+    ZooKeeper,
+    /// Consul 1.8.7 in `-dev` mode (Debian 11's package, unpacked into the cache).
+    Consul,
+    /// DynamoDB Local 2.6.1 from Maven Central, or moto's server as the fallback.
+    DynamoDb,
+}
+
+const HOST: &str = "127.0.0.1";
+
+impl Server {
+    /// Every server, in the order they are started.
+    pub const ALL: [Server; 5] = [
+        Server::Redis,
+        Server::Etcd,
+        Server::ZooKeeper,
+        Server::Consul,
+        Server::DynamoDb,
+    ];
+
+    /// The name used on the command line and for the directory.
+    pub fn name(self) -> &'static str {
+        match self {
+            Server::Etcd => "etcd",
+            Server::Redis => "redis",
+            Server::ZooKeeper => "zookeeper",
+            Server::Consul => "consul",
+            Server::DynamoDb => "dynamodb",
+        }
+    }
+
+    /// Parses a name given on the command line.
+    pub fn from_name(name: &str) -> Result<Server, String> {
+        Server::ALL
+            .into_iter()
+            .find(|s| s.name() == name)
+            .ok_or_else(|| {
+                let known: Vec<&str> = Server::ALL.iter().map(|s| s.name()).collect();
+                format!("unknown server {name:?}; known: {}", known.join(", "))
+            })
+    }
+
+    /// Every loopback port the server binds; the first is the client port.
+    pub fn ports(self) -> &'static [u16] {
+        match self {
+            Server::Etcd => &[23790, 23800],
+            Server::Redis => &[16379],
+            Server::ZooKeeper => &[21810],
+            Server::Consul => &[18500, 18600, 18301, 18302, 18300],
+            Server::DynamoDb => &[18000],
+        }
+    }
+
+    /// `127.0.0.1:<client port>`.
+    pub fn address(self) -> String {
+        format!("{HOST}:{}", self.ports()[0])
+    }
+
+    /// The environment variables a test run needs to reach this server.
+    pub fn env(self) -> Vec<(&'static str, String)> {
+        let address = self.address();
+        match self {
+            Server::Etcd => vec![("VALKEYRIE_ETCD_ENDPOINTS", address)],
+            Server::Redis => vec![("VALKEYRIE_REDIS_URL", format!("redis://{address}"))],
+            Server::ZooKeeper => vec![("VALKEYRIE_ZOOKEEPER_ENDPOINTS", address)],
+            Server::Consul => vec![("VALKEYRIE_CONSUL_ENDPOINTS", address)],
+            Server::DynamoDb => vec![
+                ("VALKEYRIE_DYNAMODB_ENDPOINT", format!("http://{address}")),
+                (
+                    "VALKEYRIE_DYNAMODB_FLAVOR",
+                    install::dynamodb_flavor().name().to_owned(),
+                ),
+            ],
+        }
+    }
+
+    /// How long a start may take before it is declared failed.
+    pub fn start_timeout(self) -> Duration {
+        match self {
+            Server::Redis => Duration::from_secs(10),
+            Server::Etcd | Server::Consul => Duration::from_secs(30),
+            Server::ZooKeeper | Server::DynamoDb => Duration::from_secs(60),
+        }
+    }
+
+    /// The command that runs the server in the foreground with its data under `dir`.
+    pub fn command(self, dir: &Path) -> Result<Command, String> {
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data).map_err(|e| format!("create {}: {e}", data.display()))?;
+        let [client, rest @ ..] = self.ports() else {
+            unreachable!("every server has a client port")
+        };
+        let command = match self {
+            Server::Etcd => {
+                let peer = rest[0];
+                let mut c = Command::new("etcd");
+                c.args(["--name", "valkeyrie", "--data-dir"])
+                    .arg(&data)
+                    .args([
+                        "--listen-client-urls",
+                        &format!("http://{HOST}:{client}"),
+                        "--advertise-client-urls",
+                        &format!("http://{HOST}:{client}"),
+                        "--listen-peer-urls",
+                        &format!("http://{HOST}:{peer}"),
+                        "--initial-advertise-peer-urls",
+                        &format!("http://{HOST}:{peer}"),
+                        "--initial-cluster",
+                        &format!("valkeyrie=http://{HOST}:{peer}"),
+                        "--initial-cluster-state",
+                        "new",
+                        "--initial-cluster-token",
+                        "valkeyrie",
+                        "--logger",
+                        "zap",
+                        "--log-outputs",
+                        "stderr",
+                    ]);
+                c
+            }
+            Server::Redis => {
+                let mut c = Command::new("redis-server");
+                c.args([
+                    "--bind",
+                    HOST,
+                    "--port",
+                    &client.to_string(),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                ])
+                .arg(&data)
+                .args([
+                    "--notify-keyspace-events",
+                    "KEA",
+                    "--daemonize",
+                    "no",
+                    "--logfile",
+                    "",
+                ]);
+                c
+            }
+            Server::ZooKeeper => {
+                // tickTime 500 ms allows sessions from 1 s, so expiry tests stay quick.
+                let config = dir.join("zoo.cfg");
+                let text = format!(
+                    "tickTime=500\ninitLimit=10\nsyncLimit=5\ndataDir={}\nclientPort={client}\n\
+                     clientPortAddress={HOST}\nmaxClientCnxns=0\nadmin.enableServer=false\n4lw.commands.whitelist=*\n",
+                    data.display()
+                );
+                std::fs::write(&config, text)
+                    .map_err(|e| format!("write {}: {e}", config.display()))?;
+                let mut c = Command::new("java");
+                c.args([
+                    "-Xms64m",
+                    "-Xmx512m",
+                    "-XX:+UseSerialGC",
+                    "-Dzookeeper.extendedTypesEnabled=true",
+                ])
+                .args([
+                    "-cp",
+                    "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar",
+                ])
+                .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
+                .arg(&config);
+                c
+            }
+            Server::Consul => {
+                let [dns, serf_lan, serf_wan, server] = rest else {
+                    unreachable!("consul has five ports")
+                };
+                let mut c = Command::new(install::consul_binary());
+                c.env("CHECKPOINT_DISABLE", "1")
+                    .args([
+                        "agent",
+                        "-dev",
+                        "-node",
+                        "valkeyrie",
+                        "-bind",
+                        HOST,
+                        "-client",
+                        HOST,
+                        "-data-dir",
+                    ])
+                    .arg(&data)
+                    .args([
+                        "-http-port",
+                        &client.to_string(),
+                        "-dns-port",
+                        &dns.to_string(),
+                    ])
+                    .args([
+                        "-serf-lan-port",
+                        &serf_lan.to_string(),
+                        "-serf-wan-port",
+                        &serf_wan.to_string(),
+                    ])
+                    .args(["-server-port", &server.to_string(), "-grpc-port", "-1"]);
+                c
+            }
+            Server::DynamoDb => install::dynamodb_flavor().command(*client, &data),
+        };
+        Ok(command)
+    }
+
+    /// Whether the server answers like a healthy one; the error says what it answered.
+    pub fn probe(self) -> Result<(), String> {
+        let address = self.address();
+        match self {
+            Server::Etcd => match probe::http(&address, "GET", "/health", &[], "")? {
+                (200, body) if body.contains("\"health\":\"true\"") => Ok(()),
+                (status, body) => Err(format!("etcd /health answered {status}: {body}")),
+            },
+            Server::Redis => match probe::redis(&address, &["PING"])? {
+                reply if reply.starts_with("+PONG") => Ok(()),
+                reply => Err(format!("redis PING answered {reply:?}")),
+            },
+            Server::ZooKeeper => match probe::four_letter_word(&address, "ruok")? {
+                reply if reply == "imok" => Ok(()),
+                reply => Err(format!("zookeeper ruok answered {reply:?}")),
+            },
+            Server::Consul => match probe::http(&address, "GET", "/v1/status/leader", &[], "")? {
+                (200, body) if body.trim().len() > 2 => Ok(()),
+                (status, body) => Err(format!("consul has no leader yet ({status}: {body})")),
+            },
+            Server::DynamoDb => match probe::dynamodb(&address, "ListTables", "{}")? {
+                (200, body) if body.contains("TableNames") => Ok(()),
+                (status, body) => Err(format!("dynamodb ListTables answered {status}: {body}")),
+            },
+        }
+    }
+}

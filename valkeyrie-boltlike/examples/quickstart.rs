@@ -19,14 +19,9 @@ async fn main() -> valkeyrie_core::Result<()> {
     let (read, write) = (ReadOptions::default(), WriteOptions::default());
 
     // put and get
-    store
-        .put("services/web/1", "10.0.0.1:80".into(), &write)
-        .await?;
+    store.put("services/web/1", "10.0.0.1:80".into(), &write).await?;
     let pair = store.get("services/web/1", &read).await?;
-    println!(
-        "get {} = {:?} (index {})",
-        pair.key, pair.value, pair.last_index
-    );
+    println!("get {} = {:?} (index {})", pair.key, pair.value, pair.last_index);
 
     // watch a directory: a snapshot first, then every change
     let mut events = store.watch_tree("services/web", &read).await?;
@@ -47,9 +42,7 @@ async fn main() -> valkeyrie_core::Result<()> {
     tokio::time::sleep(Duration::from_millis(50)).await;
 
     // list
-    store
-        .put("services/web/2", "10.0.0.2:80".into(), &write)
-        .await?;
+    store.put("services/web/2", "10.0.0.2:80".into(), &write).await?;
     let web = store.list("services/web", &read).await?;
     println!(
         "list services/web: {:?}",
@@ -59,12 +52,7 @@ async fn main() -> valkeyrie_core::Result<()> {
     // atomic_put: compare-and-set against the index that was read
     let current = store.get("services/web/1", &read).await?;
     store
-        .atomic_put(
-            "services/web/1",
-            "10.0.0.9:80".into(),
-            Some(&current),
-            &write,
-        )
+        .atomic_put("services/web/1", "10.0.0.9:80".into(), Some(&current), &write)
         .await?;
     println!("atomic_put with the current index: ok");
     match store
@@ -83,10 +71,7 @@ async fn main() -> valkeyrie_core::Result<()> {
         .new_lock("jobs/nightly", LockOptions::with_value("node-a"))
         .await?;
     let guard = locker.lock().await?;
-    println!(
-        "node-a holds jobs/nightly with fencing token {}",
-        guard.fencing_token()
-    );
+    println!("node-a holds jobs/nightly with fencing token {}", guard.fencing_token());
     let contender = other
         .new_lock("jobs/nightly", LockOptions::with_value("node-b"))
         .await?;

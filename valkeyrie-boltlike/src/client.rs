@@ -1,33 +1,35 @@
 //! [`SledStorage`]: the local engine's [`Storage`] on a sled database, and the per-process
 //! table of open databases.
 //!
-//! Layout, in the tree named by the config's `bucket`: key → 8-byte little-endian index
-//! followed by the value, as the Go BoltDB store writes it. Expiry times live in the tree
-//! `<bucket>.__ttl` (key → 8-byte Unix milliseconds) and lock records in
-//! `<bucket>.__locks` (key → owner, fencing token, expiry: 3 × 8 bytes), written together
-//! with the value in one sled transaction, so `list` never sees bookkeeping and a crash
-//! never splits a value from its expiry.
+//! Layout, in the tree named by the config's `bucket`: key → a 16-byte header (the index and
+//! the expiry in Unix milliseconds, 0 for none, both little-endian `u64`) followed by the
+//! value. The Go BoltDB store writes an 8-byte index before the value; the expiry joins it
+//! here so that one read sees a value and its expiry together (the files are not
+//! interchangeable anyway: sled is not bbolt). Lock records live in `<bucket>.__locks` (key →
+//! owner, fencing token, expiry: 3 × 8 bytes), so `list` never sees them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use bytes::Bytes;
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use valkeyrie_core::local::{Engine, EngineOptions, LockRecord, Record, Storage};
-use valkeyrie_core::{BoxError, Result};
+use valkeyrie_core::{BoxError, Error, Result};
 
 use crate::config::BoltlikeConfig;
 use crate::error::{corrupt, open_error, storage_error};
 use crate::BOLTLIKE;
+
+/// Bytes before the value: index and expiry.
+const HEADER: usize = 16;
 
 /// Records in a sled database.
 #[derive(Debug)]
 pub struct SledStorage {
     db: sled::Db,
     data: sled::Tree,
-    ttl: sled::Tree,
     locks: sled::Tree,
+    cache_capacity: Option<u64>,
 }
 
 fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
@@ -37,88 +39,61 @@ fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
         .map(u64::from_le_bytes)
 }
 
-fn decode_record(key: &str, value: &[u8], expires: Option<&[u8]>) -> Result<Record, BoxError> {
-    let index = u64_at(value, 0).ok_or_else(|| corrupt("value", key))?;
-    let expires_at = match expires {
-        Some(raw) => Some(u64_at(raw, 0).ok_or_else(|| corrupt("ttl", key))?),
-        None => None,
+fn decode_record(key: &str, raw: &sled::IVec) -> Result<Record, BoxError> {
+    let (Some(index), Some(expires_at)) = (u64_at(raw, 0), u64_at(raw, 8)) else {
+        return Err(corrupt("value", key));
     };
+    let value = Bytes::copy_from_slice(&raw[HEADER..]);
     Ok(Record {
         index,
-        expires_at,
-        value: Bytes::copy_from_slice(&value[8..]),
+        expires_at: (expires_at != 0).then_some(expires_at),
+        value,
     })
 }
 
-fn encode_value(record: &Record) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(8 + record.value.len());
+fn encode_record(record: &Record) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(HEADER + record.value.len());
     bytes.extend_from_slice(&record.index.to_le_bytes());
+    bytes.extend_from_slice(&record.expires_at.unwrap_or(0).to_le_bytes());
     bytes.extend_from_slice(&record.value);
     bytes
 }
 
-fn transaction_error(err: TransactionError<BoxError>) -> BoxError {
-    match err {
-        TransactionError::Abort(err) => err,
-        TransactionError::Storage(err) => storage_error(err),
-    }
-}
-
 impl SledStorage {
-    fn open(db: sled::Db, bucket: &str) -> Result<Self, sled::Error> {
+    fn open(db: sled::Db, bucket: &str, cache_capacity: Option<u64>) -> Result<Self, sled::Error> {
         Ok(SledStorage {
             data: db.open_tree(bucket)?,
-            ttl: db.open_tree(format!("{bucket}.__ttl"))?,
             locks: db.open_tree(format!("{bucket}.__locks"))?,
             db,
+            cache_capacity,
         })
     }
 }
 
 impl Storage for SledStorage {
     fn get(&self, key: &str) -> Result<Option<Record>, BoxError> {
-        let Some(value) = self.data.get(key).map_err(storage_error)? else {
-            return Ok(None);
-        };
-        let expires = self.ttl.get(key).map_err(storage_error)?;
-        decode_record(key, &value, expires.as_deref()).map(Some)
+        let raw = self.data.get(key).map_err(storage_error)?;
+        raw.map(|raw| decode_record(key, &raw)).transpose()
     }
 
     fn insert(&self, key: &str, record: &Record) -> Result<(), BoxError> {
-        let value = encode_value(record);
-        (&self.data, &self.ttl)
-            .transaction(|(data, ttl)| {
-                data.insert(key, value.as_slice())?;
-                match record.expires_at {
-                    Some(at) => ttl.insert(key, &at.to_le_bytes())?,
-                    None => ttl.remove(key)?,
-                };
-                Ok::<_, ConflictableTransactionError<BoxError>>(())
-            })
-            .map_err(transaction_error)
+        self.data
+            .insert(key, encode_record(record))
+            .map(drop)
+            .map_err(storage_error)
     }
 
     fn remove(&self, key: &str) -> Result<Option<Record>, BoxError> {
-        let (value, expires) = (&self.data, &self.ttl)
-            .transaction(|(data, ttl)| {
-                Ok::<_, ConflictableTransactionError<BoxError>>((
-                    data.remove(key)?,
-                    ttl.remove(key)?,
-                ))
-            })
-            .map_err(transaction_error)?;
-        value
-            .map(|value| decode_record(key, &value, expires.as_deref()))
-            .transpose()
+        let raw = self.data.remove(key).map_err(storage_error)?;
+        raw.map(|raw| decode_record(key, &raw)).transpose()
     }
 
     fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, Record)>, BoxError> {
         let mut records = Vec::new();
         for entry in self.data.scan_prefix(prefix) {
-            let (key, value) = entry.map_err(storage_error)?;
+            let (key, raw) = entry.map_err(storage_error)?;
             let key = String::from_utf8(key.to_vec()).map_err(|_| corrupt("key", prefix))?;
-            let expires = self.ttl.get(&key).map_err(storage_error)?;
-            let record = decode_record(&key, &value, expires.as_deref())?;
+            let record = decode_record(&key, &raw)?;
             records.push((key, record));
         }
         Ok(records)
@@ -143,19 +118,13 @@ impl Storage for SledStorage {
         raw[..8].copy_from_slice(&record.owner.to_le_bytes());
         raw[8..16].copy_from_slice(&record.token.to_le_bytes());
         raw[16..].copy_from_slice(&record.expires_at.to_le_bytes());
-        self.locks
-            .insert(key, &raw)
-            .map(drop)
-            .map_err(storage_error)
+        self.locks.insert(key, &raw).map(drop).map_err(storage_error)
     }
 
     fn next_index(&self) -> Result<u64, BoxError> {
-        // sled's ids are persistent and monotonic (they may skip after a crash); +1 keeps 0
-        // free to mean "no index".
-        self.db
-            .generate_id()
-            .map(|id| id + 1)
-            .map_err(storage_error)
+        // sled's ids are persistent and monotonic, also across crashes (they may skip);
+        // +1 keeps 0 free to mean "no index".
+        self.db.generate_id().map(|id| id + 1).map_err(storage_error)
     }
 
     fn flush(&self) -> Result<(), BoxError> {
@@ -187,27 +156,35 @@ fn sled_config(config: &BoltlikeConfig) -> sled::Config {
     sled_config
 }
 
-fn new_engine(
-    db: sled::Db,
-    path: &Path,
-    config: &BoltlikeConfig,
-) -> Result<Arc<Engine<SledStorage>>> {
-    let storage = SledStorage::open(db, &config.bucket).map_err(|e| open_error(path, e))?;
+fn new_engine(db: sled::Db, path: &Path, config: &BoltlikeConfig) -> Result<Arc<Engine<SledStorage>>> {
+    let storage = SledStorage::open(db, &config.bucket, config.cache_capacity).map_err(|e| open_error(path, e))?;
     Engine::new(storage, engine_options(config))
+}
+
+/// A database this process already has open must be opened again with the same settings:
+/// a handle never runs silently with another opener's limits.
+fn same_settings(engine: &Engine<SledStorage>, config: &BoltlikeConfig, bucket_open: bool) -> Result<()> {
+    let already = "this database is already open in this process with";
+    if bucket_open && engine.options().max_value_size != config.max_value_size {
+        let reason = format!("{already} max_value_size {:?}", engine.options().max_value_size);
+        return Err(Error::config(BOLTLIKE, "max_value_size", reason));
+    }
+    if engine.storage().cache_capacity != config.cache_capacity {
+        let reason = format!("{already} cache_capacity {:?}", engine.storage().cache_capacity);
+        return Err(Error::config(BOLTLIKE, "cache_capacity", reason));
+    }
+    Ok(())
 }
 
 /// The engine for `config`'s database and bucket, shared with other handles of this process.
 pub(crate) fn engine(config: &BoltlikeConfig) -> Result<Arc<Engine<SledStorage>>> {
-    let Some(path) = config.path.as_ref().filter(|_| !config.temporary) else {
+    let Some(path) = &config.path else {
         let path = Path::new("(temporary)");
-        let db = sled_config(config)
-            .open()
-            .map_err(|e| open_error(path, e))?;
+        let db = sled_config(config).open().map_err(|e| open_error(path, e))?;
         return new_engine(db, path, config);
     };
     std::fs::create_dir_all(path).map_err(|e| open_error(path, sled::Error::Io(e)))?;
-    let canonical =
-        std::fs::canonicalize(path).map_err(|e| open_error(path, sled::Error::Io(e)))?;
+    let canonical = std::fs::canonicalize(path).map_err(|e| open_error(path, sled::Error::Io(e)))?;
     let mut open_databases = OPEN.lock().unwrap_or_else(PoisonError::into_inner);
     open_databases.retain(|_, buckets| {
         buckets.retain(|_, engine| engine.strong_count() > 0);
@@ -215,17 +192,15 @@ pub(crate) fn engine(config: &BoltlikeConfig) -> Result<Arc<Engine<SledStorage>>
     });
     let buckets = open_databases.entry(canonical).or_default();
     if let Some(engine) = buckets.get(&config.bucket).and_then(Weak::upgrade) {
+        same_settings(&engine, config, true)?;
         return Ok(engine);
     }
-    let open_db = buckets
-        .values()
-        .find_map(Weak::upgrade)
-        .map(|engine| engine.storage().db.clone());
-    let db = match open_db {
-        Some(db) => db,
-        None => sled_config(config)
-            .open()
-            .map_err(|e| open_error(path, e))?,
+    let db = match buckets.values().find_map(Weak::upgrade) {
+        Some(engine) => {
+            same_settings(&engine, config, false)?;
+            engine.storage().db.clone()
+        }
+        None => sled_config(config).open().map_err(|e| open_error(path, e))?,
     };
     let engine = new_engine(db, path, config)?;
     buckets.insert(config.bucket.clone(), Arc::downgrade(&engine));

@@ -30,7 +30,7 @@ pub struct BoltlikeConfig {
     /// Default `false`: sled flushes in the background every 500 ms.
     pub sync_writes: bool,
     /// A fresh database in a temporary directory, deleted when the last handle goes; for
-    /// tests and examples. Default `false`.
+    /// tests and examples. Cannot be combined with `path`. Default `false`.
     pub temporary: bool,
     /// Largest value accepted, in bytes; `None` (the default) leaves it to memory.
     pub max_value_size: Option<usize>,
@@ -75,12 +75,20 @@ impl BoltlikeConfig {
 
     /// Checks the settings that do not need the disk.
     pub(crate) fn validate(&self) -> Result<()> {
-        if self.path.is_none() && !self.temporary {
-            return Err(Error::config(
-                BOLTLIKE,
-                "path",
-                "a database path is required (or set temporary=true)",
-            ));
+        match (&self.path, self.temporary) {
+            (None, false) => {
+                return Err(Error::config(
+                    BOLTLIKE,
+                    "path",
+                    "a database path is required (or set temporary=true)",
+                ));
+            }
+            // sled deletes a temporary database's directory when it closes: never a user's path.
+            (Some(_), true) => {
+                let reason = "a temporary database takes no path (its directory is deleted on close)";
+                return Err(Error::config(BOLTLIKE, "temporary", reason));
+            }
+            _ => {}
         }
         if self.bucket.is_empty() || self.bucket.contains(".__") {
             return Err(Error::config(
@@ -90,11 +98,7 @@ impl BoltlikeConfig {
             ));
         }
         if self.max_value_size == Some(0) {
-            return Err(Error::config(
-                BOLTLIKE,
-                "max_value_size",
-                "must be at least 1 byte",
-            ));
+            return Err(Error::config(BOLTLIKE, "max_value_size", "must be at least 1 byte"));
         }
         Ok(())
     }
@@ -108,10 +112,8 @@ mod tests {
 
     #[test]
     fn url_and_typed_config_agree() {
-        let url = StoreUrl::parse(
-            "boltlike:///var/lib/app/kv.db?bucket=app&sync_writes=true&max_value_size=1024",
-        )
-        .unwrap();
+        let url =
+            StoreUrl::parse("boltlike:///var/lib/app/kv.db?bucket=app&sync_writes=true&max_value_size=1024").unwrap();
         let mut params = url.params;
         params.push(("path".into(), url.path.unwrap()));
         let from_url: BoltlikeConfig = StoreConfig::Params(params).resolve().unwrap();
@@ -131,5 +133,14 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::InvalidConfiguration);
         assert!(err.to_string().contains("path"), "{err}");
         assert!(BoltlikeConfig::temporary().validate().is_ok());
+        let both = BoltlikeConfig {
+            temporary: true,
+            ..BoltlikeConfig::at("/var/lib/app/kv.db")
+        };
+        let err = both.validate().unwrap_err();
+        assert!(
+            err.to_string().contains("temporary"),
+            "a temporary database never takes a real path: {err}"
+        );
     }
 }

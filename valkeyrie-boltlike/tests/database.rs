@@ -27,11 +27,7 @@ async fn data_indexes_ttls_and_fencing_tokens_survive_reopen() {
             .await
             .unwrap();
         store
-            .put(
-                "app/b",
-                Bytes::from_static(&[0, 255]),
-                &WriteOptions::default(),
-            )
+            .put("app/b", Bytes::from_static(&[0, 255]), &WriteOptions::default())
             .await
             .unwrap();
         store
@@ -42,18 +38,11 @@ async fn data_indexes_ttls_and_fencing_tokens_survive_reopen() {
             )
             .await
             .unwrap();
-        let locker = store
-            .new_lock("app/lock", LockOptions::with_value("me"))
-            .await
-            .unwrap();
+        let locker = store.new_lock("app/lock", LockOptions::with_value("me")).await.unwrap();
         let guard = locker.lock().await.unwrap();
         let token = guard.fencing_token();
         guard.unlock().await.unwrap();
-        let index = store
-            .get("app/b", &ReadOptions::default())
-            .await
-            .unwrap()
-            .last_index;
+        let index = store.get("app/b", &ReadOptions::default()).await.unwrap().last_index;
         store.close().await.unwrap();
         (index, token)
     };
@@ -73,19 +62,12 @@ async fn data_indexes_ttls_and_fencing_tokens_survive_reopen() {
         .put("app/c", Bytes::from_static(b"3"), &WriteOptions::default())
         .await
         .unwrap();
-    let next = store
-        .get("app/c", &ReadOptions::default())
-        .await
-        .unwrap()
-        .last_index;
+    let next = store.get("app/c", &ReadOptions::default()).await.unwrap().last_index;
     assert!(
         next > index,
         "indexes keep growing across reopen ({next} after {index})"
     );
-    let locker = store
-        .new_lock("app/lock", LockOptions::default())
-        .await
-        .unwrap();
+    let locker = store.new_lock("app/lock", LockOptions::default()).await.unwrap();
     let guard = locker.lock().await.unwrap();
     assert!(
         guard.fencing_token() > token,
@@ -107,14 +89,7 @@ async fn handles_on_one_path_share_the_database() {
         .put("k", Bytes::from_static(b"v"), &WriteOptions::default())
         .await
         .unwrap();
-    assert_eq!(
-        second
-            .get("k", &ReadOptions::default())
-            .await
-            .unwrap()
-            .value,
-        "v"
-    );
+    assert_eq!(second.get("k", &ReadOptions::default()).await.unwrap().value, "v");
     let other_bucket = BoltlikeConfig {
         bucket: "other".into(),
         ..BoltlikeConfig::at(&path)
@@ -122,15 +97,8 @@ async fn handles_on_one_path_share_the_database() {
     .open()
     .await
     .unwrap();
-    let err = other_bucket
-        .get("k", &ReadOptions::default())
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err.kind(),
-        ErrorKind::KeyNotFound,
-        "buckets are separate namespaces"
-    );
+    let err = other_bucket.get("k", &ReadOptions::default()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::KeyNotFound, "buckets are separate namespaces");
 }
 
 #[tokio::test]
@@ -159,10 +127,7 @@ async fn a_second_process_gets_a_clear_error() {
         "child failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(
-        stdout.contains("CHILD-REFUSED: "),
-        "child output:\n{stdout}"
-    );
+    assert!(stdout.contains("CHILD-REFUSED: "), "child output:\n{stdout}");
     assert!(
         stdout.contains("open in another process"),
         "the error says why:\n{stdout}"
@@ -184,39 +149,26 @@ async fn child_opens_the_database() {
         .await
         .expect_err("the database is held by the parent");
     assert_eq!(err.kind(), ErrorKind::Backend);
-    assert!(
-        err.is_temporary(),
-        "retrying after the other process exits can work"
-    );
+    assert!(err.is_temporary(), "retrying after the other process exits can work");
     println!("CHILD-REFUSED: {err}");
 }
 
 #[tokio::test]
 async fn temporary_databases_are_private_and_vanish() {
     let first = BoltlikeConfig::temporary().open().await.unwrap();
-    let second = valkeyrie_core::open("boltlike://?temporary=true")
-        .await
-        .unwrap();
+    let second = valkeyrie_core::open("boltlike://?temporary=true").await.unwrap();
     first
         .put("k", Bytes::from_static(b"v"), &WriteOptions::default())
         .await
         .unwrap();
     assert_eq!(
-        second
-            .get("k", &ReadOptions::default())
-            .await
-            .unwrap_err()
-            .kind(),
+        second.get("k", &ReadOptions::default()).await.unwrap_err().kind(),
         ErrorKind::KeyNotFound
     );
     assert!(!first.capabilities().persistent);
     let shared = first.handle();
     assert_eq!(
-        shared
-            .get("k", &ReadOptions::default())
-            .await
-            .unwrap()
-            .value,
+        shared.get("k", &ReadOptions::default()).await.unwrap().value,
         "v",
         "handle() shares it"
     );
@@ -229,10 +181,7 @@ async fn bad_configuration_names_the_field() {
         matches!(&err, valkeyrie_core::Error::InvalidConfiguration { field, .. } if field == "path"),
         "{err}"
     );
-    let err = valkeyrie_core::open("boltlike://host:1/x")
-        .await
-        .err()
-        .unwrap();
+    let err = valkeyrie_core::open("boltlike://host:1/x").await.err().unwrap();
     assert!(
         matches!(&err, valkeyrie_core::Error::InvalidConfiguration { field, .. } if field == "endpoints"),
         "{err}"
@@ -254,4 +203,55 @@ async fn bad_configuration_names_the_field() {
     .err()
     .unwrap();
     assert!(err.to_string().contains("MemoryConfig"), "{err}");
+}
+
+#[tokio::test]
+async fn keys_expiring_after_reopen_are_deleted_with_an_event() {
+    use futures_util::StreamExt;
+    use valkeyrie_core::WatchEvent;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kv.db");
+    let store = BoltlikeConfig::at(&path).open().await.unwrap();
+    let ttl = WriteOptions::with_ttl(Duration::from_millis(800));
+    store.put("soon", Bytes::from_static(b"v"), &ttl).await.unwrap();
+    store.close().await.unwrap();
+    drop(store);
+
+    let store = BoltlikeConfig::at(&path).open().await.unwrap();
+    let mut events = store.watch("soon", &ReadOptions::default()).await.unwrap();
+    let first = events.next().await.unwrap().unwrap();
+    assert!(
+        matches!(first, WatchEvent::Snapshot(ref pairs) if pairs.len() == 1),
+        "{first:?}"
+    );
+    let next = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .expect("an expiry event");
+    assert!(
+        matches!(next, Some(Ok(WatchEvent::Delete { ref key, .. })) if key == "soon"),
+        "{next:?}"
+    );
+}
+
+#[tokio::test]
+async fn reopening_an_open_database_with_other_limits_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kv.db");
+    let _first = BoltlikeConfig::at(&path).open().await.unwrap();
+    let other = BoltlikeConfig {
+        max_value_size: Some(4),
+        ..BoltlikeConfig::at(&path)
+    };
+    let err = other.open().await.unwrap_err();
+    assert!(
+        matches!(&err, valkeyrie_core::Error::InvalidConfiguration { field, .. } if field == "max_value_size"),
+        "{err}"
+    );
+    let temporary_with_path = valkeyrie_core::open(&format!("boltlike://{}?temporary=true", path.display())).await;
+    assert!(
+        temporary_with_path.is_err(),
+        "a temporary database never takes (and deletes) a real path"
+    );
+    assert!(path.exists());
 }

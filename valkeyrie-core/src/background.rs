@@ -7,7 +7,10 @@
 
 use std::future::Future;
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+
 use tokio_util::task::TaskTracker;
 
 /// The tasks of one store handle, cancelled together.
@@ -15,6 +18,9 @@ use tokio_util::task::TaskTracker;
 pub struct Background {
     cancel: CancellationToken,
     tracker: TaskTracker,
+    closing: AtomicBool,
+    /// Live work that is not a task (watch streams): counted, never waited for.
+    tracked: Arc<AtomicUsize>,
 }
 
 impl Background {
@@ -38,6 +44,7 @@ impl Background {
         Spawner {
             cancel: self.cancel.clone(),
             tracker: self.tracker.clone(),
+            tracked: Arc::clone(&self.tracked),
         }
     }
 
@@ -51,19 +58,24 @@ impl Background {
         self.cancel.clone()
     }
 
-    /// Whether `shutdown` was called (or the handle dropped).
+    /// Marks the handle as closing; `true` only for the first caller, who then shuts down.
+    pub fn begin_close(&self) -> bool {
+        !self.closing.swap(true, Ordering::AcqRel)
+    }
+
+    /// Whether the handle is closing or closed (or dropped).
     pub fn is_closed(&self) -> bool {
-        self.cancel.is_cancelled()
+        self.closing.load(Ordering::Acquire) || self.cancel.is_cancelled()
     }
 
-    /// Number of tasks still running.
+    /// Number of tasks still running, plus tracked work (see [`Spawner::track`]).
     pub fn len(&self) -> usize {
-        self.tracker.len()
+        self.tracker.len() + self.tracked.load(Ordering::Acquire)
     }
 
-    /// Whether no task is running.
+    /// Whether no task runs and no tracked work is live.
     pub fn is_empty(&self) -> bool {
-        self.tracker.is_empty()
+        self.len() == 0
     }
 
     /// Cancels every task and waits until they have ended.
@@ -85,6 +97,19 @@ impl Drop for Background {
 pub struct Spawner {
     cancel: CancellationToken,
     tracker: TaskTracker,
+    tracked: Arc<AtomicUsize>,
+}
+
+/// One unit of tracked work (see [`Spawner::track`]); dropping it ends it.
+#[derive(Debug)]
+pub struct TrackedWork {
+    tracked: Arc<AtomicUsize>,
+}
+
+impl Drop for TrackedWork {
+    fn drop(&mut self) {
+        self.tracked.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Spawner {
@@ -115,6 +140,16 @@ impl Spawner {
     /// A token cancelled when the handle closes.
     pub fn token(&self) -> CancellationToken {
         self.cancel.clone()
+    }
+
+    /// Counts as one unit of background work until dropped, for work that is not a task (a
+    /// live watch stream), so [`Background::len`] shows it. `shutdown` does not wait for it:
+    /// the owner of the stream decides when it goes.
+    pub fn track(&self) -> TrackedWork {
+        self.tracked.fetch_add(1, Ordering::AcqRel);
+        TrackedWork {
+            tracked: Arc::clone(&self.tracked),
+        }
     }
 
     /// Whether the handle is closed.

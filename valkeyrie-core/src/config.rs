@@ -111,15 +111,13 @@ impl StoreConfig {
     pub fn resolve<C: BackendConfig>(self) -> Result<C> {
         match self {
             StoreConfig::Default => Ok(C::default()),
-            StoreConfig::Typed { value, type_name } => {
-                value.downcast::<C>().map(|c| *c).map_err(|_| {
-                    Error::config(
-                        C::STORE,
-                        "config",
-                        format!("expected {}, got {type_name}", std::any::type_name::<C>()),
-                    )
-                })
-            }
+            StoreConfig::Typed { value, type_name } => value.downcast::<C>().map(|c| *c).map_err(|_| {
+                Error::config(
+                    C::STORE,
+                    "config",
+                    format!("expected {}, got {type_name}", std::any::type_name::<C>()),
+                )
+            }),
             StoreConfig::Params(params) => from_params(C::STORE, &params),
         }
     }
@@ -130,10 +128,7 @@ impl StoreConfig {
 ///
 /// # Errors
 /// [`Error::InvalidConfiguration`] naming the parameter that is unknown or malformed.
-pub fn from_params<C: DeserializeOwned>(
-    store: &'static str,
-    params: &[(String, String)],
-) -> Result<C> {
+pub fn from_params<C: DeserializeOwned>(store: &'static str, params: &[(String, String)]) -> Result<C> {
     let current = RefCell::new(String::new());
     let entries = params.iter().map(|(name, value)| {
         (
@@ -145,12 +140,14 @@ pub fn from_params<C: DeserializeOwned>(
         )
     });
     C::deserialize(de::value::MapDeserializer::new(entries)).map_err(|err: ParamError| {
-        let field = current.borrow().clone();
-        let field = if field.is_empty() {
-            "config".to_owned()
-        } else {
-            field
-        };
+        // A missing field is reported after the last parameter was read: name it instead.
+        let missing = err
+            .0
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+            .map(str::to_owned);
+        let field = missing.unwrap_or_else(|| current.borrow().clone());
+        let field = if field.is_empty() { "config".to_owned() } else { field };
         Error::config(store, field, err.0)
     })
 }
@@ -217,9 +214,7 @@ impl<'de> de::Deserializer<'de> for ParamValue<'_> {
         match self.0.trim() {
             "true" | "1" | "yes" | "on" => visitor.visit_bool(true),
             "false" | "0" | "no" | "off" => visitor.visit_bool(false),
-            other => Err(ParamError(format!(
-                "{other:?} is not a boolean (true/false)"
-            ))),
+            other => Err(ParamError(format!("{other:?} is not a boolean (true/false)"))),
         }
     }
 
@@ -314,11 +309,7 @@ impl StoreUrl {
                 .decode_utf8_lossy()
                 .into_owned()
         };
-        let endpoints = hosts
-            .split(',')
-            .filter(|h| !h.is_empty())
-            .map(decode)
-            .collect();
+        let endpoints = hosts.split(',').filter(|h| !h.is_empty()).map(decode).collect();
         let path = match (authority.is_empty(), path) {
             (_, "" | "/") => None,
             (true, path) => Some(decode(path)),
@@ -328,9 +319,7 @@ impl StoreUrl {
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
         if let Some(userinfo) = userinfo {
-            let (user, password) = userinfo
-                .split_once(':')
-                .map_or((userinfo, None), |(u, p)| (u, Some(p)));
+            let (user, password) = userinfo.split_once(':').map_or((userinfo, None), |(u, p)| (u, Some(p)));
             if !user.is_empty() {
                 params.push(("username".to_owned(), decode(user)));
             }
@@ -370,10 +359,7 @@ mod tests {
     }
 
     fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -390,32 +376,25 @@ mod tests {
         assert_eq!(config.connect_timeout, Some(Duration::from_secs(5)));
         assert_eq!(config.pool_size, 8);
         assert!(config.tls);
-        assert_eq!(
-            config.password.as_ref().map(Secret::expose),
-            Some("hunter2")
-        );
+        assert_eq!(config.password.as_ref().map(Secret::expose), Some("hunter2"));
         assert_eq!(config.tags, vec!["a", "b"]);
         assert!(!format!("{config:?}").contains("hunter2"));
     }
 
     #[test]
     fn bad_or_unknown_params_name_the_field() {
-        let err =
-            from_params::<DemoConfig>("demo", &params(&[("tls", "true"), ("pool_size", "many")]))
-                .unwrap_err();
+        let err = from_params::<DemoConfig>("demo", &params(&[("tls", "true"), ("pool_size", "many")])).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidConfiguration);
         assert!(
             matches!(&err, Error::InvalidConfiguration { field, .. } if field == "pool_size"),
             "{err}"
         );
-        let err =
-            from_params::<DemoConfig>("demo", &params(&[("conect_timeout", "5s")])).unwrap_err();
+        let err = from_params::<DemoConfig>("demo", &params(&[("conect_timeout", "5s")])).unwrap_err();
         assert!(
             matches!(&err, Error::InvalidConfiguration { field, .. } if field == "conect_timeout"),
             "{err}"
         );
-        let err =
-            from_params::<DemoConfig>("demo", &params(&[("connect_timeout", "soon")])).unwrap_err();
+        let err = from_params::<DemoConfig>("demo", &params(&[("connect_timeout", "soon")])).unwrap_err();
         assert!(
             matches!(&err, Error::InvalidConfiguration { field, .. } if field == "connect_timeout"),
             "{err}"
@@ -440,25 +419,19 @@ mod tests {
 
     #[test]
     fn urls_split_into_endpoints_path_and_params() {
-        let url = StoreUrl::parse("etcd://h1:2379,h2:2379/?connect_timeout=5s")
-            .unwrap_or_else(|e| panic!("{e}"));
+        let url = StoreUrl::parse("etcd://h1:2379,h2:2379/?connect_timeout=5s").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(url.scheme, "etcd");
         assert_eq!(url.endpoints, ["h1:2379", "h2:2379"]);
         assert_eq!(url.path, None);
         assert_eq!(url.params, params(&[("connect_timeout", "5s")]));
 
-        let url =
-            StoreUrl::parse("boltlike:///var/lib/app/kv.db").unwrap_or_else(|e| panic!("{e}"));
+        let url = StoreUrl::parse("boltlike:///var/lib/app/kv.db").unwrap_or_else(|e| panic!("{e}"));
         assert!(url.endpoints.is_empty());
         assert_eq!(url.path.as_deref(), Some("/var/lib/app/kv.db"));
 
-        let url = StoreUrl::parse("redis://user:p%40ss@localhost:6379/2")
-            .unwrap_or_else(|e| panic!("{e}"));
+        let url = StoreUrl::parse("redis://user:p%40ss@localhost:6379/2").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(url.path.as_deref(), Some("2"));
-        assert_eq!(
-            url.params,
-            params(&[("username", "user"), ("password", "p@ss")])
-        );
+        assert_eq!(url.params, params(&[("username", "user"), ("password", "p@ss")]));
         assert!(StoreUrl::parse("no-scheme").is_err());
     }
 
@@ -466,10 +439,7 @@ mod tests {
     fn secrets_never_print() {
         let secret = Secret::new("hunter2");
         assert_eq!(format!("{secret:?} {secret}"), "\"***\" ***");
-        let debug = format!(
-            "{:?}",
-            StoreConfig::Params(params(&[("password", "hunter2")]))
-        );
+        let debug = format!("{:?}", StoreConfig::Params(params(&[("password", "hunter2")])));
         assert!(!debug.contains("hunter2"), "{debug}");
     }
 }

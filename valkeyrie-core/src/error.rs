@@ -192,9 +192,7 @@ pub enum Error {
         reason: &'static str,
     },
     /// The value is larger than this backend can hold; nothing was written.
-    #[error(
-        "{store}: value for {key:?} is {size} bytes, over this backend's limit of {limit} bytes"
-    )]
+    #[error("{store}: value for {key:?} is {size} bytes, over this backend's limit of {limit} bytes")]
     ValueTooLarge {
         /// Store name.
         store: &'static str,
@@ -319,34 +317,21 @@ impl Error {
 
     /// Builds [`Error::KeyNotFound`].
     pub fn not_found(store: &'static str, key: impl Into<String>) -> Self {
-        Error::KeyNotFound {
-            store,
-            key: key.into(),
-        }
+        Error::KeyNotFound { store, key: key.into() }
     }
 
     /// Builds [`Error::KeyModified`].
     pub fn modified(store: &'static str, key: impl Into<String>) -> Self {
-        Error::KeyModified {
-            store,
-            key: key.into(),
-        }
+        Error::KeyModified { store, key: key.into() }
     }
 
     /// Builds [`Error::KeyExists`].
     pub fn exists(store: &'static str, key: impl Into<String>) -> Self {
-        Error::KeyExists {
-            store,
-            key: key.into(),
-        }
+        Error::KeyExists { store, key: key.into() }
     }
 
     /// Builds [`Error::InvalidConfiguration`].
-    pub fn config(
-        store: &'static str,
-        field: impl Into<String>,
-        reason: impl Into<String>,
-    ) -> Self {
+    pub fn config(store: &'static str, field: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::InvalidConfiguration {
             store,
             field: field.into(),

@@ -71,9 +71,7 @@ impl Key {
 
     /// Whether `other` (a normalized key) is strictly below this key.
     pub fn contains(&self, other: &str) -> bool {
-        other.len() > self.0.len() + 1
-            && other.starts_with(&self.0)
-            && other.as_bytes()[self.0.len()] == b'/'
+        other.len() > self.0.len() + 1 && other.starts_with(&self.0) && other.as_bytes()[self.0.len()] == b'/'
     }
 
     /// The segments of the key, from the root down.
@@ -83,9 +81,7 @@ impl Key {
 
     /// The parent key, or `None` for a top-level key.
     pub fn parent(&self) -> Option<Key> {
-        self.0
-            .rsplit_once('/')
-            .map(|(parent, _)| Key(parent.to_owned()))
+        self.0.rsplit_once('/').map(|(parent, _)| Key(parent.to_owned()))
     }
 
     /// Appends a validated relative path: `Key(a).join("b/c") == Key(a/b/c)`.
@@ -134,9 +130,7 @@ mod tests {
 
     #[test]
     fn bad_keys_are_rejected_with_the_rule() {
-        for raw in [
-            "", "/", "//", "a//b", "/a//", "./a", "a/..", "a/./b", "a\nb", "a\0",
-        ] {
+        for raw in ["", "/", "//", "a//b", "/a//", "./a", "a/..", "a/./b", "a\nb", "a\0"] {
             let err = Key::parse("t", raw).expect_err(raw);
             assert_eq!(err.kind(), ErrorKind::InvalidKey, "{raw}");
             assert_eq!(err.key(), Some(raw));
@@ -158,10 +152,7 @@ mod tests {
         assert!(!dir.contains("dir"));
         assert!(!dir.contains("dir2/a"));
         assert!(!dir.contains("dir/"));
-        assert_eq!(
-            dir.join("t", "x/y").map(String::from).ok().as_deref(),
-            Some("dir/x/y")
-        );
+        assert_eq!(dir.join("t", "x/y").map(String::from).ok().as_deref(), Some("dir/x/y"));
         assert_eq!(
             Key::parse("t", "a/b/c")
                 .ok()

@@ -63,7 +63,7 @@ pub mod store;
 pub mod testsuite;
 pub mod watch;
 
-pub use background::{Background, Spawner};
+pub use background::{Background, Spawner, TrackedWork};
 pub use bytes::Bytes;
 pub use capabilities::Capabilities;
 pub use config::{BackendConfig, Secret, StoreConfig, StoreUrl};

@@ -22,7 +22,9 @@
 //! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
 //! ```
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use tokio::sync::watch;
@@ -66,22 +68,43 @@ pub trait Locker: Send + Sync {
 
 /// Resolves when a held lock is no longer held, with the reason. Cloneable; every clone
 /// sees the same reason.
+///
+/// Besides the reason the backend reports, the signal knows until when the lock is surely
+/// held (the last confirmed renewal plus the TTL): past that moment it reports
+/// [`LostReason::Expired`] even if the renewal task has not run, so a starved process never
+/// believes it still holds a lock that someone else may have taken.
 #[derive(Debug, Clone)]
 pub struct LostSignal {
     receiver: watch::Receiver<Option<LostReason>>,
+    held_until: Arc<AtomicU64>,
 }
 
-/// The backend's side of a [`LostSignal`]: it reports the loss once. Dropping it without
-/// reporting means the lock was released normally ([`LostReason::Released`]).
+/// The backend's side of a [`LostSignal`]: it reports the loss once and extends the
+/// held-until deadline after each confirmed renewal. Dropping it without reporting means the
+/// lock was released normally ([`LostReason::Released`]).
 #[derive(Debug)]
 pub struct LostNotifier {
     sender: watch::Sender<Option<LostReason>>,
+    held_until: Arc<AtomicU64>,
 }
 
-/// A connected notifier and signal for one acquisition.
-pub fn lost_signal() -> (LostNotifier, LostSignal) {
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A connected notifier and signal for one acquisition; the lock is held for `ttl` from now
+/// unless the notifier extends it.
+pub fn lost_signal(ttl: Duration) -> (LostNotifier, LostSignal) {
     let (sender, receiver) = watch::channel(None);
-    (LostNotifier { sender }, LostSignal { receiver })
+    let held_until = Arc::new(AtomicU64::new(0));
+    let notifier = LostNotifier {
+        sender,
+        held_until: Arc::clone(&held_until),
+    };
+    notifier.held_for(now_ms(), ttl);
+    (notifier, LostSignal { receiver, held_until })
 }
 
 impl LostNotifier {
@@ -95,6 +118,18 @@ impl LostNotifier {
                 false
             }
         });
+    }
+
+    /// Records a confirmed renewal: the lock is held for `ttl` after `confirmed_at_ms` (Unix
+    /// milliseconds, taken *before* the renewal request was sent).
+    pub fn held_for(&self, confirmed_at_ms: u64, ttl: Duration) {
+        let until = confirmed_at_ms.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        self.held_until.fetch_max(until, Ordering::AcqRel);
+    }
+
+    /// The current Unix time in milliseconds, to pass to [`LostNotifier::held_for`].
+    pub fn now_ms() -> u64 {
+        now_ms()
     }
 
     /// Whether a loss was already reported.
@@ -113,19 +148,29 @@ impl LostSignal {
     /// Waits until the lock is lost or released and returns why. Cancel-safe.
     pub async fn lost(&self) -> LostReason {
         let mut receiver = self.receiver.clone();
-        let reason = match receiver.wait_for(Option::is_some).await {
-            Ok(reason) => reason.clone(),
-            // The notifier is gone; its drop stored a reason unless it was never used.
-            Err(_) => None,
-        };
-        reason
-            .or_else(|| receiver.borrow().clone())
-            .unwrap_or(LostReason::Released)
+        loop {
+            if let Some(reason) = self.reason() {
+                return reason;
+            }
+            let left = self.held_until.load(Ordering::Acquire).saturating_sub(now_ms()).max(1);
+            tokio::select! {
+                changed = receiver.changed() => {
+                    if changed.is_err() {
+                        // The notifier is gone; its drop stored a reason unless it was never used.
+                        return self.reason().unwrap_or(LostReason::Released);
+                    }
+                }
+                () = tokio::time::sleep(Duration::from_millis(left)) => {}
+            }
+        }
     }
 
-    /// The reason, if the lock is already lost or released.
+    /// The reason, if the lock is already lost or released, or its held-until deadline passed.
     pub fn reason(&self) -> Option<LostReason> {
-        self.receiver.borrow().clone()
+        if let Some(reason) = self.receiver.borrow().clone() {
+            return Some(reason);
+        }
+        (now_ms() >= self.held_until.load(Ordering::Acquire)).then_some(LostReason::Expired)
     }
 }
 
@@ -242,14 +287,29 @@ mod tests {
 
     #[tokio::test]
     async fn first_reason_wins_and_drop_means_released() {
-        let (notifier, signal) = lost_signal();
+        let ttl = Duration::from_secs(60);
+        let (notifier, signal) = lost_signal(ttl);
         assert_eq!(signal.reason(), None);
-        notifier.notify(LostReason::Expired);
         notifier.notify(LostReason::RecordDeleted);
-        assert_eq!(signal.lost().await, LostReason::Expired);
+        notifier.notify(LostReason::Expired);
+        assert_eq!(signal.lost().await, LostReason::RecordDeleted);
 
-        let (notifier, signal) = lost_signal();
+        let (notifier, signal) = lost_signal(ttl);
         drop(notifier);
         assert_eq!(signal.lost().await, LostReason::Released);
+    }
+
+    #[tokio::test]
+    async fn an_unrenewed_lock_counts_as_expired_even_if_nobody_says_so() {
+        let (notifier, signal) = lost_signal(Duration::from_millis(100));
+        assert_eq!(signal.reason(), None);
+        let reason = tokio::time::timeout(Duration::from_secs(2), signal.lost()).await;
+        assert_eq!(
+            reason.ok(),
+            Some(LostReason::Expired),
+            "lost() resolves at the deadline"
+        );
+        notifier.held_for(LostNotifier::now_ms(), Duration::from_secs(60));
+        assert_eq!(signal.reason(), None, "a confirmed renewal extends the deadline");
     }
 }

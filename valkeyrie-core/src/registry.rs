@@ -82,10 +82,7 @@ fn find(name: &str) -> Result<&'static Registration> {
 
 /// The names of the registered stores, sorted.
 pub fn constructors() -> Vec<&'static str> {
-    let mut names: Vec<&'static str> = inventory::iter::<Registration>
-        .into_iter()
-        .map(|r| r.name)
-        .collect();
+    let mut names: Vec<&'static str> = inventory::iter::<Registration>.into_iter().map(|r| r.name).collect();
     names.sort_unstable();
     names.dedup();
     names
@@ -98,11 +95,7 @@ pub fn constructors() -> Vec<&'static str> {
 /// [`Error::UnknownStore`] when no linked crate registers `name`;
 /// [`Error::InvalidConfiguration`] for a config of another store or a bad field; whatever
 /// the backend's constructor returns.
-pub async fn new_store<I, E>(
-    name: &str,
-    endpoints: I,
-    config: impl Into<StoreConfig>,
-) -> Result<Arc<dyn Store>>
+pub async fn new_store<I, E>(name: &str, endpoints: I, config: impl Into<StoreConfig>) -> Result<Arc<dyn Store>>
 where
     I: IntoIterator<Item = E>,
     E: Into<String>,

@@ -85,8 +85,9 @@ pub trait Store: Send + Sync {
     /// releases the connection. Later calls return [`Error::Closed`].
     async fn close(&self) -> Result<()>;
 
-    /// Background tasks (keep-alives, renewals, watch feeders) this handle runs now; for
-    /// diagnostics and leak tests.
+    /// Background work this handle holds now: tasks (keep-alives, renewals, watch feeders)
+    /// and live watch streams. For diagnostics and leak tests: it returns to its earlier
+    /// value once watches are dropped and locks released.
     fn background_tasks(&self) -> usize;
 }
 
@@ -199,12 +200,14 @@ fn check_value<B: Backend + ?Sized>(backend: &B, key: &Key, value: &Bytes) -> Re
     }
 }
 
-fn check_write_options<B: Backend + ?Sized>(
+/// Checks that the backend supports the options and raises a TTL below the backend's
+/// minimum to it (as [`WriteOptions::ttl`] promises).
+fn write_options<B: Backend + ?Sized>(
     backend: &B,
     key: &Key,
     call: &'static str,
     opts: &WriteOptions,
-) -> Result<()> {
+) -> Result<WriteOptions> {
     let caps = backend.capabilities();
     let unsupported = (opts.ttl.is_some() && !caps.ttl) || (opts.keep_alive && !caps.keep_alive);
     if unsupported {
@@ -214,7 +217,10 @@ fn check_write_options<B: Backend + ?Sized>(
             key: key.to_string(),
         });
     }
-    Ok(())
+    Ok(WriteOptions {
+        ttl: opts.ttl.map(|ttl| ttl.max(caps.min_ttl)),
+        keep_alive: opts.keep_alive,
+    })
 }
 
 fn check_previous<B: Backend + ?Sized>(backend: &B, key: &Key, previous: &KvPair) -> Result<()> {
@@ -227,12 +233,7 @@ fn check_previous<B: Backend + ?Sized>(backend: &B, key: &Key, previous: &KvPair
     Ok(())
 }
 
-fn require<B: Backend + ?Sized>(
-    backend: &B,
-    key: &Key,
-    call: &'static str,
-    supported: bool,
-) -> Result<()> {
+fn require<B: Backend + ?Sized>(backend: &B, key: &Key, call: &'static str, supported: bool) -> Result<()> {
     if supported {
         Ok(())
     } else {
@@ -257,23 +258,29 @@ impl<B: Backend> Store for B {
     async fn put(&self, key: &str, value: Bytes, opts: &WriteOptions) -> Result<()> {
         call(self, "put", key, |key| async move {
             check_value(self, &key, &value)?;
-            check_write_options(self, &key, "put", opts)?;
-            Backend::put(self, &key, value, opts).await
+            let opts = write_options(self, &key, "put", opts)?;
+            Backend::put(self, &key, value, &opts).await
         })
         .await
     }
 
     async fn get(&self, key: &str, opts: &ReadOptions) -> Result<KvPair> {
-        call(self, "get", key, |key| async move {
-            Backend::get(self, &key, opts).await
-        })
+        call(
+            self,
+            "get",
+            key,
+            |key| async move { Backend::get(self, &key, opts).await },
+        )
         .await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        call(self, "delete", key, |key| async move {
-            Backend::delete(self, &key).await
-        })
+        call(
+            self,
+            "delete",
+            key,
+            |key| async move { Backend::delete(self, &key).await },
+        )
         .await
     }
 
@@ -315,12 +322,7 @@ impl<B: Backend> Store for B {
 
     async fn watch_tree(&self, dir: &str, opts: &ReadOptions) -> Result<WatchStream> {
         call(self, "watch_tree", dir, |dir| async move {
-            require(
-                self,
-                &dir,
-                "watch_tree",
-                Backend::capabilities(self).watch_tree,
-            )?;
+            require(self, &dir, "watch_tree", Backend::capabilities(self).watch_tree)?;
             let stream = Backend::watch_tree(self, &dir, opts).await?;
             Ok(tree_view(dir, stream))
         })
@@ -331,14 +333,11 @@ impl<B: Backend> Store for B {
         call(self, "new_lock", key, |key| async move {
             let caps = Backend::capabilities(self);
             require(self, &key, "new_lock", caps.lock)?;
-            require(
-                self,
-                &key,
-                "new_lock with a ttl",
-                opts.ttl.is_none() || caps.lock_ttl,
-            )?;
+            require(self, &key, "new_lock with a ttl", opts.ttl.is_none() || caps.lock_ttl)?;
             check_value(self, &key, &opts.value)?;
-            let inner = Backend::new_lock(self, &key, opts).await?;
+            // A TTL below the backend's minimum would let renewal fall behind expiry.
+            let ttl = Some(opts.ttl_or_default().max(caps.min_ttl));
+            let inner = Backend::new_lock(self, &key, LockOptions { ttl, ..opts }).await?;
             Ok(Box::new(TracedLocker { inner }) as Box<dyn Locker>)
         })
         .await
@@ -353,11 +352,11 @@ impl<B: Backend> Store for B {
     ) -> Result<KvPair> {
         call(self, "atomic_put", key, |key| async move {
             check_value(self, &key, &value)?;
-            check_write_options(self, &key, "atomic_put", opts)?;
+            let opts = write_options(self, &key, "atomic_put", opts)?;
             if let Some(previous) = previous {
                 check_previous(self, &key, previous)?;
             }
-            Backend::atomic_put(self, &key, value, previous, opts).await
+            Backend::atomic_put(self, &key, value, previous, &opts).await
         })
         .await
     }
@@ -373,12 +372,14 @@ impl<B: Backend> Store for B {
     async fn close(&self) -> Result<()> {
         let span = tracing::info_span!("valkeyrie", store = Backend::name(self), call = "close");
         async {
-            if self.background().is_closed() {
+            // Only the first close does the work; later ones find the handle closed.
+            if !self.background().begin_close() {
                 return Ok(());
             }
-            let result = Backend::close(self).await;
+            // Background work first (renewals report `StoreClosed`, watches end), then the
+            // connection: nothing runs on a half-closed client.
             self.background().shutdown().await;
-            result
+            Backend::close(self).await
         }
         .instrument(span)
         .await
@@ -405,12 +406,7 @@ impl Locker for TracedLocker {
     }
 
     async fn lock(&self) -> Result<LockGuard> {
-        let span = tracing::info_span!(
-            "valkeyrie",
-            store = self.store_name(),
-            call = "lock",
-            key = self.key()
-        );
+        let span = tracing::info_span!("valkeyrie", store = self.store_name(), call = "lock", key = self.key());
         self.inner.lock().instrument(span).await
     }
 

@@ -78,10 +78,7 @@ pub(crate) fn tree_view(dir: Key, stream: WatchStream) -> WatchStream {
                 pairs.sort_by(|a, b| a.key.cmp(&b.key));
                 Some(Ok(WatchEvent::Snapshot(pairs)))
             }
-            Ok(event) => event
-                .key()
-                .is_some_and(|key| dir.contains(key))
-                .then_some(Ok(event)),
+            Ok(event) => event.key().is_some_and(|key| dir.contains(key)).then_some(Ok(event)),
             Err(err) => Some(Err(err)),
         };
         std::future::ready(item)

@@ -8,6 +8,7 @@
 use valkeyrie_core::{Error, MemoryConfig, MemoryStore, Result, Store};
 
 use crate::config::TemplateConfig;
+use crate::error::map_error;
 use crate::TEMPLATE;
 
 /// A connection to one template server.
@@ -33,7 +34,8 @@ impl TemplateClient {
         let server = MemoryStore::with_config(MemoryConfig {
             name: Some(name.clone()),
             max_value_size: config.max_value_size,
-        });
+        })
+        .map_err(|err| map_error("connect", "", err))?;
         Ok(TemplateClient { server })
     }
 

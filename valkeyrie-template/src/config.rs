@@ -49,18 +49,10 @@ impl TemplateConfig {
     /// Checks what needs no server.
     pub(crate) fn validate(&self) -> Result<()> {
         if self.request_timeout.is_zero() {
-            return Err(Error::config(
-                TEMPLATE,
-                "request_timeout",
-                "must be longer than zero",
-            ));
+            return Err(Error::config(TEMPLATE, "request_timeout", "must be longer than zero"));
         }
         if self.max_value_size == 0 {
-            return Err(Error::config(
-                TEMPLATE,
-                "max_value_size",
-                "must be at least 1 byte",
-            ));
+            return Err(Error::config(TEMPLATE, "max_value_size", "must be at least 1 byte"));
         }
         Ok(())
     }
@@ -74,10 +66,7 @@ mod tests {
 
     #[test]
     fn url_and_typed_config_agree() {
-        let url = StoreUrl::parse(
-            "template://server-a?request_timeout=250ms&max_value_size=64&token=t0k",
-        )
-        .unwrap();
+        let url = StoreUrl::parse("template://server-a?request_timeout=250ms&max_value_size=64&token=t0k").unwrap();
         let from_url: TemplateConfig = StoreConfig::Params(url.params).resolve().unwrap();
         let typed = TemplateConfig {
             request_timeout: Duration::from_millis(250),

@@ -48,15 +48,9 @@ mod tests {
     #[test]
     fn caller_visible_kinds_survive_and_the_store_is_ours() {
         let err = map_error("get", "a", Error::not_found("memory", "a"));
-        assert_eq!(
-            (err.kind(), err.store()),
-            (ErrorKind::KeyNotFound, TEMPLATE)
-        );
+        assert_eq!((err.kind(), err.store()), (ErrorKind::KeyNotFound, TEMPLATE));
         let err = map_error("get", "a", Error::config("memory", "x", "bad"));
         assert_eq!(err.kind(), ErrorKind::Backend);
-        assert!(
-            std::error::Error::source(&err).is_some(),
-            "the client's error is kept"
-        );
+        assert!(std::error::Error::source(&err).is_some(), "the client's error is kept");
     }
 }

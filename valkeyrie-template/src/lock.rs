@@ -48,11 +48,7 @@ impl Locker for TemplateLocker {
     }
 
     async fn lock(&self) -> Result<LockGuard> {
-        let guard = self
-            .inner
-            .lock()
-            .await
-            .map_err(|e| map_error("lock", self.key(), e))?;
+        let guard = self.inner.lock().await.map_err(|e| map_error("lock", self.key(), e))?;
         Ok(self.wrap(guard))
     }
 

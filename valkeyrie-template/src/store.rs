@@ -10,8 +10,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use valkeyrie_core::{
-    Backend, Background, Capabilities, Error, Key, KvPair, LockOptions, Locker, ReadOptions,
-    Registration, Result, Store, StoreSpec, WatchStream, WriteOptions,
+    Backend, Background, Capabilities, Error, Key, KvPair, LockOptions, Locker, ReadOptions, Registration, Result,
+    Store, StoreSpec, WatchStream, WriteOptions,
 };
 
 use crate::client::TemplateClient;
@@ -57,12 +57,7 @@ impl TemplateStore {
     }
 
     /// Runs one request with the configured deadline, mapping its error.
-    async fn request<T>(
-        &self,
-        call: &'static str,
-        key: &Key,
-        request: impl Future<Output = Result<T>>,
-    ) -> Result<T> {
+    async fn request<T>(&self, call: &'static str, key: &Key, request: impl Future<Output = Result<T>>) -> Result<T> {
         let after = self.config.request_timeout;
         match tokio::time::timeout(after, request).await {
             Ok(result) => result.map_err(|err| map_error(call, key.as_str(), err)),
@@ -93,12 +88,8 @@ impl Backend for TemplateStore {
     }
 
     async fn put(&self, key: &Key, value: Bytes, opts: &WriteOptions) -> Result<()> {
-        self.request(
-            "put",
-            key,
-            self.client.requests().put(key.as_str(), value, opts),
-        )
-        .await
+        self.request("put", key, self.client.requests().put(key.as_str(), value, opts))
+            .await
     }
 
     async fn get(&self, key: &Key, opts: &ReadOptions) -> Result<KvPair> {
@@ -112,12 +103,8 @@ impl Backend for TemplateStore {
     }
 
     async fn exists(&self, key: &Key, opts: &ReadOptions) -> Result<bool> {
-        self.request(
-            "exists",
-            key,
-            self.client.requests().exists(key.as_str(), opts),
-        )
-        .await
+        self.request("exists", key, self.client.requests().exists(key.as_str(), opts))
+            .await
     }
 
     async fn list(&self, dir: &Key, opts: &ReadOptions) -> Result<Vec<KvPair>> {
@@ -140,43 +127,27 @@ impl Backend for TemplateStore {
     }
 
     async fn delete_tree(&self, dir: &Key) -> Result<()> {
-        self.request(
-            "delete_tree",
-            dir,
-            self.client.requests().delete_tree(dir.as_str()),
-        )
-        .await
+        self.request("delete_tree", dir, self.client.requests().delete_tree(dir.as_str()))
+            .await
     }
 
     async fn watch(&self, key: &Key, opts: &ReadOptions) -> Result<WatchStream> {
         let stream = self
-            .request(
-                "watch",
-                key,
-                self.client.requests().watch(key.as_str(), opts),
-            )
+            .request("watch", key, self.client.requests().watch(key.as_str(), opts))
             .await?;
-        Ok(map_stream(key, "watch", stream))
+        Ok(map_stream(key, "watch", stream, self.background.spawner().track()))
     }
 
     async fn watch_tree(&self, dir: &Key, opts: &ReadOptions) -> Result<WatchStream> {
         let stream = self
-            .request(
-                "watch_tree",
-                dir,
-                self.client.requests().watch_tree(dir.as_str(), opts),
-            )
+            .request("watch_tree", dir, self.client.requests().watch_tree(dir.as_str(), opts))
             .await?;
-        Ok(map_stream(dir, "watch_tree", stream))
+        Ok(map_stream(dir, "watch_tree", stream, self.background.spawner().track()))
     }
 
     async fn new_lock(&self, key: &Key, opts: LockOptions) -> Result<Box<dyn Locker>> {
         let inner = self
-            .request(
-                "new_lock",
-                key,
-                self.client.requests().new_lock(key.as_str(), opts),
-            )
+            .request("new_lock", key, self.client.requests().new_lock(key.as_str(), opts))
             .await?;
         Ok(Box::new(TemplateLocker {
             inner,
@@ -194,9 +165,7 @@ impl Backend for TemplateStore {
         self.request(
             "atomic_put",
             key,
-            self.client
-                .requests()
-                .atomic_put(key.as_str(), value, previous, opts),
+            self.client.requests().atomic_put(key.as_str(), value, previous, opts),
         )
         .await
     }

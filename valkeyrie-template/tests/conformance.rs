@@ -38,11 +38,7 @@ impl TestTarget for TemplateTarget {
             .connect([self.server.clone()])
             .await
             .expect("connect to the template server");
-        let revoked = store
-            .client()
-            .server()
-            .revoke_lock(key, how)
-            .expect("revoke the lock");
+        let revoked = store.client().server().revoke_lock(key, how).expect("revoke the lock");
         assert!(revoked, "{key} was not held");
     }
 }

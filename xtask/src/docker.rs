@@ -38,9 +38,7 @@ pub fn daemon_available() -> Result<(), String> {
     }
 }
 
-fn failed(
-    server: Server,
-) -> impl Fn(testcontainers_modules::testcontainers::TestcontainersError) -> String {
+fn failed(server: Server) -> impl Fn(testcontainers_modules::testcontainers::TestcontainersError) -> String {
     move |e| format!("{} container: {e}", server.name())
 }
 
@@ -50,11 +48,7 @@ pub fn start(servers: &[Server]) -> Result<Containers, String> {
     let mut running: Vec<Box<dyn Any>> = Vec::new();
     for &server in servers {
         let port = server.ports()[0];
-        say!(
-            "docker",
-            "{}: starting a container on 127.0.0.1:{port}",
-            server.name()
-        );
+        say!("docker", "{}: starting a container on 127.0.0.1:{port}", server.name());
         match server {
             Server::Redis => running.push(Box::new(
                 Redis::default()

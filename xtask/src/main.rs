@@ -71,9 +71,7 @@ fn servers(command: &str, names: &[&str]) -> Result<(), String> {
             }
             Ok(())
         }
-        "stop" => selected(names)?
-            .into_iter()
-            .try_for_each(process::stop_by_pid),
+        "stop" => selected(names)?.into_iter().try_for_each(process::stop_by_pid),
         "status" => {
             for server in Server::ALL {
                 let state = match process::state(server) {
@@ -100,8 +98,6 @@ fn servers(command: &str, names: &[&str]) -> Result<(), String> {
         }
         "pause" => process::pause(one(names)?, true),
         "resume" => process::pause(one(names)?, false),
-        other => Err(format!(
-            "unknown servers command {other:?}; see `cargo xtask help`"
-        )),
+        other => Err(format!("unknown servers command {other:?}; see `cargo xtask help`")),
     }
 }

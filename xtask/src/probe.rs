@@ -9,11 +9,8 @@ use std::time::Duration;
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn connect(addr: &str) -> Result<TcpStream, String> {
-    let addr: SocketAddr = addr
-        .parse()
-        .map_err(|e| format!("bad address {addr}: {e}"))?;
-    let stream = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT)
-        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let addr: SocketAddr = addr.parse().map_err(|e| format!("bad address {addr}: {e}"))?;
+    let stream = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT).map_err(|e| format!("connect {addr}: {e}"))?;
     stream
         .set_read_timeout(Some(PROBE_TIMEOUT))
         .map_err(|e| e.to_string())?;
@@ -26,9 +23,7 @@ fn connect(addr: &str) -> Result<TcpStream, String> {
 /// Sends `request` and reads until the server closes or `PROBE_TIMEOUT` passes.
 pub fn exchange(addr: &str, request: &[u8]) -> Result<Vec<u8>, String> {
     let mut stream = connect(addr)?;
-    stream
-        .write_all(request)
-        .map_err(|e| format!("write to {addr}: {e}"))?;
+    stream.write_all(request).map_err(|e| format!("write to {addr}: {e}"))?;
     let mut response = Vec::new();
     let mut buffer = [0u8; 4096];
     loop {
@@ -70,10 +65,7 @@ pub fn http(
                 response.chars().take(80).collect::<String>()
             )
         })?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, body)| body)
-        .to_owned();
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body).to_owned();
     Ok((status, body))
 }
 
@@ -88,9 +80,7 @@ pub fn redis(addr: &str, args: &[&str]) -> Result<String, String> {
         .write_all(request.as_bytes())
         .map_err(|e| format!("write to {addr}: {e}"))?;
     let mut buffer = [0u8; 4096];
-    let n = stream
-        .read(&mut buffer)
-        .map_err(|e| format!("read from {addr}: {e}"))?;
+    let n = stream.read(&mut buffer).map_err(|e| format!("read from {addr}: {e}"))?;
     Ok(String::from_utf8_lossy(&buffer[..n]).into_owned())
 }
 

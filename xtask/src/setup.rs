@@ -23,9 +23,7 @@ pub fn run(servers: &[Server]) -> Result<(), String> {
 fn ensure_component(component: &str) -> Result<(), String> {
     let probe = match component {
         "rustfmt" => Command::new("cargo").args(["fmt", "--version"]).output(),
-        _ => Command::new("cargo")
-            .args([component, "--version"])
-            .output(),
+        _ => Command::new("cargo").args([component, "--version"]).output(),
     };
     if probe.is_ok_and(|out| out.status.success()) {
         say!("setup", "{component}: present");
@@ -39,8 +37,6 @@ fn ensure_component(component: &str) -> Result<(), String> {
     if status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "rustup component add {component} failed ({status})"
-        ))
+        Err(format!("rustup component add {component} failed ({status})"))
     }
 }

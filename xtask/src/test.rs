@@ -51,8 +51,7 @@ struct StartedServers {
 
 impl StartedServers {
     fn stop_all(&self) {
-        let children =
-            std::mem::take(&mut *self.children.lock().unwrap_or_else(PoisonError::into_inner));
+        let children = std::mem::take(&mut *self.children.lock().unwrap_or_else(PoisonError::into_inner));
         for (server, child) in children.into_iter().rev() {
             if let Err(why) = process::stop_child(server, child) {
                 say!("servers", "{}: stopping failed: {why}", server.name());
@@ -64,10 +63,7 @@ impl StartedServers {
 /// Runs `cargo xtask test` with its arguments (`--backend NAME …`, `--docker`).
 pub fn run(args: &[&str]) -> Result<(), String> {
     let (suites, docker) = select(args)?;
-    let mut servers: Vec<Server> = suites
-        .iter()
-        .flat_map(|s| s.servers.iter().copied())
-        .collect();
+    let mut servers: Vec<Server> = suites.iter().flat_map(|s| s.servers.iter().copied()).collect();
     servers.sort();
     servers.dedup();
     if docker {
@@ -99,16 +95,10 @@ pub fn run(args: &[&str]) -> Result<(), String> {
     result
 }
 
-fn start_and_test(
-    suites: &[&Suite],
-    servers: &[Server],
-    started: &StartedServers,
-) -> Result<(), String> {
+fn start_and_test(suites: &[&Suite], servers: &[Server], started: &StartedServers) -> Result<(), String> {
     let mut env = Vec::new();
     for server in servers {
-        match process::start(*server)
-            .map_err(|why| format!("{} could not be started: {why}", server.name()))?
-        {
+        match process::start(*server).map_err(|why| format!("{} could not be started: {why}", server.name()))? {
             Started::Reused(_) => {}
             Started::Spawned(child) => {
                 started
@@ -130,20 +120,11 @@ fn run_suites(suites: &[&Suite], env: &[(&str, String)]) -> Result<(), String> {
     }
     let mut results = Vec::new();
     for suite in suites {
-        say!(
-            "test",
-            "== {} (cargo test -p {})",
-            suite.backend,
-            suite.package
-        );
+        say!("test", "== {} (cargo test -p {})", suite.backend, suite.package);
         results.push((suite.backend, test_package(suite.package, env)?));
     }
     print_summary(&results);
-    let failed: Vec<&str> = results
-        .iter()
-        .filter(|(_, o)| o.failed > 0)
-        .map(|(b, _)| *b)
-        .collect();
+    let failed: Vec<&str> = results.iter().filter(|(_, o)| o.failed > 0).map(|(b, _)| *b).collect();
     if failed.is_empty() {
         Ok(())
     } else {
@@ -183,13 +164,7 @@ fn test_package(package: &str, env: &[(&str, String)]) -> Result<Outcome, String
     // stream keeps them in order, so results can be attributed to their binary.
     let mut child = Command::new("sh")
         .args(["-c", "exec \"$0\" \"$@\" 2>&1", env!("CARGO")])
-        .args([
-            "test",
-            "--package",
-            package,
-            "--all-features",
-            "--no-fail-fast",
-        ])
+        .args(["test", "--package", package, "--all-features", "--no-fail-fast"])
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::piped())
         .spawn()
@@ -203,9 +178,7 @@ fn test_package(package: &str, env: &[(&str, String)]) -> Result<Outcome, String
             output.push('\n');
         }
     }
-    let status = child
-        .wait()
-        .map_err(|e| format!("waiting for cargo test: {e}"))?;
+    let status = child.wait().map_err(|e| format!("waiting for cargo test: {e}"))?;
     let mut outcome = parse(&output);
     if !status.success() && outcome.failed == 0 {
         outcome.failed = 1;

@@ -50,14 +50,7 @@ fn etcd_stores_through_its_gateway() {
     )
     .unwrap();
     assert_eq!(put.0, 200, "{put:?}");
-    let (status, body) = probe::http(
-        &address,
-        "POST",
-        "/v3/kv/range",
-        &[],
-        r#"{"key":"eHRhc2stc21va2U="}"#,
-    )
-    .unwrap();
+    let (status, body) = probe::http(&address, "POST", "/v3/kv/range", &[], r#"{"key":"eHRhc2stc21va2U="}"#).unwrap();
     assert_eq!(status, 200);
     assert!(body.contains(r#""value":"dg==""#), "{body}");
     let version = probe::http(&address, "GET", "/version", &[], "").unwrap().1;
@@ -84,13 +77,8 @@ fn consul_stores_kv() {
     assert_eq!((status, body.trim()), (200, "true"));
     let (status, body) = probe::http(&address, "GET", "/v1/kv/xtask-smoke?raw", &[], "").unwrap();
     assert_eq!((status, body.as_str()), (200, "v"));
-    let agent = probe::http(&address, "GET", "/v1/agent/self", &[], "")
-        .unwrap()
-        .1;
-    assert!(
-        agent.replace(' ', "").contains("\"Version\":\"1.8.7\""),
-        "consul 1.8.7"
-    );
+    let agent = probe::http(&address, "GET", "/v1/agent/self", &[], "").unwrap().1;
+    assert!(agent.replace(' ', "").contains("\"Version\":\"1.8.7\""), "consul 1.8.7");
     probe::http(&address, "DELETE", "/v1/kv/xtask-smoke", &[], "").unwrap();
 }
 
@@ -98,10 +86,7 @@ fn consul_stores_kv() {
 fn dynamodb_creates_writes_and_reads() {
     let address = host_port("VALKEYRIE_DYNAMODB_ENDPOINT");
     let flavor = endpoint("VALKEYRIE_DYNAMODB_FLAVOR");
-    assert!(
-        ["dynamodb-local", "moto"].contains(&flavor.as_str()),
-        "{flavor}"
-    );
+    assert!(["dynamodb-local", "moto"].contains(&flavor.as_str()), "{flavor}");
     let table = format!("xtask_smoke_{}", std::process::id());
     let create = format!(
         r#"{{"TableName":"{table}","AttributeDefinitions":[{{"AttributeName":"id","AttributeType":"S"}}],
@@ -109,17 +94,12 @@ fn dynamodb_creates_writes_and_reads() {
     );
     let (status, body) = probe::dynamodb(&address, "CreateTable", &create).unwrap();
     assert_eq!(status, 200, "{body}");
-    let put =
-        format!(r#"{{"TableName":"{table}","Item":{{"id":{{"S":"k"}},"v":{{"S":"value"}}}}}}"#);
+    let put = format!(r#"{{"TableName":"{table}","Item":{{"id":{{"S":"k"}},"v":{{"S":"value"}}}}}}"#);
     assert_eq!(probe::dynamodb(&address, "PutItem", &put).unwrap().0, 200);
-    let get =
-        format!(r#"{{"TableName":"{table}","Key":{{"id":{{"S":"k"}}}},"ConsistentRead":true}}"#);
+    let get = format!(r#"{{"TableName":"{table}","Key":{{"id":{{"S":"k"}}}},"ConsistentRead":true}}"#);
     let (status, body) = probe::dynamodb(&address, "GetItem", &get).unwrap();
     assert_eq!(status, 200);
     assert!(body.contains("value"), "{body}");
     let delete = format!(r#"{{"TableName":"{table}"}}"#);
-    assert_eq!(
-        probe::dynamodb(&address, "DeleteTable", &delete).unwrap().0,
-        200
-    );
+    assert_eq!(probe::dynamodb(&address, "DeleteTable", &delete).unwrap().0, 200);
 }

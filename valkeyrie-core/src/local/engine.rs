@@ -14,8 +14,9 @@ use crate::error::{BoxError, Error, LostReason, Result};
 use crate::key::Key;
 use crate::kv::KvPair;
 
-/// How many changes a watcher may fall behind before it is resynced with a snapshot.
-const CHANGE_BUFFER: usize = 4096;
+/// How many changes a watcher may fall behind before it is resynced with a snapshot. The
+/// buffer is shared: an idle watcher keeps up to this many recent changes in memory.
+const CHANGE_BUFFER: usize = 1024;
 
 /// Settings of an engine.
 #[derive(Debug, Clone)]
@@ -139,9 +140,7 @@ impl<S: Storage> Engine<S> {
     }
 
     fn next_index(&self, call: &'static str, key: &str) -> Result<u64> {
-        self.storage
-            .next_index()
-            .map_err(|e| self.fail(call, key, e))
+        self.storage.next_index().map_err(|e| self.fail(call, key, e))
     }
 
     fn publish(&self, key: &str, pair: Option<KvPair>, index: u64) {
@@ -177,9 +176,11 @@ impl<S: Storage> Engine<S> {
             .storage
             .scan_prefix(&dir.dir_prefix())
             .map_err(|e| self.fail("list", dir.as_str(), e))?;
-        pairs.extend(below.into_iter().filter_map(|(key, record)| {
-            live(record, now).map(|r| KvPair::new(key, r.value, r.index))
-        }));
+        pairs.extend(
+            below
+                .into_iter()
+                .filter_map(|(key, record)| live(record, now).map(|r| KvPair::new(key, r.value, r.index))),
+        );
         Ok(pairs)
     }
 
@@ -203,9 +204,7 @@ impl<S: Storage> Engine<S> {
             expires_at,
             value,
         };
-        self.storage
-            .insert(key, &record)
-            .map_err(|e| self.fail(call, key, e))?;
+        self.storage.insert(key, &record).map_err(|e| self.fail(call, key, e))?;
         if let Some(at) = previous_expiry {
             writer.expiries.remove(&(at, key.to_owned()));
         }
@@ -219,10 +218,7 @@ impl<S: Storage> Engine<S> {
     }
 
     fn remove(&self, writer: &mut Writer, call: &'static str, key: &str) -> Result<bool> {
-        let removed = self
-            .storage
-            .remove(key)
-            .map_err(|e| self.fail(call, key, e))?;
+        let removed = self.storage.remove(key).map_err(|e| self.fail(call, key, e))?;
         let Some(record) = removed else {
             return Ok(false);
         };
@@ -295,12 +291,8 @@ impl<S: Storage> Engine<S> {
         let mut writer = self.writer();
         match self.read("atomic_delete", key.as_str())? {
             None => Err(Error::not_found(self.store(), key.as_str())),
-            Some(current) if current.index != previous.last_index => {
-                Err(Error::modified(self.store(), key.as_str()))
-            }
-            Some(_) => self
-                .remove(&mut writer, "atomic_delete", key.as_str())
-                .map(drop),
+            Some(current) if current.index != previous.last_index => Err(Error::modified(self.store(), key.as_str())),
+            Some(_) => self.remove(&mut writer, "atomic_delete", key.as_str()).map(drop),
         }
     }
 
@@ -329,11 +321,7 @@ impl<S: Storage> Engine<S> {
 
     /// Subscribes to changes and reads what is below `dir` (or `key` alone when `tree` is
     /// false) under the writer lock, so the snapshot and the first change cannot overlap.
-    pub(crate) fn subscribe(
-        &self,
-        key: &Key,
-        tree: bool,
-    ) -> Result<(broadcast::Receiver<Change>, Vec<KvPair>)> {
+    pub(crate) fn subscribe(&self, key: &Key, tree: bool) -> Result<(broadcast::Receiver<Change>, Vec<KvPair>)> {
         let _writer = self.writer();
         let receiver = self.changes.subscribe();
         let snapshot = if tree {
@@ -357,17 +345,9 @@ impl<S: Storage> Engine<S> {
                 return Ok(Some(at));
             }
             writer.expiries.pop_first();
-            let record = self
-                .storage
-                .get(&key)
-                .map_err(|e| self.fail("expire", &key, e))?;
-            if record
-                .as_ref()
-                .is_some_and(|r| r.expires_at.is_some_and(|e| e <= now))
-            {
-                self.storage
-                    .remove(&key)
-                    .map_err(|e| self.fail("expire", &key, e))?;
+            let record = self.storage.get(&key).map_err(|e| self.fail("expire", &key, e))?;
+            if record.as_ref().is_some_and(|r| r.expires_at.is_some_and(|e| e <= now)) {
+                self.storage.remove(&key).map_err(|e| self.fail("expire", &key, e))?;
                 let index = self.next_index("expire", &key)?;
                 self.publish(&key, None, index);
             }
@@ -393,13 +373,9 @@ impl<S: Storage> Engine<S> {
     }
 
     /// Tries to take the lock on `key` for `owner`, writing `value` to the key when taken.
-    pub(crate) fn acquire(
-        &self,
-        key: &Key,
-        owner: u64,
-        ttl: Duration,
-        value: &Bytes,
-    ) -> Result<Acquire> {
+    /// The fencing token comes from the storage's persistent index, so it grows across
+    /// acquisitions, releases and restarts alike.
+    pub(crate) fn acquire(&self, key: &Key, owner: u64, ttl: Duration, value: &Bytes) -> Result<Acquire> {
         let mut writer = self.writer();
         let current = self
             .storage
@@ -409,7 +385,7 @@ impl<S: Storage> Engine<S> {
         if current.owner != 0 && current.expires_at > now_ms() {
             return Ok(Acquire::Busy(current.expires_at));
         }
-        let token = current.token + 1;
+        let token = self.next_index("lock", key.as_str())?;
         let record = LockRecord {
             owner,
             token,
@@ -422,24 +398,30 @@ impl<S: Storage> Engine<S> {
         Ok(Acquire::Acquired(token))
     }
 
-    /// Extends `owner`'s hold on `key`, or says why it is gone.
-    pub(crate) fn renew(
-        &self,
-        key: &Key,
-        owner: u64,
-        ttl: Duration,
-    ) -> Result<Result<(), LostReason>> {
-        let _writer = self.writer();
+    /// Whether `owner` still holds `key`, without extending it.
+    pub(crate) fn check(&self, key: &Key, owner: u64) -> Result<Result<(), LostReason>> {
         let current = self
             .storage
             .get_lock(key.as_str())
             .map_err(|e| self.fail("renew", key.as_str(), e))?;
-        let Some(mut record) = current.filter(|r| r.owner == owner) else {
-            return Ok(Err(LostReason::RecordDeleted));
-        };
-        if record.expires_at <= now_ms() {
-            return Ok(Err(LostReason::Expired));
+        Ok(match current.filter(|r| r.owner == owner) {
+            None => Err(LostReason::RecordDeleted),
+            Some(record) if record.expires_at <= now_ms() => Err(LostReason::Expired),
+            Some(_) => Ok(()),
+        })
+    }
+
+    /// Extends `owner`'s hold on `key`, or says why it is gone.
+    pub(crate) fn renew(&self, key: &Key, owner: u64, ttl: Duration) -> Result<Result<(), LostReason>> {
+        let _writer = self.writer();
+        if let Err(reason) = self.check(key, owner)? {
+            return Ok(Err(reason));
         }
+        let current = self
+            .storage
+            .get_lock(key.as_str())
+            .map_err(|e| self.fail("renew", key.as_str(), e))?;
+        let mut record = current.unwrap_or_default();
         record.expires_at = ms_after(ttl);
         self.storage
             .put_lock(key.as_str(), &record)
@@ -448,12 +430,7 @@ impl<S: Storage> Engine<S> {
     }
 
     /// Releases `owner`'s hold on `key`, deleting the key's value when asked.
-    pub(crate) fn release(
-        &self,
-        key: &Key,
-        owner: u64,
-        delete_value: bool,
-    ) -> Result<Result<(), LostReason>> {
+    pub(crate) fn release(&self, key: &Key, owner: u64, delete_value: bool) -> Result<Result<(), LostReason>> {
         let mut writer = self.writer();
         let current = self
             .storage
@@ -472,11 +449,7 @@ impl<S: Storage> Engine<S> {
         }
         drop(writer);
         self.lock_changed.notify_waiters();
-        Ok(if expired {
-            Err(LostReason::Expired)
-        } else {
-            Ok(())
-        })
+        Ok(if expired { Err(LostReason::Expired) } else { Ok(()) })
     }
 
     /// Takes the lock on `key` away from its holder: `expire` ends its TTL now, otherwise
@@ -517,11 +490,7 @@ impl Drop for SweeperFlag {
     }
 }
 
-async fn sweep_loop<S: Storage>(
-    engine: Weak<Engine<S>>,
-    scheduled: Arc<Notify>,
-    _running: SweeperFlag,
-) {
+async fn sweep_loop<S: Storage>(engine: Weak<Engine<S>>, scheduled: Arc<Notify>, _running: SweeperFlag) {
     /// How long the sweeper sleeps with nothing scheduled; it ends if the engine is gone by then.
     const IDLE: Duration = Duration::from_secs(1);
     loop {
@@ -538,9 +507,7 @@ async fn sweep_loop<S: Storage>(
                 }
             }
         };
-        let wait = next.map_or(IDLE, |at| {
-            Duration::from_millis(at.saturating_sub(now_ms())).min(IDLE)
-        });
+        let wait = next.map_or(IDLE, |at| Duration::from_millis(at.saturating_sub(now_ms())).min(IDLE));
         tokio::select! {
             () = notified => {}
             () = tokio::time::sleep(wait) => {}

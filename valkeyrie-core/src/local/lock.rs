@@ -1,12 +1,15 @@
 //! Locks of the local engine: a lock record per key with owner, TTL and fencing token; the
-//! holder's handle renews it every third of the TTL and reports a loss through the guard.
+//! holder's handle renews it every third of the TTL, checks it whenever any lock changes,
+//! and reports a loss through the guard.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 use super::engine::{now_ms, Acquire, Engine};
 use super::Storage;
@@ -22,7 +25,19 @@ pub(crate) struct LocalLocker<S: Storage> {
     pub(crate) value: Bytes,
     pub(crate) ttl: Duration,
     pub(crate) delete_on_unlock: bool,
+    pub(crate) sync_writes: bool,
     pub(crate) spawner: Spawner,
+}
+
+/// One acquisition as the renewal task and the release see it.
+struct Hold<S: Storage> {
+    engine: Arc<Engine<S>>,
+    key: Key,
+    owner: u64,
+    ttl: Duration,
+    /// Set by the release before it clears the record, so the renewal task does not take
+    /// the release for a loss.
+    releasing: Arc<AtomicBool>,
 }
 
 impl<S: Storage> LocalLocker<S> {
@@ -34,51 +49,55 @@ impl<S: Storage> LocalLocker<S> {
         }
     }
 
-    fn attempt(&self, call: &'static str) -> Result<std::result::Result<LockGuard, u64>> {
+    async fn attempt(&self, call: &'static str) -> Result<std::result::Result<LockGuard, u64>> {
         if self.spawner.is_closed() {
             return Err(self.closed(call));
         }
-        let owner =
-            self.engine.storage.next_index().map_err(|e| {
-                Error::backend(self.engine.store(), call, self.key.as_str(), false, e)
-            })?;
-        match self
+        let store = self.engine.store();
+        let owner = self
             .engine
-            .acquire(&self.key, owner, self.ttl, &self.value)?
-        {
-            Acquire::Busy(until) => Ok(Err(until)),
-            Acquire::Acquired(token) => Ok(Ok(self.hold(owner, token))),
-        }
-    }
-
-    /// Starts renewing the acquisition and wraps it in a guard.
-    fn hold(&self, owner: u64, token: u64) -> LockGuard {
-        let (notifier, signal) = lost_signal();
-        let (stop, stopped) = oneshot::channel();
-        let renewal = renew(
-            Arc::clone(&self.engine),
-            self.key.clone(),
-            owner,
-            self.ttl,
-            notifier,
-            stopped,
-            self.spawner.token(),
-        );
-        self.spawner.spawn_self_stopping(renewal);
-        let release = LocalRelease {
+            .storage
+            .next_index()
+            .map_err(|e| Error::backend(store, call, self.key.as_str(), false, e))?;
+        let acquired_at = LostNotifier::now_ms();
+        let token = match self.engine.acquire(&self.key, owner, self.ttl, &self.value)? {
+            Acquire::Busy(until) => return Ok(Err(until)),
+            Acquire::Acquired(token) => token,
+        };
+        let hold = Hold {
             engine: Arc::clone(&self.engine),
             key: self.key.clone(),
             owner,
+            ttl: self.ttl,
+            releasing: Arc::new(AtomicBool::new(false)),
+        };
+        let guard = self.hold(hold, token, acquired_at);
+        if self.sync_writes {
+            let engine = Arc::clone(&self.engine);
+            let key = self.key.to_string();
+            tokio::task::spawn_blocking(move || engine.flush(&key))
+                .await
+                .map_err(|e| Error::backend(store, call, self.key.as_str(), false, e))??;
+        }
+        Ok(Ok(guard))
+    }
+
+    /// Starts renewing the acquisition and wraps it in a guard.
+    fn hold(&self, hold: Hold<S>, token: u64, acquired_at: u64) -> LockGuard {
+        let (notifier, signal) = lost_signal(self.ttl);
+        notifier.held_for(acquired_at, self.ttl);
+        let (stop, stopped) = oneshot::channel();
+        let release = LocalRelease {
+            engine: Arc::clone(&hold.engine),
+            key: hold.key.clone(),
+            owner: hold.owner,
             delete_value: self.delete_on_unlock,
+            releasing: Arc::clone(&hold.releasing),
             stop,
         };
-        LockGuard::new(
-            self.engine.store(),
-            self.key.as_str(),
-            token,
-            signal,
-            Box::new(release),
-        )
+        self.spawner
+            .spawn_self_stopping(renew(hold, notifier, stopped, self.spawner.token()));
+        LockGuard::new(self.engine.store(), self.key.as_str(), token, signal, Box::new(release))
     }
 }
 
@@ -99,7 +118,7 @@ impl<S: Storage> Locker for LocalLocker<S> {
             let changed = self.engine.lock_changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            let until = match self.attempt("lock")? {
+            let until = match self.attempt("lock").await? {
                 Ok(guard) => return Ok(guard),
                 Err(until) => until,
             };
@@ -113,35 +132,44 @@ impl<S: Storage> Locker for LocalLocker<S> {
     }
 
     async fn try_lock(&self) -> Result<Option<LockGuard>> {
-        Ok(self.attempt("try_lock")?.ok())
+        Ok(self.attempt("try_lock").await?.ok())
     }
 }
 
-/// Renews every third of the TTL, and checks at once when any lock changes, until released.
+/// Renews every third of the TTL and checks ownership whenever any lock changes, until the
+/// lock is released, lost, or the handle closes.
 async fn renew<S: Storage>(
-    engine: Arc<Engine<S>>,
-    key: Key,
-    owner: u64,
-    ttl: Duration,
+    hold: Hold<S>,
     lost: LostNotifier,
     mut stopped: oneshot::Receiver<()>,
-    closing: tokio_util::sync::CancellationToken,
+    closing: CancellationToken,
 ) {
-    let period = ttl / 3;
+    let period = hold.ttl / 3;
+    let mut next_renewal = tokio::time::Instant::now() + period;
     loop {
-        let changed = engine.lock_changed.notified();
-        tokio::select! {
+        let changed = hold.engine.lock_changed.notified();
+        let due = tokio::select! {
             biased;
             _ = &mut stopped => return,
             () = closing.cancelled() => {
                 lost.notify(LostReason::StoreClosed);
                 return;
             }
-            () = changed => {}
-            () = tokio::time::sleep(period) => {}
-        }
-        match engine.renew(&key, owner, ttl) {
+            () = changed => false,
+            () = tokio::time::sleep_until(next_renewal) => true,
+        };
+        let started = LostNotifier::now_ms();
+        let outcome = if due {
+            next_renewal = tokio::time::Instant::now() + period;
+            hold.engine.renew(&hold.key, hold.owner, hold.ttl)
+        } else {
+            hold.engine.check(&hold.key, hold.owner)
+        };
+        match outcome {
+            Ok(Ok(())) if due => lost.held_for(started, hold.ttl),
             Ok(Ok(())) => {}
+            // A release in progress cleared the record: that is no loss.
+            _ if hold.releasing.load(Ordering::Acquire) => return,
             Ok(Err(reason)) => {
                 lost.notify(reason);
                 return;
@@ -159,6 +187,7 @@ struct LocalRelease<S: Storage> {
     key: Key,
     owner: u64,
     delete_value: bool,
+    releasing: Arc<AtomicBool>,
     stop: oneshot::Sender<()>,
 }
 
@@ -170,8 +199,10 @@ impl<S: Storage> LockRelease for LocalRelease<S> {
             key,
             owner,
             delete_value,
+            releasing,
             stop,
         } = *self;
+        releasing.store(true, Ordering::Release);
         // The renewal task may already have ended after a loss; that is fine.
         let _ = stop.send(());
         match engine.release(&key, owner, delete_value)? {

@@ -42,11 +42,7 @@ impl Storage for MemoryStorage {
     }
 
     fn remove(&self, key: &str) -> Result<Option<Record>, BoxError> {
-        Ok(self
-            .data
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(key))
+        Ok(self.data.write().unwrap_or_else(PoisonError::into_inner).remove(key))
     }
 
     fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, Record)>, BoxError> {
@@ -130,37 +126,46 @@ static NAMED: Mutex<BTreeMap<String, Weak<Engine<MemoryStorage>>>> = Mutex::new(
 impl LocalStore<MemoryStorage> {
     /// A new, private in-memory store with the default settings.
     pub fn new() -> MemoryStore {
-        Self::with_config(MemoryConfig::default())
+        LocalStore::from_engine(Self::new_engine(MemoryConfig::default().max_value_size), false)
+    }
+
+    fn new_engine(max_value_size: usize) -> Arc<Engine<MemoryStorage>> {
+        let options = EngineOptions {
+            store: MEMORY,
+            max_value_size: Some(max_value_size),
+            persistent: false,
+        };
+        // An empty memory storage scans without error: there is nothing to fail on.
+        Engine::new(MemoryStorage::default(), options).unwrap_or_else(|_| unreachable!("memory storage cannot fail"))
     }
 
     /// An in-memory store with `config`; with a name, a handle on that name's data.
-    pub fn with_config(config: MemoryConfig) -> MemoryStore {
-        let make = || {
-            let options = EngineOptions {
-                store: MEMORY,
-                max_value_size: Some(config.max_value_size),
-                persistent: false,
-            };
-            // An empty memory storage scans without error.
-            Engine::new(MemoryStorage::default(), options)
-                .unwrap_or_else(|_| unreachable!("memory storage cannot fail"))
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfiguration`] when the name is already open in this process with
+    /// another `max_value_size`.
+    pub fn with_config(config: MemoryConfig) -> Result<MemoryStore> {
+        let Some(name) = &config.name else {
+            return Ok(LocalStore::from_engine(Self::new_engine(config.max_value_size), false));
         };
-        let engine = match &config.name {
-            None => make(),
-            Some(name) => {
-                let mut named = NAMED.lock().unwrap_or_else(PoisonError::into_inner);
-                named.retain(|_, engine| engine.strong_count() > 0);
-                match named.get(name).and_then(Weak::upgrade) {
-                    Some(engine) => engine,
-                    None => {
-                        let engine = make();
-                        named.insert(name.clone(), Arc::downgrade(&engine));
-                        engine
-                    }
-                }
+        let mut named = NAMED.lock().unwrap_or_else(PoisonError::into_inner);
+        named.retain(|_, engine| engine.strong_count() > 0);
+        let engine = match named.get(name).and_then(Weak::upgrade) {
+            Some(engine) if engine.options().max_value_size != Some(config.max_value_size) => {
+                let reason = format!(
+                    "memory store {name:?} is already open with max_value_size {:?}",
+                    engine.options().max_value_size
+                );
+                return Err(Error::config(MEMORY, "max_value_size", reason));
+            }
+            Some(engine) => engine,
+            None => {
+                let engine = Self::new_engine(config.max_value_size);
+                named.insert(name.clone(), Arc::downgrade(&engine));
+                engine
             }
         };
-        LocalStore::from_engine(engine, false)
+        Ok(LocalStore::from_engine(engine, false))
     }
 }
 
@@ -175,15 +180,36 @@ async fn open(spec: StoreSpec) -> Result<Arc<dyn crate::Store>> {
     match spec.endpoints.as_slice() {
         [] => {}
         [name] => config.name = Some(name.clone()),
-        _ => {
-            return Err(Error::config(
-                MEMORY,
-                "endpoints",
-                "at most one name: memory://NAME",
-            ))
-        }
+        _ => return Err(Error::config(MEMORY, "endpoints", "at most one name: memory://NAME")),
     }
-    Ok(Arc::new(MemoryStore::with_config(config)))
+    Ok(Arc::new(MemoryStore::with_config(config)?))
 }
 
 inventory::submit! { Registration::new(MEMORY, None, |spec| Box::pin(open(spec))) }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    #[tokio::test]
+    async fn a_named_store_reopened_with_other_limits_is_refused() {
+        let config = MemoryConfig {
+            name: Some("limits-test".into()),
+            max_value_size: 10,
+        };
+        let first = MemoryStore::with_config(config.clone()).unwrap();
+        let err = MemoryStore::with_config(MemoryConfig {
+            max_value_size: 20,
+            ..config.clone()
+        })
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidConfiguration);
+        assert!(err.to_string().contains("max_value_size"), "{err}");
+        assert!(
+            MemoryStore::with_config(config).is_ok(),
+            "the same limits share the store"
+        );
+        drop(first);
+    }
+}

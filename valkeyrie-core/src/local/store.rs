@@ -105,7 +105,9 @@ impl<S: Storage> LocalStore<S> {
                 match engine.refresh(&key, index, ttl) {
                     Ok(true) => {}
                     Ok(false) => return,
-                    Err(err) => tracing::warn!(store = engine.store(), key, error = %err, "keep-alive failed; retrying"),
+                    Err(err) => {
+                        tracing::warn!(store = engine.store(), key, error = %err, "keep-alive failed; retrying")
+                    }
                 }
             }
         });
@@ -121,7 +123,8 @@ impl<S: Storage> Backend for LocalStore<S> {
     fn capabilities(&self) -> Capabilities {
         let options = self.engine.options();
         let mut caps = Capabilities::all();
-        caps.min_ttl = Duration::from_millis(1);
+        // Renewals run every third of a TTL: below 100 ms a busy runtime could miss them.
+        caps.min_ttl = Duration::from_millis(100);
         caps.max_value_size = options.max_value_size;
         caps.persistent = options.persistent;
         caps
@@ -160,11 +163,13 @@ impl<S: Storage> Backend for LocalStore<S> {
     }
 
     async fn watch(&self, key: &Key, _opts: &ReadOptions) -> Result<WatchStream> {
-        watch::watch(&self.engine, key, false, self.background.token())
+        self.engine.ensure_sweeper();
+        watch::watch(&self.engine, key, false, &self.background)
     }
 
     async fn watch_tree(&self, dir: &Key, _opts: &ReadOptions) -> Result<WatchStream> {
-        watch::watch(&self.engine, dir, true, self.background.token())
+        self.engine.ensure_sweeper();
+        watch::watch(&self.engine, dir, true, &self.background)
     }
 
     async fn new_lock(&self, key: &Key, opts: LockOptions) -> Result<Box<dyn Locker>> {
@@ -174,6 +179,7 @@ impl<S: Storage> Backend for LocalStore<S> {
             ttl: opts.ttl_or_default(),
             value: opts.value,
             delete_on_unlock: opts.delete_on_unlock,
+            sync_writes: self.sync_writes,
             spawner: self.background.spawner(),
         }))
     }

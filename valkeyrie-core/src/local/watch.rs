@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::engine::{Change, Engine};
 use super::Storage;
+use crate::background::{Background, TrackedWork};
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::watch::{WatchEvent, WatchStream};
@@ -22,6 +23,8 @@ struct WatchState<S: Storage> {
     pending: Option<WatchEvent>,
     closed: CancellationToken,
     done: bool,
+    /// Counts this stream in the handle's background work while it lives.
+    _tracked: TrackedWork,
 }
 
 impl<S: Storage> WatchState<S> {
@@ -83,7 +86,7 @@ pub(crate) fn watch<S: Storage>(
     engine: &Arc<Engine<S>>,
     key: &Key,
     tree: bool,
-    closed: CancellationToken,
+    background: &Background,
 ) -> Result<WatchStream> {
     let (receiver, snapshot) = engine.subscribe(key, tree)?;
     let state = WatchState {
@@ -92,8 +95,9 @@ pub(crate) fn watch<S: Storage>(
         tree,
         receiver,
         pending: Some(WatchEvent::Snapshot(snapshot)),
-        closed,
+        closed: background.token(),
         done: false,
+        _tracked: background.spawner().track(),
     };
     Ok(Box::pin(stream::unfold(state, |mut state| async move {
         state.next().await.map(|item| (item, state))

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::support::{
-    eventually, fails, get, get_opt, next_change, next_event, ok, put, relative_keys, Case,
-};
+use futures_util::StreamExt;
+
+use super::support::{eventually, fails, get, get_opt, next_change, next_event, ok, put, relative_keys, Case};
 use super::TestTarget;
 use crate::error::{ErrorKind, LostReason};
 use crate::kv::{KvPair, LockOptions, ReadOptions, WriteOptions};
@@ -38,15 +38,8 @@ pub async fn put_get_delete_exists(target: &dyn TestTarget) {
         put(store, &key, "bar").await;
         let pair = get(store, &key).await;
         assert_eq!(pair.value, "bar", "{key}");
-        assert_eq!(
-            pair.key,
-            key.trim_end_matches('/'),
-            "get returns the normalized key"
-        );
-        assert_ne!(
-            pair.last_index, 0,
-            "{key}: last_index of an existing key is never 0"
-        );
+        assert_eq!(pair.key, key.trim_end_matches('/'), "get returns the normalized key");
+        assert_ne!(pair.last_index, 0, "{key}: last_index of an existing key is never 0");
         assert!(
             ok(store.exists(&key, &read()).await, "exists"),
             "{key} exists after put"
@@ -69,11 +62,7 @@ pub async fn put_get_delete_exists(target: &dyn TestTarget) {
 pub async fn get_missing_key(target: &dyn TestTarget) {
     let case = Case::start(target, "get_missing_key").await;
     let key = case.key("not_exist_key");
-    let err = case
-        .store
-        .get(&key, &read())
-        .await
-        .expect_err("get of a missing key");
+    let err = case.store.get(&key, &read()).await.expect_err("get of a missing key");
     assert_eq!(err.kind(), ErrorKind::KeyNotFound, "{err}");
     assert_eq!(err.store(), case.store.name(), "{err}");
     assert_eq!(err.key(), Some(key.as_str()), "{err}");
@@ -111,20 +100,11 @@ pub async fn index_changes_on_every_write(target: &dyn TestTarget) {
     }
     let current = get(store, &key).await;
     let written = ok(
-        store
-            .atomic_put(&key, bytes("cas"), Some(&current), &write())
-            .await,
+        store.atomic_put(&key, bytes("cas"), Some(&current), &write()).await,
         "atomic_put",
     );
-    assert!(
-        written.last_index > last,
-        "atomic_put returns the new, larger index"
-    );
-    assert_eq!(
-        get(store, &key).await,
-        written,
-        "atomic_put returns what get reads"
-    );
+    assert!(written.last_index > last, "atomic_put returns the new, larger index");
+    assert_eq!(get(store, &key).await, written, "atomic_put returns what get reads");
     case.finish().await;
 }
 
@@ -138,18 +118,10 @@ pub async fn list(target: &dyn TestTarget) {
     put(store, &case.key("testList/child"), "first").await;
     put(store, &case.key("testList/subfolder"), "second").await;
     for name in ["key3", "key1", "key2"] {
-        put(
-            store,
-            &case.key(&format!("testList/subfolder/{name}")),
-            "value",
-        )
-        .await;
+        put(store, &case.key(&format!("testList/subfolder/{name}")), "value").await;
     }
     for parent in [dir.clone(), format!("{dir}/"), format!("/{dir}")] {
-        let pairs = ok(
-            store.list(&parent, &read()).await,
-            &format!("list {parent}"),
-        );
+        let pairs = ok(store.list(&parent, &read()).await, &format!("list {parent}"));
         let keys = relative_keys(&case, &pairs);
         assert_eq!(
             keys,
@@ -168,10 +140,7 @@ pub async fn list(target: &dyn TestTarget) {
             "every listed pair has an index"
         );
     }
-    let leaf = ok(
-        store.list(&case.key("testList/child"), &read()).await,
-        "list of a leaf",
-    );
+    let leaf = ok(store.list(&case.key("testList/child"), &read()).await, "list of a leaf");
     assert!(leaf.is_empty(), "a leaf lists empty, got {leaf:?}");
     let sub = ok(
         store.list(&case.key("testList/subfolder"), &read()).await,
@@ -230,10 +199,7 @@ pub async fn list_excludes_lock_bookkeeping(target: &dyn TestTarget) {
     let store = case.store.as_ref();
     if !store.capabilities().lock {
         fails(
-            store
-                .new_lock(&case.key("x"), LockOptions::default())
-                .await
-                .map(drop),
+            store.new_lock(&case.key("x"), LockOptions::default()).await.map(drop),
             ErrorKind::CallNotSupported,
             "new_lock",
         );
@@ -284,10 +250,7 @@ pub async fn delete_tree(target: &dyn TestTarget) {
     put(store, &case.key("testDeleteTree/first"), "first").await;
     put(store, &case.key("testDeleteTree/second"), "second").await;
     put(store, &case.key("testDeleteTree/deep/er/third"), "third").await;
-    assert_eq!(
-        get(store, &case.key("testDeleteTree/first")).await.value,
-        "first"
-    );
+    assert_eq!(get(store, &case.key("testDeleteTree/first")).await.value, "first");
     ok(store.delete_tree(&dir).await, "delete_tree");
     for key in [
         "testDeleteTree",
@@ -328,15 +291,13 @@ pub async fn atomic_put(target: &dyn TestTarget) {
         "create-only on an existing key",
     );
     let updated = ok(
-        store
-            .atomic_put(&key, bytes("WORLD"), Some(&pair), &write())
-            .await,
+        store.atomic_put(&key, bytes("WORLD"), Some(&pair), &write()).await,
         "atomic_put with the current pair",
     );
     assert_eq!(updated.value, "WORLD");
     assert_eq!(get(store, &key).await.value, "WORLD");
     let stale = KvPair {
-        last_index: 6744,
+        last_index: pair.last_index + 1000,
         ..pair.clone()
     };
     fails(
@@ -347,9 +308,7 @@ pub async fn atomic_put(target: &dyn TestTarget) {
         "stale index",
     );
     fails(
-        store
-            .atomic_put(&key, bytes("WORLDWORLD"), Some(&pair), &write())
-            .await,
+        store.atomic_put(&key, bytes("WORLDWORLD"), Some(&pair), &write()).await,
         ErrorKind::KeyModified,
         "pair read before the update",
     );
@@ -368,9 +327,7 @@ pub async fn atomic_put_create(target: &dyn TestTarget) {
     let store = case.store.as_ref();
     let key = case.key("testAtomicPutCreate/create");
     let created = ok(
-        store
-            .atomic_put(&key, bytes("putcreate"), None, &write())
-            .await,
+        store.atomic_put(&key, bytes("putcreate"), None, &write()).await,
         "create-only",
     );
     assert_eq!(created.value, "putcreate");
@@ -378,16 +335,12 @@ pub async fn atomic_put_create(target: &dyn TestTarget) {
     let pair = get(store, &key).await;
     assert_eq!(pair.value, "putcreate");
     fails(
-        store
-            .atomic_put(&key, bytes("putcreate"), None, &write())
-            .await,
+        store.atomic_put(&key, bytes("putcreate"), None, &write()).await,
         ErrorKind::KeyExists,
         "second create-only",
     );
     ok(
-        store
-            .atomic_put(&key, bytes("PUTCREATE"), Some(&pair), &write())
-            .await,
+        store.atomic_put(&key, bytes("PUTCREATE"), Some(&pair), &write()).await,
         "update after create",
     );
     assert_eq!(get(store, &key).await.value, "PUTCREATE");
@@ -418,9 +371,7 @@ pub async fn atomic_put_missing_key_with_previous(target: &dyn TestTarget) {
     let pair = get(store, &key).await;
     ok(store.delete(&key).await, "delete");
     fails(
-        store
-            .atomic_put(&key, bytes("w"), Some(&pair), &write())
-            .await,
+        store.atomic_put(&key, bytes("w"), Some(&pair), &write()).await,
         ErrorKind::KeyNotFound,
         "atomic_put on a deleted key",
     );
@@ -437,7 +388,7 @@ pub async fn atomic_delete(target: &dyn TestTarget) {
     put(store, &key, "world").await;
     let pair = get(store, &key).await;
     let stale = KvPair {
-        last_index: 6744,
+        last_index: pair.last_index + 1000,
         ..pair.clone()
     };
     fails(
@@ -471,9 +422,7 @@ pub async fn atomic_calls_need_an_index(target: &dyn TestTarget) {
     put(store, &key, "v").await;
     let handmade = KvPair::new(key.clone(), "v", 0);
     fails(
-        store
-            .atomic_put(&key, bytes("w"), Some(&handmade), &write())
-            .await,
+        store.atomic_put(&key, bytes("w"), Some(&handmade), &write()).await,
         ErrorKind::PreviousNotSpecified,
         "atomic_put",
     );
@@ -601,20 +550,13 @@ pub async fn watch_tree(target: &dyn TestTarget) {
         WatchEvent::Snapshot(pairs) => {
             assert_eq!(
                 relative_keys(&case, &pairs),
-                [
-                    "testWatchTree/node1",
-                    "testWatchTree/node2",
-                    "testWatchTree/node3"
-                ]
+                ["testWatchTree/node1", "testWatchTree/node2", "testWatchTree/node3"]
             );
             assert_eq!(pairs[2].value, "node3");
         }
         other => panic!("the first event must be a snapshot, got {other:?}"),
     }
-    ok(
-        store.delete(&case.key("testWatchTree/node3")).await,
-        "delete node3",
-    );
+    ok(store.delete(&case.key("testWatchTree/node3")).await, "delete node3");
     match next_change(&mut events, "delete").await {
         WatchEvent::Delete { key, .. } => assert_eq!(key, case.key("testWatchTree/node3")),
         other => panic!("expected the delete of node3, got {other:?}"),
@@ -646,14 +588,8 @@ pub async fn watch_tree_missing_dir_waits(target: &dyn TestTarget) {
     if !store.capabilities().watch_tree {
         return case.finish().await;
     }
-    let mut events = ok(
-        store.watch_tree(&case.key("future"), &read()).await,
-        "watch_tree",
-    );
-    assert_eq!(
-        next_event(&mut events, "snapshot").await,
-        WatchEvent::Snapshot(vec![])
-    );
+    let mut events = ok(store.watch_tree(&case.key("future"), &read()).await, "watch_tree");
+    assert_eq!(next_event(&mut events, "snapshot").await, WatchEvent::Snapshot(vec![]));
     put(store, &case.key("future/child"), "c").await;
     match next_change(&mut events, "creation").await {
         WatchEvent::Put(pair) => assert_eq!(pair.key, case.key("future/child")),
@@ -672,19 +608,12 @@ pub async fn watch_reports_expiry(target: &dyn TestTarget) {
     }
     let key = case.key("dir/ephemeral");
     let mut key_events = ok(store.watch(&key, &read()).await, "watch");
-    let mut tree_events = ok(
-        store.watch_tree(&case.key("dir"), &read()).await,
-        "watch_tree",
-    );
+    let mut tree_events = ok(store.watch_tree(&case.key("dir"), &read()).await, "watch_tree");
     next_event(&mut key_events, "snapshot").await;
     next_event(&mut tree_events, "snapshot").await;
     ok(
         store
-            .put(
-                &key,
-                bytes("short-lived"),
-                &WriteOptions::with_ttl(case.ttl()),
-            )
+            .put(&key, bytes("short-lived"), &WriteOptions::with_ttl(case.ttl()))
             .await,
         "put with ttl",
     );
@@ -701,8 +630,8 @@ pub async fn watch_reports_expiry(target: &dyn TestTarget) {
     case.finish().await;
 }
 
-/// Dropping a watch stream ends it: the handle's background tasks go back to where they
-/// were, and the store keeps working.
+/// Dropping a watch stream ends it: a live watch counts in `background_tasks`, the count
+/// goes back to where it was once the streams are dropped, and the store keeps working.
 pub async fn watch_drop_stops(target: &dyn TestTarget) {
     let case = Case::start(target, "watch_drop_stops").await;
     let store = case.store.as_ref();
@@ -716,6 +645,11 @@ pub async fn watch_drop_stops(target: &dyn TestTarget) {
     let mut tree = ok(store.watch_tree(&case.key(""), &read()).await, "watch_tree");
     next_event(&mut single, "snapshot").await;
     next_event(&mut tree, "snapshot").await;
+    let live = store.background_tasks();
+    assert!(
+        live >= baseline + 2,
+        "each live watch counts as background work ({live} with two, {baseline} before)"
+    );
     drop(single);
     drop(tree);
     eventually(
@@ -754,10 +688,7 @@ pub async fn lock_unlock(target: &dyn TestTarget) {
         let guard = ok(locker.lock().await, &format!("lock, round {round}"));
         assert_eq!(guard.key(), key);
         let pair = get(store, &key).await;
-        assert_eq!(
-            pair.value, "bar",
-            "round {round}: the lock value is visible"
-        );
+        assert_eq!(pair.value, "bar", "round {round}: the lock value is visible");
         assert_ne!(pair.last_index, 0);
         ok(guard.ensure_held(), "held");
         ok(guard.unlock().await, &format!("unlock, round {round}"));
@@ -778,9 +709,7 @@ pub async fn lock_keeps_value_without_delete_on_unlock(target: &dyn TestTarget) 
     }
     let key = case.key("lock");
     let locker = ok(
-        store
-            .new_lock(&key, LockOptions::with_value("holder-1"))
-            .await,
+        store.new_lock(&key, LockOptions::with_value("holder-1")).await,
         "new_lock",
     );
     let guard = ok(locker.lock().await, "lock");
@@ -799,14 +728,8 @@ pub async fn try_lock_and_timeout(target: &dyn TestTarget) {
     }
     let key = case.key("lock");
     let other = case.target.open().await;
-    let holder = ok(
-        store.new_lock(&key, LockOptions::with_value("a")).await,
-        "new_lock",
-    );
-    let contender = ok(
-        other.new_lock(&key, LockOptions::with_value("b")).await,
-        "new_lock",
-    );
+    let holder = ok(store.new_lock(&key, LockOptions::with_value("a")).await, "new_lock");
+    let contender = ok(other.new_lock(&key, LockOptions::with_value("b")).await, "new_lock");
     let guard = ok(holder.lock().await, "lock");
     assert!(
         ok(contender.try_lock().await, "try_lock").is_none(),
@@ -917,11 +840,7 @@ pub async fn lock_mutual_exclusion(target: &dyn TestTarget) {
             );
             for _ in 0..10 {
                 let guard = ok(locker.lock().await, "lock");
-                assert_eq!(
-                    inside.fetch_add(1, Ordering::SeqCst),
-                    0,
-                    "two holders at once"
-                );
+                assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two holders at once");
                 tokens
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -933,13 +852,9 @@ pub async fn lock_mutual_exclusion(target: &dyn TestTarget) {
         }));
     }
     for task in tasks {
-        task.await
-            .unwrap_or_else(|e| panic!("contender panicked: {e}"));
+        task.await.unwrap_or_else(|e| panic!("contender panicked: {e}"));
     }
-    let tokens = tokens
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
+    let tokens = tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
     assert_eq!(tokens.len(), 80);
     assert!(
         tokens.windows(2).all(|w| w[0] < w[1]),
@@ -984,29 +899,15 @@ async fn lock_lost_when(target: &dyn TestTarget, name: &str, how: LockRevocation
         ),
         "lost because {reason}"
     );
-    fails(
-        guard.ensure_held(),
-        ErrorKind::LockLost,
-        "ensure_held after the loss",
-    );
+    fails(guard.ensure_held(), ErrorKind::LockLost, "ensure_held after the loss");
     let other = case.target.open().await;
-    let contender = ok(
-        other.new_lock(&key, LockOptions::with_value("next")).await,
-        "new_lock",
-    );
-    let next = ok(
-        contender.lock_timeout(within).await,
-        "the revoked lock can be taken",
-    );
+    let contender = ok(other.new_lock(&key, LockOptions::with_value("next")).await, "new_lock");
+    let next = ok(contender.lock_timeout(within).await, "the revoked lock can be taken");
     assert!(
         next.fencing_token() > first_token,
         "the next holder's fencing token is larger"
     );
-    fails(
-        guard.unlock().await,
-        ErrorKind::LockLost,
-        "unlock of a lost lock",
-    );
+    fails(guard.unlock().await, ErrorKind::LockLost, "unlock of a lost lock");
     ok(
         next.ensure_held(),
         "unlocking a lost guard does not release the new holder",
@@ -1019,22 +920,12 @@ async fn lock_lost_when(target: &dyn TestTarget, name: &str, how: LockRevocation
 /// The lost signal fires when the lock's record is deleted behind the holder's back, the
 /// next holder gets a larger fencing token, and the old guard's unlock is `LockLost`.
 pub async fn lock_lost_when_record_deleted(target: &dyn TestTarget) {
-    lock_lost_when(
-        target,
-        "lock_lost_when_record_deleted",
-        LockRevocation::DeleteRecord,
-    )
-    .await;
+    lock_lost_when(target, "lock_lost_when_record_deleted", LockRevocation::DeleteRecord).await;
 }
 
 /// The lost signal fires when the holder's session, lease or TTL expires.
 pub async fn lock_lost_when_session_expires(target: &dyn TestTarget) {
-    lock_lost_when(
-        target,
-        "lock_lost_when_session_expires",
-        LockRevocation::Expire,
-    )
-    .await;
+    lock_lost_when(target, "lock_lost_when_session_expires", LockRevocation::Expire).await;
 }
 
 /// Go `testPutTTL`: keys written with a TTL by a store that is then closed are gone after
@@ -1046,9 +937,7 @@ pub async fn put_ttl(target: &dyn TestTarget) {
     let ttl = case.ttl();
     if !store.capabilities().ttl {
         fails(
-            store
-                .put(&key, bytes("foo"), &WriteOptions::with_ttl(ttl))
-                .await,
+            store.put(&key, bytes("foo"), &WriteOptions::with_ttl(ttl)).await,
             ErrorKind::CallNotSupported,
             "put with ttl",
         );
@@ -1057,27 +946,19 @@ pub async fn put_ttl(target: &dyn TestTarget) {
     let other = case.target.open().await;
     let second = case.key("second");
     ok(
-        other
-            .put(&key, bytes("foo"), &WriteOptions::with_ttl(ttl))
-            .await,
+        other.put(&key, bytes("foo"), &WriteOptions::with_ttl(ttl)).await,
         "put with ttl",
     );
     ok(
-        other
-            .put(&second, bytes("bar"), &WriteOptions::with_ttl(ttl))
-            .await,
+        other.put(&second, bytes("bar"), &WriteOptions::with_ttl(ttl)).await,
         "put with ttl",
     );
     assert_eq!(get(store, &key).await.value, "foo");
     assert_eq!(get(store, &second).await.value, "bar");
     ok(other.close().await, "close the writer");
-    eventually(
-        ttl + case.target.expiry_slack(),
-        "TTL keys expire",
-        || async {
-            get_opt(store, &key).await.is_none() && get_opt(store, &second).await.is_none()
-        },
-    )
+    eventually(ttl + case.target.expiry_slack(), "TTL keys expire", || async {
+        get_opt(store, &key).await.is_none() && get_opt(store, &second).await.is_none()
+    })
     .await;
     fails(
         store.list(&case.key(""), &read()).await,
@@ -1096,9 +977,7 @@ pub async fn put_ttl_keep_alive(target: &dyn TestTarget) {
     let ttl = case.ttl();
     if !store.capabilities().keep_alive {
         fails(
-            store
-                .put(&key, bytes("v"), &WriteOptions::keep_alive(ttl))
-                .await,
+            store.put(&key, bytes("v"), &WriteOptions::keep_alive(ttl)).await,
             ErrorKind::CallNotSupported,
             "keep_alive",
         );
@@ -1107,27 +986,16 @@ pub async fn put_ttl_keep_alive(target: &dyn TestTarget) {
     let other = case.target.open().await;
     let plain = case.key("plain");
     ok(
-        other
-            .put(&key, bytes("kept"), &WriteOptions::keep_alive(ttl))
-            .await,
+        other.put(&key, bytes("kept"), &WriteOptions::keep_alive(ttl)).await,
         "put with keep_alive",
     );
     ok(
-        other
-            .put(&plain, bytes("plain"), &WriteOptions::with_ttl(ttl))
-            .await,
+        other.put(&plain, bytes("plain"), &WriteOptions::with_ttl(ttl)).await,
         "put with ttl",
     );
     tokio::time::sleep(ttl * 2 + case.target.expiry_slack()).await;
-    assert_eq!(
-        get(store, &key).await.value,
-        "kept",
-        "kept alive past twice its TTL"
-    );
-    assert!(
-        get_opt(store, &plain).await.is_none(),
-        "the plain TTL key expired"
-    );
+    assert_eq!(get(store, &key).await.value, "kept", "kept alive past twice its TTL");
+    assert!(get_opt(store, &plain).await.is_none(), "the plain TTL key expired");
     ok(other.close().await, "close the writer");
     eventually(
         ttl + case.target.expiry_slack(),
@@ -1148,9 +1016,7 @@ pub async fn put_without_ttl_clears_ttl(target: &dyn TestTarget) {
     let key = case.key("k");
     let ttl = case.ttl();
     ok(
-        store
-            .put(&key, bytes("temporary"), &WriteOptions::with_ttl(ttl))
-            .await,
+        store.put(&key, bytes("temporary"), &WriteOptions::with_ttl(ttl)).await,
         "put with ttl",
     );
     put(store, &key, "permanent").await;
@@ -1170,16 +1036,7 @@ pub async fn invalid_keys_rejected_before_io(target: &dyn TestTarget) {
     let closed = case.target.open().await;
     ok(closed.close().await, "close");
     for store in [case.store.as_ref(), closed.as_ref()] {
-        for bad in [
-            "",
-            "/",
-            "a//b",
-            "a/./b",
-            "a/../b",
-            "..",
-            "a\u{0}b",
-            "tab\there",
-        ] {
+        for bad in ["", "/", "a//b", "a/./b", "a/../b", "..", "a\u{0}b", "tab\there"] {
             let what = format!("key {bad:?}");
             let pair = KvPair::new(bad, "v", 1);
             fails(
@@ -1239,11 +1096,7 @@ pub async fn invalid_keys_rejected_before_io(target: &dyn TestTarget) {
             );
         }
     }
-    let err = case
-        .store
-        .get("a//b", &read())
-        .await
-        .expect_err("invalid key");
+    let err = case.store.get("a//b", &read()).await.expect_err("invalid key");
     assert_eq!(err.key(), Some("a//b"), "the error names the key as given");
     assert_eq!(err.store(), case.store.name());
     fails(
@@ -1262,10 +1115,7 @@ pub async fn empty_and_binary_values(target: &dyn TestTarget) {
     let empty = case.key("empty");
     let binary = case.key("binary");
     ok(store.put(&empty, Bytes::new(), &write()).await, "put empty");
-    ok(
-        store.put(&binary, all_bytes.clone(), &write()).await,
-        "put binary",
-    );
+    ok(store.put(&binary, all_bytes.clone(), &write()).await, "put binary");
     assert!(get(store, &empty).await.value.is_empty());
     assert_eq!(get(store, &binary).await.value, all_bytes);
     let listed = ok(store.list(&case.key(""), &read()).await, "list");
@@ -1284,12 +1134,24 @@ pub async fn empty_and_binary_values(target: &dyn TestTarget) {
     let pair = get(store, &binary).await;
     let zeros = Bytes::from(vec![0u8; 1000]);
     ok(
-        store
-            .atomic_put(&binary, zeros.clone(), Some(&pair), &write())
-            .await,
+        store.atomic_put(&binary, zeros.clone(), Some(&pair), &write()).await,
         "atomic_put binary",
     );
     assert_eq!(get(store, &binary).await.value, zeros);
+    if store.capabilities().watch {
+        let mut events = ok(store.watch(&binary, &read()).await, "watch");
+        match next_event(&mut events, "snapshot").await {
+            WatchEvent::Snapshot(pairs) => assert_eq!(pairs.first().map(|p| p.value.clone()), Some(zeros)),
+            other => panic!("expected a snapshot, got {other:?}"),
+        }
+        for value in [all_bytes, Bytes::new()] {
+            ok(store.put(&binary, value.clone(), &write()).await, "put");
+            match next_change(&mut events, "binary change").await {
+                WatchEvent::Put(pair) => assert_eq!(pair.value, value, "watch delivers the exact bytes"),
+                other => panic!("expected a put, got {other:?}"),
+            }
+        }
+    }
     case.finish().await;
 }
 
@@ -1321,18 +1183,10 @@ pub async fn value_too_large(target: &dyn TestTarget) {
                 ErrorKind::ValueTooLarge,
                 "atomic_put update",
             );
-            assert_eq!(
-                get(store, &key).await.value,
-                "small",
-                "the old value is intact"
-            );
+            assert_eq!(get(store, &key).await.value, "small", "the old value is intact");
         }
         None => {
-            let value = Bytes::from(
-                (0..2 * 1024 * 1024)
-                    .map(|i: u32| (i % 251) as u8)
-                    .collect::<Vec<u8>>(),
-            );
+            let value = Bytes::from((0..2 * 1024 * 1024).map(|i: u32| (i % 251) as u8).collect::<Vec<u8>>());
             ok(store.put(&key, value.clone(), &write()).await, "put 2 MiB");
             assert_eq!(get(store, &key).await.value, value);
         }
@@ -1352,24 +1206,15 @@ pub async fn non_ascii_keys(target: &dyn TestTarget) {
     ];
     for relative in keys {
         put(store, &case.key(relative), relative).await;
-        assert_eq!(
-            get(store, &case.key(relative)).await.value,
-            relative.as_bytes()
-        );
+        assert_eq!(get(store, &case.key(relative)).await.value, relative.as_bytes());
     }
     let listed = ok(store.list(&case.key("répertoire"), &read()).await, "list");
     let mut expected: Vec<&str> = keys.to_vec();
     expected.sort_unstable();
     assert_eq!(relative_keys(&case, &listed), expected);
     let pair = get(store, &case.key(keys[1])).await;
-    ok(
-        store.atomic_delete(&case.key(keys[1]), &pair).await,
-        "atomic_delete",
-    );
-    ok(
-        store.delete_tree(&case.key("répertoire")).await,
-        "delete_tree",
-    );
+    ok(store.atomic_delete(&case.key(keys[1]), &pair).await, "atomic_delete");
+    ok(store.delete_tree(&case.key("répertoire")).await, "delete_tree");
     fails(
         store.list(&case.key("répertoire"), &read()).await,
         ErrorKind::KeyNotFound,
@@ -1388,10 +1233,7 @@ pub async fn slashes_are_normalized(target: &dyn TestTarget) {
         let pair = get(store, &form).await;
         assert_eq!(pair.key, key, "{form}");
     }
-    let listed = ok(
-        store.list(&format!("/{}/", case.key("a")), &read()).await,
-        "list",
-    );
+    let listed = ok(store.list(&format!("/{}/", case.key("a")), &read()).await, "list");
     assert_eq!(relative_keys(&case, &listed), ["a/b"]);
     ok(store.delete(&format!("{key}/")).await, "delete");
     assert!(get_opt(store, &key).await.is_none());
@@ -1404,9 +1246,7 @@ pub async fn contention_atomic_counter(target: &dyn TestTarget) {
     let case = Case::start(target, "contention_atomic_counter").await;
     let key = case.key("counter");
     ok(
-        case.store
-            .atomic_put(&key, bytes("0"), None, &write())
-            .await,
+        case.store.atomic_put(&key, bytes("0"), None, &write()).await,
         "create the counter",
     );
     let handles = [Arc::clone(&case.store), case.target.open().await];
@@ -1417,10 +1257,7 @@ pub async fn contention_atomic_counter(target: &dyn TestTarget) {
         tasks.push(tokio::spawn(async move {
             for _ in 0..25 {
                 loop {
-                    let current = ok(
-                        store.get(&key, &ReadOptions::default()).await,
-                        "get counter",
-                    );
+                    let current = ok(store.get(&key, &ReadOptions::default()).await, "get counter");
                     let n: u64 = std::str::from_utf8(&current.value)
                         .ok()
                         .and_then(|s| s.parse().ok())
@@ -1443,8 +1280,7 @@ pub async fn contention_atomic_counter(target: &dyn TestTarget) {
         }));
     }
     for task in tasks {
-        task.await
-            .unwrap_or_else(|e| panic!("incrementer panicked: {e}"));
+        task.await.unwrap_or_else(|e| panic!("incrementer panicked: {e}"));
     }
     assert_eq!(get(case.store.as_ref(), &key).await.value, "400");
     ok(handles[1].close().await, "close");
@@ -1461,17 +1297,108 @@ pub async fn closed_handle_refuses_calls(target: &dyn TestTarget) {
     ok(other.close().await, "close");
     ok(other.close().await, "close again");
     fails(other.get(&key, &read()).await, ErrorKind::Closed, "get");
-    fails(
-        other.put(&key, bytes("w"), &write()).await,
-        ErrorKind::Closed,
-        "put",
-    );
+    fails(other.put(&key, bytes("w"), &write()).await, ErrorKind::Closed, "put");
     fails(other.list(&key, &read()).await, ErrorKind::Closed, "list");
     assert_eq!(
         get(case.store.as_ref(), &key).await.value,
         "v",
         "other handles keep working"
     );
+
+    // What a handle started ends with it: watches end (with an error item or just ending),
+    // held locks report the loss.
+    let third = case.target.open().await;
+    let caps = third.capabilities();
+    let mut events = if caps.watch {
+        let mut events = ok(third.watch(&key, &read()).await, "watch");
+        next_event(&mut events, "snapshot").await;
+        Some(events)
+    } else {
+        None
+    };
+    let guard = if caps.lock {
+        let locker = ok(
+            third.new_lock(&case.key("lock"), LockOptions::with_value("x")).await,
+            "new_lock",
+        );
+        Some(ok(locker.lock().await, "lock"))
+    } else {
+        None
+    };
+    ok(third.close().await, "close");
+    if let Some(events) = events.as_mut() {
+        let end = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match events.next().await {
+                    None | Some(Err(_)) => return,
+                    Some(Ok(_)) => continue,
+                }
+            }
+        })
+        .await;
+        assert!(end.is_ok(), "a watch of a closed handle ends");
+    }
+    if let Some(guard) = guard {
+        let reason = tokio::time::timeout(Duration::from_secs(10), guard.lost()).await;
+        assert!(
+            matches!(reason, Ok(LostReason::StoreClosed | LostReason::Expired)),
+            "a lock of a closed handle reports the loss: {reason:?}"
+        );
+        drop(guard);
+    }
+    case.finish().await;
+}
+
+/// TTLs below the backend's minimum are raised to it: a 1 ms key is readable right after
+/// the write, then expires; a lock with a zero TTL still excludes a contender while held.
+pub async fn tiny_ttls_are_raised_to_the_minimum(target: &dyn TestTarget) {
+    let case = Case::start(target, "tiny_ttls_are_raised_to_the_minimum").await;
+    let store = case.store.as_ref();
+    let caps = store.capabilities();
+    if caps.ttl {
+        let key = case.key("blink");
+        ok(
+            store
+                .put(&key, bytes("v"), &WriteOptions::with_ttl(Duration::from_millis(1)))
+                .await,
+            "put 1 ms",
+        );
+        assert!(
+            caps.min_ttl >= Duration::from_millis(50),
+            "a minimum TTL that renewals can keep up with"
+        );
+        assert_eq!(
+            get(store, &key).await.value,
+            "v",
+            "raised to the minimum, so still there right after"
+        );
+        eventually(
+            caps.min_ttl + case.target.expiry_slack(),
+            "the tiny TTL key expires",
+            || async { get_opt(store, &key).await.is_none() },
+        )
+        .await;
+    }
+    if caps.lock && caps.lock_ttl {
+        let key = case.key("lock");
+        let other = case.target.open().await;
+        let zero = LockOptions {
+            value: bytes("a"),
+            ttl: Some(Duration::ZERO),
+            delete_on_unlock: false,
+        };
+        let holder = ok(store.new_lock(&key, zero.clone()).await, "new_lock");
+        let contender = ok(other.new_lock(&key, zero).await, "new_lock");
+        let guard = ok(holder.lock().await, "lock");
+        tokio::time::sleep(caps.min_ttl * 3).await;
+        assert!(
+            ok(contender.try_lock().await, "try_lock").is_none(),
+            "a zero-TTL lock is renewed, not free"
+        );
+        ok(guard.ensure_held(), "still held");
+        ok(guard.unlock().await, "unlock");
+        ok(other.close().await, "close");
+    }
     case.finish().await;
 }
 
@@ -1483,11 +1410,7 @@ pub async fn unsupported_calls_match_capabilities(target: &dyn TestTarget) {
     let key = case.key("k");
     let ttl = case.ttl();
     let checks = [
-        (
-            "watch",
-            caps.watch,
-            store.watch(&key, &read()).await.map(drop),
-        ),
+        ("watch", caps.watch, store.watch(&key, &read()).await.map(drop)),
         (
             "watch_tree",
             caps.watch_tree,
@@ -1501,16 +1424,26 @@ pub async fn unsupported_calls_match_capabilities(target: &dyn TestTarget) {
         (
             "put with ttl",
             caps.ttl,
-            store
-                .put(&key, bytes("v"), &WriteOptions::with_ttl(ttl * 10))
-                .await,
+            store.put(&key, bytes("v"), &WriteOptions::with_ttl(ttl * 10)).await,
         ),
         (
             "put with keep_alive",
             caps.keep_alive,
+            store.put(&key, bytes("v"), &WriteOptions::keep_alive(ttl * 10)).await,
+        ),
+        (
+            "new_lock with a ttl",
+            caps.lock && caps.lock_ttl,
             store
-                .put(&key, bytes("v"), &WriteOptions::keep_alive(ttl * 10))
-                .await,
+                .new_lock(
+                    &key,
+                    LockOptions {
+                        ttl: Some(ttl * 10),
+                        ..LockOptions::default()
+                    },
+                )
+                .await
+                .map(drop),
         ),
     ];
     for (call, claimed, result) in checks {
@@ -1533,24 +1466,13 @@ pub async fn stale_reads(target: &dyn TestTarget) {
     let store = case.store.as_ref();
     let key = case.key("k");
     put(store, &key, "v").await;
-    eventually(
-        Duration::from_secs(5),
-        "a stale read sees the write",
-        || async {
-            matches!(store.get(&key, &ReadOptions::stale()).await, Ok(pair) if pair.value == "v")
-        },
-    )
+    eventually(Duration::from_secs(5), "a stale read sees the write", || async {
+        matches!(store.get(&key, &ReadOptions::stale()).await, Ok(pair) if pair.value == "v")
+    })
     .await;
-    assert!(ok(
-        store.exists(&key, &ReadOptions::stale()).await,
-        "exists"
-    ));
+    assert!(ok(store.exists(&key, &ReadOptions::stale()).await, "exists"));
     assert_eq!(
-        ok(
-            store.list(&case.key(""), &ReadOptions::stale()).await,
-            "list"
-        )
-        .len(),
+        ok(store.list(&case.key(""), &ReadOptions::stale()).await, "list").len(),
         1
     );
     case.finish().await;

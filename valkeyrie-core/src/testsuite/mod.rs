@@ -39,6 +39,10 @@ pub use support::Case;
 use crate::local::LockRevocation;
 use crate::store::Store;
 
+/// The longest a case may run before it fails as hung (the slowest cases wait for TTLs of
+/// backends whose minimum is 10 s).
+pub const CASE_TIMEOUT: Duration = Duration::from_secs(180);
+
 /// The store under test, as the conformance suite sees it.
 #[async_trait]
 pub trait TestTarget: Send + Sync + 'static {
@@ -77,7 +81,7 @@ macro_rules! conformance_suite {
             put_ttl, put_ttl_keep_alive, put_without_ttl_clears_ttl, invalid_keys_rejected_before_io,
             empty_and_binary_values, value_too_large, non_ascii_keys, slashes_are_normalized,
             contention_atomic_counter, closed_handle_refuses_calls, unsupported_calls_match_capabilities,
-            stale_reads, registered_in_registry
+            stale_reads, registered_in_registry, tiny_ttls_are_raised_to_the_minimum
         );
     };
     (@cases $target:expr; $($case:ident),* $(,)?) => {
@@ -85,7 +89,10 @@ macro_rules! conformance_suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
                 let target = $target;
-                $crate::testsuite::$case(&target).await;
+                let case = $crate::testsuite::$case(&target);
+                if tokio::time::timeout($crate::testsuite::CASE_TIMEOUT, case).await.is_err() {
+                    panic!("{} did not finish within {:?}: something hangs", stringify!($case), $crate::testsuite::CASE_TIMEOUT);
+                }
             }
         )*
     };

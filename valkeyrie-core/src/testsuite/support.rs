@@ -29,9 +29,7 @@ pub struct Case<'t> {
 impl<'t> Case<'t> {
     /// Opens a handle and picks a prefix unique to this case, process and moment.
     pub async fn start(target: &'t dyn TestTarget, name: &str) -> Case<'t> {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         let prefix = format!("vk-conformance/{name}-{}-{nanos}", std::process::id());
         Case {
             target,
@@ -52,10 +50,7 @@ impl<'t> Case<'t> {
     /// A TTL the backend honours and a case can wait for: one second, or the backend's
     /// minimum when larger.
     pub fn ttl(&self) -> Duration {
-        self.store
-            .capabilities()
-            .min_ttl
-            .max(Duration::from_secs(1))
+        self.store.capabilities().min_ttl.max(Duration::from_secs(1))
     }
 
     /// Deletes everything the case wrote and closes its handle.
@@ -85,10 +80,7 @@ pub(crate) fn fails<T: Debug>(result: Result<T>, kind: ErrorKind, what: &str) {
         Ok(value) => panic!("{what}: expected {kind:?}, got Ok({value:?})"),
         Err(err) => {
             assert_eq!(err.kind(), kind, "{what}: expected {kind:?}, got {err}");
-            assert!(
-                !err.store().is_empty(),
-                "{what}: the error names no store: {err}"
-            );
+            assert!(!err.store().is_empty(), "{what}: the error names no store: {err}");
         }
     }
 }
@@ -97,11 +89,7 @@ pub(crate) fn fails<T: Debug>(result: Result<T>, kind: ErrorKind, what: &str) {
 pub(crate) async fn put(store: &dyn Store, key: &str, value: &str) {
     ok(
         store
-            .put(
-                key,
-                Bytes::copy_from_slice(value.as_bytes()),
-                &WriteOptions::default(),
-            )
+            .put(key, Bytes::copy_from_slice(value.as_bytes()), &WriteOptions::default())
             .await,
         &format!("put {key}"),
     );
@@ -109,10 +97,7 @@ pub(crate) async fn put(store: &dyn Store, key: &str, value: &str) {
 
 /// Reads `key` with default options.
 pub(crate) async fn get(store: &dyn Store, key: &str) -> KvPair {
-    ok(
-        store.get(key, &ReadOptions::default()).await,
-        &format!("get {key}"),
-    )
+    ok(store.get(key, &ReadOptions::default()).await, &format!("get {key}"))
 }
 
 /// Reads `key`, `None` when not found.

@@ -46,14 +46,11 @@ fn found(program: &str) -> bool {
     if program.starts_with('/') {
         return Path::new(program).exists();
     }
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+    std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
 fn run(what: &str, command: &mut Command) -> Result<(), String> {
-    let status = command
-        .status()
-        .map_err(|e| format!("{what}: cannot run: {e}"))?;
+    let status = command.status().map_err(|e| format!("{what}: cannot run: {e}"))?;
     if status.success() {
         Ok(())
     } else {
@@ -63,11 +60,9 @@ fn run(what: &str, command: &mut Command) -> Result<(), String> {
 
 fn is_root() -> bool {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status.lines().any(|line| {
-        line.strip_prefix("Uid:")
-            .and_then(|ids| ids.split_whitespace().next())
-            == Some("0")
-    })
+    status
+        .lines()
+        .any(|line| line.strip_prefix("Uid:").and_then(|ids| ids.split_whitespace().next()) == Some("0"))
 }
 
 /// Installs the Debian packages whose program (or file) is missing.
@@ -93,10 +88,7 @@ fn apt_install(packages: &[(&str, &str)]) -> Result<(), String> {
     say!("install", "apt-get install {}", missing.join(" "));
     let install = |update_first: bool| -> Result<(), String> {
         if update_first {
-            run(
-                "apt-get update",
-                Command::new("apt-get").args(["-q", "update"]),
-            )?;
+            run("apt-get update", Command::new("apt-get").args(["-q", "update"]))?;
         }
         run(
             "apt-get install",
@@ -140,41 +132,28 @@ fn install_consul() -> Result<(), String> {
     }
     say!("install", "consul: {} checksum ok", deb.display());
     let target = cache_dir().join("consul-1.8.7");
-    run(
-        "dpkg-deb -x",
-        Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&target),
-    )?;
+    run("dpkg-deb -x", Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&target))?;
     if binary.exists() {
         say!("install", "consul 1.8.7: unpacked to {}", binary.display());
         Ok(())
     } else {
-        Err(format!(
-            "consul: {} not found after unpacking",
-            binary.display()
-        ))
+        Err(format!("consul: {} not found after unpacking", binary.display()))
     }
 }
 
 /// The URI of the machine's Debian mirror, from its apt sources.
 fn debian_mirror() -> String {
-    let sources =
-        std::fs::read_to_string("/etc/apt/sources.list.d/debian.sources").unwrap_or_default();
+    let sources = std::fs::read_to_string("/etc/apt/sources.list.d/debian.sources").unwrap_or_default();
     let deb822 = sources
         .lines()
         .filter_map(|l| l.strip_prefix("URIs:"))
         .map(str::trim)
         .find(|uri| !uri.contains("security"));
-    let classic = std::fs::read_to_string("/etc/apt/sources.list")
-        .ok()
-        .and_then(|list| {
-            list.lines()
-                .filter(|l| l.starts_with("deb ") && !l.contains("security"))
-                .find_map(|l| {
-                    l.split_whitespace()
-                        .find(|w| w.starts_with("http"))
-                        .map(str::to_owned)
-                })
-        });
+    let classic = std::fs::read_to_string("/etc/apt/sources.list").ok().and_then(|list| {
+        list.lines()
+            .filter(|l| l.starts_with("deb ") && !l.contains("security"))
+            .find_map(|l| l.split_whitespace().find(|w| w.starts_with("http")).map(str::to_owned))
+    });
     deb822
         .map(str::to_owned)
         .or(classic)
@@ -185,8 +164,7 @@ fn debian_mirror() -> String {
 fn download_consul_with_apt() -> Result<PathBuf, String> {
     let state = cache_dir().join("apt-bullseye");
     for dir in ["lists/partial", "cache/archives/partial"] {
-        std::fs::create_dir_all(state.join(dir))
-            .map_err(|e| format!("create {}: {e}", state.join(dir).display()))?;
+        std::fs::create_dir_all(state.join(dir)).map_err(|e| format!("create {}: {e}", state.join(dir).display()))?;
     }
     let deb = state.join(CONSUL_DEB);
     if deb.exists() {
@@ -274,28 +252,17 @@ impl DynamoDbFlavor {
         match self {
             DynamoDbFlavor::Local(lib) => {
                 let mut c = Command::new("java");
-                c.args([
-                    "-XX:TieredStopAtLevel=1",
-                    "-XX:+UseSerialGC",
-                    "-Xms32m",
-                    "-Xmx256m",
-                ])
-                .arg(format!("-Dorg.sqlite.tmpdir={}", data.display()))
-                .arg("-cp")
-                .arg(format!("{}/*", lib.display()))
-                .arg(DYNAMODB_MAIN)
-                .args([
-                    "-port",
-                    &port.to_string(),
-                    "-inMemory",
-                    "-disableTelemetry",
-                ]);
+                c.args(["-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Xms32m", "-Xmx256m"])
+                    .arg(format!("-Dorg.sqlite.tmpdir={}", data.display()))
+                    .arg("-cp")
+                    .arg(format!("{}/*", lib.display()))
+                    .arg(DYNAMODB_MAIN)
+                    .args(["-port", &port.to_string(), "-inMemory", "-disableTelemetry"]);
                 c
             }
             DynamoDbFlavor::Moto(venv) => {
                 let mut c = Command::new(venv.join("bin/moto_server"));
-                c.args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                    .current_dir(data);
+                c.args(["-H", "127.0.0.1", "-p", &port.to_string()]).current_dir(data);
                 c
             }
         }
@@ -376,10 +343,7 @@ fn fetch_dynamodb_local(dir: &Path) -> Result<(), String> {
     if !found("mvn") {
         return Err("mvn (Maven) is not installed".to_owned());
     }
-    say!(
-        "install",
-        "DynamoDB Local {DYNAMODB_LOCAL}: resolving with Maven"
-    );
+    say!("install", "DynamoDB Local {DYNAMODB_LOCAL}: resolving with Maven");
     run(
         "mvn dependency:copy-dependencies",
         Command::new("mvn")

@@ -54,13 +54,10 @@ impl Server {
 
     /// Parses a name given on the command line.
     pub fn from_name(name: &str) -> Result<Server, String> {
-        Server::ALL
-            .into_iter()
-            .find(|s| s.name() == name)
-            .ok_or_else(|| {
-                let known: Vec<&str> = Server::ALL.iter().map(|s| s.name()).collect();
-                format!("unknown server {name:?}; known: {}", known.join(", "))
-            })
+        Server::ALL.into_iter().find(|s| s.name() == name).ok_or_else(|| {
+            let known: Vec<&str> = Server::ALL.iter().map(|s| s.name()).collect();
+            format!("unknown server {name:?}; known: {}", known.join(", "))
+        })
     }
 
     /// Every loopback port the server binds; the first is the client port.
@@ -117,28 +114,26 @@ impl Server {
             Server::Etcd => {
                 let peer = rest[0];
                 let mut c = Command::new("etcd");
-                c.args(["--name", "valkeyrie", "--data-dir"])
-                    .arg(&data)
-                    .args([
-                        "--listen-client-urls",
-                        &format!("http://{HOST}:{client}"),
-                        "--advertise-client-urls",
-                        &format!("http://{HOST}:{client}"),
-                        "--listen-peer-urls",
-                        &format!("http://{HOST}:{peer}"),
-                        "--initial-advertise-peer-urls",
-                        &format!("http://{HOST}:{peer}"),
-                        "--initial-cluster",
-                        &format!("valkeyrie=http://{HOST}:{peer}"),
-                        "--initial-cluster-state",
-                        "new",
-                        "--initial-cluster-token",
-                        "valkeyrie",
-                        "--logger",
-                        "zap",
-                        "--log-outputs",
-                        "stderr",
-                    ]);
+                c.args(["--name", "valkeyrie", "--data-dir"]).arg(&data).args([
+                    "--listen-client-urls",
+                    &format!("http://{HOST}:{client}"),
+                    "--advertise-client-urls",
+                    &format!("http://{HOST}:{client}"),
+                    "--listen-peer-urls",
+                    &format!("http://{HOST}:{peer}"),
+                    "--initial-advertise-peer-urls",
+                    &format!("http://{HOST}:{peer}"),
+                    "--initial-cluster",
+                    &format!("valkeyrie=http://{HOST}:{peer}"),
+                    "--initial-cluster-state",
+                    "new",
+                    "--initial-cluster-token",
+                    "valkeyrie",
+                    "--logger",
+                    "zap",
+                    "--log-outputs",
+                    "stderr",
+                ]);
                 c
             }
             Server::Redis => {
@@ -155,14 +150,7 @@ impl Server {
                     "--dir",
                 ])
                 .arg(&data)
-                .args([
-                    "--notify-keyspace-events",
-                    "KEA",
-                    "--daemonize",
-                    "no",
-                    "--logfile",
-                    "",
-                ]);
+                .args(["--notify-keyspace-events", "KEA", "--daemonize", "no", "--logfile", ""]);
                 c
             }
             Server::ZooKeeper => {
@@ -173,8 +161,7 @@ impl Server {
                      clientPortAddress={HOST}\nmaxClientCnxns=0\nadmin.enableServer=false\n4lw.commands.whitelist=*\n",
                     data.display()
                 );
-                std::fs::write(&config, text)
-                    .map_err(|e| format!("write {}: {e}", config.display()))?;
+                std::fs::write(&config, text).map_err(|e| format!("write {}: {e}", config.display()))?;
                 let mut c = Command::new("java");
                 c.args([
                     "-Xms64m",
@@ -182,10 +169,7 @@ impl Server {
                     "-XX:+UseSerialGC",
                     "-Dzookeeper.extendedTypesEnabled=true",
                 ])
-                .args([
-                    "-cp",
-                    "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar",
-                ])
+                .args(["-cp", "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar"])
                 .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
                 .arg(&config);
                 c
@@ -208,12 +192,7 @@ impl Server {
                         "-data-dir",
                     ])
                     .arg(&data)
-                    .args([
-                        "-http-port",
-                        &client.to_string(),
-                        "-dns-port",
-                        &dns.to_string(),
-                    ])
+                    .args(["-http-port", &client.to_string(), "-dns-port", &dns.to_string()])
                     .args([
                         "-serf-lan-port",
                         &serf_lan.to_string(),

@@ -101,11 +101,7 @@ pub enum Started {
 pub fn start(server: Server) -> Result<Started, String> {
     if let State::Running(pid) = state(server) {
         if server.probe().is_ok() {
-            say!(
-                "servers",
-                "{}: already running (pid {pid}), reusing it",
-                server.name()
-            );
+            say!("servers", "{}: already running (pid {pid}), reusing it", server.name());
             return Ok(Started::Reused(pid));
         }
     }
@@ -127,8 +123,7 @@ pub fn start(server: Server) -> Result<Started, String> {
     }
     let dir = dir(server);
     std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    let log = File::create(log_file(server))
-        .map_err(|e| format!("create {}: {e}", log_file(server).display()))?;
+    let log = File::create(log_file(server)).map_err(|e| format!("create {}: {e}", log_file(server).display()))?;
     let log_err = log.try_clone().map_err(|e| format!("log file: {e}"))?;
     let mut command = server.command(&dir)?;
     command
@@ -138,15 +133,10 @@ pub fn start(server: Server) -> Result<Started, String> {
         .stderr(log_err)
         .process_group(0);
     let started = Instant::now();
-    let mut child = command.spawn().map_err(|e| {
-        format!(
-            "{}: cannot start {:?}: {e}",
-            server.name(),
-            command.get_program()
-        )
-    })?;
-    std::fs::write(pid_file(server), child.id().to_string())
-        .map_err(|e| format!("write pid file: {e}"))?;
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("{}: cannot start {:?}: {e}", server.name(), command.get_program()))?;
+    std::fs::write(pid_file(server), child.id().to_string()).map_err(|e| format!("write pid file: {e}"))?;
     let deadline = started + server.start_timeout();
     loop {
         if let Ok(Some(status)) = child.try_wait() {
@@ -229,9 +219,7 @@ pub fn stop_child(server: Server, mut child: Child) -> Result<(), String> {
             let _ = child.kill();
         }
     }
-    child
-        .wait()
-        .map_err(|e| format!("wait for {}: {e}", server.name()))?;
+    child.wait().map_err(|e| format!("wait for {}: {e}", server.name()))?;
     let _ = std::fs::remove_file(pid_file(server));
     say!("servers", "{}: stopped (pid {pid})", server.name());
     Ok(())
@@ -286,41 +274,33 @@ pub fn pause(server: Server, paused: bool) -> Result<(), String> {
 
 /// Who listens on `port` on this machine: `pid N (command line)`.
 pub fn port_owner(port: u16) -> Option<String> {
-    let inode = ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .find_map(|table| {
-            let text = std::fs::read_to_string(table).ok()?;
-            text.lines().skip(1).find_map(|line| {
-                let fields: Vec<&str> = line.split_whitespace().collect();
-                let local_port = fields
-                    .get(1)?
-                    .rsplit_once(':')
-                    .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())?;
-                (local_port == port && fields.get(3) == Some(&"0A"))
-                    .then(|| fields.get(9).map(|s| (*s).to_owned()))?
-            })
-        })?;
+    let inode = ["/proc/net/tcp", "/proc/net/tcp6"].iter().find_map(|table| {
+        let text = std::fs::read_to_string(table).ok()?;
+        text.lines().skip(1).find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = fields
+                .get(1)?
+                .rsplit_once(':')
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())?;
+            (local_port == port && fields.get(3) == Some(&"0A")).then(|| fields.get(9).map(|s| (*s).to_owned()))?
+        })
+    })?;
     let socket = format!("socket:[{inode}]");
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
         let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
             continue;
         };
-        if fds.flatten().any(|fd| {
-            std::fs::read_link(fd.path()).is_ok_and(|target| target.to_string_lossy() == socket)
-        }) {
+        if fds
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target.to_string_lossy() == socket))
+        {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
             return Some(format!("pid {pid} ({})", cmdline.trim()));
         }
     }
-    Some(format!(
-        "a process this user cannot see (socket inode {inode})"
-    ))
+    Some(format!("a process this user cannot see (socket inode {inode})"))
 }

@@ -19,7 +19,7 @@ struct Suite {
 }
 
 /// Every suite, in the order of the README's capability table.
-const SUITES: [Suite; 4] = [
+const SUITES: [Suite; 5] = [
     Suite {
         backend: "memory",
         package: "valkeyrie-core",
@@ -29,6 +29,11 @@ const SUITES: [Suite; 4] = [
         backend: "boltlike",
         package: "valkeyrie-boltlike",
         servers: &[],
+    },
+    Suite {
+        backend: "etcd",
+        package: "valkeyrie-etcd",
+        servers: &[Server::Etcd],
     },
     Suite {
         backend: "template",

@@ -23,7 +23,11 @@ const DYNAMODB_MAIN: &str = "com.amazonaws.services.dynamodbv2.local.main.Server
 
 /// Installs what `servers` need, plus `protoc`.
 pub fn install(servers: &[Server]) -> Result<(), String> {
-    let mut packages = vec![("protoc", "protobuf-compiler")];
+    // etcd-client's build script runs protoc, which needs the well-known .proto files too.
+    let mut packages = vec![
+        ("protoc", "protobuf-compiler"),
+        ("/usr/include/google/protobuf/descriptor.proto", "libprotobuf-dev"),
+    ];
     for server in servers {
         match server {
             Server::Etcd => packages.extend([("etcd", "etcd-server"), ("etcdctl", "etcd-client")]),

@@ -1,0 +1,157 @@
+//! [`EtcdConfig`]: connection, timeouts, TLS, credentials and limits.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use valkeyrie_core::{BackendConfig, Error, Result, Secret};
+
+use crate::ETCD;
+
+/// Settings of the etcd store. The URL form sets the same fields as query parameters:
+/// `etcd://user:password@h1:2379,h2:2379?connect_timeout=5s&ca_file=/etc/etcd/ca.pem`.
+///
+/// ```
+/// use valkeyrie_etcd::EtcdConfig;
+///
+/// let config = EtcdConfig { username: Some("app".into()), password: Some("s3cret".into()), ..Default::default() };
+/// assert!(!format!("{config:?}").contains("s3cret"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EtcdConfig {
+    /// How long connecting (and the first request proving the connection) may take. Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Deadline of each request. Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// User for etcd's authentication, with `password`.
+    pub username: Option<String>,
+    /// Password of `username`.
+    pub password: Option<Secret>,
+    /// Connect over TLS. Implied by `ca_file` or `cert_file`. Default `false`.
+    pub tls: bool,
+    /// PEM file of the CA that signed the servers' certificates.
+    pub ca_file: Option<PathBuf>,
+    /// PEM file of the client certificate, with `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// PEM file of the client certificate's private key.
+    pub key_file: Option<PathBuf>,
+    /// The name to check the servers' certificates against, when it is not the endpoint host.
+    pub domain_name: Option<String>,
+    /// The server's `--max-request-bytes` (default 1.5 MiB): values that cannot fit in a
+    /// request are `ValueTooLarge` before sending (4 KiB are kept for the key and framing).
+    pub max_request_bytes: usize,
+    /// Keys fetched per request by `list`. Default 1000.
+    pub list_page_size: u32,
+    /// How long a watch keeps trying to resume after a lost connection before it ends with
+    /// an error item. Default 60 s.
+    #[serde(with = "humantime_serde")]
+    pub watch_retry_for: Duration,
+}
+
+impl Default for EtcdConfig {
+    fn default() -> Self {
+        EtcdConfig {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(5),
+            username: None,
+            password: None,
+            tls: false,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            domain_name: None,
+            max_request_bytes: 1_572_864,
+            list_page_size: 1000,
+            watch_retry_for: Duration::from_secs(60),
+        }
+    }
+}
+
+impl BackendConfig for EtcdConfig {
+    const STORE: &'static str = ETCD;
+}
+
+/// Room kept in a request for the key and the protobuf framing.
+const REQUEST_OVERHEAD: usize = 4096;
+
+impl EtcdConfig {
+    /// Whether connections use TLS.
+    pub(crate) fn uses_tls(&self) -> bool {
+        self.tls || self.ca_file.is_some() || self.cert_file.is_some()
+    }
+
+    /// The largest value a request can carry.
+    pub(crate) fn max_value_size(&self) -> usize {
+        self.max_request_bytes.saturating_sub(REQUEST_OVERHEAD)
+    }
+
+    /// Checks what needs no server.
+    pub(crate) fn validate(&self) -> Result<()> {
+        let invalid = |field: &str, reason: &str| Err(Error::config(ETCD, field, reason));
+        if self.request_timeout.is_zero() {
+            return invalid("request_timeout", "must be longer than zero");
+        }
+        if self.connect_timeout.is_zero() {
+            return invalid("connect_timeout", "must be longer than zero");
+        }
+        if self.username.is_some() != self.password.is_some() {
+            return invalid("password", "username and password go together");
+        }
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return invalid("key_file", "cert_file and key_file go together");
+        }
+        if self.max_request_bytes <= REQUEST_OVERHEAD {
+            return invalid("max_request_bytes", "must be larger than 4 KiB");
+        }
+        if self.list_page_size == 0 {
+            return invalid("list_page_size", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use valkeyrie_core::{StoreConfig, StoreUrl};
+
+    use super::*;
+
+    #[test]
+    fn url_and_typed_config_agree() {
+        let url = StoreUrl::parse(
+            "etcd://app:p%40ss@h1:2379,h2:2379/?connect_timeout=2s&request_timeout=750ms&ca_file=/ca.pem&max_request_bytes=2097152",
+        )
+        .unwrap();
+        assert_eq!(url.endpoints, ["h1:2379", "h2:2379"]);
+        let from_url: EtcdConfig = StoreConfig::Params(url.params).resolve().unwrap();
+        let typed = EtcdConfig {
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_millis(750),
+            username: Some("app".into()),
+            password: Some(Secret::new("p@ss")),
+            ca_file: Some("/ca.pem".into()),
+            max_request_bytes: 2_097_152,
+            ..Default::default()
+        };
+        assert_eq!(from_url, typed);
+        assert!(typed.uses_tls());
+        assert!(!format!("{typed:?}").contains("p@ss"));
+    }
+
+    #[test]
+    fn half_credentials_are_rejected_naming_the_field() {
+        let config = EtcdConfig {
+            username: Some("app".into()),
+            ..Default::default()
+        };
+        assert!(config.validate().unwrap_err().to_string().contains("password"));
+        let config = EtcdConfig {
+            cert_file: Some("/c.pem".into()),
+            ..Default::default()
+        };
+        assert!(config.validate().unwrap_err().to_string().contains("key_file"));
+    }
+}

@@ -1,0 +1,45 @@
+//! # valkeyrie-etcd
+//!
+//! The etcd v3 backend of valkeyrie, on [`etcd-client`](https://docs.rs/etcd-client).
+//! Registered as `etcd`: `valkeyrie_core::open("etcd://10.0.0.1:2379,10.0.0.2:2379?request_timeout=2s")`
+//! once this crate is linked (`use valkeyrie_etcd as _;`).
+//!
+//! * Values are stored raw under the normalized key, as the Go `kvtools/etcdv3` store does;
+//!   `last_index` is the key's mod revision.
+//! * `consistent` reads are linearizable, others serializable. `list` reads `dir` and the
+//!   range `dir/…` at one revision, in pages.
+//! * A TTL write gets its own lease (whole seconds, at least etcd's 2 s minimum);
+//!   `keep_alive` keeps that lease alive while the handle lives.
+//! * `atomic_put`/`atomic_delete` are transactions on `mod_revision` (or `create_revision == 0`
+//!   to create); failures are `KeyExists`, `KeyModified` or `KeyNotFound`.
+//! * Watches start at the revision of their initial read, resume after a dropped connection
+//!   from the last revision seen, and end with an error item if that revision was compacted.
+//! * Locks use the Go layout — a lease-bound key `<key>___lock/<lease id in hex>` per
+//!   contender, ordered by create revision, and the lock value at `<key>` — so Go and Rust
+//!   services exclude each other. The fencing token is the lock key's create revision.
+//!
+//! ## Example
+//!
+//! ```no_run
+//! # async fn demo() -> valkeyrie_core::Result<()> {
+//! use valkeyrie_core::{ReadOptions, Store, WriteOptions};
+//! use valkeyrie_etcd::EtcdConfig;
+//!
+//! let store = EtcdConfig::default().connect(["127.0.0.1:2379"]).await?;
+//! store.put("config/mode", "blue".into(), &WriteOptions::default()).await?;
+//! assert_eq!(store.get("config/mode", &ReadOptions::default()).await?.value, "blue");
+//! # Ok(()) }
+//! ```
+
+mod client;
+mod config;
+mod error;
+mod lock;
+mod store;
+mod watch;
+
+pub use config::EtcdConfig;
+pub use store::EtcdStore;
+
+/// The registered name of this store, also its URL scheme.
+pub const ETCD: &str = "etcd";

@@ -1,0 +1,420 @@
+//! Locks in the Go `kvtools/etcdv3` layout, so Go and Rust services exclude each other.
+//!
+//! Each acquisition is a session: a lease kept alive in the background, and the contender
+//! key `<key>___lock/<lease id in hex>` bound to it (etcd's `concurrency.Mutex` recipe). The
+//! contender whose key has the lowest create revision holds the lock; the others wait for
+//! the deletion of the newest key older than theirs. When held, the lock value is written
+//! to `<key>` (bound to the lease with `delete_on_unlock`, so it also goes if the holder
+//! dies). The fencing token is the contender key's create revision.
+//!
+//! The lost signal fires when the lease cannot be renewed or has expired, or when the
+//! contender key is deleted behind the holder's back. Releasing deletes the contender key
+//! (and the value with `delete_on_unlock`) only if it is still ours, then revokes the lease.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use etcd_client::{
+    Compare, CompareOp, EventType, GetOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions, SortOrder, SortTarget,
+    Txn, TxnOp, TxnOpResponse, WatchOptions,
+};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use valkeyrie_core::{
+    lost_signal, Error, Key, LockGuard, LockOptions, LockRelease, Locker, LostNotifier, LostReason, LostSignal, Result,
+    Spawner,
+};
+
+use crate::client::{lease_seconds, EtcdClient};
+use crate::ETCD;
+
+/// A lock on one key.
+pub(crate) struct EtcdLocker {
+    client: EtcdClient,
+    key: Key,
+    value: Bytes,
+    ttl: Duration,
+    delete_on_unlock: bool,
+    spawner: Spawner,
+}
+
+/// The suffix the Go store appends to a lock's key to make its contenders' prefix.
+const LOCK_SUFFIX: &str = "___lock";
+
+/// Whether `key` is a lock contender key (lock bookkeeping, never listed or watched).
+pub(crate) fn is_bookkeeping(key: &[u8]) -> bool {
+    let marker = b"___lock/";
+    key.windows(marker.len()).any(|window| window == marker)
+}
+
+/// The prefix under which the contenders for `key` live.
+pub(crate) fn contenders_prefix(key: &str) -> String {
+    format!("{key}{LOCK_SUFFIX}/")
+}
+
+/// A lease granted for an attempt; revoked in the background if the attempt is abandoned
+/// (the `lock` future dropped) before it is handed to a guard.
+struct Pending {
+    client: EtcdClient,
+    lease: i64,
+    armed: bool,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (client, lease) = (self.client.clone(), self.lease);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let mut raw = client.raw();
+                let _ = client.request("unlock", "", raw.lease_revoke(lease)).await;
+            });
+        }
+    }
+}
+
+impl EtcdLocker {
+    pub(crate) fn new(client: EtcdClient, key: Key, opts: LockOptions, spawner: Spawner) -> Self {
+        EtcdLocker {
+            client,
+            key,
+            ttl: opts.ttl_or_default(),
+            value: opts.value,
+            delete_on_unlock: opts.delete_on_unlock,
+            spawner,
+        }
+    }
+
+    fn closed(&self, call: &'static str) -> Error {
+        Error::Closed {
+            store: ETCD,
+            call,
+            key: self.key.to_string(),
+        }
+    }
+
+    /// One acquisition attempt; with `wait`, until held, else `None` when someone holds it.
+    async fn attempt(&self, call: &'static str, wait: bool) -> Result<Option<LockGuard>> {
+        if self.spawner.is_closed() {
+            return Err(self.closed(call));
+        }
+        let key = self.key.as_str();
+        let mut raw = self.client.raw();
+        let granted_at = LostNotifier::now_ms();
+        let lease = self
+            .client
+            .request(call, key, raw.lease_grant(lease_seconds(self.ttl), None))
+            .await?
+            .id();
+        let mut pending = Pending {
+            client: self.client.clone(),
+            lease,
+            armed: true,
+        };
+        let prefix = contenders_prefix(key);
+        let contender = format!("{prefix}{lease:x}");
+        let create = Txn::new()
+            .when([Compare::create_revision(contender.as_str(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                contender.as_str(),
+                "",
+                Some(PutOptions::new().with_lease(lease)),
+            )])
+            .or_else([TxnOp::get(contender.as_str(), None)]);
+        let created = self.client.request(call, key, raw.txn(create)).await?;
+        let own_revision = if created.succeeded() {
+            created.header().map_or(0, |h| h.revision())
+        } else {
+            created
+                .op_responses()
+                .iter()
+                .find_map(|op| match op {
+                    TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.create_revision()),
+                    _ => None,
+                })
+                .unwrap_or(0)
+        };
+
+        let (notifier, signal) = lost_signal(self.ttl);
+        notifier.held_for(granted_at, self.ttl);
+        let releasing = Arc::new(AtomicBool::new(false));
+        let (stop, stopped) = oneshot::channel();
+        let session = Session {
+            client: self.client.clone(),
+            contender: contender.clone(),
+            own_revision,
+            lease,
+            ttl: self.ttl,
+            releasing: Arc::clone(&releasing),
+        };
+        self.spawner
+            .spawn_self_stopping(session.hold(notifier, stopped, self.spawner.token()));
+        let release = EtcdRelease {
+            client: self.client.clone(),
+            key: self.key.clone(),
+            contender,
+            own_revision,
+            lease,
+            delete_value: self.delete_on_unlock,
+            releasing,
+            stop,
+        };
+
+        if !self.wait_turn(call, &prefix, own_revision, &signal, wait).await? {
+            // Busy and not waiting: dropping `pending` revokes the lease, which deletes the
+            // contender key; `release` stops the session.
+            drop(release);
+            return Ok(None);
+        }
+        let value_options = self.delete_on_unlock.then(|| PutOptions::new().with_lease(lease));
+        self.client
+            .request(call, key, raw.put(key, self.value.to_vec(), value_options))
+            .await?;
+        pending.armed = false;
+        let token = u64::try_from(own_revision).unwrap_or(0);
+        Ok(Some(LockGuard::new(ETCD, key, token, signal, Box::new(release))))
+    }
+
+    /// Waits until no contender older than ours remains; `false` if one does and `wait` is off.
+    async fn wait_turn(
+        &self,
+        call: &'static str,
+        prefix: &str,
+        own_revision: i64,
+        session: &LostSignal,
+        wait: bool,
+    ) -> Result<bool> {
+        let key = self.key.as_str();
+        let closing = self.spawner.token();
+        loop {
+            let mut raw = self.client.raw();
+            let older = GetOptions::new()
+                .with_prefix()
+                .with_max_create_revision(own_revision - 1)
+                .with_sort(SortTarget::Create, SortOrder::Descend)
+                .with_limit(1);
+            let response = self.client.request(call, key, raw.get(prefix, Some(older))).await?;
+            let Some(predecessor) = response.kvs().first() else {
+                return Ok(true);
+            };
+            if !wait {
+                return Ok(false);
+            }
+            let after = response.header().map_or(0, |h| h.revision()) + 1;
+            let options = WatchOptions::new().with_start_revision(after);
+            let mut deletion = self
+                .client
+                .request(call, key, raw.watch(predecessor.key().to_vec(), Some(options)))
+                .await?;
+            loop {
+                tokio::select! {
+                    () = closing.cancelled() => return Err(self.closed(call)),
+                    reason = session.lost() => return Err(Error::LockLost { store: ETCD, key: key.to_owned(), reason }),
+                    message = deletion.message() => match message {
+                        Ok(Some(response)) => {
+                            if response.events().iter().any(|e| e.event_type() == EventType::Delete) {
+                                break;
+                            }
+                            if response.canceled() {
+                                break;
+                            }
+                        }
+                        // The watch broke: look again.
+                        Ok(None) | Err(_) => break,
+                    },
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Locker for EtcdLocker {
+    fn key(&self) -> &str {
+        self.key.as_str()
+    }
+
+    fn store_name(&self) -> &'static str {
+        ETCD
+    }
+
+    async fn lock(&self) -> Result<LockGuard> {
+        match self.attempt("lock", true).await? {
+            Some(guard) => Ok(guard),
+            None => Err(Error::CannotLock {
+                store: ETCD,
+                key: self.key.to_string(),
+                reason: "gave up waiting".into(),
+            }),
+        }
+    }
+
+    async fn try_lock(&self) -> Result<Option<LockGuard>> {
+        self.attempt("try_lock", false).await
+    }
+}
+
+/// The background half of an acquisition: keeps the lease alive and watches the contender
+/// key, reporting a loss.
+struct Session {
+    client: EtcdClient,
+    contender: String,
+    own_revision: i64,
+    lease: i64,
+    ttl: Duration,
+    releasing: Arc<AtomicBool>,
+}
+
+impl Session {
+    async fn hold(self, lost: LostNotifier, mut stopped: oneshot::Receiver<()>, closing: CancellationToken) {
+        let period = self.ttl / 3;
+        let mut keeper: Option<(LeaseKeeper, LeaseKeepAliveStream)> = None;
+        let mut raw = self.client.raw();
+        let options = WatchOptions::new().with_start_revision(self.own_revision + 1);
+        let mut deletions = raw.watch(self.contender.as_str(), Some(options)).await.ok();
+        let mut tick = tokio::time::interval(period);
+        tick.tick().await;
+        loop {
+            let deleted = async {
+                match deletions.as_mut() {
+                    Some(stream) => stream.message().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = &mut stopped => return,
+                () = closing.cancelled() => {
+                    lost.notify(LostReason::StoreClosed);
+                    return;
+                }
+                message = deleted => match message {
+                    Ok(Some(response)) if response.events().iter().any(|e| e.event_type() == EventType::Delete) => {
+                        if !self.releasing.load(Ordering::Acquire) {
+                            lost.notify(LostReason::RecordDeleted);
+                        }
+                        return;
+                    }
+                    Ok(Some(_)) => {}
+                    // The watch broke; the keep-alive still guards the lease.
+                    Ok(None) | Err(_) => deletions = None,
+                },
+                _ = tick.tick() => {
+                    let started = LostNotifier::now_ms();
+                    match self.renew(&mut keeper).await {
+                        Ok(true) => lost.held_for(started, self.ttl),
+                        Ok(false) => {
+                            if !self.releasing.load(Ordering::Acquire) {
+                                lost.notify(LostReason::Expired);
+                            }
+                            return;
+                        }
+                        Err(err) => {
+                            keeper = None;
+                            tracing::debug!(store = ETCD, key = self.contender, error = %err, "lease renewal failed; retrying");
+                        }
+                    }
+                }
+            }
+            if deletions.is_none() {
+                let options = WatchOptions::new().with_start_revision(self.own_revision + 1);
+                deletions = raw.watch(self.contender.as_str(), Some(options)).await.ok();
+            }
+        }
+    }
+
+    /// One keep-alive round trip: `Ok(false)` when the lease is gone.
+    async fn renew(&self, keeper: &mut Option<(LeaseKeeper, LeaseKeepAliveStream)>) -> Result<bool> {
+        let mut raw = self.client.raw();
+        if keeper.is_none() {
+            let opened = self
+                .client
+                .request("lock", &self.contender, raw.lease_keep_alive(self.lease))
+                .await;
+            match opened {
+                Ok(opened) => *keeper = Some(opened),
+                Err(err) if err.to_string().contains("lease not found") => return Ok(false),
+                Err(err) => return Err(err),
+            }
+        }
+        let Some((sender, responses)) = keeper.as_mut() else {
+            return Ok(false);
+        };
+        let round_trip = async {
+            sender.keep_alive().await?;
+            responses.message().await
+        };
+        match self.client.request("lock", &self.contender, round_trip).await? {
+            Some(response) => Ok(response.ttl() > 0),
+            None => Err(Error::backend(
+                ETCD,
+                "lock",
+                self.contender.as_str(),
+                true,
+                "keep-alive stream closed",
+            )),
+        }
+    }
+}
+
+struct EtcdRelease {
+    client: EtcdClient,
+    key: Key,
+    contender: String,
+    own_revision: i64,
+    lease: i64,
+    delete_value: bool,
+    releasing: Arc<AtomicBool>,
+    stop: oneshot::Sender<()>,
+}
+
+#[async_trait]
+impl LockRelease for EtcdRelease {
+    async fn release(self: Box<Self>) -> Result<()> {
+        let EtcdRelease {
+            client,
+            key,
+            contender,
+            own_revision,
+            lease,
+            delete_value,
+            releasing,
+            stop,
+        } = *self;
+        releasing.store(true, Ordering::Release);
+        let _ = stop.send(());
+        let mut deletes = vec![TxnOp::delete(contender.as_str(), None)];
+        if delete_value {
+            deletes.push(TxnOp::delete(key.as_str(), None));
+        }
+        let still_ours = Compare::create_revision(contender.as_str(), CompareOp::Equal, own_revision);
+        let mut raw = client.raw();
+        let released = client
+            .request(
+                "unlock",
+                key.as_str(),
+                raw.txn(Txn::new().when([still_ours]).and_then(deletes)),
+            )
+            .await;
+        // Revoking the lease deletes whatever is still bound to it; it is done either way.
+        let revoked = client.request("unlock", key.as_str(), raw.lease_revoke(lease)).await;
+        if !released?.succeeded() {
+            return Err(Error::LockLost {
+                store: ETCD,
+                key: key.to_string(),
+                reason: LostReason::RecordDeleted,
+            });
+        }
+        match revoked {
+            Ok(_) => Ok(()),
+            // Already gone with its keys: the release itself succeeded.
+            Err(err) if err.to_string().contains("requested lease not found") => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+}

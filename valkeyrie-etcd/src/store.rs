@@ -1,0 +1,363 @@
+//! [`EtcdStore`]: the [`Backend`] implementation and the registration.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use etcd_client::{Compare, CompareOp, DeleteOptions, GetOptions, KeyValue, PutOptions, Txn, TxnOp, TxnOpResponse};
+use valkeyrie_core::{
+    Backend, Background, Capabilities, Error, Key, KvPair, LockOptions, Locker, ReadOptions, Registration, Result,
+    Store, StoreSpec, WatchStream, WriteOptions,
+};
+
+use crate::client::{lease_seconds, prefix_end, EtcdClient};
+use crate::config::EtcdConfig;
+use crate::lock::{is_bookkeeping, EtcdLocker};
+use crate::{watch, ETCD};
+
+/// A handle on an etcd cluster.
+pub struct EtcdStore {
+    pub(crate) client: EtcdClient,
+    pub(crate) config: EtcdConfig,
+    background: Background,
+}
+
+impl std::fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdStore")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EtcdConfig {
+    /// Connects to the cluster at `endpoints` (`host:port`, or URLs with a scheme; default
+    /// `127.0.0.1:2379`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfiguration`] for a bad setting or unreadable TLS file;
+    /// [`Error::NotReachable`] when no endpoint answers within `connect_timeout`.
+    pub async fn connect<I, E>(self, endpoints: I) -> Result<EtcdStore>
+    where
+        I: IntoIterator<Item = E>,
+        E: Into<String>,
+    {
+        self.validate()?;
+        let endpoints: Vec<String> = endpoints.into_iter().map(Into::into).collect();
+        let client = EtcdClient::connect(&endpoints, &self).await?;
+        Ok(EtcdStore {
+            client,
+            config: self,
+            background: Background::new(),
+        })
+    }
+}
+
+/// The pair of an etcd key-value.
+pub(crate) fn pair(kv: &KeyValue) -> KvPair {
+    let key = String::from_utf8_lossy(kv.key()).into_owned();
+    KvPair::new(
+        key,
+        Bytes::copy_from_slice(kv.value()),
+        u64::try_from(kv.mod_revision()).unwrap_or(0),
+    )
+}
+
+fn read_options(opts: &ReadOptions) -> GetOptions {
+    if opts.consistent {
+        GetOptions::new()
+    } else {
+        GetOptions::new().with_serializable()
+    }
+}
+
+fn revision(index: u64) -> i64 {
+    i64::try_from(index).unwrap_or(i64::MAX)
+}
+
+impl EtcdStore {
+    /// Reads `dir` and every key below it at one revision, in pages; returns the pairs and
+    /// that revision.
+    pub(crate) async fn list_at(&self, dir: &Key, opts: &ReadOptions) -> Result<(Vec<KvPair>, i64)> {
+        let mut client = self.client.raw();
+        let own = self
+            .client
+            .request("list", dir.as_str(), client.get(dir.as_str(), Some(read_options(opts))))
+            .await?;
+        let revision = own.header().map_or(0, |h| h.revision());
+        let mut pairs: Vec<KvPair> = own.kvs().iter().map(pair).collect();
+        // Pages are fetched whole; lock contender keys below `dir` are dropped from them.
+        let prefix = dir.dir_prefix().into_bytes();
+        let end = prefix_end(&prefix);
+        let mut start = prefix;
+        loop {
+            let page = read_options(opts)
+                .with_range(end.clone())
+                .with_limit(i64::from(self.config.list_page_size))
+                .with_revision(revision);
+            let response = self
+                .client
+                .request("list", dir.as_str(), client.get(start.clone(), Some(page)))
+                .await?;
+            pairs.extend(response.kvs().iter().filter(|kv| !is_bookkeeping(kv.key())).map(pair));
+            match response.kvs().last() {
+                Some(last) if response.more() => {
+                    start = last.key().to_vec();
+                    start.push(0);
+                }
+                _ => break,
+            }
+        }
+        Ok((pairs, revision))
+    }
+
+    /// Grants a lease for a TTL write and, with `keep_alive`, keeps it alive in the
+    /// background while `key` still uses it.
+    async fn lease_for(&self, key: &Key, opts: &WriteOptions) -> Result<Option<i64>> {
+        let Some(ttl) = opts.ttl else { return Ok(None) };
+        let mut client = self.client.raw();
+        let lease = self
+            .client
+            .request("put", key.as_str(), client.lease_grant(lease_seconds(ttl), None))
+            .await?
+            .id();
+        if opts.keep_alive {
+            self.background
+                .spawn(keep_lease_alive(self.client.clone(), key.clone(), lease, ttl));
+        }
+        Ok(Some(lease))
+    }
+}
+
+/// Keeps `lease` alive every third of `ttl` for as long as `key` is attached to it; when the
+/// key was rewritten or deleted, revokes the lease and ends.
+async fn keep_lease_alive(client: EtcdClient, key: Key, lease: i64, ttl: Duration) {
+    let period = (ttl / 3).max(Duration::from_millis(500));
+    let mut raw = client.raw();
+    loop {
+        tokio::time::sleep(period).await;
+        let attached = client
+            .request("keep_alive", key.as_str(), raw.get(key.as_str(), None))
+            .await;
+        match attached {
+            Ok(response) if response.kvs().first().is_some_and(|kv| kv.lease() == lease) => {}
+            Ok(_) => {
+                let _ = client
+                    .request("keep_alive", key.as_str(), raw.lease_revoke(lease))
+                    .await;
+                return;
+            }
+            Err(err) => {
+                tracing::warn!(store = ETCD, key = key.as_str(), error = %err, "keep-alive check failed; retrying");
+                continue;
+            }
+        }
+        let renewed = async {
+            let (mut keeper, mut responses) = raw.lease_keep_alive(lease).await?;
+            keeper.keep_alive().await?;
+            responses.message().await
+        };
+        match client.request("keep_alive", key.as_str(), renewed).await {
+            Ok(Some(response)) if response.ttl() > 0 => {}
+            Ok(_) => return,
+            Err(err) => {
+                tracing::warn!(store = ETCD, key = key.as_str(), error = %err, "lease keep-alive failed; retrying")
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for EtcdStore {
+    fn name(&self) -> &'static str {
+        ETCD
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut caps = Capabilities::all();
+        // etcd's minimum lease TTL (1.5 × the election timeout) rounds up to 2 s.
+        caps.min_ttl = Duration::from_secs(2);
+        caps.max_value_size = Some(self.config.max_value_size());
+        caps.consistent_reads = true;
+        caps.persistent = true;
+        caps
+    }
+
+    fn background(&self) -> &Background {
+        &self.background
+    }
+
+    async fn put(&self, key: &Key, value: Bytes, opts: &WriteOptions) -> Result<()> {
+        let lease = self.lease_for(key, opts).await?;
+        let options = lease.map(|id| PutOptions::new().with_lease(id));
+        let mut client = self.client.raw();
+        self.client
+            .request("put", key.as_str(), client.put(key.as_str(), value.to_vec(), options))
+            .await
+            .map(drop)
+    }
+
+    async fn get(&self, key: &Key, opts: &ReadOptions) -> Result<KvPair> {
+        let mut client = self.client.raw();
+        let response = self
+            .client
+            .request("get", key.as_str(), client.get(key.as_str(), Some(read_options(opts))))
+            .await?;
+        response
+            .kvs()
+            .first()
+            .map(pair)
+            .ok_or_else(|| Error::not_found(ETCD, key.as_str()))
+    }
+
+    async fn delete(&self, key: &Key) -> Result<()> {
+        let mut client = self.client.raw();
+        let response = self
+            .client
+            .request("delete", key.as_str(), client.delete(key.as_str(), None))
+            .await?;
+        if response.deleted() == 0 {
+            return Err(Error::not_found(ETCD, key.as_str()));
+        }
+        Ok(())
+    }
+
+    async fn exists(&self, key: &Key, opts: &ReadOptions) -> Result<bool> {
+        let mut client = self.client.raw();
+        let options = read_options(opts).with_count_only();
+        let response = self
+            .client
+            .request("exists", key.as_str(), client.get(key.as_str(), Some(options)))
+            .await?;
+        Ok(response.count() > 0)
+    }
+
+    async fn list(&self, dir: &Key, opts: &ReadOptions) -> Result<Vec<KvPair>> {
+        Ok(self.list_at(dir, opts).await?.0)
+    }
+
+    async fn delete_tree(&self, dir: &Key) -> Result<()> {
+        let prefix = dir.dir_prefix();
+        let txn = Txn::new().and_then([
+            TxnOp::delete(dir.as_str(), None),
+            TxnOp::delete(prefix, Some(DeleteOptions::new().with_prefix())),
+        ]);
+        let mut client = self.client.raw();
+        let response = self
+            .client
+            .request("delete_tree", dir.as_str(), client.txn(txn))
+            .await?;
+        let deleted: i64 = response
+            .op_responses()
+            .iter()
+            .map(|op| match op {
+                TxnOpResponse::Delete(delete) => delete.deleted(),
+                _ => 0,
+            })
+            .sum();
+        if deleted == 0 {
+            return Err(Error::not_found(ETCD, dir.as_str()));
+        }
+        Ok(())
+    }
+
+    async fn watch(&self, key: &Key, opts: &ReadOptions) -> Result<WatchStream> {
+        watch::watch(self, key, false, opts).await
+    }
+
+    async fn watch_tree(&self, dir: &Key, opts: &ReadOptions) -> Result<WatchStream> {
+        watch::watch(self, dir, true, opts).await
+    }
+
+    async fn new_lock(&self, key: &Key, opts: LockOptions) -> Result<Box<dyn Locker>> {
+        Ok(Box::new(EtcdLocker::new(
+            self.client.clone(),
+            key.clone(),
+            opts,
+            self.background.spawner(),
+        )))
+    }
+
+    async fn atomic_put(
+        &self,
+        key: &Key,
+        value: Bytes,
+        previous: Option<&KvPair>,
+        opts: &WriteOptions,
+    ) -> Result<KvPair> {
+        let lease = self.lease_for(key, opts).await?;
+        let condition = match previous {
+            None => Compare::create_revision(key.as_str(), CompareOp::Equal, 0),
+            Some(previous) => Compare::mod_revision(key.as_str(), CompareOp::Equal, revision(previous.last_index)),
+        };
+        let put = TxnOp::put(
+            key.as_str(),
+            value.to_vec(),
+            lease.map(|id| PutOptions::new().with_lease(id)),
+        );
+        let txn = Txn::new()
+            .when([condition])
+            .and_then([put])
+            .or_else([TxnOp::get(key.as_str(), None)]);
+        let mut client = self.client.raw();
+        let response = self.client.request("atomic_put", key.as_str(), client.txn(txn)).await?;
+        if response.succeeded() {
+            let index = response.header().map_or(0, |h| h.revision());
+            return Ok(KvPair::new(key.as_str(), value, u64::try_from(index).unwrap_or(0)));
+        }
+        if let Some(lease) = lease {
+            let _ = self
+                .client
+                .request("atomic_put", key.as_str(), client.lease_revoke(lease))
+                .await;
+        }
+        let current_exists = response
+            .op_responses()
+            .iter()
+            .any(|op| matches!(op, TxnOpResponse::Get(get) if !get.kvs().is_empty()));
+        Err(match (previous, current_exists) {
+            (None, _) => Error::exists(ETCD, key.as_str()),
+            (Some(_), false) => Error::not_found(ETCD, key.as_str()),
+            (Some(_), true) => Error::modified(ETCD, key.as_str()),
+        })
+    }
+
+    async fn atomic_delete(&self, key: &Key, previous: &KvPair) -> Result<()> {
+        let condition = Compare::mod_revision(key.as_str(), CompareOp::Equal, revision(previous.last_index));
+        let txn = Txn::new()
+            .when([condition])
+            .and_then([TxnOp::delete(key.as_str(), None)])
+            .or_else([TxnOp::get(key.as_str(), None)]);
+        let mut client = self.client.raw();
+        let response = self
+            .client
+            .request("atomic_delete", key.as_str(), client.txn(txn))
+            .await?;
+        if response.succeeded() {
+            return Ok(());
+        }
+        let current_exists = response
+            .op_responses()
+            .iter()
+            .any(|op| matches!(op, TxnOpResponse::Get(get) if !get.kvs().is_empty()));
+        Err(if current_exists {
+            Error::modified(ETCD, key.as_str())
+        } else {
+            Error::not_found(ETCD, key.as_str())
+        })
+    }
+
+    async fn close(&self) -> Result<()> {
+        // The channel closes when the last clone of the client is dropped; background work
+        // (keep-alives, watch feeders, lock sessions) already stopped.
+        Ok(())
+    }
+}
+
+async fn open(spec: StoreSpec) -> Result<Arc<dyn Store>> {
+    let config: EtcdConfig = spec.config.resolve()?;
+    Ok(Arc::new(config.connect(spec.endpoints).await?))
+}
+
+inventory::submit! { Registration::new(ETCD, None, |spec| Box::pin(open(spec))) }

@@ -1,0 +1,144 @@
+//! Watches: an initial read, then etcd's watch from the next revision, so no change between
+//! the two is missed. A dropped connection is resumed from the last revision delivered; a
+//! revision the server has compacted away ends the stream with an error item.
+
+use std::time::{Duration, Instant};
+
+use etcd_client::{EventType, WatchOptions};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use valkeyrie_core::{Backend, Error, Key, ReadOptions, Result, WatchEvent, WatchStream};
+
+use crate::client::EtcdClient;
+use crate::lock::is_bookkeeping;
+use crate::store::{pair, EtcdStore};
+use crate::ETCD;
+
+/// Items buffered between the feeder task and a slow consumer.
+const BUFFER: usize = 64;
+
+/// A watch on `key`, or with `tree` on everything below it.
+pub(crate) async fn watch(store: &EtcdStore, key: &Key, tree: bool, opts: &ReadOptions) -> Result<WatchStream> {
+    let (snapshot, revision) = if tree {
+        store.list_at(key, opts).await?
+    } else {
+        let mut client = store.client.raw();
+        let response = store
+            .client
+            .request("watch", key.as_str(), client.get(key.as_str(), None))
+            .await?;
+        let revision = response.header().map_or(0, |h| h.revision());
+        (response.kvs().iter().map(pair).collect(), revision)
+    };
+    let (sender, receiver) = mpsc::channel(BUFFER);
+    // The channel is new and empty: the snapshot always fits.
+    let _ = sender.try_send(Ok(WatchEvent::Snapshot(snapshot)));
+    let feeder = Feeder {
+        client: store.client.clone(),
+        key: key.clone(),
+        tree,
+        retry_for: store.config.watch_retry_for,
+    };
+    store.background().spawn(feeder.run(revision + 1, sender));
+    Ok(Box::pin(ReceiverStream::new(receiver)))
+}
+
+struct Feeder {
+    client: EtcdClient,
+    key: Key,
+    tree: bool,
+    retry_for: Duration,
+}
+
+type Sender = mpsc::Sender<Result<WatchEvent>>;
+
+impl Feeder {
+    fn error(&self, reason: String, temporary: bool) -> Error {
+        Error::backend(ETCD, "watch", self.key.as_str(), temporary, reason)
+    }
+
+    /// Watches from revision `next` until the consumer goes away, resuming after failures.
+    async fn run(self, mut next: i64, sender: Sender) {
+        let watched = if self.tree {
+            self.key.dir_prefix()
+        } else {
+            self.key.to_string()
+        };
+        let mut failing_since: Option<Instant> = None;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let mut options = WatchOptions::new().with_start_revision(next);
+            if self.tree {
+                options = options.with_prefix();
+            }
+            let mut client = self.client.raw();
+            let opened = tokio::select! {
+                () = sender.closed() => return,
+                opened = client.watch(watched.clone(), Some(options)) => opened,
+            };
+            let failure = match opened {
+                Ok(mut stream) => loop {
+                    let message = tokio::select! {
+                        () = sender.closed() => return,
+                        message = stream.message() => message,
+                    };
+                    let response = match message {
+                        Ok(Some(response)) => response,
+                        Ok(None) => break "the watch stream ended".to_owned(),
+                        Err(err) => break err.to_string(),
+                    };
+                    failing_since = None;
+                    backoff = Duration::from_millis(100);
+                    if response.compact_revision() > 0 {
+                        let reason = format!(
+                            "revision {next} was compacted (the oldest kept is {}): changes may have been missed; watch again",
+                            response.compact_revision()
+                        );
+                        let _ = sender.send(Err(self.error(reason, false))).await;
+                        return;
+                    }
+                    if response.canceled() {
+                        let reason = format!("the server cancelled the watch: {}", response.cancel_reason());
+                        let _ = sender.send(Err(self.error(reason, true))).await;
+                        return;
+                    }
+                    for event in response.events() {
+                        let Some(kv) = event.kv().filter(|kv| !is_bookkeeping(kv.key())) else {
+                            continue;
+                        };
+                        let item = match event.event_type() {
+                            EventType::Put => WatchEvent::Put(pair(kv)),
+                            EventType::Delete => WatchEvent::Delete {
+                                key: String::from_utf8_lossy(kv.key()).into_owned(),
+                                last_index: u64::try_from(kv.mod_revision()).unwrap_or(0),
+                            },
+                        };
+                        if sender.send(Ok(item)).await.is_err() {
+                            return;
+                        }
+                        next = next.max(kv.mod_revision() + 1);
+                    }
+                },
+                Err(err) => err.to_string(),
+            };
+            let since = *failing_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > self.retry_for {
+                let reason = format!("could not resume the watch for {:?}: {failure}", self.retry_for);
+                let _ = sender.send(Err(self.error(reason, true))).await;
+                return;
+            }
+            tracing::debug!(
+                store = ETCD,
+                key = self.key.as_str(),
+                next,
+                failure,
+                "watch interrupted; resuming"
+            );
+            tokio::select! {
+                () = sender.closed() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+}

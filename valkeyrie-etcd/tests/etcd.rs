@@ -1,0 +1,181 @@
+//! What the conformance suite cannot see: the on-server layout shared with the Go store,
+//! paged lists, and leases.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use etcd_client::{Client, GetOptions, LeaseTimeToLiveOptions};
+use valkeyrie_core::{LockOptions, ReadOptions, Store, WriteOptions};
+use valkeyrie_etcd::EtcdConfig;
+
+const ENDPOINTS: &str = "VALKEYRIE_ETCD_ENDPOINTS";
+
+fn endpoints() -> Vec<String> {
+    let value = std::env::var(ENDPOINTS)
+        .unwrap_or_else(|_| panic!("{ENDPOINTS} is not set: run `cargo xtask test --backend etcd`"));
+    value.split(',').map(str::to_owned).collect()
+}
+
+async fn raw() -> Client {
+    let urls: Vec<String> = endpoints().iter().map(|e| format!("http://{e}")).collect();
+    Client::connect(&urls, None).await.expect("a raw etcd client")
+}
+
+fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_nanos();
+    format!("vk-etcd/{name}-{}-{nanos}", std::process::id())
+}
+
+#[tokio::test]
+async fn locks_use_the_go_layout() {
+    let store = EtcdConfig::default().connect(endpoints()).await.unwrap();
+    let key = unique("lock");
+    let mut raw = raw().await;
+    for delete_on_unlock in [false, true] {
+        let opts = LockOptions {
+            value: Bytes::from_static(b"owner1"),
+            ttl: Some(Duration::from_secs(6)),
+            delete_on_unlock,
+        };
+        let locker = store.new_lock(&key, opts).await.unwrap();
+        let guard = locker.lock().await.unwrap();
+
+        let contenders = raw
+            .get(format!("{key}___lock/"), Some(GetOptions::new().with_prefix()))
+            .await
+            .unwrap();
+        assert_eq!(contenders.kvs().len(), 1, "one contender key");
+        let contender = &contenders.kvs()[0];
+        let lease = contender.lease();
+        assert_eq!(
+            contender.key_str().unwrap(),
+            format!("{key}___lock/{lease:x}"),
+            "<key>___lock/<lease id in hex>"
+        );
+        assert!(contender.value().is_empty());
+        assert_eq!(
+            guard.fencing_token(),
+            u64::try_from(contender.create_revision()).unwrap(),
+            "token = create revision"
+        );
+        let ttl = raw.lease_time_to_live(lease, None).await.unwrap();
+        assert!(
+            (1..=6).contains(&ttl.ttl()),
+            "the contender is bound to a lease of the lock TTL: {}",
+            ttl.ttl()
+        );
+
+        let value = raw.get(key.as_str(), None).await.unwrap();
+        let value = &value.kvs()[0];
+        assert_eq!(value.value(), b"owner1", "the lock value is at <key>");
+        let expected_lease = if delete_on_unlock { lease } else { 0 };
+        assert_eq!(
+            value.lease(),
+            expected_lease,
+            "the value is lease-bound exactly with delete_on_unlock"
+        );
+
+        guard.unlock().await.unwrap();
+        let contenders = raw
+            .get(format!("{key}___lock/"), Some(GetOptions::new().with_prefix()))
+            .await
+            .unwrap();
+        assert!(contenders.kvs().is_empty(), "unlock removes the contender key");
+        let ttl = raw
+            .lease_time_to_live(lease, Some(LeaseTimeToLiveOptions::new()))
+            .await
+            .unwrap();
+        assert!(ttl.ttl() <= 0, "unlock revokes the session lease");
+        let value = raw.get(key.as_str(), None).await.unwrap();
+        assert_eq!(
+            value.kvs().is_empty(),
+            delete_on_unlock,
+            "the value stays unless delete_on_unlock"
+        );
+    }
+    raw.delete(key.as_str(), None).await.unwrap();
+}
+
+#[tokio::test]
+async fn large_directories_are_listed_in_pages_at_one_revision() {
+    let config = EtcdConfig {
+        list_page_size: 3,
+        ..Default::default()
+    };
+    let store = config.connect(endpoints()).await.unwrap();
+    let dir = unique("paged");
+    for i in 0..10 {
+        store
+            .put(
+                &format!("{dir}/k{i:02}"),
+                Bytes::from(i.to_string()),
+                &WriteOptions::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let listed = store.list(&dir, &ReadOptions::default()).await.unwrap();
+    let keys: Vec<String> = listed
+        .iter()
+        .map(|p| p.key.rsplit('/').next().unwrap().to_owned())
+        .collect();
+    let expected: Vec<String> = (0..10).map(|i| format!("k{i:02}")).collect();
+    assert_eq!(keys, expected, "every page, in order, no duplicates");
+    store.delete_tree(&dir).await.unwrap();
+}
+
+#[tokio::test]
+async fn each_ttl_write_gets_its_own_lease_and_a_plain_put_detaches_it() {
+    let store = EtcdConfig::default().connect(endpoints()).await.unwrap();
+    let key = unique("ttl");
+    let mut raw = raw().await;
+    store
+        .put(
+            &key,
+            Bytes::from_static(b"a"),
+            &WriteOptions::with_ttl(Duration::from_millis(2500)),
+        )
+        .await
+        .unwrap();
+    let first = raw.get(key.as_str(), None).await.unwrap().kvs()[0].lease();
+    let granted = raw.lease_time_to_live(first, None).await.unwrap();
+    assert_eq!(granted.granted_ttl(), 3, "TTLs are rounded up to whole seconds");
+    store
+        .put(
+            &key,
+            Bytes::from_static(b"b"),
+            &WriteOptions::with_ttl(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+    let second = raw.get(key.as_str(), None).await.unwrap().kvs()[0].lease();
+    assert_ne!(first, second, "one lease per TTL write");
+    store
+        .put(&key, Bytes::from_static(b"c"), &WriteOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        raw.get(key.as_str(), None).await.unwrap().kvs()[0].lease(),
+        0,
+        "a put without TTL is permanent"
+    );
+    store.delete(&key).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_unreachable_cluster_is_not_reachable_within_the_connect_timeout() {
+    let config = EtcdConfig {
+        connect_timeout: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let err = config.connect(["127.0.0.1:1"]).await.unwrap_err();
+    assert_eq!(err.kind(), valkeyrie_core::ErrorKind::NotReachable, "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "bounded by the connect timeout"
+    );
+}

@@ -19,7 +19,7 @@ struct Suite {
 }
 
 /// Every suite, in the order of the README's capability table.
-const SUITES: [Suite; 5] = [
+const SUITES: [Suite; 6] = [
     Suite {
         backend: "memory",
         package: "valkeyrie-core",
@@ -34,6 +34,11 @@ const SUITES: [Suite; 5] = [
         backend: "etcd",
         package: "valkeyrie-etcd",
         servers: &[Server::Etcd],
+    },
+    Suite {
+        backend: "redis",
+        package: "valkeyrie-redis",
+        servers: &[Server::Redis],
     },
     Suite {
         backend: "template",

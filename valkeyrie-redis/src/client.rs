@@ -1,0 +1,194 @@
+//! The connection: a fred pool built from the config, and one way to run a command or a
+//! script with its deadline and error mapping.
+
+use std::future::Future;
+use std::time::Duration;
+
+use fred::prelude::{Builder, ClientLike, Pool, ReconnectPolicy, Server, ServerConfig};
+use fred::types::config::{Config, TlsConnector};
+use fred::types::scripts::Script;
+use valkeyrie_core::{Error, Result};
+
+use crate::config::{RedisConfig, Topology};
+use crate::error::map_error;
+use crate::REDIS;
+
+/// A pool of connections to Redis, and what is needed to open more (watch subscribers).
+#[derive(Clone)]
+pub(crate) struct RedisClient {
+    pub(crate) pool: Pool,
+    builder_config: Config,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    pub(crate) cluster: bool,
+    pub(crate) database: u8,
+}
+
+fn server(endpoint: &str) -> Result<Server> {
+    let (host, port) = match endpoint.rsplit_once(':') {
+        Some((host, port)) => {
+            let port = port
+                .parse()
+                .map_err(|_| Error::config(REDIS, "endpoints", format!("bad port in {endpoint:?}")))?;
+            (host.trim_start_matches('[').trim_end_matches(']'), port)
+        }
+        None => (endpoint, 6379),
+    };
+    Ok(Server::new(host.to_owned(), port))
+}
+
+fn fred_config(endpoints: &[String], config: &RedisConfig) -> Result<Config> {
+    let mut servers = endpoints.iter().map(|e| server(e)).collect::<Result<Vec<_>>>()?;
+    if servers.is_empty() {
+        servers.push(Server::new("127.0.0.1", 6379));
+    }
+    let server = match config.topology {
+        Topology::Standalone => ServerConfig::Centralized {
+            server: servers.remove(0),
+        },
+        Topology::Cluster => ServerConfig::Clustered {
+            hosts: servers,
+            policy: Default::default(),
+        },
+        Topology::Sentinel => ServerConfig::Sentinel {
+            hosts: servers,
+            service_name: config.sentinel_service.clone().unwrap_or_default(),
+        },
+    };
+    let mut fred = Config {
+        server,
+        username: config.username.clone(),
+        password: config.password.as_ref().map(|p| p.expose().to_owned()),
+        database: config.database,
+        ..Config::default()
+    };
+    if config.tls {
+        let connector = TlsConnector::default_rustls().map_err(|e| Error::config(REDIS, "tls", e.to_string()))?;
+        fred.tls = Some(connector.into());
+    }
+    Ok(fred)
+}
+
+impl RedisClient {
+    /// Builds the pool and connects it within `connect_timeout`.
+    pub(crate) async fn connect(endpoints: &[String], config: &RedisConfig) -> Result<Self> {
+        let builder_config = fred_config(endpoints, config)?;
+        let client = RedisClient {
+            pool: Self::builder(&builder_config, config.connect_timeout, config.request_timeout)
+                .build_pool(config.pool_size)
+                .map_err(|e| map_error("connect", "", e))?,
+            builder_config,
+            connect_timeout: config.connect_timeout,
+            request_timeout: config.request_timeout,
+            cluster: config.topology == Topology::Cluster,
+            database: config.database.unwrap_or(0),
+        };
+        client.init(&client.pool).await?;
+        Ok(client)
+    }
+
+    fn builder(config: &Config, connect_timeout: Duration, request_timeout: Duration) -> Builder {
+        let mut builder = Builder::from_config(config.clone());
+        builder
+            .with_connection_config(|c| c.connection_timeout = connect_timeout)
+            .with_performance_config(|p| p.default_command_timeout = request_timeout)
+            // Keep reconnecting (0 = no limit) with backoff from 100 ms to 5 s.
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 5000, 2));
+        builder
+    }
+
+    /// Connects `client` within the connect timeout.
+    async fn init(&self, client: &impl ClientLike) -> Result<()> {
+        match tokio::time::timeout(self.connect_timeout, client.init()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => Err(map_error("connect", "", err)),
+            Err(_) => {
+                let _ = client.quit().await;
+                let reason = format!("no answer within {:?}", self.connect_timeout);
+                Err(Error::NotReachable {
+                    store: REDIS,
+                    call: "connect",
+                    key: String::new(),
+                    source: reason.into(),
+                })
+            }
+        }
+    }
+
+    /// A new dedicated subscriber connection, connected.
+    pub(crate) async fn subscriber(&self) -> Result<fred::clients::SubscriberClient> {
+        let subscriber = Self::builder(&self.builder_config, self.connect_timeout, self.request_timeout)
+            .build_subscriber_client()
+            .map_err(|e| map_error("watch", "", e))?;
+        self.init(&subscriber).await?;
+        Ok(subscriber)
+    }
+
+    /// Runs one command within the request timeout, mapping its error.
+    pub(crate) async fn request<T, F>(&self, call: &'static str, key: &str, request: F) -> Result<T>
+    where
+        F: Future<Output = std::result::Result<T, fred::error::Error>>,
+    {
+        match tokio::time::timeout(self.request_timeout, request).await {
+            Ok(result) => result.map_err(|e| map_error(call, key, e)),
+            Err(_) => Err(Error::Timeout {
+                store: REDIS,
+                call,
+                key: key.to_owned(),
+                after: self.request_timeout,
+            }),
+        }
+    }
+
+    /// Runs a script on `key` with `args`; returns its status string.
+    pub(crate) async fn script(
+        &self,
+        call: &'static str,
+        key: &str,
+        script: &Script,
+        args: Vec<String>,
+    ) -> Result<String> {
+        let client = self.pool.next();
+        self.request(
+            call,
+            key,
+            script.evalsha_with_reload::<String, _, _>(client, vec![key.to_owned()], args),
+        )
+        .await
+    }
+}
+
+/// A status `ok:<index>` → the index.
+pub(crate) fn index_of(status: &str) -> Option<u64> {
+    status.strip_prefix("ok:").and_then(|index| index.parse().ok())
+}
+
+/// `key` with the glob characters of SCAN MATCH escaped.
+pub(crate) fn glob_escape(key: &str) -> String {
+    let mut escaped = String::with_capacity(key.len());
+    for c in key.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+/// Milliseconds for `PX`, at least 1.
+pub(crate) fn millis(ttl: Duration) -> String {
+    ttl.as_millis().max(1).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn helpers() {
+        assert_eq!(glob_escape("a*b?[c]\\d"), "a\\*b\\?\\[c\\]\\\\d");
+        assert_eq!(index_of("ok:1700000000000001"), Some(1_700_000_000_000_001));
+        assert_eq!(index_of("exists"), None);
+        assert_eq!(millis(Duration::from_micros(10)), "1");
+    }
+}

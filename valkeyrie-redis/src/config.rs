@@ -1,0 +1,142 @@
+//! [`RedisConfig`]: topology, credentials, TLS, pool and limits.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use valkeyrie_core::{BackendConfig, Error, Result, Secret};
+
+use crate::REDIS;
+
+/// How the servers are arranged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Topology {
+    /// One server (the first endpoint).
+    #[default]
+    Standalone,
+    /// A Redis Cluster; the endpoints are seed nodes.
+    Cluster,
+    /// Servers found through Sentinel; the endpoints are sentinels.
+    Sentinel,
+}
+
+/// Settings of the Redis store. The URL form sets the same fields:
+/// `redis://user:password@host:6379/2?pool_size=8` (the path is the database index;
+/// `rediss://` turns TLS on).
+///
+/// ```
+/// use valkeyrie_redis::RedisConfig;
+///
+/// let config = RedisConfig { password: Some("s3cret".into()), ..Default::default() };
+/// assert!(!format!("{config:?}").contains("s3cret"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Standalone (default), cluster or sentinel.
+    pub topology: Topology,
+    /// The master's name, required with the sentinel topology.
+    pub sentinel_service: Option<String>,
+    /// ACL user name.
+    pub username: Option<String>,
+    /// Password (of the ACL user, or `requirepass`).
+    pub password: Option<Secret>,
+    /// Database index (standalone and sentinel). From the URL: its path.
+    pub database: Option<u8>,
+    /// Connect over TLS (rustls, trusting the system's root certificates). Default `false`.
+    pub tls: bool,
+    /// Connections in the command pool. Default 4.
+    pub pool_size: usize,
+    /// How long connecting may take. Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Deadline of each command. Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Largest value accepted, in bytes. The envelope stores it in base64 (4/3 larger) and
+    /// Redis strings hold at most 512 MiB, so the default is 384 MiB minus 64 KiB.
+    pub max_value_size: usize,
+    /// Let watches turn keyspace notifications on (`CONFIG SET notify-keyspace-events`)
+    /// when the server has them off. Default `false`: the watch fails, naming the setting.
+    pub enable_keyspace_events: bool,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            topology: Topology::Standalone,
+            sentinel_service: None,
+            username: None,
+            password: None,
+            database: None,
+            tls: false,
+            pool_size: 4,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(5),
+            max_value_size: 384 * 1024 * 1024 - 64 * 1024,
+            enable_keyspace_events: false,
+        }
+    }
+}
+
+impl BackendConfig for RedisConfig {
+    const STORE: &'static str = REDIS;
+    const URL_PATH_FIELD: Option<&'static str> = Some("database");
+}
+
+impl RedisConfig {
+    /// Checks what needs no server.
+    pub(crate) fn validate(&self) -> Result<()> {
+        let invalid = |field: &str, reason: &str| Err(Error::config(REDIS, field, reason));
+        if self.pool_size == 0 {
+            return invalid("pool_size", "must be at least 1");
+        }
+        if self.request_timeout.is_zero() || self.connect_timeout.is_zero() {
+            return invalid("request_timeout", "timeouts must be longer than zero");
+        }
+        if self.topology == Topology::Sentinel && self.sentinel_service.is_none() {
+            return invalid("sentinel_service", "the sentinel topology needs the master's name");
+        }
+        if self.topology == Topology::Cluster && self.database.is_some_and(|db| db != 0) {
+            return invalid("database", "a cluster has only database 0");
+        }
+        if self.max_value_size == 0 {
+            return invalid("max_value_size", "must be at least 1 byte");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use valkeyrie_core::{StoreConfig, StoreUrl};
+
+    use super::*;
+
+    #[test]
+    fn url_and_typed_config_agree() {
+        let url = StoreUrl::parse("redis://app:s%3Acret@h1:6379/2?pool_size=8&request_timeout=250ms").unwrap();
+        let mut params = url.params;
+        params.push(("database".into(), url.path.unwrap()));
+        let from_url: RedisConfig = StoreConfig::Params(params).resolve().unwrap();
+        let typed = RedisConfig {
+            username: Some("app".into()),
+            password: Some(Secret::new("s:cret")),
+            database: Some(2),
+            pool_size: 8,
+            request_timeout: Duration::from_millis(250),
+            ..Default::default()
+        };
+        assert_eq!(from_url, typed);
+        assert!(!format!("{typed:?}").contains("s:cret"));
+    }
+
+    #[test]
+    fn sentinel_needs_a_service_name() {
+        let config = RedisConfig {
+            topology: Topology::Sentinel,
+            ..Default::default()
+        };
+        assert!(config.validate().unwrap_err().to_string().contains("sentinel_service"));
+    }
+}

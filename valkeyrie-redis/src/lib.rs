@@ -1,0 +1,52 @@
+//! # valkeyrie-redis
+//!
+//! The Redis backend of valkeyrie, on [fred](https://docs.rs/fred). Registered as `redis`
+//! (and `rediss` for TLS): `valkeyrie_core::open("redis://user:password@127.0.0.1:6379/0")`
+//! once this crate is linked (`use valkeyrie_redis as _;`).
+//!
+//! * **Layout**: each key holds the Go `kvtools/redis` JSON envelope
+//!   `{"Key":"<key>","Value":"<base64>","LastIndex":<n>}`, so Go services using that store's
+//!   JSON codec share data and locks with this one. A value written by another client (not
+//!   an envelope) reads as its raw bytes with `last_index` 0.
+//! * **Indexes and atomic calls** run server-side in Lua scripts (loaded once, `EVALSHA` with
+//!   a reload on `NOSCRIPT`), one key each so they also work on a cluster. `LastIndex` is
+//!   `max(server time in µs, previous + 1)`: it grows on every write, also across a delete
+//!   and re-create, so a stale pair never matches a newer write.
+//! * `list` and `delete_tree` SCAN `dir/*` in batches (never KEYS; glob characters escaped),
+//!   then MGET or UNLINK in batches. TTLs are `PX`; `keep_alive` refreshes them.
+//! * Watches use keyspace notifications on a dedicated subscriber connection, re-read each
+//!   changed key, and send a fresh snapshot after a reconnect. With notifications off, they
+//!   fail saying which setting is needed (or turn it on with `enable_keyspace_events`).
+//! * Locks are the key itself (`SET NX PX` semantics in a script, as in Go), owned by the
+//!   envelope's `LastIndex`, renewed and released by index-checked scripts. The fencing
+//!   token is that index.
+//!
+//! ## Example
+//!
+//! ```no_run
+//! # async fn demo() -> valkeyrie_core::Result<()> {
+//! use valkeyrie_core::{ReadOptions, Store, WriteOptions};
+//! use valkeyrie_redis::RedisConfig;
+//!
+//! let store = RedisConfig::default().connect(["127.0.0.1:6379"]).await?;
+//! store.put("config/mode", "blue".into(), &WriteOptions::default()).await?;
+//! assert_eq!(store.get("config/mode", &ReadOptions::default()).await?.value, "blue");
+//! # Ok(()) }
+//! ```
+
+mod client;
+mod codec;
+mod config;
+mod error;
+mod lock;
+mod scripts;
+mod store;
+mod watch;
+
+pub use config::{RedisConfig, Topology};
+pub use store::RedisStore;
+
+/// The registered name of this store, also its URL scheme.
+pub const REDIS: &str = "redis";
+/// The registered name for TLS connections (`rediss://`).
+pub const REDISS: &str = "rediss";

@@ -1,0 +1,222 @@
+//! Locks as the Go store makes them: the lock is the key itself, holding the envelope of
+//! the lock value with an expiry. The holder is whoever wrote the envelope's `LastIndex`,
+//! which is also the fencing token (it grows with every write of the key). Renewal and
+//! release are scripts that act only while that index is still there; a waiter polls the
+//! lock script, sleeping until the holder's expiry at most 100 ms at a time.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use valkeyrie_core::{
+    lost_signal, Error, Key, LockGuard, LockOptions, LockRelease, Locker, LostNotifier, LostReason, Result, Spawner,
+};
+
+use crate::client::{index_of, millis, RedisClient};
+use crate::codec::encode_value;
+use crate::scripts::SCRIPTS;
+use crate::REDIS;
+
+/// The longest a waiter sleeps between two attempts.
+const POLL: Duration = Duration::from_millis(100);
+
+/// A lock on one key.
+pub(crate) struct RedisLocker {
+    client: RedisClient,
+    key: Key,
+    value: Bytes,
+    ttl: Duration,
+    delete_on_unlock: bool,
+    spawner: Spawner,
+}
+
+impl RedisLocker {
+    pub(crate) fn new(client: RedisClient, key: Key, opts: LockOptions, spawner: Spawner) -> Self {
+        RedisLocker {
+            client,
+            key,
+            ttl: opts.ttl_or_default(),
+            value: opts.value,
+            delete_on_unlock: opts.delete_on_unlock,
+            spawner,
+        }
+    }
+
+    fn closed(&self, call: &'static str) -> Error {
+        Error::Closed {
+            store: REDIS,
+            call,
+            key: self.key.to_string(),
+        }
+    }
+
+    /// One attempt: the guard, or how long the current holder's expiry is away.
+    async fn attempt(&self, call: &'static str) -> Result<std::result::Result<LockGuard, Duration>> {
+        if self.spawner.is_closed() {
+            return Err(self.closed(call));
+        }
+        let started = LostNotifier::now_ms();
+        let args = vec![self.key.to_string(), encode_value(&self.value), millis(self.ttl)];
+        let status = self.client.script(call, self.key.as_str(), &SCRIPTS.lock, args).await?;
+        if let Some(left) = status.strip_prefix("busy:") {
+            return Ok(Err(Duration::from_millis(left.parse().unwrap_or(0))));
+        }
+        let Some(index) = index_of(&status) else {
+            let reason = format!("unexpected lock script answer {status:?}");
+            return Err(Error::backend(REDIS, call, self.key.as_str(), false, reason));
+        };
+        let (notifier, signal) = lost_signal(self.ttl);
+        notifier.held_for(started, self.ttl);
+        let releasing = Arc::new(AtomicBool::new(false));
+        let (stop, stopped) = oneshot::channel();
+        let holder = Holder {
+            client: self.client.clone(),
+            key: self.key.clone(),
+            index,
+            ttl: self.ttl,
+            releasing,
+        };
+        let release = RedisRelease {
+            client: self.client.clone(),
+            key: self.key.clone(),
+            index,
+            delete_value: self.delete_on_unlock,
+            releasing: Arc::clone(&holder.releasing),
+            stop,
+        };
+        self.spawner
+            .spawn_self_stopping(holder.renew(notifier, stopped, self.spawner.token()));
+        Ok(Ok(LockGuard::new(
+            REDIS,
+            self.key.as_str(),
+            index,
+            signal,
+            Box::new(release),
+        )))
+    }
+}
+
+#[async_trait]
+impl Locker for RedisLocker {
+    fn key(&self) -> &str {
+        self.key.as_str()
+    }
+
+    fn store_name(&self) -> &'static str {
+        REDIS
+    }
+
+    async fn lock(&self) -> Result<LockGuard> {
+        let closing = self.spawner.token();
+        loop {
+            let wait = match self.attempt("lock").await? {
+                Ok(guard) => return Ok(guard),
+                Err(left) => left.clamp(Duration::from_millis(5), POLL),
+            };
+            tokio::select! {
+                () = closing.cancelled() => return Err(self.closed("lock")),
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    async fn try_lock(&self) -> Result<Option<LockGuard>> {
+        Ok(self.attempt("try_lock").await?.ok())
+    }
+}
+
+/// The renewal side of a held lock.
+struct Holder {
+    client: RedisClient,
+    key: Key,
+    index: u64,
+    ttl: Duration,
+    releasing: Arc<AtomicBool>,
+}
+
+impl Holder {
+    async fn renew(self, lost: LostNotifier, mut stopped: oneshot::Receiver<()>, closing: CancellationToken) {
+        let mut tick = tokio::time::interval(self.ttl / 3);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut stopped => return,
+                () = closing.cancelled() => {
+                    lost.notify(LostReason::StoreClosed);
+                    return;
+                }
+                _ = tick.tick() => {}
+            }
+            let started = LostNotifier::now_ms();
+            let args = vec![self.index.to_string(), millis(self.ttl)];
+            let outcome = self
+                .client
+                .script("lock", self.key.as_str(), &SCRIPTS.renew, args)
+                .await;
+            let reason = match outcome.as_deref() {
+                Ok("ok") => {
+                    lost.held_for(started, self.ttl);
+                    continue;
+                }
+                Ok("taken") => LostReason::RecordDeleted,
+                Ok(_) => LostReason::Expired,
+                Err(err) => {
+                    tracing::debug!(store = REDIS, key = self.key.as_str(), error = %err, "lock renewal failed; retrying");
+                    continue;
+                }
+            };
+            if !self.releasing.load(Ordering::Acquire) {
+                lost.notify(reason);
+            }
+            return;
+        }
+    }
+}
+
+struct RedisRelease {
+    client: RedisClient,
+    key: Key,
+    index: u64,
+    delete_value: bool,
+    releasing: Arc<AtomicBool>,
+    stop: oneshot::Sender<()>,
+}
+
+#[async_trait]
+impl LockRelease for RedisRelease {
+    async fn release(self: Box<Self>) -> Result<()> {
+        let RedisRelease {
+            client,
+            key,
+            index,
+            delete_value,
+            releasing,
+            stop,
+        } = *self;
+        releasing.store(true, Ordering::Release);
+        let _ = stop.send(());
+        let args = vec![index.to_string(), if delete_value { "1" } else { "0" }.to_owned()];
+        match client
+            .script("unlock", key.as_str(), &SCRIPTS.unlock, args)
+            .await?
+            .as_str()
+        {
+            "ok" => Ok(()),
+            "taken" => Err(Error::LockLost {
+                store: REDIS,
+                key: key.to_string(),
+                reason: LostReason::RecordDeleted,
+            }),
+            _ => Err(Error::LockLost {
+                store: REDIS,
+                key: key.to_string(),
+                reason: LostReason::Expired,
+            }),
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! [`RedisStore`]: the [`Backend`] implementation and the registration.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use fred::interfaces::{ClientLike, KeysInterface};
+use futures_util::{Stream, StreamExt};
+use valkeyrie_core::{
+    Backend, Background, Capabilities, Error, Key, KvPair, LockOptions, Locker, ReadOptions, Registration, Result,
+    Store, StoreSpec, WatchStream, WriteOptions,
+};
+
+use crate::client::{glob_escape, index_of, millis, RedisClient};
+use crate::codec::{decode, encode_value};
+use crate::config::RedisConfig;
+use crate::lock::RedisLocker;
+use crate::scripts::SCRIPTS;
+use crate::{watch, REDIS, REDISS};
+
+/// Keys per SCAN page, MGET and UNLINK.
+const BATCH: usize = 500;
+
+/// A handle on a Redis deployment.
+pub struct RedisStore {
+    pub(crate) client: RedisClient,
+    pub(crate) config: RedisConfig,
+    background: Background,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisConfig {
+    /// Connects to `endpoints` (`host:port`; default `127.0.0.1:6379`): the server, the
+    /// cluster's seed nodes or the sentinels, depending on the topology.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfiguration`] for a bad setting; [`Error::NotReachable`] when the
+    /// server does not answer within `connect_timeout`.
+    pub async fn connect<I, E>(self, endpoints: I) -> Result<RedisStore>
+    where
+        I: IntoIterator<Item = E>,
+        E: Into<String>,
+    {
+        self.validate()?;
+        let endpoints: Vec<String> = endpoints.into_iter().map(Into::into).collect();
+        let client = RedisClient::connect(&endpoints, &self).await?;
+        Ok(RedisStore {
+            client,
+            config: self,
+            background: Background::new(),
+        })
+    }
+}
+
+fn ttl_arg(opts: &WriteOptions) -> String {
+    opts.ttl.map_or_else(|| "0".to_owned(), millis)
+}
+
+fn written(key: &Key, value: Bytes, status: &str) -> Result<KvPair> {
+    match index_of(status) {
+        Some(index) => Ok(KvPair::new(key.as_str(), value, index)),
+        None => Err(Error::backend(
+            REDIS,
+            "put",
+            key.as_str(),
+            false,
+            format!("unexpected script answer {status:?}"),
+        )),
+    }
+}
+
+/// Every key strictly below `dir`, from SCAN `dir/*` (deduplicated: SCAN may repeat).
+pub(crate) async fn keys_below(client: &RedisClient, dir: &Key) -> Result<Vec<String>> {
+    let pattern = format!("{}/*", glob_escape(dir.as_str()));
+    let node = client.pool.next();
+    let count = Some(u32::try_from(BATCH).unwrap_or(u32::MAX));
+    let mut keys: std::pin::Pin<Box<dyn Stream<Item = _> + Send>> = if client.cluster {
+        Box::pin(node.scan_cluster_buffered(pattern, count, None))
+    } else {
+        Box::pin(node.scan_buffered(pattern, count, None))
+    };
+    let mut found = BTreeSet::new();
+    while let Some(key) = keys.next().await {
+        let key = key.map_err(|e| crate::error::map_error("list", dir.as_str(), e))?;
+        found.insert(key.as_str_lossy().into_owned());
+    }
+    Ok(found.into_iter().collect())
+}
+
+/// The pairs at `keys`, skipping those deleted meanwhile.
+pub(crate) async fn read_many(
+    client: &RedisClient,
+    call: &'static str,
+    dir: &Key,
+    keys: &[String],
+) -> Result<Vec<KvPair>> {
+    let mut pairs = Vec::with_capacity(keys.len());
+    for batch in keys.chunks(BATCH) {
+        let values: Vec<Option<Bytes>> = if client.cluster {
+            let mut values = Vec::with_capacity(batch.len());
+            for key in batch {
+                values.push(
+                    client
+                        .request(call, dir.as_str(), client.pool.get(key.as_str()))
+                        .await?,
+                );
+            }
+            values
+        } else {
+            client
+                .request(call, dir.as_str(), client.pool.mget(batch.to_vec()))
+                .await?
+        };
+        pairs.extend(
+            batch
+                .iter()
+                .zip(values)
+                .filter_map(|(key, value)| value.map(|v| decode(key, &v))),
+        );
+    }
+    Ok(pairs)
+}
+
+/// `dir` and everything below it (with `tree`), or `dir` alone.
+pub(crate) async fn read_state(client: &RedisClient, key: &Key, tree: bool) -> Result<Vec<KvPair>> {
+    let mut keys = if tree {
+        keys_below(client, key).await?
+    } else {
+        Vec::new()
+    };
+    keys.push(key.to_string());
+    read_many(client, "watch", key, &keys).await
+}
+
+impl RedisStore {
+    /// Keeps a TTL write alive while the handle lives and the key still holds that write.
+    fn keep_alive(&self, key: &Key, index: u64, ttl: Duration) {
+        let client = self.client.clone();
+        let key = key.to_string();
+        self.background.spawn(async move {
+            let period = (ttl / 3).max(Duration::from_millis(50));
+            loop {
+                tokio::time::sleep(period).await;
+                let args = vec![index.to_string(), millis(ttl)];
+                match client.script("keep_alive", &key, &SCRIPTS.renew, args).await.as_deref() {
+                    Ok("ok") => {}
+                    Ok(_) => return,
+                    Err(err) => tracing::warn!(store = REDIS, key, error = %err, "keep-alive failed; retrying"),
+                }
+            }
+        });
+    }
+}
+
+#[async_trait]
+impl Backend for RedisStore {
+    fn name(&self) -> &'static str {
+        REDIS
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut caps = Capabilities::all();
+        caps.min_ttl = Duration::from_millis(100);
+        caps.max_value_size = Some(self.config.max_value_size);
+        caps.persistent = true;
+        caps
+    }
+
+    fn background(&self) -> &Background {
+        &self.background
+    }
+
+    async fn put(&self, key: &Key, value: Bytes, opts: &WriteOptions) -> Result<()> {
+        let args = vec![key.to_string(), encode_value(&value), ttl_arg(opts)];
+        let status = self.client.script("put", key.as_str(), &SCRIPTS.put, args).await?;
+        let pair = written(key, value, &status)?;
+        if let (Some(ttl), true) = (opts.ttl, opts.keep_alive) {
+            self.keep_alive(key, pair.last_index, ttl);
+        }
+        Ok(())
+    }
+
+    async fn get(&self, key: &Key, _opts: &ReadOptions) -> Result<KvPair> {
+        let stored: Option<Bytes> = self
+            .client
+            .request("get", key.as_str(), self.client.pool.get(key.as_str()))
+            .await?;
+        stored
+            .map(|stored| decode(key.as_str(), &stored))
+            .ok_or_else(|| Error::not_found(REDIS, key.as_str()))
+    }
+
+    async fn delete(&self, key: &Key) -> Result<()> {
+        let deleted: i64 = self
+            .client
+            .request("delete", key.as_str(), self.client.pool.del(key.as_str()))
+            .await?;
+        if deleted == 0 {
+            return Err(Error::not_found(REDIS, key.as_str()));
+        }
+        Ok(())
+    }
+
+    async fn exists(&self, key: &Key, _opts: &ReadOptions) -> Result<bool> {
+        let count: i64 = self
+            .client
+            .request("exists", key.as_str(), self.client.pool.exists(key.as_str()))
+            .await?;
+        Ok(count > 0)
+    }
+
+    async fn list(&self, dir: &Key, _opts: &ReadOptions) -> Result<Vec<KvPair>> {
+        let mut keys = keys_below(&self.client, dir).await?;
+        keys.push(dir.to_string());
+        read_many(&self.client, "list", dir, &keys).await
+    }
+
+    async fn delete_tree(&self, dir: &Key) -> Result<()> {
+        let mut keys = keys_below(&self.client, dir).await?;
+        keys.push(dir.to_string());
+        let mut deleted = 0i64;
+        let batch_size = if self.client.cluster { 1 } else { BATCH };
+        for batch in keys.chunks(batch_size) {
+            let unlink = self.client.pool.unlink::<i64, _>(batch.to_vec());
+            deleted += self.client.request("delete_tree", dir.as_str(), unlink).await?;
+        }
+        if deleted == 0 {
+            return Err(Error::not_found(REDIS, dir.as_str()));
+        }
+        Ok(())
+    }
+
+    async fn watch(&self, key: &Key, _opts: &ReadOptions) -> Result<WatchStream> {
+        watch::watch(self, key, false).await
+    }
+
+    async fn watch_tree(&self, dir: &Key, _opts: &ReadOptions) -> Result<WatchStream> {
+        watch::watch(self, dir, true).await
+    }
+
+    async fn new_lock(&self, key: &Key, opts: LockOptions) -> Result<Box<dyn Locker>> {
+        Ok(Box::new(RedisLocker::new(
+            self.client.clone(),
+            key.clone(),
+            opts,
+            self.background.spawner(),
+        )))
+    }
+
+    async fn atomic_put(
+        &self,
+        key: &Key,
+        value: Bytes,
+        previous: Option<&KvPair>,
+        opts: &WriteOptions,
+    ) -> Result<KvPair> {
+        let mut args = vec![key.to_string(), encode_value(&value), ttl_arg(opts)];
+        let script = match previous {
+            None => &SCRIPTS.create,
+            Some(previous) => {
+                args.push(previous.last_index.to_string());
+                &SCRIPTS.cas
+            }
+        };
+        let status = self.client.script("atomic_put", key.as_str(), script, args).await?;
+        match status.as_str() {
+            "exists" => Err(Error::exists(REDIS, key.as_str())),
+            "notfound" => Err(Error::not_found(REDIS, key.as_str())),
+            "modified" => Err(Error::modified(REDIS, key.as_str())),
+            _ => {
+                let pair = written(key, value, &status)?;
+                if let (Some(ttl), true) = (opts.ttl, opts.keep_alive) {
+                    self.keep_alive(key, pair.last_index, ttl);
+                }
+                Ok(pair)
+            }
+        }
+    }
+
+    async fn atomic_delete(&self, key: &Key, previous: &KvPair) -> Result<()> {
+        let args = vec![previous.last_index.to_string()];
+        match self
+            .client
+            .script("atomic_delete", key.as_str(), &SCRIPTS.cad, args)
+            .await?
+            .as_str()
+        {
+            "ok" => Ok(()),
+            "notfound" => Err(Error::not_found(REDIS, key.as_str())),
+            _ => Err(Error::modified(REDIS, key.as_str())),
+        }
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.client.request("close", "", self.client.pool.quit()).await
+    }
+}
+
+async fn open(spec: StoreSpec, tls: bool) -> Result<Arc<dyn Store>> {
+    let mut config: RedisConfig = spec.config.resolve()?;
+    config.tls |= tls;
+    Ok(Arc::new(config.connect(spec.endpoints).await?))
+}
+
+inventory::submit! { Registration::new(REDIS, Some("database"), |spec| Box::pin(open(spec, false))) }
+inventory::submit! { Registration::new(REDISS, Some("database"), |spec| Box::pin(open(spec, true))) }

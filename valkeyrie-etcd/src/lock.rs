@@ -140,6 +140,10 @@ impl EtcdLocker {
                 .unwrap_or(0)
         };
 
+        if own_revision <= 0 {
+            let reason = format!("no create revision for {contender}");
+            return Err(Error::backend(ETCD, call, key, true, reason));
+        }
         let (notifier, signal) = lost_signal(self.ttl);
         notifier.held_for(granted_at, self.ttl);
         let releasing = Arc::new(AtomicBool::new(false));
@@ -300,6 +304,8 @@ impl Session {
                         }
                         return;
                     }
+                    // A cancelled watch (its start revision compacted, say) is a broken one.
+                    Ok(Some(response)) if response.canceled() => deletions = None,
                     Ok(Some(_)) => {}
                     // The watch broke; the keep-alive still guards the lease.
                     Ok(None) | Err(_) => deletions = None,
@@ -322,10 +328,35 @@ impl Session {
                 }
             }
             if deletions.is_none() {
-                let options = WatchOptions::new().with_start_revision(self.own_revision + 1);
-                deletions = raw.watch(self.contender.as_str(), Some(options)).await.ok();
+                // Watch from now on, after checking that nothing deleted the key meanwhile.
+                match self.still_ours().await {
+                    Ok(true) => {
+                        let options = WatchOptions::new();
+                        deletions = raw.watch(self.contender.as_str(), Some(options)).await.ok();
+                    }
+                    Ok(false) => {
+                        if !self.releasing.load(Ordering::Acquire) {
+                            lost.notify(LostReason::RecordDeleted);
+                        }
+                        return;
+                    }
+                    Err(_) => {}
+                }
             }
         }
+    }
+
+    /// Whether our contender key still exists with our create revision.
+    async fn still_ours(&self) -> Result<bool> {
+        let mut raw = self.client.raw();
+        let current = self
+            .client
+            .request("lock", &self.contender, raw.get(self.contender.as_str(), None))
+            .await?;
+        Ok(current
+            .kvs()
+            .first()
+            .is_some_and(|kv| kv.create_revision() == self.own_revision))
     }
 
     /// One keep-alive round trip: `Ok(false)` when the lease is gone.

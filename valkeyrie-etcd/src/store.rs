@@ -76,57 +76,70 @@ fn revision(index: u64) -> i64 {
     i64::try_from(index).unwrap_or(i64::MAX)
 }
 
-impl EtcdStore {
-    /// Reads `dir` and every key below it at one revision, in pages; returns the pairs and
-    /// that revision.
-    pub(crate) async fn list_at(&self, dir: &Key, opts: &ReadOptions) -> Result<(Vec<KvPair>, i64)> {
-        let mut client = self.client.raw();
-        let own = self
-            .client
-            .request("list", dir.as_str(), client.get(dir.as_str(), Some(read_options(opts))))
+/// Reads `dir` and every key below it (lock bookkeeping excluded) at one revision, in pages
+/// of `page_size`; returns the pairs and that revision.
+pub(crate) async fn list_at(
+    client: &EtcdClient,
+    page_size: u32,
+    dir: &Key,
+    opts: &ReadOptions,
+) -> Result<(Vec<KvPair>, i64)> {
+    let mut raw = client.raw();
+    let own = client
+        .request("list", dir.as_str(), raw.get(dir.as_str(), Some(read_options(opts))))
+        .await?;
+    let revision = own.header().map_or(0, |h| h.revision());
+    let mut pairs: Vec<KvPair> = own.kvs().iter().map(pair).collect();
+    let prefix = dir.dir_prefix().into_bytes();
+    let end = prefix_end(&prefix);
+    let mut start = prefix;
+    loop {
+        let page = read_options(opts)
+            .with_range(end.clone())
+            .with_limit(i64::from(page_size))
+            .with_revision(revision);
+        let response = client
+            .request("list", dir.as_str(), raw.get(start.clone(), Some(page)))
             .await?;
-        let revision = own.header().map_or(0, |h| h.revision());
-        let mut pairs: Vec<KvPair> = own.kvs().iter().map(pair).collect();
-        // Pages are fetched whole; lock contender keys below `dir` are dropped from them.
-        let prefix = dir.dir_prefix().into_bytes();
-        let end = prefix_end(&prefix);
-        let mut start = prefix;
-        loop {
-            let page = read_options(opts)
-                .with_range(end.clone())
-                .with_limit(i64::from(self.config.list_page_size))
-                .with_revision(revision);
-            let response = self
-                .client
-                .request("list", dir.as_str(), client.get(start.clone(), Some(page)))
-                .await?;
-            pairs.extend(response.kvs().iter().filter(|kv| !is_bookkeeping(kv.key())).map(pair));
-            match response.kvs().last() {
-                Some(last) if response.more() => {
-                    start = last.key().to_vec();
-                    start.push(0);
-                }
-                _ => break,
+        pairs.extend(response.kvs().iter().filter(|kv| !is_bookkeeping(kv.key())).map(pair));
+        match response.kvs().last() {
+            Some(last) if response.more() => {
+                start = last.key().to_vec();
+                start.push(0);
             }
+            _ => break,
         }
-        Ok((pairs, revision))
     }
+    Ok((pairs, revision))
+}
 
-    /// Grants a lease for a TTL write and, with `keep_alive`, keeps it alive in the
-    /// background while `key` still uses it.
+/// `key` alone, with the revision it was read at.
+pub(crate) async fn get_at(client: &EtcdClient, key: &Key) -> Result<(Vec<KvPair>, i64)> {
+    let mut raw = client.raw();
+    let response = client
+        .request("watch", key.as_str(), raw.get(key.as_str(), None))
+        .await?;
+    let revision = response.header().map_or(0, |h| h.revision());
+    Ok((response.kvs().iter().map(pair).collect(), revision))
+}
+
+impl EtcdStore {
+    /// Grants a lease for a TTL write.
     async fn lease_for(&self, key: &Key, opts: &WriteOptions) -> Result<Option<i64>> {
         let Some(ttl) = opts.ttl else { return Ok(None) };
         let mut client = self.client.raw();
-        let lease = self
-            .client
-            .request("put", key.as_str(), client.lease_grant(lease_seconds(ttl), None))
-            .await?
-            .id();
-        if opts.keep_alive {
+        let grant = client.lease_grant(lease_seconds(ttl), None);
+        Ok(Some(self.client.request("put", key.as_str(), grant).await?.id()))
+    }
+
+    /// With `keep_alive`, keeps the lease of a write that succeeded alive in the background
+    /// while `key` still uses it. Started only after the write, so its first check never
+    /// finds the key not attached yet.
+    fn keep_alive_after_write(&self, key: &Key, lease: Option<i64>, opts: &WriteOptions) {
+        if let (Some(lease), Some(ttl), true) = (lease, opts.ttl, opts.keep_alive) {
             self.background
                 .spawn(keep_lease_alive(self.client.clone(), key.clone(), lease, ttl));
         }
-        Ok(Some(lease))
     }
 }
 
@@ -160,7 +173,13 @@ async fn keep_lease_alive(client: EtcdClient, key: Key, lease: i64, ttl: Duratio
         };
         match client.request("keep_alive", key.as_str(), renewed).await {
             Ok(Some(response)) if response.ttl() > 0 => {}
-            Ok(_) => return,
+            // The lease is gone (expired or revoked): nothing left to keep alive.
+            Ok(Some(_)) => return,
+            Ok(None) => tracing::warn!(
+                store = ETCD,
+                key = key.as_str(),
+                "lease keep-alive stream closed; retrying"
+            ),
             Err(err) => {
                 tracing::warn!(store = ETCD, key = key.as_str(), error = %err, "lease keep-alive failed; retrying")
             }
@@ -194,8 +213,9 @@ impl Backend for EtcdStore {
         let mut client = self.client.raw();
         self.client
             .request("put", key.as_str(), client.put(key.as_str(), value.to_vec(), options))
-            .await
-            .map(drop)
+            .await?;
+        self.keep_alive_after_write(key, lease, opts);
+        Ok(())
     }
 
     async fn get(&self, key: &Key, opts: &ReadOptions) -> Result<KvPair> {
@@ -234,7 +254,7 @@ impl Backend for EtcdStore {
     }
 
     async fn list(&self, dir: &Key, opts: &ReadOptions) -> Result<Vec<KvPair>> {
-        Ok(self.list_at(dir, opts).await?.0)
+        Ok(list_at(&self.client, self.config.list_page_size, dir, opts).await?.0)
     }
 
     async fn delete_tree(&self, dir: &Key) -> Result<()> {
@@ -303,6 +323,7 @@ impl Backend for EtcdStore {
         let mut client = self.client.raw();
         let response = self.client.request("atomic_put", key.as_str(), client.txn(txn)).await?;
         if response.succeeded() {
+            self.keep_alive_after_write(key, lease, opts);
             let index = response.header().map_or(0, |h| h.revision());
             return Ok(KvPair::new(key.as_str(), value, u64::try_from(index).unwrap_or(0)));
         }

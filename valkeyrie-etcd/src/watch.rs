@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 use etcd_client::{EventType, WatchOptions};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use valkeyrie_core::{Backend, Error, Key, ReadOptions, Result, WatchEvent, WatchStream};
+use valkeyrie_core::{Backend, Error, Key, KvPair, ReadOptions, Result, WatchEvent, WatchStream};
 
 use crate::client::EtcdClient;
 use crate::lock::is_bookkeeping;
-use crate::store::{pair, EtcdStore};
+use crate::store::{get_at, list_at, pair, EtcdStore};
 use crate::ETCD;
 
 /// Items buffered between the feeder task and a slow consumer.
@@ -19,17 +19,8 @@ const BUFFER: usize = 64;
 
 /// A watch on `key`, or with `tree` on everything below it.
 pub(crate) async fn watch(store: &EtcdStore, key: &Key, tree: bool, opts: &ReadOptions) -> Result<WatchStream> {
-    let (snapshot, revision) = if tree {
-        store.list_at(key, opts).await?
-    } else {
-        let mut client = store.client.raw();
-        let response = store
-            .client
-            .request("watch", key.as_str(), client.get(key.as_str(), None))
-            .await?;
-        let revision = response.header().map_or(0, |h| h.revision());
-        (response.kvs().iter().map(pair).collect(), revision)
-    };
+    let page_size = store.config.list_page_size;
+    let (snapshot, revision) = read(&store.client, page_size, key, tree, opts).await?;
     let (sender, receiver) = mpsc::channel(BUFFER);
     // The channel is new and empty: the snapshot always fits.
     let _ = sender.try_send(Ok(WatchEvent::Snapshot(snapshot)));
@@ -37,16 +28,35 @@ pub(crate) async fn watch(store: &EtcdStore, key: &Key, tree: bool, opts: &ReadO
         client: store.client.clone(),
         key: key.clone(),
         tree,
+        page_size,
+        consistent: opts.consistent,
         retry_for: store.config.watch_retry_for,
     };
     store.background().spawn(feeder.run(revision + 1, sender));
     Ok(Box::pin(ReceiverStream::new(receiver)))
 }
 
+/// What is watched, read at one revision.
+async fn read(
+    client: &EtcdClient,
+    page_size: u32,
+    key: &Key,
+    tree: bool,
+    opts: &ReadOptions,
+) -> Result<(Vec<KvPair>, i64)> {
+    if tree {
+        list_at(client, page_size, key, opts).await
+    } else {
+        get_at(client, key).await
+    }
+}
+
 struct Feeder {
     client: EtcdClient,
     key: Key,
     tree: bool,
+    page_size: u32,
+    consistent: bool,
     retry_for: Duration,
 }
 
@@ -67,7 +77,7 @@ impl Feeder {
         let mut failing_since: Option<Instant> = None;
         let mut backoff = Duration::from_millis(100);
         loop {
-            let mut options = WatchOptions::new().with_start_revision(next);
+            let mut options = WatchOptions::new().with_start_revision(next).with_progress_notify();
             if self.tree {
                 options = options.with_prefix();
             }
@@ -90,12 +100,27 @@ impl Feeder {
                     failing_since = None;
                     backoff = Duration::from_millis(100);
                     if response.compact_revision() > 0 {
-                        let reason = format!(
-                            "revision {next} was compacted (the oldest kept is {}): changes may have been missed; watch again",
-                            response.compact_revision()
-                        );
-                        let _ = sender.send(Err(self.error(reason, false))).await;
-                        return;
+                        // Revisions from `next` on are gone: changes may have been missed.
+                        // Read the current state and go on from there with a fresh snapshot.
+                        let opts = ReadOptions {
+                            consistent: self.consistent,
+                        };
+                        match read(&self.client, self.page_size, &self.key, self.tree, &opts).await {
+                            Ok((pairs, revision)) => {
+                                tracing::debug!(
+                                    store = ETCD,
+                                    key = self.key.as_str(),
+                                    next,
+                                    "watch revision compacted; resynced"
+                                );
+                                if sender.send(Ok(WatchEvent::Snapshot(pairs))).await.is_err() {
+                                    return;
+                                }
+                                next = revision + 1;
+                                break "resynced after a compaction".to_owned();
+                            }
+                            Err(err) => break err.to_string(),
+                        }
                     }
                     if response.canceled() {
                         let reason = format!("the server cancelled the watch: {}", response.cancel_reason());
@@ -117,6 +142,11 @@ impl Feeder {
                             return;
                         }
                         next = next.max(kv.mod_revision() + 1);
+                    }
+                    // Every change up to the header's revision has been delivered: resume
+                    // after it, so an idle watch does not fall behind the compaction point.
+                    if let Some(header) = response.header() {
+                        next = next.max(header.revision() + 1);
                     }
                 },
                 Err(err) => err.to_string(),

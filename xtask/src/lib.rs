@@ -10,13 +10,12 @@ pub mod setup;
 pub mod summary;
 pub mod test;
 
-/// Prints one line of progress, prefixed with the task.
+/// Prints one line of progress, prefixed with the task. A closed stdout (the output piped
+/// into `head`) is ignored: the run goes on and still stops its servers.
 #[macro_export]
 macro_rules! say {
     ($task:expr, $($arg:tt)*) => {{
-        #[allow(clippy::print_stdout)]
-        {
-            println!("{}: {}", $task, format!($($arg)*));
-        }
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), "{}: {}", $task, format!($($arg)*));
     }};
 }

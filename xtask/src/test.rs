@@ -100,9 +100,19 @@ pub fn run(args: &[&str]) -> Result<(), String> {
     })
     .map_err(|e| format!("installing the Ctrl-C handler: {e}"))?;
 
-    let result = start_and_test(&suites, &servers, &started);
-    started.stop_all();
-    result
+    // Stops the servers however this function ends, a panic included (a closed stdout
+    // makes printing panic).
+    let _stop_on_exit = StopOnExit(started.clone());
+    start_and_test(&suites, &servers, &started)
+}
+
+/// Stops the servers a run started when dropped.
+struct StopOnExit(StartedServers);
+
+impl Drop for StopOnExit {
+    fn drop(&mut self) {
+        self.0.stop_all();
+    }
 }
 
 fn start_and_test(suites: &[&Suite], servers: &[Server], started: &StartedServers) -> Result<(), String> {

@@ -85,8 +85,13 @@ impl BackendConfig for RedisConfig {
 }
 
 impl RedisConfig {
-    /// Checks what needs no server.
-    pub(crate) fn validate(&self) -> Result<()> {
+    /// Checks what needs no server, with the endpoints the store is opened on.
+    pub(crate) fn validate(&self, endpoints: &[String]) -> Result<()> {
+        if self.topology == Topology::Standalone && endpoints.len() > 1 {
+            let reason =
+                "a standalone server takes one endpoint; set topology=cluster or topology=sentinel for several";
+            return Err(Error::config(REDIS, "endpoints", reason));
+        }
         let invalid = |field: &str, reason: &str| Err(Error::config(REDIS, field, reason));
         if self.pool_size == 0 {
             return invalid("pool_size", "must be at least 1");
@@ -132,11 +137,28 @@ mod tests {
     }
 
     #[test]
+    fn a_standalone_server_takes_one_endpoint() {
+        let err = RedisConfig::default()
+            .validate(&["h1:6379".into(), "h2:6379".into()])
+            .unwrap_err();
+        assert!(err.to_string().contains("endpoints"), "{err}");
+        let cluster = RedisConfig {
+            topology: Topology::Cluster,
+            ..Default::default()
+        };
+        assert!(cluster.validate(&["h1:6379".into(), "h2:6379".into()]).is_ok());
+    }
+
+    #[test]
     fn sentinel_needs_a_service_name() {
         let config = RedisConfig {
             topology: Topology::Sentinel,
             ..Default::default()
         };
-        assert!(config.validate().unwrap_err().to_string().contains("sentinel_service"));
+        assert!(config
+            .validate(&[])
+            .unwrap_err()
+            .to_string()
+            .contains("sentinel_service"));
     }
 }

@@ -19,7 +19,13 @@
 //!   fail saying which setting is needed (or turn it on with `enable_keyspace_events`).
 //! * Locks are the key itself (`SET NX PX` semantics in a script, as in Go), owned by the
 //!   envelope's `LastIndex`, renewed and released by index-checked scripts. The fencing
-//!   token is that index.
+//!   token is that index: it grows with every write of the key and, after the key was
+//!   deleted, restarts from the server clock (so it relies on that clock not stepping back).
+//!   Go waiters take a lock only with `SET NX`: for locks shared with Go services, set
+//!   `delete_on_unlock` (the Go store always deletes on unlock); without it the value stays
+//!   after unlock, which frees the lock for valkeyrie contenders but not for Go ones.
+//! * On a cluster, watches are not supported (`capabilities()` says so): keyspace
+//!   notifications reach only clients of the node that owns each key.
 //!
 //! ## Example
 //!

@@ -60,8 +60,7 @@ impl RedisLocker {
             return Err(self.closed(call));
         }
         let started = LostNotifier::now_ms();
-        let args = vec![self.key.to_string(), encode_value(&self.value), millis(self.ttl)];
-        let status = self.client.script(call, self.key.as_str(), &SCRIPTS.lock, args).await?;
+        let status = self.run_lock_script(call).await?;
         if let Some(left) = status.strip_prefix("busy:") {
             return Ok(Err(Duration::from_millis(left.parse().unwrap_or(0))));
         }
@@ -97,6 +96,31 @@ impl RedisLocker {
             signal,
             Box::new(release),
         )))
+    }
+}
+
+impl RedisLocker {
+    /// Runs the lock script in its own task, so that dropping `lock()` (a timeout, a
+    /// cancelled caller) mid-request cannot leave an acquisition nobody holds: if the caller
+    /// is gone when the script answers, the task releases what it took.
+    async fn run_lock_script(&self, call: &'static str) -> Result<String> {
+        let (answer, answered) = oneshot::channel();
+        let client = self.client.clone();
+        let key = self.key.clone();
+        let args = vec![self.key.to_string(), encode_value(&self.value), millis(self.ttl)];
+        let delete = if self.delete_on_unlock { "1" } else { "0" };
+        tokio::spawn(async move {
+            let status = client.script(call, key.as_str(), &SCRIPTS.lock, args).await;
+            if let Err(Ok(status)) = answer.send(status) {
+                if let Some(index) = index_of(&status) {
+                    let args = vec![index.to_string(), delete.to_owned()];
+                    let _ = client.script("unlock", key.as_str(), &SCRIPTS.unlock, args).await;
+                }
+            }
+        });
+        answered
+            .await
+            .map_err(|e| Error::backend(REDIS, call, self.key.as_str(), true, e))?
     }
 }
 

@@ -77,11 +77,13 @@ store(KEYS[1], ARGV[1], ARGV[2], ARGV[3], index)
 return 'ok:' .. text(index)
 "#;
 
-/// `RENEW key | expected, ttl_ms` → `ok`, `gone` or `taken`.
+/// `RENEW key | expected, ttl_ms` → `ok`, `gone` or `taken`. A key without an expiry was
+/// released (or rewritten without a TTL): a late renewal must not lock it again.
 const RENEW: &str = r#"
 local current = current_index(KEYS[1])
 if not current then return 'gone' end
 if text(current) ~= ARGV[1] then return 'taken' end
+if redis.call('PTTL', KEYS[1]) < 0 then return 'gone' end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 'ok'
 "#;

@@ -50,8 +50,8 @@ impl RedisConfig {
         I: IntoIterator<Item = E>,
         E: Into<String>,
     {
-        self.validate()?;
         let endpoints: Vec<String> = endpoints.into_iter().map(Into::into).collect();
+        self.validate(&endpoints)?;
         let client = RedisClient::connect(&endpoints, &self).await?;
         Ok(RedisStore {
             client,
@@ -169,6 +169,11 @@ impl Backend for RedisStore {
 
     fn capabilities(&self) -> Capabilities {
         let mut caps = Capabilities::all();
+        // A cluster sends keyspace notifications only to clients of the node owning the
+        // key; one subscriber connection cannot see them all.
+        let cluster = self.client.cluster;
+        caps.watch = !cluster;
+        caps.watch_tree = !cluster;
         caps.min_ttl = Duration::from_millis(100);
         caps.max_value_size = Some(self.config.max_value_size);
         caps.persistent = true;

@@ -3,8 +3,9 @@
 //! The watch subscribes first and reads the current state after, so nothing between the
 //! two is missed. Each notification names a key; the key is read again and reported as a
 //! `Put` when its index moved or a `Delete` when it is gone (several quick writes may show
-//! as one `Put` of the latest value). After a reconnect fred re-subscribes, and the watch
-//! sends a fresh `Snapshot`, since notifications during the outage are lost.
+//! as one `Put` of the latest value). After a reconnect the watch subscribes again, then
+//! sends a fresh `Snapshot`, since notifications during the outage are lost; a failed read
+//! of one key also ends in a fresh `Snapshot` rather than a gap.
 
 use std::collections::HashMap;
 
@@ -12,7 +13,7 @@ use bytes::Bytes;
 use fred::clients::SubscriberClient;
 use fred::interfaces::{ClientLike, ConfigInterface, EventInterface, KeysInterface, PubsubInterface};
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use valkeyrie_core::{Backend, Error, Key, KvPair, Result, WatchEvent, WatchStream};
 
@@ -23,30 +24,36 @@ use crate::REDIS;
 /// Items buffered between the feeder and a slow consumer.
 const BUFFER: usize = 64;
 
-/// Checks that the server publishes keyspace events for the commands the store uses (`K`
-/// plus generic, string and expiry events), turning them on when the config allows.
+/// The event classes a watch needs: keyspace (`K`), generic (`g`: del, rename, persist),
+/// string (`$`: set), expired (`x`) and evicted (`e`).
+const NEEDED: [char; 4] = ['g', '$', 'x', 'e'];
+
+/// Checks that the server publishes the keyspace events a watch needs, turning them on when
+/// the config allows. A server that refuses CONFIG (managed Redis) is trusted with a warning.
 async fn ensure_notifications(store: &RedisStore, key: &Key) -> Result<()> {
     let client = &store.client;
-    let current: HashMap<String, String> = client
+    let read = client
         .request("watch", key.as_str(), client.pool.config_get("notify-keyspace-events"))
-        .await?;
+        .await;
+    let current: HashMap<String, String> = match read {
+        Ok(current) => current,
+        Err(err) => {
+            tracing::warn!(store = REDIS, error = %err, "cannot read notify-keyspace-events; assuming it is set");
+            return Ok(());
+        }
+    };
     let flags = current.get("notify-keyspace-events").cloned().unwrap_or_default();
-    let enough = flags.contains('K') && (flags.contains('A') || ["g", "$", "x"].iter().all(|f| flags.contains(f)));
+    let enough = flags.contains('K') && (flags.contains('A') || NEEDED.iter().all(|f| flags.contains(*f)));
     if enough {
         return Ok(());
     }
     if store.config.enable_keyspace_events {
-        let wanted = format!("{flags}Kg$x");
-        return client
-            .request(
-                "watch",
-                key.as_str(),
-                client.pool.config_set("notify-keyspace-events", wanted),
-            )
-            .await;
+        let wanted = format!("{flags}Kg$xe");
+        let set = client.pool.config_set("notify-keyspace-events", wanted);
+        return client.request("watch", key.as_str(), set).await;
     }
     let reason = format!(
-        "the server has keyspace notifications off (notify-keyspace-events={flags:?}); watches need K, g, $ and x: \
+        "the server has keyspace notifications off (notify-keyspace-events={flags:?}); watches need K, g, $, x and e: \
          run `CONFIG SET notify-keyspace-events KEA` (or set it in redis.conf), or set enable_keyspace_events=true"
     );
     Err(Error::backend(REDIS, "watch", key.as_str(), false, reason))
@@ -56,15 +63,10 @@ async fn ensure_notifications(store: &RedisStore, key: &Key) -> Result<()> {
 pub(crate) async fn watch(store: &RedisStore, key: &Key, tree: bool) -> Result<WatchStream> {
     ensure_notifications(store, key).await?;
     let subscriber = Subscriber(store.client.subscriber().await?);
-    let prefix = format!("__keyspace@{}__:", store.client.database);
-    let pattern = if tree {
-        format!("{prefix}{}/*", glob_escape(key.as_str()))
-    } else {
-        format!("{prefix}{}", glob_escape(key.as_str()))
-    };
+    let channel = format!("__keyspace@{}__:{}", store.client.database, glob_escape(key.as_str()));
+    let pattern = if tree { format!("{channel}/*") } else { channel };
     let events = subscriber.0.keyspace_event_rx();
     let reconnects = subscriber.0.reconnect_rx();
-    let resubscriber = subscriber.0.manage_subscriptions();
     store
         .client
         .request("watch", key.as_str(), subscriber.0.psubscribe(pattern))
@@ -76,20 +78,19 @@ pub(crate) async fn watch(store: &RedisStore, key: &Key, tree: bool) -> Result<W
     let _ = sender.try_send(Ok(WatchEvent::Snapshot(snapshot)));
     let feeder = Feeder {
         client: store.client.clone(),
+        subscriber,
         key: key.clone(),
         tree,
-        database: store.client.database,
         known,
     };
-    store.background().spawn(async move {
-        let _subscriber = subscriber;
-        feeder.run(events, reconnects, sender).await;
-        resubscriber.abort();
-    });
+    let database = store.client.database;
+    store
+        .background()
+        .spawn(feeder.run(database, events, reconnects, sender));
     Ok(Box::pin(ReceiverStream::new(receiver)))
 }
 
-/// Quits the subscriber connection when the watch ends.
+/// Quits the subscriber connection when the watch ends, however it ends.
 struct Subscriber(SubscriberClient);
 
 impl Drop for Subscriber {
@@ -105,9 +106,9 @@ impl Drop for Subscriber {
 
 struct Feeder {
     client: RedisClient,
+    subscriber: Subscriber,
     key: Key,
     tree: bool,
-    database: u8,
     /// The index last reported per existing key.
     known: HashMap<String, u64>,
 }
@@ -117,19 +118,20 @@ type Sender = mpsc::Sender<Result<WatchEvent>>;
 impl Feeder {
     async fn run(
         mut self,
-        mut events: tokio::sync::broadcast::Receiver<fred::types::KeyspaceEvent>,
-        mut reconnects: tokio::sync::broadcast::Receiver<fred::types::config::Server>,
+        database: u8,
+        mut events: broadcast::Receiver<fred::types::KeyspaceEvent>,
+        mut reconnects: broadcast::Receiver<fred::types::config::Server>,
         sender: Sender,
     ) {
         loop {
             let item = tokio::select! {
                 () = sender.closed() => return,
                 reconnected = reconnects.recv() => match reconnected {
-                    Ok(_) | Err(RecvError::Lagged(_)) => self.resync().await,
+                    Ok(_) | Err(RecvError::Lagged(_)) => self.resubscribe_and_resync().await,
                     Err(RecvError::Closed) => return,
                 },
                 event = events.recv() => match event {
-                    Ok(event) if event.db == self.database => {
+                    Ok(event) if event.db == database => {
                         let key = event.key.as_str_lossy().into_owned();
                         self.changed(&key).await
                     }
@@ -160,7 +162,8 @@ impl Feeder {
             .request("watch", key, self.client.pool.get::<Option<Bytes>, _>(key))
             .await;
         match read {
-            Err(err) => Some(Err(err)),
+            // The change is known but its value is not: start over from a snapshot.
+            Err(_) => self.resync().await,
             Ok(Some(stored)) => {
                 let pair = crate::codec::decode(key, &stored);
                 let newer = self
@@ -179,6 +182,16 @@ impl Feeder {
                 })
             }),
         }
+    }
+
+    /// After a reconnect: subscribe again first, then read, so no change falls between.
+    async fn resubscribe_and_resync(&mut self) -> Option<Result<WatchEvent>> {
+        let resubscribed = self.subscriber.0.resubscribe_all().await;
+        if let Err(err) = resubscribed {
+            let err = crate::error::map_error("watch", self.key.as_str(), err);
+            return Some(Err(err));
+        }
+        self.resync().await
     }
 
     /// A fresh snapshot, after notifications may have been lost.

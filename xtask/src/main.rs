@@ -13,7 +13,7 @@ commands:
   test [--backend NAME ...] [--docker]
                                  start the servers a run needs, run every crate's tests with the
                                  endpoint variables set, stop what it started, print a summary;
-                                 backends: memory boltlike etcd redis template servers. --docker takes the
+                                 backends: memory boltlike etcd redis zookeeper template servers. --docker takes the
                                  servers from containers (testcontainers) instead of local processes
   servers install [NAME ...]     install servers (all by default)
   servers start [NAME ...]       start servers on loopback (all by default) and leave them running

@@ -19,7 +19,7 @@ struct Suite {
 }
 
 /// Every suite, in the order of the README's capability table.
-const SUITES: [Suite; 6] = [
+const SUITES: [Suite; 7] = [
     Suite {
         backend: "memory",
         package: "valkeyrie-core",
@@ -39,6 +39,11 @@ const SUITES: [Suite; 6] = [
         backend: "redis",
         package: "valkeyrie-redis",
         servers: &[Server::Redis],
+    },
+    Suite {
+        backend: "zookeeper",
+        package: "valkeyrie-zookeeper",
+        servers: &[Server::ZooKeeper],
     },
     Suite {
         backend: "template",

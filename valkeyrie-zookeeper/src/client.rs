@@ -1,0 +1,309 @@
+//! The connection and the znode rules: which nodes are keys, how missing parents are made,
+//! and one way to run a request with its deadline and error mapping.
+//!
+//! A key `a/b` is the znode `/a/b` (under the chroot) holding the raw value. Missing
+//! parents are created holding the single byte `\x01`, the directory marker old libkv
+//! versions wrote (the Go store still recognizes it): such a node is not a key, so a
+//! directory that only exists as a prefix behaves as on every other backend, and it is
+//! removed again once its last child is deleted. A value that starts with `\x01` is stored
+//! with one more `\x01` in front, so no value is ever mistaken for the marker. Lock
+//! contender nodes (`_c_<32 hex>-lock-<sequence>`, the Go store's layout) are never keys.
+
+use std::future::Future;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use futures_util::{stream, StreamExt, TryStreamExt};
+use valkeyrie_core::{Error, Key, KvPair, Result};
+use zookeeper_client::{Acls, Client, CreateMode, Stat};
+
+use crate::config::ZookeeperConfig;
+use crate::error::map_error;
+use crate::ZOOKEEPER;
+
+/// The data of a directory node made for its children, not written as a key.
+pub(crate) const DIR_MARKER: &[u8] = &[0x01];
+
+/// A session with a ZooKeeper ensemble. Clones share it; the session ends when
+/// [`ZkClient::close`] empties the slot and the requests in flight finish (zookeeper-client
+/// closes a session when its last `Client` goes).
+#[derive(Clone)]
+pub(crate) struct ZkClient {
+    slot: Arc<RwLock<Option<Client>>>,
+    request_timeout: Duration,
+}
+
+impl ZkClient {
+    /// Connects to `endpoints` (and the chroot) within the connect timeout.
+    pub(crate) async fn connect(endpoints: &[String], config: &ZookeeperConfig) -> Result<Self> {
+        let mut cluster = if endpoints.is_empty() {
+            "127.0.0.1:2181".to_owned()
+        } else {
+            endpoints.join(",")
+        };
+        if let Some(chroot) = config.chroot_path() {
+            cluster.push_str(&chroot);
+        }
+        let mut connector = Client::connector()
+            .with_session_timeout(config.session_timeout)
+            .with_connection_timeout(config.connect_timeout);
+        if let (Some(user), Some(password)) = (&config.username, &config.password) {
+            connector = connector.with_auth("digest", format!("{user}:{}", password.expose()).as_bytes());
+        }
+        // Connecting retries until the session timeout; bound it by the connect timeout.
+        let limit = config.connect_timeout.max(Duration::from_millis(100));
+        let client = match tokio::time::timeout(limit, connector.connect(&cluster)).await {
+            Ok(result) => result.map_err(|e| map_error("connect", "", e))?,
+            Err(_) => {
+                let reason = format!("no session with {} within {limit:?}", endpoints.join(","));
+                return Err(Error::NotReachable {
+                    store: ZOOKEEPER,
+                    call: "connect",
+                    key: String::new(),
+                    source: reason.into(),
+                });
+            }
+        };
+        if let Some(chroot) = config.chroot_path() {
+            // The chroot node must exist for anything to be created below it.
+            let cluster = endpoints.join(",");
+            let root = Client::connector()
+                .with_session_timeout(config.session_timeout)
+                .connect(&cluster);
+            if let Ok(Ok(root)) = tokio::time::timeout(limit, root).await {
+                let options = CreateMode::Persistent.with_acls(Acls::anyone_all());
+                let _ = root.mkdir(&chroot, &options).await;
+                // Dropping the last handle closes that short session.
+                drop(root);
+            }
+        }
+        Ok(ZkClient {
+            slot: Arc::new(RwLock::new(Some(client))),
+            request_timeout: config.request_timeout,
+        })
+    }
+
+    /// The session's client, for one request; `Closed` after [`ZkClient::close`].
+    pub(crate) fn client(&self) -> Result<Client> {
+        let slot = self.slot.read().unwrap_or_else(PoisonError::into_inner);
+        slot.clone().ok_or(Error::Closed {
+            store: ZOOKEEPER,
+            call: "request",
+            key: String::new(),
+        })
+    }
+
+    /// Lets the session end: no new request gets the client.
+    pub(crate) fn close(&self) {
+        self.slot.write().unwrap_or_else(PoisonError::into_inner).take();
+    }
+
+    /// Runs one request within the request timeout, mapping its error.
+    pub(crate) async fn request<T, F>(&self, call: &'static str, key: &str, request: F) -> Result<T>
+    where
+        F: Future<Output = std::result::Result<T, zookeeper_client::Error>>,
+    {
+        match tokio::time::timeout(self.request_timeout, request).await {
+            Ok(result) => result.map_err(|e| map_error(call, key, e)),
+            Err(_) => Err(Error::Timeout {
+                store: ZOOKEEPER,
+                call,
+                key: key.to_owned(),
+                after: self.request_timeout,
+            }),
+        }
+    }
+
+    /// Creates the missing ancestors of `path` as directory nodes.
+    pub(crate) async fn ensure_parents(&self, call: &'static str, path: &str) -> Result<()> {
+        let Some((parent, _)) = path.rsplit_once('/') else {
+            return Ok(());
+        };
+        if parent.is_empty() {
+            return Ok(());
+        }
+        let mut prefix = String::new();
+        for segment in parent.split('/').skip(1) {
+            prefix.push('/');
+            prefix.push_str(segment);
+            let options = CreateMode::Persistent.with_acls(Acls::anyone_all());
+            let client = self.client()?;
+            match self
+                .request(call, &prefix, client.create(&prefix, DIR_MARKER, &options))
+                .await
+            {
+                Ok(_) | Err(Error::KeyExists { .. }) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ZkClient {
+    /// The paths of `dir` and every node below it, parents before children; lock contender
+    /// nodes only with `with_locks`. At most `concurrency` requests in flight.
+    pub(crate) async fn walk(
+        &self,
+        call: &'static str,
+        dir: &Key,
+        with_locks: bool,
+        concurrency: usize,
+    ) -> Result<Vec<String>> {
+        let mut paths = Vec::new();
+        let mut level = vec![path_of(dir.as_str())];
+        while !level.is_empty() {
+            let children: Vec<(String, Vec<String>)> = stream::iter(level.clone())
+                .map(|path| async move {
+                    match self.request(call, &path, self.client()?.list_children(&path)).await {
+                        Ok(children) => Ok((path, children)),
+                        Err(Error::KeyNotFound { .. }) => Ok((path, Vec::new())),
+                        Err(err) => Err(err),
+                    }
+                })
+                .buffered(concurrency)
+                .try_collect()
+                .await?;
+            paths.append(&mut level);
+            for (parent, names) in children {
+                for name in names {
+                    if with_locks || !is_lock_node(&name) {
+                        level.push(format!("{parent}/{name}"));
+                    }
+                }
+            }
+        }
+        Ok(paths)
+    }
+
+    /// The keys at `paths`, skipping nodes that are not keys or are gone.
+    pub(crate) async fn read_keys(
+        &self,
+        call: &'static str,
+        paths: Vec<String>,
+        concurrency: usize,
+    ) -> Result<Vec<KvPair>> {
+        let pairs: Vec<Option<KvPair>> = stream::iter(paths)
+            .map(|path| async move {
+                match self.request(call, &path, self.client()?.get_data(&path)).await {
+                    Ok((data, stat)) => {
+                        Ok(decode(data).map(|value| KvPair::new(key_of(&path), value, index_of(&stat))))
+                    }
+                    Err(Error::KeyNotFound { .. }) => Ok(None),
+                    Err(err) => Err(err),
+                }
+            })
+            .buffered(concurrency)
+            .try_collect()
+            .await?;
+        Ok(pairs.into_iter().flatten().collect())
+    }
+
+    /// After the node at `path` was deleted: removes its ancestors that are directory nodes
+    /// with no children left, bottom-up. Best effort: a node that gained a child or a value
+    /// meanwhile stays (the delete is conditional on its version and emptiness).
+    pub(crate) async fn cleanup_parents(&self, call: &'static str, path: &str) {
+        let Ok(client) = self.client() else { return };
+        let mut current = path.to_owned();
+        while let Some((parent, _)) = current.rsplit_once('/') {
+            if parent.is_empty() {
+                return;
+            }
+            let Ok((data, stat)) = self.request(call, parent, client.get_data(parent)).await else {
+                return;
+            };
+            if data != DIR_MARKER || stat.num_children > 0 {
+                return;
+            }
+            if self
+                .request(call, parent, client.delete(parent, Some(stat.version)))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            current = parent.to_owned();
+        }
+    }
+}
+
+/// The znode path of a normalized key.
+pub(crate) fn path_of(key: &str) -> String {
+    format!("/{key}")
+}
+
+/// The key of a znode path.
+pub(crate) fn key_of(path: &str) -> String {
+    path.trim_start_matches('/').to_owned()
+}
+
+/// The value stored in a node's data; `None` for a directory node.
+pub(crate) fn decode(data: Vec<u8>) -> Option<bytes::Bytes> {
+    match data.first() {
+        _ if data == DIR_MARKER => None,
+        Some(0x01) => Some(bytes::Bytes::copy_from_slice(&data[1..])),
+        _ => Some(bytes::Bytes::from(data)),
+    }
+}
+
+/// A value as stored in a node's data: with an escape byte when it starts with `\x01`.
+pub(crate) fn encode(value: &[u8]) -> Vec<u8> {
+    let mut data = Vec::with_capacity(value.len() + 1);
+    if value.first() == Some(&0x01) {
+        data.push(0x01);
+    }
+    data.extend_from_slice(value);
+    data
+}
+
+/// The znode path of a key, or `InvalidKey` for a character ZooKeeper refuses in paths
+/// (C1 controls, the private use area, U+FFF0–U+FFFF, and anything outside the BMP, which
+/// Java would need surrogates for).
+pub(crate) fn checked_path(key: &Key) -> Result<String> {
+    let refused = key.as_str().chars().find(|&c| {
+        matches!(c, '\u{7f}'..='\u{9f}' | '\u{e000}'..='\u{f8ff}' | '\u{fff0}'..='\u{ffff}') || c > '\u{ffff}'
+    });
+    match refused {
+        Some(_) => Err(Error::InvalidKey {
+            store: ZOOKEEPER,
+            key: key.to_string(),
+            reason: "ZooKeeper cannot store a character of this key in a node path (outside the BMP, C1 control, private use or U+FFF0-U+FFFF)",
+        }),
+        None => Ok(path_of(key.as_str())),
+    }
+}
+
+/// Whether a child name is a lock contender node of the Go store's layout.
+pub(crate) fn is_lock_node(name: &str) -> bool {
+    name.starts_with("_c_") && name.contains("-lock-")
+}
+
+/// The last index of a node: its modification zxid (global and never 0, unlike the data
+/// version the Go store uses, which restarts at 0 when a node is re-created).
+pub(crate) fn index_of(stat: &Stat) -> u64 {
+    u64::try_from(stat.mzxid).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_never_look_like_the_directory_marker() {
+        for value in [&b""[..], b"\x01", b"\x01\x01x", b"plain", b"\x00\x01"] {
+            assert_eq!(decode(encode(value)).as_deref(), Some(value), "{value:?}");
+        }
+        assert_eq!(decode(DIR_MARKER.to_vec()), None);
+        let emoji = Key::parse("zookeeper", "a/🦀").unwrap();
+        assert!(checked_path(&emoji).is_err());
+        assert_eq!(checked_path(&Key::parse("zookeeper", "a/é").unwrap()).unwrap(), "/a/é");
+    }
+
+    #[test]
+    fn lock_nodes_and_paths() {
+        assert!(is_lock_node("_c_0123456789abcdef0123456789abcdef-lock-0000000003"));
+        assert!(!is_lock_node("child"));
+        assert_eq!(path_of("a/b"), "/a/b");
+        assert_eq!(key_of("/a/b"), "a/b");
+    }
+}

@@ -1,0 +1,29 @@
+//! The one place zookeeper-client's errors become ours.
+
+use valkeyrie_core::Error;
+use zookeeper_client::Error as ClientError;
+
+use crate::ZOOKEEPER;
+
+/// Maps an error of the client during `call` on `key`.
+pub(crate) fn map_error(call: &'static str, key: &str, err: ClientError) -> Error {
+    let key = key.to_owned();
+    match err {
+        ClientError::NoNode => Error::not_found(ZOOKEEPER, key),
+        ClientError::NodeExists => Error::exists(ZOOKEEPER, key),
+        ClientError::BadVersion => Error::modified(ZOOKEEPER, key),
+        ClientError::ConnectionLoss | ClientError::NoHosts => Error::NotReachable {
+            store: ZOOKEEPER,
+            call,
+            key,
+            source: Box::new(err),
+        },
+        ClientError::Timeout | ClientError::Throttled => Error::backend(ZOOKEEPER, call, key, true, err),
+        ClientError::ClientClosed => Error::Closed {
+            store: ZOOKEEPER,
+            call,
+            key,
+        },
+        other => Error::backend(ZOOKEEPER, call, key, false, other),
+    }
+}

@@ -1,0 +1,51 @@
+//! # valkeyrie-zookeeper
+//!
+//! The ZooKeeper backend of valkeyrie, on [zookeeper-client](https://docs.rs/zookeeper-client).
+//! Registered as `zookeeper`: `valkeyrie_core::open("zookeeper://h1:2181,h2:2181/app?session_timeout=10s")`
+//! once this crate is linked (`use valkeyrie_zookeeper as _;`). The URL path is the chroot.
+//!
+//! * A key `a/b` is the znode `/a/b` holding the raw value, as the Go `kvtools/zookeeper`
+//!   store writes it. Missing parents are created as container nodes, which are not keys
+//!   until written to (see [`client`](crate) docs in the source) and which the server
+//!   removes once empty.
+//! * `last_index` is the node's modification zxid (the Go store uses the data version,
+//!   which restarts at 0 when a node is re-created and so can match a stale pair). Atomic
+//!   calls compare it, then write with the node's version, so they stay atomic.
+//! * A TTL write makes a TTL node (the server needs `zookeeper.extendedTypesEnabled=true`);
+//!   a `keep_alive` write makes an ephemeral node, which lives exactly as long as the
+//!   handle's session (the Go store makes every TTL key ephemeral).
+//! * `list` walks the tree, `delete_tree` deletes depth-first, both with bounded
+//!   concurrency; lock nodes are never listed.
+//! * Watches are persistent (recursive for `watch_tree`) ZooKeeper watches, re-reading each
+//!   changed node; a reconnect sends a fresh snapshot; session expiry ends them with an error.
+//! * Locks are the Go layout: ephemeral sequential children `<key>/_c_<32 hex>-lock-<seq>`;
+//!   the lowest holds, each waiter watches only its predecessor. The lock value is written
+//!   to `<key>`. A lock lives as long as the holder's session, so `LockOptions::ttl` is not
+//!   supported (`capabilities().lock_ttl` is false); the fencing token is the contender
+//!   node's creation zxid.
+//!
+//! ## Example
+//!
+//! ```no_run
+//! # async fn demo() -> valkeyrie_core::Result<()> {
+//! use valkeyrie_core::{ReadOptions, Store, WriteOptions};
+//! use valkeyrie_zookeeper::ZookeeperConfig;
+//!
+//! let store = ZookeeperConfig::default().connect(["127.0.0.1:2181"]).await?;
+//! store.put("config/mode", "blue".into(), &WriteOptions::default()).await?;
+//! assert_eq!(store.get("config/mode", &ReadOptions::default()).await?.value, "blue");
+//! # Ok(()) }
+//! ```
+
+mod client;
+mod config;
+mod error;
+mod lock;
+mod store;
+mod watch;
+
+pub use config::ZookeeperConfig;
+pub use store::ZookeeperStore;
+
+/// The registered name of this store, also its URL scheme.
+pub const ZOOKEEPER: &str = "zookeeper";

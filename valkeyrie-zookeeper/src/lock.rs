@@ -1,0 +1,341 @@
+//! Locks in the Go `kvtools/zookeeper` layout (ZooKeeper's lock recipe): each contender
+//! creates an ephemeral sequential child `<key>/_c_<32 hex>-lock-<sequence>`; the lowest
+//! sequence holds the lock, every other contender watches only the one just before it (no
+//! herd). The holder writes the lock value to `<key>`. The lock is lost when the session
+//! expires or closes, or when the contender node is deleted; the fencing token is the
+//! contender node's creation zxid, which grows across every acquisition.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use valkeyrie_core::{
+    lost_signal, Error, Key, LockGuard, LockOptions, LockRelease, Locker, LostNotifier, LostReason, LostSignal, Result,
+    Spawner,
+};
+use zookeeper_client::{Acls, CreateMode, EventType, SessionState};
+
+use crate::client::{encode, is_lock_node, path_of, ZkClient};
+use crate::ZOOKEEPER;
+
+/// Tells contender names of this process apart.
+static NEXT_CONTENDER: AtomicU64 = AtomicU64::new(0);
+
+/// A lock on one key.
+pub(crate) struct ZkLocker {
+    zk: ZkClient,
+    key: Key,
+    value: Bytes,
+    delete_on_unlock: bool,
+    session_timeout: Duration,
+    spawner: Spawner,
+}
+
+/// A contender node not yet handed to a guard; deleted in the background if the attempt is
+/// abandoned.
+struct Pending {
+    zk: ZkClient,
+    node: String,
+    armed: bool,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (zk, node) = (self.zk.clone(), self.node.clone());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Ok(client) = zk.client() {
+                    let _ = zk.request("unlock", &node, client.delete(&node, None)).await;
+                }
+            });
+        }
+    }
+}
+
+/// The sequence number at the end of a contender node's name.
+fn sequence(name: &str) -> u64 {
+    name.rsplit("-lock-")
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(u64::MAX)
+}
+
+impl ZkLocker {
+    pub(crate) fn new(zk: ZkClient, key: Key, opts: LockOptions, session_timeout: Duration, spawner: Spawner) -> Self {
+        ZkLocker {
+            zk,
+            key,
+            value: opts.value,
+            delete_on_unlock: opts.delete_on_unlock,
+            session_timeout,
+            spawner,
+        }
+    }
+
+    fn closed(&self, call: &'static str) -> Error {
+        Error::Closed {
+            store: ZOOKEEPER,
+            call,
+            key: self.key.to_string(),
+        }
+    }
+
+    async fn attempt(&self, call: &'static str, wait: bool) -> Result<Option<LockGuard>> {
+        if self.spawner.is_closed() {
+            return Err(self.closed(call));
+        }
+        let key = self.key.as_str();
+        let path = path_of(key);
+        self.zk.ensure_parents(call, &format!("{path}/_")).await?;
+        let session = self.zk.client()?.session_id().0 as u64;
+        let unique = NEXT_CONTENDER.fetch_add(1, Ordering::Relaxed) ^ u64::from(std::process::id());
+        let prefix = format!("{path}/_c_{session:016x}{unique:016x}-lock-");
+        let options = CreateMode::EphemeralSequential.with_acls(Acls::anyone_all());
+        let started = LostNotifier::now_ms();
+        let (stat, seq) = self
+            .zk
+            .request(call, key, self.zk.client()?.create(&prefix, &[], &options))
+            .await?;
+        let node = format!("{prefix}{seq}");
+        let mut pending = Pending {
+            zk: self.zk.clone(),
+            node: node.clone(),
+            armed: true,
+        };
+        let own_name = node.rsplit('/').next().unwrap_or_default().to_owned();
+
+        let (notifier, signal) = lost_signal(self.session_timeout);
+        notifier.held_for(started, self.session_timeout);
+        let releasing = Arc::new(AtomicBool::new(false));
+        let (stop, stopped) = oneshot::channel();
+        let holder = Holder {
+            zk: self.zk.clone(),
+            node: node.clone(),
+            session_timeout: self.session_timeout,
+            releasing,
+        };
+        let release = ZkRelease {
+            zk: self.zk.clone(),
+            path: path.clone(),
+            node: node.clone(),
+            delete_value: self.delete_on_unlock,
+            releasing: Arc::clone(&holder.releasing),
+            stop,
+        };
+        self.spawner
+            .spawn_self_stopping(holder.hold(notifier, stopped, self.spawner.token()));
+
+        if !self.wait_turn(call, &path, &own_name, &signal, wait).await? {
+            drop(release);
+            return Ok(None);
+        }
+        self.zk
+            .request(call, key, self.zk.client()?.set_data(&path, &encode(&self.value), None))
+            .await?;
+        pending.armed = false;
+        let token = u64::try_from(stat.czxid).unwrap_or(0);
+        Ok(Some(LockGuard::new(ZOOKEEPER, key, token, signal, Box::new(release))))
+    }
+
+    /// Waits until our node has the lowest sequence; `false` if it does not and `wait` is off.
+    async fn wait_turn(
+        &self,
+        call: &'static str,
+        path: &str,
+        own: &str,
+        session: &LostSignal,
+        wait: bool,
+    ) -> Result<bool> {
+        let closing = self.spawner.token();
+        loop {
+            let children = self
+                .zk
+                .request(call, path, self.zk.client()?.list_children(path))
+                .await?;
+            let mut contenders: Vec<&String> = children.iter().filter(|name| is_lock_node(name)).collect();
+            contenders.sort_by_key(|name| sequence(name));
+            let Some(position) = contenders.iter().position(|name| *name == own) else {
+                let reason = LostReason::RecordDeleted;
+                return Err(Error::LockLost {
+                    store: ZOOKEEPER,
+                    key: self.key.to_string(),
+                    reason,
+                });
+            };
+            let Some(predecessor) = position.checked_sub(1).map(|i| format!("{path}/{}", contenders[i])) else {
+                return Ok(true);
+            };
+            if !wait {
+                return Ok(false);
+            }
+            let (stat, watcher) = self
+                .zk
+                .request(call, path, self.zk.client()?.check_and_watch_stat(&predecessor))
+                .await?;
+            if stat.is_none() {
+                continue;
+            }
+            tokio::select! {
+                () = closing.cancelled() => return Err(self.closed(call)),
+                reason = session.lost() => return Err(Error::LockLost { store: ZOOKEEPER, key: self.key.to_string(), reason }),
+                _ = watcher.changed() => {}
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Locker for ZkLocker {
+    fn key(&self) -> &str {
+        self.key.as_str()
+    }
+
+    fn store_name(&self) -> &'static str {
+        ZOOKEEPER
+    }
+
+    async fn lock(&self) -> Result<LockGuard> {
+        match self.attempt("lock", true).await? {
+            Some(guard) => Ok(guard),
+            None => Err(Error::CannotLock {
+                store: ZOOKEEPER,
+                key: self.key.to_string(),
+                reason: "gave up waiting".into(),
+            }),
+        }
+    }
+
+    async fn try_lock(&self) -> Result<Option<LockGuard>> {
+        self.attempt("try_lock", false).await
+    }
+}
+
+/// The next change of the contender node.
+type NodeChange = std::pin::Pin<Box<dyn std::future::Future<Output = zookeeper_client::WatchedEvent> + Send>>;
+
+/// The background side of a contender: follows the session and the node.
+struct Holder {
+    zk: ZkClient,
+    node: String,
+    session_timeout: Duration,
+    releasing: Arc<AtomicBool>,
+}
+
+impl Holder {
+    async fn hold(self, lost: LostNotifier, mut stopped: oneshot::Receiver<()>, closing: CancellationToken) {
+        // This task's own handle on the session; it ends (and lets the session go) on close.
+        let Ok(client) = self.zk.client() else {
+            lost.notify(LostReason::StoreClosed);
+            return;
+        };
+        let mut states = client.state_watcher();
+        let mut tick = tokio::time::interval(self.session_timeout / 3);
+        let node_watch = client.check_and_watch_stat(&self.node);
+        let mut node_changed = match self.zk.request("lock", &self.node, node_watch).await {
+            Ok((Some(_), watcher)) => Box::pin(watcher.changed()) as NodeChange,
+            _ => {
+                if !self.releasing.load(Ordering::Acquire) {
+                    lost.notify(LostReason::RecordDeleted);
+                }
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut stopped => return,
+                () = closing.cancelled() => {
+                    lost.notify(LostReason::StoreClosed);
+                    return;
+                }
+                state = states.changed() => {
+                    if state.is_terminated() {
+                        if !self.releasing.load(Ordering::Acquire) {
+                            lost.notify(if state == SessionState::Closed { LostReason::StoreClosed } else { LostReason::Expired });
+                        }
+                        return;
+                    }
+                }
+                event = &mut node_changed => {
+                    if event.event_type == EventType::NodeDeleted {
+                        if !self.releasing.load(Ordering::Acquire) {
+                            lost.notify(LostReason::RecordDeleted);
+                        }
+                        return;
+                    }
+                    // Any other event (a session change): watch the node again.
+                    match self.zk.request("lock", &self.node, client.check_and_watch_stat(&self.node)).await {
+                        Ok((Some(_), watcher)) => node_changed = Box::pin(watcher.changed()),
+                        Ok((None, _)) => {
+                            if !self.releasing.load(Ordering::Acquire) {
+                                lost.notify(LostReason::RecordDeleted);
+                            }
+                            return;
+                        }
+                        Err(_) => node_changed = Box::pin(std::future::pending()),
+                    }
+                }
+                _ = tick.tick() => {
+                    // The session is alive while connected: the lock is held for another timeout.
+                    if states.peek_state() == SessionState::SyncConnected {
+                        lost.held_for(LostNotifier::now_ms(), self.session_timeout);
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct ZkRelease {
+    zk: ZkClient,
+    path: String,
+    node: String,
+    delete_value: bool,
+    releasing: Arc<AtomicBool>,
+    stop: oneshot::Sender<()>,
+}
+
+#[async_trait]
+impl LockRelease for ZkRelease {
+    async fn release(self: Box<Self>) -> Result<()> {
+        let ZkRelease {
+            zk,
+            path,
+            node,
+            delete_value,
+            releasing,
+            stop,
+        } = *self;
+        releasing.store(true, Ordering::Release);
+        let _ = stop.send(());
+        let key = path.trim_start_matches('/').to_owned();
+        match zk.request("unlock", &key, zk.client()?.delete(&node, None)).await {
+            Ok(()) => {}
+            Err(Error::KeyNotFound { .. }) => {
+                return Err(Error::LockLost {
+                    store: ZOOKEEPER,
+                    key,
+                    reason: LostReason::RecordDeleted,
+                });
+            }
+            Err(err) => return Err(err),
+        }
+        if delete_value {
+            // Other contenders' nodes keep the key's node alive: then the value stays.
+            match zk.request("unlock", &key, zk.client()?.delete(&path, None)).await {
+                Ok(()) | Err(Error::KeyNotFound { .. }) => {}
+                Err(err) if err.to_string().contains("not empty") || err.to_string().contains("NotEmpty") => {}
+                Err(err) => return Err(err),
+            }
+        }
+        zk.cleanup_parents("unlock", &node).await;
+        Ok(())
+    }
+}

@@ -1,0 +1,398 @@
+//! [`ZookeeperStore`]: the [`Backend`] implementation and the registration.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use valkeyrie_core::{
+    Backend, Background, Capabilities, Error, Key, KvPair, LockOptions, Locker, ReadOptions, Registration, Result,
+    Store, StoreSpec, WatchStream, WriteOptions,
+};
+use zookeeper_client::{Acls, CreateMode, CreateOptions, MultiWriteResult, Stat};
+
+use crate::client::{checked_path, decode, encode, index_of, ZkClient, DIR_MARKER};
+use crate::config::ZookeeperConfig;
+use crate::lock::ZkLocker;
+use crate::{watch, ZOOKEEPER};
+
+/// How often a write retries after racing another writer on the same node.
+const WRITE_ATTEMPTS: usize = 16;
+
+/// A handle (a session) on a ZooKeeper ensemble.
+pub struct ZookeeperStore {
+    pub(crate) zk: ZkClient,
+    pub(crate) config: ZookeeperConfig,
+    background: Background,
+}
+
+impl std::fmt::Debug for ZookeeperStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZookeeperStore")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ZookeeperConfig {
+    /// Opens a session with the ensemble at `endpoints` (`host:port`; default
+    /// `127.0.0.1:2181`), under the chroot if one is set.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfiguration`] for a bad setting; [`Error::NotReachable`] when no
+    /// session is established within `connect_timeout`.
+    pub async fn connect<I, E>(self, endpoints: I) -> Result<ZookeeperStore>
+    where
+        I: IntoIterator<Item = E>,
+        E: Into<String>,
+    {
+        self.validate()?;
+        let endpoints: Vec<String> = endpoints.into_iter().map(Into::into).collect();
+        let zk = ZkClient::connect(&endpoints, &self).await?;
+        Ok(ZookeeperStore {
+            zk,
+            config: self,
+            background: Background::new(),
+        })
+    }
+}
+
+/// What a write expects to find.
+#[derive(Clone, Copy)]
+enum Expect {
+    /// Anything: a plain put.
+    Any,
+    /// No key (create-only).
+    Absent,
+    /// The key at this index (compare-and-set).
+    Index(u64),
+}
+
+fn create_options(ttl: Option<Duration>, ephemeral: bool) -> CreateOptions<'static> {
+    if ephemeral {
+        return CreateMode::Ephemeral.with_acls(Acls::anyone_all());
+    }
+    let options = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    match ttl {
+        Some(ttl) => options.with_ttl(ttl),
+        None => options,
+    }
+}
+
+impl ZookeeperStore {
+    /// The session's client, for what the `Store` API does not cover.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] once the handle is closed.
+    pub fn client(&self) -> Result<zookeeper_client::Client> {
+        self.zk.client()
+    }
+
+    /// The node's data and stat, `None` when there is no node.
+    async fn read(&self, call: &'static str, key: &Key, path: &str) -> Result<Option<(Vec<u8>, Stat)>> {
+        match self
+            .zk
+            .request(call, key.as_str(), self.zk.client()?.get_data(path))
+            .await
+        {
+            Ok(found) => Ok(Some(found)),
+            Err(Error::KeyNotFound { .. }) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Writes `key` as `expected` allows. A plain write on a plain node sets its data in
+    /// place; a write that changes the node's type (to or from TTL or ephemeral) replaces a
+    /// childless node in one transaction (delete at its version, create with the new type).
+    async fn write(
+        &self,
+        call: &'static str,
+        key: &Key,
+        value: &[u8],
+        opts: &WriteOptions,
+        expected: Expect,
+    ) -> Result<KvPair> {
+        let path = checked_path(key)?;
+        let data = encode(value);
+        let ephemeral = opts.keep_alive && opts.ttl.is_some();
+        let ttl = opts.ttl.filter(|_| !ephemeral);
+        let options = create_options(ttl, ephemeral);
+        let client = self.zk.client()?;
+        for _ in 0..WRITE_ATTEMPTS {
+            let Some((current, stat)) = self.read(call, key, &path).await? else {
+                if let Expect::Index(_) = expected {
+                    return Err(Error::not_found(ZOOKEEPER, key.as_str()));
+                }
+                self.zk.ensure_parents(call, &path).await?;
+                let client = self.zk.client()?;
+                match self
+                    .zk
+                    .request(call, key.as_str(), client.create(&path, &data, &options))
+                    .await
+                {
+                    Ok((stat, _)) => {
+                        if ttl.is_some() {
+                            self.mark_ttl(call, key, &path).await?;
+                        }
+                        return Ok(KvPair::new(
+                            key.as_str(),
+                            Bytes::copy_from_slice(value),
+                            index_of(&stat),
+                        ));
+                    }
+                    // Created meanwhile, or a parent was removed meanwhile: look again.
+                    Err(Error::KeyExists { .. } | Error::KeyNotFound { .. }) => continue,
+                    Err(err) => return Err(err),
+                }
+            };
+            let visible = decode(current).is_some();
+            match expected {
+                Expect::Absent if visible => return Err(Error::exists(ZOOKEEPER, key.as_str())),
+                Expect::Index(_) if !visible => return Err(Error::not_found(ZOOKEEPER, key.as_str())),
+                Expect::Index(index) if index_of(&stat) != index => {
+                    return Err(Error::modified(ZOOKEEPER, key.as_str()))
+                }
+                _ => {}
+            }
+            // ZooKeeper hides a node's type in its stat (0 for TTL and container nodes): this
+            // store marks the TTL nodes it makes by bumping their ACL version once.
+            let is_ephemeral = stat.ephemeral_owner != 0;
+            let is_ttl = stat.aversion > 0 && !is_ephemeral;
+            let wants_plain = ttl.is_none() && !ephemeral;
+            let outcome = if wants_plain && (stat.num_children > 0 || (!is_ephemeral && !is_ttl)) {
+                // In place, so the node's version keeps growing and checks on it stay exact.
+                let set = client.set_data(&path, &data, Some(stat.version));
+                self.zk
+                    .request(call, key.as_str(), set)
+                    .await
+                    .map(|stat| index_of(&stat))
+            } else if stat.num_children == 0 {
+                self.replace(call, key, &path, &data, &options, stat.version).await
+            } else {
+                let reason =
+                    "a key with keys below it cannot take a TTL or keep-alive on ZooKeeper (its node must stay)";
+                return Err(Error::backend(ZOOKEEPER, call, key.as_str(), false, reason));
+            };
+            if outcome.is_ok() && ttl.is_some() {
+                self.mark_ttl(call, key, &path).await?;
+            }
+            match outcome {
+                Ok(index) => return Ok(KvPair::new(key.as_str(), Bytes::copy_from_slice(value), index)),
+                Err(Error::KeyModified { .. } | Error::KeyNotFound { .. }) if matches!(expected, Expect::Index(_)) => {
+                    return Err(Error::modified(ZOOKEEPER, key.as_str()));
+                }
+                // Someone wrote in between: look again.
+                Err(Error::KeyModified { .. } | Error::KeyNotFound { .. } | Error::KeyExists { .. }) => continue,
+                Err(err) if err.to_string().contains("not empty") || err.to_string().contains("NotEmpty") => continue,
+                Err(err) => return Err(err),
+            }
+        }
+        let reason = format!("gave up after {WRITE_ATTEMPTS} attempts racing other writers");
+        Err(Error::backend(ZOOKEEPER, call, key.as_str(), true, reason))
+    }
+
+    /// Marks a TTL node this store created (see `write`).
+    async fn mark_ttl(&self, call: &'static str, key: &Key, path: &str) -> Result<()> {
+        let acls = Acls::anyone_all();
+        let client = self.zk.client()?;
+        match self
+            .zk
+            .request(call, key.as_str(), client.set_acl(path, &acls, Some(0)))
+            .await
+        {
+            // Rewritten or deleted meanwhile: the newer write decides the node's type.
+            Ok(_) | Err(Error::KeyModified { .. } | Error::KeyNotFound { .. }) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Deletes the node at `version` and creates it again with `options`, in one transaction.
+    async fn replace(
+        &self,
+        call: &'static str,
+        key: &Key,
+        path: &str,
+        data: &[u8],
+        options: &CreateOptions<'_>,
+        version: i32,
+    ) -> Result<u64> {
+        let client = self.zk.client()?;
+        let mut writer = client.new_multi_writer();
+        let staged = writer
+            .add_delete(path, Some(version))
+            .and_then(|()| writer.add_create(path, data, options));
+        staged.map_err(|e| crate::error::map_error(call, key.as_str(), e))?;
+        let commit = async { writer.commit().await.map_err(zookeeper_client::Error::from) };
+        let results = self.zk.request(call, key.as_str(), commit).await?;
+        let created = results.iter().find_map(|result| match result {
+            MultiWriteResult::Create { stat, .. } => Some(index_of(stat)),
+            _ => None,
+        });
+        match created {
+            Some(index) if index > 0 => Ok(index),
+            // Some servers return an empty stat from a multi: read it.
+            _ => Ok(self.read(call, key, path).await?.map_or(0, |(_, stat)| index_of(&stat))),
+        }
+    }
+
+    /// Deletes the key's node at `version`, then directory nodes left empty above it.
+    async fn delete_node(&self, call: &'static str, key: &Key, path: &str, version: i32) -> Result<()> {
+        let delete = self.zk.client()?.delete(path, Some(version));
+        self.zk.request(call, key.as_str(), delete).await?;
+        self.zk.cleanup_parents(call, path).await;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Backend for ZookeeperStore {
+    fn name(&self) -> &'static str {
+        ZOOKEEPER
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut caps = Capabilities::all();
+        // A lock lives as long as the session that holds it: the session timeout, not a
+        // per-lock TTL, bounds how long a dead holder keeps it.
+        caps.lock_ttl = false;
+        // TTL nodes are removed by the server's periodic sweep; shorter TTLs are raised.
+        caps.min_ttl = Duration::from_secs(1);
+        caps.max_value_size = Some(self.config.max_value_size());
+        caps.persistent = true;
+        caps
+    }
+
+    fn background(&self) -> &Background {
+        &self.background
+    }
+
+    async fn put(&self, key: &Key, value: Bytes, opts: &WriteOptions) -> Result<()> {
+        self.write("put", key, &value, opts, Expect::Any).await.map(drop)
+    }
+
+    async fn get(&self, key: &Key, _opts: &ReadOptions) -> Result<KvPair> {
+        let path = checked_path(key)?;
+        let found = self.read("get", key, &path).await?;
+        let pair =
+            found.and_then(|(data, stat)| decode(data).map(|value| KvPair::new(key.as_str(), value, index_of(&stat))));
+        pair.ok_or_else(|| Error::not_found(ZOOKEEPER, key.as_str()))
+    }
+
+    async fn delete(&self, key: &Key) -> Result<()> {
+        let path = checked_path(key)?;
+        let Some((data, stat)) = self.read("delete", key, &path).await? else {
+            return Err(Error::not_found(ZOOKEEPER, key.as_str()));
+        };
+        if decode(data).is_none() {
+            return Err(Error::not_found(ZOOKEEPER, key.as_str()));
+        }
+        if stat.num_children > 0 {
+            // The node must stay for its children: it becomes a directory node again.
+            let set = self.zk.client()?.set_data(&path, DIR_MARKER, Some(stat.version));
+            return self.zk.request("delete", key.as_str(), set).await.map(drop);
+        }
+        self.delete_node("delete", key, &path, stat.version).await
+    }
+
+    async fn exists(&self, key: &Key, _opts: &ReadOptions) -> Result<bool> {
+        let path = checked_path(key)?;
+        Ok(self
+            .read("exists", key, &path)
+            .await?
+            .is_some_and(|(data, _)| decode(data).is_some()))
+    }
+
+    async fn list(&self, dir: &Key, _opts: &ReadOptions) -> Result<Vec<KvPair>> {
+        checked_path(dir)?;
+        let paths = self.zk.walk("list", dir, false, self.config.concurrency).await?;
+        self.zk.read_keys("list", paths, self.config.concurrency).await
+    }
+
+    async fn delete_tree(&self, dir: &Key) -> Result<()> {
+        let path = checked_path(dir)?;
+        let concurrency = self.config.concurrency;
+        let paths = self.zk.walk("delete_tree", dir, true, concurrency).await?;
+        let existed = !self
+            .zk
+            .read_keys("delete_tree", paths.clone(), concurrency)
+            .await?
+            .is_empty();
+        // Parents come before children in the walk: delete in reverse.
+        let client = self.zk.client()?;
+        for node in paths.iter().rev() {
+            match self.zk.request("delete_tree", node, client.delete(node, None)).await {
+                Ok(()) | Err(Error::KeyNotFound { .. }) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        self.zk.cleanup_parents("delete_tree", &path).await;
+        if existed {
+            Ok(())
+        } else {
+            Err(Error::not_found(ZOOKEEPER, dir.as_str()))
+        }
+    }
+
+    async fn watch(&self, key: &Key, _opts: &ReadOptions) -> Result<WatchStream> {
+        checked_path(key)?;
+        watch::watch(self, key, false).await
+    }
+
+    async fn watch_tree(&self, dir: &Key, _opts: &ReadOptions) -> Result<WatchStream> {
+        checked_path(dir)?;
+        watch::watch(self, dir, true).await
+    }
+
+    async fn new_lock(&self, key: &Key, opts: LockOptions) -> Result<Box<dyn Locker>> {
+        checked_path(key)?;
+        let locker = ZkLocker::new(
+            self.zk.clone(),
+            key.clone(),
+            opts,
+            self.config.session_timeout,
+            self.background.spawner(),
+        );
+        Ok(Box::new(locker))
+    }
+
+    async fn atomic_put(
+        &self,
+        key: &Key,
+        value: Bytes,
+        previous: Option<&KvPair>,
+        opts: &WriteOptions,
+    ) -> Result<KvPair> {
+        let expected = previous.map_or(Expect::Absent, |previous| Expect::Index(previous.last_index));
+        self.write("atomic_put", key, &value, opts, expected).await
+    }
+
+    async fn atomic_delete(&self, key: &Key, previous: &KvPair) -> Result<()> {
+        let path = checked_path(key)?;
+        let found = self.read("atomic_delete", key, &path).await?;
+        let Some((_, stat)) = found.filter(|(data, _)| data != DIR_MARKER) else {
+            return Err(Error::not_found(ZOOKEEPER, key.as_str()));
+        };
+        if index_of(&stat) != previous.last_index {
+            return Err(Error::modified(ZOOKEEPER, key.as_str()));
+        }
+        match self.delete_node("atomic_delete", key, &path, stat.version).await {
+            Ok(()) => Ok(()),
+            Err(Error::KeyModified { .. }) => Err(Error::modified(ZOOKEEPER, key.as_str())),
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn close(&self) -> Result<()> {
+        // The session ends once no request holds it: its ephemeral nodes (keep-alive keys,
+        // lock contenders) go with it.
+        self.zk.close();
+        Ok(())
+    }
+}
+
+async fn open(spec: StoreSpec) -> Result<Arc<dyn Store>> {
+    let config: ZookeeperConfig = spec.config.resolve()?;
+    Ok(Arc::new(config.connect(spec.endpoints).await?))
+}
+
+inventory::submit! { Registration::new(ZOOKEEPER, Some("chroot"), |spec| Box::pin(open(spec))) }

@@ -1,0 +1,166 @@
+//! What the conformance suite cannot see: the znode layout shared with the Go store,
+//! directory nodes, the chroot, and keys with keys below them.
+
+use bytes::Bytes;
+use valkeyrie_core::{ErrorKind, LockOptions, ReadOptions, Store, WriteOptions};
+use valkeyrie_zookeeper::ZookeeperConfig;
+
+const ENDPOINTS: &str = "VALKEYRIE_ZOOKEEPER_ENDPOINTS";
+
+fn endpoints() -> Vec<String> {
+    let value = std::env::var(ENDPOINTS)
+        .unwrap_or_else(|_| panic!("{ENDPOINTS} is not set: run `cargo xtask test --backend zookeeper`"));
+    value.split(',').map(str::to_owned).collect()
+}
+
+fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_nanos();
+    format!("vk-zk/{name}-{}-{nanos}", std::process::id())
+}
+
+#[tokio::test]
+async fn locks_use_the_go_layout() {
+    let store = ZookeeperConfig::default().connect(endpoints()).await.unwrap();
+    let client = store.client().unwrap();
+    let key = unique("lock");
+    let guard = store
+        .new_lock(&key, LockOptions::with_value("owner1"))
+        .await
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    let (value, _) = client.get_data(&format!("/{key}")).await.unwrap();
+    assert_eq!(value, b"owner1", "the lock value is the key's data");
+    let children = client.list_children(&format!("/{key}")).await.unwrap();
+    assert_eq!(children.len(), 1);
+    let name = &children[0];
+    let (prefix, sequence) = name.split_once("-lock-").expect("`-lock-` in the contender's name");
+    assert!(
+        prefix.starts_with("_c_") && prefix.len() == 3 + 32,
+        "_c_<32 hex>: {name}"
+    );
+    assert!(prefix[3..].chars().all(|c| c.is_ascii_hexdigit()), "{name}");
+    assert_eq!(sequence.len(), 10, "a 10-digit sequence: {name}");
+    let (_, stat) = client.get_data(&format!("/{key}/{name}")).await.unwrap();
+    assert_eq!(
+        stat.ephemeral_owner,
+        client.session_id().0,
+        "the contender is ephemeral, owned by the session"
+    );
+    assert_eq!(
+        guard.fencing_token(),
+        u64::try_from(stat.czxid).unwrap(),
+        "token = the contender's creation zxid"
+    );
+    guard.unlock().await.unwrap();
+    assert!(
+        client
+            .list_children(&format!("/{key}"))
+            .await
+            .unwrap_or_default()
+            .is_empty(),
+        "unlock deletes it"
+    );
+    let listed = store.list(&key, &ReadOptions::default()).await.unwrap();
+    assert!(
+        listed.is_empty(),
+        "the key keeps its value and lists empty: lock nodes are never listed"
+    );
+    store.delete(&key).await.unwrap();
+}
+
+#[tokio::test]
+async fn directories_are_not_keys_and_vanish_with_their_last_child() {
+    let store = ZookeeperConfig::default().connect(endpoints()).await.unwrap();
+    let client = store.client().unwrap();
+    let dir = unique("dirs");
+    store
+        .put(
+            &format!("{dir}/a/b"),
+            Bytes::from_static(b"leaf"),
+            &WriteOptions::default(),
+        )
+        .await
+        .unwrap();
+    let (marker, _) = client.get_data(&format!("/{dir}/a")).await.unwrap();
+    assert_eq!(marker, [0x01], "a parent made for its child holds the directory marker");
+    assert_eq!(
+        store
+            .get(&format!("{dir}/a"), &ReadOptions::default())
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::KeyNotFound
+    );
+    assert!(!store
+        .exists(&format!("{dir}/a"), &ReadOptions::default())
+        .await
+        .unwrap());
+
+    store
+        .put(
+            &format!("{dir}/a"),
+            Bytes::from_static(b"\x01"),
+            &WriteOptions::default(),
+        )
+        .await
+        .unwrap();
+    let (stored, _) = client.get_data(&format!("/{dir}/a")).await.unwrap();
+    assert_eq!(stored, [0x01, 0x01], "a value starting with 0x01 is escaped");
+    assert_eq!(
+        store
+            .get(&format!("{dir}/a"), &ReadOptions::default())
+            .await
+            .unwrap()
+            .value,
+        "\x01"
+    );
+
+    store.delete(&format!("{dir}/a")).await.unwrap();
+    assert!(
+        !store
+            .exists(&format!("{dir}/a"), &ReadOptions::default())
+            .await
+            .unwrap(),
+        "deleting a key with children"
+    );
+    assert_eq!(
+        store
+            .get(&format!("{dir}/a/b"), &ReadOptions::default())
+            .await
+            .unwrap()
+            .value,
+        "leaf",
+        "keeps them"
+    );
+    store.delete(&format!("{dir}/a/b")).await.unwrap();
+    assert!(
+        client.get_data(&format!("/{dir}")).await.is_err(),
+        "empty directory nodes go with their last child"
+    );
+}
+
+#[tokio::test]
+async fn a_chroot_confines_every_key() {
+    let root = unique("chroot");
+    let config = ZookeeperConfig {
+        chroot: Some(root.clone()),
+        ..Default::default()
+    };
+    let confined = config.connect(endpoints()).await.unwrap();
+    confined
+        .put("inside", Bytes::from_static(b"v"), &WriteOptions::default())
+        .await
+        .unwrap();
+    let plain = ZookeeperConfig::default().connect(endpoints()).await.unwrap();
+    let seen = plain
+        .get(&format!("{root}/inside"), &ReadOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(seen.value, "v");
+    plain.delete_tree(&root).await.unwrap();
+}

@@ -71,7 +71,7 @@ pub use error::{BoxError, Error, ErrorKind, LostReason, Result};
 pub use key::Key;
 pub use kv::{KvPair, LockOptions, ReadOptions, WriteOptions};
 pub use local::{LocalStore, LockRevocation, MemoryConfig, MemoryStore};
-pub use lock::{lost_signal, LockGuard, LockRelease, Locker, LostNotifier, LostSignal};
+pub use lock::{holding, lost_signal, Holding, LockGuard, LockRelease, Locker, LostNotifier, LostSignal, Releasing};
 pub use registry::{constructors, new_store, open, Registration, StoreSpec};
 pub use store::{Backend, Store};
 pub use watch::{WatchEvent, WatchStream};

@@ -22,12 +22,12 @@
 //! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
 //! ```
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use crate::error::{Error, LostReason, Result};
 
@@ -171,6 +171,65 @@ impl LostSignal {
             return Some(reason);
         }
         (now_ms() >= self.held_until.load(Ordering::Acquire)).then_some(LostReason::Expired)
+    }
+}
+
+/// The holder side of one acquisition, owned by the backend's renewal (or monitoring) task:
+/// it extends the held-until deadline, reports a loss — unless a release has begun, so a
+/// release is never mistaken for a loss — and learns when to stop.
+#[derive(Debug)]
+pub struct Holding {
+    lost: LostNotifier,
+    releasing: Arc<AtomicBool>,
+    stopped: oneshot::Receiver<()>,
+}
+
+/// The release side of one acquisition, owned by the backend's [`LockRelease`]: beginning
+/// the release stops the holder task and silences its loss reports.
+#[derive(Debug)]
+pub struct Releasing {
+    releasing: Arc<AtomicBool>,
+    stop: oneshot::Sender<()>,
+}
+
+/// The three parts of one acquisition: the holder task's [`Holding`], the release's
+/// [`Releasing`], and the guard's [`LostSignal`]. The lock counts as held for `ttl` from now.
+pub fn holding(ttl: Duration) -> (Holding, Releasing, LostSignal) {
+    let (lost, signal) = lost_signal(ttl);
+    let releasing = Arc::new(AtomicBool::new(false));
+    let (stop, stopped) = oneshot::channel();
+    let holding = Holding {
+        lost,
+        releasing: Arc::clone(&releasing),
+        stopped,
+    };
+    (holding, Releasing { releasing, stop }, signal)
+}
+
+impl Holding {
+    /// Reports the loss, unless a release has begun.
+    pub fn lose(&self, reason: LostReason) {
+        if !self.releasing.load(Ordering::Acquire) {
+            self.lost.notify(reason);
+        }
+    }
+
+    /// Records a confirmed renewal; see [`LostNotifier::held_for`].
+    pub fn held_for(&self, confirmed_at_ms: u64, ttl: Duration) {
+        self.lost.held_for(confirmed_at_ms, ttl);
+    }
+
+    /// Resolves when the release began (or the release was dropped). Cancel-safe.
+    pub async fn stopped(&mut self) {
+        let _ = (&mut self.stopped).await;
+    }
+}
+
+impl Releasing {
+    /// Begins the release: from now on the holder task reports no loss, and it stops.
+    pub fn begin(self) {
+        self.releasing.store(true, Ordering::Release);
+        let _ = self.stop.send(());
     }
 }
 

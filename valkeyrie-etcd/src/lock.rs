@@ -11,8 +11,6 @@
 //! contender key is deleted behind the holder's back. Releasing deletes the contender key
 //! (and the value with `delete_on_unlock`) only if it is still ours, then revokes the lease.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,11 +19,10 @@ use etcd_client::{
     Compare, CompareOp, EventType, GetOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions, SortOrder, SortTarget,
     Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use valkeyrie_core::{
-    lost_signal, Error, Key, LockGuard, LockOptions, LockRelease, Locker, LostNotifier, LostReason, LostSignal, Result,
-    Spawner,
+    holding, Error, Holding, Key, LockGuard, LockOptions, LockRelease, Locker, LostNotifier, LostReason, LostSignal,
+    Releasing, Result, Spawner,
 };
 
 use crate::client::{lease_seconds, EtcdClient};
@@ -144,20 +141,17 @@ impl EtcdLocker {
             let reason = format!("no create revision for {contender}");
             return Err(Error::backend(ETCD, call, key, true, reason));
         }
-        let (notifier, signal) = lost_signal(self.ttl);
-        notifier.held_for(granted_at, self.ttl);
-        let releasing = Arc::new(AtomicBool::new(false));
-        let (stop, stopped) = oneshot::channel();
+        let (holding, releasing, signal) = holding(self.ttl);
+        holding.held_for(granted_at, self.ttl);
         let session = Session {
             client: self.client.clone(),
             contender: contender.clone(),
             own_revision,
             lease,
             ttl: self.ttl,
-            releasing: Arc::clone(&releasing),
         };
         self.spawner
-            .spawn_self_stopping(session.hold(notifier, stopped, self.spawner.token()));
+            .spawn_self_stopping(session.hold(holding, self.spawner.token()));
         let release = EtcdRelease {
             client: self.client.clone(),
             key: self.key.clone(),
@@ -166,7 +160,6 @@ impl EtcdLocker {
             lease,
             delete_value: self.delete_on_unlock,
             releasing,
-            stop,
         };
 
         if !self.wait_turn(call, &prefix, own_revision, &signal, wait).await? {
@@ -271,11 +264,10 @@ struct Session {
     own_revision: i64,
     lease: i64,
     ttl: Duration,
-    releasing: Arc<AtomicBool>,
 }
 
 impl Session {
-    async fn hold(self, lost: LostNotifier, mut stopped: oneshot::Receiver<()>, closing: CancellationToken) {
+    async fn hold(self, mut holding: Holding, closing: CancellationToken) {
         let period = self.ttl / 3;
         let mut keeper: Option<(LeaseKeeper, LeaseKeepAliveStream)> = None;
         let mut raw = self.client.raw();
@@ -292,16 +284,14 @@ impl Session {
             };
             tokio::select! {
                 biased;
-                _ = &mut stopped => return,
+                () = holding.stopped() => return,
                 () = closing.cancelled() => {
-                    lost.notify(LostReason::StoreClosed);
+                    holding.lose(LostReason::StoreClosed);
                     return;
                 }
                 message = deleted => match message {
                     Ok(Some(response)) if response.events().iter().any(|e| e.event_type() == EventType::Delete) => {
-                        if !self.releasing.load(Ordering::Acquire) {
-                            lost.notify(LostReason::RecordDeleted);
-                        }
+                        holding.lose(LostReason::RecordDeleted);
                         return;
                     }
                     // A cancelled watch (its start revision compacted, say) is a broken one.
@@ -313,11 +303,9 @@ impl Session {
                 _ = tick.tick() => {
                     let started = LostNotifier::now_ms();
                     match self.renew(&mut keeper).await {
-                        Ok(true) => lost.held_for(started, self.ttl),
+                        Ok(true) => holding.held_for(started, self.ttl),
                         Ok(false) => {
-                            if !self.releasing.load(Ordering::Acquire) {
-                                lost.notify(LostReason::Expired);
-                            }
+                            holding.lose(LostReason::Expired);
                             return;
                         }
                         Err(err) => {
@@ -335,9 +323,7 @@ impl Session {
                         deletions = raw.watch(self.contender.as_str(), Some(options)).await.ok();
                     }
                     Ok(false) => {
-                        if !self.releasing.load(Ordering::Acquire) {
-                            lost.notify(LostReason::RecordDeleted);
-                        }
+                        holding.lose(LostReason::RecordDeleted);
                         return;
                     }
                     Err(_) => {}
@@ -400,8 +386,7 @@ struct EtcdRelease {
     own_revision: i64,
     lease: i64,
     delete_value: bool,
-    releasing: Arc<AtomicBool>,
-    stop: oneshot::Sender<()>,
+    releasing: Releasing,
 }
 
 #[async_trait]
@@ -415,10 +400,8 @@ impl LockRelease for EtcdRelease {
             lease,
             delete_value,
             releasing,
-            stop,
         } = *self;
-        releasing.store(true, Ordering::Release);
-        let _ = stop.send(());
+        releasing.begin();
         let mut deletes = vec![TxnOp::delete(contender.as_str(), None)];
         if delete_value {
             deletes.push(TxnOp::delete(key.as_str(), None));

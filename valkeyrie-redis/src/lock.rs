@@ -4,8 +4,6 @@
 //! release are scripts that act only while that index is still there; a waiter polls the
 //! lock script, sleeping until the holder's expiry at most 100 ms at a time.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,7 +11,8 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use valkeyrie_core::{
-    lost_signal, Error, Key, LockGuard, LockOptions, LockRelease, Locker, LostNotifier, LostReason, Result, Spawner,
+    holding, Error, Holding, Key, LockGuard, LockOptions, LockRelease, Locker, LostNotifier, LostReason, Releasing,
+    Result, Spawner,
 };
 
 use crate::client::{index_of, millis, RedisClient};
@@ -68,27 +67,23 @@ impl RedisLocker {
             let reason = format!("unexpected lock script answer {status:?}");
             return Err(Error::backend(REDIS, call, self.key.as_str(), false, reason));
         };
-        let (notifier, signal) = lost_signal(self.ttl);
-        notifier.held_for(started, self.ttl);
-        let releasing = Arc::new(AtomicBool::new(false));
-        let (stop, stopped) = oneshot::channel();
+        let (holding, releasing, signal) = holding(self.ttl);
+        holding.held_for(started, self.ttl);
         let holder = Holder {
             client: self.client.clone(),
             key: self.key.clone(),
             index,
             ttl: self.ttl,
-            releasing,
         };
         let release = RedisRelease {
             client: self.client.clone(),
             key: self.key.clone(),
             index,
             delete_value: self.delete_on_unlock,
-            releasing: Arc::clone(&holder.releasing),
-            stop,
+            releasing,
         };
         self.spawner
-            .spawn_self_stopping(holder.renew(notifier, stopped, self.spawner.token()));
+            .spawn_self_stopping(holder.renew(holding, self.spawner.token()));
         Ok(Ok(LockGuard::new(
             REDIS,
             self.key.as_str(),
@@ -159,19 +154,18 @@ struct Holder {
     key: Key,
     index: u64,
     ttl: Duration,
-    releasing: Arc<AtomicBool>,
 }
 
 impl Holder {
-    async fn renew(self, lost: LostNotifier, mut stopped: oneshot::Receiver<()>, closing: CancellationToken) {
+    async fn renew(self, mut holding: Holding, closing: CancellationToken) {
         let mut tick = tokio::time::interval(self.ttl / 3);
         tick.tick().await;
         loop {
             tokio::select! {
                 biased;
-                _ = &mut stopped => return,
+                () = holding.stopped() => return,
                 () = closing.cancelled() => {
-                    lost.notify(LostReason::StoreClosed);
+                    holding.lose(LostReason::StoreClosed);
                     return;
                 }
                 _ = tick.tick() => {}
@@ -184,7 +178,7 @@ impl Holder {
                 .await;
             let reason = match outcome.as_deref() {
                 Ok("ok") => {
-                    lost.held_for(started, self.ttl);
+                    holding.held_for(started, self.ttl);
                     continue;
                 }
                 Ok("taken") => LostReason::RecordDeleted,
@@ -194,9 +188,7 @@ impl Holder {
                     continue;
                 }
             };
-            if !self.releasing.load(Ordering::Acquire) {
-                lost.notify(reason);
-            }
+            holding.lose(reason);
             return;
         }
     }
@@ -207,8 +199,7 @@ struct RedisRelease {
     key: Key,
     index: u64,
     delete_value: bool,
-    releasing: Arc<AtomicBool>,
-    stop: oneshot::Sender<()>,
+    releasing: Releasing,
 }
 
 #[async_trait]
@@ -220,10 +211,8 @@ impl LockRelease for RedisRelease {
             index,
             delete_value,
             releasing,
-            stop,
         } = *self;
-        releasing.store(true, Ordering::Release);
-        let _ = stop.send(());
+        releasing.begin();
         let args = vec![index.to_string(), if delete_value { "1" } else { "0" }.to_owned()];
         match client
             .script("unlock", key.as_str(), &SCRIPTS.unlock, args)

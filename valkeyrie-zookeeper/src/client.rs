@@ -273,9 +273,19 @@ pub(crate) fn checked_path(key: &Key) -> Result<String> {
     }
 }
 
-/// Whether a child name is a lock contender node of the Go store's layout.
+/// Whether a child name is a lock contender node of the Go store's layout:
+/// `_c_<32 hex digits>-lock-<decimal sequence>`.
 pub(crate) fn is_lock_node(name: &str) -> bool {
-    name.starts_with("_c_") && name.contains("-lock-")
+    let Some(rest) = name.strip_prefix("_c_") else {
+        return false;
+    };
+    let Some((guid, sequence)) = rest.split_once("-lock-") else {
+        return false;
+    };
+    guid.len() == 32
+        && guid.chars().all(|c| c.is_ascii_hexdigit())
+        && !sequence.is_empty()
+        && sequence.chars().all(|c| c.is_ascii_digit())
 }
 
 /// The last index of a node: its modification zxid (global and never 0, unlike the data
@@ -303,6 +313,10 @@ mod tests {
     fn lock_nodes_and_paths() {
         assert!(is_lock_node("_c_0123456789abcdef0123456789abcdef-lock-0000000003"));
         assert!(!is_lock_node("child"));
+        assert!(
+            !is_lock_node("_c_report-lock-x"),
+            "user keys that merely look alike are keys"
+        );
         assert_eq!(path_of("a/b"), "/a/b");
         assert_eq!(key_of("/a/b"), "a/b");
     }

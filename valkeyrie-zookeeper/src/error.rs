@@ -27,3 +27,10 @@ pub(crate) fn map_error(call: &'static str, key: &str, err: ClientError) -> Erro
         other => Error::backend(ZOOKEEPER, call, key, false, other),
     }
 }
+
+/// Whether `err` is ZooKeeper's "node has children" (kept as the source of a backend error).
+pub(crate) fn is_not_empty(err: &Error) -> bool {
+    std::error::Error::source(err)
+        .and_then(|source| source.downcast_ref::<ClientError>())
+        .is_some_and(|source| matches!(source, ClientError::NotEmpty))
+}

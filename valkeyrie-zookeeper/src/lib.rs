@@ -5,15 +5,21 @@
 //! once this crate is linked (`use valkeyrie_zookeeper as _;`). The URL path is the chroot.
 //!
 //! * A key `a/b` is the znode `/a/b` holding the raw value, as the Go `kvtools/zookeeper`
-//!   store writes it. Missing parents are created as container nodes, which are not keys
-//!   until written to (see [`client`](crate) docs in the source) and which the server
-//!   removes once empty.
+//!   store writes it. Missing parents are created holding the one byte `0x01` (the legacy
+//!   libkv directory marker): they are not keys, and they are removed with their last
+//!   child. A value that starts with `0x01` is stored with one more `0x01` in front (Go
+//!   services read that byte as part of the value).
 //! * `last_index` is the node's modification zxid (the Go store uses the data version,
 //!   which restarts at 0 when a node is re-created and so can match a stale pair). Atomic
-//!   calls compare it, then write with the node's version, so they stay atomic.
-//! * A TTL write makes a TTL node (the server needs `zookeeper.extendedTypesEnabled=true`);
-//!   a `keep_alive` write makes an ephemeral node, which lives exactly as long as the
-//!   handle's session (the Go store makes every TTL key ephemeral).
+//!   calls compare it, then write at the node's version; the one race left is a delete
+//!   and re-create of the node between the two (ZooKeeper cannot check a zxid in a write).
+//! * A TTL write makes a TTL node (the server needs `zookeeper.extendedTypesEnabled=true`;
+//!   TTL nodes are deleted by the server's container sweep, every
+//!   `znode.container.checkIntervalMs`, one minute by default), marked by one ACL-version
+//!   bump because ZooKeeper hides the node type in stats; a `keep_alive` write makes an
+//!   ephemeral node, which lives exactly as long as the handle's session (the Go store
+//!   makes every TTL key ephemeral). A session that expires is not re-established: open a
+//!   new handle.
 //! * `list` walks the tree, `delete_tree` deletes depth-first, both with bounded
 //!   concurrency; lock nodes are never listed.
 //! * Watches are persistent (recursive for `watch_tree`) ZooKeeper watches, re-reading each

@@ -5,21 +5,20 @@
 //! expires or closes, or when the contender node is deleted; the fencing token is the
 //! contender node's creation zxid, which grows across every acquisition.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use valkeyrie_core::{
-    lost_signal, Error, Key, LockGuard, LockOptions, LockRelease, Locker, LostNotifier, LostReason, LostSignal, Result,
-    Spawner,
+    holding, Error, Holding, Key, LockGuard, LockOptions, LockRelease, Locker, LostNotifier, LostReason, LostSignal,
+    Releasing, Result, Spawner,
 };
 use zookeeper_client::{Acls, CreateMode, EventType, SessionState};
 
 use crate::client::{encode, is_lock_node, path_of, ZkClient};
+use crate::error::is_not_empty;
 use crate::ZOOKEEPER;
 
 /// Tells contender names of this process apart.
@@ -35,12 +34,28 @@ pub(crate) struct ZkLocker {
     spawner: Spawner,
 }
 
-/// A contender node not yet handed to a guard; deleted in the background if the attempt is
-/// abandoned.
+/// A contender not yet handed to a guard. Armed before the create is sent: if the attempt
+/// is abandoned (cancelled, timed out, failed) the node may exist without our knowing its
+/// sequence, so the clean-up deletes every child of the key whose name starts with this
+/// attempt's unique prefix (the "protected" part of the Go layout's name).
 struct Pending {
     zk: ZkClient,
-    node: String,
+    parent: String,
+    name_prefix: String,
     armed: bool,
+}
+
+impl Pending {
+    async fn clean_up(zk: ZkClient, parent: String, name_prefix: String) {
+        let Ok(client) = zk.client() else { return };
+        let Ok(children) = zk.request("unlock", &parent, client.list_children(&parent)).await else {
+            return;
+        };
+        for name in children.iter().filter(|name| name.starts_with(&name_prefix)) {
+            let node = format!("{parent}/{name}");
+            let _ = zk.request("unlock", &node, client.delete(&node, None)).await;
+        }
+    }
 }
 
 impl Drop for Pending {
@@ -48,13 +63,9 @@ impl Drop for Pending {
         if !self.armed {
             return;
         }
-        let (zk, node) = (self.zk.clone(), self.node.clone());
+        let cleanup = Self::clean_up(self.zk.clone(), self.parent.clone(), self.name_prefix.clone());
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if let Ok(client) = zk.client() {
-                    let _ = zk.request("unlock", &node, client.delete(&node, None)).await;
-                }
-            });
+            runtime.spawn(cleanup);
         }
     }
 }
@@ -96,41 +107,40 @@ impl ZkLocker {
         self.zk.ensure_parents(call, &format!("{path}/_")).await?;
         let session = self.zk.client()?.session_id().0 as u64;
         let unique = NEXT_CONTENDER.fetch_add(1, Ordering::Relaxed) ^ u64::from(std::process::id());
-        let prefix = format!("{path}/_c_{session:016x}{unique:016x}-lock-");
-        let options = CreateMode::EphemeralSequential.with_acls(Acls::anyone_all());
-        let started = LostNotifier::now_ms();
-        let (stat, seq) = self
-            .zk
-            .request(call, key, self.zk.client()?.create(&prefix, &[], &options))
-            .await?;
-        let node = format!("{prefix}{seq}");
+        let name_prefix = format!("_c_{session:016x}{unique:016x}-lock-");
+        let prefix = format!("{path}/{name_prefix}");
         let mut pending = Pending {
             zk: self.zk.clone(),
-            node: node.clone(),
+            parent: path.clone(),
+            name_prefix,
             armed: true,
         };
+        let options = CreateMode::EphemeralSequential.with_acls(Acls::anyone_all());
+        let started = LostNotifier::now_ms();
+        let client = self.zk.client()?;
+        let (stat, seq) = self
+            .zk
+            .request(call, key, client.create(&prefix, &[], &options))
+            .await?;
+        let node = format!("{prefix}{seq}");
         let own_name = node.rsplit('/').next().unwrap_or_default().to_owned();
 
-        let (notifier, signal) = lost_signal(self.session_timeout);
-        notifier.held_for(started, self.session_timeout);
-        let releasing = Arc::new(AtomicBool::new(false));
-        let (stop, stopped) = oneshot::channel();
+        let (holding, releasing, signal) = holding(self.session_timeout);
+        holding.held_for(started, self.session_timeout);
         let holder = Holder {
             zk: self.zk.clone(),
             node: node.clone(),
             session_timeout: self.session_timeout,
-            releasing,
         };
         let release = ZkRelease {
             zk: self.zk.clone(),
             path: path.clone(),
             node: node.clone(),
             delete_value: self.delete_on_unlock,
-            releasing: Arc::clone(&holder.releasing),
-            stop,
+            releasing,
         };
         self.spawner
-            .spawn_self_stopping(holder.hold(notifier, stopped, self.spawner.token()));
+            .spawn_self_stopping(holder.hold(holding, self.spawner.token()));
 
         if !self.wait_turn(call, &path, &own_name, &signal, wait).await? {
             drop(release);
@@ -225,14 +235,13 @@ struct Holder {
     zk: ZkClient,
     node: String,
     session_timeout: Duration,
-    releasing: Arc<AtomicBool>,
 }
 
 impl Holder {
-    async fn hold(self, lost: LostNotifier, mut stopped: oneshot::Receiver<()>, closing: CancellationToken) {
+    async fn hold(self, mut holding: Holding, closing: CancellationToken) {
         // This task's own handle on the session; it ends (and lets the session go) on close.
         let Ok(client) = self.zk.client() else {
-            lost.notify(LostReason::StoreClosed);
+            holding.lose(LostReason::StoreClosed);
             return;
         };
         let mut states = client.state_watcher();
@@ -241,51 +250,45 @@ impl Holder {
         let mut node_changed = match self.zk.request("lock", &self.node, node_watch).await {
             Ok((Some(_), watcher)) => Box::pin(watcher.changed()) as NodeChange,
             _ => {
-                if !self.releasing.load(Ordering::Acquire) {
-                    lost.notify(LostReason::RecordDeleted);
-                }
+                holding.lose(LostReason::RecordDeleted);
                 return;
             }
         };
         loop {
             tokio::select! {
                 biased;
-                _ = &mut stopped => return,
+                () = holding.stopped() => return,
                 () = closing.cancelled() => {
-                    lost.notify(LostReason::StoreClosed);
+                    holding.lose(LostReason::StoreClosed);
                     return;
                 }
                 state = states.changed() => {
                     if state.is_terminated() {
-                        if !self.releasing.load(Ordering::Acquire) {
-                            lost.notify(if state == SessionState::Closed { LostReason::StoreClosed } else { LostReason::Expired });
-                        }
+                        holding.lose(if state == SessionState::Closed { LostReason::StoreClosed } else { LostReason::Expired });
                         return;
                     }
                 }
                 event = &mut node_changed => {
                     if event.event_type == EventType::NodeDeleted {
-                        if !self.releasing.load(Ordering::Acquire) {
-                            lost.notify(LostReason::RecordDeleted);
-                        }
+                        holding.lose(LostReason::RecordDeleted);
                         return;
                     }
                     // Any other event (a session change): watch the node again.
                     match self.zk.request("lock", &self.node, client.check_and_watch_stat(&self.node)).await {
                         Ok((Some(_), watcher)) => node_changed = Box::pin(watcher.changed()),
                         Ok((None, _)) => {
-                            if !self.releasing.load(Ordering::Acquire) {
-                                lost.notify(LostReason::RecordDeleted);
-                            }
+                            holding.lose(LostReason::RecordDeleted);
                             return;
                         }
                         Err(_) => node_changed = Box::pin(std::future::pending()),
                     }
                 }
                 _ = tick.tick() => {
-                    // The session is alive while connected: the lock is held for another timeout.
-                    if states.peek_state() == SessionState::SyncConnected {
-                        lost.held_for(LostNotifier::now_ms(), self.session_timeout);
+                    // Only an answer from the server proves the session alive: held for the
+                    // negotiated session timeout after the request was sent.
+                    let sent = LostNotifier::now_ms();
+                    if let Ok(Some(_)) = self.zk.request("lock", &self.node, client.check_stat(&self.node)).await {
+                        holding.held_for(sent, client.session_timeout());
                     }
                 }
             }
@@ -298,8 +301,7 @@ struct ZkRelease {
     path: String,
     node: String,
     delete_value: bool,
-    releasing: Arc<AtomicBool>,
-    stop: oneshot::Sender<()>,
+    releasing: Releasing,
 }
 
 #[async_trait]
@@ -311,29 +313,39 @@ impl LockRelease for ZkRelease {
             node,
             delete_value,
             releasing,
-            stop,
         } = *self;
-        releasing.store(true, Ordering::Release);
-        let _ = stop.send(());
+        releasing.begin();
         let key = path.trim_start_matches('/').to_owned();
-        match zk.request("unlock", &key, zk.client()?.delete(&node, None)).await {
-            Ok(()) => {}
-            Err(Error::KeyNotFound { .. }) => {
-                return Err(Error::LockLost {
-                    store: ZOOKEEPER,
-                    key,
-                    reason: LostReason::RecordDeleted,
-                });
+        let client = zk.client()?;
+        // A node left by a failed unlock would hold the lock for the whole session: retry
+        // what may be passing trouble.
+        let mut attempt = 0;
+        loop {
+            match zk.request("unlock", &key, client.delete(&node, None)).await {
+                Ok(()) => break,
+                Err(Error::KeyNotFound { .. }) => {
+                    return Err(Error::LockLost {
+                        store: ZOOKEEPER,
+                        key,
+                        reason: LostReason::RecordDeleted,
+                    });
+                }
+                Err(err) if err.is_temporary() && attempt < 5 => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+                }
+                Err(err) => return Err(err),
             }
-            Err(err) => return Err(err),
         }
         if delete_value {
             // Other contenders' nodes keep the key's node alive: then the value stays.
-            match zk.request("unlock", &key, zk.client()?.delete(&path, None)).await {
-                Ok(()) | Err(Error::KeyNotFound { .. }) => {}
-                Err(err) if err.to_string().contains("not empty") || err.to_string().contains("NotEmpty") => {}
+            match zk.request("unlock", &key, client.delete(&path, None)).await {
+                Ok(()) => zk.cleanup_parents("unlock", &path).await,
+                Err(Error::KeyNotFound { .. }) => {}
+                Err(err) if is_not_empty(&err) => {}
                 Err(err) => return Err(err),
             }
+            return Ok(());
         }
         zk.cleanup_parents("unlock", &node).await;
         Ok(())

@@ -13,6 +13,7 @@ use zookeeper_client::{Acls, CreateMode, CreateOptions, MultiWriteResult, Stat};
 
 use crate::client::{checked_path, decode, encode, index_of, ZkClient, DIR_MARKER};
 use crate::config::ZookeeperConfig;
+use crate::error::is_not_empty;
 use crate::lock::ZkLocker;
 use crate::{watch, ZOOKEEPER};
 
@@ -183,7 +184,7 @@ impl ZookeeperStore {
                 }
                 // Someone wrote in between: look again.
                 Err(Error::KeyModified { .. } | Error::KeyNotFound { .. } | Error::KeyExists { .. }) => continue,
-                Err(err) if err.to_string().contains("not empty") || err.to_string().contains("NotEmpty") => continue,
+                Err(err) if is_not_empty(&err) => continue,
                 Err(err) => return Err(err),
             }
         }
@@ -218,27 +219,42 @@ impl ZookeeperStore {
     ) -> Result<u64> {
         let client = self.zk.client()?;
         let mut writer = client.new_multi_writer();
+        // The stat of a create inside a multi is empty on 3.8 (ZOOKEEPER-4026): a set_data
+        // of the same data in the same transaction returns a valid one.
         let staged = writer
             .add_delete(path, Some(version))
-            .and_then(|()| writer.add_create(path, data, options));
+            .and_then(|()| writer.add_create(path, data, options))
+            .and_then(|()| writer.add_set_data(path, data, Some(0)));
         staged.map_err(|e| crate::error::map_error(call, key.as_str(), e))?;
         let commit = async { writer.commit().await.map_err(zookeeper_client::Error::from) };
         let results = self.zk.request(call, key.as_str(), commit).await?;
-        let created = results.iter().find_map(|result| match result {
-            MultiWriteResult::Create { stat, .. } => Some(index_of(stat)),
+        let written = results.iter().find_map(|result| match result {
+            MultiWriteResult::SetData { stat } => Some(index_of(stat)),
             _ => None,
         });
-        match created {
-            Some(index) if index > 0 => Ok(index),
-            // Some servers return an empty stat from a multi: read it.
-            _ => Ok(self.read(call, key, path).await?.map_or(0, |(_, stat)| index_of(&stat))),
-        }
+        written.ok_or_else(|| {
+            Error::backend(
+                ZOOKEEPER,
+                call,
+                key.as_str(),
+                false,
+                format!("the transaction returned no stat: {results:?}"),
+            )
+        })
     }
 
-    /// Deletes the key's node at `version`, then directory nodes left empty above it.
-    async fn delete_node(&self, call: &'static str, key: &Key, path: &str, version: i32) -> Result<()> {
-        let delete = self.zk.client()?.delete(path, Some(version));
-        self.zk.request(call, key.as_str(), delete).await?;
+    /// Removes the key whose node has `stat`, at its version: a childless node is deleted
+    /// (with directory nodes left empty above it); a node with children stays for them and
+    /// becomes a directory node again.
+    async fn remove_key(&self, call: &'static str, key: &Key, path: &str, stat: &Stat) -> Result<()> {
+        let client = self.zk.client()?;
+        if stat.num_children > 0 {
+            let set = client.set_data(path, DIR_MARKER, Some(stat.version));
+            return self.zk.request(call, key.as_str(), set).await.map(drop);
+        }
+        self.zk
+            .request(call, key.as_str(), client.delete(path, Some(stat.version)))
+            .await?;
         self.zk.cleanup_parents(call, path).await;
         Ok(())
     }
@@ -280,18 +296,22 @@ impl Backend for ZookeeperStore {
 
     async fn delete(&self, key: &Key) -> Result<()> {
         let path = checked_path(key)?;
-        let Some((data, stat)) = self.read("delete", key, &path).await? else {
-            return Err(Error::not_found(ZOOKEEPER, key.as_str()));
-        };
-        if decode(data).is_none() {
-            return Err(Error::not_found(ZOOKEEPER, key.as_str()));
+        for _ in 0..WRITE_ATTEMPTS {
+            let Some((data, stat)) = self.read("delete", key, &path).await? else {
+                return Err(Error::not_found(ZOOKEEPER, key.as_str()));
+            };
+            if decode(data).is_none() {
+                return Err(Error::not_found(ZOOKEEPER, key.as_str()));
+            }
+            match self.remove_key("delete", key, &path, &stat).await {
+                // Written, given a child or removed in between: look again.
+                Err(Error::KeyModified { .. } | Error::KeyNotFound { .. }) => continue,
+                Err(err) if is_not_empty(&err) => continue,
+                outcome => return outcome,
+            }
         }
-        if stat.num_children > 0 {
-            // The node must stay for its children: it becomes a directory node again.
-            let set = self.zk.client()?.set_data(&path, DIR_MARKER, Some(stat.version));
-            return self.zk.request("delete", key.as_str(), set).await.map(drop);
-        }
-        self.delete_node("delete", key, &path, stat.version).await
+        let reason = format!("gave up after {WRITE_ATTEMPTS} attempts racing other writers");
+        Err(Error::backend(ZOOKEEPER, "delete", key.as_str(), true, reason))
     }
 
     async fn exists(&self, key: &Key, _opts: &ReadOptions) -> Result<bool> {
@@ -375,9 +395,11 @@ impl Backend for ZookeeperStore {
         if index_of(&stat) != previous.last_index {
             return Err(Error::modified(ZOOKEEPER, key.as_str()));
         }
-        match self.delete_node("atomic_delete", key, &path, stat.version).await {
+        match self.remove_key("atomic_delete", key, &path, &stat).await {
             Ok(()) => Ok(()),
             Err(Error::KeyModified { .. }) => Err(Error::modified(ZOOKEEPER, key.as_str())),
+            Err(Error::KeyNotFound { .. }) => Err(Error::not_found(ZOOKEEPER, key.as_str())),
+            Err(err) if is_not_empty(&err) => Err(Error::modified(ZOOKEEPER, key.as_str())),
             Err(err) => Err(err),
         }
     }
@@ -387,6 +409,13 @@ impl Backend for ZookeeperStore {
         // lock contenders) go with it.
         self.zk.close();
         Ok(())
+    }
+}
+
+impl Drop for ZookeeperStore {
+    fn drop(&mut self) {
+        // Lockers and guards hold clones of the session: let it end with the store anyway.
+        self.zk.close();
     }
 }
 

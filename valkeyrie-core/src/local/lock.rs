@@ -2,13 +2,11 @@
 //! holder's handle renews it every third of the TTL, checks it whenever any lock changes,
 //! and reports a loss through the guard.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::engine::{now_ms, Acquire, Engine};
@@ -16,7 +14,7 @@ use super::Storage;
 use crate::background::Spawner;
 use crate::error::{Error, LostReason, Result};
 use crate::key::Key;
-use crate::lock::{lost_signal, LockGuard, LockRelease, Locker, LostNotifier};
+use crate::lock::{holding, Holding, LockGuard, LockRelease, Locker, LostNotifier, Releasing};
 
 /// A lock on one key of a local engine.
 pub(crate) struct LocalLocker<S: Storage> {
@@ -29,15 +27,12 @@ pub(crate) struct LocalLocker<S: Storage> {
     pub(crate) spawner: Spawner,
 }
 
-/// One acquisition as the renewal task and the release see it.
+/// One acquisition as the renewal task sees it.
 struct Hold<S: Storage> {
     engine: Arc<Engine<S>>,
     key: Key,
     owner: u64,
     ttl: Duration,
-    /// Set by the release before it clears the record, so the renewal task does not take
-    /// the release for a loss.
-    releasing: Arc<AtomicBool>,
 }
 
 impl<S: Storage> LocalLocker<S> {
@@ -69,7 +64,6 @@ impl<S: Storage> LocalLocker<S> {
             key: self.key.clone(),
             owner,
             ttl: self.ttl,
-            releasing: Arc::new(AtomicBool::new(false)),
         };
         let guard = self.hold(hold, token, acquired_at);
         if self.sync_writes {
@@ -84,19 +78,17 @@ impl<S: Storage> LocalLocker<S> {
 
     /// Starts renewing the acquisition and wraps it in a guard.
     fn hold(&self, hold: Hold<S>, token: u64, acquired_at: u64) -> LockGuard {
-        let (notifier, signal) = lost_signal(self.ttl);
-        notifier.held_for(acquired_at, self.ttl);
-        let (stop, stopped) = oneshot::channel();
+        let (holding, releasing, signal) = holding(self.ttl);
+        holding.held_for(acquired_at, self.ttl);
         let release = LocalRelease {
             engine: Arc::clone(&hold.engine),
             key: hold.key.clone(),
             owner: hold.owner,
             delete_value: self.delete_on_unlock,
-            releasing: Arc::clone(&hold.releasing),
-            stop,
+            releasing,
         };
         self.spawner
-            .spawn_self_stopping(renew(hold, notifier, stopped, self.spawner.token()));
+            .spawn_self_stopping(renew(hold, holding, self.spawner.token()));
         LockGuard::new(self.engine.store(), self.key.as_str(), token, signal, Box::new(release))
     }
 }
@@ -138,21 +130,16 @@ impl<S: Storage> Locker for LocalLocker<S> {
 
 /// Renews every third of the TTL and checks ownership whenever any lock changes, until the
 /// lock is released, lost, or the handle closes.
-async fn renew<S: Storage>(
-    hold: Hold<S>,
-    lost: LostNotifier,
-    mut stopped: oneshot::Receiver<()>,
-    closing: CancellationToken,
-) {
+async fn renew<S: Storage>(hold: Hold<S>, mut holding: Holding, closing: CancellationToken) {
     let period = hold.ttl / 3;
     let mut next_renewal = tokio::time::Instant::now() + period;
     loop {
         let changed = hold.engine.lock_changed.notified();
         let due = tokio::select! {
             biased;
-            _ = &mut stopped => return,
+            () = holding.stopped() => return,
             () = closing.cancelled() => {
-                lost.notify(LostReason::StoreClosed);
+                holding.lose(LostReason::StoreClosed);
                 return;
             }
             () = changed => false,
@@ -166,16 +153,14 @@ async fn renew<S: Storage>(
             hold.engine.check(&hold.key, hold.owner)
         };
         match outcome {
-            Ok(Ok(())) if due => lost.held_for(started, hold.ttl),
+            Ok(Ok(())) if due => holding.held_for(started, hold.ttl),
             Ok(Ok(())) => {}
-            // A release in progress cleared the record: that is no loss.
-            _ if hold.releasing.load(Ordering::Acquire) => return,
             Ok(Err(reason)) => {
-                lost.notify(reason);
+                holding.lose(reason);
                 return;
             }
             Err(err) => {
-                lost.notify(LostReason::RenewalFailed(err.to_string()));
+                holding.lose(LostReason::RenewalFailed(err.to_string()));
                 return;
             }
         }
@@ -187,8 +172,7 @@ struct LocalRelease<S: Storage> {
     key: Key,
     owner: u64,
     delete_value: bool,
-    releasing: Arc<AtomicBool>,
-    stop: oneshot::Sender<()>,
+    releasing: Releasing,
 }
 
 #[async_trait]
@@ -200,11 +184,8 @@ impl<S: Storage> LockRelease for LocalRelease<S> {
             owner,
             delete_value,
             releasing,
-            stop,
         } = *self;
-        releasing.store(true, Ordering::Release);
-        // The renewal task may already have ended after a loss; that is fine.
-        let _ = stop.send(());
+        releasing.begin();
         match engine.release(&key, owner, delete_value)? {
             Ok(()) => Ok(()),
             Err(reason) => Err(Error::LockLost {

@@ -116,27 +116,35 @@ impl ZkClient {
 
     /// Creates the missing ancestors of `path` as directory nodes.
     pub(crate) async fn ensure_parents(&self, call: &'static str, path: &str) -> Result<()> {
+        /// How often to start over when a directory node is removed under our feet.
+        const ATTEMPTS: usize = 16;
         let Some((parent, _)) = path.rsplit_once('/') else {
             return Ok(());
         };
         if parent.is_empty() {
             return Ok(());
         }
-        let mut prefix = String::new();
-        for segment in parent.split('/').skip(1) {
-            prefix.push('/');
-            prefix.push_str(segment);
-            let options = CreateMode::Persistent.with_acls(Acls::anyone_all());
-            let client = self.client()?;
-            match self
-                .request(call, &prefix, client.create(&prefix, DIR_MARKER, &options))
-                .await
-            {
-                Ok(_) | Err(Error::KeyExists { .. }) => {}
-                Err(err) => return Err(err),
+        let client = self.client()?;
+        let options = CreateMode::Persistent.with_acls(Acls::anyone_all());
+        'attempt: for _ in 0..ATTEMPTS {
+            let mut prefix = String::new();
+            for segment in parent.split('/').skip(1) {
+                prefix.push('/');
+                prefix.push_str(segment);
+                match self
+                    .request(call, &prefix, client.create(&prefix, DIR_MARKER, &options))
+                    .await
+                {
+                    Ok(_) | Err(Error::KeyExists { .. }) => {}
+                    // An empty directory node above was cleaned up meanwhile: start over.
+                    Err(Error::KeyNotFound { .. }) => continue 'attempt,
+                    Err(err) => return Err(err),
+                }
             }
+            return Ok(());
         }
-        Ok(())
+        let reason = format!("directory nodes above {path} kept vanishing");
+        Err(Error::backend(ZOOKEEPER, call, path, true, reason))
     }
 }
 

@@ -118,10 +118,18 @@ impl ZkLocker {
         let options = CreateMode::EphemeralSequential.with_acls(Acls::anyone_all());
         let started = LostNotifier::now_ms();
         let client = self.zk.client()?;
-        let (stat, seq) = self
-            .zk
-            .request(call, key, client.create(&prefix, &[], &options))
-            .await?;
+        // The key's directory node may be cleaned up by another process between making it and
+        // creating under it: make it again and retry.
+        let mut attempts = 0;
+        let (stat, seq) = loop {
+            match self.zk.request(call, key, client.create(&prefix, &[], &options)).await {
+                Err(Error::KeyNotFound { .. }) if attempts < 16 => {
+                    attempts += 1;
+                    self.zk.ensure_parents(call, &format!("{path}/_")).await?;
+                }
+                created => break created?,
+            }
+        };
         let node = format!("{prefix}{seq}");
         let own_name = node.rsplit('/').next().unwrap_or_default().to_owned();
 

@@ -19,7 +19,7 @@ struct Suite {
 }
 
 /// Every suite, in the order of the README's capability table.
-const SUITES: [Suite; 7] = [
+const SUITES: [Suite; 8] = [
     Suite {
         backend: "memory",
         package: "valkeyrie-core",
@@ -29,6 +29,11 @@ const SUITES: [Suite; 7] = [
         backend: "boltlike",
         package: "valkeyrie-boltlike",
         servers: &[],
+    },
+    Suite {
+        backend: "consul",
+        package: "valkeyrie-consul",
+        servers: &[Server::Consul],
     },
     Suite {
         backend: "etcd",

@@ -9,7 +9,10 @@ use bytes::Bytes;
 
 use futures_util::StreamExt;
 
-use super::support::{eventually, fails, get, get_opt, next_change, next_event, ok, put, relative_keys, Case};
+use super::support::{
+    eventually, fails, get, get_opt, next_change, next_change_within, next_event, ok, put, relative_keys, Case,
+    EVENT_TIMEOUT,
+};
 use super::TestTarget;
 use crate::error::{ErrorKind, LostReason};
 use crate::kv::{KvPair, LockOptions, ReadOptions, WriteOptions};
@@ -617,12 +620,13 @@ pub async fn watch_reports_expiry(target: &dyn TestTarget) {
             .await,
         "put with ttl",
     );
+    let expiry_within = case.ttl() + case.target.expiry_slack() + EVENT_TIMEOUT;
     for (events, what) in [(&mut key_events, "watch"), (&mut tree_events, "watch_tree")] {
         assert!(
             matches!(next_change(events, what).await, WatchEvent::Put(_)),
             "{what}: the put comes first"
         );
-        match next_change(events, what).await {
+        match next_change_within(events, what, expiry_within).await {
             WatchEvent::Delete { key: expired, .. } => assert_eq!(expired, key, "{what}"),
             other => panic!("{what}: expected the expiry as a delete, got {other:?}"),
         }

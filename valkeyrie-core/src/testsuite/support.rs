@@ -118,19 +118,29 @@ pub(crate) async fn get_opt(store: &dyn Store, key: &str) -> Option<KvPair> {
 /// The next item of a watch, failing the case on an error, the end of the stream or a
 /// timeout.
 pub(crate) async fn next_event(stream: &mut WatchStream, what: &str) -> WatchEvent {
-    match tokio::time::timeout(EVENT_TIMEOUT, stream.next()).await {
+    next_event_within(stream, what, EVENT_TIMEOUT).await
+}
+
+/// Like [`next_event`], waiting up to `within`: for events a TTL brings.
+pub(crate) async fn next_event_within(stream: &mut WatchStream, what: &str, within: Duration) -> WatchEvent {
+    match tokio::time::timeout(within, stream.next()).await {
         Ok(Some(Ok(event))) => event,
         Ok(Some(Err(err))) => panic!("{what}: the watch failed: {err}"),
         Ok(None) => panic!("{what}: the watch ended"),
-        Err(_) => panic!("{what}: no event within {EVENT_TIMEOUT:?}"),
+        Err(_) => panic!("{what}: no event within {within:?}"),
     }
 }
 
 /// The next event that is not a resync snapshot equal to what the consumer already knows;
 /// backends may resend a snapshot at any time.
 pub(crate) async fn next_change(stream: &mut WatchStream, what: &str) -> WatchEvent {
+    next_change_within(stream, what, EVENT_TIMEOUT).await
+}
+
+/// Like [`next_change`], each event waited for up to `within`.
+pub(crate) async fn next_change_within(stream: &mut WatchStream, what: &str, within: Duration) -> WatchEvent {
     loop {
-        match next_event(stream, what).await {
+        match next_event_within(stream, what, within).await {
             WatchEvent::Snapshot(_) => continue,
             event => return event,
         }

@@ -1,0 +1,453 @@
+//! The thin Consul HTTP API this backend needs beyond `rs-consul` 0.15, on the same client:
+//!
+//! * KV reads with values as bytes (`rs-consul` decodes them as UTF-8, so binary values
+//!   fail), `recurse`, `keys` and blocking queries (`index` + `wait`);
+//! * transactions (`/v1/txn`): writes return their exact `ModifyIndex`, and conditions
+//!   (`check-index`, `check-session`, …) make every write atomic; `rs-consul` has no
+//!   transactions and its KV writes return no index;
+//! * sessions: create, renew, destroy, info (internal to `rs-consul`).
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use bytes::Bytes;
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+use valkeyrie_core::{Error, Result};
+
+use crate::client::{key_path, ApiRequest, ConsulClient};
+use crate::CONSUL;
+
+/// The flags the Go store stamps on every key: Consul's lock API refuses to lock a key
+/// with other flags, so stamping them keeps every key lockable by Go services.
+pub(crate) const LOCK_FLAGS: u64 = 0x2ddc_cbc0_58a5_0c18;
+
+/// One KV entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub(crate) key: String,
+    pub(crate) value: Bytes,
+    pub(crate) modify_index: u64,
+    /// The session holding the key (a lock, or the Go store's TTL), if any.
+    pub(crate) session: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawEntry {
+    key: String,
+    value: Option<String>,
+    #[serde(default)]
+    modify_index: u64,
+    #[serde(default)]
+    session: Option<String>,
+}
+
+impl RawEntry {
+    fn decode(self, call: &'static str) -> Result<Entry> {
+        let value = match self.value {
+            Some(encoded) => BASE64
+                .decode(encoded)
+                .map_err(|e| Error::backend(CONSUL, call, self.key.as_str(), false, e))?
+                .into(),
+            None => Bytes::new(),
+        };
+        Ok(Entry {
+            key: self.key,
+            value,
+            modify_index: self.modify_index,
+            session: self.session.filter(|s| !s.is_empty()),
+        })
+    }
+}
+
+/// How a read is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Consistency {
+    /// Through the leader, which confirms its leadership first (`?consistent`).
+    Consistent,
+    /// By the leader without confirming its leadership (Consul's default mode).
+    Default,
+}
+
+/// A blocking query: answer once the data's index passes `index`, or after `wait`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Blocking {
+    pub(crate) index: u64,
+    pub(crate) wait: Duration,
+}
+
+/// One KV operation of a transaction.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct KvOp {
+    verb: &'static str,
+    key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    flags: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session: Option<String>,
+}
+
+impl KvOp {
+    fn new(verb: &'static str, key: &str) -> Self {
+        KvOp {
+            verb,
+            key: key.to_owned(),
+            value: None,
+            flags: None,
+            index: None,
+            session: None,
+        }
+    }
+
+    fn with_value(mut self, value: &[u8]) -> Self {
+        self.value = Some(BASE64.encode(value));
+        self.flags = Some(LOCK_FLAGS);
+        self
+    }
+
+    /// Writes `value`.
+    pub(crate) fn set(key: &str, value: &[u8]) -> Self {
+        KvOp::new("set", key).with_value(value)
+    }
+
+    /// Writes `value` and has `session` hold the key; fails if another session holds it.
+    pub(crate) fn lock(key: &str, session: &str, value: &[u8]) -> Self {
+        let mut op = KvOp::new("lock", key).with_value(value);
+        op.session = Some(session.to_owned());
+        op
+    }
+
+    /// Writes `value` and clears `session`'s hold; fails if `session` does not hold it.
+    pub(crate) fn unlock(key: &str, session: &str, value: &[u8]) -> Self {
+        let mut op = KvOp::new("unlock", key).with_value(value);
+        op.session = Some(session.to_owned());
+        op
+    }
+
+    /// Fails unless the key's `ModifyIndex` is `index`.
+    pub(crate) fn check_index(key: &str, index: u64) -> Self {
+        let mut op = KvOp::new("check-index", key);
+        op.index = Some(index);
+        op
+    }
+
+    /// Fails unless the key exists and `session` holds it (`""`: no session does).
+    pub(crate) fn check_session(key: &str, session: &str) -> Self {
+        let mut op = KvOp::new("check-session", key);
+        op.session = Some(session.to_owned());
+        op
+    }
+
+    /// Fails if the key exists.
+    pub(crate) fn check_not_exists(key: &str) -> Self {
+        KvOp::new("check-not-exists", key)
+    }
+
+    /// Fails if the key does not exist.
+    pub(crate) fn get(key: &str) -> Self {
+        KvOp::new("get", key)
+    }
+
+    /// Deletes the key (no error if absent).
+    pub(crate) fn delete(key: &str) -> Self {
+        KvOp::new("delete", key)
+    }
+
+    /// Deletes every key starting with `prefix`.
+    pub(crate) fn delete_tree(prefix: &str) -> Self {
+        KvOp::new("delete-tree", prefix)
+    }
+
+    /// Deletes the key if its `ModifyIndex` is `index`.
+    pub(crate) fn delete_cas(key: &str, index: u64) -> Self {
+        let mut op = KvOp::new("delete-cas", key);
+        op.index = Some(index);
+        op
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct TxnOp<'a> {
+    #[serde(rename = "KV")]
+    kv: &'a KvOp,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct TxnReply {
+    #[serde(default)]
+    results: Option<Vec<TxnResult>>,
+    #[serde(default)]
+    errors: Option<Vec<TxnError>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct TxnResult {
+    #[serde(rename = "KV")]
+    kv: Option<RawEntry>,
+}
+
+/// Why Consul rolled a transaction back.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct TxnError {
+    /// The failed operation's position.
+    pub(crate) op_index: usize,
+    /// Consul's words.
+    pub(crate) what: String,
+}
+
+/// What a transaction did.
+#[derive(Debug)]
+pub(crate) enum TxnOutcome {
+    /// Everything applied; one entry per operation that returns one (writes and checks).
+    Committed(Vec<Entry>),
+    /// Nothing applied.
+    RolledBack(Vec<TxnError>),
+}
+
+/// A session as Consul describes it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct SessionInfo {
+    /// `release` (locks) or `delete` (TTL keys).
+    pub(crate) behavior: String,
+}
+
+/// What a new session looks like.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct SessionSpec {
+    /// `release` or `delete`: what happens to the keys it holds when it ends.
+    pub(crate) behavior: &'static str,
+    /// Invalidated this long (×2, Consul's grace) after the last renewal.
+    #[serde(rename = "TTL", serialize_with = "go_duration")]
+    pub(crate) ttl: Duration,
+    /// How long a key it held cannot be taken after it is invalidated.
+    #[serde(serialize_with = "go_duration")]
+    pub(crate) lock_delay: Duration,
+}
+
+fn go_duration<S: serde::Serializer>(duration: &Duration, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+    serializer.serialize_str(&go_duration_string(*duration))
+}
+
+/// `duration` as Go's `time.Duration.String` writes it (`15s`, `1m30s`, `10.5s`, `1ms`),
+/// which is how the Go store's sessions show their TTL.
+pub(crate) fn go_duration_string(duration: Duration) -> String {
+    fn fraction(nanos: u32, digits: usize) -> String {
+        let text = format!("{nanos:0digits$}");
+        let text = text.trim_end_matches('0');
+        if text.is_empty() {
+            String::new()
+        } else {
+            format!(".{text}")
+        }
+    }
+    let (secs, nanos) = (duration.as_secs(), duration.subsec_nanos());
+    if secs == 0 {
+        return match nanos {
+            0 => "0s".to_owned(),
+            1..=999 => format!("{nanos}ns"),
+            1_000..=999_999 => format!("{}{}µs", nanos / 1_000, fraction(nanos % 1_000, 3)),
+            _ => format!("{}{}ms", nanos / 1_000_000, fraction(nanos % 1_000_000, 6)),
+        };
+    }
+    let seconds = format!("{}{}s", secs % 60, fraction(nanos, 9));
+    match (secs / 3600, secs % 3600 / 60) {
+        (0, 0) => seconds,
+        (0, minutes) => format!("{minutes}m{seconds}"),
+        (hours, minutes) => format!("{hours}h{minutes}m{seconds}"),
+    }
+}
+
+#[derive(Deserialize)]
+struct CreatedSession {
+    #[serde(rename = "ID")]
+    id: String,
+}
+
+fn parse<T: serde::de::DeserializeOwned>(call: &'static str, key: &str, body: &[u8]) -> Result<T> {
+    serde_json::from_slice(body).map_err(|e| {
+        let reason = format!("unexpected answer from the agent: {e}");
+        Error::backend(CONSUL, call, key, false, reason)
+    })
+}
+
+impl ConsulClient {
+    /// A read of `path` served as `consistency` says, blocking if asked to.
+    fn read_request(&self, path: String, consistency: Consistency, blocking: Option<Blocking>) -> ApiRequest {
+        let mut request = ApiRequest::get(path);
+        if consistency == Consistency::Consistent {
+            request = request.flag("consistent");
+        }
+        if let Some(blocking) = blocking {
+            // A blocking query may last its wait, plus Consul's jitter (wait/16), plus a request.
+            let deadline = blocking.wait + blocking.wait / 16 + self.request_timeout();
+            request = request
+                .param("index", blocking.index)
+                .param("wait", format!("{}ms", blocking.wait.as_millis()))
+                .deadline(deadline);
+        }
+        request
+    }
+
+    /// The entry at `key` (or with `recurse`, every entry whose key starts with `key`) and
+    /// the index of the answer; an empty vector when there is none.
+    pub(crate) async fn kv_read(
+        &self,
+        call: &'static str,
+        key: &str,
+        recurse: bool,
+        consistency: Consistency,
+        blocking: Option<Blocking>,
+    ) -> Result<(Vec<Entry>, u64)> {
+        let mut request = self.read_request(format!("kv/{}", key_path(key)), consistency, blocking);
+        if recurse {
+            request = request.flag("recurse");
+        }
+        let reply = self.send(call, key, request).await?;
+        if reply.status == StatusCode::NOT_FOUND {
+            return Ok((Vec::new(), reply.index));
+        }
+        let raw: Vec<RawEntry> = parse(call, key, &reply.body)?;
+        let entries = raw
+            .into_iter()
+            .map(|entry| entry.decode(call))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((entries, reply.index))
+    }
+
+    /// The key names starting with `prefix`, each cut after the first `separator` that
+    /// follows the prefix.
+    pub(crate) async fn kv_keys(&self, call: &'static str, prefix: &str, separator: &str) -> Result<Vec<String>> {
+        let request = ApiRequest::get(format!("kv/{}", key_path(prefix)))
+            .flag("keys")
+            .param("separator", separator);
+        let reply = self.send(call, prefix, request).await?;
+        if reply.status == StatusCode::NOT_FOUND {
+            return Ok(Vec::new());
+        }
+        parse(call, prefix, &reply.body)
+    }
+
+    /// Applies `ops` all or nothing.
+    pub(crate) async fn txn(&self, call: &'static str, key: &str, ops: &[KvOp]) -> Result<TxnOutcome> {
+        let ops: Vec<TxnOp<'_>> = ops.iter().map(|kv| TxnOp { kv }).collect();
+        let body = serde_json::to_vec(&ops).map_err(|e| Error::backend(CONSUL, call, key, false, e))?;
+        let reply = self.send(call, key, ApiRequest::put("txn", body)).await?;
+        // 200 with results, or 409 (a rollback) with the reasons.
+        let answer: TxnReply = parse(call, key, &reply.body)?;
+        if let Some(errors) = answer.errors.filter(|e| !e.is_empty()) {
+            return Ok(TxnOutcome::RolledBack(errors));
+        }
+        let entries = answer
+            .results
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|result| result.kv)
+            .map(|entry| entry.decode(call))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(TxnOutcome::Committed(entries))
+    }
+
+    /// Creates a session on the agent's node.
+    pub(crate) async fn session_create(&self, call: &'static str, key: &str, spec: &SessionSpec) -> Result<String> {
+        let body = serde_json::to_vec(spec).map_err(|e| Error::backend(CONSUL, call, key, false, e))?;
+        let reply = self.send(call, key, ApiRequest::put("session/create", body)).await?;
+        if reply.status == StatusCode::NOT_FOUND {
+            return Err(Error::backend(CONSUL, call, key, false, "the agent has no session API"));
+        }
+        Ok(parse::<CreatedSession>(call, key, &reply.body)?.id)
+    }
+
+    /// Renews a session; `false` when it no longer exists.
+    pub(crate) async fn session_renew(&self, call: &'static str, key: &str, session: &str) -> Result<bool> {
+        let request = ApiRequest::put(format!("session/renew/{session}"), Bytes::new());
+        Ok(self.send(call, key, request).await?.status == StatusCode::OK)
+    }
+
+    /// Ends a session: keys it holds are released or deleted, as its behavior says.
+    pub(crate) async fn session_destroy(&self, call: &'static str, key: &str, session: &str) -> Result<()> {
+        let request = ApiRequest::put(format!("session/destroy/{session}"), Bytes::new());
+        self.send(call, key, request).await?;
+        Ok(())
+    }
+
+    /// What a session is, or `None` when it no longer exists.
+    pub(crate) async fn session_info(
+        &self,
+        call: &'static str,
+        key: &str,
+        session: &str,
+    ) -> Result<Option<SessionInfo>> {
+        let request = self.read_request(format!("session/info/{session}"), Consistency::Consistent, None);
+        let reply = self.send(call, key, request).await?;
+        if reply.status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let sessions: Option<Vec<SessionInfo>> = parse(call, key, &reply.body)?;
+        Ok(sessions.and_then(|s| s.into_iter().next()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ops_serialize_as_consul_expects() {
+        let ops = [
+            KvOp::check_index("a", 7),
+            KvOp::lock("a", "s-1", b"\x00v"),
+            KvOp::check_session("a", ""),
+        ];
+        let ops: Vec<TxnOp<'_>> = ops.iter().map(|kv| TxnOp { kv }).collect();
+        let json = serde_json::to_string(&ops).unwrap();
+        assert_eq!(
+            json,
+            r#"[{"KV":{"Verb":"check-index","Key":"a","Index":7}},{"KV":{"Verb":"lock","Key":"a","Value":"AHY=","Flags":3304740253564472344,"Session":"s-1"}},{"KV":{"Verb":"check-session","Key":"a","Session":""}}]"#
+        );
+        let spec = SessionSpec {
+            behavior: "delete",
+            ttl: Duration::from_millis(10_500),
+            lock_delay: Duration::from_millis(1),
+        };
+        assert_eq!(
+            serde_json::to_string(&spec).unwrap(),
+            r#"{"Behavior":"delete","TTL":"10.5s","LockDelay":"1ms"}"#
+        );
+        for (duration, go) in [
+            (Duration::from_secs(15), "15s"),
+            (Duration::from_secs(90), "1m30s"),
+            (Duration::from_secs(7200), "2h0m0s"),
+            (Duration::from_millis(1500), "1.5s"),
+            (Duration::from_micros(1500), "1.5ms"),
+            (Duration::ZERO, "0s"),
+        ] {
+            assert_eq!(go_duration_string(duration), go);
+        }
+    }
+
+    #[test]
+    fn entries_decode_binary_values() {
+        let raw: Vec<RawEntry> = serde_json::from_str(
+            r#"[{"Key":"k","Value":"AP8=","ModifyIndex":9,"CreateIndex":3,"LockIndex":0,"Flags":1,"Session":""},{"Key":"e","Value":null,"ModifyIndex":2}]"#,
+        )
+        .unwrap();
+        let entries: Vec<Entry> = raw.into_iter().map(|e| e.decode("get").unwrap()).collect();
+        assert_eq!(entries[0].value.as_ref(), b"\x00\xff");
+        assert_eq!(entries[0].modify_index, 9);
+        assert_eq!(entries[0].session, None);
+        assert!(entries[1].value.is_empty());
+    }
+}

@@ -1,0 +1,404 @@
+//! The connection: agent addresses, TLS, the ACL token and the datacenter, and one way to
+//! send a request with its deadline, its failover and its error mapping.
+//!
+//! One HTTP client (hyper with rustls on ring, `rs_consul::HttpsClient`) serves both
+//! `rs-consul` and the thin API in [`crate::api`], so connections are pooled once.
+//! A request that could not even connect to an agent is retried on the next address;
+//! anything else is reported as is, since it may have reached the server.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::{FixedServerNameResolver, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use rs_consul::{Consul, ConsulError, HttpsClient};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use valkeyrie_core::{Error, Result, Secret};
+
+use crate::config::ConsulConfig;
+use crate::error::{map_consul_error, map_status, not_reachable};
+use crate::CONSUL;
+
+/// One agent: its base URL, and `rs-consul` pointed at it.
+struct Agent {
+    base: String,
+    consul: Consul,
+}
+
+/// A connection to one or more Consul agents. Cheap to clone: clones share the pool.
+#[derive(Clone)]
+pub(crate) struct ConsulClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: HttpsClient,
+    agents: Vec<Agent>,
+    /// The agent that answered last; requests start there.
+    current: AtomicUsize,
+    token: Option<Secret>,
+    datacenter: Option<String>,
+    request_timeout: Duration,
+}
+
+/// One request to the HTTP API: a path under `/v1/`, query parameters, a body.
+pub(crate) struct ApiRequest {
+    method: Method,
+    path: String,
+    /// Pairs; an empty value is a bare flag such as `recurse`.
+    query: Vec<(&'static str, String)>,
+    body: Bytes,
+    deadline: Option<Duration>,
+}
+
+impl ApiRequest {
+    /// A `GET` of `path`.
+    pub(crate) fn get(path: impl Into<String>) -> Self {
+        ApiRequest {
+            method: Method::GET,
+            path: path.into(),
+            query: Vec::new(),
+            body: Bytes::new(),
+            deadline: None,
+        }
+    }
+
+    /// A `PUT` of `body` to `path`.
+    pub(crate) fn put(path: impl Into<String>, body: impl Into<Bytes>) -> Self {
+        ApiRequest {
+            method: Method::PUT,
+            body: body.into(),
+            ..ApiRequest::get(path)
+        }
+    }
+
+    /// Adds the query parameter `name=value`.
+    pub(crate) fn param(mut self, name: &'static str, value: impl ToString) -> Self {
+        self.query.push((name, value.to_string()));
+        self
+    }
+
+    /// Adds the bare query flag `name`.
+    pub(crate) fn flag(mut self, name: &'static str) -> Self {
+        self.query.push((name, String::new()));
+        self
+    }
+
+    /// Gives the request this deadline instead of the request timeout.
+    pub(crate) fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+}
+
+/// What an agent answered.
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    /// `X-Consul-Index`, 0 when absent.
+    pub(crate) index: u64,
+    pub(crate) body: Bytes,
+}
+
+/// Why one attempt on one agent failed.
+pub(crate) enum Failed {
+    /// No connection could be made: nothing was sent, the next agent may be tried.
+    Unsent(hyper_util::client::legacy::Error),
+    /// Anything else.
+    Error(Error),
+}
+
+fn read_pem(field: &str, path: &std::path::Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::config(CONSUL, field, format!("cannot read {}: {e}", path.display())))
+}
+
+fn tls_config(config: &ConsulConfig) -> Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    match &config.ca_file {
+        Some(path) => {
+            let pem = read_pem("ca_file", path)?;
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|e| Error::config(CONSUL, "ca_file", format!("not a PEM certificate: {e}")))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| Error::config(CONSUL, "ca_file", e.to_string()))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::config(CONSUL, "tls", e.to_string()))?
+        .with_root_certificates(roots);
+    match (&config.cert_file, &config.key_file) {
+        (Some(cert), Some(key)) => {
+            let certs = CertificateDer::pem_slice_iter(&read_pem("cert_file", cert)?)
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| Error::config(CONSUL, "cert_file", format!("not a PEM certificate: {e}")))?;
+            let key = PrivateKeyDer::from_pem_slice(&read_pem("key_file", key)?)
+                .map_err(|e| Error::config(CONSUL, "key_file", format!("not a PEM private key: {e}")))?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| Error::config(CONSUL, "cert_file", e.to_string()))
+        }
+        _ => Ok(builder.with_no_client_auth()),
+    }
+}
+
+fn http_client(config: &ConsulConfig) -> Result<HttpsClient> {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(config.connect_timeout));
+    connector.set_nodelay(true);
+    connector.enforce_http(false);
+    let mut builder = HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config(config)?)
+        .https_or_http();
+    if let Some(name) = &config.tls_server_name {
+        let name =
+            ServerName::try_from(name.clone()).map_err(|e| Error::config(CONSUL, "tls_server_name", e.to_string()))?;
+        builder = builder.with_server_name_resolver(FixedServerNameResolver::new(name));
+    }
+    let https = builder.enable_http1().wrap_connector(connector);
+    Ok(Client::builder(TokioExecutor::new()).build(https))
+}
+
+/// `scheme://host:port` for an endpoint given as `host:port` or as a URL.
+fn base_url(endpoint: &str, tls: bool) -> Result<String> {
+    let base = if endpoint.contains("://") {
+        endpoint.trim_end_matches('/').to_owned()
+    } else {
+        format!("{}://{endpoint}", if tls { "https" } else { "http" })
+    };
+    if !(base.starts_with("http://") || base.starts_with("https://")) {
+        return Err(Error::config(
+            CONSUL,
+            "endpoints",
+            format!("{endpoint:?}: an agent is reached over http:// or https://"),
+        ));
+    }
+    base.parse::<http::Uri>()
+        .map_err(|e| Error::config(CONSUL, "endpoints", format!("{endpoint:?}: {e}")))?;
+    Ok(base)
+}
+
+impl ConsulClient {
+    /// Builds the client; nothing is sent (see [`ConsulClient::check`]).
+    pub(crate) fn new(endpoints: &[String], config: &ConsulConfig) -> Result<Self> {
+        let http = http_client(config)?;
+        let endpoints = if endpoints.is_empty() {
+            vec!["127.0.0.1:8500".to_owned()]
+        } else {
+            endpoints.to_vec()
+        };
+        let agents = endpoints
+            .iter()
+            .map(|endpoint| {
+                let base = base_url(endpoint, config.uses_tls())?;
+                let consul_config = rs_consul::Config {
+                    address: base.clone(),
+                    token: config.token.as_ref().map(|t| t.expose().to_owned()),
+                    ..Default::default()
+                };
+                let consul = Consul::new_with_client(consul_config, http.clone());
+                Ok(Agent { base, consul })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ConsulClient {
+            inner: Arc::new(Inner {
+                http,
+                agents,
+                current: AtomicUsize::new(0),
+                token: config.token.clone(),
+                datacenter: config.datacenter.clone(),
+                request_timeout: config.request_timeout,
+            }),
+        })
+    }
+
+    /// The deadline of an ordinary request.
+    pub(crate) fn request_timeout(&self) -> Duration {
+        self.inner.request_timeout
+    }
+
+    /// The datacenter to address, `""` for the agent's own.
+    pub(crate) fn datacenter(&self) -> &str {
+        self.inner.datacenter.as_deref().unwrap_or("")
+    }
+
+    /// Runs `attempt` on the agents in turn, from the last one that answered, until one
+    /// can be reached, all within `deadline`.
+    pub(crate) async fn on_agents<T, F, Fut>(
+        &self,
+        call: &'static str,
+        key: &str,
+        deadline: Duration,
+        attempt: F,
+    ) -> Result<T>
+    where
+        F: Fn(usize) -> Fut,
+        Fut: Future<Output = std::result::Result<T, Failed>>,
+    {
+        let agents = self.inner.agents.len();
+        let first = self.inner.current.load(Ordering::Relaxed);
+        let attempts = async {
+            let mut last_failure = None;
+            for offset in 0..agents {
+                let agent = (first + offset) % agents;
+                match attempt(agent).await {
+                    Ok(value) => {
+                        self.inner.current.store(agent, Ordering::Relaxed);
+                        return Ok(value);
+                    }
+                    Err(Failed::Unsent(err)) => last_failure = Some(err),
+                    Err(Failed::Error(err)) => return Err(err),
+                }
+            }
+            Err(match last_failure {
+                Some(err) => not_reachable(call, key, err),
+                None => Error::config(CONSUL, "endpoints", "no agent address"),
+            })
+        };
+        match tokio::time::timeout(deadline, attempts).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout {
+                store: CONSUL,
+                call,
+                key: key.to_owned(),
+                after: deadline,
+            }),
+        }
+    }
+
+    /// Sends `request` and reads the whole reply, within its deadline (the request timeout
+    /// unless it says otherwise). Statuses other than 200, 404 and 409 (a rolled-back
+    /// transaction) are errors; 404 and 409 are the caller's to interpret.
+    pub(crate) async fn send(&self, call: &'static str, key: &str, request: ApiRequest) -> Result<Reply> {
+        let query = self.query_string(&request.query);
+        let deadline = request.deadline.unwrap_or(self.inner.request_timeout);
+        let reply = self
+            .on_agents(call, key, deadline, |agent| {
+                let mut uri = format!("{}/v1/{}", self.inner.agents[agent].base, request.path);
+                if !query.is_empty() {
+                    uri.push('?');
+                    uri.push_str(&query);
+                }
+                self.exchange(call, key, request.method.clone(), uri, request.body.clone())
+            })
+            .await?;
+        match reply.status {
+            StatusCode::OK | StatusCode::NOT_FOUND | StatusCode::CONFLICT => Ok(reply),
+            status => Err(map_status(call, key, status, &reply.body)),
+        }
+    }
+
+    /// `query` and the datacenter, encoded.
+    fn query_string(&self, query: &[(&str, String)]) -> String {
+        let mut params = form_urlencoded::Serializer::new(String::new());
+        for (name, value) in query {
+            if value.is_empty() {
+                params.append_key_only(name);
+            } else {
+                params.append_pair(name, value);
+            }
+        }
+        if let Some(dc) = &self.inner.datacenter {
+            params.append_pair("dc", dc);
+        }
+        params.finish()
+    }
+
+    /// One request and its whole reply.
+    async fn exchange(
+        &self,
+        call: &'static str,
+        key: &str,
+        method: Method,
+        uri: String,
+        body: Bytes,
+    ) -> std::result::Result<Reply, Failed> {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(token) = &self.inner.token {
+            request = request.header("X-Consul-Token", token.expose());
+        }
+        let request = request
+            .body(Full::new(body).map_err(|never| match never {}).boxed())
+            .map_err(|e| Failed::Error(Error::backend(CONSUL, call, key, false, e)))?;
+        let response = match self.inner.http.request(request).await {
+            Ok(response) => response,
+            Err(err) if err.is_connect() => return Err(Failed::Unsent(err)),
+            Err(err) => return Err(Failed::Error(not_reachable(call, key, err))),
+        };
+        let status = response.status();
+        let index = response
+            .headers()
+            .get("X-Consul-Index")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| Failed::Error(not_reachable(call, key, e)))?
+            .to_bytes();
+        Ok(Reply { status, index, body })
+    }
+
+    /// Runs an `rs-consul` call on the agents in turn, within the request timeout.
+    pub(crate) async fn with_consul<'a, T, F, Fut>(&'a self, call: &'static str, key: &str, request: F) -> Result<T>
+    where
+        F: Fn(&'a Consul) -> Fut,
+        Fut: Future<Output = std::result::Result<T, ConsulError>> + 'a,
+    {
+        self.on_agents(call, key, self.inner.request_timeout, |agent| {
+            let result = request(&self.inner.agents[agent].consul);
+            async move {
+                match result.await {
+                    Ok(value) => Ok(value),
+                    Err(ConsulError::ResponseError(err)) if err.is_connect() => Err(Failed::Unsent(err)),
+                    Err(err) => Err(Failed::Error(map_consul_error(call, key, err))),
+                }
+            }
+        })
+        .await
+    }
+}
+
+/// `key` as a URL path: every byte but unreserved characters and `/` percent-encoded
+/// (`rs-consul` puts keys into URLs as they are).
+pub(crate) fn key_path(key: &str) -> String {
+    const PATH: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~')
+        .remove(b'/');
+    percent_encoding::utf8_percent_encode(key, PATH).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_escaped_for_urls() {
+        assert_eq!(key_path("a/b c/ключ?#%"), "a/b%20c/%D0%BA%D0%BB%D1%8E%D1%87%3F%23%25");
+        assert_eq!(key_path("plain/key-1.v_2~"), "plain/key-1.v_2~");
+    }
+
+    #[test]
+    fn endpoints_become_base_urls() {
+        assert_eq!(base_url("h:8500", false).unwrap(), "http://h:8500");
+        assert_eq!(base_url("h:8501", true).unwrap(), "https://h:8501");
+        assert_eq!(base_url("https://h:8501/", false).unwrap(), "https://h:8501");
+        assert!(base_url("unix:///run/consul.sock", false).is_err());
+    }
+}

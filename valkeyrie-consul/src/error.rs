@@ -1,0 +1,76 @@
+//! The one place where HTTP statuses, transport failures and `rs-consul`'s errors become ours.
+
+use http::StatusCode;
+use rs_consul::ConsulError;
+use valkeyrie_core::{BoxError, Error};
+
+use crate::CONSUL;
+
+/// The agent could not be reached, or the connection broke mid-request.
+pub(crate) fn not_reachable(call: &'static str, key: &str, err: impl Into<BoxError>) -> Error {
+    Error::NotReachable {
+        store: CONSUL,
+        call,
+        key: key.to_owned(),
+        source: err.into(),
+    }
+}
+
+/// An answer other than 200 (or a 404 the caller interprets), with Consul's explanation.
+pub(crate) fn map_status(call: &'static str, key: &str, status: StatusCode, body: &[u8]) -> Error {
+    let said = String::from_utf8_lossy(body);
+    let said = said.trim();
+    let (temporary, reason) = match status {
+        StatusCode::FORBIDDEN => (
+            false,
+            format!("permission denied: the ACL token does not allow this ({said})"),
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            false,
+            format!("the request is larger than the agent accepts ({said}); see kv_max_value_size and txn_max_req_len"),
+        ),
+        StatusCode::TOO_MANY_REQUESTS
+        | StatusCode::INTERNAL_SERVER_ERROR
+        | StatusCode::BAD_GATEWAY
+        | StatusCode::SERVICE_UNAVAILABLE
+        | StatusCode::GATEWAY_TIMEOUT => (true, format!("HTTP {status}: {said}")),
+        _ => (false, format!("HTTP {status}: {said}")),
+    };
+    Error::backend(CONSUL, call, key, temporary, reason)
+}
+
+/// Maps an error of `rs-consul` during `call` on `key`.
+pub(crate) fn map_consul_error(call: &'static str, key: &str, err: ConsulError) -> Error {
+    match err {
+        ConsulError::ResponseError(err) => not_reachable(call, key, err),
+        ConsulError::InvalidResponse(err) => not_reachable(call, key, err),
+        ConsulError::UnexpectedResponseCode(status, body) => {
+            map_status(call, key, status, body.unwrap_or_default().as_bytes())
+        }
+        ConsulError::TimeoutExceeded(after) => Error::Timeout {
+            store: CONSUL,
+            call,
+            key: key.to_owned(),
+            after,
+        },
+        other => Error::backend(CONSUL, call, key, false, other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use valkeyrie_core::ErrorKind;
+
+    use super::*;
+
+    #[test]
+    fn statuses_say_what_to_do() {
+        let denied = map_status("put", "app/x", StatusCode::FORBIDDEN, b"Permission denied");
+        assert!(denied.to_string().contains("ACL token"), "{denied}");
+        assert!(!denied.is_temporary());
+        let busy = map_status("get", "app/x", StatusCode::SERVICE_UNAVAILABLE, b"No cluster leader");
+        assert!(busy.is_temporary());
+        assert_eq!(busy.kind(), ErrorKind::Backend);
+        assert_eq!(busy.key(), Some("app/x"));
+    }
+}

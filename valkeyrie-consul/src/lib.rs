@@ -1,0 +1,61 @@
+//! # valkeyrie-consul
+//!
+//! The Consul backend of valkeyrie, on [`rs-consul`](https://docs.rs/rs-consul) and its HTTP
+//! stack (hyper, rustls on ring). Registered as `consul`:
+//! `valkeyrie_core::open("consul://10.0.0.1:8500?datacenter=dc1")` once this crate is linked
+//! (`use valkeyrie_consul as _;`).
+//!
+//! * Values are stored raw under the normalized key with the Go store's flags
+//!   (`0x2ddccbc058a50c18`), as `kvtools/consul` writes them; `last_index` is the key's
+//!   `ModifyIndex`.
+//! * Every write is a transaction stating what it assumes about the key, so `atomic_put`,
+//!   `atomic_delete` and `delete` are atomic and return exact indexes (failures are
+//!   `KeyExists`, `KeyModified` or `KeyNotFound`). A transaction carries values in base64,
+//!   so values are limited to about 383 KiB with Consul's default `txn_max_req_len`
+//!   (see [`ConsulConfig::txn_max_req_len`]); larger ones are `ValueTooLarge` before sending.
+//! * `consistent` reads use `?consistent`, others Consul's default mode. `list` and
+//!   `watch_tree` read the prefix recursively and keep `dir` and what is below it.
+//! * A TTL is a session (`Behavior=delete`) holding the key, half the TTL long as in the Go
+//!   store (Consul ends a session twice its TTL after the last renewal). Sessions cannot be
+//!   shorter than the server's `session_ttl_min` (10 s by default), so TTLs below twice that
+//!   are raised to it: `capabilities().min_ttl` says how far. A write without TTL clears a
+//!   key's TTL. `keep_alive` renews the session while the handle lives and destroys it (so
+//!   the key goes) when the handle closes.
+//! * Watches are blocking queries; changes between two answers are coalesced (each key's
+//!   latest state is reported, in index order), and a reset index gives a fresh `Snapshot`.
+//! * Locks are the Go store's: a `Behavior=release` session acquires the key itself, so Go
+//!   and Rust services exclude each other. The fencing token is the acquiring write's
+//!   `ModifyIndex`. `delete_on_unlock` is honoured (the Go store ignores it).
+//!
+//! `rs-consul` 0.15 is used for what it does right (releasing a lock through the KV API)
+//! and its HTTP client is shared with a thin module for the rest: it decodes values as UTF-8
+//! (binary values fail), its KV writes return no index, its CAS index on delete is a `u32`,
+//! and it has no transactions, sessions API or per-request deadline.
+//!
+//! ## Example
+//!
+//! ```no_run
+//! # async fn demo() -> valkeyrie_core::Result<()> {
+//! use valkeyrie_consul::ConsulConfig;
+//! use valkeyrie_core::{ReadOptions, Store, WriteOptions};
+//!
+//! let store = ConsulConfig::default().connect(["127.0.0.1:8500"]).await?;
+//! store.put("config/mode", "blue".into(), &WriteOptions::default()).await?;
+//! assert_eq!(store.get("config/mode", &ReadOptions::default()).await?.value, "blue");
+//! # Ok(()) }
+//! ```
+
+mod api;
+mod client;
+mod config;
+mod error;
+mod lock;
+mod store;
+mod watch;
+mod write;
+
+pub use config::ConsulConfig;
+pub use store::ConsulStore;
+
+/// The registered name of this store, also its URL scheme.
+pub const CONSUL: &str = "consul";

@@ -1,0 +1,231 @@
+//! [`ConsulStore`]: the [`Backend`] implementation and the registration.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use valkeyrie_core::{
+    Backend, Background, Capabilities, Error, Key, KvPair, LockOptions, Locker, ReadOptions, Registration, Result,
+    Store, StoreSpec, WatchStream, WriteOptions,
+};
+
+use crate::api::{Consistency, Entry, KvOp, TxnOutcome};
+use crate::client::{ApiRequest, ConsulClient};
+use crate::config::ConsulConfig;
+use crate::lock::ConsulLocker;
+use crate::write::{write, Expect};
+use crate::{watch, CONSUL};
+
+/// A handle on a Consul cluster, through one or more agents.
+pub struct ConsulStore {
+    pub(crate) client: ConsulClient,
+    pub(crate) config: ConsulConfig,
+    background: Background,
+}
+
+impl std::fmt::Debug for ConsulStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsulStore")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConsulConfig {
+    /// Connects to the agents at `endpoints` (`host:port`, or URLs with a scheme; default
+    /// `127.0.0.1:8500`), and proves the connection with one request (the cluster leader).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfiguration`] for a bad setting or unreadable TLS file;
+    /// [`Error::NotReachable`] or [`Error::Timeout`] when no agent answers.
+    pub async fn connect<I, E>(self, endpoints: I) -> Result<ConsulStore>
+    where
+        I: IntoIterator<Item = E>,
+        E: Into<String>,
+    {
+        self.validate()?;
+        let endpoints: Vec<String> = endpoints.into_iter().map(Into::into).collect();
+        let client = ConsulClient::new(&endpoints, &self)?;
+        let deadline = self.connect_timeout + self.request_timeout;
+        client
+            .send("connect", "", ApiRequest::get("status/leader").deadline(deadline))
+            .await?;
+        Ok(ConsulStore {
+            client,
+            config: self,
+            background: Background::new(),
+        })
+    }
+}
+
+/// The pair of a KV entry.
+pub(crate) fn pair(entry: Entry) -> KvPair {
+    KvPair::new(entry.key, entry.value, entry.modify_index)
+}
+
+/// How reads with `opts` are served: `consistent` through a confirmed leader, otherwise
+/// Consul's default mode (the leader, without confirming).
+pub(crate) fn consistency(opts: &ReadOptions) -> Consistency {
+    if opts.consistent {
+        Consistency::Consistent
+    } else {
+        Consistency::Default
+    }
+}
+
+impl ConsulStore {
+    /// The TTL of a write and whether to keep it alive, checked against Consul's limits.
+    fn ttl(&self, key: &Key, opts: &WriteOptions) -> Result<Option<(std::time::Duration, bool)>> {
+        match opts.ttl {
+            Some(ttl) if ttl > self.config.max_ttl() => {
+                let reason = format!("a TTL of {ttl:?} exceeds Consul's limit (a 24 h session, so 48 h)");
+                Err(Error::backend(CONSUL, "put", key.as_str(), false, reason))
+            }
+            Some(ttl) => Ok(Some((ttl, opts.keep_alive))),
+            None => Ok(None),
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for ConsulStore {
+    fn name(&self) -> &'static str {
+        CONSUL
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut caps = Capabilities::all();
+        caps.min_ttl = self.config.min_ttl();
+        caps.max_value_size = Some(self.config.max_value_size());
+        caps.consistent_reads = true;
+        caps.persistent = true;
+        caps
+    }
+
+    fn background(&self) -> &Background {
+        &self.background
+    }
+
+    async fn put(&self, key: &Key, value: Bytes, opts: &WriteOptions) -> Result<()> {
+        let ttl = self.ttl(key, opts)?;
+        let spawner = self.background.spawner();
+        write(&self.client, &spawner, "put", key, &value, Expect::Anything, ttl).await?;
+        Ok(())
+    }
+
+    async fn get(&self, key: &Key, opts: &ReadOptions) -> Result<KvPair> {
+        let (entries, _) = self
+            .client
+            .kv_read("get", key.as_str(), false, consistency(opts), None)
+            .await?;
+        entries
+            .into_iter()
+            .find(|entry| entry.key == key.as_str())
+            .map(pair)
+            .ok_or_else(|| Error::not_found(CONSUL, key.as_str()))
+    }
+
+    async fn delete(&self, key: &Key) -> Result<()> {
+        // `get` fails the transaction when the key is absent, so nothing is deleted twice.
+        let ops = [KvOp::get(key.as_str()), KvOp::delete(key.as_str())];
+        match self.client.txn("delete", key.as_str(), &ops).await? {
+            TxnOutcome::Committed(_) => Ok(()),
+            TxnOutcome::RolledBack(_) => Err(Error::not_found(CONSUL, key.as_str())),
+        }
+    }
+
+    async fn exists(&self, key: &Key, opts: &ReadOptions) -> Result<bool> {
+        match Backend::get(self, key, opts).await {
+            Ok(_) => Ok(true),
+            Err(Error::KeyNotFound { .. }) => Ok(false),
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn list(&self, dir: &Key, opts: &ReadOptions) -> Result<Vec<KvPair>> {
+        // A recursive read of the prefix `dir` also returns siblings such as `dir2/x`;
+        // the shared list rules drop them.
+        let (entries, _) = self
+            .client
+            .kv_read("list", dir.as_str(), true, consistency(opts), None)
+            .await?;
+        Ok(entries.into_iter().map(pair).collect())
+    }
+
+    async fn delete_tree(&self, dir: &Key) -> Result<()> {
+        // Consul's recursive delete of `dir` would take siblings (`dir2/…`) too: delete
+        // `dir` and the prefix `dir/` instead, once something is there.
+        let prefix = dir.dir_prefix();
+        let names = self.client.kv_keys("delete_tree", dir.as_str(), "/").await?;
+        if !names.iter().any(|name| name == dir.as_str() || *name == prefix) {
+            return Err(Error::not_found(CONSUL, dir.as_str()));
+        }
+        let ops = [KvOp::delete(dir.as_str()), KvOp::delete_tree(&prefix)];
+        match self.client.txn("delete_tree", dir.as_str(), &ops).await? {
+            TxnOutcome::Committed(_) => Ok(()),
+            TxnOutcome::RolledBack(errors) => {
+                let reason = format!("the transaction was rolled back: {errors:?}");
+                Err(Error::backend(CONSUL, "delete_tree", dir.as_str(), true, reason))
+            }
+        }
+    }
+
+    async fn watch(&self, key: &Key, opts: &ReadOptions) -> Result<WatchStream> {
+        watch::watch(self, key, false, opts).await
+    }
+
+    async fn watch_tree(&self, dir: &Key, opts: &ReadOptions) -> Result<WatchStream> {
+        watch::watch(self, dir, true, opts).await
+    }
+
+    async fn new_lock(&self, key: &Key, opts: LockOptions) -> Result<Box<dyn Locker>> {
+        Ok(Box::new(ConsulLocker::new(
+            self.client.clone(),
+            key.clone(),
+            opts,
+            self.config.watch_wait,
+            self.background.spawner(),
+        )))
+    }
+
+    async fn atomic_put(
+        &self,
+        key: &Key,
+        value: Bytes,
+        previous: Option<&KvPair>,
+        opts: &WriteOptions,
+    ) -> Result<KvPair> {
+        let ttl = self.ttl(key, opts)?;
+        let expect = previous.map_or(Expect::Absent, |previous| Expect::Index(previous.last_index));
+        let spawner = self.background.spawner();
+        let index = write(&self.client, &spawner, "atomic_put", key, &value, expect, ttl).await?;
+        Ok(KvPair::new(key.as_str(), value, index))
+    }
+
+    async fn atomic_delete(&self, key: &Key, previous: &KvPair) -> Result<()> {
+        let ops = [
+            KvOp::get(key.as_str()),
+            KvOp::delete_cas(key.as_str(), previous.last_index),
+        ];
+        match self.client.txn("atomic_delete", key.as_str(), &ops).await? {
+            TxnOutcome::Committed(_) => Ok(()),
+            TxnOutcome::RolledBack(errors) if errors.iter().any(|e| e.op_index == 0) => {
+                Err(Error::not_found(CONSUL, key.as_str()))
+            }
+            TxnOutcome::RolledBack(_) => Err(Error::modified(CONSUL, key.as_str())),
+        }
+    }
+
+    async fn close(&self) -> Result<()> {
+        // Pooled connections close with the last clone of the client; background work
+        // (keep-alive sessions, watch feeders, lock sessions) ends with the handle.
+        Ok(())
+    }
+}
+
+async fn open(spec: StoreSpec) -> Result<Arc<dyn Store>> {
+    let config: ConsulConfig = spec.config.resolve()?;
+    Ok(Arc::new(config.connect(spec.endpoints).await?))
+}
+
+inventory::submit! { Registration::new(CONSUL, None, |spec| Box::pin(open(spec))) }

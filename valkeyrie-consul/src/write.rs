@@ -1,0 +1,342 @@
+//! How a value lands on a key.
+//!
+//! Every write is one transaction that states what it assumes about the key, so it is
+//! atomic and returns the exact `ModifyIndex` it created (a KV `PUT` returns no index).
+//! A TTL is a session with `Behavior=delete` holding the key, as the Go store does: the
+//! session lasts half the TTL and Consul invalidates it after twice that, so the key goes
+//! when the TTL has passed since the last write (or renewal, with `keep_alive`).
+//!
+//! The first attempt assumes the common case (no session on the key). When Consul rolls it
+//! back, the key is read and the write planned again from what is there:
+//! * a TTL session (ours or a Go service's) is cleared in the same transaction (`unlock`),
+//!   so a write without TTL makes the key permanent again, and the old session is destroyed;
+//! * a lock holder's session is kept (the holder keeps its lock, as in Go); a write with a
+//!   TTL on a locked key is refused, since it would take the lock from its holder.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use valkeyrie_core::{Error, Key, Result, Spawner};
+
+use crate::api::{Consistency, KvOp, SessionSpec, TxnOutcome};
+use crate::client::ConsulClient;
+use crate::CONSUL;
+
+/// What a write assumes about the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expect {
+    /// Nothing: a plain put.
+    Anything,
+    /// The key does not exist.
+    Absent,
+    /// The key's `ModifyIndex` is this.
+    Index(u64),
+}
+
+/// The key as a read found it.
+#[derive(Debug)]
+enum Found {
+    Absent,
+    Present {
+        index: u64,
+        /// The holding session and whether it is a TTL (`Behavior=delete`) session; `None`
+        /// for the behavior when the session ended between the two reads.
+        session: Option<(String, Option<bool>)>,
+    },
+}
+
+/// Attempts before a write that keeps losing races gives up.
+const ATTEMPTS: u32 = 8;
+
+/// The lock delay of TTL sessions, as the Go store sets it.
+const TTL_LOCK_DELAY: Duration = Duration::from_millis(1);
+
+/// A TTL session created for one write, destroyed unless the write succeeded.
+struct TtlSession {
+    client: ConsulClient,
+    id: String,
+    armed: bool,
+}
+
+impl Drop for TtlSession {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (client, id) = (self.client.clone(), std::mem::take(&mut self.id));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = client.session_destroy("put", "", &id).await;
+            });
+        }
+    }
+}
+
+/// The session length that makes a key expire `ttl` after its last renewal.
+pub(crate) fn session_ttl(ttl: Duration) -> Duration {
+    ttl / 2
+}
+
+/// Writes `value` at `key` if `expect` holds, with a TTL when `ttl` is set (kept alive in
+/// the background with `keep_alive`); returns the new `ModifyIndex`.
+///
+/// # Errors
+/// `KeyExists`, `KeyNotFound` or `KeyModified` when `expect` does not hold.
+pub(crate) async fn write(
+    client: &ConsulClient,
+    spawner: &Spawner,
+    call: &'static str,
+    key: &Key,
+    value: &[u8],
+    expect: Expect,
+    ttl: Option<(Duration, bool)>,
+) -> Result<u64> {
+    let name = key.as_str();
+    let mut session = match ttl {
+        Some((ttl, _)) => {
+            let spec = SessionSpec {
+                behavior: "delete",
+                ttl: session_ttl(ttl),
+                lock_delay: TTL_LOCK_DELAY,
+            };
+            Some(TtlSession {
+                client: client.clone(),
+                id: client.session_create(call, name, &spec).await?,
+                armed: true,
+            })
+        }
+        None => None,
+    };
+    let new_session = session.as_ref().map(|s| s.id.clone());
+    let mut found: Option<Found> = None;
+    let mut backoff = Duration::from_millis(10);
+    let mut last_reason = String::new();
+    for _ in 0..ATTEMPTS {
+        let (ops, retired) = plan(name, value, expect, new_session.as_deref(), found.as_ref())?;
+        match client.txn(call, name, &ops).await? {
+            TxnOutcome::Committed(entries) => {
+                let index = entries.last().map_or(0, |entry| entry.modify_index);
+                if let Some(retired) = retired {
+                    // It holds nothing now: ending it deletes nothing.
+                    let _ = client.session_destroy(call, name, &retired).await;
+                }
+                if let (Some(session), Some((ttl, true))) = (session.as_mut(), ttl) {
+                    session.armed = false;
+                    let renewer = KeepAlive {
+                        client: client.clone(),
+                        key: key.clone(),
+                        session: session.id.clone(),
+                        ttl,
+                    };
+                    spawner.spawn_self_stopping(renewer.run(spawner.token()));
+                } else if let Some(session) = session.as_mut() {
+                    session.armed = false;
+                }
+                return Ok(index);
+            }
+            TxnOutcome::RolledBack(errors) => {
+                last_reason = errors.iter().map(|e| e.what.as_str()).collect::<Vec<_>>().join("; ");
+                found = Some(if found.is_none() && last_reason.contains("doesn't exist") {
+                    // The optimistic attempt's session check found no key.
+                    Found::Absent
+                } else {
+                    if found.is_some() {
+                        // A planned attempt lost a race (or a lock delay is running): let it pass.
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_millis(500));
+                    }
+                    read(client, call, name).await?
+                });
+            }
+        }
+    }
+    let reason = format!("the key kept changing under {ATTEMPTS} attempts; last: {last_reason}");
+    Err(Error::backend(CONSUL, call, name, true, reason))
+}
+
+/// The operations of one attempt, and the TTL session it retires if it commits.
+fn plan(
+    key: &str,
+    value: &[u8],
+    expect: Expect,
+    new_session: Option<&str>,
+    found: Option<&Found>,
+) -> Result<(Vec<KvOp>, Option<String>)> {
+    let write = |ops: &mut Vec<KvOp>| {
+        ops.push(match new_session {
+            Some(session) => KvOp::lock(key, session, value),
+            None => KvOp::set(key, value),
+        });
+    };
+    let mut ops = Vec::with_capacity(3);
+    let Some(found) = found else {
+        // First attempt: assume no session holds the key.
+        match expect {
+            Expect::Anything => {}
+            Expect::Absent => ops.push(KvOp::check_not_exists(key)),
+            Expect::Index(index) => ops.push(KvOp::check_index(key, index)),
+        }
+        if new_session.is_none() && expect != Expect::Absent {
+            ops.push(KvOp::check_session(key, ""));
+        }
+        write(&mut ops);
+        return Ok((ops, None));
+    };
+    let (index, session) = match (found, expect) {
+        (Found::Present { .. }, Expect::Absent) => return Err(Error::exists(CONSUL, key)),
+        (Found::Absent, Expect::Index(_)) => return Err(Error::not_found(CONSUL, key)),
+        (Found::Present { index, .. }, Expect::Index(expected)) if *index != expected => {
+            return Err(Error::modified(CONSUL, key))
+        }
+        (Found::Absent, _) => {
+            ops.push(KvOp::check_not_exists(key));
+            write(&mut ops);
+            return Ok((ops, None));
+        }
+        (Found::Present { index, session }, _) => (*index, session),
+    };
+    ops.push(KvOp::check_index(key, index));
+    let mut retired = None;
+    match session {
+        None => {}
+        Some((old, Some(true))) => {
+            // A TTL session: clear it here (the next op writes the value).
+            ops.push(KvOp::unlock(key, old, b""));
+            retired = Some(old.clone());
+        }
+        Some((_, Some(false))) if new_session.is_some() => {
+            let reason = "the key is held by a lock; a write with a TTL would take it from its holder";
+            return Err(Error::backend(CONSUL, "put", key, false, reason));
+        }
+        // A lock holder keeps its lock, as with the Go store; a session that just ended
+        // releases or deletes the key shortly, which the index check will notice.
+        Some((_, _)) => {}
+    }
+    write(&mut ops);
+    Ok((ops, retired))
+}
+
+/// Reads the key and, if a session holds it, what kind of session.
+async fn read(client: &ConsulClient, call: &'static str, key: &str) -> Result<Found> {
+    let (entries, _) = client.kv_read(call, key, false, Consistency::Consistent, None).await?;
+    let Some(entry) = entries.into_iter().find(|e| e.key == key) else {
+        return Ok(Found::Absent);
+    };
+    let session = match entry.session {
+        Some(id) => {
+            let info = client.session_info(call, key, &id).await?;
+            Some((id, info.map(|info| info.behavior == "delete")))
+        }
+        None => None,
+    };
+    Ok(Found::Present {
+        index: entry.modify_index,
+        session,
+    })
+}
+
+/// Renews a `keep_alive` write's session while the key still holds it and the store is
+/// open; destroys it (deleting the key) when the store closes.
+struct KeepAlive {
+    client: ConsulClient,
+    key: Key,
+    session: String,
+    ttl: Duration,
+}
+
+impl KeepAlive {
+    async fn run(self, closing: CancellationToken) {
+        let key = self.key.as_str();
+        let period = (self.ttl / 4).max(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                () = closing.cancelled() => {
+                    let _ = self.client.session_destroy("keep_alive", key, &self.session).await;
+                    return;
+                }
+                () = tokio::time::sleep(period) => {}
+            }
+            let held = self
+                .client
+                .kv_read("keep_alive", key, false, Consistency::Default, None)
+                .await
+                .map(|(entries, _)| entries.iter().any(|e| e.session.as_deref() == Some(&self.session)));
+            match held {
+                Ok(true) => {}
+                Ok(false) => {
+                    // Rewritten or deleted: the session has nothing left to keep.
+                    let _ = self.client.session_destroy("keep_alive", key, &self.session).await;
+                    return;
+                }
+                Err(err) => {
+                    tracing::warn!(store = CONSUL, key, error = %err, "keep-alive check failed; retrying");
+                    continue;
+                }
+            }
+            match self.client.session_renew("keep_alive", key, &self.session).await {
+                Ok(true) => {}
+                // Expired already: the key went with it.
+                Ok(false) => return,
+                Err(err) => tracing::warn!(store = CONSUL, key, error = %err, "session renewal failed; retrying"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verbs(ops: &[KvOp]) -> String {
+        serde_json::to_value(ops)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|op| op["Verb"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    #[test]
+    fn first_attempts_assume_no_session() {
+        let (ops, _) = plan("k", b"v", Expect::Anything, None, None).unwrap();
+        assert_eq!(verbs(&ops), "check-session,set");
+        let (ops, _) = plan("k", b"v", Expect::Absent, None, None).unwrap();
+        assert_eq!(verbs(&ops), "check-not-exists,set");
+        let (ops, _) = plan("k", b"v", Expect::Index(4), Some("s"), None).unwrap();
+        assert_eq!(verbs(&ops), "check-index,lock");
+    }
+
+    #[test]
+    fn planned_attempts_follow_what_was_found() {
+        let ttl_held = Found::Present {
+            index: 9,
+            session: Some(("old".into(), Some(true))),
+        };
+        let (ops, retired) = plan("k", b"v", Expect::Anything, None, Some(&ttl_held)).unwrap();
+        assert_eq!(verbs(&ops), "check-index,unlock,set");
+        assert_eq!(retired.as_deref(), Some("old"));
+        let lock_held = Found::Present {
+            index: 9,
+            session: Some(("holder".into(), Some(false))),
+        };
+        let (ops, retired) = plan("k", b"v", Expect::Index(9), None, Some(&lock_held)).unwrap();
+        assert_eq!((verbs(&ops).as_str(), retired), ("check-index,set", None));
+        assert!(plan("k", b"v", Expect::Anything, Some("new"), Some(&lock_held)).is_err());
+        let kind = |r: Result<(Vec<KvOp>, Option<String>)>| r.unwrap_err().kind();
+        use valkeyrie_core::ErrorKind;
+        assert_eq!(
+            kind(plan("k", b"v", Expect::Absent, None, Some(&lock_held))),
+            ErrorKind::KeyExists
+        );
+        assert_eq!(
+            kind(plan("k", b"v", Expect::Index(3), None, Some(&lock_held))),
+            ErrorKind::KeyModified
+        );
+        assert_eq!(
+            kind(plan("k", b"v", Expect::Index(3), None, Some(&Found::Absent))),
+            ErrorKind::KeyNotFound
+        );
+    }
+}

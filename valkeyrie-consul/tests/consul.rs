@@ -1,0 +1,245 @@
+//! What the conformance suite cannot see: the on-server layout shared with the Go store
+//! (flags, TTL sessions, lock sessions), limits, failover and secrets.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use support::{endpoints, unique, Agent};
+use valkeyrie_consul::ConsulConfig;
+use valkeyrie_core::{ErrorKind, LockOptions, ReadOptions, Store, WriteOptions};
+
+/// The flags the Go store writes on every key.
+const GO_LOCK_FLAGS: u64 = 0x2ddc_cbc0_58a5_0c18;
+
+async fn store() -> valkeyrie_consul::ConsulStore {
+    ConsulConfig::default()
+        .connect(endpoints())
+        .await
+        .expect("connect to the agent")
+}
+
+#[tokio::test]
+async fn values_are_raw_with_the_go_flags() {
+    let store = store().await;
+    let agent = Agent::new();
+    let key = unique("layout");
+    let value = Bytes::from_static(b"\x00\xffbinary");
+    store.put(&key, value.clone(), &WriteOptions::default()).await.unwrap();
+    let entry = agent.entry(&key).await.expect("the key exists");
+    assert_eq!(entry["Flags"], GO_LOCK_FLAGS);
+    assert_eq!(
+        entry["Value"], "AP9iaW5hcnk=",
+        "the value itself, base64 in Consul's JSON"
+    );
+    assert!(entry["Session"].is_null(), "no session without a TTL");
+    let pair = store.get(&key, &ReadOptions::default()).await.unwrap();
+    assert_eq!(pair.last_index, entry["ModifyIndex"].as_u64().unwrap());
+    assert_eq!(pair.value, value);
+    store.delete(&key).await.unwrap();
+}
+
+#[tokio::test]
+async fn ttl_is_a_delete_session_of_half_the_ttl_and_goes_with_a_plain_put() {
+    let store = store().await;
+    let agent = Agent::new();
+    let key = unique("ttl");
+    store
+        .put(&key, "v1".into(), &WriteOptions::with_ttl(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let entry = agent.entry(&key).await.expect("the key exists");
+    let first = entry["Session"]
+        .as_str()
+        .expect("a TTL session holds the key")
+        .to_owned();
+    let session = agent.session(&first).await.expect("the session exists");
+    assert_eq!(session["Behavior"], "delete");
+    assert_eq!(session["TTL"], "15s", "half the TTL, as the Go store writes it");
+    assert_eq!(session["LockDelay"], 1_000_000, "1 ms, in nanoseconds");
+
+    // A second TTL write replaces the session; the first one is destroyed.
+    store
+        .put(&key, "v2".into(), &WriteOptions::with_ttl(Duration::from_secs(40)))
+        .await
+        .unwrap();
+    let second = agent.entry(&key).await.unwrap()["Session"].as_str().unwrap().to_owned();
+    assert_ne!(first, second);
+    assert!(agent.session(&first).await.is_none(), "the replaced session is gone");
+    assert_eq!(agent.session(&second).await.unwrap()["TTL"], "20s");
+
+    // A write without TTL makes the key permanent again.
+    store.put(&key, "v3".into(), &WriteOptions::default()).await.unwrap();
+    let entry = agent.entry(&key).await.unwrap();
+    assert!(entry["Session"].is_null(), "no session after a plain put: {entry}");
+    assert!(agent.session(&second).await.is_none());
+    assert_eq!(store.get(&key, &ReadOptions::default()).await.unwrap().value, "v3");
+    store.delete(&key).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_go_ttl_session_is_cleared_by_a_plain_put() {
+    // The Go store attaches its TTL session by acquiring the key, then writes it plainly.
+    let store = store().await;
+    let agent = Agent::new();
+    let key = unique("go-ttl");
+    let (_, body) = agent
+        .request(
+            http::Method::PUT,
+            "session/create",
+            br#"{"Behavior":"delete","TTL":"15s","LockDelay":"1ms"}"#,
+        )
+        .await;
+    let session: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let session = session["ID"].as_str().unwrap().to_owned();
+    let path = format!("kv/{key}?acquire={session}&flags={GO_LOCK_FLAGS}");
+    let (_, acquired) = agent.request(http::Method::PUT, &path, b"from-go").await;
+    assert_eq!(acquired.trim_ascii(), b"true");
+
+    let previous = store.get(&key, &ReadOptions::default()).await.unwrap();
+    let written = store
+        .atomic_put(&key, "from-rust".into(), Some(&previous), &WriteOptions::default())
+        .await
+        .unwrap();
+    let entry = agent.entry(&key).await.unwrap();
+    assert!(entry["Session"].is_null(), "the TTL went with the write: {entry}");
+    assert_eq!(written.last_index, entry["ModifyIndex"].as_u64().unwrap());
+    assert!(
+        agent.session(&session).await.is_none(),
+        "the Go TTL session was destroyed"
+    );
+    store.delete(&key).await.unwrap();
+}
+
+#[tokio::test]
+async fn locks_use_the_go_layout_and_exclude_a_raw_holder() {
+    let store = store().await;
+    let agent = Agent::new();
+    let key = unique("lock");
+    for delete_on_unlock in [false, true] {
+        let opts = LockOptions {
+            value: Bytes::from_static(b"owner1"),
+            ttl: Some(Duration::from_secs(30)),
+            delete_on_unlock,
+        };
+        let locker = store.new_lock(&key, opts).await.unwrap();
+        let guard = locker.lock().await.unwrap();
+        let entry = agent.entry(&key).await.expect("the lock key");
+        assert_eq!(entry["Value"], "b3duZXIx", "the lock value");
+        assert_eq!(entry["Flags"], GO_LOCK_FLAGS);
+        let holder = entry["Session"].as_str().expect("held by a session").to_owned();
+        let session = agent.session(&holder).await.unwrap();
+        assert_eq!(session["Behavior"], "release");
+        assert_eq!(session["TTL"], "15s", "half the lock TTL, as the Go store");
+        assert_eq!(
+            guard.fencing_token(),
+            entry["ModifyIndex"].as_u64().unwrap(),
+            "the fencing token is the acquiring write's index"
+        );
+        guard.unlock().await.unwrap();
+        assert!(agent.session(&holder).await.is_none(), "the session ends with the lock");
+        match agent.entry(&key).await {
+            Some(entry) => {
+                assert!(!delete_on_unlock, "delete_on_unlock deletes the key");
+                assert!(entry["Session"].is_null(), "released");
+                assert_eq!(entry["Value"], "b3duZXIx", "the value stays");
+            }
+            None => assert!(delete_on_unlock, "without delete_on_unlock the key stays"),
+        }
+    }
+
+    // A holder outside valkeyrie (as a Go service would hold it) excludes us until it releases.
+    let (_, body) = agent
+        .request(
+            http::Method::PUT,
+            "session/create",
+            br#"{"Behavior":"release","TTL":"15s","LockDelay":"1ms"}"#,
+        )
+        .await;
+    let session: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let session = session["ID"].as_str().unwrap().to_owned();
+    let path = format!("kv/{key}?acquire={session}&flags={GO_LOCK_FLAGS}");
+    assert_eq!(
+        agent.request(http::Method::PUT, &path, b"go").await.1.trim_ascii(),
+        b"true"
+    );
+    let locker = store.new_lock(&key, LockOptions::with_value("rust")).await.unwrap();
+    assert!(locker.try_lock().await.unwrap().is_none(), "held by the other session");
+    let waiting = tokio::spawn(async move { locker.lock().await.map(|guard| guard.fencing_token()) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "waits while the other session holds it");
+    let path = format!("kv/{key}?release={session}&flags={GO_LOCK_FLAGS}");
+    assert_eq!(
+        agent.request(http::Method::PUT, &path, b"go").await.1.trim_ascii(),
+        b"true"
+    );
+    let token = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("acquired once released")
+        .unwrap()
+        .unwrap();
+    assert!(token > 0);
+    agent.destroy_session(&session).await;
+    store.delete(&key).await.unwrap();
+}
+
+#[tokio::test]
+async fn keep_alive_sessions_end_with_the_handle() {
+    let store = store().await;
+    let agent = Agent::new();
+    let key = unique("keep-alive");
+    store
+        .put(&key, "v".into(), &WriteOptions::keep_alive(Duration::from_secs(20)))
+        .await
+        .unwrap();
+    let session = agent.entry(&key).await.unwrap()["Session"].as_str().unwrap().to_owned();
+    store.close().await.unwrap();
+    assert!(agent.session(&session).await.is_none(), "destroyed on close");
+    assert!(agent.entry(&key).await.is_none(), "and the key with it");
+}
+
+#[tokio::test]
+async fn values_up_to_the_transaction_limit_round_trip() {
+    let store = store().await;
+    let key = unique("large");
+    let limit = store.capabilities().max_value_size.expect("a limit");
+    assert!(limit > 380 * 1024, "about 383 KiB with Consul's defaults, got {limit}");
+    let value = Bytes::from(vec![0xa5; limit]);
+    let created = store
+        .atomic_put(&key, value.clone(), None, &WriteOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(store.get(&key, &ReadOptions::default()).await.unwrap(), created);
+    let too_large = store
+        .put(&key, Bytes::from(vec![0; limit + 1]), &WriteOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(too_large.kind(), ErrorKind::ValueTooLarge);
+    assert!(too_large.to_string().contains(&key), "{too_large}");
+    store.delete(&key).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_dead_agent_is_skipped() {
+    let mut with_dead_first = vec!["127.0.0.1:1".to_owned()];
+    with_dead_first.extend(endpoints());
+    let store = ConsulConfig::default().connect(with_dead_first).await.unwrap();
+    let key = unique("failover");
+    store.put(&key, "v".into(), &WriteOptions::default()).await.unwrap();
+    store.delete(&key).await.unwrap();
+}
+
+#[tokio::test]
+async fn tokens_never_show() {
+    let config = ConsulConfig {
+        token: Some("s3cret-token".into()),
+        connect_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let err = config.clone().connect(["127.0.0.1:1"]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotReachable);
+    assert!(!format!("{err} {err:?}").contains("s3cret"), "{err:?}");
+    let store = config.connect(endpoints()).await.unwrap();
+    assert!(!format!("{store:?}").contains("s3cret"));
+}

@@ -19,7 +19,7 @@ struct Suite {
 }
 
 /// Every suite, in the order of the README's capability table.
-const SUITES: [Suite; 8] = [
+const SUITES: [Suite; 9] = [
     Suite {
         backend: "memory",
         package: "valkeyrie-core",
@@ -34,6 +34,11 @@ const SUITES: [Suite; 8] = [
         backend: "consul",
         package: "valkeyrie-consul",
         servers: &[Server::Consul],
+    },
+    Suite {
+        backend: "dynamodb",
+        package: "valkeyrie-dynamodb",
+        servers: &[Server::DynamoDb],
     },
     Suite {
         backend: "etcd",

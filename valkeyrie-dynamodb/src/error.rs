@@ -1,0 +1,65 @@
+//! The one place the SDK's errors become ours.
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use valkeyrie_core::Error;
+
+use crate::DYNAMODB;
+
+/// Service error codes that a later attempt may get past.
+const TEMPORARY: [&str; 6] = [
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "InternalServerError",
+    "ServiceUnavailable",
+    "TransactionConflictException",
+];
+
+/// Maps an error of the SDK during `call` on `key` (after the SDK's own retries).
+/// `after` is the call's deadline, reported by a timeout.
+pub(crate) fn map_error<E, R>(call: &'static str, key: &str, after: Duration, err: SdkError<E, R>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let key = key.to_owned();
+    match &err {
+        SdkError::TimeoutError(_) => Error::Timeout {
+            store: DYNAMODB,
+            call,
+            key,
+            after,
+        },
+        SdkError::DispatchFailure(failure) if failure.is_timeout() => Error::Timeout {
+            store: DYNAMODB,
+            call,
+            key,
+            after,
+        },
+        SdkError::DispatchFailure(_) => Error::NotReachable {
+            store: DYNAMODB,
+            call,
+            key,
+            source: Box::new(err),
+        },
+        SdkError::ResponseError(_) => Error::backend(DYNAMODB, call, key, true, err),
+        SdkError::ServiceError(service) => {
+            let inner = service.err();
+            let code = inner.code().unwrap_or("unknown");
+            let message = inner.message().unwrap_or("").to_owned();
+            let reason = match code {
+                "ResourceNotFoundException" => {
+                    format!("{code}: {message} (create the table, or set create_table to have it created)")
+                }
+                "UnrecognizedClientException" | "AccessDeniedException" | "InvalidSignatureException" => {
+                    format!("{code}: {message} (check the credentials and their IAM policy)")
+                }
+                _ => format!("{code}: {message}"),
+            };
+            Error::backend(DYNAMODB, call, key, TEMPORARY.contains(&code), reason)
+        }
+        _ => Error::backend(DYNAMODB, call, key, false, err),
+    }
+}

@@ -1,0 +1,175 @@
+//! The item layout of the Go `kvtools/dynamodb` store, and the clock it expires by.
+//!
+//! | attribute | type | meaning |
+//! |---|---|---|
+//! | `id` | S | the key (hash key) |
+//! | `version` | N | `last_index`, bumped by every write |
+//! | `encoded_value` | S | the value in standard base64; absent for an empty value |
+//! | `expiration_time` | N | Unix seconds after which the item is gone; absent without TTL |
+//!
+//! DynamoDB deletes expired items lazily (days later on AWS), so every read hides items
+//! whose `expiration_time` has passed. A new item's `version` starts at the current time
+//! in microseconds rather than at 1, so indexes (and lock fencing tokens) keep growing when
+//! a key is deleted and created again; Go readers only compare versions for equality.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use bytes::Bytes;
+use valkeyrie_core::{Error, KvPair, Result};
+
+use crate::DYNAMODB;
+
+/// The hash key attribute.
+pub(crate) const ID: &str = "id";
+/// The index attribute.
+pub(crate) const VERSION: &str = "version";
+/// The base64 value attribute.
+pub(crate) const VALUE: &str = "encoded_value";
+/// The expiry attribute (Unix seconds), also the table's TTL attribute.
+pub(crate) const EXPIRATION: &str = "expiration_time";
+
+/// DynamoDB's item size limit.
+const ITEM_LIMIT: usize = 400 * 1024;
+/// Room for the key (at most 2 KiB as a hash key) and the other attributes.
+const ITEM_OVERHEAD: usize = 2304;
+
+/// The largest value an item can hold once base64-encoded.
+pub(crate) const MAX_VALUE_SIZE: usize = (ITEM_LIMIT - ITEM_OVERHEAD) / 4 * 3;
+
+// The base64 of the largest value, and the rest of the item, fit.
+const _: () = assert!(MAX_VALUE_SIZE / 3 * 4 + ITEM_OVERHEAD <= ITEM_LIMIT);
+
+/// One item, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Record {
+    pub(crate) key: String,
+    pub(crate) value: Bytes,
+    pub(crate) version: u64,
+    pub(crate) expires_at: Option<u64>,
+}
+
+impl Record {
+    /// Decodes an item of the table.
+    pub(crate) fn decode(call: &'static str, item: &HashMap<String, AttributeValue>) -> Result<Record> {
+        let key = match item.get(ID) {
+            Some(AttributeValue::S(key)) => key.clone(),
+            _ => {
+                return Err(Error::backend(
+                    DYNAMODB,
+                    call,
+                    "",
+                    false,
+                    "an item without a string `id`",
+                ))
+            }
+        };
+        let invalid = |what: String| Error::backend(DYNAMODB, call, key.as_str(), false, what);
+        let number = |name: &str| -> Result<Option<u64>> {
+            match item.get(name) {
+                None => Ok(None),
+                Some(AttributeValue::N(n)) => n
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| invalid(format!("`{name}` is not a whole number: {n}"))),
+                Some(_) => Err(invalid(format!("`{name}` is not a number"))),
+            }
+        };
+        let value = match item.get(VALUE) {
+            None => Bytes::new(),
+            Some(AttributeValue::S(encoded)) => BASE64
+                .decode(encoded)
+                .map_err(|e| invalid(format!("`{VALUE}` is not base64: {e}")))?
+                .into(),
+            Some(_) => return Err(invalid(format!("`{VALUE}` is not a string"))),
+        };
+        Ok(Record {
+            value,
+            version: number(VERSION)?.unwrap_or(0),
+            expires_at: number(EXPIRATION)?,
+            key,
+        })
+    }
+
+    /// Whether the item still exists at `now` (Unix seconds).
+    pub(crate) fn is_live(&self, now: u64) -> bool {
+        self.expires_at.is_none_or(|at| at > now)
+    }
+
+    /// The pair of this record.
+    pub(crate) fn into_pair(self) -> KvPair {
+        KvPair::new(self.key, self.value, self.version)
+    }
+}
+
+fn since_epoch() -> Duration {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+}
+
+/// Unix time in seconds, the unit of `expiration_time`.
+pub(crate) fn now_secs() -> u64 {
+    since_epoch().as_secs()
+}
+
+/// The `expiration_time` of an item written now with `ttl`: whole seconds, rounded up so
+/// the item never goes early.
+pub(crate) fn expiry(ttl: Duration) -> u64 {
+    let now = since_epoch();
+    (now + ttl).as_secs() + u64::from((now + ttl).subsec_nanos() > 0)
+}
+
+/// The `version` a new item starts from (see the module docs).
+pub(crate) fn version_base() -> u64 {
+    u64::try_from(since_epoch().as_micros()).unwrap_or(u64::MAX / 2)
+}
+
+/// A number attribute.
+pub(crate) fn number(n: u64) -> AttributeValue {
+    AttributeValue::N(n.to_string())
+}
+
+/// A string attribute.
+pub(crate) fn string(s: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(s.into())
+}
+
+/// The base64 attribute of a non-empty value.
+pub(crate) fn encoded(value: &[u8]) -> AttributeValue {
+    AttributeValue::S(BASE64.encode(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_decode_as_the_go_store_writes_them() {
+        let item = HashMap::from([
+            (ID.to_owned(), string("a/b")),
+            (VERSION.to_owned(), number(3)),
+            (VALUE.to_owned(), encoded(b"\x00\xff")),
+            (EXPIRATION.to_owned(), number(100)),
+        ]);
+        let record = Record::decode("get", &item).unwrap();
+        assert_eq!(record.value.as_ref(), b"\x00\xff");
+        assert_eq!((record.version, record.expires_at), (3, Some(100)));
+        assert!(record.is_live(99));
+        assert!(!record.is_live(100));
+        let empty = HashMap::from([(ID.to_owned(), string("e")), (VERSION.to_owned(), number(1))]);
+        let record = Record::decode("get", &empty).unwrap();
+        assert!(record.value.is_empty() && record.is_live(u64::MAX));
+        let broken = HashMap::from([(ID.to_owned(), string("x")), (VALUE.to_owned(), string("%%"))]);
+        let err = Record::decode("get", &broken).unwrap_err().to_string();
+        assert!(err.contains("base64") && err.contains("\"x\""), "{err}");
+    }
+
+    #[test]
+    fn limits_and_clocks() {
+        let now = now_secs();
+        assert!((now + 2..=now + 3).contains(&expiry(Duration::from_millis(1500))));
+        assert!(version_base() > 1_700_000_000_000_000);
+    }
+}

@@ -1,0 +1,55 @@
+//! # valkeyrie-dynamodb
+//!
+//! The DynamoDB backend of valkeyrie, on [`aws-sdk-dynamodb`](https://docs.rs/aws-sdk-dynamodb)
+//! over rustls with ring (not the SDK's legacy HTTP stack). Registered as `dynamodb`, with
+//! the table as the URL's host: `valkeyrie_core::open("dynamodb://valkeyrie?region=eu-west-1")`
+//! once this crate is linked (`use valkeyrie_dynamodb as _;`).
+//!
+//! * Items have the Go `kvtools/dynamodb` layout (`id`, `version`, `encoded_value`,
+//!   `expiration_time`; see the `item` module), so Go and Rust services share a table.
+//!   `last_index` is `version`, which starts at the current time in microseconds for a new
+//!   item so it keeps growing across a delete and a re-creation.
+//! * Every write is one conditional `UpdateItem`/`DeleteItem`: `atomic_put`,
+//!   `atomic_delete` and `delete` never read first. An empty value clears the old one and a
+//!   write without TTL clears the expiry (the Go store keeps both).
+//! * TTLs are whole seconds in `expiration_time`; DynamoDB deletes expired items lazily, so
+//!   every read hides them. `keep_alive` pushes the expiry forward while the handle lives.
+//! * `list` and `delete_tree` scan the table with `begins_with` on the key, page by page;
+//!   `delete_tree` deletes in batches of 25 and retries unprocessed items with backoff.
+//! * Locks are leases on the key's item (see the `lock` module); the fencing token is the
+//!   item's `version`.
+//! * Values are stored base64 in an item of at most 400 KB, so they are limited to about
+//!   298 KiB; larger ones are `ValueTooLarge` before sending.
+//! * Throttling and transient errors are retried by the SDK (standard mode, `max_attempts`).
+//!
+//! ## Example
+//!
+//! ```no_run
+//! # async fn demo() -> valkeyrie_core::Result<()> {
+//! use valkeyrie_core::{ReadOptions, Store, WriteOptions};
+//! use valkeyrie_dynamodb::DynamoDbConfig;
+//!
+//! let store = DynamoDbConfig {
+//!     table: "valkeyrie".into(),
+//!     region: Some("eu-west-1".into()),
+//!     ..Default::default()
+//! }
+//! .connect()
+//! .await?;
+//! store.put("config/mode", "blue".into(), &WriteOptions::default()).await?;
+//! assert_eq!(store.get("config/mode", &ReadOptions::default()).await?.value, "blue");
+//! # Ok(()) }
+//! ```
+
+mod client;
+mod config;
+mod error;
+mod item;
+mod lock;
+mod store;
+
+pub use config::DynamoDbConfig;
+pub use store::DynamoDbStore;
+
+/// The registered name of this store, also its URL scheme.
+pub const DYNAMODB: &str = "dynamodb";

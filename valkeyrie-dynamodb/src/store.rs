@@ -1,0 +1,441 @@
+//! [`DynamoDbStore`]: the [`Backend`] implementation and the registration.
+//!
+//! Every write is one `UpdateItem`/`DeleteItem` whose condition expression states what it
+//! assumes (the key absent or expired, or its `version`), so nothing is read then written.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, DeleteRequest, ReturnValue, ReturnValuesOnConditionCheckFailure, WriteRequest,
+};
+use bytes::Bytes;
+use valkeyrie_core::{
+    Backend, Background, Capabilities, Error, Key, KvPair, LockOptions, Locker, ReadOptions, Registration, Result,
+    Store, StoreSpec, WriteOptions,
+};
+
+use crate::client::{DynamoClient, Update};
+use crate::config::DynamoDbConfig;
+use crate::item::{encoded, expiry, now_secs, number, string, version_base, Record, ID, MAX_VALUE_SIZE};
+use crate::lock::DynamoLocker;
+use crate::DYNAMODB;
+
+/// A handle on one DynamoDB table.
+pub struct DynamoDbStore {
+    pub(crate) client: DynamoClient,
+    pub(crate) config: DynamoDbConfig,
+    background: Background,
+}
+
+impl std::fmt::Debug for DynamoDbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DynamoDbStore")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DynamoDbConfig {
+    /// Connects and finds the table (creating it with `create_table`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfiguration`] for a bad setting or no region;
+    /// [`Error::NotReachable`] when the endpoint does not answer; [`Error::Backend`] when
+    /// the table does not exist (and `create_table` is off) or the credentials are refused.
+    pub async fn connect(self) -> Result<DynamoDbStore> {
+        self.validate()?;
+        let client = DynamoClient::connect(&self).await?;
+        Ok(DynamoDbStore {
+            client,
+            config: self,
+            background: Background::new(),
+        })
+    }
+}
+
+/// A condition that holds while the item has not expired.
+const LIVE: &str = "(attribute_not_exists(expiration_time) OR expiration_time > :now)";
+
+/// How a conditional write's failure reads, from the item as it was (`ALL_OLD`).
+pub(crate) fn condition_failure(key: &str, old: Option<&HashMap<String, AttributeValue>>) -> Error {
+    let live = old
+        .and_then(|item| Record::decode("atomic", item).ok())
+        .is_some_and(|record| record.is_live(now_secs()));
+    if live {
+        Error::modified(DYNAMODB, key)
+    } else {
+        Error::not_found(DYNAMODB, key)
+    }
+}
+
+impl DynamoDbStore {
+    /// An `UpdateItem` writing `value` (with `expiration_time` when `expires_at` is set,
+    /// without it otherwise) and bumping `version`; the caller adds its condition.
+    pub(crate) fn write(
+        client: &DynamoClient,
+        key: &Key,
+        value: &[u8],
+        expires_at: Option<u64>,
+    ) -> UpdateItemFluentBuilder {
+        let mut sets = vec!["version = if_not_exists(version, :base) + :one"];
+        let mut removes = Vec::new();
+        let mut request = client
+            .sdk
+            .update_item()
+            .table_name(&client.table)
+            .key(ID, string(key.as_str()))
+            .expression_attribute_values(":base", number(version_base()))
+            .expression_attribute_values(":one", number(1))
+            .return_values(ReturnValue::UpdatedNew);
+        if value.is_empty() {
+            // The Go store leaves the old value in place here; an empty value clears it.
+            removes.push("encoded_value");
+        } else {
+            sets.push("encoded_value = :value");
+            request = request.expression_attribute_values(":value", encoded(value));
+        }
+        match expires_at {
+            Some(at) => {
+                sets.push("expiration_time = :expires");
+                request = request.expression_attribute_values(":expires", number(at));
+            }
+            None => removes.push("expiration_time"),
+        }
+        let mut expression = format!("SET {}", sets.join(", "));
+        if !removes.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", removes.join(", ")));
+        }
+        request.update_expression(expression)
+    }
+
+    /// The `version` an `UpdateItem` returned.
+    pub(crate) fn written_version(
+        call: &'static str,
+        key: &Key,
+        attributes: Option<&HashMap<String, AttributeValue>>,
+    ) -> Result<u64> {
+        match attributes.and_then(|a| a.get("version")) {
+            Some(AttributeValue::N(n)) => n
+                .parse()
+                .map_err(|_| Error::backend(DYNAMODB, call, key.as_str(), false, "the new version is not a number")),
+            _ => Err(Error::backend(
+                DYNAMODB,
+                call,
+                key.as_str(),
+                false,
+                "the write returned no version",
+            )),
+        }
+    }
+
+    /// With `keep_alive`, pushes the expiry of a TTL write forward every third of its TTL
+    /// while the item still has the version written (without bumping it).
+    fn keep_alive_after_write(&self, key: &Key, version: u64, opts: &WriteOptions) {
+        let (Some(ttl), true) = (opts.ttl, opts.keep_alive) else {
+            return;
+        };
+        let client = self.client.clone();
+        let key = key.clone();
+        self.background.spawn(async move {
+            let period = (ttl / 3).max(Duration::from_millis(500));
+            loop {
+                tokio::time::sleep(period).await;
+                let request = client
+                    .sdk
+                    .update_item()
+                    .table_name(&client.table)
+                    .key(ID, string(key.as_str()))
+                    .update_expression("SET expiration_time = :expires")
+                    .condition_expression("version = :version")
+                    .expression_attribute_values(":expires", number(expiry(ttl)))
+                    .expression_attribute_values(":version", number(version));
+                match client.update("keep_alive", key.as_str(), request).await {
+                    Ok(Update::Written(_)) => {}
+                    // Rewritten or deleted: nothing left to keep alive.
+                    Ok(Update::Refused(_)) => return,
+                    Err(err) => {
+                        tracing::warn!(store = DYNAMODB, key = key.as_str(), error = %err, "keep-alive failed; retrying");
+                    }
+                }
+            }
+        });
+    }
+
+    /// Every live item whose key starts with `prefix`, page after page.
+    async fn scan_prefix(
+        &self,
+        call: &'static str,
+        prefix: &Key,
+        consistent: bool,
+        keys_only: bool,
+    ) -> Result<Vec<Record>> {
+        let mut records = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let mut scan = self
+                .client
+                .sdk
+                .scan()
+                .table_name(&self.client.table)
+                .consistent_read(consistent)
+                .filter_expression(format!("begins_with(id, :prefix) AND {LIVE}"))
+                .expression_attribute_values(":prefix", string(prefix.as_str()))
+                .expression_attribute_values(":now", number(now_secs()))
+                .set_exclusive_start_key(start.take());
+            if keys_only {
+                scan = scan.projection_expression("id, expiration_time");
+            }
+            let page = scan
+                .send()
+                .await
+                .map_err(|e| self.client.error(call, prefix.as_str(), e))?;
+            for item in page.items() {
+                let record = Record::decode(call, item)?;
+                if record.key == prefix.as_str() || prefix.contains(&record.key) {
+                    records.push(record);
+                }
+            }
+            match page.last_evaluated_key() {
+                Some(last) if !last.is_empty() => start = Some(last.clone()),
+                _ => return Ok(records),
+            }
+        }
+    }
+
+    /// Deletes `keys` in batches of 25, retrying unprocessed items with backoff.
+    async fn delete_batches(&self, dir: &Key, keys: Vec<String>) -> Result<()> {
+        for batch in keys.chunks(25) {
+            let mut requests: Vec<WriteRequest> = batch
+                .iter()
+                .map(|key| {
+                    DeleteRequest::builder()
+                        .key(ID, string(key.as_str()))
+                        .build()
+                        .map(|delete| WriteRequest::builder().delete_request(delete).build())
+                        .map_err(|e| Error::backend(DYNAMODB, "delete_tree", key.as_str(), false, e))
+                })
+                .collect::<Result<_>>()?;
+            let mut backoff = Duration::from_millis(50);
+            for attempt in 0.. {
+                let written = self
+                    .client
+                    .sdk
+                    .batch_write_item()
+                    .request_items(&self.client.table, requests)
+                    .send()
+                    .await
+                    .map_err(|e| self.client.error("delete_tree", dir.as_str(), e))?;
+                requests = written
+                    .unprocessed_items()
+                    .and_then(|unprocessed| unprocessed.get(&self.client.table))
+                    .cloned()
+                    .unwrap_or_default();
+                if requests.is_empty() {
+                    break;
+                }
+                if attempt == 10 {
+                    let reason = format!("{} deletes still unprocessed after {attempt} retries", requests.len());
+                    return Err(Error::backend(DYNAMODB, "delete_tree", dir.as_str(), true, reason));
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Backend for DynamoDbStore {
+    fn name(&self) -> &'static str {
+        DYNAMODB
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut caps = Capabilities::all();
+        caps.watch = false;
+        caps.watch_tree = false;
+        // `expiration_time` counts whole seconds.
+        caps.min_ttl = Duration::from_secs(1);
+        caps.max_value_size = Some(MAX_VALUE_SIZE);
+        caps.consistent_reads = true;
+        caps.persistent = true;
+        caps
+    }
+
+    fn background(&self) -> &Background {
+        &self.background
+    }
+
+    async fn put(&self, key: &Key, value: Bytes, opts: &WriteOptions) -> Result<()> {
+        let request = Self::write(&self.client, key, &value, opts.ttl.map(expiry));
+        let written = request
+            .send()
+            .await
+            .map_err(|e| self.client.error("put", key.as_str(), e))?;
+        let version = Self::written_version("put", key, written.attributes())?;
+        self.keep_alive_after_write(key, version, opts);
+        Ok(())
+    }
+
+    async fn get(&self, key: &Key, opts: &ReadOptions) -> Result<KvPair> {
+        let read = self
+            .client
+            .sdk
+            .get_item()
+            .table_name(&self.client.table)
+            .key(ID, string(key.as_str()))
+            .consistent_read(opts.consistent)
+            .send()
+            .await
+            .map_err(|e| self.client.error("get", key.as_str(), e))?;
+        match read.item() {
+            Some(item) => {
+                let record = Record::decode("get", item)?;
+                if record.is_live(now_secs()) {
+                    Ok(record.into_pair())
+                } else {
+                    Err(Error::not_found(DYNAMODB, key.as_str()))
+                }
+            }
+            None => Err(Error::not_found(DYNAMODB, key.as_str())),
+        }
+    }
+
+    async fn delete(&self, key: &Key) -> Result<()> {
+        let deleted = self
+            .client
+            .sdk
+            .delete_item()
+            .table_name(&self.client.table)
+            .key(ID, string(key.as_str()))
+            .condition_expression(format!("attribute_exists(id) AND {LIVE}"))
+            .expression_attribute_values(":now", number(now_secs()))
+            .send()
+            .await;
+        match deleted {
+            Ok(_) => Ok(()),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(DeleteItemError::is_conditional_check_failed_exception) =>
+            {
+                Err(Error::not_found(DYNAMODB, key.as_str()))
+            }
+            Err(err) => Err(self.client.error("delete", key.as_str(), err)),
+        }
+    }
+
+    async fn exists(&self, key: &Key, opts: &ReadOptions) -> Result<bool> {
+        match Backend::get(self, key, opts).await {
+            Ok(_) => Ok(true),
+            Err(Error::KeyNotFound { .. }) => Ok(false),
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn list(&self, dir: &Key, opts: &ReadOptions) -> Result<Vec<KvPair>> {
+        let records = self.scan_prefix("list", dir, opts.consistent, false).await?;
+        Ok(records.into_iter().map(Record::into_pair).collect())
+    }
+
+    async fn delete_tree(&self, dir: &Key) -> Result<()> {
+        let records = self.scan_prefix("delete_tree", dir, true, true).await?;
+        if records.is_empty() {
+            return Err(Error::not_found(DYNAMODB, dir.as_str()));
+        }
+        self.delete_batches(dir, records.into_iter().map(|r| r.key).collect())
+            .await
+    }
+
+    async fn new_lock(&self, key: &Key, opts: LockOptions) -> Result<Box<dyn Locker>> {
+        Ok(Box::new(DynamoLocker::new(
+            self.client.clone(),
+            key.clone(),
+            opts,
+            self.config.lock_poll_interval,
+            self.background.spawner(),
+        )))
+    }
+
+    async fn atomic_put(
+        &self,
+        key: &Key,
+        value: Bytes,
+        previous: Option<&KvPair>,
+        opts: &WriteOptions,
+    ) -> Result<KvPair> {
+        let mut request = Self::write(&self.client, key, &value, opts.ttl.map(expiry))
+            .expression_attribute_values(":now", number(now_secs()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        request = match previous {
+            // An expired item counts as absent.
+            None => request.condition_expression("attribute_not_exists(id) OR expiration_time <= :now"),
+            Some(previous) => request
+                .condition_expression(format!("version = :previous AND {LIVE}"))
+                .expression_attribute_values(":previous", number(previous.last_index)),
+        };
+        let attributes = match self.client.update("atomic_put", key.as_str(), request).await? {
+            Update::Written(attributes) => attributes,
+            Update::Refused(_) if previous.is_none() => return Err(Error::exists(DYNAMODB, key.as_str())),
+            Update::Refused(old) => return Err(condition_failure(key.as_str(), old.as_ref())),
+        };
+        let version = Self::written_version("atomic_put", key, attributes.as_ref())?;
+        self.keep_alive_after_write(key, version, opts);
+        Ok(KvPair::new(key.as_str(), value, version))
+    }
+
+    async fn atomic_delete(&self, key: &Key, previous: &KvPair) -> Result<()> {
+        let deleted = self
+            .client
+            .sdk
+            .delete_item()
+            .table_name(&self.client.table)
+            .key(ID, string(key.as_str()))
+            .condition_expression(format!("version = :previous AND {LIVE}"))
+            .expression_attribute_values(":previous", number(previous.last_index))
+            .expression_attribute_values(":now", number(now_secs()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match deleted {
+            Ok(_) => Ok(()),
+            Err(err) => match err.as_service_error() {
+                Some(DeleteItemError::ConditionalCheckFailedException(failed)) => {
+                    Err(condition_failure(key.as_str(), failed.item()))
+                }
+                _ => Err(self.client.error("atomic_delete", key.as_str(), err)),
+            },
+        }
+    }
+
+    async fn close(&self) -> Result<()> {
+        // The SDK's connections close with the last clone of the client.
+        Ok(())
+    }
+}
+
+async fn open(spec: StoreSpec) -> Result<Arc<dyn Store>> {
+    let mut config: DynamoDbConfig = spec.config.resolve()?;
+    // `dynamodb://TABLE?…`: the URL's host is the table.
+    match spec.endpoints.as_slice() {
+        [] => {}
+        [table] if config.table.is_empty() => config.table.clone_from(table),
+        [table] if *table == config.table => {}
+        _ => {
+            return Err(Error::config(
+                DYNAMODB,
+                "table",
+                "name one table, as the URL's host or the `table` setting",
+            ))
+        }
+    }
+    Ok(Arc::new(config.connect().await?))
+}
+
+inventory::submit! { Registration::new(DYNAMODB, None, |spec| Box::pin(open(spec))) }

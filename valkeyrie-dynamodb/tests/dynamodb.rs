@@ -1,0 +1,220 @@
+//! What the conformance suite cannot see: the Go store's item layout, the fixes to it,
+//! logical expiry, batch deletes beyond 25 items, and secrets.
+
+mod support;
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use bytes::Bytes;
+use support::{item, raw, unique, TABLE};
+use valkeyrie_core::{ErrorKind, LockOptions, ReadOptions, Store, WriteOptions};
+use valkeyrie_dynamodb::DynamoDbConfig;
+
+async fn store() -> std::sync::Arc<dyn Store> {
+    valkeyrie_core::open(&support::url())
+        .await
+        .expect("open the test table")
+}
+
+fn number(item: &std::collections::HashMap<String, AttributeValue>, name: &str) -> Option<u64> {
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .map(|n| n.parse().expect("a number"))
+}
+
+#[tokio::test]
+async fn items_have_the_go_layout_and_empty_values_clear() {
+    let store = store().await;
+    let client = raw().await;
+    let key = unique("layout");
+    store
+        .put(
+            &key,
+            Bytes::from_static(b"\x00\xff"),
+            &WriteOptions::with_ttl(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    let written = item(&client, &key).await.expect("the item");
+    assert_eq!(written["id"].as_s().unwrap(), &key);
+    assert_eq!(written["encoded_value"].as_s().unwrap(), "AP8=");
+    let expires = number(&written, "expiration_time").expect("an expiry with a TTL");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!((now + 59..=now + 61).contains(&expires), "Unix seconds, {expires}");
+    let version = number(&written, "version").unwrap();
+    assert_eq!(
+        store.get(&key, &ReadOptions::default()).await.unwrap().last_index,
+        version
+    );
+
+    // The Go store keeps the old value and expiry here; valkeyrie clears both.
+    store.put(&key, Bytes::new(), &WriteOptions::default()).await.unwrap();
+    let rewritten = item(&client, &key).await.unwrap();
+    assert!(!rewritten.contains_key("encoded_value"), "{rewritten:?}");
+    assert!(!rewritten.contains_key("expiration_time"), "{rewritten:?}");
+    assert_eq!(number(&rewritten, "version"), Some(version + 1), "one bump per write");
+    assert!(store.get(&key, &ReadOptions::default()).await.unwrap().value.is_empty());
+    store.delete(&key).await.unwrap();
+}
+
+#[tokio::test]
+async fn items_written_by_go_are_read() {
+    // As the Go store writes them: version from 1, no value attribute for an empty value.
+    let store = store().await;
+    let client = raw().await;
+    let dir = unique("from-go");
+    for (name, value) in [("a", Some("aGVsbG8=")), ("b", None)] {
+        let mut request = client
+            .put_item()
+            .table_name(TABLE)
+            .item("id", AttributeValue::S(format!("{dir}/{name}")))
+            .item("version", AttributeValue::N("1".into()));
+        if let Some(value) = value {
+            request = request.item("encoded_value", AttributeValue::S(value.into()));
+        }
+        request.send().await.unwrap();
+    }
+    let pairs = store.list(&dir, &ReadOptions::default()).await.unwrap();
+    let seen: Vec<(&str, &[u8], u64)> = pairs
+        .iter()
+        .map(|p| (p.key.rsplit('/').next().unwrap(), p.value.as_ref(), p.last_index))
+        .collect();
+    assert_eq!(seen, [("a", b"hello".as_ref(), 1), ("b", b"".as_ref(), 1)]);
+    let updated = store
+        .atomic_put(
+            &format!("{dir}/a"),
+            "rust".into(),
+            Some(&pairs[0]),
+            &WriteOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated.last_index, 2, "Go's versions go on by one");
+    store.delete_tree(&dir).await.unwrap();
+}
+
+#[tokio::test]
+async fn expired_items_are_hidden_before_dynamodb_removes_them() {
+    let store = store().await;
+    let client = raw().await;
+    let dir = unique("expired");
+    store
+        .put(&format!("{dir}/live"), "v".into(), &WriteOptions::default())
+        .await
+        .unwrap();
+    // An item whose expiry passed, which DynamoDB has not removed yet.
+    client
+        .put_item()
+        .table_name(TABLE)
+        .item("id", AttributeValue::S(format!("{dir}/gone")))
+        .item("version", AttributeValue::N("1".into()))
+        .item("expiration_time", AttributeValue::N("1000".into()))
+        .send()
+        .await
+        .unwrap();
+    let gone = format!("{dir}/gone");
+    let read = ReadOptions::default();
+    assert_eq!(
+        store.get(&gone, &read).await.unwrap_err().kind(),
+        ErrorKind::KeyNotFound
+    );
+    assert!(!store.exists(&gone, &read).await.unwrap());
+    let listed = store.list(&dir, &read).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(store.delete(&gone).await.unwrap_err().kind(), ErrorKind::KeyNotFound);
+    // Creating over it works, and its version goes on.
+    let created = store
+        .atomic_put(&gone, "new".into(), None, &WriteOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(created.last_index, 2);
+    store.delete_tree(&dir).await.unwrap();
+}
+
+#[tokio::test]
+async fn delete_tree_goes_beyond_one_batch() {
+    let store = store().await;
+    let dir = unique("many");
+    for i in 0..60 {
+        store
+            .put(&format!("{dir}/k{i:02}"), "v".into(), &WriteOptions::default())
+            .await
+            .unwrap();
+    }
+    store
+        .put(&format!("{dir}x/sibling"), "v".into(), &WriteOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(store.list(&dir, &ReadOptions::default()).await.unwrap().len(), 60);
+    store.delete_tree(&dir).await.unwrap();
+    let read = ReadOptions::default();
+    assert_eq!(
+        store.list(&dir, &read).await.unwrap_err().kind(),
+        ErrorKind::KeyNotFound
+    );
+    assert!(
+        store.exists(&format!("{dir}x/sibling"), &read).await.unwrap(),
+        "siblings stay"
+    );
+    store.delete_tree(&format!("{dir}x")).await.unwrap();
+}
+
+#[tokio::test]
+async fn locks_are_leases_on_the_item_with_growing_tokens() {
+    let store = store().await;
+    let client = raw().await;
+    let key = unique("lock");
+    let mut last_token = 0;
+    for delete_on_unlock in [true, true, false, false] {
+        let opts = LockOptions {
+            value: Bytes::from_static(b"owner1"),
+            ttl: Some(Duration::from_secs(6)),
+            delete_on_unlock,
+        };
+        let guard = store.new_lock(&key, opts).await.unwrap().lock().await.unwrap();
+        let held = item(&client, &key).await.expect("the lock item");
+        assert_eq!(held["encoded_value"].as_s().unwrap(), "b3duZXIx");
+        assert!(number(&held, "expiration_time").is_some(), "a lease");
+        assert_eq!(number(&held, "version"), Some(guard.fencing_token()));
+        assert!(guard.fencing_token() > last_token, "tokens grow, also across deletes");
+        last_token = guard.fencing_token();
+        guard.unlock().await.unwrap();
+        match item(&client, &key).await {
+            None => assert!(delete_on_unlock),
+            Some(kept) => {
+                assert!(!delete_on_unlock);
+                assert!(!kept.contains_key("expiration_time"), "released: no lease");
+                assert_eq!(kept["encoded_value"].as_s().unwrap(), "b3duZXIx");
+            }
+        }
+    }
+    store.delete(&key).await.unwrap();
+}
+
+#[tokio::test]
+async fn credentials_never_show() {
+    let config = DynamoDbConfig {
+        table: TABLE.into(),
+        endpoint: Some(support::endpoint()),
+        region: Some("us-east-1".into()),
+        access_key_id: Some("test".into()),
+        secret_access_key: Some("s3cret-key".into()),
+        ..Default::default()
+    };
+    let store = config.clone().connect().await.unwrap();
+    assert!(!format!("{store:?}").contains("s3cret"));
+    let unreachable = DynamoDbConfig {
+        endpoint: Some("http://127.0.0.1:1".into()),
+        max_attempts: 1,
+        ..config
+    };
+    let Err(err) = unreachable.connect().await else {
+        panic!("nothing listens on port 1")
+    };
+    assert_eq!(err.kind(), ErrorKind::NotReachable);
+    assert!(!format!("{err} {err:?}").contains("s3cret"), "{err:?}");
+}

@@ -211,7 +211,8 @@ pub(crate) struct TxnError {
 pub(crate) enum TxnOutcome {
     /// Everything applied; one entry per operation that returns one (writes and checks).
     Committed(Vec<Entry>),
-    /// Nothing applied.
+    /// Nothing applied: a check failed, or a lock was held (never an ACL refusal, which is
+    /// an error).
     RolledBack(Vec<TxnError>),
 }
 
@@ -348,6 +349,11 @@ impl ConsulClient {
         // 200 with results, or 409 (a rollback) with the reasons.
         let answer: TxnReply = parse(call, key, &reply.body)?;
         if let Some(errors) = answer.errors.filter(|e| !e.is_empty()) {
+            // Consul reports an ACL refusal inside a transaction as a rollback too.
+            if let Some(denied) = errors.iter().find(|e| e.what.contains("Permission denied")) {
+                let reason = format!("permission denied: the ACL token does not allow this ({})", denied.what);
+                return Err(Error::backend(CONSUL, call, key, false, reason));
+            }
             return Ok(TxnOutcome::RolledBack(errors));
         }
         let entries = answer

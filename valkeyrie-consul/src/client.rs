@@ -46,6 +46,7 @@ struct Inner {
     current: AtomicUsize,
     token: Option<Secret>,
     datacenter: Option<String>,
+    connect_timeout: Duration,
     request_timeout: Duration,
 }
 
@@ -190,7 +191,7 @@ fn base_url(endpoint: &str, tls: bool) -> Result<String> {
 }
 
 impl ConsulClient {
-    /// Builds the client; nothing is sent (see [`ConsulClient::check`]).
+    /// Builds the client; nothing is sent.
     pub(crate) fn new(endpoints: &[String], config: &ConsulConfig) -> Result<Self> {
         let http = http_client(config)?;
         let endpoints = if endpoints.is_empty() {
@@ -218,6 +219,7 @@ impl ConsulClient {
                 current: AtomicUsize::new(0),
                 token: config.token.clone(),
                 datacenter: config.datacenter.clone(),
+                connect_timeout: config.connect_timeout,
                 request_timeout: config.request_timeout,
             }),
         })
@@ -234,7 +236,7 @@ impl ConsulClient {
     }
 
     /// Runs `attempt` on the agents in turn, from the last one that answered, until one
-    /// can be reached, all within `deadline`.
+    /// can be reached, within `deadline` plus a connect timeout per agent skipped.
     pub(crate) async fn on_agents<T, F, Fut>(
         &self,
         call: &'static str,
@@ -266,6 +268,8 @@ impl ConsulClient {
                 None => Error::config(CONSUL, "endpoints", "no agent address"),
             })
         };
+        let skips = u32::try_from(agents.saturating_sub(1)).unwrap_or(u32::MAX);
+        let deadline = deadline + self.inner.connect_timeout.saturating_mul(skips);
         match tokio::time::timeout(deadline, attempts).await {
             Ok(result) => result,
             Err(_) => Err(Error::Timeout {

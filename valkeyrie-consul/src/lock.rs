@@ -155,6 +155,8 @@ impl ConsulLocker {
         let key = self.key.as_str();
         let closing = self.spawner.token();
         let acquire = [KvOp::lock(key, session, &self.value)];
+        // For a key free but not taken: a lock delay is running, or someone was quicker.
+        let mut pause = Duration::from_millis(20);
         loop {
             if let TxnOutcome::Committed(entries) = self.client.txn(call, key, &acquire).await? {
                 return Ok(Some(entries.last().map_or(0, |entry| entry.modify_index)));
@@ -167,6 +169,10 @@ impl ConsulLocker {
                 .kv_read(call, key, false, Consistency::Default, None)
                 .await?;
             let held = entries.iter().any(|e| e.key == key && e.session.is_some());
+            if held {
+                pause = Duration::from_millis(20);
+            }
+            let wait_free = pause;
             let blocked = async {
                 if held {
                     // Until the key changes (its holder releases it, most likely).
@@ -179,12 +185,15 @@ impl ConsulLocker {
                         .await
                         .map(drop)
                 } else {
-                    // Free, but a lock delay is running, or someone was quicker.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    tokio::time::sleep(wait_free).await;
                     Ok(())
                 }
             };
+            if !held {
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
             tokio::select! {
+                biased;
                 () = closing.cancelled() => return Err(self.closed(call)),
                 reason = lost.lost() => return Err(Error::LockLost { store: CONSUL, key: key.to_owned(), reason }),
                 result = blocked => result?,
@@ -204,13 +213,24 @@ impl Locker for ConsulLocker {
     }
 
     async fn lock(&self) -> Result<LockGuard> {
-        match self.attempt("lock", true).await? {
-            Some(guard) => Ok(guard),
-            None => Err(Error::CannotLock {
-                store: CONSUL,
-                key: self.key.to_string(),
-                reason: "gave up waiting".into(),
-            }),
+        loop {
+            match self.attempt("lock", true).await {
+                Ok(Some(guard)) => return Ok(guard),
+                Ok(None) => {
+                    return Err(Error::CannotLock {
+                        store: CONSUL,
+                        key: self.key.to_string(),
+                        reason: "gave up waiting".into(),
+                    })
+                }
+                // The waiting session ended (renewals failed for a whole TTL, or it was
+                // destroyed) before the lock was ours: wait again with a new one.
+                Err(Error::LockLost { reason, .. }) => {
+                    tracing::debug!(store = CONSUL, key = self.key.as_str(), %reason, "waiting session lost; starting over");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(err) => return Err(err),
+            }
         }
     }
 

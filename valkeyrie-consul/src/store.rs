@@ -47,9 +47,14 @@ impl ConsulConfig {
         let endpoints: Vec<String> = endpoints.into_iter().map(Into::into).collect();
         let client = ConsulClient::new(&endpoints, &self)?;
         let deadline = self.connect_timeout + self.request_timeout;
-        client
+        let leader = client
             .send("connect", "", ApiRequest::get("status/leader").deadline(deadline))
             .await?;
+        // `""` while the cluster has no leader, which no write can get past.
+        if leader.body.as_ref() == b"\"\"" {
+            let reason = "the agent answers but its cluster has no leader";
+            return Err(Error::backend(CONSUL, "connect", "", true, reason));
+        }
         Ok(ConsulStore {
             client,
             config: self,
@@ -143,13 +148,16 @@ impl Backend for ConsulStore {
     }
 
     async fn list(&self, dir: &Key, opts: &ReadOptions) -> Result<Vec<KvPair>> {
-        // A recursive read of the prefix `dir` also returns siblings such as `dir2/x`;
-        // the shared list rules drop them.
         let (entries, _) = self
             .client
             .kv_read("list", dir.as_str(), true, consistency(opts), None)
             .await?;
-        Ok(entries.into_iter().map(pair).collect())
+        // A recursive read of the prefix `dir` also returns siblings such as `dir2/x`.
+        Ok(entries
+            .into_iter()
+            .filter(|e| e.key == dir.as_str() || dir.contains(&e.key))
+            .map(pair)
+            .collect())
     }
 
     async fn delete_tree(&self, dir: &Key) -> Result<()> {

@@ -8,14 +8,14 @@
 //!
 //! The first attempt assumes the common case (no session on the key). When Consul rolls it
 //! back, the key is read and the write planned again from what is there:
-//! * a TTL session (ours or a Go service's) is cleared in the same transaction (`unlock`),
-//!   so a write without TTL makes the key permanent again, and the old session is destroyed;
+//! * a TTL session (ours or a Go service's) lets go of the key in the same transaction
+//!   (`unlock`), so a write without TTL makes the key permanent again; the session itself is
+//!   left alone (it may hold other keys of its owner) and ends unrenewed, holding nothing;
 //! * a lock holder's session is kept (the holder keeps its lock, as in Go); a write with a
 //!   TTL on a locked key is refused, since it would take the lock from its holder.
 
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
 use valkeyrie_core::{Error, Key, Result, Spawner};
 
 use crate::api::{Consistency, KvOp, SessionSpec, TxnOutcome};
@@ -51,7 +51,9 @@ const ATTEMPTS: u32 = 8;
 /// The lock delay of TTL sessions, as the Go store sets it.
 const TTL_LOCK_DELAY: Duration = Duration::from_millis(1);
 
-/// A TTL session created for one write, destroyed unless the write succeeded.
+/// A TTL session created for one write, destroyed if the write certainly did not apply.
+/// Once a transaction carrying it is sent, it is disarmed until Consul answers: a caller
+/// that gives up meanwhile must not delete a key the write may have attached it to.
 struct TtlSession {
     client: ConsulClient,
     id: String,
@@ -112,56 +114,57 @@ pub(crate) async fn write(
     let mut backoff = Duration::from_millis(10);
     let mut last_reason = String::new();
     for _ in 0..ATTEMPTS {
-        let (ops, retired) = plan(name, value, expect, new_session.as_deref(), found.as_ref())?;
-        match client.txn(call, name, &ops).await? {
+        let ops = plan(call, name, value, expect, new_session.as_deref(), found.as_ref())?;
+        if let Some(session) = session.as_mut() {
+            session.armed = false;
+        }
+        let outcome = client.txn(call, name, &ops).await?;
+        let errors = match outcome {
             TxnOutcome::Committed(entries) => {
                 let index = entries.last().map_or(0, |entry| entry.modify_index);
-                if let Some(retired) = retired {
-                    // It holds nothing now: ending it deletes nothing.
-                    let _ = client.session_destroy(call, name, &retired).await;
-                }
-                if let (Some(session), Some((ttl, true))) = (session.as_mut(), ttl) {
-                    session.armed = false;
+                if let (Some(session), Some((ttl, true))) = (session.as_ref(), ttl) {
                     let renewer = KeepAlive {
                         client: client.clone(),
                         key: key.clone(),
                         session: session.id.clone(),
                         ttl,
                     };
-                    spawner.spawn_self_stopping(renewer.run(spawner.token()));
-                } else if let Some(session) = session.as_mut() {
-                    session.armed = false;
+                    spawner.spawn(renewer.run());
                 }
                 return Ok(index);
             }
-            TxnOutcome::RolledBack(errors) => {
-                last_reason = errors.iter().map(|e| e.what.as_str()).collect::<Vec<_>>().join("; ");
-                found = Some(if found.is_none() && last_reason.contains("doesn't exist") {
-                    // The optimistic attempt's session check found no key.
-                    Found::Absent
-                } else {
-                    if found.is_some() {
-                        // A planned attempt lost a race (or a lock delay is running): let it pass.
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_millis(500));
-                    }
-                    read(client, call, name).await?
-                });
-            }
+            TxnOutcome::RolledBack(errors) => errors,
+        };
+        // Certainly not applied: the session holds nothing.
+        if let Some(session) = session.as_mut() {
+            session.armed = true;
         }
+        last_reason = errors.iter().map(|e| e.what.as_str()).collect::<Vec<_>>().join("; ");
+        found = Some(if found.is_none() && last_reason.contains("doesn't exist") {
+            // The optimistic attempt's session check found no key.
+            Found::Absent
+        } else {
+            if found.is_some() {
+                // A planned attempt lost a race (or a lock delay is running): let it pass.
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+            }
+            read(client, call, name).await?
+        });
     }
     let reason = format!("the key kept changing under {ATTEMPTS} attempts; last: {last_reason}");
     Err(Error::backend(CONSUL, call, name, true, reason))
 }
 
-/// The operations of one attempt, and the TTL session it retires if it commits.
+/// The operations of one attempt.
 fn plan(
+    call: &'static str,
     key: &str,
     value: &[u8],
     expect: Expect,
     new_session: Option<&str>,
     found: Option<&Found>,
-) -> Result<(Vec<KvOp>, Option<String>)> {
+) -> Result<Vec<KvOp>> {
     let write = |ops: &mut Vec<KvOp>| {
         ops.push(match new_session {
             Some(session) => KvOp::lock(key, session, value),
@@ -180,7 +183,7 @@ fn plan(
             ops.push(KvOp::check_session(key, ""));
         }
         write(&mut ops);
-        return Ok((ops, None));
+        return Ok(ops);
     };
     let (index, session) = match (found, expect) {
         (Found::Present { .. }, Expect::Absent) => return Err(Error::exists(CONSUL, key)),
@@ -191,29 +194,27 @@ fn plan(
         (Found::Absent, _) => {
             ops.push(KvOp::check_not_exists(key));
             write(&mut ops);
-            return Ok((ops, None));
+            return Ok(ops);
         }
         (Found::Present { index, session }, _) => (*index, session),
     };
     ops.push(KvOp::check_index(key, index));
-    let mut retired = None;
     match session {
         None => {}
         Some((old, Some(true))) => {
-            // A TTL session: clear it here (the next op writes the value).
+            // A TTL session: it lets go of the key here (the next op writes the value).
             ops.push(KvOp::unlock(key, old, b""));
-            retired = Some(old.clone());
         }
         Some((_, Some(false))) if new_session.is_some() => {
             let reason = "the key is held by a lock; a write with a TTL would take it from its holder";
-            return Err(Error::backend(CONSUL, "put", key, false, reason));
+            return Err(Error::backend(CONSUL, call, key, false, reason));
         }
         // A lock holder keeps its lock, as with the Go store; a session that just ended
         // releases or deletes the key shortly, which the index check will notice.
         Some((_, _)) => {}
     }
     write(&mut ops);
-    Ok((ops, retired))
+    Ok(ops)
 }
 
 /// Reads the key and, if a session holds it, what kind of session.
@@ -236,7 +237,8 @@ async fn read(client: &ConsulClient, call: &'static str, key: &str) -> Result<Fo
 }
 
 /// Renews a `keep_alive` write's session while the key still holds it and the store is
-/// open; destroys it (deleting the key) when the store closes.
+/// open. When the store closes, renewals stop: the session, and the key with it, end one
+/// TTL later, as with every store.
 struct KeepAlive {
     client: ConsulClient,
     key: Key,
@@ -245,17 +247,11 @@ struct KeepAlive {
 }
 
 impl KeepAlive {
-    async fn run(self, closing: CancellationToken) {
+    async fn run(self) {
         let key = self.key.as_str();
         let period = (self.ttl / 4).max(Duration::from_millis(500));
         loop {
-            tokio::select! {
-                () = closing.cancelled() => {
-                    let _ = self.client.session_destroy("keep_alive", key, &self.session).await;
-                    return;
-                }
-                () = tokio::time::sleep(period) => {}
-            }
+            tokio::time::sleep(period).await;
             let held = self
                 .client
                 .kv_read("keep_alive", key, false, Consistency::Default, None)
@@ -300,11 +296,11 @@ mod tests {
 
     #[test]
     fn first_attempts_assume_no_session() {
-        let (ops, _) = plan("k", b"v", Expect::Anything, None, None).unwrap();
+        let ops = plan("put", "k", b"v", Expect::Anything, None, None).unwrap();
         assert_eq!(verbs(&ops), "check-session,set");
-        let (ops, _) = plan("k", b"v", Expect::Absent, None, None).unwrap();
+        let ops = plan("put", "k", b"v", Expect::Absent, None, None).unwrap();
         assert_eq!(verbs(&ops), "check-not-exists,set");
-        let (ops, _) = plan("k", b"v", Expect::Index(4), Some("s"), None).unwrap();
+        let ops = plan("put", "k", b"v", Expect::Index(4), Some("s"), None).unwrap();
         assert_eq!(verbs(&ops), "check-index,lock");
     }
 
@@ -314,28 +310,34 @@ mod tests {
             index: 9,
             session: Some(("old".into(), Some(true))),
         };
-        let (ops, retired) = plan("k", b"v", Expect::Anything, None, Some(&ttl_held)).unwrap();
+        let ops = plan("put", "k", b"v", Expect::Anything, None, Some(&ttl_held)).unwrap();
         assert_eq!(verbs(&ops), "check-index,unlock,set");
-        assert_eq!(retired.as_deref(), Some("old"));
         let lock_held = Found::Present {
             index: 9,
             session: Some(("holder".into(), Some(false))),
         };
-        let (ops, retired) = plan("k", b"v", Expect::Index(9), None, Some(&lock_held)).unwrap();
-        assert_eq!((verbs(&ops).as_str(), retired), ("check-index,set", None));
-        assert!(plan("k", b"v", Expect::Anything, Some("new"), Some(&lock_held)).is_err());
-        let kind = |r: Result<(Vec<KvOp>, Option<String>)>| r.unwrap_err().kind();
+        let ops = plan("atomic_put", "k", b"v", Expect::Index(9), None, Some(&lock_held)).unwrap();
+        assert_eq!(verbs(&ops), "check-index,set");
+        assert!(plan("put", "k", b"v", Expect::Anything, Some("new"), Some(&lock_held)).is_err());
+        let kind = |r: Result<Vec<KvOp>>| r.unwrap_err().kind();
         use valkeyrie_core::ErrorKind;
         assert_eq!(
-            kind(plan("k", b"v", Expect::Absent, None, Some(&lock_held))),
+            kind(plan("atomic_put", "k", b"v", Expect::Absent, None, Some(&lock_held))),
             ErrorKind::KeyExists
         );
         assert_eq!(
-            kind(plan("k", b"v", Expect::Index(3), None, Some(&lock_held))),
+            kind(plan("atomic_put", "k", b"v", Expect::Index(3), None, Some(&lock_held))),
             ErrorKind::KeyModified
         );
         assert_eq!(
-            kind(plan("k", b"v", Expect::Index(3), None, Some(&Found::Absent))),
+            kind(plan(
+                "atomic_put",
+                "k",
+                b"v",
+                Expect::Index(3),
+                None,
+                Some(&Found::Absent)
+            )),
             ErrorKind::KeyNotFound
         );
     }

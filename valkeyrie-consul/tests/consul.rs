@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use support::{endpoints, unique, Agent};
+use support::{endpoints, master_token, unique, Agent};
 use valkeyrie_consul::ConsulConfig;
 use valkeyrie_core::{ErrorKind, LockOptions, ReadOptions, Store, WriteOptions};
 
@@ -59,21 +59,20 @@ async fn ttl_is_a_delete_session_of_half_the_ttl_and_goes_with_a_plain_put() {
     assert_eq!(session["TTL"], "15s", "half the TTL, as the Go store writes it");
     assert_eq!(session["LockDelay"], 1_000_000, "1 ms, in nanoseconds");
 
-    // A second TTL write replaces the session; the first one is destroyed.
+    // A second TTL write replaces the session; the first one, holding nothing, is left to
+    // expire (a session can hold other keys of its owner).
     store
         .put(&key, "v2".into(), &WriteOptions::with_ttl(Duration::from_secs(40)))
         .await
         .unwrap();
     let second = agent.entry(&key).await.unwrap()["Session"].as_str().unwrap().to_owned();
     assert_ne!(first, second);
-    assert!(agent.session(&first).await.is_none(), "the replaced session is gone");
     assert_eq!(agent.session(&second).await.unwrap()["TTL"], "20s");
 
     // A write without TTL makes the key permanent again.
     store.put(&key, "v3".into(), &WriteOptions::default()).await.unwrap();
     let entry = agent.entry(&key).await.unwrap();
     assert!(entry["Session"].is_null(), "no session after a plain put: {entry}");
-    assert!(agent.session(&second).await.is_none());
     assert_eq!(store.get(&key, &ReadOptions::default()).await.unwrap().value, "v3");
     store.delete(&key).await.unwrap();
 }
@@ -106,8 +105,13 @@ async fn a_go_ttl_session_is_cleared_by_a_plain_put() {
     assert!(entry["Session"].is_null(), "the TTL went with the write: {entry}");
     assert_eq!(written.last_index, entry["ModifyIndex"].as_u64().unwrap());
     assert!(
-        agent.session(&session).await.is_none(),
-        "the Go TTL session was destroyed"
+        agent.session(&session).await.is_some(),
+        "the Go session itself is left alone"
+    );
+    agent.destroy_session(&session).await;
+    assert!(
+        agent.entry(&key).await.is_some(),
+        "and ending it no longer deletes the key"
     );
     store.delete(&key).await.unwrap();
 }
@@ -185,7 +189,7 @@ async fn locks_use_the_go_layout_and_exclude_a_raw_holder() {
 }
 
 #[tokio::test]
-async fn keep_alive_sessions_end_with_the_handle() {
+async fn keep_alive_renews_until_the_handle_closes() {
     let store = store().await;
     let agent = Agent::new();
     let key = unique("keep-alive");
@@ -195,8 +199,24 @@ async fn keep_alive_sessions_end_with_the_handle() {
         .unwrap();
     let session = agent.entry(&key).await.unwrap()["Session"].as_str().unwrap().to_owned();
     store.close().await.unwrap();
-    assert!(agent.session(&session).await.is_none(), "destroyed on close");
-    assert!(agent.entry(&key).await.is_none(), "and the key with it");
+    // Renewals stop; the session (and the key) end one TTL later, as on every store.
+    assert!(agent.session(&session).await.is_some(), "not destroyed on close");
+    assert!(agent.entry(&key).await.is_some());
+    agent.destroy_session(&session).await;
+    assert!(agent.entry(&key).await.is_none(), "the key goes with its session");
+}
+
+#[tokio::test]
+async fn list_of_a_missing_dir_with_siblings_is_not_found() {
+    let store = store().await;
+    let dir = unique("sib");
+    store
+        .put(&format!("{dir}2/x"), "v".into(), &WriteOptions::default())
+        .await
+        .unwrap();
+    let err = store.list(&dir, &ReadOptions::default()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::KeyNotFound);
+    store.delete_tree(&format!("{dir}2")).await.unwrap();
 }
 
 #[tokio::test]
@@ -242,4 +262,66 @@ async fn tokens_never_show() {
     assert!(!format!("{err} {err:?}").contains("s3cret"), "{err:?}");
     let store = config.connect(endpoints()).await.unwrap();
     assert!(!format!("{store:?}").contains("s3cret"));
+}
+
+#[tokio::test]
+async fn acl_refusals_are_errors_not_conditions() {
+    // A token that may only read below `dir/`: Consul refuses its writes inside
+    // transactions with a rollback, which must not read as "not found" or "busy".
+    let agent = Agent::new();
+    let dir = unique("acl");
+    let master = master_token();
+    let rules = format!(
+        r#"{{"Name":"{}","Rules":"key_prefix \"{dir}/\" {{ policy = \"read\" }}"}}"#,
+        dir.replace('/', "-")
+    );
+    let (status, body) = agent
+        .request_as(&master, http::Method::PUT, "acl/policy", rules.as_bytes())
+        .await;
+    assert_eq!(status, 200, "create the policy: {}", String::from_utf8_lossy(&body));
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let secret = format!("00000000-0000-4000-8000-{:012x}", nanos % (1 << 48));
+    let token = format!(
+        r#"{{"SecretID":"{secret}","Policies":[{{"Name":"{}"}}]}}"#,
+        dir.replace('/', "-")
+    );
+    let (status, body) = agent
+        .request_as(&master, http::Method::PUT, "acl/token", token.as_bytes())
+        .await;
+    assert_eq!(status, 200, "create the token: {}", String::from_utf8_lossy(&body));
+
+    let key = format!("{dir}/k");
+    store()
+        .await
+        .put(&key, "v".into(), &WriteOptions::default())
+        .await
+        .unwrap();
+    let limited = ConsulConfig {
+        token: Some(secret.as_str().into()),
+        ..Default::default()
+    }
+    .connect(endpoints())
+    .await
+    .unwrap();
+    let read = limited.get(&key, &ReadOptions::default()).await.unwrap();
+    let refused = |err: valkeyrie_core::Error| {
+        assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
+        assert!(!err.is_temporary(), "{err}");
+        assert!(err.to_string().contains("permission denied"), "{err}");
+        assert!(!err.to_string().contains(&secret), "{err}");
+    };
+    refused(
+        limited
+            .put(&key, "w".into(), &WriteOptions::default())
+            .await
+            .unwrap_err(),
+    );
+    refused(limited.delete(&key).await.unwrap_err());
+    refused(limited.atomic_delete(&key, &read).await.unwrap_err());
+    let locker = limited.new_lock(&key, LockOptions::default()).await.unwrap();
+    refused(locker.try_lock().await.map(|_| ()).unwrap_err());
+    store().await.delete(&key).await.unwrap();
 }

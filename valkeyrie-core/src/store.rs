@@ -294,6 +294,8 @@ impl<B: Backend> Store for B {
     async fn list(&self, dir: &str, opts: &ReadOptions) -> Result<Vec<KvPair>> {
         call(self, "list", dir, |dir| async move {
             let mut pairs = Backend::list(self, &dir, opts).await?;
+            // Siblings sharing the prefix (`dir2/…`) do not make `dir` exist.
+            pairs.retain(|pair| pair.key == dir.as_str() || dir.contains(&pair.key));
             if pairs.is_empty() {
                 return Err(Error::not_found(Backend::name(self), dir.as_str()));
             }

@@ -19,6 +19,12 @@ pub(crate) fn endpoints() -> Vec<String> {
     value.split(',').map(str::to_owned).collect()
 }
 
+/// The ACL master token of the test agent, to make tokens with.
+pub(crate) fn master_token() -> String {
+    std::env::var("VALKEYRIE_CONSUL_MASTER_TOKEN")
+        .unwrap_or_else(|_| panic!("VALKEYRIE_CONSUL_MASTER_TOKEN is not set: run `cargo xtask test --backend consul`"))
+}
+
 /// A key made unique per run, under `vk-consul/`.
 pub(crate) fn unique(name: &str) -> String {
     let nanos = std::time::SystemTime::now()
@@ -44,7 +50,13 @@ impl Agent {
 
     /// Status and body of one request.
     pub(crate) async fn request(&self, method: Method, path: &str, body: &[u8]) -> (u16, Bytes) {
+        self.request_as("", method, path, body).await
+    }
+
+    /// Status and body of one request made with the ACL `token`.
+    pub(crate) async fn request_as(&self, token: &str, method: Method, path: &str, body: &[u8]) -> (u16, Bytes) {
         let request = Request::builder()
+            .header("X-Consul-Token", token)
             .method(method)
             .uri(format!("{}/v1/{path}", self.base))
             .body(Full::new(Bytes::copy_from_slice(body)))

@@ -31,6 +31,9 @@ pub enum Server {
 
 const HOST: &str = "127.0.0.1";
 
+/// The ACL master token of the test agent (a loopback `-dev` agent: not a secret).
+const CONSUL_MASTER_TOKEN: &str = "valkeyrie-test-master-token";
+
 impl Server {
     /// Every server, in the order they are started.
     pub const ALL: [Server; 5] = [
@@ -83,7 +86,10 @@ impl Server {
             Server::Etcd => vec![("VALKEYRIE_ETCD_ENDPOINTS", address)],
             Server::Redis => vec![("VALKEYRIE_REDIS_URL", format!("redis://{address}"))],
             Server::ZooKeeper => vec![("VALKEYRIE_ZOOKEEPER_ENDPOINTS", address)],
-            Server::Consul => vec![("VALKEYRIE_CONSUL_ENDPOINTS", address)],
+            Server::Consul => vec![
+                ("VALKEYRIE_CONSUL_ENDPOINTS", address),
+                ("VALKEYRIE_CONSUL_MASTER_TOKEN", CONSUL_MASTER_TOKEN.to_owned()),
+            ],
             Server::DynamoDb => vec![
                 ("VALKEYRIE_DYNAMODB_ENDPOINT", format!("http://{address}")),
                 (
@@ -201,7 +207,15 @@ impl Server {
                         "-serf-wan-port",
                         &serf_wan.to_string(),
                     ])
-                    .args(["-server-port", &server.to_string(), "-grpc-port", "-1"]);
+                    .args(["-server-port", &server.to_string(), "-grpc-port", "-1"])
+                    // ACLs on, allowing everything by default, so tests can make tokens that
+                    // are refused (and check what a refusal looks like).
+                    .args([
+                        "-hcl",
+                        &format!(
+                            "acl {{ enabled = true, default_policy = \"allow\", tokens {{ master = \"{CONSUL_MASTER_TOKEN}\" }} }}"
+                        ),
+                    ]);
                 c
             }
             Server::DynamoDb => install::dynamodb_flavor().command(*client, &data),

@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    StreamSpecification, StreamViewType, TableStatus, TimeToLiveSpecification,
+    StreamSpecification, StreamViewType, TableDescription, TableStatus, TimeToLiveSpecification,
 };
 use aws_sdk_dynamodb::Client;
 use aws_smithy_http_client::tls::rustls_provider::CryptoMode;
@@ -36,11 +36,15 @@ pub(crate) enum Update {
     Refused(Option<HashMap<String, AttributeValue>>),
 }
 
-/// The SDK client and the table it works on. Cheap to clone.
+/// The SDK clients and the table they work on. Cheap to clone.
 #[derive(Clone, Debug)]
 pub(crate) struct DynamoClient {
     pub(crate) sdk: Client,
+    /// DynamoDB Streams, for watches.
+    pub(crate) streams: aws_sdk_dynamodbstreams::Client,
     pub(crate) table: String,
+    /// The table's stream, when it has one with new and old images (what watches need).
+    pub(crate) stream_arn: Option<String>,
     request_timeout: Duration,
 }
 
@@ -77,12 +81,20 @@ impl DynamoClient {
                 "no region: set `region`, or AWS_REGION / a profile for the standard chain",
             ));
         }
-        let client = DynamoClient {
+        let mut client = DynamoClient {
             sdk: Client::new(&shared),
+            streams: aws_sdk_dynamodbstreams::Client::new(&shared),
             table: config.table.clone(),
+            stream_arn: None,
             request_timeout: config.request_timeout,
         };
-        client.ensure_table(config.create_table).await?;
+        let table = client.ensure_table(config.create_table).await?;
+        let images = table.stream_specification().is_some_and(|spec| {
+            spec.stream_enabled() && spec.stream_view_type() == Some(&StreamViewType::NewAndOldImages)
+        });
+        if images {
+            client.stream_arn = table.latest_stream_arn().map(str::to_owned);
+        }
         Ok(client)
     }
 
@@ -114,11 +126,11 @@ impl DynamoClient {
     }
 
     /// Finds the table, or creates it with `create` (on-demand, a stream of new and old
-    /// images, TTL on `expiration_time`) and waits until it is active.
-    async fn ensure_table(&self, create: bool) -> Result<()> {
+    /// images, TTL on `expiration_time`) and waits until it is active; describes it.
+    async fn ensure_table(&self, create: bool) -> Result<TableDescription> {
         let described = self.sdk.describe_table().table_name(&self.table).send().await;
         match described {
-            Ok(_) => return Ok(()),
+            Ok(described) => return self.description(described.table),
             Err(err)
                 if !create
                     || err
@@ -163,7 +175,7 @@ impl DynamoClient {
             Err(err) if err.as_service_error().is_some_and(|e| e.is_resource_in_use_exception()) => {}
             Err(err) => return Err(self.error("connect", "", err)),
         }
-        self.wait_until_active().await?;
+        let table = self.wait_until_active().await?;
         let ttl = TimeToLiveSpecification::builder()
             .enabled(true)
             .attribute_name(EXPIRATION)
@@ -177,7 +189,7 @@ impl DynamoClient {
             .send()
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(table),
             // Already enabled by whoever created the table.
             Err(err)
                 if err
@@ -185,13 +197,17 @@ impl DynamoClient {
                     .and_then(|e| e.message())
                     .is_some_and(|m| m.contains("already enabled")) =>
             {
-                Ok(())
+                Ok(table)
             }
             Err(err) => Err(self.error("connect", "", err)),
         }
     }
 
-    async fn wait_until_active(&self) -> Result<()> {
+    fn description(&self, table: Option<TableDescription>) -> Result<TableDescription> {
+        table.ok_or_else(|| Error::backend(DYNAMODB, "connect", "", false, "DescribeTable returned no table"))
+    }
+
+    async fn wait_until_active(&self) -> Result<TableDescription> {
         let deadline = tokio::time::Instant::now() + TABLE_READY_WITHIN;
         loop {
             let described = self
@@ -202,7 +218,7 @@ impl DynamoClient {
                 .await
                 .map_err(|e| self.error("connect", "", e))?;
             if described.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
-                return Ok(());
+                return self.description(described.table);
             }
             if tokio::time::Instant::now() > deadline {
                 let reason = format!("table {} not active after {TABLE_READY_WITHIN:?}", self.table);

@@ -52,6 +52,14 @@ pub struct DynamoDbConfig {
     /// Attempts per request for throttling and transient errors (the SDK's standard retry
     /// mode, exponential backoff with jitter). Default 5.
     pub max_attempts: u32,
+    /// How often an idle watch asks the table's stream for new records. Default 250 ms
+    /// (DynamoDB Streams allows five reads per second per shard).
+    #[serde(with = "humantime_serde")]
+    pub watch_poll_interval: Duration,
+    /// How long a watch keeps retrying failed stream reads before it ends with an error
+    /// item. Default 60 s.
+    #[serde(with = "humantime_serde")]
+    pub watch_retry_for: Duration,
     /// How often a waiting `lock()` looks at the lock record again. Default 100 ms.
     #[serde(with = "humantime_serde")]
     pub lock_poll_interval: Duration,
@@ -70,6 +78,8 @@ impl Default for DynamoDbConfig {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
             max_attempts: 5,
+            watch_poll_interval: Duration::from_millis(250),
+            watch_retry_for: Duration::from_secs(60),
             lock_poll_interval: Duration::from_millis(100),
         }
     }
@@ -108,6 +118,9 @@ impl DynamoDbConfig {
         }
         if self.max_attempts == 0 {
             return invalid("max_attempts", "must be at least 1");
+        }
+        if self.watch_poll_interval.is_zero() {
+            return invalid("watch_poll_interval", "must be longer than zero");
         }
         if self.lock_poll_interval.is_zero() {
             return invalid("lock_poll_interval", "must be longer than zero");

@@ -1,7 +1,8 @@
 //! # valkeyrie-dynamodb
 //!
 //! The DynamoDB backend of valkeyrie, on [`aws-sdk-dynamodb`](https://docs.rs/aws-sdk-dynamodb)
-//! over rustls with ring (not the SDK's legacy HTTP stack). Registered as `dynamodb`, with
+//! over rustls with ring (not the SDK's legacy HTTP stack), and
+//! [`aws-sdk-dynamodbstreams`](https://docs.rs/aws-sdk-dynamodbstreams) for watches. Registered as `dynamodb`, with
 //! the table as the URL's host: `valkeyrie_core::open("dynamodb://valkeyrie?region=eu-west-1")`
 //! once this crate is linked (`use valkeyrie_dynamodb as _;`).
 //!
@@ -16,6 +17,10 @@
 //!   every read hides them. `keep_alive` pushes the expiry forward while the handle lives.
 //! * `list` and `delete_tree` scan the table with `begins_with` on the key, page by page;
 //!   `delete_tree` deletes in batches of 25 and retries unprocessed items with backoff.
+//! * Watches read the table's DynamoDB Stream (new and old images; `create_table` enables
+//!   it), start with the current state, report every change by version, and report expiries
+//!   when they pass (see the `watch` module). On a table without such a stream,
+//!   `capabilities().watch` is false.
 //! * Locks are leases on the key's item (see the `lock` module); the fencing token is the
 //!   item's `version`.
 //! * Values are stored base64 in an item of at most 400 KB, so they are limited to about
@@ -47,6 +52,7 @@ mod error;
 mod item;
 mod lock;
 mod store;
+mod watch;
 
 pub use config::DynamoDbConfig;
 pub use store::DynamoDbStore;

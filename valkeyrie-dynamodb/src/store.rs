@@ -16,14 +16,14 @@ use aws_sdk_dynamodb::types::{
 use bytes::Bytes;
 use valkeyrie_core::{
     Backend, Background, Capabilities, Error, Key, KvPair, LockOptions, Locker, ReadOptions, Registration, Result,
-    Store, StoreSpec, WriteOptions,
+    Store, StoreSpec, WatchStream, WriteOptions,
 };
 
 use crate::client::{DynamoClient, Update};
 use crate::config::DynamoDbConfig;
 use crate::item::{encoded, expiry, now_secs, number, string, version_base, Record, ID, MAX_VALUE_SIZE};
 use crate::lock::DynamoLocker;
-use crate::DYNAMODB;
+use crate::{watch, DYNAMODB};
 
 /// A handle on one DynamoDB table.
 pub struct DynamoDbStore {
@@ -167,8 +167,8 @@ impl DynamoDbStore {
     }
 
     /// Every live item whose key starts with `prefix`, page after page.
-    async fn scan_prefix(
-        &self,
+    pub(crate) async fn scan_prefix(
+        client: &DynamoClient,
         call: &'static str,
         prefix: &Key,
         consistent: bool,
@@ -177,11 +177,10 @@ impl DynamoDbStore {
         let mut records = Vec::new();
         let mut start: Option<HashMap<String, AttributeValue>> = None;
         loop {
-            let mut scan = self
-                .client
+            let mut scan = client
                 .sdk
                 .scan()
-                .table_name(&self.client.table)
+                .table_name(&client.table)
                 .consistent_read(consistent)
                 .filter_expression(format!("begins_with(id, :prefix) AND {LIVE}"))
                 .expression_attribute_values(":prefix", string(prefix.as_str()))
@@ -190,10 +189,7 @@ impl DynamoDbStore {
             if keys_only {
                 scan = scan.projection_expression("id, expiration_time");
             }
-            let page = scan
-                .send()
-                .await
-                .map_err(|e| self.client.error(call, prefix.as_str(), e))?;
+            let page = scan.send().await.map_err(|e| client.error(call, prefix.as_str(), e))?;
             for item in page.items() {
                 let record = Record::decode(call, item)?;
                 if record.key == prefix.as_str() || prefix.contains(&record.key) {
@@ -258,8 +254,9 @@ impl Backend for DynamoDbStore {
 
     fn capabilities(&self) -> Capabilities {
         let mut caps = Capabilities::all();
-        caps.watch = false;
-        caps.watch_tree = false;
+        // Watches read the table's stream, which needs new and old images.
+        caps.watch = self.client.stream_arn.is_some();
+        caps.watch_tree = caps.watch;
         // `expiration_time` counts whole seconds.
         caps.min_ttl = Duration::from_secs(1);
         caps.max_value_size = Some(MAX_VALUE_SIZE);
@@ -340,17 +337,25 @@ impl Backend for DynamoDbStore {
     }
 
     async fn list(&self, dir: &Key, opts: &ReadOptions) -> Result<Vec<KvPair>> {
-        let records = self.scan_prefix("list", dir, opts.consistent, false).await?;
+        let records = Self::scan_prefix(&self.client, "list", dir, opts.consistent, false).await?;
         Ok(records.into_iter().map(Record::into_pair).collect())
     }
 
     async fn delete_tree(&self, dir: &Key) -> Result<()> {
-        let records = self.scan_prefix("delete_tree", dir, true, true).await?;
+        let records = Self::scan_prefix(&self.client, "delete_tree", dir, true, true).await?;
         if records.is_empty() {
             return Err(Error::not_found(DYNAMODB, dir.as_str()));
         }
         self.delete_batches(dir, records.into_iter().map(|r| r.key).collect())
             .await
+    }
+
+    async fn watch(&self, key: &Key, opts: &ReadOptions) -> Result<WatchStream> {
+        watch::watch(self, key, false, opts).await
+    }
+
+    async fn watch_tree(&self, dir: &Key, opts: &ReadOptions) -> Result<WatchStream> {
+        watch::watch(self, dir, true, opts).await
     }
 
     async fn new_lock(&self, key: &Key, opts: LockOptions) -> Result<Box<dyn Locker>> {

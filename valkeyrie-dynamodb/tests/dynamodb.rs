@@ -218,3 +218,73 @@ async fn credentials_never_show() {
     assert_eq!(err.kind(), ErrorKind::NotReachable);
     assert!(!format!("{err} {err:?}").contains("s3cret"), "{err:?}");
 }
+
+#[tokio::test]
+async fn watches_read_the_stream_and_report_expiry_themselves() {
+    use futures_util::StreamExt;
+    use valkeyrie_core::WatchEvent;
+
+    let store = store().await;
+    assert!(
+        store.capabilities().watch,
+        "the test table has a stream of new and old images"
+    );
+    let client = raw().await;
+    let dir = unique("stream");
+    let mut events = store.watch_tree(&dir, &ReadOptions::default()).await.unwrap();
+    assert_eq!(next(&mut events).await, WatchEvent::Snapshot(vec![]));
+
+    // A write by another client (a Go service, say) is seen.
+    client
+        .put_item()
+        .table_name(TABLE)
+        .item("id", AttributeValue::S(format!("{dir}/go")))
+        .item("version", AttributeValue::N("1".into()))
+        .item("encoded_value", AttributeValue::S("Z28=".into()))
+        .send()
+        .await
+        .unwrap();
+    match next(&mut events).await {
+        WatchEvent::Put(pair) => assert_eq!((pair.value.as_ref(), pair.last_index), (b"go".as_ref(), 1)),
+        other => panic!("expected the put, got {other:?}"),
+    }
+
+    // A lock's heartbeats move the expiry without events; its expiry is reported when it
+    // passes, before DynamoDB removes the item.
+    let key = format!("{dir}/lease");
+    let opts = LockOptions {
+        ttl: Some(Duration::from_secs(3)),
+        ..LockOptions::with_value("holder")
+    };
+    let guard = store.new_lock(&key, opts).await.unwrap().lock().await.unwrap();
+    match next(&mut events).await {
+        WatchEvent::Put(pair) => assert_eq!(pair.last_index, guard.fencing_token()),
+        other => panic!("expected the lock's put, got {other:?}"),
+    }
+    // Two heartbeats (every TTL/3) go by in silence.
+    let quiet = tokio::time::timeout(Duration::from_millis(2500), events.next()).await;
+    assert!(quiet.is_err(), "heartbeats are not changes: {quiet:?}");
+    guard.unlock().await.unwrap();
+    store
+        .put(
+            &format!("{dir}/short"),
+            "v".into(),
+            &WriteOptions::with_ttl(Duration::from_secs(1)),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(next(&mut events).await, WatchEvent::Put(_)));
+    match next(&mut events).await {
+        WatchEvent::Delete { key, .. } => assert_eq!(key, format!("{dir}/short")),
+        other => panic!("expected the expiry, got {other:?}"),
+    }
+    drop(events);
+    store.delete_tree(&dir).await.unwrap();
+}
+
+/// The next watch event, within 10 s.
+async fn next(events: &mut valkeyrie_core::WatchStream) -> valkeyrie_core::WatchEvent {
+    use futures_util::StreamExt;
+    let next = tokio::time::timeout(Duration::from_secs(10), events.next()).await;
+    next.expect("an event in time").expect("open").expect("no error")
+}

@@ -1,0 +1,554 @@
+//! Watches through the table's DynamoDB Stream (new and old images), which the Go store
+//! does not have.
+//!
+//! A watch opens an iterator at the tip (`LATEST`) of every open shard *before* it reads the
+//! current state for its `Snapshot`, so nothing written after that read is missed; records
+//! written between the two are recognized by their `version` and skipped. Then it polls the
+//! shards: an insert or update with a newer version is a `Put`, a removal a `Delete`, and an
+//! update that keeps the version (a lock heartbeat, a keep-alive) only moves the expiry.
+//! Because DynamoDB removes expired items lazily, the watch reports an expiry itself when
+//! `expiration_time` passes, and skips the removal record that comes later.
+//!
+//! A closed shard hands over to its children (split or rollover), read from their start.
+//! An iterator that expired or points at trimmed data cannot be resumed exactly: the watch
+//! starts over at the tips and sends a fresh `Snapshot`. Other failures are retried with
+//! backoff; after `watch_retry_for` the stream ends with the error.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodbstreams::types::{
+    AttributeValue as StreamValue, OperationType, Record as StreamRecord, ShardIteratorType,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use valkeyrie_core::{Backend, Error, Key, KvPair, ReadOptions, Result, WatchEvent, WatchStream};
+
+use crate::client::DynamoClient;
+use crate::item::{now_secs, Record, ID};
+use crate::store::DynamoDbStore;
+use crate::DYNAMODB;
+
+/// Items buffered between the feeder task and a slow consumer.
+const BUFFER: usize = 64;
+
+/// A watch on `key`, or with `tree` on everything below it.
+pub(crate) async fn watch(store: &DynamoDbStore, key: &Key, tree: bool, opts: &ReadOptions) -> Result<WatchStream> {
+    let Some(stream_arn) = store.client.stream_arn.clone() else {
+        return Err(Error::CallNotSupported {
+            store: DYNAMODB,
+            call: if tree { "watch_tree" } else { "watch" },
+            key: key.to_string(),
+        });
+    };
+    let feeder = Feeder {
+        client: store.client.clone(),
+        stream_arn,
+        key: key.clone(),
+        tree,
+        consistent: opts.consistent,
+        poll: store.config.watch_poll_interval,
+        retry_for: store.config.watch_retry_for,
+    };
+    let (shards, seen, snapshot) = feeder.start().await?;
+    let (sender, receiver) = mpsc::channel(BUFFER);
+    // The channel is new and empty: the snapshot always fits.
+    let _ = sender.try_send(Ok(WatchEvent::Snapshot(snapshot)));
+    store.background().spawn(feeder.run(shards, seen, sender));
+    Ok(Box::pin(ReceiverStream::new(receiver)))
+}
+
+/// What the watcher has been told about one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Known {
+    version: u64,
+    expires_at: Option<u64>,
+    present: bool,
+}
+
+/// Everything the watcher has been told, by key.
+#[derive(Debug, Default)]
+struct Seen(BTreeMap<String, Known>);
+
+impl Seen {
+    fn from_records(records: &[Record]) -> Self {
+        Seen(
+            records
+                .iter()
+                .map(|r| {
+                    let known = Known {
+                        version: r.version,
+                        expires_at: r.expires_at,
+                        present: true,
+                    };
+                    (r.key.clone(), known)
+                })
+                .collect(),
+        )
+    }
+
+    /// The event an item's new image means, if any.
+    fn written(&mut self, record: Record, now: u64) -> Option<WatchEvent> {
+        let live = record.is_live(now);
+        match self.0.get_mut(&record.key) {
+            Some(known) if record.version < known.version => None,
+            Some(known) if record.version == known.version => {
+                // Same write, or a heartbeat that only moved the expiry.
+                known.expires_at = record.expires_at;
+                match (known.present, live) {
+                    (false, true) => {
+                        known.present = true;
+                        Some(WatchEvent::Put(record.into_pair()))
+                    }
+                    (true, false) => {
+                        known.present = false;
+                        Some(delete(record.key, record.version))
+                    }
+                    _ => None,
+                }
+            }
+            known => {
+                let was_present = known.is_some_and(|k| k.present);
+                let entry = Known {
+                    version: record.version,
+                    expires_at: record.expires_at,
+                    present: live,
+                };
+                self.0.insert(record.key.clone(), entry);
+                match (live, was_present) {
+                    (true, _) => Some(WatchEvent::Put(record.into_pair())),
+                    (false, true) => Some(delete(record.key, record.version)),
+                    (false, false) => None,
+                }
+            }
+        }
+    }
+
+    /// The event an item's removal means, if any: none for a removal older than what the
+    /// watcher knows, or of an item it already reported gone (an expiry).
+    fn removed(&mut self, key: &str, version: Option<u64>) -> Option<WatchEvent> {
+        let known = self.0.get_mut(key)?;
+        if !known.present || version.is_some_and(|v| v < known.version) {
+            return None;
+        }
+        known.present = false;
+        known.version = version.unwrap_or(known.version);
+        Some(delete(key.to_owned(), known.version))
+    }
+
+    /// Deletes for what expired by `now`.
+    fn expire(&mut self, now: u64) -> Vec<WatchEvent> {
+        let mut events = Vec::new();
+        for (key, known) in &mut self.0 {
+            if known.present && known.expires_at.is_some_and(|at| at <= now) {
+                known.present = false;
+                events.push(delete(key.clone(), known.version));
+            }
+        }
+        events
+    }
+
+    /// When the next present item expires (Unix seconds).
+    fn next_expiry(&self) -> Option<u64> {
+        self.0.values().filter(|k| k.present).filter_map(|k| k.expires_at).min()
+    }
+}
+
+fn delete(key: String, last_index: u64) -> WatchEvent {
+    WatchEvent::Delete { key, last_index }
+}
+
+/// A stream image in the table's attribute type (strings and numbers are all it uses).
+fn image(stream: &HashMap<String, StreamValue>) -> HashMap<String, AttributeValue> {
+    stream
+        .iter()
+        .filter_map(|(name, value)| {
+            let value = match value {
+                StreamValue::S(s) => AttributeValue::S(s.clone()),
+                StreamValue::N(n) => AttributeValue::N(n.clone()),
+                _ => return None,
+            };
+            Some((name.clone(), value))
+        })
+        .collect()
+}
+
+/// One shard being read.
+struct Shard {
+    id: String,
+    iterator: Option<String>,
+}
+
+struct Feeder {
+    client: DynamoClient,
+    stream_arn: String,
+    key: Key,
+    tree: bool,
+    consistent: bool,
+    poll: Duration,
+    retry_for: Duration,
+}
+
+type Sender = mpsc::Sender<Result<WatchEvent>>;
+
+/// Why reading the stream stopped.
+enum Interruption {
+    /// Cannot resume where it was: start over with a snapshot.
+    Resync(String),
+    /// May work on a later try.
+    Failed(Error),
+}
+
+impl Feeder {
+    fn watches(&self, key: &str) -> bool {
+        key == self.key.as_str() || (self.tree && self.key.contains(key))
+    }
+
+    /// Iterators at the tip of every open shard, then the current state.
+    async fn start(&self) -> Result<(Vec<Shard>, Seen, Vec<KvPair>)> {
+        let shards = self.open_shards().await?;
+        let records = self.read_state().await?;
+        let seen = Seen::from_records(&records);
+        let snapshot = records.into_iter().map(Record::into_pair).collect();
+        Ok((shards, seen, snapshot))
+    }
+
+    async fn read_state(&self) -> Result<Vec<Record>> {
+        let client = &self.client;
+        if self.tree {
+            return DynamoDbStore::scan_prefix(client, "watch", &self.key, self.consistent, false).await;
+        }
+        let read = client
+            .sdk
+            .get_item()
+            .table_name(&client.table)
+            .key(ID, AttributeValue::S(self.key.to_string()))
+            .consistent_read(self.consistent)
+            .send()
+            .await
+            .map_err(|e| client.error("watch", self.key.as_str(), e))?;
+        let now = now_secs();
+        Ok(read
+            .item()
+            .map(|item| Record::decode("watch", item))
+            .transpose()?
+            .filter(|record| record.is_live(now))
+            .into_iter()
+            .collect())
+    }
+
+    /// Every shard of the stream, as `(id, parent, open)`.
+    async fn shards(&self) -> Result<Vec<(String, Option<String>, bool)>> {
+        let client = &self.client;
+        let mut shards = Vec::new();
+        let mut start: Option<String> = None;
+        loop {
+            let described = client
+                .streams
+                .describe_stream()
+                .stream_arn(&self.stream_arn)
+                .set_exclusive_start_shard_id(start.take())
+                .send()
+                .await
+                .map_err(|e| client.error("watch", self.key.as_str(), e))?;
+            let Some(description) = described.stream_description() else {
+                return Ok(shards);
+            };
+            for shard in description.shards() {
+                if let Some(id) = shard.shard_id() {
+                    let open = shard
+                        .sequence_number_range()
+                        .is_none_or(|range| range.ending_sequence_number().is_none());
+                    shards.push((id.to_owned(), shard.parent_shard_id().map(str::to_owned), open));
+                }
+            }
+            match description.last_evaluated_shard_id() {
+                Some(last) => start = Some(last.to_owned()),
+                None => return Ok(shards),
+            }
+        }
+    }
+
+    async fn iterator(&self, shard: &str, kind: ShardIteratorType) -> Result<Option<String>> {
+        let client = &self.client;
+        let got = client
+            .streams
+            .get_shard_iterator()
+            .stream_arn(&self.stream_arn)
+            .shard_id(shard)
+            .shard_iterator_type(kind)
+            .send()
+            .await
+            .map_err(|e| client.error("watch", self.key.as_str(), e))?;
+        Ok(got.shard_iterator().map(str::to_owned))
+    }
+
+    /// Iterators at the tip of every open shard.
+    async fn open_shards(&self) -> Result<Vec<Shard>> {
+        let mut shards = Vec::new();
+        for (id, _, open) in self.shards().await? {
+            if open {
+                let iterator = self.iterator(&id, ShardIteratorType::Latest).await?;
+                shards.push(Shard { id, iterator });
+            }
+        }
+        Ok(shards)
+    }
+
+    /// The children of the shards in `finished` not read yet, from their start.
+    async fn children(&self, finished: &HashSet<String>, reading: &[Shard]) -> Result<Vec<Shard>> {
+        let mut children = Vec::new();
+        for (id, parent, _) in self.shards().await? {
+            let is_child = parent.is_some_and(|p| finished.contains(&p));
+            if is_child && !finished.contains(&id) && !reading.iter().any(|s| s.id == id) {
+                let iterator = self.iterator(&id, ShardIteratorType::TrimHorizon).await?;
+                children.push(Shard { id, iterator });
+            }
+        }
+        Ok(children)
+    }
+
+    /// The events of one stream record.
+    fn events(&self, seen: &mut Seen, record: &StreamRecord) -> Option<WatchEvent> {
+        let change = record.dynamodb()?;
+        let key = match change.keys().and_then(|keys| keys.get(ID)) {
+            Some(StreamValue::S(key)) => key.clone(),
+            _ => return None,
+        };
+        if !self.watches(&key) {
+            return None;
+        }
+        match record.event_name()? {
+            OperationType::Remove => {
+                let version = change
+                    .old_image()
+                    .and_then(|old| Record::decode("watch", &image(old)).ok())
+                    .map(|old| old.version);
+                seen.removed(&key, version)
+            }
+            _ => {
+                let new = Record::decode("watch", &image(change.new_image()?)).ok()?;
+                seen.written(new, now_secs())
+            }
+        }
+    }
+
+    /// Reads every shard once; whether any record came.
+    async fn poll_shards(
+        &self,
+        shards: &mut Vec<Shard>,
+        finished: &mut HashSet<String>,
+        seen: &mut Seen,
+        sender: &Sender,
+    ) -> std::result::Result<bool, Interruption> {
+        let client = &self.client;
+        let mut any = false;
+        let mut closed = false;
+        for shard in shards.iter_mut() {
+            let Some(iterator) = shard.iterator.take() else {
+                continue;
+            };
+            let got = client.streams.get_records().shard_iterator(iterator).send().await;
+            let got = match got {
+                Ok(got) => got,
+                Err(err) => {
+                    let lost = err
+                        .as_service_error()
+                        .is_some_and(|e| e.is_expired_iterator_exception() || e.is_trimmed_data_access_exception());
+                    let err = client.error("watch", self.key.as_str(), err);
+                    return Err(if lost {
+                        Interruption::Resync(err.to_string())
+                    } else {
+                        Interruption::Failed(err)
+                    });
+                }
+            };
+            for record in got.records() {
+                any = true;
+                if let Some(event) = self.events(seen, record) {
+                    if sender.send(Ok(event)).await.is_err() {
+                        return Ok(any);
+                    }
+                }
+            }
+            shard.iterator = got.next_shard_iterator().map(str::to_owned);
+            if shard.iterator.is_none() {
+                finished.insert(shard.id.clone());
+                closed = true;
+            }
+        }
+        if closed {
+            shards.retain(|shard| shard.iterator.is_some());
+            let children = self.children(finished, shards).await.map_err(Interruption::Failed)?;
+            shards.extend(children);
+        }
+        Ok(any)
+    }
+
+    /// Reads the stream until the consumer goes away.
+    async fn run(self, mut shards: Vec<Shard>, mut seen: Seen, sender: Sender) {
+        let mut finished = HashSet::new();
+        let mut failing_since: Option<Instant> = None;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let pause = match self.poll_shards(&mut shards, &mut finished, &mut seen, &sender).await {
+                Ok(any) => {
+                    failing_since = None;
+                    backoff = Duration::from_millis(100);
+                    if any {
+                        Duration::ZERO
+                    } else {
+                        self.poll
+                    }
+                }
+                Err(Interruption::Resync(reason)) => {
+                    tracing::debug!(
+                        store = DYNAMODB,
+                        key = self.key.as_str(),
+                        reason,
+                        "stream position lost; resyncing"
+                    );
+                    match self.start().await {
+                        Ok((fresh, known, snapshot)) => {
+                            (shards, seen) = (fresh, known);
+                            finished.clear();
+                            if sender.send(Ok(WatchEvent::Snapshot(snapshot))).await.is_err() {
+                                return;
+                            }
+                            Duration::ZERO
+                        }
+                        Err(err) => match self.failed(err, &mut failing_since, &sender).await {
+                            Some(()) => backoff,
+                            None => return,
+                        },
+                    }
+                }
+                Err(Interruption::Failed(err)) => match self.failed(err, &mut failing_since, &sender).await {
+                    Some(()) => {
+                        // Shards whose read failed lost their iterator: start over cleanly.
+                        if shards.iter().any(|s| s.iterator.is_none()) {
+                            shards.clear();
+                        }
+                        backoff
+                    }
+                    None => return,
+                },
+            };
+            if pause == backoff {
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            if shards.is_empty() {
+                // Every iterator was lost to failures: pick up with a snapshot next round.
+                match self.start().await {
+                    Ok((fresh, known, snapshot)) => {
+                        (shards, seen) = (fresh, known);
+                        if sender.send(Ok(WatchEvent::Snapshot(snapshot))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(err) => {
+                        if self.failed(err, &mut failing_since, &sender).await.is_none() {
+                            return;
+                        }
+                    }
+                }
+            }
+            let now = now_secs();
+            for event in seen.expire(now) {
+                if sender.send(Ok(event)).await.is_err() {
+                    return;
+                }
+            }
+            let until_expiry = seen
+                .next_expiry()
+                .map(|at| Duration::from_secs(at.saturating_sub(now)))
+                .unwrap_or(pause);
+            tokio::select! {
+                () = sender.closed() => return,
+                () = tokio::time::sleep(pause.min(until_expiry)) => {}
+            }
+        }
+    }
+
+    /// Records a failure: `None` when the watch must end (it has sent the error).
+    async fn failed(&self, err: Error, failing_since: &mut Option<Instant>, sender: &Sender) -> Option<()> {
+        let since = *failing_since.get_or_insert_with(Instant::now);
+        if since.elapsed() > self.retry_for {
+            let _ = sender.send(Err(err)).await;
+            return None;
+        }
+        tracing::debug!(store = DYNAMODB, key = self.key.as_str(), error = %err, "stream read failed; retrying");
+        Some(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn record(key: &str, version: u64, expires_at: Option<u64>) -> Record {
+        Record {
+            key: key.into(),
+            value: Bytes::from(format!("{key}@{version}")),
+            version,
+            expires_at,
+        }
+    }
+
+    fn describe(event: Option<WatchEvent>) -> String {
+        match event {
+            Some(WatchEvent::Put(pair)) => format!("put {}@{}", pair.key, pair.last_index),
+            Some(WatchEvent::Delete { key, last_index }) => format!("delete {key}@{last_index}"),
+            Some(WatchEvent::Snapshot(_)) => "snapshot".into(),
+            None => "-".into(),
+        }
+    }
+
+    #[test]
+    fn versions_decide_what_is_news() {
+        let mut seen = Seen::from_records(&[record("a", 5, None)]);
+        assert_eq!(
+            describe(seen.written(record("a", 4, None), 100)),
+            "-",
+            "older than the snapshot"
+        );
+        assert_eq!(
+            describe(seen.written(record("a", 5, None), 100)),
+            "-",
+            "the snapshot's own write"
+        );
+        assert_eq!(describe(seen.written(record("a", 6, None), 100)), "put a@6");
+        assert_eq!(
+            describe(seen.removed("a", Some(5))),
+            "-",
+            "a removal older than what is known"
+        );
+        assert_eq!(describe(seen.removed("a", Some(6))), "delete a@6");
+        assert_eq!(describe(seen.removed("a", Some(6))), "-", "reported once");
+        assert_eq!(
+            describe(seen.written(record("b", 1, Some(50)), 100)),
+            "-",
+            "born expired"
+        );
+    }
+
+    #[test]
+    fn expiry_is_reported_once_and_heartbeats_move_it() {
+        let mut seen = Seen::default();
+        assert_eq!(describe(seen.written(record("k", 1, Some(110)), 100)), "put k@1");
+        assert_eq!(
+            describe(seen.written(record("k", 1, Some(120)), 105)),
+            "-",
+            "a heartbeat"
+        );
+        assert!(seen.expire(115).is_empty());
+        assert_eq!(seen.next_expiry(), Some(120));
+        let expired: Vec<String> = seen.expire(120).into_iter().map(|e| describe(Some(e))).collect();
+        assert_eq!(expired, ["delete k@1"]);
+        assert_eq!(describe(seen.removed("k", Some(1))), "-", "DynamoDB's late removal");
+        assert_eq!(seen.next_expiry(), None);
+    }
+}

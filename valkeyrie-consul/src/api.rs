@@ -271,6 +271,66 @@ pub(crate) fn go_duration_string(duration: Duration) -> String {
     }
 }
 
+/// A session this handle created, destroyed in the background when dropped while armed:
+/// for an attempt abandoned (or refused) before the session is handed on to a lock guard
+/// or a key. Disarm it while a request that may attach it is in flight: a caller giving up
+/// then must not end a session that may already hold a key.
+pub(crate) struct OwnedSession {
+    client: ConsulClient,
+    id: String,
+    /// The call and key that created it, for the destroy's errors.
+    call: &'static str,
+    key: String,
+    armed: bool,
+}
+
+impl OwnedSession {
+    /// Creates a session as `spec` says, armed.
+    pub(crate) async fn create(
+        client: &ConsulClient,
+        call: &'static str,
+        key: &str,
+        spec: &SessionSpec,
+    ) -> Result<Self> {
+        Ok(OwnedSession {
+            id: client.session_create(call, key, spec).await?,
+            client: client.clone(),
+            call,
+            key: key.to_owned(),
+            armed: true,
+        })
+    }
+
+    /// The session's ID.
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Whether dropping it destroys the session.
+    pub(crate) fn arm(&mut self, armed: bool) {
+        self.armed = armed;
+    }
+}
+
+impl Drop for OwnedSession {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (client, id, call, key) = (
+            self.client.clone(),
+            std::mem::take(&mut self.id),
+            self.call,
+            std::mem::take(&mut self.key),
+        );
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = client.session_destroy(call, &key, &id).await;
+            });
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct CreatedSession {
     #[serde(rename = "ID")]

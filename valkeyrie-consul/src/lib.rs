@@ -19,8 +19,8 @@
 //!   store (Consul ends a session twice its TTL after the last renewal). Sessions cannot be
 //!   shorter than the server's `session_ttl_min` (10 s by default), so TTLs below twice that
 //!   are raised to it: `capabilities().min_ttl` says how far. A write without TTL clears a
-//!   key's TTL. `keep_alive` renews the session while the handle lives and destroys it (so
-//!   the key goes) when the handle closes.
+//!   key's TTL. `keep_alive` renews the session while the handle lives;
+//!   after a close the key goes one TTL later.
 //! * Watches are blocking queries; changes between two answers are coalesced (each key's
 //!   latest state is reported, in index order), and a reset index gives a fresh `Snapshot`.
 //! * Locks are the Go store's: a `Behavior=release` session acquires the key itself, so Go

@@ -31,7 +31,7 @@ use valkeyrie_core::{
     Releasing, Result, Spawner,
 };
 
-use crate::api::{Blocking, Consistency, Entry, KvOp, SessionSpec, TxnOutcome, LOCK_FLAGS};
+use crate::api::{Blocking, Consistency, Entry, KvOp, OwnedSession, SessionSpec, TxnOutcome, LOCK_FLAGS};
 use crate::client::{key_path, ConsulClient};
 use crate::write::session_ttl;
 use crate::CONSUL;
@@ -48,28 +48,6 @@ pub(crate) struct ConsulLocker {
     delete_on_unlock: bool,
     watch_wait: Duration,
     spawner: Spawner,
-}
-
-/// A session created for an attempt; destroyed in the background if the attempt is
-/// abandoned (the `lock` future dropped, or the lock busy) before a guard owns it.
-struct Pending {
-    client: ConsulClient,
-    session: String,
-    armed: bool,
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let (client, session) = (self.client.clone(), std::mem::take(&mut self.session));
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = client.session_destroy("unlock", "", &session).await;
-            });
-        }
-    }
 }
 
 impl ConsulLocker {
@@ -111,12 +89,10 @@ impl ConsulLocker {
             ttl: session_ttl(self.ttl),
             lock_delay: LOCK_DELAY,
         };
-        let session = self.client.session_create(call, key, &spec).await?;
-        let mut pending = Pending {
-            client: self.client.clone(),
-            session: session.clone(),
-            armed: true,
-        };
+        // Destroyed if the attempt is abandoned (the `lock` future dropped, or the lock busy)
+        // before a guard owns it.
+        let mut pending = OwnedSession::create(&self.client, call, key, &spec).await?;
+        let session = pending.id().to_owned();
         let (holding, releasing, signal) = holding(self.ttl);
         holding.held_for(created_at, self.ttl);
         let (acquired, acquired_at) = oneshot::channel();
@@ -144,7 +120,7 @@ impl ConsulLocker {
             drop(release);
             return Ok(None);
         };
-        pending.armed = false;
+        pending.arm(false);
         let _ = acquired.send(token);
         Ok(Some(LockGuard::new(CONSUL, key, token, signal, Box::new(release))))
     }

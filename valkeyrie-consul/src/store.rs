@@ -139,14 +139,6 @@ impl Backend for ConsulStore {
         }
     }
 
-    async fn exists(&self, key: &Key, opts: &ReadOptions) -> Result<bool> {
-        match Backend::get(self, key, opts).await {
-            Ok(_) => Ok(true),
-            Err(Error::KeyNotFound { .. }) => Ok(false),
-            Err(err) => Err(err),
-        }
-    }
-
     async fn list(&self, dir: &Key, opts: &ReadOptions) -> Result<Vec<KvPair>> {
         let (entries, _) = self
             .client

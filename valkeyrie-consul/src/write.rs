@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use valkeyrie_core::{Error, Key, Result, Spawner};
 
-use crate::api::{Consistency, KvOp, SessionSpec, TxnOutcome};
+use crate::api::{Consistency, KvOp, OwnedSession, SessionSpec, TxnOutcome};
 use crate::client::ConsulClient;
 use crate::CONSUL;
 
@@ -51,29 +51,6 @@ const ATTEMPTS: u32 = 8;
 /// The lock delay of TTL sessions, as the Go store sets it.
 const TTL_LOCK_DELAY: Duration = Duration::from_millis(1);
 
-/// A TTL session created for one write, destroyed if the write certainly did not apply.
-/// Once a transaction carrying it is sent, it is disarmed until Consul answers: a caller
-/// that gives up meanwhile must not delete a key the write may have attached it to.
-struct TtlSession {
-    client: ConsulClient,
-    id: String,
-    armed: bool,
-}
-
-impl Drop for TtlSession {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let (client, id) = (self.client.clone(), std::mem::take(&mut self.id));
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = client.session_destroy("put", "", &id).await;
-            });
-        }
-    }
-}
-
 /// The session length that makes a key expire `ttl` after its last renewal.
 pub(crate) fn session_ttl(ttl: Duration) -> Duration {
     ttl / 2
@@ -101,22 +78,19 @@ pub(crate) async fn write(
                 ttl: session_ttl(ttl),
                 lock_delay: TTL_LOCK_DELAY,
             };
-            Some(TtlSession {
-                client: client.clone(),
-                id: client.session_create(call, name, &spec).await?,
-                armed: true,
-            })
+            Some(OwnedSession::create(client, call, name, &spec).await?)
         }
         None => None,
     };
-    let new_session = session.as_ref().map(|s| s.id.clone());
+    let new_session = session.as_ref().map(|s| s.id().to_owned());
     let mut found: Option<Found> = None;
     let mut backoff = Duration::from_millis(10);
     let mut last_reason = String::new();
     for _ in 0..ATTEMPTS {
         let ops = plan(call, name, value, expect, new_session.as_deref(), found.as_ref())?;
+        // Until Consul answers, the write may have attached the session: keep it.
         if let Some(session) = session.as_mut() {
-            session.armed = false;
+            session.arm(false);
         }
         let outcome = client.txn(call, name, &ops).await?;
         let errors = match outcome {
@@ -126,7 +100,7 @@ pub(crate) async fn write(
                     let renewer = KeepAlive {
                         client: client.clone(),
                         key: key.clone(),
-                        session: session.id.clone(),
+                        session: session.id().to_owned(),
                         ttl,
                     };
                     spawner.spawn(renewer.run());
@@ -137,7 +111,7 @@ pub(crate) async fn write(
         };
         // Certainly not applied: the session holds nothing.
         if let Some(session) = session.as_mut() {
-            session.armed = true;
+            session.arm(true);
         }
         last_reason = errors.iter().map(|e| e.what.as_str()).collect::<Vec<_>>().join("; ");
         found = Some(if found.is_none() && last_reason.contains("doesn't exist") {

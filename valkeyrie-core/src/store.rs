@@ -112,8 +112,15 @@ pub trait Backend: Send + Sync + 'static {
     async fn get(&self, key: &Key, opts: &ReadOptions) -> Result<KvPair>;
     /// See [`Store::delete`].
     async fn delete(&self, key: &Key) -> Result<()>;
-    /// See [`Store::exists`].
-    async fn exists(&self, key: &Key, opts: &ReadOptions) -> Result<bool>;
+    /// See [`Store::exists`]. By default a [`Backend::get`] that tells found from not found;
+    /// backends with a cheaper existence check override it.
+    async fn exists(&self, key: &Key, opts: &ReadOptions) -> Result<bool> {
+        match Backend::get(self, key, opts).await {
+            Ok(_) => Ok(true),
+            Err(Error::KeyNotFound { .. }) => Ok(false),
+            Err(err) => Err(err),
+        }
+    }
     /// Every pair whose key is `dir` or below it (bookkeeping excluded), in any order, and
     /// an empty vector when there is none; the caller applies the shared list rules.
     async fn list(&self, dir: &Key, opts: &ReadOptions) -> Result<Vec<KvPair>>;

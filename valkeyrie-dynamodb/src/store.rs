@@ -328,14 +328,6 @@ impl Backend for DynamoDbStore {
         }
     }
 
-    async fn exists(&self, key: &Key, opts: &ReadOptions) -> Result<bool> {
-        match Backend::get(self, key, opts).await {
-            Ok(_) => Ok(true),
-            Err(Error::KeyNotFound { .. }) => Ok(false),
-            Err(err) => Err(err),
-        }
-    }
-
     async fn list(&self, dir: &Key, opts: &ReadOptions) -> Result<Vec<KvPair>> {
         let records = Self::scan_prefix(&self.client, "list", dir, opts.consistent, false).await?;
         Ok(records.into_iter().map(Record::into_pair).collect())

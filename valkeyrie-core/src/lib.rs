@@ -17,6 +17,8 @@
 //!   [`new_store`]`(name, endpoints, typed_config)`, [`constructors`];
 //! * [`MemoryStore`] (`memory://`), a complete store without a server for unit tests, built on
 //!   the [local engine](local) that the embedded backend also uses;
+//! * [leader election](leadership): [`Candidate`](leadership::Candidate) and
+//!   [`Follower`](leadership::Follower), on any store with locks and watch;
 //! * with feature `testsuite`, the conformance suite every backend runs against its real
 //!   server.
 //!
@@ -55,6 +57,7 @@ pub mod config;
 pub mod error;
 pub mod key;
 pub mod kv;
+pub mod leadership;
 pub mod local;
 pub mod lock;
 pub mod registry;

@@ -26,6 +26,7 @@
 //! does not claim in [`Capabilities`](crate::Capabilities) must fail with `CallNotSupported`.
 
 mod cases;
+mod leadership;
 mod support;
 
 use std::sync::Arc;
@@ -34,6 +35,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use cases::*;
+pub use leadership::*;
 pub use support::Case;
 
 use crate::local::LockRevocation;
@@ -81,7 +83,8 @@ macro_rules! conformance_suite {
             put_ttl, put_ttl_keep_alive, put_without_ttl_clears_ttl, invalid_keys_rejected_before_io,
             empty_and_binary_values, value_too_large, non_ascii_keys, slashes_are_normalized,
             contention_atomic_counter, closed_handle_refuses_calls, unsupported_calls_match_capabilities,
-            stale_reads, registered_in_registry, tiny_ttls_are_raised_to_the_minimum
+            stale_reads, registered_in_registry, tiny_ttls_are_raised_to_the_minimum,
+            leadership_one_leader_at_a_time, leadership_failover, leadership_resign_and_stop
         );
     };
     (@cases $target:expr; $($case:ident),* $(,)?) => {

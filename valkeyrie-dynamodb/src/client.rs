@@ -48,6 +48,16 @@ pub(crate) struct DynamoClient {
     request_timeout: Duration,
 }
 
+/// The Streams client: Streams has its own endpoint on AWS, so the DynamoDB endpoint
+/// override applies to it only when `streams_endpoint` does not say otherwise.
+fn streams_client(shared: &aws_config::SdkConfig, config: &DynamoDbConfig) -> aws_sdk_dynamodbstreams::Client {
+    let mut builder = aws_sdk_dynamodbstreams::config::Builder::from(shared);
+    if let Some(endpoint) = &config.streams_endpoint {
+        builder = builder.endpoint_url(endpoint);
+    }
+    aws_sdk_dynamodbstreams::Client::from_conf(builder.build())
+}
+
 impl DynamoClient {
     /// Builds the client and checks the table (creating it if asked to).
     pub(crate) async fn connect(config: &DynamoDbConfig) -> Result<Self> {
@@ -83,7 +93,7 @@ impl DynamoClient {
         }
         let mut client = DynamoClient {
             sdk: Client::new(&shared),
-            streams: aws_sdk_dynamodbstreams::Client::new(&shared),
+            streams: streams_client(&shared, config),
             table: config.table.clone(),
             stream_arn: None,
             request_timeout: config.request_timeout,
@@ -130,6 +140,10 @@ impl DynamoClient {
     async fn ensure_table(&self, create: bool) -> Result<TableDescription> {
         let described = self.sdk.describe_table().table_name(&self.table).send().await;
         match described {
+            // Maybe still being created by another process.
+            Ok(described) if described.table().and_then(|t| t.table_status()) != Some(&TableStatus::Active) => {
+                return self.wait_until_active().await;
+            }
             Ok(described) => return self.description(described.table),
             Err(err)
                 if !create

@@ -34,6 +34,10 @@ pub struct DynamoDbConfig {
     pub region: Option<String>,
     /// Endpoint override, such as `http://127.0.0.1:8000` for DynamoDB Local.
     pub endpoint: Option<String>,
+    /// Endpoint override of DynamoDB Streams (watches); the `endpoint` override when unset,
+    /// which is right for DynamoDB Local. On AWS with an `endpoint` such as a VPC endpoint,
+    /// set this to the region's Streams endpoint.
+    pub streams_endpoint: Option<String>,
     /// Static access key id, with `secret_access_key`.
     pub access_key_id: Option<String>,
     /// Static secret access key.
@@ -71,6 +75,7 @@ impl Default for DynamoDbConfig {
             table: String::new(),
             region: None,
             endpoint: None,
+            streams_endpoint: None,
             access_key_id: None,
             secret_access_key: None,
             session_token: None,

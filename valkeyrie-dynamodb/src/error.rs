@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use valkeyrie_core::Error;
 
 use crate::DYNAMODB;
@@ -38,12 +38,16 @@ where
             key,
             after,
         },
-        SdkError::DispatchFailure(_) => Error::NotReachable {
+        SdkError::DispatchFailure(failure) if failure.is_io() => Error::NotReachable {
             store: DYNAMODB,
             call,
             key,
-            source: Box::new(err),
+            source: DisplayErrorContext(&err).to_string().into(),
         },
+        // No credentials, a bad endpoint URL, …: the cause is in the context, not in "dispatch failure".
+        SdkError::DispatchFailure(_) => {
+            Error::backend(DYNAMODB, call, key, false, DisplayErrorContext(&err).to_string())
+        }
         SdkError::ResponseError(_) => Error::backend(DYNAMODB, call, key, true, err),
         SdkError::ServiceError(service) => {
             let inner = service.err();

@@ -2,22 +2,27 @@
 //! the Go store uses: the holder's item carries the lock value and an `expiration_time`
 //! that a heartbeat pushes forward every third of the TTL.
 //!
-//! * Acquiring is one conditional write that succeeds only when the item is absent, has no
-//!   expiry (a plain value, or a lock released without `delete_on_unlock`) or has expired;
-//!   the Go store reads first and writes unconditionally, so two contenders could both win.
-//! * The fencing token is the `version` that write set; heartbeats do not change it.
+//! * Acquiring reads the item, then writes only if it is still as read (same `version`, or
+//!   still absent) and free: absent, without expiry (a plain value, or a lock released
+//!   without `delete_on_unlock`) or expired. The Go store reads first and writes
+//!   unconditionally, so two contenders could both win. A write whose answer was lost is
+//!   recognized as ours, so the caller does not wait out its own lease.
+//! * The fencing token is the `version` that write set: past the item's version and past
+//!   the clock in microseconds, so it keeps growing when the item was deleted or a Go
+//!   holder (counting from 1) came in between. Heartbeats do not change it.
 //! * A heartbeat is conditional on that version and an unexpired lease: when it fails, the
 //!   record was deleted or taken over (the version moved) or the lease ran out, and the lost
 //!   signal says which. Without a successful heartbeat the signal also fires once the TTL
 //!   has passed since the last one.
-//! * A waiting `lock()` looks at the item every `lock_poll_interval`, and tries when the
-//!   lease has run out.
+//! * A waiting `lock()` reads the item every `lock_poll_interval` and writes only when the
+//!   lease has run out (a refused write costs write capacity). Each heartbeat gets a third
+//!   of the TTL; when none succeeded for a whole TTL the signal says why renewal failed.
 //! * Unlocking deletes the item with `delete_on_unlock`, and otherwise only removes the
 //!   expiry, keeping the value; both only if the version is still the token. The Go store
 //!   always deletes; its waiters cannot take a lock whose item stays, so use
 //!   `delete_on_unlock` for locks shared with Go services.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
@@ -30,7 +35,7 @@ use valkeyrie_core::{
 };
 
 use crate::client::{DynamoClient, Update};
-use crate::item::{expiry, now_secs, number, string, Record, ID};
+use crate::item::{expiry, now_secs, number, string, version_base, Record, ID};
 use crate::store::DynamoDbStore;
 use crate::DYNAMODB;
 
@@ -66,24 +71,8 @@ impl DynamoLocker {
         }
     }
 
-    /// One conditional write taking the lease; its version, or `None` when someone holds it.
-    async fn try_acquire(&self, call: &'static str) -> Result<Option<u64>> {
-        let request = DynamoDbStore::write(&self.client, &self.key, &self.value, Some(expiry(self.ttl)))
-            .condition_expression(
-                "attribute_not_exists(id) OR attribute_not_exists(expiration_time) OR expiration_time <= :now",
-            )
-            .expression_attribute_values(":now", number(now_secs()));
-        match self.client.update(call, self.key.as_str(), request).await? {
-            Update::Written(attributes) => {
-                DynamoDbStore::written_version(call, &self.key, attributes.as_ref()).map(Some)
-            }
-            Update::Refused(_) => Ok(None),
-        }
-    }
-
-    /// How long to wait before trying again: until the current lease runs out, at most one
-    /// poll interval.
-    async fn until_next_try(&self, call: &'static str) -> Result<Duration> {
+    /// The lock's item, read consistently.
+    async fn read(&self, call: &'static str) -> Result<Option<Record>> {
         let read = self
             .client
             .sdk
@@ -94,39 +83,82 @@ impl DynamoLocker {
             .send()
             .await
             .map_err(|e| self.client.error(call, self.key.as_str(), e))?;
-        let expires_at = match read.item() {
-            Some(item) => Record::decode(call, item)?.expires_at,
-            None => None,
+        read.item().map(|item| Record::decode(call, item)).transpose()
+    }
+
+    /// Takes a free lease with one write conditional on the item being as `current` shows
+    /// it; the new version (the fencing token), or `None` when someone was quicker.
+    async fn try_acquire(&self, call: &'static str, current: Option<&Record>) -> Result<Option<u64>> {
+        // Past every version the key had, whoever wrote it (Go counts from 1), and past the
+        // clock, so tokens keep growing across deletes.
+        let version = current.map_or(0, |r| r.version + 1).max(version_base());
+        let expires_at = expiry(self.ttl);
+        let mut request = self
+            .client
+            .sdk
+            .update_item()
+            .expression_attribute_values(":version", number(version))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        request = match current {
+            None => request.condition_expression("attribute_not_exists(id)"),
+            Some(current) => request
+                .condition_expression(
+                    "version = :previous AND (attribute_not_exists(expiration_time) OR expiration_time <= :now)",
+                )
+                .expression_attribute_values(":previous", number(current.version))
+                .expression_attribute_values(":now", number(now_secs())),
         };
-        Ok(match expires_at {
-            Some(at) if at > now_secs() => self.poll,
-            // Free already: someone was quicker, or it just ran out.
-            _ => Duration::ZERO,
-        })
+        let request = DynamoDbStore::write_version(
+            &self.client,
+            request,
+            "version = :version",
+            &self.key,
+            &self.value,
+            Some(expires_at),
+        );
+        match self.client.update(call, self.key.as_str(), request).await? {
+            Update::Written(_) => Ok(Some(version)),
+            // The SDK retried a write whose answer was lost: the item is this attempt's.
+            Update::Refused(Some(old))
+                if Record::decode(call, &old)
+                    .is_ok_and(|r| r.version == version && r.expires_at == Some(expires_at)) =>
+            {
+                Ok(Some(version))
+            }
+            Update::Refused(_) => Ok(None),
+        }
     }
 
     async fn attempt(&self, call: &'static str, wait: bool) -> Result<Option<LockGuard>> {
         let closing = self.spawner.token();
-        let token = loop {
+        let (token, started, started_ms) = loop {
             if self.spawner.is_closed() {
                 return Err(self.closed(call));
             }
-            let started = LostNotifier::now_ms();
-            if let Some(token) = self.try_acquire(call).await? {
-                break (token, started);
+            let started = Instant::now();
+            let started_ms = LostNotifier::now_ms();
+            let current = self.read(call).await?;
+            let free = current
+                .as_ref()
+                .is_none_or(|r| r.expires_at.is_none_or(|at| at <= now_secs()));
+            if free {
+                if let Some(token) = self.try_acquire(call, current.as_ref()).await? {
+                    break (token, started, started_ms);
+                }
             }
             if !wait {
                 return Ok(None);
             }
-            let pause = self.until_next_try(call).await?.max(Duration::from_millis(10));
+            // Only reads while the lease runs: a refused write costs write capacity.
+            let pause = if free { Duration::from_millis(10) } else { self.poll };
             tokio::select! {
                 () = closing.cancelled() => return Err(self.closed(call)),
                 () = tokio::time::sleep(pause) => {}
             }
         };
-        let (token, acquired_at) = token;
-        let (holding, releasing, signal) = holding(self.ttl);
-        holding.held_for(acquired_at, self.ttl);
+        // The lease was counted from before the request went out.
+        let (holding, releasing, signal) = holding(self.ttl.saturating_sub(started.elapsed()));
+        holding.held_for(started_ms, self.ttl);
         let heartbeat = Heartbeat {
             client: self.client.clone(),
             key: self.key.clone(),
@@ -189,8 +221,10 @@ struct Heartbeat {
 impl Heartbeat {
     async fn run(self, mut holding: Holding, closing: CancellationToken) {
         let key = self.key.as_str();
-        let mut tick = tokio::time::interval(self.ttl / 3);
+        let period = self.ttl / 3;
+        let mut tick = tokio::time::interval(period);
         tick.tick().await;
+        let mut renewed_at = Instant::now();
         loop {
             tokio::select! {
                 biased;
@@ -214,8 +248,21 @@ impl Heartbeat {
                 .expression_attribute_values(":token", number(self.token))
                 .expression_attribute_values(":now", number(now_secs()))
                 .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-            match self.client.update("lock", key, request).await {
-                Ok(Update::Written(_)) => holding.held_for(started, self.ttl),
+            // One slow request must not outlast the lease: it gets a third of it.
+            let answer = match tokio::time::timeout(period, self.client.update("lock", key, request)).await {
+                Ok(answer) => answer,
+                Err(_) => Err(Error::Timeout {
+                    store: DYNAMODB,
+                    call: "lock",
+                    key: key.to_owned(),
+                    after: period,
+                }),
+            };
+            match answer {
+                Ok(Update::Written(_)) => {
+                    renewed_at = Instant::now();
+                    holding.held_for(started, self.ttl);
+                }
                 Ok(Update::Refused(old)) => {
                     let ours = old
                         .as_ref()
@@ -226,6 +273,11 @@ impl Heartbeat {
                     } else {
                         LostReason::RecordDeleted
                     });
+                    return;
+                }
+                Err(err) if renewed_at.elapsed() >= self.ttl => {
+                    // The lease ran out without a renewal: no later one can succeed.
+                    holding.lose(LostReason::RenewalFailed(err.to_string()));
                     return;
                 }
                 Err(err) => {

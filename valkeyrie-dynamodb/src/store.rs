@@ -82,15 +82,36 @@ impl DynamoDbStore {
         value: &[u8],
         expires_at: Option<u64>,
     ) -> UpdateItemFluentBuilder {
-        let mut sets = vec!["version = if_not_exists(version, :base) + :one"];
-        let mut removes = Vec::new();
-        let mut request = client
+        let request = client
             .sdk
             .update_item()
+            .expression_attribute_values(":base", number(version_base()))
+            .expression_attribute_values(":one", number(1));
+        Self::write_version(
+            client,
+            request,
+            "version = if_not_exists(version, :base) + :one",
+            key,
+            value,
+            expires_at,
+        )
+    }
+
+    /// Like [`DynamoDbStore::write`], with `version_set` (a `SET` clause whose values are
+    /// already in `request`) instead of the bump.
+    pub(crate) fn write_version(
+        client: &DynamoClient,
+        request: UpdateItemFluentBuilder,
+        version_set: &'static str,
+        key: &Key,
+        value: &[u8],
+        expires_at: Option<u64>,
+    ) -> UpdateItemFluentBuilder {
+        let mut sets = vec![version_set];
+        let mut removes = Vec::new();
+        let mut request = request
             .table_name(&client.table)
             .key(ID, string(key.as_str()))
-            .expression_attribute_values(":base", number(version_base()))
-            .expression_attribute_values(":one", number(1))
             .return_values(ReturnValue::UpdatedNew);
         if value.is_empty() {
             // The Go store leaves the old value in place here; an empty value clears it.
@@ -151,12 +172,14 @@ impl DynamoDbStore {
                     .table_name(&client.table)
                     .key(ID, string(key.as_str()))
                     .update_expression("SET expiration_time = :expires")
-                    .condition_expression("version = :version")
+                    // Never brings back a key that readers already saw expire.
+                    .condition_expression("version = :version AND expiration_time > :now")
+                    .expression_attribute_values(":now", number(now_secs()))
                     .expression_attribute_values(":expires", number(expiry(ttl)))
                     .expression_attribute_values(":version", number(version));
                 match client.update("keep_alive", key.as_str(), request).await {
                     Ok(Update::Written(_)) => {}
-                    // Rewritten or deleted: nothing left to keep alive.
+                    // Rewritten, deleted or already expired: nothing left to keep alive.
                     Ok(Update::Refused(_)) => return,
                     Err(err) => {
                         tracing::warn!(store = DYNAMODB, key = key.as_str(), error = %err, "keep-alive failed; retrying");
@@ -342,12 +365,13 @@ impl Backend for DynamoDbStore {
             .await
     }
 
-    async fn watch(&self, key: &Key, opts: &ReadOptions) -> Result<WatchStream> {
-        watch::watch(self, key, false, opts).await
+    // Watches read their snapshot consistently whatever the options say (see `watch`).
+    async fn watch(&self, key: &Key, _opts: &ReadOptions) -> Result<WatchStream> {
+        watch::watch(self, key, false).await
     }
 
-    async fn watch_tree(&self, dir: &Key, opts: &ReadOptions) -> Result<WatchStream> {
-        watch::watch(self, dir, true, opts).await
+    async fn watch_tree(&self, dir: &Key, _opts: &ReadOptions) -> Result<WatchStream> {
+        watch::watch(self, dir, true).await
     }
 
     async fn new_lock(&self, key: &Key, opts: LockOptions) -> Result<Box<dyn Locker>> {

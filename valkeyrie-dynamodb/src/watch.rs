@@ -2,7 +2,8 @@
 //! does not have.
 //!
 //! A watch opens an iterator at the tip (`LATEST`) of every open shard *before* it reads the
-//! current state for its `Snapshot`, so nothing written after that read is missed; records
+//! current state for its `Snapshot` (always a consistent read, whatever the options say: an
+//! eventually consistent one could miss a write for good), so nothing written after it is missed; records
 //! written between the two are recognized by their `version` and skipped. Then it polls the
 //! shards: an insert or update with a newer version is a `Put`, a removal a `Delete`, and an
 //! update that keeps the version (a lock heartbeat, a keep-alive) only moves the expiry.
@@ -23,7 +24,7 @@ use aws_sdk_dynamodbstreams::types::{
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use valkeyrie_core::{Backend, Error, Key, KvPair, ReadOptions, Result, WatchEvent, WatchStream};
+use valkeyrie_core::{Backend, Error, Key, KvPair, Result, WatchEvent, WatchStream};
 
 use crate::client::DynamoClient;
 use crate::item::{now_secs, Record, ID};
@@ -33,8 +34,11 @@ use crate::DYNAMODB;
 /// Items buffered between the feeder task and a slow consumer.
 const BUFFER: usize = 64;
 
+/// Records in a full `GetRecords` page: more are waiting.
+const PAGE: usize = 1000;
+
 /// A watch on `key`, or with `tree` on everything below it.
-pub(crate) async fn watch(store: &DynamoDbStore, key: &Key, tree: bool, opts: &ReadOptions) -> Result<WatchStream> {
+pub(crate) async fn watch(store: &DynamoDbStore, key: &Key, tree: bool) -> Result<WatchStream> {
     let Some(stream_arn) = store.client.stream_arn.clone() else {
         return Err(Error::CallNotSupported {
             store: DYNAMODB,
@@ -47,7 +51,6 @@ pub(crate) async fn watch(store: &DynamoDbStore, key: &Key, tree: bool, opts: &R
         stream_arn,
         key: key.clone(),
         tree,
-        consistent: opts.consistent,
         poll: store.config.watch_poll_interval,
         retry_for: store.config.watch_retry_for,
     };
@@ -59,15 +62,14 @@ pub(crate) async fn watch(store: &DynamoDbStore, key: &Key, tree: bool, opts: &R
     Ok(Box::pin(ReceiverStream::new(receiver)))
 }
 
-/// What the watcher has been told about one key.
+/// What the watcher has been told about one key that exists.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Known {
     version: u64,
     expires_at: Option<u64>,
-    present: bool,
 }
 
-/// Everything the watcher has been told, by key.
+/// Every key the watcher has been told exists, by key.
 #[derive(Debug, Default)]
 struct Seen(BTreeMap<String, Known>);
 
@@ -80,7 +82,6 @@ impl Seen {
                     let known = Known {
                         version: r.version,
                         expires_at: r.expires_at,
-                        present: true,
                     };
                     (r.key.clone(), known)
                 })
@@ -92,66 +93,64 @@ impl Seen {
     fn written(&mut self, record: Record, now: u64) -> Option<WatchEvent> {
         let live = record.is_live(now);
         match self.0.get_mut(&record.key) {
+            // Replayed from before the snapshot.
             Some(known) if record.version < known.version => None,
             Some(known) if record.version == known.version => {
                 // Same write, or a heartbeat that only moved the expiry.
                 known.expires_at = record.expires_at;
-                match (known.present, live) {
-                    (false, true) => {
-                        known.present = true;
-                        Some(WatchEvent::Put(record.into_pair()))
-                    }
-                    (true, false) => {
-                        known.present = false;
-                        Some(delete(record.key, record.version))
-                    }
-                    _ => None,
+                if live {
+                    None
+                } else {
+                    self.0.remove(&record.key);
+                    Some(delete(record.key, record.version))
                 }
             }
-            known => {
-                let was_present = known.is_some_and(|k| k.present);
+            Some(_) if !live => {
+                self.0.remove(&record.key);
+                Some(delete(record.key, record.version))
+            }
+            _ if !live => None,
+            _ => {
                 let entry = Known {
                     version: record.version,
                     expires_at: record.expires_at,
-                    present: live,
                 };
                 self.0.insert(record.key.clone(), entry);
-                match (live, was_present) {
-                    (true, _) => Some(WatchEvent::Put(record.into_pair())),
-                    (false, true) => Some(delete(record.key, record.version)),
-                    (false, false) => None,
-                }
+                Some(WatchEvent::Put(record.into_pair()))
             }
         }
     }
 
     /// The event an item's removal means, if any: none for a removal older than what the
-    /// watcher knows, or of an item it already reported gone (an expiry).
+    /// watcher knows, or of an item it already reported gone (an expiry). A key reported
+    /// gone is forgotten: whatever comes next for it is news, in stream order, even with a
+    /// smaller version (the Go store counts from 1 again).
     fn removed(&mut self, key: &str, version: Option<u64>) -> Option<WatchEvent> {
-        let known = self.0.get_mut(key)?;
-        if !known.present || version.is_some_and(|v| v < known.version) {
+        let known = self.0.get(key)?;
+        if version.is_some_and(|v| v < known.version) {
             return None;
         }
-        known.present = false;
-        known.version = version.unwrap_or(known.version);
-        Some(delete(key.to_owned(), known.version))
+        let version = version.unwrap_or(known.version);
+        self.0.remove(key);
+        Some(delete(key.to_owned(), version))
     }
 
-    /// Deletes for what expired by `now`.
+    /// Deletes for what expired by `now`, forgotten from then on.
     fn expire(&mut self, now: u64) -> Vec<WatchEvent> {
         let mut events = Vec::new();
-        for (key, known) in &mut self.0 {
-            if known.present && known.expires_at.is_some_and(|at| at <= now) {
-                known.present = false;
+        self.0.retain(|key, known| {
+            let expired = known.expires_at.is_some_and(|at| at <= now);
+            if expired {
                 events.push(delete(key.clone(), known.version));
             }
-        }
+            !expired
+        });
         events
     }
 
-    /// When the next present item expires (Unix seconds).
+    /// When the next item expires (Unix seconds).
     fn next_expiry(&self) -> Option<u64> {
-        self.0.values().filter(|k| k.present).filter_map(|k| k.expires_at).min()
+        self.0.values().filter_map(|k| k.expires_at).min()
     }
 }
 
@@ -180,12 +179,48 @@ struct Shard {
     iterator: Option<String>,
 }
 
+/// Where a watch is in the stream: the shards it reads, and closed shards whose children
+/// it has not found yet (looked for again until they show up).
+struct Position {
+    shards: Vec<Shard>,
+    orphans: HashSet<String>,
+    looked_at: Option<Instant>,
+}
+
+impl Position {
+    fn new(shards: Vec<Shard>) -> Self {
+        Position {
+            shards,
+            orphans: HashSet::new(),
+            looked_at: None,
+        }
+    }
+
+    /// Starts reading the children of closed shards, looking at most once a second.
+    async fn adopt_children(&mut self, feeder: &Feeder) -> Result<()> {
+        if self.orphans.is_empty() || self.looked_at.is_some_and(|at| at.elapsed() < Duration::from_secs(1)) {
+            return Ok(());
+        }
+        self.looked_at = Some(Instant::now());
+        for (id, parent, _) in feeder.shards().await? {
+            let Some(parent) = parent.filter(|p| self.orphans.contains(p)) else {
+                continue;
+            };
+            if !self.shards.iter().any(|s| s.id == id) {
+                let iterator = feeder.iterator(&id, ShardIteratorType::TrimHorizon).await?;
+                self.shards.push(Shard { id, iterator });
+            }
+            self.orphans.remove(&parent);
+        }
+        Ok(())
+    }
+}
+
 struct Feeder {
     client: DynamoClient,
     stream_arn: String,
     key: Key,
     tree: bool,
-    consistent: bool,
     poll: Duration,
     retry_for: Duration,
 }
@@ -217,14 +252,14 @@ impl Feeder {
     async fn read_state(&self) -> Result<Vec<Record>> {
         let client = &self.client;
         if self.tree {
-            return DynamoDbStore::scan_prefix(client, "watch", &self.key, self.consistent, false).await;
+            return DynamoDbStore::scan_prefix(client, "watch", &self.key, true, false).await;
         }
         let read = client
             .sdk
             .get_item()
             .table_name(&client.table)
             .key(ID, AttributeValue::S(self.key.to_string()))
-            .consistent_read(self.consistent)
+            .consistent_read(true)
             .send()
             .await
             .map_err(|e| client.error("watch", self.key.as_str(), e))?;
@@ -296,19 +331,6 @@ impl Feeder {
         Ok(shards)
     }
 
-    /// The children of the shards in `finished` not read yet, from their start.
-    async fn children(&self, finished: &HashSet<String>, reading: &[Shard]) -> Result<Vec<Shard>> {
-        let mut children = Vec::new();
-        for (id, parent, _) in self.shards().await? {
-            let is_child = parent.is_some_and(|p| finished.contains(&p));
-            if is_child && !finished.contains(&id) && !reading.iter().any(|s| s.id == id) {
-                let iterator = self.iterator(&id, ShardIteratorType::TrimHorizon).await?;
-                children.push(Shard { id, iterator });
-            }
-        }
-        Ok(children)
-    }
-
     /// The events of one stream record.
     fn events(&self, seen: &mut Seen, record: &StreamRecord) -> Option<WatchEvent> {
         let change = record.dynamodb()?;
@@ -334,29 +356,27 @@ impl Feeder {
         }
     }
 
-    /// Reads every shard once; whether any record came.
+    /// Reads every shard once; whether a shard has more records waiting (a full page).
     async fn poll_shards(
         &self,
-        shards: &mut Vec<Shard>,
-        finished: &mut HashSet<String>,
+        position: &mut Position,
         seen: &mut Seen,
         sender: &Sender,
     ) -> std::result::Result<bool, Interruption> {
         let client = &self.client;
-        let mut any = false;
-        let mut closed = false;
-        for shard in shards.iter_mut() {
-            let Some(iterator) = shard.iterator.take() else {
+        let mut backlog = false;
+        for shard in &mut position.shards {
+            let Some(iterator) = shard.iterator.clone() else {
                 continue;
             };
-            let got = client.streams.get_records().shard_iterator(iterator).send().await;
-            let got = match got {
+            let got = match client.streams.get_records().shard_iterator(iterator).send().await {
                 Ok(got) => got,
                 Err(err) => {
                     let lost = err
                         .as_service_error()
                         .is_some_and(|e| e.is_expired_iterator_exception() || e.is_trimmed_data_access_exception());
                     let err = client.error("watch", self.key.as_str(), err);
+                    // Otherwise the iterator stays valid (15 minutes) for the next try.
                     return Err(if lost {
                         Interruption::Resync(err.to_string())
                     } else {
@@ -364,43 +384,40 @@ impl Feeder {
                     });
                 }
             };
+            backlog |= got.records().len() >= PAGE;
             for record in got.records() {
-                any = true;
                 if let Some(event) = self.events(seen, record) {
                     if sender.send(Ok(event)).await.is_err() {
-                        return Ok(any);
+                        return Ok(false);
                     }
                 }
             }
             shard.iterator = got.next_shard_iterator().map(str::to_owned);
             if shard.iterator.is_none() {
-                finished.insert(shard.id.clone());
-                closed = true;
+                position.orphans.insert(shard.id.clone());
             }
         }
-        if closed {
-            shards.retain(|shard| shard.iterator.is_some());
-            let children = self.children(finished, shards).await.map_err(Interruption::Failed)?;
-            shards.extend(children);
-        }
-        Ok(any)
+        position.shards.retain(|shard| shard.iterator.is_some());
+        position.adopt_children(self).await.map_err(Interruption::Failed)?;
+        Ok(backlog)
     }
 
     /// Reads the stream until the consumer goes away.
-    async fn run(self, mut shards: Vec<Shard>, mut seen: Seen, sender: Sender) {
-        let mut finished = HashSet::new();
+    async fn run(self, shards: Vec<Shard>, mut seen: Seen, sender: Sender) {
+        let mut position = Position::new(shards);
         let mut failing_since: Option<Instant> = None;
         let mut backoff = Duration::from_millis(100);
         loop {
-            let pause = match self.poll_shards(&mut shards, &mut finished, &mut seen, &sender).await {
-                Ok(any) => {
+            let pause = match self.poll_shards(&mut position, &mut seen, &sender).await {
+                Ok(backlog) => {
                     failing_since = None;
                     backoff = Duration::from_millis(100);
-                    if any {
-                        Duration::ZERO
-                    } else {
-                        self.poll
+                    if backlog {
+                        // Records are waiting: read on, and judge expiries once caught up
+                        // (a heartbeat may be among them).
+                        continue;
                     }
+                    self.poll
                 }
                 Err(Interruption::Resync(reason)) => {
                     tracing::debug!(
@@ -411,12 +428,11 @@ impl Feeder {
                     );
                     match self.start().await {
                         Ok((fresh, known, snapshot)) => {
-                            (shards, seen) = (fresh, known);
-                            finished.clear();
+                            (position, seen) = (Position::new(fresh), known);
                             if sender.send(Ok(WatchEvent::Snapshot(snapshot))).await.is_err() {
                                 return;
                             }
-                            Duration::ZERO
+                            self.poll
                         }
                         Err(err) => match self.failed(err, &mut failing_since, &sender).await {
                             Some(()) => backoff,
@@ -425,34 +441,12 @@ impl Feeder {
                     }
                 }
                 Err(Interruption::Failed(err)) => match self.failed(err, &mut failing_since, &sender).await {
-                    Some(()) => {
-                        // Shards whose read failed lost their iterator: start over cleanly.
-                        if shards.iter().any(|s| s.iterator.is_none()) {
-                            shards.clear();
-                        }
-                        backoff
-                    }
+                    Some(()) => backoff,
                     None => return,
                 },
             };
             if pause == backoff {
                 backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-            if shards.is_empty() {
-                // Every iterator was lost to failures: pick up with a snapshot next round.
-                match self.start().await {
-                    Ok((fresh, known, snapshot)) => {
-                        (shards, seen) = (fresh, known);
-                        if sender.send(Ok(WatchEvent::Snapshot(snapshot))).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(err) => {
-                        if self.failed(err, &mut failing_since, &sender).await.is_none() {
-                            return;
-                        }
-                    }
-                }
             }
             let now = now_secs();
             for event in seen.expire(now) {
@@ -462,8 +456,7 @@ impl Feeder {
             }
             let until_expiry = seen
                 .next_expiry()
-                .map(|at| Duration::from_secs(at.saturating_sub(now)))
-                .unwrap_or(pause);
+                .map_or(pause, |at| Duration::from_secs(at.saturating_sub(now)));
             tokio::select! {
                 () = sender.closed() => return,
                 () = tokio::time::sleep(pause.min(until_expiry)) => {}
@@ -533,6 +526,9 @@ mod tests {
             "-",
             "born expired"
         );
+        // The Go store creates a key again from version 1: after its removal, that is news.
+        assert_eq!(describe(seen.written(record("a", 1, None), 100)), "put a@1");
+        assert_eq!(describe(seen.written(record("a", 2, None), 100)), "put a@2");
     }
 
     #[test]

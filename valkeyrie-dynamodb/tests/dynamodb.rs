@@ -192,6 +192,27 @@ async fn locks_are_leases_on_the_item_with_growing_tokens() {
             }
         }
     }
+    // A Go holder (versions from 1) came and its lease ran out: tokens still grow.
+    store.delete(&key).await.unwrap();
+    client
+        .put_item()
+        .table_name(TABLE)
+        .item("id", AttributeValue::S(key.clone()))
+        .item("version", AttributeValue::N("1".into()))
+        .item("encoded_value", AttributeValue::S("Z28=".into()))
+        .item("expiration_time", AttributeValue::N("1000".into()))
+        .send()
+        .await
+        .unwrap();
+    let guard = store
+        .new_lock(&key, LockOptions::with_value("rust"))
+        .await
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    assert!(guard.fencing_token() > last_token, "past the Go holder's version 1");
+    guard.unlock().await.unwrap();
     store.delete(&key).await.unwrap();
 }
 

@@ -256,3 +256,64 @@ pub async fn leadership_resign_and_stop(target: &dyn TestTarget) {
     .await;
     case.finish().await;
 }
+
+/// A leader that dies without a word (its runtime is dropped: no release, no renewal) is
+/// replaced once its term runs out — its lock TTL, or its session timeout on stores whose
+/// locks live as long as the session — and the follower names the successor.
+pub async fn leadership_failover_after_crash(target: &dyn TestTarget) {
+    let case = Case::start(target, "leadership_failover_after_crash").await;
+    if !elects(&case) {
+        return case.finish().await;
+    }
+    let key = case.key("leader");
+    let mut leaders = Follower::new(Arc::clone(&case.store), key.clone()).follow();
+    // The doomed leader runs on a runtime of its own, on a thread of its own, so that
+    // dropping the runtime kills it mid-term the way a crash would.
+    let crashed_at = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap_or_else(|e| panic!("a runtime for the doomed leader: {e}"));
+                runtime.block_on(async {
+                    let store = case.target.open().await;
+                    let doomed = Candidate::new(store, key.clone(), "doomed", term(&case));
+                    let mut terms = doomed.campaign();
+                    assert_eq!(
+                        next_term(&mut terms, EVENT_TIMEOUT, "start").await,
+                        Leadership::NotElected
+                    );
+                    let elected = next_term(&mut terms, election_within(&case), "doomed elected").await;
+                    assert!(matches!(elected, Leadership::Elected { .. }), "{elected:?}");
+                    // Not stopped, not dropped: the runtime goes with everything in it.
+                    std::mem::forget(terms);
+                    std::mem::forget(doomed);
+                });
+                drop(runtime);
+                Instant::now()
+            })
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    });
+    assert_eq!(next_leader(&mut leaders, EVENT_TIMEOUT).await, "doomed");
+
+    let successor = Candidate::new(Arc::clone(&case.store), key.clone(), "successor", term(&case));
+    let mut terms = successor.campaign();
+    assert_eq!(
+        next_term(&mut terms, EVENT_TIMEOUT, "successor starts").await,
+        Leadership::NotElected
+    );
+    let within = term(&case) + case.target.expiry_slack() + Duration::from_secs(20);
+    let won = next_term(&mut terms, within, "successor elected").await;
+    let failover = crashed_at.elapsed();
+    assert!(matches!(won, Leadership::Elected { .. }), "{won:?}");
+    eprintln!(
+        "leadership_failover_after_crash on {}: a new leader {failover:?} after the old one died (term {:?})",
+        case.store.name(),
+        term(&case)
+    );
+    assert_eq!(next_leader(&mut leaders, EVENT_TIMEOUT).await, "successor");
+    successor.stop().await;
+    case.finish().await;
+}

@@ -84,7 +84,8 @@ macro_rules! conformance_suite {
             empty_and_binary_values, value_too_large, non_ascii_keys, slashes_are_normalized,
             contention_atomic_counter, closed_handle_refuses_calls, unsupported_calls_match_capabilities,
             stale_reads, registered_in_registry, tiny_ttls_are_raised_to_the_minimum,
-            leadership_one_leader_at_a_time, leadership_failover, leadership_resign_and_stop
+            leadership_one_leader_at_a_time, leadership_failover, leadership_resign_and_stop,
+            leadership_failover_after_crash
         );
     };
     (@cases $target:expr; $($case:ident),* $(,)?) => {

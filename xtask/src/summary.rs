@@ -17,6 +17,20 @@ pub struct Outcome {
     pub cases: BTreeMap<String, bool>,
 }
 
+impl Outcome {
+    /// Adds the counts of another run of the same package (another feature set).
+    pub fn absorb(&mut self, other: Outcome) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+        self.ignored += other.ignored;
+        self.failures.extend(other.failures);
+        for (case, passed) in other.cases {
+            let entry = self.cases.entry(case).or_insert(true);
+            *entry &= passed;
+        }
+    }
+}
+
 /// Parses the `test NAME ... ok|FAILED|ignored` lines of `cargo test`; lines of test
 /// binaries named `conformance*` are also recorded as conformance cases.
 pub fn parse(output: &str) -> Outcome {

@@ -16,55 +16,82 @@ struct Suite {
     backend: &'static str,
     package: &'static str,
     servers: &'static [Server],
+    /// The feature flags of each `cargo test` run of the package.
+    feature_sets: &'static [&'static [&'static str]],
 }
 
+/// One run with every feature: what a backend's suite needs.
+const ALL_FEATURES: &[&[&str]] = &[&["--all-features"]];
+
 /// Every suite, in the order of the README's capability table.
-const SUITES: [Suite; 9] = [
+const SUITES: [Suite; 10] = [
     Suite {
         backend: "memory",
         package: "valkeyrie-core",
         servers: &[],
+        feature_sets: ALL_FEATURES,
     },
     Suite {
         backend: "boltlike",
         package: "valkeyrie-boltlike",
         servers: &[],
+        feature_sets: ALL_FEATURES,
     },
     Suite {
         backend: "consul",
         package: "valkeyrie-consul",
         servers: &[Server::Consul],
+        feature_sets: ALL_FEATURES,
     },
     Suite {
         backend: "dynamodb",
         package: "valkeyrie-dynamodb",
         servers: &[Server::DynamoDb],
+        feature_sets: ALL_FEATURES,
     },
     Suite {
         backend: "etcd",
         package: "valkeyrie-etcd",
         servers: &[Server::Etcd],
+        feature_sets: ALL_FEATURES,
     },
     Suite {
         backend: "redis",
         package: "valkeyrie-redis",
         servers: &[Server::Redis],
+        feature_sets: ALL_FEATURES,
     },
     Suite {
         backend: "zookeeper",
         package: "valkeyrie-zookeeper",
         servers: &[Server::ZooKeeper],
+        feature_sets: ALL_FEATURES,
     },
     Suite {
         backend: "template",
         package: "valkeyrie-template",
         servers: &[],
+        feature_sets: ALL_FEATURES,
+    },
+    // The facade crate: the registry holds exactly what its features enable, with none,
+    // the default, one network store, and all of them.
+    Suite {
+        backend: "facade",
+        package: "valkeyrie",
+        servers: &[],
+        feature_sets: &[
+            &["--no-default-features"],
+            &[],
+            &["--no-default-features", "--features", "redis"],
+            &["--all-features"],
+        ],
     },
     // The harness's own tests: every server is reachable through its variable and works.
     Suite {
         backend: "servers",
         package: "xtask",
         servers: &Server::ALL,
+        feature_sets: ALL_FEATURES,
     },
 ];
 
@@ -155,8 +182,18 @@ fn run_suites(suites: &[&Suite], env: &[(&str, String)]) -> Result<(), String> {
     }
     let mut results = Vec::new();
     for suite in suites {
-        say!("test", "== {} (cargo test -p {})", suite.backend, suite.package);
-        results.push((suite.backend, test_package(suite.package, env)?));
+        let mut outcome = Outcome::default();
+        for features in suite.feature_sets {
+            say!(
+                "test",
+                "== {} (cargo test -p {} {})",
+                suite.backend,
+                suite.package,
+                features.join(" ")
+            );
+            outcome.absorb(test_package(suite.package, features, env)?);
+        }
+        results.push((suite.backend, outcome));
     }
     print_summary(&results);
     let failed: Vec<&str> = results.iter().filter(|(_, o)| o.failed > 0).map(|(b, _)| *b).collect();
@@ -194,12 +231,13 @@ fn select(args: &[&str]) -> Result<(Vec<&'static Suite>, bool), String> {
 
 /// Runs `cargo test` for one package with all its features and `env`, echoing the output,
 /// and returns the counts. A build failure counts as one failure.
-fn test_package(package: &str, env: &[(&str, String)]) -> Result<Outcome, String> {
+fn test_package(package: &str, features: &[&str], env: &[(&str, String)]) -> Result<Outcome, String> {
     // cargo names each test binary on stderr and the binaries report on stdout: one
     // stream keeps them in order, so results can be attributed to their binary.
     let mut child = Command::new("sh")
         .args(["-c", "exec \"$0\" \"$@\" 2>&1", env!("CARGO")])
-        .args(["test", "--package", package, "--all-features", "--no-fail-fast"])
+        .args(["test", "--package", package, "--no-fail-fast"])
+        .args(features)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::piped())
         .spawn()

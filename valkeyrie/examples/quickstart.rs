@@ -1,20 +1,18 @@
 //! Quickstart: the embedded store in a temporary directory, showing put, get, list, watch,
 //! atomic_put and a lock. Run it with `cargo run --example quickstart`.
+//! It depends on `valkeyrie` alone: the default feature `boltlike` links the embedded store.
 #![allow(clippy::print_stdout)] // An example talks to its reader.
 
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use valkeyrie_core::{ErrorKind, LockOptions, ReadOptions, WatchEvent, WriteOptions};
-
-// Linking the backend registers it: `open("boltlike://…")` finds it by name.
-use valkeyrie_boltlike as _;
+use valkeyrie::{ErrorKind, LockOptions, ReadOptions, WatchEvent, WriteOptions};
 
 #[tokio::main]
-async fn main() -> valkeyrie_core::Result<()> {
+async fn main() -> valkeyrie::Result<()> {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let url = format!("boltlike://{}", dir.path().join("kv.db").display());
-    let store = valkeyrie_core::open(&url).await?;
+    let store = valkeyrie::open(&url).await?;
     println!("opened {url}");
     let (read, write) = (ReadOptions::default(), WriteOptions::default());
 
@@ -66,7 +64,7 @@ async fn main() -> valkeyrie_core::Result<()> {
     }
 
     // a lock, contended by a second handle on the same database
-    let other = valkeyrie_core::open(&url).await?;
+    let other = valkeyrie::open(&url).await?;
     let locker = store
         .new_lock("jobs/nightly", LockOptions::with_value("node-a"))
         .await?;

@@ -1,21 +1,19 @@
 //! Leader election: three candidates on the embedded store in one process, a follower
 //! printing who leads; the leader resigns and another takes over, then a second one does.
 //! Run it with `cargo run --example leader-election`.
+//! It depends on `valkeyrie` alone: the default feature `boltlike` links the embedded store.
 #![allow(clippy::print_stdout)] // An example talks to its reader.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use valkeyrie_core::leadership::{Candidate, Follower, Leadership};
-
-// Linking the backend registers it: `open("boltlike://…")` finds it by name.
-use valkeyrie_boltlike as _;
+use valkeyrie::leadership::{Candidate, Follower, Leadership};
 
 #[tokio::main]
-async fn main() -> valkeyrie_core::Result<()> {
+async fn main() -> valkeyrie::Result<()> {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let store = valkeyrie_core::open(&format!("boltlike://{}", dir.path().join("kv.db").display())).await?;
+    let store = valkeyrie::open(&format!("boltlike://{}", dir.path().join("kv.db").display())).await?;
     let key = "services/scheduler/leader";
 
     // The follower names each new leader.

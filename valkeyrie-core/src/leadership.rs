@@ -226,6 +226,16 @@ impl Run {
         }
     }
 
+    /// Reports a failed store call, then waits `backoff` (doubled for the next failure).
+    async fn setback(&mut self, err: crate::error::Error, backoff: &mut Duration) -> Next {
+        if let Next::Stop = self.tell(Err(err)) {
+            return Next::Stop;
+        }
+        let next = self.pause(*backoff).await;
+        *backoff = (*backoff * 2).min(BACKOFF.1);
+        next
+    }
+
     async fn campaign(mut self) {
         if let Next::Stop = self.tell(Ok(Leadership::NotElected)) {
             return;
@@ -234,16 +244,10 @@ impl Run {
         loop {
             let locker = match self.store.new_lock(&self.key, self.opts.clone()).await {
                 Ok(locker) => locker,
-                Err(err) => {
-                    if let Next::Stop = self.tell(Err(err)) {
-                        return;
-                    }
-                    if let Next::Stop = self.pause(backoff).await {
-                        return;
-                    }
-                    backoff = (backoff * 2).min(BACKOFF.1);
-                    continue;
-                }
+                Err(err) => match self.setback(err, &mut backoff).await {
+                    Next::Go => continue,
+                    Next::Stop => return,
+                },
             };
             let acquired = tokio::select! {
                 biased;
@@ -256,16 +260,10 @@ impl Run {
             };
             let guard = match acquired {
                 Ok(guard) => guard,
-                Err(err) => {
-                    if let Next::Stop = self.tell(Err(err)) {
-                        return;
-                    }
-                    if let Next::Stop = self.pause(backoff).await {
-                        return;
-                    }
-                    backoff = (backoff * 2).min(BACKOFF.1);
-                    continue;
-                }
+                Err(err) => match self.setback(err, &mut backoff).await {
+                    Next::Go => continue,
+                    Next::Stop => return,
+                },
             };
             backoff = BACKOFF.0;
             let fencing_token = guard.fencing_token();

@@ -27,7 +27,7 @@ use rs_consul::CreateOrUpdateKeyRequest;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use valkeyrie_core::{
-    holding, Error, Holding, Key, LockGuard, LockOptions, LockRelease, Locker, LostNotifier, LostReason, LostSignal,
+    holding, Acquire, Error, Holding, Key, LockGuard, LockOptions, LockRelease, LostNotifier, LostReason, LostSignal,
     Releasing, Result, Spawner,
 };
 
@@ -179,7 +179,7 @@ impl ConsulLocker {
 }
 
 #[async_trait]
-impl Locker for ConsulLocker {
+impl Acquire for ConsulLocker {
     fn key(&self) -> &str {
         self.key.as_str()
     }
@@ -188,30 +188,18 @@ impl Locker for ConsulLocker {
         CONSUL
     }
 
-    async fn lock(&self) -> Result<LockGuard> {
+    async fn acquire(&self, call: &'static str, wait: bool) -> Result<Option<LockGuard>> {
         loop {
-            match self.attempt("lock", true).await {
-                Ok(Some(guard)) => return Ok(guard),
-                Ok(None) => {
-                    return Err(Error::CannotLock {
-                        store: CONSUL,
-                        key: self.key.to_string(),
-                        reason: "gave up waiting".into(),
-                    })
-                }
+            match self.attempt(call, wait).await {
                 // The waiting session ended (renewals failed for a whole TTL, or it was
                 // destroyed) before the lock was ours: wait again with a new one.
-                Err(Error::LockLost { reason, .. }) => {
+                Err(Error::LockLost { reason, .. }) if wait => {
                     tracing::debug!(store = CONSUL, key = self.key.as_str(), %reason, "waiting session lost; starting over");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
-                Err(err) => return Err(err),
+                outcome => return outcome,
             }
         }
-    }
-
-    async fn try_lock(&self) -> Result<Option<LockGuard>> {
-        self.attempt("try_lock", false).await
     }
 }
 

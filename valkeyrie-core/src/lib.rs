@@ -74,7 +74,9 @@ pub use error::{BoxError, Error, ErrorKind, LostReason, Result};
 pub use key::Key;
 pub use kv::{KvPair, LockOptions, ReadOptions, WriteOptions};
 pub use local::{LocalStore, LockRevocation, MemoryConfig, MemoryStore};
-pub use lock::{holding, lost_signal, Holding, LockGuard, LockRelease, Locker, LostNotifier, LostSignal, Releasing};
+pub use lock::{
+    holding, lost_signal, Acquire, Holding, LockGuard, LockRelease, Locker, LostNotifier, LostSignal, Releasing,
+};
 pub use registry::{constructors, new_store, open, Registration, StoreSpec};
 pub use store::{Backend, Store};
 pub use watch::{WatchEvent, WatchStream};

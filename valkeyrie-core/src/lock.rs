@@ -66,6 +66,51 @@ pub trait Locker: Send + Sync {
     fn store_name(&self) -> &'static str;
 }
 
+/// How a backend takes its lock: one attempt that either waits until the lock is held or
+/// gives up when it is busy. Every `Acquire` is a [`Locker`], so backends write the
+/// attempt once instead of repeating `lock` and `try_lock` around it.
+#[async_trait]
+pub trait Acquire: Send + Sync {
+    /// The normalized key of the lock.
+    fn key(&self) -> &str;
+
+    /// The name of the store the lock lives in.
+    fn store_name(&self) -> &'static str;
+
+    /// One acquisition for `call` (`"lock"` or `"try_lock"`, for errors). With `wait`, it
+    /// returns once the lock is held (`Some`); without, `None` when someone else holds it.
+    /// Cancel-safe, as [`Locker::lock`].
+    async fn acquire(&self, call: &'static str, wait: bool) -> Result<Option<LockGuard>>;
+}
+
+#[async_trait]
+impl<T: Acquire> Locker for T {
+    fn key(&self) -> &str {
+        Acquire::key(self)
+    }
+
+    async fn lock(&self) -> Result<LockGuard> {
+        match self.acquire("lock", true).await? {
+            Some(guard) => Ok(guard),
+            // `acquire` with `wait` returns only once the lock is held; a backend breaking
+            // that gets an error naming the lock rather than a panic.
+            None => Err(Error::CannotLock {
+                store: Acquire::store_name(self),
+                key: Acquire::key(self).to_owned(),
+                reason: "the backend gave up waiting".into(),
+            }),
+        }
+    }
+
+    async fn try_lock(&self) -> Result<Option<LockGuard>> {
+        self.acquire("try_lock", false).await
+    }
+
+    fn store_name(&self) -> &'static str {
+        Acquire::store_name(self)
+    }
+}
+
 /// Resolves when a held lock is no longer held, with the reason. Cloneable; every clone
 /// sees the same reason.
 ///

@@ -30,7 +30,7 @@ use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 use valkeyrie_core::{
-    holding, Error, Holding, Key, LockGuard, LockOptions, LockRelease, Locker, LostNotifier, LostReason, Releasing,
+    holding, Acquire, Error, Holding, Key, LockGuard, LockOptions, LockRelease, LostNotifier, LostReason, Releasing,
     Result, Spawner,
 };
 
@@ -128,8 +128,19 @@ impl DynamoLocker {
             Update::Refused(_) => Ok(None),
         }
     }
+}
 
-    async fn attempt(&self, call: &'static str, wait: bool) -> Result<Option<LockGuard>> {
+#[async_trait]
+impl Acquire for DynamoLocker {
+    fn key(&self) -> &str {
+        self.key.as_str()
+    }
+
+    fn store_name(&self) -> &'static str {
+        DYNAMODB
+    }
+
+    async fn acquire(&self, call: &'static str, wait: bool) -> Result<Option<LockGuard>> {
         let closing = self.spawner.token();
         let (token, started, started_ms) = loop {
             if self.spawner.is_closed() {
@@ -181,32 +192,6 @@ impl DynamoLocker {
             signal,
             Box::new(release),
         )))
-    }
-}
-
-#[async_trait]
-impl Locker for DynamoLocker {
-    fn key(&self) -> &str {
-        self.key.as_str()
-    }
-
-    fn store_name(&self) -> &'static str {
-        DYNAMODB
-    }
-
-    async fn lock(&self) -> Result<LockGuard> {
-        match self.attempt("lock", true).await? {
-            Some(guard) => Ok(guard),
-            None => Err(Error::CannotLock {
-                store: DYNAMODB,
-                key: self.key.to_string(),
-                reason: "gave up waiting".into(),
-            }),
-        }
-    }
-
-    async fn try_lock(&self) -> Result<Option<LockGuard>> {
-        self.attempt("try_lock", false).await
     }
 }
 

@@ -21,7 +21,7 @@ use etcd_client::{
 };
 use tokio_util::sync::CancellationToken;
 use valkeyrie_core::{
-    holding, Error, Holding, Key, LockGuard, LockOptions, LockRelease, Locker, LostNotifier, LostReason, LostSignal,
+    holding, Acquire, Error, Holding, Key, LockGuard, LockOptions, LockRelease, LostNotifier, LostReason, LostSignal,
     Releasing, Result, Spawner,
 };
 
@@ -95,8 +95,70 @@ impl EtcdLocker {
         }
     }
 
-    /// One acquisition attempt; with `wait`, until held, else `None` when someone holds it.
-    async fn attempt(&self, call: &'static str, wait: bool) -> Result<Option<LockGuard>> {
+    /// Waits until no contender older than ours remains; `false` if one does and `wait` is off.
+    async fn wait_turn(
+        &self,
+        call: &'static str,
+        prefix: &str,
+        own_revision: i64,
+        session: &LostSignal,
+        wait: bool,
+    ) -> Result<bool> {
+        let key = self.key.as_str();
+        let closing = self.spawner.token();
+        loop {
+            let mut raw = self.client.raw();
+            let older = GetOptions::new()
+                .with_prefix()
+                .with_max_create_revision(own_revision - 1)
+                .with_sort(SortTarget::Create, SortOrder::Descend)
+                .with_limit(1);
+            let response = self.client.request(call, key, raw.get(prefix, Some(older))).await?;
+            let Some(predecessor) = response.kvs().first() else {
+                return Ok(true);
+            };
+            if !wait {
+                return Ok(false);
+            }
+            let after = response.header().map_or(0, |h| h.revision()) + 1;
+            let options = WatchOptions::new().with_start_revision(after);
+            let mut deletion = self
+                .client
+                .request(call, key, raw.watch(predecessor.key().to_vec(), Some(options)))
+                .await?;
+            loop {
+                tokio::select! {
+                    () = closing.cancelled() => return Err(self.closed(call)),
+                    reason = session.lost() => return Err(Error::LockLost { store: ETCD, key: key.to_owned(), reason }),
+                    message = deletion.message() => match message {
+                        Ok(Some(response)) => {
+                            if response.events().iter().any(|e| e.event_type() == EventType::Delete) {
+                                break;
+                            }
+                            if response.canceled() {
+                                break;
+                            }
+                        }
+                        // The watch broke: look again.
+                        Ok(None) | Err(_) => break,
+                    },
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Acquire for EtcdLocker {
+    fn key(&self) -> &str {
+        self.key.as_str()
+    }
+
+    fn store_name(&self) -> &'static str {
+        ETCD
+    }
+
+    async fn acquire(&self, call: &'static str, wait: bool) -> Result<Option<LockGuard>> {
         if self.spawner.is_closed() {
             return Err(self.closed(call));
         }
@@ -175,84 +237,6 @@ impl EtcdLocker {
         pending.armed = false;
         let token = u64::try_from(own_revision).unwrap_or(0);
         Ok(Some(LockGuard::new(ETCD, key, token, signal, Box::new(release))))
-    }
-
-    /// Waits until no contender older than ours remains; `false` if one does and `wait` is off.
-    async fn wait_turn(
-        &self,
-        call: &'static str,
-        prefix: &str,
-        own_revision: i64,
-        session: &LostSignal,
-        wait: bool,
-    ) -> Result<bool> {
-        let key = self.key.as_str();
-        let closing = self.spawner.token();
-        loop {
-            let mut raw = self.client.raw();
-            let older = GetOptions::new()
-                .with_prefix()
-                .with_max_create_revision(own_revision - 1)
-                .with_sort(SortTarget::Create, SortOrder::Descend)
-                .with_limit(1);
-            let response = self.client.request(call, key, raw.get(prefix, Some(older))).await?;
-            let Some(predecessor) = response.kvs().first() else {
-                return Ok(true);
-            };
-            if !wait {
-                return Ok(false);
-            }
-            let after = response.header().map_or(0, |h| h.revision()) + 1;
-            let options = WatchOptions::new().with_start_revision(after);
-            let mut deletion = self
-                .client
-                .request(call, key, raw.watch(predecessor.key().to_vec(), Some(options)))
-                .await?;
-            loop {
-                tokio::select! {
-                    () = closing.cancelled() => return Err(self.closed(call)),
-                    reason = session.lost() => return Err(Error::LockLost { store: ETCD, key: key.to_owned(), reason }),
-                    message = deletion.message() => match message {
-                        Ok(Some(response)) => {
-                            if response.events().iter().any(|e| e.event_type() == EventType::Delete) {
-                                break;
-                            }
-                            if response.canceled() {
-                                break;
-                            }
-                        }
-                        // The watch broke: look again.
-                        Ok(None) | Err(_) => break,
-                    },
-                }
-            }
-        }
-    }
-}
-
-#[async_trait]
-impl Locker for EtcdLocker {
-    fn key(&self) -> &str {
-        self.key.as_str()
-    }
-
-    fn store_name(&self) -> &'static str {
-        ETCD
-    }
-
-    async fn lock(&self) -> Result<LockGuard> {
-        match self.attempt("lock", true).await? {
-            Some(guard) => Ok(guard),
-            None => Err(Error::CannotLock {
-                store: ETCD,
-                key: self.key.to_string(),
-                reason: "gave up waiting".into(),
-            }),
-        }
-    }
-
-    async fn try_lock(&self) -> Result<Option<LockGuard>> {
-        self.attempt("try_lock", false).await
     }
 }
 

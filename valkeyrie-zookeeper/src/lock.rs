@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 use valkeyrie_core::{
-    holding, Error, Holding, Key, LockGuard, LockOptions, LockRelease, Locker, LostNotifier, LostReason, LostSignal,
+    holding, Acquire, Error, Holding, Key, LockGuard, LockOptions, LockRelease, LostNotifier, LostReason, LostSignal,
     Releasing, Result, Spawner,
 };
 use zookeeper_client::{Acls, CreateMode, EventType, SessionState};
@@ -98,7 +98,64 @@ impl ZkLocker {
         }
     }
 
-    async fn attempt(&self, call: &'static str, wait: bool) -> Result<Option<LockGuard>> {
+    /// Waits until our node has the lowest sequence; `false` if it does not and `wait` is off.
+    async fn wait_turn(
+        &self,
+        call: &'static str,
+        path: &str,
+        own: &str,
+        session: &LostSignal,
+        wait: bool,
+    ) -> Result<bool> {
+        let closing = self.spawner.token();
+        loop {
+            let children = self
+                .zk
+                .request(call, path, self.zk.client()?.list_children(path))
+                .await?;
+            let mut contenders: Vec<&String> = children.iter().filter(|name| is_lock_node(name)).collect();
+            contenders.sort_by_key(|name| sequence(name));
+            let Some(position) = contenders.iter().position(|name| *name == own) else {
+                let reason = LostReason::RecordDeleted;
+                return Err(Error::LockLost {
+                    store: ZOOKEEPER,
+                    key: self.key.to_string(),
+                    reason,
+                });
+            };
+            let Some(predecessor) = position.checked_sub(1).map(|i| format!("{path}/{}", contenders[i])) else {
+                return Ok(true);
+            };
+            if !wait {
+                return Ok(false);
+            }
+            let (stat, watcher) = self
+                .zk
+                .request(call, path, self.zk.client()?.check_and_watch_stat(&predecessor))
+                .await?;
+            if stat.is_none() {
+                continue;
+            }
+            tokio::select! {
+                () = closing.cancelled() => return Err(self.closed(call)),
+                reason = session.lost() => return Err(Error::LockLost { store: ZOOKEEPER, key: self.key.to_string(), reason }),
+                _ = watcher.changed() => {}
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Acquire for ZkLocker {
+    fn key(&self) -> &str {
+        self.key.as_str()
+    }
+
+    fn store_name(&self) -> &'static str {
+        ZOOKEEPER
+    }
+
+    async fn acquire(&self, call: &'static str, wait: bool) -> Result<Option<LockGuard>> {
         if self.spawner.is_closed() {
             return Err(self.closed(call));
         }
@@ -160,78 +217,6 @@ impl ZkLocker {
         pending.armed = false;
         let token = u64::try_from(stat.czxid).unwrap_or(0);
         Ok(Some(LockGuard::new(ZOOKEEPER, key, token, signal, Box::new(release))))
-    }
-
-    /// Waits until our node has the lowest sequence; `false` if it does not and `wait` is off.
-    async fn wait_turn(
-        &self,
-        call: &'static str,
-        path: &str,
-        own: &str,
-        session: &LostSignal,
-        wait: bool,
-    ) -> Result<bool> {
-        let closing = self.spawner.token();
-        loop {
-            let children = self
-                .zk
-                .request(call, path, self.zk.client()?.list_children(path))
-                .await?;
-            let mut contenders: Vec<&String> = children.iter().filter(|name| is_lock_node(name)).collect();
-            contenders.sort_by_key(|name| sequence(name));
-            let Some(position) = contenders.iter().position(|name| *name == own) else {
-                let reason = LostReason::RecordDeleted;
-                return Err(Error::LockLost {
-                    store: ZOOKEEPER,
-                    key: self.key.to_string(),
-                    reason,
-                });
-            };
-            let Some(predecessor) = position.checked_sub(1).map(|i| format!("{path}/{}", contenders[i])) else {
-                return Ok(true);
-            };
-            if !wait {
-                return Ok(false);
-            }
-            let (stat, watcher) = self
-                .zk
-                .request(call, path, self.zk.client()?.check_and_watch_stat(&predecessor))
-                .await?;
-            if stat.is_none() {
-                continue;
-            }
-            tokio::select! {
-                () = closing.cancelled() => return Err(self.closed(call)),
-                reason = session.lost() => return Err(Error::LockLost { store: ZOOKEEPER, key: self.key.to_string(), reason }),
-                _ = watcher.changed() => {}
-            }
-        }
-    }
-}
-
-#[async_trait]
-impl Locker for ZkLocker {
-    fn key(&self) -> &str {
-        self.key.as_str()
-    }
-
-    fn store_name(&self) -> &'static str {
-        ZOOKEEPER
-    }
-
-    async fn lock(&self) -> Result<LockGuard> {
-        match self.attempt("lock", true).await? {
-            Some(guard) => Ok(guard),
-            None => Err(Error::CannotLock {
-                store: ZOOKEEPER,
-                key: self.key.to_string(),
-                reason: "gave up waiting".into(),
-            }),
-        }
-    }
-
-    async fn try_lock(&self) -> Result<Option<LockGuard>> {
-        self.attempt("try_lock", false).await
     }
 }
 

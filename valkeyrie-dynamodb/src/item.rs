@@ -13,6 +13,7 @@
 //! a key is deleted and created again; Go readers only compare versions for equality.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -126,6 +127,21 @@ pub(crate) fn version_base() -> u64 {
     u64::try_from(since_epoch().as_micros()).unwrap_or(u64::MAX / 2)
 }
 
+/// A `version` for one lock attempt: past `previous`, past the clock in microseconds, and
+/// never one this process handed out before. A lock recognizes its own write (one whose
+/// answer was lost and retried) by its version, so two attempts of one process must never
+/// share one, even when they compute it in the same microsecond.
+pub(crate) fn unique_version(previous: Option<u64>) -> u64 {
+    static LAST_ISSUED: AtomicU64 = AtomicU64::new(0);
+    let wanted = previous.map_or(0, |v| v.saturating_add(1)).max(version_base());
+    let next = |last: u64| wanted.max(last.saturating_add(1));
+    // The closure always answers `Some`, so `fetch_update` cannot fail; both arms hold `last`.
+    let last = LAST_ISSUED
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| Some(next(last)))
+        .unwrap_or_else(|last| last);
+    next(last)
+}
+
 /// A number attribute.
 pub(crate) fn number(n: u64) -> AttributeValue {
     AttributeValue::N(n.to_string())
@@ -171,5 +187,21 @@ mod tests {
         let now = now_secs();
         assert!((now + 2..=now + 3).contains(&expiry(Duration::from_millis(1500))));
         assert!(version_base() > 1_700_000_000_000_000);
+    }
+
+    #[test]
+    fn lock_versions_are_unique_in_a_process_even_in_one_microsecond() {
+        let threads: Vec<_> = (0..4)
+            .map(|_| std::thread::spawn(|| (0..10_000).map(|_| unique_version(None)).collect::<Vec<_>>()))
+            .collect();
+        let mut all: Vec<u64> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+        let issued = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), issued, "no version handed out twice");
+        assert!(
+            unique_version(Some(u64::MAX / 2)) > u64::MAX / 2,
+            "past the previous version"
+        );
     }
 }

@@ -5,8 +5,11 @@
 //! * Acquiring reads the item, then writes only if it is still as read (same `version`, or
 //!   still absent) and free: absent, without expiry (a plain value, or a lock released
 //!   without `delete_on_unlock`) or expired. The Go store reads first and writes
-//!   unconditionally, so two contenders could both win. A write whose answer was lost is
-//!   recognized as ours, so the caller does not wait out its own lease.
+//!   unconditionally, so two contenders could both win. A write whose answer was lost (the
+//!   SDK retried it and the retry was refused) is recognized as ours by the version,
+//!   expiry and value it wrote, so the caller does not wait out its own lease. Versions are
+//!   unique within a process; two processes would have to pick the same microsecond, expiry
+//!   second and lock value to be confused.
 //! * The fencing token is the `version` that write set: past the item's version and past
 //!   the clock in microseconds, so it keeps growing when the item was deleted or a Go
 //!   holder (counting from 1) came in between. Heartbeats do not change it.
@@ -35,7 +38,7 @@ use valkeyrie_core::{
 };
 
 use crate::client::{DynamoClient, Update};
-use crate::item::{expiry, now_secs, number, string, version_base, Record, ID};
+use crate::item::{expiry, now_secs, number, string, unique_version, Record, ID};
 use crate::store::DynamoDbStore;
 use crate::DYNAMODB;
 
@@ -90,8 +93,9 @@ impl DynamoLocker {
     /// it; the new version (the fencing token), or `None` when someone was quicker.
     async fn try_acquire(&self, call: &'static str, current: Option<&Record>) -> Result<Option<u64>> {
         // Past every version the key had, whoever wrote it (Go counts from 1), and past the
-        // clock, so tokens keep growing across deletes.
-        let version = current.map_or(0, |r| r.version + 1).max(version_base());
+        // clock, so tokens keep growing across deletes; unique in this process, so a
+        // contender never mistakes another's write for its own below.
+        let version = unique_version(current.map(|r| r.version));
         let expires_at = expiry(self.ttl);
         let mut request = self
             .client
@@ -120,8 +124,9 @@ impl DynamoLocker {
             Update::Written(_) => Ok(Some(version)),
             // The SDK retried a write whose answer was lost: the item is this attempt's.
             Update::Refused(Some(old))
-                if Record::decode(call, &old)
-                    .is_ok_and(|r| r.version == version && r.expires_at == Some(expires_at)) =>
+                if Record::decode(call, &old).is_ok_and(|r| {
+                    r.version == version && r.expires_at == Some(expires_at) && r.value == self.value
+                }) =>
             {
                 Ok(Some(version))
             }

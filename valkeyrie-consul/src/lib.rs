@@ -32,6 +32,15 @@
 //! (binary values fail), its KV writes return no index, its CAS index on delete is a `u32`,
 //! and it has no transactions, sessions API or per-request deadline.
 //!
+//! ## Sharing a store with Go services
+//!
+//! A Go service on `github.com/kvtools/consul` (v1.0.2) reads and writes the same keys,
+//! values and indexes, sees the same TTL keys expire and takes the same locks (checked by
+//! the interop suite in `interop/`). The Go store never destroys the sessions it creates
+//! (they linger until their TTL runs out unrenewed) and ignores `delete_on_unlock`; this
+//! store destroys each session it created once its lock is released or its handle
+//! closed, and honours `delete_on_unlock`, without changing what Go sees on the server.
+//!
 //! ## Example
 //!
 //! ```no_run

@@ -18,6 +18,19 @@
 //!   contender, ordered by create revision, and the lock value at `<key>` — so Go and Rust
 //!   services exclude each other. The fencing token is the lock key's create revision.
 //!
+//! ## Sharing a store with Go services
+//!
+//! A Go service on `github.com/kvtools/etcdv3` (v1.0.3) reads and writes the same keys,
+//! values and indexes, sees the same TTL leases and takes the same locks (checked by the
+//! interop suite in `interop/`). Where the Go store's layout carries a bug, this store
+//! keeps the layout but not the bug:
+//!
+//! * Go keeps one session lease per `NewLock` alive forever, also for a waiter that gave
+//!   up, and never revokes it; here each acquisition has its own lease, revoked on unlock
+//!   and when an attempt is abandoned.
+//! * Go writes the lock value without a lease, so it outlives a holder that died; here,
+//!   with `delete_on_unlock`, the value is bound to the lock's lease and goes with it.
+//!
 //! ## Example
 //!
 //! ```no_run

@@ -27,6 +27,24 @@
 //! * On a cluster, watches are not supported (`capabilities()` says so): keyspace
 //!   notifications reach only clients of the node that owns each key.
 //!
+//! ## Sharing a store with Go services
+//!
+//! A Go service on `github.com/kvtools/redis` (v1.2.1) shares this store only through the
+//! Go store's JSON codec:
+//!
+//! ```go
+//! kv, err := redis.NewWithCodec(ctx, []string{"10.0.0.1:6379"}, &redis.Config{}, &redis.JSONCodec{})
+//! ```
+//!
+//! not `valkeyrie.NewStore(ctx, "redis", …)`, which picks the raw codec: with it the Go
+//! store's own `AtomicPut` fails with a Lua error and its locks are lost after a third of
+//! their TTL (then its `Unlock` blocks forever). With the JSON codec the two read each
+//! other's values, compare-and-set with each other's indexes (this store keeps them below
+//! 2^53, where the Go store's Lua compares them exactly), see each other's writes through
+//! watches and each other's TTLs, and exclude each other through one lock provided the
+//! Rust side sets `delete_on_unlock` (a Go waiter takes only an absent key). The interop
+//! suite (`interop/`) checks all of it against the Go library.
+//!
 //! ## Example
 //!
 //! ```no_run

@@ -296,10 +296,27 @@ pub(crate) fn is_lock_node(name: &str) -> bool {
         && sequence.chars().all(|c| c.is_ascii_digit())
 }
 
-/// The last index of a node: its modification zxid (global and never 0, unlike the data
-/// version the Go store uses, which restarts at 0 when a node is re-created).
+/// The last index of a node: the low 32 bits of its creation zxid above its data version.
+///
+/// The Go store's index is the bare data version, which restarts at 0 when a node is
+/// re-created, so a stale pair can match a new node; the creation zxid tells incarnations
+/// apart (and keeps the index from being 0). The Go store passes `int32(LastIndex)` to
+/// ZooKeeper as the expected version, which is exactly the low half: Go services can
+/// compare-and-set with indexes this store returned.
 pub(crate) fn index_of(stat: &Stat) -> u64 {
-    u64::try_from(stat.mzxid).unwrap_or(0)
+    let incarnation = u64::from(stat.czxid as u32);
+    let version = u64::from(stat.version as u32);
+    (incarnation << 32) | version
+}
+
+/// Whether a node is still at `index`. An index with an empty high half came from a Go
+/// service (a bare data version): for it, only the version is compared, as Go does.
+pub(crate) fn index_matches(stat: &Stat, index: u64) -> bool {
+    if index >> 32 == 0 {
+        u64::from(stat.version as u32) == index
+    } else {
+        index_of(stat) == index
+    }
 }
 
 #[cfg(test)]
@@ -315,6 +332,35 @@ mod tests {
         let emoji = Key::parse("zookeeper", "a/🦀").unwrap();
         assert!(checked_path(&emoji).is_err());
         assert_eq!(checked_path(&Key::parse("zookeeper", "a/é").unwrap()).unwrap(), "/a/é");
+    }
+
+    #[test]
+    fn indexes_tell_incarnations_apart_and_go_compares_their_low_half() {
+        let stat = |czxid: i64, version: i32| Stat {
+            czxid,
+            mzxid: czxid + i64::from(version),
+            pzxid: czxid,
+            ctime: 0,
+            mtime: 0,
+            version,
+            cversion: 0,
+            aversion: 0,
+            ephemeral_owner: 0,
+            data_length: 0,
+            num_children: 0,
+        };
+        let node = stat(0x1_0000_0007, 3);
+        let index = index_of(&node);
+        assert_eq!(index, (7 << 32) | 3);
+        assert_eq!(index as i32, 3, "Go's int32(LastIndex) is the data version");
+        assert!(index_matches(&node, index));
+        assert!(
+            !index_matches(&stat(0x1_0000_0009, 3), index),
+            "a re-created node is another one"
+        );
+        assert!(!index_matches(&stat(0x1_0000_0007, 4), index));
+        assert!(index_matches(&node, 3), "a Go index: the version alone");
+        assert!(!index_matches(&node, 2));
     }
 
     #[test]

@@ -9,10 +9,13 @@
 //!   libkv directory marker): they are not keys, and they are removed with their last
 //!   child. A value that starts with `0x01` is stored with one more `0x01` in front (Go
 //!   services read that byte as part of the value).
-//! * `last_index` is the node's modification zxid (the Go store uses the data version,
-//!   which restarts at 0 when a node is re-created and so can match a stale pair). Atomic
-//!   calls compare it, then write at the node's version; the one race left is a delete
-//!   and re-create of the node between the two (ZooKeeper cannot check a zxid in a write).
+//! * `last_index` is the low 32 bits of the node's creation zxid above its data version.
+//!   The Go store uses the bare version, which restarts at 0 when a node is re-created and
+//!   so can match a stale pair; the creation half tells incarnations apart. Go passes the
+//!   low 32 bits of an index to ZooKeeper as the expected version, so Go and Rust services
+//!   compare-and-set with each other's indexes; an index from Go (high half 0) is compared
+//!   by version only, as Go does. Atomic calls compare, then write at the node's version;
+//!   the one race left is a delete and re-create of the node between the two.
 //! * A TTL write makes a TTL node (the server needs `zookeeper.extendedTypesEnabled=true`;
 //!   TTL nodes are deleted by the server's container sweep, every
 //!   `znode.container.checkIntervalMs`, one minute by default), marked by one ACL-version
@@ -29,6 +32,20 @@
 //!   to `<key>`. A lock lives as long as the holder's session, so `LockOptions::ttl` is not
 //!   supported (`capabilities().lock_ttl` is false); the fencing token is the contender
 //!   node's creation zxid.
+//!
+//! ## Sharing a store with Go services
+//!
+//! A Go service on `github.com/kvtools/zookeeper` (v1.0.2) reads and writes the same
+//! nodes, compare-and-sets with this store's indexes (and this store with its), and takes
+//! the same locks (checked by the interop suite in `interop/`). Differences to know:
+//!
+//! * Go creates missing parents empty, and both libraries list those as empty keys;
+//!   parents created here hold the `0x01` marker, which Go lists as a one-byte value.
+//! * A Go index of 0 (a node created and never rewritten) is `PreviousNotSpecified` for
+//!   this store's atomic calls: read the key here first to get its full index.
+//! * Go makes every TTL key ephemeral, so it goes when the Go writer's session ends; TTL
+//!   keys written here are TTL nodes, which Go reads as ordinary nodes until they expire.
+//! * Go's `Lock` ignores its context: a Go waiter cannot give up waiting.
 //!
 //! ## Example
 //!

@@ -11,7 +11,7 @@ use valkeyrie_core::{
 };
 use zookeeper_client::{Acls, CreateMode, CreateOptions, MultiWriteResult, Stat};
 
-use crate::client::{checked_path, decode, encode, index_of, ZkClient, DIR_MARKER};
+use crate::client::{checked_path, decode, encode, index_matches, index_of, ZkClient, DIR_MARKER};
 use crate::config::ZookeeperConfig;
 use crate::error::is_not_empty;
 use crate::lock::ZkLocker;
@@ -150,7 +150,7 @@ impl ZookeeperStore {
             match expected {
                 Expect::Absent if visible => return Err(Error::exists(ZOOKEEPER, key.as_str())),
                 Expect::Index(_) if !visible => return Err(Error::not_found(ZOOKEEPER, key.as_str())),
-                Expect::Index(index) if index_of(&stat) != index => {
+                Expect::Index(index) if !index_matches(&stat, index) => {
                     return Err(Error::modified(ZOOKEEPER, key.as_str()))
                 }
                 _ => {}
@@ -392,7 +392,7 @@ impl Backend for ZookeeperStore {
         let Some((_, stat)) = found.filter(|(data, _)| data != DIR_MARKER) else {
             return Err(Error::not_found(ZOOKEEPER, key.as_str()));
         };
-        if index_of(&stat) != previous.last_index {
+        if !index_matches(&stat, previous.last_index) {
             return Err(Error::modified(ZOOKEEPER, key.as_str()));
         }
         match self.remove_key("atomic_delete", key, &path, &stat).await {

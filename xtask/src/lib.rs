@@ -3,6 +3,7 @@
 //! machine and can install `protoc` and the servers before the rest of the workspace builds.
 
 pub mod docker;
+pub mod interop;
 pub mod paths;
 pub mod probe;
 pub mod servers;

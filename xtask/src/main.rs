@@ -9,12 +9,14 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   setup                          install what building and testing need: rustfmt, clippy,
-                                 protoc and the servers (etcd, redis, zookeeper, consul, dynamodb)
+                                 protoc, the servers (etcd, redis, zookeeper, consul, dynamodb)
+                                 and the Go interop program (interop/go, Go modules from the proxy)
   test [--backend NAME ...] [--docker]
                                  start the servers a run needs, run every crate's tests with the
                                  endpoint variables set, stop what it started, print a summary;
-                                 backends: memory boltlike etcd redis zookeeper template servers. --docker takes the
-                                 servers from containers (testcontainers) instead of local processes
+                                 suites: memory boltlike consul dynamodb etcd redis zookeeper
+                                 template facade interop servers. --docker takes the servers
+                                 from containers (testcontainers) instead of local processes
   servers install [NAME ...]     install servers (all by default)
   servers start [NAME ...]       start servers on loopback (all by default) and leave them running
   servers stop [NAME ...]        stop servers the harness started
@@ -28,7 +30,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let result = match args.as_slice() {
-        ["setup"] => xtask::setup::run(&Server::ALL),
+        ["setup"] => xtask::setup::run(&Server::ALL, true),
         ["test", rest @ ..] => xtask::test::run(rest),
         ["servers", command, names @ ..] => servers(command, names),
         ["help" | "--help" | "-h"] => {

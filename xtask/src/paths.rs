@@ -9,11 +9,14 @@ pub fn workspace() -> PathBuf {
     manifest.parent().map_or(manifest.clone(), PathBuf::from)
 }
 
+/// The cargo target directory: `$CARGO_TARGET_DIR`, else `target/`.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace().join("target"), PathBuf::from)
+}
+
 /// `target/servers/`: one directory per server with its data, log and pid file.
 pub fn servers_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| workspace().join("target"), PathBuf::from)
-        .join("servers")
+    target_dir().join("servers")
 }
 
 /// The download cache: `$VALKEYRIE_CACHE`, else `$XDG_CACHE_HOME/valkeyrie`, else

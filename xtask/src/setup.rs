@@ -1,6 +1,6 @@
 //! `cargo xtask setup`: installs what a build and a test run need, idempotently, one line
 //! per step saying what it found or did: rustfmt and clippy, `protoc` (etcd-client's build
-//! script needs it), and the five servers.
+//! script needs it), the five servers, and the Go program of the interop tests.
 
 use std::process::Command;
 
@@ -10,12 +10,15 @@ use crate::servers::{install, Server};
 /// The rustup components `.ci/run` uses.
 const COMPONENTS: [&str; 2] = ["rustfmt", "clippy"];
 
-/// Runs the whole setup for `servers`.
-pub fn run(servers: &[Server]) -> Result<(), String> {
+/// Runs the setup for `servers`, and builds the Go interop program if `go_interop`.
+pub fn run(servers: &[Server], go_interop: bool) -> Result<(), String> {
     for component in COMPONENTS {
         ensure_component(component)?;
     }
     install::install(servers)?;
+    if go_interop {
+        crate::interop::build()?;
+    }
     say!("setup", "done");
     Ok(())
 }

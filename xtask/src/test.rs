@@ -24,7 +24,7 @@ struct Suite {
 const ALL_FEATURES: &[&[&str]] = &[&["--all-features"]];
 
 /// Every suite, in the order of the README's capability table.
-const SUITES: [Suite; 10] = [
+const SUITES: [Suite; 11] = [
     Suite {
         backend: "memory",
         package: "valkeyrie-core",
@@ -86,6 +86,13 @@ const SUITES: [Suite; 10] = [
             &["--all-features"],
         ],
     },
+    // Go and Rust services on one store: the Go library through `interop/go`.
+    Suite {
+        backend: "interop",
+        package: "valkeyrie-interop",
+        servers: &[Server::Redis, Server::Etcd, Server::ZooKeeper, Server::Consul],
+        feature_sets: ALL_FEATURES,
+    },
     // The harness's own tests: every server is reachable through its variable and works.
     Suite {
         backend: "servers",
@@ -118,8 +125,9 @@ pub fn run(args: &[&str]) -> Result<(), String> {
     let mut servers: Vec<Server> = suites.iter().flat_map(|s| s.servers.iter().copied()).collect();
     servers.sort();
     servers.dedup();
+    let go_interop = suites.iter().any(|s| s.backend == "interop");
     if docker {
-        crate::setup::run(&[])?;
+        crate::setup::run(&[], go_interop)?;
         let _containers = crate::docker::start(&servers)?;
         let env: Vec<(&str, String)> = servers
             .iter()
@@ -128,10 +136,11 @@ pub fn run(args: &[&str]) -> Result<(), String> {
                 "VALKEYRIE_DYNAMODB_FLAVOR" => (k, "dynamodb-local".to_owned()),
                 _ => (k, v),
             })
+            .chain(go_binary_env(go_interop))
             .collect();
         return run_suites(&suites, &env);
     }
-    crate::setup::run(&servers)?;
+    crate::setup::run(&servers, go_interop)?;
 
     let started = StartedServers::default();
     let on_interrupt = started.clone();
@@ -172,7 +181,13 @@ fn start_and_test(suites: &[&Suite], servers: &[Server], started: &StartedServer
         }
         env.extend(server.env());
     }
+    env.extend(go_binary_env(suites.iter().any(|s| s.backend == "interop")));
     run_suites(suites, &env)
+}
+
+/// `VALKEYRIE_GO_BIN` for the interop suite, when it runs.
+fn go_binary_env(go_interop: bool) -> Option<(&'static str, String)> {
+    go_interop.then(|| ("VALKEYRIE_GO_BIN", crate::interop::binary().display().to_string()))
 }
 
 /// Runs each suite's package with `env` and prints the summary.

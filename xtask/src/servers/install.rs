@@ -46,14 +46,14 @@ pub fn install(servers: &[Server]) -> Result<(), String> {
     Ok(())
 }
 
-fn found(program: &str) -> bool {
+pub(crate) fn found(program: &str) -> bool {
     if program.starts_with('/') {
         return Path::new(program).exists();
     }
     std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
-fn run(what: &str, command: &mut Command) -> Result<(), String> {
+pub(crate) fn run(what: &str, command: &mut Command) -> Result<(), String> {
     let status = command.status().map_err(|e| format!("{what}: cannot run: {e}"))?;
     if status.success() {
         Ok(())

@@ -19,6 +19,8 @@
 //	                               (Go has no try-lock: this is Lock with a deadline)
 //	watch KEY                      {"event":"ready"}, then every pair seen, -count of them
 //	watch-tree DIR                 {"event":"ready"}, then every list seen, -count of them
+//	bench-prepare KIND DIR         the benchmark's workloads (see bench.go)
+//	bench-run KIND DIR
 //
 // Errors are one line {"error": kind, "message": text} with exit status 1; kind is
 // key_modified, key_not_found, key_exists, lost or other.
@@ -62,6 +64,7 @@ type options struct {
 	timeout        time.Duration
 	count          int
 	deleteOnUnlock bool
+	bench          benchFlags
 }
 
 func main() {
@@ -75,6 +78,14 @@ func main() {
 	flag.DurationVar(&opts.timeout, "timeout", 10*time.Second, "how long lock-try waits")
 	flag.IntVar(&opts.count, "count", 1, "how many events a watch prints")
 	flag.BoolVar(&opts.deleteOnUnlock, "delete-on-unlock", false, "lock option DeleteOnUnlock")
+	b := &opts.bench
+	for name, target := range map[string]*int{
+		"size": &b.size, "concurrency": &b.concurrency, "ops": &b.ops, "tasks": &b.tasks,
+		"per-task": &b.perTask, "keys": &b.keys, "lists": &b.lists, "notifications": &b.notifications,
+		"contenders": &b.contenders, "cycles": &b.cycles, "round": &b.round,
+	} {
+		flag.IntVar(target, name, 0, "bench parameter "+name)
+	}
 	flag.Parse()
 	// go-zookeeper logs every connection through the standard logger; the output is JSON.
 	log.SetOutput(io.Discard)
@@ -115,7 +126,7 @@ func run(opts options, args []string) error {
 	command, args := args[0], args[1:]
 	need := map[string]int{
 		"put": 2, "get": 1, "list": 1, "delete": 1, "atomic-put": 3, "atomic-delete": 2,
-		"lock-hold": 2, "lock-try": 2, "watch": 1, "watch-tree": 1,
+		"lock-hold": 2, "lock-try": 2, "watch": 1, "watch-tree": 1, "bench-prepare": 2, "bench-run": 2,
 	}
 	if n, ok := need[command]; !ok {
 		return fmt.Errorf("unknown command %q", command)
@@ -170,6 +181,10 @@ func run(opts options, args []string) error {
 		return err
 	case "lock-hold", "lock-try":
 		return lock(ctx, kv, opts, command == "lock-try", args)
+	case "bench-prepare":
+		return benchPrepare(ctx, kv, opts.bench, args[0], args[1])
+	case "bench-run":
+		return benchRun(ctx, kv, opts.bench, args[0], args[1])
 	case "watch":
 		events, err := kv.Watch(ctx, args[0], nil)
 		if err != nil {

@@ -2,6 +2,7 @@
 //! against, and the test command. Depends on no backend crate, so it builds on a bare
 //! machine and can install `protoc` and the servers before the rest of the workspace builds.
 
+pub mod bench;
 pub mod docker;
 pub mod interop;
 pub mod paths;

@@ -17,6 +17,12 @@ commands:
                                  suites: memory boltlike consul dynamodb etcd redis zookeeper
                                  template facade interop servers. --docker takes the servers
                                  from containers (testcontainers) instead of local processes
+  bench [--backend NAME ...] [--quick] [--with-go] [--reps N]
+                                 every backend through valkeyrie and through its raw client, in
+                                 one process, alternating (--with-go: and through the Go library
+                                 on etcd, redis, zookeeper, consul); prints the table and writes
+                                 target/bench/results.json, results.md and ratios.svg.
+                                 backends: boltlike consul dynamodb etcd redis zookeeper
   servers install [NAME ...]     install servers (all by default)
   servers start [NAME ...]       start servers on loopback (all by default) and leave them running
   servers stop [NAME ...]        stop servers the harness started
@@ -32,6 +38,7 @@ fn main() -> ExitCode {
     let result = match args.as_slice() {
         ["setup"] => xtask::setup::run(&Server::ALL, true),
         ["test", rest @ ..] => xtask::test::run(rest),
+        ["bench", rest @ ..] => xtask::bench::run(rest),
         ["servers", command, names @ ..] => servers(command, names),
         ["help" | "--help" | "-h"] => {
             println!("{USAGE}");

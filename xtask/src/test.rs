@@ -141,11 +141,23 @@ pub fn run(args: &[&str]) -> Result<(), String> {
         return run_suites(&suites, &env);
     }
     crate::setup::run(&servers, go_interop)?;
+    with_servers("test", &servers, |mut env| {
+        env.extend(go_binary_env(go_interop));
+        run_suites(&suites, &env)
+    })
+}
 
+/// Starts `servers` (reusing running ones), runs `body` with their endpoint variables, and
+/// stops the servers it started however `body` ends: error, panic or Ctrl-C.
+pub(crate) fn with_servers(
+    task: &'static str,
+    servers: &[Server],
+    body: impl FnOnce(Vec<(&'static str, String)>) -> Result<(), String>,
+) -> Result<(), String> {
     let started = StartedServers::default();
     let on_interrupt = started.clone();
     ctrlc::set_handler(move || {
-        say!("test", "interrupted: stopping the servers this run started");
+        say!(task, "interrupted: stopping the servers this run started");
         on_interrupt.stop_all();
         std::process::exit(130);
     })
@@ -154,19 +166,6 @@ pub fn run(args: &[&str]) -> Result<(), String> {
     // Stops the servers however this function ends, a panic included (a closed stdout
     // makes printing panic).
     let _stop_on_exit = StopOnExit(started.clone());
-    start_and_test(&suites, &servers, &started)
-}
-
-/// Stops the servers a run started when dropped.
-struct StopOnExit(StartedServers);
-
-impl Drop for StopOnExit {
-    fn drop(&mut self) {
-        self.0.stop_all();
-    }
-}
-
-fn start_and_test(suites: &[&Suite], servers: &[Server], started: &StartedServers) -> Result<(), String> {
     let mut env = Vec::new();
     for server in servers {
         match process::start(*server).map_err(|why| format!("{} could not be started: {why}", server.name()))? {
@@ -181,8 +180,16 @@ fn start_and_test(suites: &[&Suite], servers: &[Server], started: &StartedServer
         }
         env.extend(server.env());
     }
-    env.extend(go_binary_env(suites.iter().any(|s| s.backend == "interop")));
-    run_suites(suites, &env)
+    body(env)
+}
+
+/// Stops the servers a run started when dropped.
+struct StopOnExit(StartedServers);
+
+impl Drop for StopOnExit {
+    fn drop(&mut self) {
+        self.0.stop_all();
+    }
 }
 
 /// `VALKEYRIE_GO_BIN` for the interop suite, when it runs.

@@ -1,0 +1,191 @@
+//! `valkeyrie-bench`: every backend through valkeyrie and through its raw client, in one
+//! process, alternating, so the ratio of the two says what the abstraction costs. Run it
+//! through `cargo xtask bench [--backend NAME …] [--quick]`, which starts the servers and
+//! exports their endpoints.
+//!
+//! Per backend and workload: a warm-up of each side, then `--reps` measured rounds, the
+//! order of the two sides alternating between rounds; each ratio is computed within a
+//! round (machine noise hits both sides of a pair alike) and the median ratio is reported.
+//! Nothing here asserts a time: it measures and reports.
+#![allow(clippy::print_stdout, clippy::print_stderr)] // A command-line tool reports on its terminal.
+
+mod driver;
+mod go;
+mod memory;
+mod raw;
+mod report;
+mod target;
+mod through_valkeyrie;
+mod workload;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use driver::{BenchResult, Driver};
+use go::GoLibrary;
+use report::{Comparison, Report};
+use target::{Target, BACKENDS};
+use through_valkeyrie::Valkeyrie;
+use workload::{Keys, Sample, Scale, Workload, WORKLOADS};
+
+const USAGE: &str = "usage: valkeyrie-bench [--backend NAME ...] [--quick] [--with-go] [--reps N] [--out DIR]
+  (run it through `cargo xtask bench`, which starts the servers)";
+
+struct Options {
+    backends: Vec<&'static str>,
+    scale: Scale,
+    reps: usize,
+    out: PathBuf,
+    with_go: bool,
+}
+
+fn parse(args: &[String]) -> Result<Options, String> {
+    let mut options = Options {
+        backends: Vec::new(),
+        scale: Scale::FULL,
+        reps: 5,
+        out: PathBuf::from("target/bench"),
+        with_go: false,
+    };
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--backend" => {
+                let name = args.next().ok_or("--backend needs a name")?;
+                let known = BACKENDS
+                    .iter()
+                    .find(|b| **b == name)
+                    .ok_or_else(|| format!("unknown backend {name}; known: {}", BACKENDS.join(", ")))?;
+                options.backends.push(known);
+            }
+            "--quick" => {
+                options.scale = Scale::QUICK;
+                options.reps = 3;
+            }
+            "--reps" => {
+                options.reps = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|n| *n > 0)
+                    .ok_or("--reps needs a positive number")?;
+            }
+            "--with-go" => options.with_go = true,
+            "--out" => options.out = PathBuf::from(args.next().ok_or("--out needs a directory")?),
+            "--help" | "-h" => return Err(USAGE.to_owned()),
+            other => return Err(format!("unknown argument {other}\n{USAGE}")),
+        }
+    }
+    if options.backends.is_empty() {
+        options.backends = BACKENDS.to_vec();
+    }
+    Ok(options)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let options = match parse(&args) {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("bench: a runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(&options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("bench: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(options: &Options) -> BenchResult<()> {
+    let scratch = tempfile::tempdir().map_err(|e| format!("a scratch directory: {e}"))?;
+    let mut report = Report::new(options.scale, options.reps);
+    for backend in &options.backends {
+        println!("bench: {backend}");
+        let target = Target::from_env(backend, scratch.path().join(backend))?;
+        std::fs::create_dir_all(&target.data_dir).map_err(|e| format!("{}: {e}", target.data_dir.display()))?;
+        let valkeyrie = Valkeyrie::open(&target.valkeyrie_url()).await?;
+        let raw = raw::connect(&target).await?;
+        let go = match GoLibrary::for_target(&target).filter(|_| options.with_go) {
+            Some(go) => Some(go?),
+            None => None,
+        };
+        for workload in WORKLOADS {
+            let comparison = compare(backend, workload, &valkeyrie, raw.as_ref(), go.as_ref(), options).await?;
+            println!("  {}", comparison.one_line());
+            report.push(comparison);
+        }
+        let root = format!("bench/{backend}");
+        if let Err(err) = valkeyrie.store().delete_tree(&root).await {
+            eprintln!("bench: cleaning up {root}: {err}");
+        }
+        let _ = valkeyrie.store().close().await;
+    }
+    report.print();
+    report.write(&options.out)?;
+    println!("bench: wrote {}", options.out.display());
+    Ok(())
+}
+
+/// Runs one workload on both sides (and through the Go library, if given): warm-up, then
+/// alternating measured rounds.
+async fn compare(
+    backend: &'static str,
+    workload: Workload,
+    valkeyrie: &Valkeyrie,
+    raw: &dyn Driver,
+    go: Option<&GoLibrary>,
+    options: &Options,
+) -> BenchResult<Comparison> {
+    let slug: String = workload
+        .name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let keys_of = |side: &str| Keys {
+        dir: format!("bench/{backend}/{slug}/{side}"),
+    };
+    let sides: [(&dyn Driver, Keys); 2] = [(valkeyrie, keys_of("valkeyrie")), (raw, keys_of("raw"))];
+    for (driver, keys) in &sides {
+        workload::prepare(*driver, workload, keys).await?;
+        workload::run(*driver, workload, keys, options.scale.warm_up(), 0).await?;
+    }
+    let go_dir = keys_of("go").dir;
+    if let Some(go) = go {
+        go.prepare(workload, &go_dir, options.scale).await?;
+        go.run(workload, &go_dir, options.scale.warm_up(), 0).await?;
+    }
+    let mut pairs: Vec<(Sample, Sample)> = Vec::with_capacity(options.reps);
+    let mut go_samples = Vec::new();
+    for round in 1..=options.reps {
+        let order = if round % 2 == 0 { [1, 0] } else { [0, 1] };
+        let mut samples: [Option<Sample>; 2] = [None, None];
+        for side in order {
+            let (driver, keys) = &sides[side];
+            let sample = workload::run(*driver, workload, keys, options.scale, round)
+                .await
+                .map_err(|e| format!("{backend} / {}: {e}", workload.name))?;
+            samples[side] = Some(sample);
+        }
+        if let [Some(through), Some(direct)] = samples {
+            pairs.push((through, direct));
+        }
+        if let Some(go) = go {
+            let sample = go
+                .run(workload, &go_dir, options.scale, round)
+                .await
+                .map_err(|e| format!("{backend} / {} through Go: {e}", workload.name))?;
+            go_samples.push(sample);
+        }
+    }
+    Ok(Comparison::new(backend, workload, pairs, go_samples))
+}

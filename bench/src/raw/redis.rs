@@ -1,0 +1,365 @@
+//! Redis through `fred`, in `valkeyrie-redis`'s layout: each key holds the Go store's JSON
+//! envelope `{"Key":"<key>","Value":"<base64>","LastIndex":<n>}`, and a directory `dir` is
+//! the keys matching `dir/*`.
+//!
+//! Where the backend runs a Lua script for every write (taking `LastIndex` from the
+//! server's clock), a user writing by hand sends a plain `SET` with `LastIndex` from the
+//! client's clock in microseconds (below 2^53, so Lua reads it exactly). Only the
+//! compare-and-set needs a script: it compares the stored envelope's `LastIndex` and writes
+//! the new envelope in one step. A list SCANs `dir/*` and reads the keys with MGET, 500 at a
+//! time, like the backend; a watch subscribes to the key's keyspace notifications and reads
+//! the key again on each. A lock is the key itself, written with `SET NX PX 20000` (the
+//! backend's default lock TTL), retried every few milliseconds while held, and released by
+//! a compare-and-delete on the `LastIndex` written. (The backend's release keeps the value
+//! and drops its expiry, which its lock script reads as free; `SET NX` needs the key gone.)
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use bytes::Bytes;
+use fred::clients::SubscriberClient;
+use fred::prelude::{
+    Builder, ClientLike, Config, ConfigInterface, EventInterface, Expiration, Key, KeysInterface, Pool,
+    PubsubInterface, SetOptions,
+};
+use fred::types::scripts::Script;
+use fred::types::KeyspaceEvent;
+use futures_util::{stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast::{self, error::RecvError};
+
+use crate::driver::{BenchResult, Driver, ValueStream};
+use crate::target::Target;
+
+/// Connections in the pool: `valkeyrie-redis`'s default `pool_size`.
+const POOL_SIZE: usize = 4;
+
+/// Keys per SCAN page and per MGET, as in the backend.
+const BATCH: usize = 500;
+
+/// How long a lock outlives a holder that never releases it, in milliseconds.
+const LOCK_TTL_MS: i64 = 20_000;
+
+/// How long a lock waiter sleeps between two attempts.
+const LOCK_RETRY: Duration = Duration::from_millis(5);
+
+/// What the lock's key holds while it is held.
+const LOCK_VALUE: &[u8] = b"bench";
+
+/// The Lua helper both scripts share: the stored envelope's `LastIndex` as decimal text,
+/// or nil when the key is missing or holds something else.
+const STORED_INDEX: &str = r#"
+local function stored_index(key)
+  local stored = redis.call('GET', key)
+  if not stored then return nil end
+  local ok, envelope = pcall(cjson.decode, stored)
+  if not ok or type(envelope) ~= 'table' then return nil end
+  local index = tonumber(envelope['LastIndex'])
+  return index and string.format('%.0f', index)
+end
+"#;
+
+/// `KEYS[1]`, `ARGV[1]` = expected index, `ARGV[2]` = new envelope → 1 if written, else 0.
+const COMPARE_AND_SET: &str = r#"
+if stored_index(KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"#;
+
+/// `KEYS[1]`, `ARGV[1]` = expected index → 1 if deleted, else 0.
+const COMPARE_AND_DELETE: &str = r#"
+if stored_index(KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+"#;
+
+/// The Go store's envelope around a value.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Envelope {
+    /// The key the envelope is stored at.
+    key: String,
+    /// The value, base64-encoded (`null` for an empty value in the Go store).
+    value: Option<String>,
+    /// The modification index.
+    last_index: u64,
+}
+
+/// The envelope of `value` at `key` with index `index`, as JSON.
+fn encode(key: &str, value: &[u8], index: u64) -> BenchResult<String> {
+    let envelope = Envelope {
+        key: key.to_owned(),
+        value: Some(STANDARD.encode(value)),
+        last_index: index,
+    };
+    serde_json::to_string(&envelope).map_err(|e| format!("encode {key}: {e}"))
+}
+
+/// The value and index in the envelope `stored` at `key`.
+fn decode(key: &str, stored: &[u8]) -> BenchResult<(Bytes, u64)> {
+    let envelope: Envelope = serde_json::from_slice(stored).map_err(|e| format!("decode {key}: {e}"))?;
+    let value = STANDARD
+        .decode(envelope.value.unwrap_or_default())
+        .map_err(|e| format!("decode the value of {key}: {e}"))?;
+    Ok((Bytes::from(value), envelope.last_index))
+}
+
+/// Microseconds since the Unix epoch: the index of a write.
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// `key` with the glob characters of SCAN MATCH escaped.
+fn glob_escape(key: &str) -> String {
+    let mut escaped = String::with_capacity(key.len());
+    for c in key.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+/// Turns a fred error into text saying what failed on which key.
+fn failed<'a>(what: &'a str, key: &'a str) -> impl FnOnce(fred::error::Error) -> String + 'a {
+    move |err| format!("{what} {key}: {err}")
+}
+
+/// A pool of connections to one Redis server.
+pub(crate) struct RawRedis {
+    /// The command connections.
+    pool: Pool,
+    /// What the pool was built from, for the watches' subscriber connections.
+    builder: Builder,
+    /// The compare-and-set script.
+    compare_and_set: Script,
+    /// The lock release script.
+    compare_and_delete: Script,
+}
+
+impl RawRedis {
+    /// Connects to `target.endpoints[0]` (`host:port`) and turns keyspace notifications on.
+    pub(crate) async fn connect(target: &Target) -> BenchResult<Self> {
+        let endpoint = target.endpoints.first().ok_or("no redis endpoint")?;
+        let config =
+            Config::from_url(&format!("redis://{endpoint}")).map_err(|e| format!("redis://{endpoint}: {e}"))?;
+        let builder = Builder::from_config(config);
+        let pool = builder
+            .build_pool(POOL_SIZE)
+            .map_err(failed("build a pool for", endpoint))?;
+        pool.init().await.map_err(failed("connect to", endpoint))?;
+        pool.config_set::<_, _>("notify-keyspace-events", "KEA")
+            .await
+            .map_err(failed("turn keyspace notifications on at", endpoint))?;
+        Ok(RawRedis {
+            pool,
+            builder,
+            compare_and_set: Script::from_lua(format!("{STORED_INDEX}{COMPARE_AND_SET}")),
+            compare_and_delete: Script::from_lua(format!("{STORED_INDEX}{COMPARE_AND_DELETE}")),
+        })
+    }
+
+    /// The value and index at `key`, if it exists.
+    async fn read(&self, key: &str) -> BenchResult<Option<(Bytes, u64)>> {
+        read(&self.pool, key).await
+    }
+
+    /// The value and index at `key`, which exists.
+    async fn read_existing(&self, key: &str) -> BenchResult<(Bytes, u64)> {
+        self.read(key).await?.ok_or_else(|| format!("{key} not found"))
+    }
+}
+
+/// GET `key` and decode its envelope.
+async fn read(pool: &Pool, key: &str) -> BenchResult<Option<(Bytes, u64)>> {
+    let stored: Option<Bytes> = pool.get(key).await.map_err(failed("get", key))?;
+    stored.map(|stored| decode(key, &stored)).transpose()
+}
+
+#[async_trait]
+impl Driver for RawRedis {
+    async fn put(&self, key: &str, value: Bytes) -> BenchResult<()> {
+        let envelope = encode(key, &value, now_micros())?;
+        self.pool
+            .set::<(), _, _>(key, envelope, None, None, false)
+            .await
+            .map_err(failed("set", key))
+    }
+
+    async fn get(&self, key: &str) -> BenchResult<Bytes> {
+        Ok(self.read_existing(key).await?.0)
+    }
+
+    async fn get_indexed(&self, key: &str) -> BenchResult<(Bytes, u64)> {
+        self.read_existing(key).await
+    }
+
+    async fn compare_and_set(&self, key: &str, value: Bytes, index: u64) -> BenchResult<bool> {
+        // Strictly above the expected index, so the next compare-and-set sees a change.
+        let envelope = encode(key, &value, now_micros().max(index + 1))?;
+        let written: i64 = self
+            .compare_and_set
+            .evalsha_with_reload(self.pool.next(), key, vec![index.to_string(), envelope])
+            .await
+            .map_err(failed("compare-and-set", key))?;
+        Ok(written == 1)
+    }
+
+    async fn list(&self, dir: &str) -> BenchResult<usize> {
+        // SCAN may return a key more than once.
+        let mut keys = HashSet::new();
+        let pattern = format!("{}/*", glob_escape(dir));
+        let mut scan = self.pool.next().scan_buffered(pattern, Some(BATCH as u32), None);
+        while let Some(key) = scan.next().await {
+            keys.insert(key.map_err(failed("scan", dir))?);
+        }
+        let keys: Vec<Key> = keys.into_iter().collect();
+        let mut pairs = Vec::with_capacity(keys.len());
+        for batch in keys.chunks(BATCH) {
+            let values: Vec<Option<Bytes>> = self.pool.mget(batch.to_vec()).await.map_err(failed("mget", dir))?;
+            for (key, stored) in batch.iter().zip(values) {
+                // A key deleted between SCAN and MGET is skipped.
+                if let Some(stored) = stored {
+                    let key = key.as_str_lossy();
+                    let (value, _) = decode(&key, &stored)?;
+                    pairs.push((key.into_owned(), value));
+                }
+            }
+        }
+        Ok(pairs.len())
+    }
+
+    async fn watch(&self, key: &str) -> BenchResult<ValueStream> {
+        let subscriber = self
+            .builder
+            .build_subscriber_client()
+            .map_err(failed("a subscriber for", key))?;
+        subscriber
+            .init()
+            .await
+            .map_err(failed("connect a subscriber for", key))?;
+        let subscriber = Subscription(subscriber);
+        let events = subscriber.0.keyspace_event_rx();
+        let channel = format!("__keyspace@0__:{key}");
+        subscriber
+            .0
+            .subscribe(channel)
+            .await
+            .map_err(failed("subscribe to", key))?;
+        // Read after subscribing, so no change falls between the two.
+        let (current, index) = self.read_existing(key).await?;
+        eprintln!("DEBUG {:?} raw watch {key} started at {index}", SystemTime::now());
+        let watch = Watch {
+            pool: self.pool.clone(),
+            key: key.to_owned(),
+            events,
+            last_index: index,
+            current: Some(current),
+            _subscription: subscriber,
+        };
+        Ok(Box::pin(stream::unfold(watch, |mut watch| async move {
+            watch.next().await.map(|item| (item, watch))
+        })))
+    }
+
+    async fn lock_cycle(&self, key: &str) -> BenchResult<()> {
+        let index = loop {
+            let index = now_micros();
+            let envelope = encode(key, LOCK_VALUE, index)?;
+            let taken: Option<String> = self
+                .pool
+                .set(
+                    key,
+                    envelope,
+                    Some(Expiration::PX(LOCK_TTL_MS)),
+                    Some(SetOptions::NX),
+                    false,
+                )
+                .await
+                .map_err(failed("lock", key))?;
+            if taken.is_some() {
+                break index;
+            }
+            tokio::time::sleep(LOCK_RETRY).await;
+        };
+        let released: i64 = self
+            .compare_and_delete
+            .evalsha_with_reload(self.pool.next(), key, vec![index.to_string()])
+            .await
+            .map_err(failed("unlock", key))?;
+        if released == 1 {
+            Ok(())
+        } else {
+            Err(format!("the lock on {key} was lost before its release"))
+        }
+    }
+}
+
+/// A subscriber connection, quit when the watch using it is dropped.
+struct Subscription(SubscriberClient);
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let subscriber = self.0.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = subscriber.quit().await;
+            });
+        }
+    }
+}
+
+/// The state of one watch stream.
+struct Watch {
+    /// Where the key is read again on each notification.
+    pool: Pool,
+    /// The watched key.
+    key: String,
+    /// The key's keyspace notifications.
+    events: broadcast::Receiver<KeyspaceEvent>,
+    /// The index of the value last delivered.
+    last_index: u64,
+    /// The value read when the watch started, until delivered.
+    current: Option<Bytes>,
+    /// Keeps the subscriber connection open while the watch lives.
+    _subscription: Subscription,
+}
+
+impl Watch {
+    /// The next value: the current one first, then each new one; `None` once the
+    /// subscriber connection is gone.
+    async fn next(&mut self) -> Option<BenchResult<Bytes>> {
+        if let Some(current) = self.current.take() {
+            return Some(Ok(current));
+        }
+        loop {
+            let got = self.events.recv().await;
+            eprintln!(
+                "DEBUG {:?} raw watch {} event {:?}",
+                SystemTime::now(),
+                self.key,
+                got.as_ref().map(|e| e.operation.clone())
+            );
+            match got {
+                // On a notification, or after missing some, read the key again.
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return None,
+            }
+            match read(&self.pool, &self.key).await {
+                Ok(Some((value, index))) if index != self.last_index => {
+                    self.last_index = index;
+                    return Some(Ok(value));
+                }
+                // Deleted, or a notification of a value already delivered.
+                Ok(_) => {}
+                Err(err) => return Some(Err(err)),
+            }
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! Turns measured pairs into the report: a markdown table on stdout and in
+//! `results.md`, every figure in `results.json`, and `ratios.svg`, the throughput ratio of
+//! every workload per backend.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+use serde::Serialize;
+
+use crate::driver::BenchResult;
+use crate::workload::{Kind, Sample, Scale, Workload};
+
+/// One side's figures: medians over the measured rounds.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Side {
+    /// Operations per second.
+    pub(crate) ops_per_sec: f64,
+    /// Median latency, in microseconds.
+    pub(crate) p50_us: f64,
+    /// 99th percentile latency, in microseconds.
+    pub(crate) p99_us: f64,
+    /// 99.9th percentile latency, in microseconds.
+    pub(crate) p999_us: f64,
+    /// Peak resident memory of the process during a run, in MiB.
+    pub(crate) peak_rss_mib: f64,
+    /// How far the peak rose above the resident size at the start of a run, in MiB.
+    pub(crate) rss_growth_mib: f64,
+}
+
+/// One workload on one backend, both sides and their ratios.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Comparison {
+    /// The backend.
+    pub(crate) backend: &'static str,
+    /// The workload.
+    pub(crate) workload: Workload,
+    /// Through valkeyrie.
+    pub(crate) valkeyrie: Side,
+    /// Through the raw client.
+    pub(crate) raw: Side,
+    /// Median over rounds of valkeyrie's throughput divided by raw's (1.0 = equal, higher is better).
+    pub(crate) throughput_ratio: f64,
+    /// Median over rounds of valkeyrie's p99 divided by raw's (1.0 = equal, lower is better).
+    pub(crate) p99_ratio: f64,
+    /// For `list`: valkeyrie's peak memory growth during a run over the listed data's size.
+    pub(crate) list_memory_over_data: Option<f64>,
+    /// Through the Go library (`--with-go`), where it has the backend.
+    pub(crate) go: Option<Side>,
+    /// Median over rounds of valkeyrie's throughput divided by the Go library's.
+    pub(crate) go_throughput_ratio: Option<f64>,
+    /// Median over rounds of valkeyrie's p99 divided by the Go library's.
+    pub(crate) go_p99_ratio: Option<f64>,
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn micros(sample: &Sample, q: f64) -> f64 {
+    sample.percentile(q).as_secs_f64() * 1e6
+}
+
+fn side(samples: &[&Sample]) -> Side {
+    let of = |f: &dyn Fn(&Sample) -> f64| median(samples.iter().map(|s| f(s)).collect());
+    Side {
+        ops_per_sec: of(&|s| s.throughput()),
+        p50_us: of(&|s| micros(s, 0.5)),
+        p99_us: of(&|s| micros(s, 0.99)),
+        p999_us: of(&|s| micros(s, 0.999)),
+        peak_rss_mib: of(&|s| s.peak_rss_kib as f64 / 1024.0),
+        rss_growth_mib: of(&|s| s.peak_rss_kib.saturating_sub(s.start_rss_kib) as f64 / 1024.0),
+    }
+}
+
+impl Comparison {
+    /// The comparison of measured `(valkeyrie, raw)` pairs and, from the same rounds, the
+    /// Go library's samples (empty without `--with-go`).
+    pub(crate) fn new(
+        backend: &'static str,
+        workload: Workload,
+        pairs: Vec<(Sample, Sample)>,
+        go: Vec<Sample>,
+    ) -> Self {
+        let throughput_ratio = median(
+            pairs
+                .iter()
+                .map(|(v, r)| v.throughput() / r.throughput().max(1e-9))
+                .collect(),
+        );
+        let p99_ratio = median(
+            pairs
+                .iter()
+                .map(|(v, r)| micros(v, 0.99) / micros(r, 0.99).max(1e-3))
+                .collect(),
+        );
+        let against_go = |f: &dyn Fn(&Sample, &Sample) -> f64| {
+            (!go.is_empty()).then(|| median(pairs.iter().zip(&go).map(|((v, _), g)| f(v, g)).collect()))
+        };
+        let go_throughput_ratio = against_go(&|v, g| v.throughput() / g.throughput().max(1e-9));
+        let go_p99_ratio = against_go(&|v, g| micros(v, 0.99) / micros(g, 0.99).max(1e-3));
+        let go_side = (!go.is_empty()).then(|| side(&go.iter().collect::<Vec<_>>()));
+        let valkeyrie = side(&pairs.iter().map(|(v, _)| v).collect::<Vec<_>>());
+        let raw = side(&pairs.iter().map(|(_, r)| r).collect::<Vec<_>>());
+        let list_memory_over_data = match workload.kind {
+            Kind::List { keys, size } => {
+                let data_mib = (keys * size) as f64 / (1024.0 * 1024.0);
+                Some(valkeyrie.rss_growth_mib / data_mib)
+            }
+            _ => None,
+        };
+        Comparison {
+            backend,
+            workload,
+            valkeyrie,
+            raw,
+            throughput_ratio,
+            p99_ratio,
+            list_memory_over_data,
+            go: go_side,
+            go_throughput_ratio,
+            go_p99_ratio,
+        }
+    }
+
+    /// A progress line.
+    pub(crate) fn one_line(&self) -> String {
+        let mut line = format!(
+            "{:<34} valkeyrie {:>10.0} ops/s  raw {:>10.0} ops/s  ratio {:.3}  p99 ratio {:.3}",
+            self.workload.name, self.valkeyrie.ops_per_sec, self.raw.ops_per_sec, self.throughput_ratio, self.p99_ratio
+        );
+        if let (Some(go), Some(ratio)) = (&self.go, self.go_throughput_ratio) {
+            line.push_str(&format!("  Go {:>10.0} ops/s  Rust/Go {ratio:.3}", go.ops_per_sec));
+        }
+        line
+    }
+}
+
+/// Every comparison of a run.
+#[derive(Debug, Serialize)]
+pub(crate) struct Report {
+    scale: Scale,
+    reps: usize,
+    machine: String,
+    comparisons: Vec<Comparison>,
+}
+
+impl Report {
+    /// An empty report of a run at `scale` with `reps` measured rounds.
+    pub(crate) fn new(scale: Scale, reps: usize) -> Self {
+        Report {
+            scale,
+            reps,
+            machine: machine(),
+            comparisons: Vec::new(),
+        }
+    }
+
+    /// Adds one comparison.
+    pub(crate) fn push(&mut self, comparison: Comparison) {
+        self.comparisons.push(comparison);
+    }
+
+    /// The markdown table.
+    pub(crate) fn markdown(&self) -> String {
+        let mut out = format!(
+            "Measured on {}; {} measured rounds per workload, medians; ratio = valkeyrie / raw client.\n\n",
+            self.machine, self.reps
+        );
+        out.push_str("| backend | workload | valkeyrie ops/s | raw ops/s | throughput ratio | valkeyrie p50 / p99 / p99.9 µs | raw p50 / p99 / p99.9 µs | p99 ratio | peak RSS MiB (valkeyrie / raw) |\n");
+        out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+        let with_go = self.comparisons.iter().any(|c| c.go.is_some());
+        if with_go {
+            out = out.replace(
+                "| peak RSS MiB (valkeyrie / raw) |\n",
+                "| peak RSS MiB (valkeyrie / raw) | Go ops/s | Rust/Go throughput | Rust/Go p99 |\n",
+            );
+            out = out.replace("|---:|\n", "|---:|---:|---:|---:|\n");
+        }
+        for c in &self.comparisons {
+            let (v, r) = (&c.valkeyrie, &c.raw);
+            let mut workload = c.workload.name.to_owned();
+            if let Some(ratio) = c.list_memory_over_data {
+                workload.push_str(&format!(" (peak growth {ratio:.2}× data)"));
+            }
+            out.push_str(&format!(
+                "| {} | {} | {:.0} | {:.0} | {:.3} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} | {:.3} | {:.0} / {:.0} |\n",
+                c.backend,
+                workload,
+                v.ops_per_sec,
+                r.ops_per_sec,
+                c.throughput_ratio,
+                v.p50_us,
+                v.p99_us,
+                v.p999_us,
+                r.p50_us,
+                r.p99_us,
+                r.p999_us,
+                c.p99_ratio,
+                v.peak_rss_mib,
+                r.peak_rss_mib,
+            ));
+            if with_go {
+                out.pop();
+                match (&c.go, c.go_throughput_ratio, c.go_p99_ratio) {
+                    (Some(go), Some(thr), Some(p99)) => {
+                        out.push_str(&format!(" {:.0} | {thr:.3} | {p99:.3} |\n", go.ops_per_sec));
+                    }
+                    _ => out.push_str(" – | – | – |\n"),
+                }
+            }
+        }
+        out
+    }
+
+    /// Prints the table.
+    pub(crate) fn print(&self) {
+        println!("\n{}", self.markdown());
+    }
+
+    /// Writes `results.json`, `results.md` and `ratios.svg` into `dir`.
+    pub(crate) fn write(&self, dir: &Path) -> BenchResult<()> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let json = serde_json::to_string_pretty(self).map_err(|e| format!("encoding the results: {e}"))?;
+        write(&dir.join("results.json"), json.as_bytes())?;
+        write(&dir.join("results.md"), self.markdown().as_bytes())?;
+        self.chart(&dir.join("ratios.svg"))
+    }
+
+    /// One dot per workload and backend at its throughput ratio over the raw client, a cross
+    /// at its ratio over the Go library (with `--with-go`), and lines at 1.0 and the 0.95 target.
+    fn chart(&self, path: &Path) -> BenchResult<()> {
+        let draw_error = |e: &dyn std::fmt::Display| format!("drawing {}: {e}", path.display());
+        let mut backends: Vec<&str> = self.comparisons.iter().map(|c| c.backend).collect();
+        backends.dedup();
+        let top = self
+            .comparisons
+            .iter()
+            .flat_map(|c| [Some(c.throughput_ratio), c.go_throughput_ratio])
+            .flatten()
+            .fold(1.2_f64, f64::max)
+            .min(5.0);
+        let root = SVGBackend::new(path, (960, 540)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| draw_error(&e))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                "valkeyrie / raw client throughput per workload (dots; crosses: / Go library)",
+                ("sans-serif", 20),
+            )
+            .margin(16)
+            .x_label_area_size(40)
+            .y_label_area_size(56)
+            .build_cartesian_2d(-0.5_f64..(backends.len() as f64 - 0.5), 0.0_f64..top)
+            .map_err(|e| draw_error(&e))?;
+        let names = backends.clone();
+        chart
+            .configure_mesh()
+            .x_labels(backends.len())
+            .x_label_formatter(&|x| {
+                let i = x.round();
+                if (x - i).abs() < 0.01 && i >= 0.0 {
+                    names.get(i as usize).map_or_else(String::new, |n| (*n).to_owned())
+                } else {
+                    String::new()
+                }
+            })
+            .y_desc("throughput ratio")
+            .draw()
+            .map_err(|e| draw_error(&e))?;
+        for (level, color) in [(1.0, BLACK.mix(0.4)), (0.95, RED.mix(0.6))] {
+            chart
+                .draw_series(LineSeries::new(
+                    [(-0.5, level), (backends.len() as f64 - 0.5, level)],
+                    color,
+                ))
+                .map_err(|e| draw_error(&e))?;
+        }
+        let per_backend = self.comparisons.len().max(1) / backends.len().max(1);
+        let dots = self.comparisons.iter().enumerate().map(|(i, c)| {
+            let x = backends.iter().position(|b| *b == c.backend).unwrap_or(0) as f64;
+            // Spread a backend's workloads across its column.
+            let offset = ((i % per_backend.max(1)) as f64 / per_backend.max(1) as f64 - 0.5) * 0.6;
+            let color = Palette99::pick(i % per_backend.max(1)).filled();
+            Circle::new((x + offset, c.throughput_ratio.min(top)), 4, color)
+        });
+        chart.draw_series(dots).map_err(|e| draw_error(&e))?;
+        // With `--with-go`: valkeyrie over the Go library, as crosses.
+        let go_marks = self.comparisons.iter().enumerate().filter_map(|(i, c)| {
+            let ratio = c.go_throughput_ratio?;
+            let x = backends.iter().position(|b| *b == c.backend).unwrap_or(0) as f64;
+            let offset = ((i % per_backend.max(1)) as f64 / per_backend.max(1) as f64 - 0.5) * 0.6;
+            Some(Cross::new((x + offset, ratio.min(top)), 4, BLACK.stroke_width(1)))
+        });
+        chart.draw_series(go_marks).map_err(|e| draw_error(&e))?;
+        root.present().map_err(|e| draw_error(&e))
+    }
+}
+
+fn write(path: &Path, bytes: &[u8]) -> BenchResult<()> {
+    std::fs::write(path, bytes).map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+/// What the run was measured on: CPU model, core count and memory, from `/proc`.
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("model name"))
+        .map(|rest| rest.trim_start_matches([' ', '\t', ':']).trim().to_owned())
+        .unwrap_or_else(|| "an unknown CPU".to_owned());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_gib = meminfo
+        .lines()
+        .find_map(|line| line.strip_prefix("MemTotal:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / (1024.0 * 1024.0));
+    format!("{model}, {cores} cores, {mem_gib:.0} GiB, {}", std::env::consts::OS)
+}

@@ -1,0 +1,65 @@
+//! `cargo xtask bench`: starts the servers through the harness, runs the `valkeyrie-bench`
+//! binary (optimized, profile `bench-run`) with their endpoints, and stops what it started.
+//! The binary prints the table and writes `target/bench/results.{json,md}` and
+//! `target/bench/ratios.svg`.
+
+use std::process::Command;
+
+use crate::paths::{target_dir, workspace};
+use crate::say;
+use crate::servers::Server;
+
+/// Which servers a benchmark of `backends` needs (all when none is named).
+fn servers_for(backends: &[&str]) -> Vec<Server> {
+    if backends.is_empty() {
+        return Server::ALL.to_vec();
+    }
+    Server::ALL
+        .into_iter()
+        .filter(|server| backends.contains(&server.name()))
+        .collect()
+}
+
+/// Runs `cargo xtask bench` with its arguments (`--backend NAME …`, `--quick`, `--with-go`,
+/// `--reps N`); `--with-go` also builds the Go interop program, the Go library's side.
+pub fn run(args: &[&str]) -> Result<(), String> {
+    let mut backends = Vec::new();
+    let mut passed: Vec<String> = Vec::new();
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match *arg {
+            "--backend" => {
+                let name = rest.next().ok_or("--backend needs a name")?;
+                backends.push(*name);
+                passed.extend(["--backend".to_owned(), (*name).to_owned()]);
+            }
+            "--reps" => {
+                let n = rest.next().ok_or("--reps needs a number")?;
+                passed.extend(["--reps".to_owned(), (*n).to_owned()]);
+            }
+            "--quick" | "--with-go" => passed.push((*arg).to_owned()),
+            other => return Err(format!("unknown argument {other}; see `cargo xtask help`")),
+        }
+    }
+    let servers = servers_for(&backends);
+    let with_go = args.contains(&"--with-go");
+    crate::setup::run(&servers, with_go)?;
+    let out = target_dir().join("bench");
+    passed.extend(["--out".to_owned(), out.display().to_string()]);
+    crate::test::with_servers("bench", &servers, |env| {
+        say!("bench", "building and running valkeyrie-bench (profile bench-run)");
+        let status = Command::new(env!("CARGO"))
+            .args(["run", "--profile", "bench-run", "--package", "valkeyrie-bench", "--"])
+            .args(&passed)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .envs(with_go.then(|| ("VALKEYRIE_GO_BIN", crate::interop::binary().display().to_string())))
+            .current_dir(workspace())
+            .status()
+            .map_err(|e| format!("running cargo: {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("valkeyrie-bench failed ({status})"))
+        }
+    })
+}

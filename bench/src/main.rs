@@ -160,10 +160,22 @@ async fn compare(
         workload::run(*driver, workload, keys, options.scale.warm_up(), 0).await?;
     }
     let go_dir = keys_of("go").dir;
-    if let Some(go) = go {
-        go.prepare(workload, &go_dir, options.scale).await?;
-        go.run(workload, &go_dir, options.scale.warm_up(), 0).await?;
-    }
+    let mut go = match go {
+        Some(library) => {
+            let ready = async {
+                library.prepare(workload, &go_dir, options.scale).await?;
+                library.run(workload, &go_dir, options.scale.warm_up(), 0).await
+            };
+            match ready.await {
+                Ok(_) => Some(library),
+                Err(err) => {
+                    eprintln!("bench: {backend} / {} through Go failed: {err}", workload.name);
+                    None
+                }
+            }
+        }
+        None => None,
+    };
     let mut pairs: Vec<(Sample, Sample)> = Vec::with_capacity(options.reps);
     let mut go_samples = Vec::new();
     for round in 1..=options.reps {
@@ -180,11 +192,15 @@ async fn compare(
             pairs.push((through, direct));
         }
         if let Some(go) = go {
-            let sample = go
-                .run(workload, &go_dir, options.scale, round)
-                .await
-                .map_err(|e| format!("{backend} / {} through Go: {e}", workload.name))?;
-            go_samples.push(sample);
+            match go.run(workload, &go_dir, options.scale, round).await {
+                Ok(sample) => go_samples.push(sample),
+                // The Go library failing a workload is a finding, not a reason to stop.
+                Err(err) => {
+                    eprintln!("bench: {backend} / {} through Go failed: {err}", workload.name);
+                    go_samples.clear();
+                    go = None;
+                }
+            }
         }
     }
     Ok(Comparison::new(backend, workload, pairs, go_samples))

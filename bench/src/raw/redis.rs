@@ -5,10 +5,10 @@
 //! Where the backend runs a Lua script for every write (taking `LastIndex` from the
 //! server's clock), a user writing by hand sends a plain `SET` with `LastIndex` from the
 //! client's clock in microseconds (below 2^53, so Lua reads it exactly). Only the
-//! compare-and-set needs a script: it compares the stored envelope's `LastIndex` and writes
-//! the new envelope in one step. A list SCANs `dir/*` and reads the keys with MGET, 500 at a
-//! time, like the backend; a watch subscribes to the key's keyspace notifications and reads
-//! the key again on each. A lock is the key itself, written with `SET NX PX 20000` (the
+//! compare-and-set and the lock release need a script: each compares the stored envelope's
+//! `LastIndex` and writes (or deletes) in one step. A list SCANs `dir/*` and reads the keys with MGET, 500 at a
+//! time, like the backend; a watch subscribes to the key's keyspace notifications and, in a
+//! task of its own as the backend does, reads the key again on each. A lock is the key itself, written with `SET NX PX 20000` (the
 //! backend's default lock TTL), retried every few milliseconds while held, and released by
 //! a compare-and-delete on the `LastIndex` written. (The backend's release keeps the value
 //! and drops its expiry, which its lock script reads as free; `SET NX` needs the key gone.)
@@ -30,6 +30,7 @@ use fred::types::KeyspaceEvent;
 use futures_util::{stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::mpsc;
 
 use crate::driver::{BenchResult, Driver, ValueStream};
 use crate::target::Target;
@@ -45,6 +46,9 @@ const LOCK_TTL_MS: i64 = 20_000;
 
 /// How long a lock waiter sleeps between two attempts.
 const LOCK_RETRY: Duration = Duration::from_millis(5);
+
+/// Values buffered between a watch's task and a slow consumer.
+const WATCH_BUFFER: usize = 64;
 
 /// What the lock's key holds while it is held.
 const LOCK_VALUE: &[u8] = b"bench";
@@ -165,14 +169,9 @@ impl RawRedis {
         })
     }
 
-    /// The value and index at `key`, if it exists.
-    async fn read(&self, key: &str) -> BenchResult<Option<(Bytes, u64)>> {
-        read(&self.pool, key).await
-    }
-
     /// The value and index at `key`, which exists.
     async fn read_existing(&self, key: &str) -> BenchResult<(Bytes, u64)> {
-        self.read(key).await?.ok_or_else(|| format!("{key} not found"))
+        read(&self.pool, key).await?.ok_or_else(|| format!("{key} not found"))
     }
 }
 
@@ -254,17 +253,19 @@ impl Driver for RawRedis {
             .map_err(failed("subscribe to", key))?;
         // Read after subscribing, so no change falls between the two.
         let (current, index) = self.read_existing(key).await?;
-        eprintln!("DEBUG {:?} raw watch {key} started at {index}", SystemTime::now());
         let watch = Watch {
             pool: self.pool.clone(),
             key: key.to_owned(),
             events,
             last_index: index,
-            current: Some(current),
             _subscription: subscriber,
         };
-        Ok(Box::pin(stream::unfold(watch, |mut watch| async move {
-            watch.next().await.map(|item| (item, watch))
+        let (sender, receiver) = mpsc::channel(WATCH_BUFFER);
+        // The channel is new and empty: the current value fits.
+        let _ = sender.try_send(Ok(current));
+        tokio::spawn(watch.feed(sender));
+        Ok(Box::pin(stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|item| (item, receiver))
         })))
     }
 
@@ -315,7 +316,7 @@ impl Drop for Subscription {
     }
 }
 
-/// The state of one watch stream.
+/// The task behind one watch stream.
 struct Watch {
     /// Where the key is read again on each notification.
     pool: Pool,
@@ -325,28 +326,31 @@ struct Watch {
     events: broadcast::Receiver<KeyspaceEvent>,
     /// The index of the value last delivered.
     last_index: u64,
-    /// The value read when the watch started, until delivered.
-    current: Option<Bytes>,
     /// Keeps the subscriber connection open while the watch lives.
     _subscription: Subscription,
 }
 
 impl Watch {
-    /// The next value: the current one first, then each new one; `None` once the
-    /// subscriber connection is gone.
-    async fn next(&mut self) -> Option<BenchResult<Bytes>> {
-        if let Some(current) = self.current.take() {
-            return Some(Ok(current));
-        }
+    /// Sends each new value of the key to `sender`, until the stream is dropped, the
+    /// subscriber connection closes or a read fails.
+    async fn feed(mut self, sender: mpsc::Sender<BenchResult<Bytes>>) {
         loop {
-            let got = self.events.recv().await;
-            eprintln!(
-                "DEBUG {:?} raw watch {} event {:?}",
-                SystemTime::now(),
-                self.key,
-                got.as_ref().map(|e| e.operation.clone())
-            );
-            match got {
+            let item = tokio::select! {
+                () = sender.closed() => return,
+                item = self.next() => item,
+            };
+            let Some(item) = item else { return };
+            let failed = item.is_err();
+            if sender.send(item).await.is_err() || failed {
+                return;
+            }
+        }
+    }
+
+    /// The next value; `None` once the subscriber connection is gone.
+    async fn next(&mut self) -> Option<BenchResult<Bytes>> {
+        loop {
+            match self.events.recv().await {
                 // On a notification, or after missing some, read the key again.
                 Ok(_) | Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => return None,

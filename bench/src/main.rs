@@ -191,8 +191,8 @@ async fn compare(
         if let [Some(through), Some(direct)] = samples {
             pairs.push((through, direct));
         }
-        if let Some(go) = go {
-            match go.run(workload, &go_dir, options.scale, round).await {
+        if let Some(library) = go {
+            match library.run(workload, &go_dir, options.scale, round).await {
                 Ok(sample) => go_samples.push(sample),
                 // The Go library failing a workload is a finding, not a reason to stop.
                 Err(err) => {

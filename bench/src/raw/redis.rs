@@ -5,10 +5,11 @@
 //! Where the backend runs a Lua script for every write (taking `LastIndex` from the
 //! server's clock), a user writing by hand sends a plain `SET` with `LastIndex` from the
 //! client's clock in microseconds (below 2^53, so Lua reads it exactly). Only the
-//! compare-and-set and the lock release need a script: each compares the stored envelope's
-//! `LastIndex` and writes (or deletes) in one step. A list SCANs `dir/*` and reads the keys with MGET, 500 at a
-//! time, like the backend; a watch subscribes to the key's keyspace notifications and, in a
-//! task of its own as the backend does, reads the key again on each. A lock is the key itself, written with `SET NX PX 20000` (the
+//! compare-and-set and the lock release need a script: each compares the stored
+//! envelope's `LastIndex` and writes (or deletes) in one step. A list SCANs `dir/*` and
+//! reads the keys with MGET, 500 at a time, like the backend. A watch subscribes to the
+//! key's keyspace notifications and, in a task of its own as the backend does, reads the
+//! key again on each. A lock is the key itself, written with `SET NX PX 20000` (the
 //! backend's default lock TTL), retried every few milliseconds while held, and released by
 //! a compare-and-delete on the `LastIndex` written. (The backend's release keeps the value
 //! and drops its expiry, which its lock script reads as free; `SET NX` needs the key gone.)

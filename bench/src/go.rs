@@ -52,16 +52,12 @@ impl GoLibrary {
     fn args(workload: Workload, scale: Scale, round: usize) -> (&'static str, Vec<String>) {
         let flag = |name: &str, value: usize| [format!("-{name}"), value.to_string()];
         let (kind, flags): (&str, Vec<[String; 2]>) = match workload.kind {
-            Kind::Put { size, concurrency } => (
-                "put",
-                vec![
-                    flag("size", size),
-                    flag("concurrency", concurrency),
-                    flag("ops", scale.ops),
-                ],
-            ),
-            Kind::Get { size, concurrency } => (
-                "get",
+            Kind::Put { size, concurrency } | Kind::Get { size, concurrency } => (
+                if matches!(workload.kind, Kind::Put { .. }) {
+                    "put"
+                } else {
+                    "get"
+                },
                 vec![
                     flag("size", size),
                     flag("concurrency", concurrency),

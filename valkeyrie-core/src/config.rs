@@ -262,7 +262,8 @@ impl<'de> de::Deserializer<'de> for ParamValue<'_> {
 }
 
 /// A store URL split into its parts: `scheme://[user[:password]@]host1,host2/path?params`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Its `Debug` output names the parameters but not their values, which may be passwords.
+#[derive(Clone, PartialEq, Eq)]
 pub struct StoreUrl {
     /// The store name (the URL scheme).
     pub scheme: String,
@@ -274,6 +275,20 @@ pub struct StoreUrl {
     /// Query parameters in order, percent-decoded, followed by `username`/`password` from
     /// the user info when present.
     pub params: Vec<(String, String)>,
+}
+
+impl fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreUrl")
+            .field("scheme", &self.scheme)
+            .field("endpoints", &self.endpoints)
+            .field("path", &self.path)
+            .field(
+                "params",
+                &self.params.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
 }
 
 impl StoreUrl {

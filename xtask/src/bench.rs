@@ -21,7 +21,8 @@ fn servers_for(backends: &[&str]) -> Vec<Server> {
 }
 
 /// Runs `cargo xtask bench` with its arguments (`--backend NAME …`, `--quick`, `--with-go`,
-/// `--reps N`); `--with-go` also builds the Go interop program, the Go library's side.
+/// `--reps N`, `--publish`); `--with-go` also builds the Go interop program, the Go
+/// library's side, and `--publish` copies the results to `bench/results/` for the README.
 pub fn run(args: &[&str]) -> Result<(), String> {
     let mut backends = Vec::new();
     let mut passed: Vec<String> = Vec::new();
@@ -38,6 +39,7 @@ pub fn run(args: &[&str]) -> Result<(), String> {
                 passed.extend(["--reps".to_owned(), (*n).to_owned()]);
             }
             "--quick" | "--with-go" => passed.push((*arg).to_owned()),
+            "--publish" => {}
             other => return Err(format!("unknown argument {other}; see `cargo xtask help`")),
         }
     }
@@ -56,10 +58,28 @@ pub fn run(args: &[&str]) -> Result<(), String> {
             .current_dir(workspace())
             .status()
             .map_err(|e| format!("running cargo: {e}"))?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(format!("valkeyrie-bench failed ({status})"))
+        if !status.success() {
+            return Err(format!("valkeyrie-bench failed ({status})"));
         }
+        if args.contains(&"--publish") {
+            publish(&out)?;
+        }
+        Ok(())
     })
+}
+
+/// The files of a run that the README shows, copied from `target/bench/` to
+/// `bench/results/` (committed).
+const PUBLISHED: [&str; 3] = ["results.md", "results.json", "ratios.svg"];
+
+/// Copies the run's table, figures and chart to `bench/results/` for the README.
+fn publish(out: &std::path::Path) -> Result<(), String> {
+    let published = workspace().join("bench").join("results");
+    std::fs::create_dir_all(&published).map_err(|e| format!("creating {}: {e}", published.display()))?;
+    for file in PUBLISHED {
+        std::fs::copy(out.join(file), published.join(file))
+            .map_err(|e| format!("publishing {file} to {}: {e}", published.display()))?;
+    }
+    say!("bench", "published the run to {}", published.display());
+    Ok(())
 }

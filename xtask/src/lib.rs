@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod docker;
+pub mod fuzz;
 pub mod interop;
 pub mod paths;
 pub mod probe;

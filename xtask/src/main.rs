@@ -17,12 +17,16 @@ commands:
                                  suites: memory boltlike consul dynamodb etcd redis zookeeper
                                  template facade interop servers. --docker takes the servers
                                  from containers (testcontainers) instead of local processes
-  bench [--backend NAME ...] [--quick] [--with-go] [--reps N]
+  bench [--backend NAME ...] [--quick] [--with-go] [--reps N] [--publish]
                                  every backend through valkeyrie and through its raw client, in
                                  one process, alternating (--with-go: and through the Go library
                                  on etcd, redis, zookeeper, consul); prints the table and writes
-                                 target/bench/results.json, results.md and ratios.svg.
+                                 target/bench/results.json, results.md and ratios.svg
+                                 (--publish: also to bench/results/, which the README shows).
                                  backends: boltlike consul dynamodb etcd redis zookeeper
+  fuzz [--seconds N] [--target NAME]
+                                 run a cargo fuzz target of fuzz/ (default store_url, 60 s) on
+                                 nightly Rust, installing cargo-fuzz and nightly when missing
   servers install [NAME ...]     install servers (all by default)
   servers start [NAME ...]       start servers on loopback (all by default) and leave them running
   servers stop [NAME ...]        stop servers the harness started
@@ -39,6 +43,7 @@ fn main() -> ExitCode {
         ["setup"] => xtask::setup::run(&Server::ALL, true),
         ["test", rest @ ..] => xtask::test::run(rest),
         ["bench", rest @ ..] => xtask::bench::run(rest),
+        ["fuzz", rest @ ..] => xtask::fuzz::run(rest),
         ["servers", command, names @ ..] => servers(command, names),
         ["help" | "--help" | "-h"] => {
             println!("{USAGE}");

@@ -21,7 +21,8 @@
 //! A watch **polls**: the backend reads the table's DynamoDB Stream, whose client
 //! (`aws-sdk-dynamodbstreams`) is not a dependency here, so this side does what a user
 //! without streams does: a background task reads the item every 15 ms and sends its value
-//! whenever its version changes, the current value first.
+//! whenever its version changes, the current value first. The valkeyrie side reads its
+//! stream at the same cadence (`target::DYNAMODB_WATCH_POLL`).
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -43,7 +44,7 @@ use futures_util::stream;
 use tokio::sync::mpsc;
 
 use crate::driver::{BenchResult, Driver, ValueStream};
-use crate::target::{Target, DYNAMODB_TABLE};
+use crate::target::{Target, DYNAMODB_TABLE, DYNAMODB_WATCH_POLL};
 
 /// A condition that holds while the item has not expired.
 const LIVE: &str = "(attribute_not_exists(expiration_time) OR expiration_time > :now)";
@@ -59,9 +60,6 @@ const LOCK_POLL: Duration = Duration::from_millis(100);
 
 /// How long a contender waits after losing a race for a free lock (as the backend does).
 const LOCK_RETRY: Duration = Duration::from_millis(10);
-
-/// How often a watch reads the watched item.
-const WATCH_POLL: Duration = Duration::from_millis(15);
 
 /// Values buffered between a watch's polling task and its consumer.
 const WATCH_BUFFER: usize = 64;
@@ -235,9 +233,9 @@ impl RawDynamoDb {
     }
 
     /// Sends each new value of `key` after `version` to `values`, reading every
-    /// [`WATCH_POLL`], until the consumer goes away or a read fails.
+    /// [`DYNAMODB_WATCH_POLL`], until the consumer goes away or a read fails.
     async fn poll(self, key: String, mut version: u64, values: mpsc::Sender<BenchResult<Bytes>>) {
-        let mut tick = tokio::time::interval(WATCH_POLL);
+        let mut tick = tokio::time::interval(DYNAMODB_WATCH_POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let answer = tokio::select! {

@@ -208,6 +208,10 @@ impl Server {
                         &serf_wan.to_string(),
                     ])
                     .args(["-server-port", &server.to_string(), "-grpc-port", "-1"])
+                    // Every client here comes from 127.0.0.1, and Consul refuses a client
+                    // IP's connections past 200 (with an EOF): a benchmark at concurrency
+                    // 64 holds that many per side (valkeyrie, raw, Go) at once.
+                    .args(["-hcl", "limits { http_max_conns_per_client = 2000 }"])
                     // ACLs on, allowing everything by default, so tests can make tokens that
                     // are refused (and check what a refusal looks like).
                     .args([

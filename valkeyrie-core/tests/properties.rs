@@ -1,0 +1,198 @@
+//! Property tests on bad input: every key either normalizes by the documented rules or is
+//! `InvalidKey` naming the store and the key as given; every URL either parses or is
+//! `InvalidConfiguration` naming `url`; every parameter list either fills a typed config or
+//! is `InvalidConfiguration` naming a parameter. Nothing panics, and no password reaches an
+//! error or `Debug` output.
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+use serde::Deserialize;
+use valkeyrie_core::config::{from_params, BackendConfig, Secret};
+use valkeyrie_core::{Error, ErrorKind, Key, StoreConfig, StoreUrl};
+
+const STORE: &str = "prop";
+
+/// Strings built from the characters the key rules care about, plus arbitrary ones.
+fn key_like() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        Just("/".to_owned()),
+        Just("//".to_owned()),
+        Just(".".to_owned()),
+        Just("..".to_owned()),
+        Just("\u{0}".to_owned()),
+        Just("\n".to_owned()),
+        Just("\u{85}".to_owned()),
+        "[a-z0-9_-]{1,4}",
+        any::<char>().prop_map(String::from),
+    ];
+    prop::collection::vec(piece, 0..8).prop_map(|pieces| pieces.concat())
+}
+
+/// What the rules say about `raw`, computed independently of `Key::parse`.
+fn expected_key(raw: &str) -> Option<String> {
+    let trimmed = raw.strip_prefix('/').unwrap_or(raw);
+    let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
+    let valid = !trimmed.is_empty()
+        && !trimmed.chars().any(char::is_control)
+        && trimmed.split('/').all(|s| !matches!(s, "" | "." | ".."));
+    valid.then(|| trimmed.to_owned())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2048, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn keys_normalize_or_fail_typed(raw in key_like()) {
+        match (Key::parse(STORE, &raw), expected_key(&raw)) {
+            (Ok(key), Some(expected)) => {
+                prop_assert_eq!(key.as_str(), expected.as_str());
+                // Normalizing is idempotent and the parts agree with the whole.
+                prop_assert_eq!(Key::parse(STORE, key.as_str()).ok(), Some(key.clone()));
+                prop_assert_eq!(key.segments().collect::<Vec<_>>().join("/"), key.as_str());
+                if let Some(parent) = key.parent() {
+                    prop_assert!(parent.contains(key.as_str()));
+                    prop_assert!(!key.contains(parent.as_str()));
+                }
+                prop_assert!(!key.contains(key.as_str()));
+            }
+            (Err(err), None) => {
+                prop_assert_eq!(err.kind(), ErrorKind::InvalidKey);
+                prop_assert_eq!(err.store(), STORE);
+                prop_assert_eq!(err.key(), Some(raw.as_str()));
+            }
+            (got, expected) => prop_assert!(false, "{raw:?}: got {got:?}, the rules say {expected:?}"),
+        }
+    }
+
+    #[test]
+    fn join_is_parse_of_the_concatenation(parent in key_like(), child in key_like()) {
+        if let Ok(parent) = Key::parse(STORE, &parent) {
+            let joined = parent.join(STORE, &child);
+            match Key::parse(STORE, &child) {
+                Ok(child) => {
+                    let joined = joined.map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    prop_assert_eq!(joined.as_str(), format!("{}/{}", parent.as_str(), child.as_str()));
+                    prop_assert!(parent.contains(joined.as_str()));
+                }
+                Err(_) => prop_assert_eq!(joined.map_err(|e| e.kind()).err(), Some(ErrorKind::InvalidKey)),
+            }
+        }
+    }
+
+    #[test]
+    fn any_text_parses_as_a_url_or_fails_typed(url in any::<String>()) {
+        match StoreUrl::parse(&url) {
+            Ok(parsed) => {
+                prop_assert!(!parsed.scheme.is_empty());
+                let prefix = format!("{}://", parsed.scheme);
+                prop_assert!(url.starts_with(&prefix), "{} does not start with {}", url, prefix);
+                prop_assert!(parsed.endpoints.iter().all(|e| !e.is_empty()));
+            }
+            Err(err) => {
+                prop_assert_eq!(err.kind(), ErrorKind::InvalidConfiguration);
+                let names_url = matches!(&err, Error::InvalidConfiguration { field, .. } if field == "url");
+                prop_assert!(names_url, "{:?} does not name the url", err);
+            }
+        }
+    }
+
+    #[test]
+    fn built_urls_parse_back_to_their_parts(
+        scheme in "[a-z][a-z0-9_-]{0,8}",
+        hosts in prop::collection::vec("[a-z0-9.-]{1,10}(:[0-9]{1,5})?", 0..4),
+        path in prop::option::of("[a-zA-Z0-9_./-]{1,20}"),
+        params in prop::collection::vec(("[a-z_]{1,8}", any::<String>()), 0..4),
+        user in prop::option::of(("[a-z]{1,6}", "\\PC{0,12}")),
+    ) {
+        let query: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(params.iter())
+            .finish();
+        let userinfo = user.as_ref().map_or(String::new(), |(name, password)| {
+            let password = percent_encoding::utf8_percent_encode(password, percent_encoding::NON_ALPHANUMERIC);
+            format!("{name}:{password}@")
+        });
+        let path_part = path.as_ref().map_or(String::new(), |p| format!("/{p}"));
+        let url = format!("{scheme}://{userinfo}{}{path_part}?{query}", hosts.join(","));
+        let parsed = StoreUrl::parse(&url).map_err(|e| TestCaseError::fail(format!("{url}: {e}")))?;
+        prop_assert_eq!(&parsed.scheme, &scheme);
+        prop_assert_eq!(&parsed.endpoints, &hosts);
+        let expected_path = path.as_deref().map(|p| {
+            if hosts.is_empty() && userinfo.is_empty() { format!("/{p}") } else { p.to_owned() }
+        });
+        prop_assert_eq!(parsed.path, expected_path);
+        let mut expected_params = params.clone();
+        if let Some((name, password)) = &user {
+            expected_params.push(("username".to_owned(), name.clone()));
+            expected_params.push(("password".to_owned(), password.clone()));
+        }
+        prop_assert_eq!(&parsed.params, &expected_params);
+    }
+
+    #[test]
+    fn passwords_never_reach_debug_output(password in "[a-zA-Z0-9]{12,24}") {
+        let url = format!("redis://app:{password}@h1:6379/0?token={password}");
+        let parsed = StoreUrl::parse(&url).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let debug = format!("{parsed:?} {:?}", StoreConfig::Params(parsed.params.clone()));
+        prop_assert!(!debug.contains(&password), "{}", debug);
+        let params: Vec<_> = parsed.params.into_iter().filter(|(name, _)| name != "token" && name != "username").collect();
+        let config: Demo = from_params(STORE, &params).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(config.password.as_ref().map(Secret::expose), Some(password.as_str()));
+        let debug = format!("{config:?}");
+        prop_assert!(!debug.contains(&password), "{}", debug);
+    }
+
+    #[test]
+    fn params_fill_the_config_or_name_the_parameter(
+        mut params in prop::collection::vec((
+            prop_oneof![
+                Just("timeout".to_owned()), Just("size".to_owned()), Just("tls".to_owned()),
+                Just("hosts".to_owned()), "[a-z]{1,6}",
+            ],
+            prop_oneof![
+                "[0-9]{1,4}(ms|s)?", Just("true".to_owned()), Just("-1".to_owned()), any::<String>(),
+            ],
+        ), 0..6),
+        password in prop::option::of(("[A-Za-z0-9]{16}", any::<prop::sample::Index>())),
+    ) {
+        if let Some((secret, at)) = &password {
+            params.insert(at.index(params.len() + 1), ("password".to_owned(), secret.clone()));
+        }
+        let secret = password.map(|(secret, _)| secret);
+        match from_params::<Demo>(STORE, &params) {
+            Ok(config) => {
+                prop_assert_eq!(config.password.as_ref().map(Secret::expose), secret.as_deref());
+                let debug = format!("{config:?}");
+                prop_assert!(secret.as_ref().is_none_or(|s| !debug.contains(s.as_str())), "{}", debug);
+            }
+            Err(err) => {
+                prop_assert_eq!(err.kind(), ErrorKind::InvalidConfiguration);
+                let Error::InvalidConfiguration { field, .. } = &err else {
+                    return Err(TestCaseError::fail(format!("{err:?}")));
+                };
+                prop_assert!(
+                    params.iter().any(|(name, _)| name == field),
+                    "{} names no parameter of {:?}", err, params
+                );
+                let message = format!("{err} {err:?}");
+                prop_assert!(secret.as_ref().is_none_or(|s| !message.contains(s.as_str())), "{}", message);
+            }
+        }
+    }
+}
+
+/// A config with one field of each kind a backend has.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Demo {
+    #[serde(with = "humantime_serde")]
+    timeout: Option<Duration>,
+    size: u32,
+    tls: bool,
+    password: Option<Secret>,
+    hosts: Vec<String>,
+}
+
+impl BackendConfig for Demo {
+    const STORE: &'static str = STORE;
+}

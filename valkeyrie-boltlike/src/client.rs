@@ -76,11 +76,10 @@ impl Storage for SledStorage {
         raw.map(|raw| decode_record(key, &raw)).transpose()
     }
 
-    fn insert(&self, key: &str, record: &Record) -> Result<(), BoxError> {
-        self.data
-            .insert(key, encode_record(record))
-            .map(drop)
-            .map_err(storage_error)
+    fn insert(&self, key: &str, record: &Record) -> Result<Option<u64>, BoxError> {
+        // sled returns the replaced value anyway; only its expiry is decoded.
+        let previous = self.data.insert(key, encode_record(record)).map_err(storage_error)?;
+        Ok(previous.and_then(|raw| u64_at(&raw, 8)).filter(|&at| at != 0))
     }
 
     fn remove(&self, key: &str) -> Result<Option<Record>, BoxError> {

@@ -143,11 +143,16 @@ impl<S: Storage> Engine<S> {
         self.storage.next_index().map_err(|e| self.fail(call, key, e))
     }
 
-    fn publish(&self, key: &str, pair: Option<KvPair>, index: u64) {
-        // No receiver is fine: nobody watches.
+    /// Callers hold the writer lock, as `subscribe` does: a watcher subscribing later reads
+    /// its snapshot after this change, so skipping the send when nobody watches loses nothing.
+    fn publish(&self, key: &str, pair: Option<&KvPair>, index: u64) {
+        if self.changes.receiver_count() == 0 {
+            return;
+        }
+        // A receiver dropped since the count is fine too.
         let _ = self.changes.send(Change {
             key: key.to_owned(),
-            pair,
+            pair: pair.cloned(),
             index,
         });
     }
@@ -192,11 +197,6 @@ impl<S: Storage> Engine<S> {
         value: Bytes,
         ttl: Option<Duration>,
     ) -> Result<KvPair> {
-        let previous_expiry = self
-            .storage
-            .get(key)
-            .map_err(|e| self.fail(call, key, e))?
-            .and_then(|r| r.expires_at);
         let index = self.next_index(call, key)?;
         let expires_at = ttl.map(ms_after);
         let record = Record {
@@ -204,7 +204,7 @@ impl<S: Storage> Engine<S> {
             expires_at,
             value,
         };
-        self.storage.insert(key, &record).map_err(|e| self.fail(call, key, e))?;
+        let previous_expiry = self.storage.insert(key, &record).map_err(|e| self.fail(call, key, e))?;
         if let Some(at) = previous_expiry {
             writer.expiries.remove(&(at, key.to_owned()));
         }
@@ -213,7 +213,7 @@ impl<S: Storage> Engine<S> {
             self.expiry_scheduled.notify_one();
         }
         let pair = KvPair::new(key, record.value, index);
-        self.publish(key, Some(pair.clone()), index);
+        self.publish(key, Some(&pair), index);
         Ok(pair)
     }
 

@@ -33,12 +33,13 @@ impl Storage for MemoryStorage {
             .cloned())
     }
 
-    fn insert(&self, key: &str, record: &Record) -> Result<(), BoxError> {
-        self.data
+    fn insert(&self, key: &str, record: &Record) -> Result<Option<u64>, BoxError> {
+        let previous = self
+            .data
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(key.to_owned(), record.clone());
-        Ok(())
+        Ok(previous.and_then(|r| r.expires_at))
     }
 
     fn remove(&self, key: &str) -> Result<Option<Record>, BoxError> {

@@ -53,8 +53,9 @@ pub struct LockRecord {
 pub trait Storage: Send + Sync + 'static {
     /// The record at `key`, expired or not.
     fn get(&self, key: &str) -> Result<Option<Record>, BoxError>;
-    /// Writes the record at `key`.
-    fn insert(&self, key: &str, record: &Record) -> Result<(), BoxError>;
+    /// Writes the record at `key`, returning the expiry of the record it replaced (`None`
+    /// when there was none or it had no expiry), so the engine need not read it first.
+    fn insert(&self, key: &str, record: &Record) -> Result<Option<u64>, BoxError>;
     /// Removes `key`, returning what was there.
     fn remove(&self, key: &str) -> Result<Option<Record>, BoxError>;
     /// Every record whose key starts with `prefix`, sorted by key (bytewise).

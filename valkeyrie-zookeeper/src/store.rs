@@ -373,8 +373,7 @@ impl Backend for ZookeeperStore {
 
     async fn list(&self, dir: &Key, _opts: &ReadOptions) -> Result<Vec<KvPair>> {
         checked_path(dir)?;
-        let paths = self.zk.walk("list", dir, false, self.config.concurrency).await?;
-        self.zk.read_keys("list", paths, self.config.concurrency).await
+        self.zk.list_keys("list", dir, self.config.concurrency).await
     }
 
     async fn delete_tree(&self, dir: &Key) -> Result<()> {

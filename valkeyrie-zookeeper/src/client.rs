@@ -184,6 +184,56 @@ impl ZkClient {
         Ok(paths)
     }
 
+    /// The keys below `dir` (and `dir` itself when nothing below is a key: it then decides
+    /// whether the listing is empty or not found), lock contender nodes excluded. Each
+    /// node's stat, read with its data, says whether it has children to list, so leaves
+    /// cost one read. At most `concurrency` requests in flight.
+    pub(crate) async fn list_keys(&self, call: &'static str, dir: &Key, concurrency: usize) -> Result<Vec<KvPair>> {
+        let root = path_of(dir.as_str());
+        let mut pairs = Vec::new();
+        let mut parents = vec![root.clone()];
+        while !parents.is_empty() {
+            let children: Vec<String> = stream::iter(parents)
+                .map(|parent| async move {
+                    let names = match self.request(call, &parent, self.client()?.list_children(&parent)).await {
+                        Ok(names) => names,
+                        Err(Error::KeyNotFound { .. }) => Vec::new(),
+                        Err(err) => return Err(err),
+                    };
+                    let names = names.into_iter().filter(|name| !is_lock_node(name));
+                    Ok(names.map(|name| format!("{parent}/{name}")).collect::<Vec<_>>())
+                })
+                .buffer_unordered(concurrency)
+                .try_concat()
+                .await?;
+            let nodes: Vec<Option<(String, Option<KvPair>, bool)>> = stream::iter(children)
+                .map(|path| async move {
+                    match self.request(call, &path, self.client()?.get_data(&path)).await {
+                        Ok((data, stat)) => {
+                            let pair = decode(data).map(|value| KvPair::new(key_of(&path), value, index_of(&stat)));
+                            Ok(Some((path, pair, stat.num_children > 0)))
+                        }
+                        Err(Error::KeyNotFound { .. }) => Ok(None),
+                        Err(err) => Err(err),
+                    }
+                })
+                .buffer_unordered(concurrency)
+                .try_collect()
+                .await?;
+            parents = Vec::new();
+            for (path, pair, has_children) in nodes.into_iter().flatten() {
+                if has_children {
+                    parents.push(path);
+                }
+                pairs.extend(pair);
+            }
+        }
+        if pairs.is_empty() {
+            return self.read_keys(call, vec![root], concurrency).await;
+        }
+        Ok(pairs)
+    }
+
     /// The keys at `paths`, skipping nodes that are not keys or are gone.
     pub(crate) async fn read_keys(
         &self,

@@ -161,7 +161,6 @@ impl Acquire for ZkLocker {
         }
         let key = self.key.as_str();
         let path = path_of(key);
-        self.zk.ensure_parents(call, &format!("{path}/_")).await?;
         let session = self.zk.client()?.session_id().0 as u64;
         let unique = NEXT_CONTENDER.fetch_add(1, Ordering::Relaxed) ^ u64::from(std::process::id());
         let name_prefix = format!("_c_{session:016x}{unique:016x}-lock-");
@@ -175,8 +174,8 @@ impl Acquire for ZkLocker {
         let options = CreateMode::EphemeralSequential.with_acls(Acls::anyone_all());
         let started = LostNotifier::now_ms();
         let client = self.zk.client()?;
-        // The key's directory node may be cleaned up by another process between making it and
-        // creating under it: make it again and retry.
+        // The key's directory node is made only when missing (also when another process
+        // cleaned it up between making it and creating under it): make it and retry.
         let mut attempts = 0;
         let (stat, seq) = loop {
             match self.zk.request(call, key, client.create(&prefix, &[], &options)).await {

@@ -118,6 +118,11 @@ impl ZookeeperStore {
         let ephemeral = opts.keep_alive && opts.ttl.is_some();
         let ttl = opts.ttl.filter(|_| !ephemeral);
         let options = create_options(ttl, ephemeral);
+        if matches!(expected, Expect::Any) && ttl.is_none() && !ephemeral {
+            if let Some(index) = self.put_plain(call, key, &path, &data, &options).await? {
+                return Ok(KvPair::new(key.as_str(), Bytes::copy_from_slice(value), index));
+            }
+        }
         let client = self.zk.client()?;
         for _ in 0..WRITE_ATTEMPTS {
             let Some((current, stat)) = self.read(call, key, &path).await? else {
@@ -190,6 +195,50 @@ impl ZookeeperStore {
         }
         let reason = format!("gave up after {WRITE_ATTEMPTS} attempts racing other writers");
         Err(Error::backend(ZOOKEEPER, call, key.as_str(), true, reason))
+    }
+
+    /// A plain put without reading the node first: sets its data in place, or creates it
+    /// (its parents only when they are missing). `None` when the read-then-write path must
+    /// decide: the node is a TTL or ephemeral one (now holding the new data) that a plain
+    /// node must replace, or it was created or removed meanwhile.
+    async fn put_plain(
+        &self,
+        call: &'static str,
+        key: &Key,
+        path: &str,
+        data: &[u8],
+        options: &CreateOptions<'_>,
+    ) -> Result<Option<u64>> {
+        let client = self.zk.client()?;
+        match self
+            .zk
+            .request(call, key.as_str(), client.set_data(path, data, None))
+            .await
+        {
+            // As `write` decides: a node with children stays, a plain node is set in place.
+            Ok(stat) if stat.num_children > 0 || (stat.ephemeral_owner == 0 && stat.aversion <= 0) => {
+                return Ok(Some(index_of(&stat)))
+            }
+            Ok(_) => return Ok(None),
+            Err(Error::KeyNotFound { .. }) => {}
+            Err(err) => return Err(err),
+        }
+        let mut made_parents = false;
+        loop {
+            match self
+                .zk
+                .request(call, key.as_str(), client.create(path, data, options))
+                .await
+            {
+                Ok((stat, _)) => return Ok(Some(index_of(&stat))),
+                Err(Error::KeyNotFound { .. }) if !made_parents => {
+                    made_parents = true;
+                    self.zk.ensure_parents(call, path).await?;
+                }
+                Err(Error::KeyExists { .. } | Error::KeyNotFound { .. }) => return Ok(None),
+                Err(err) => return Err(err),
+            }
+        }
     }
 
     /// Marks a TTL node this store created (see `write`).
@@ -324,8 +373,7 @@ impl Backend for ZookeeperStore {
 
     async fn list(&self, dir: &Key, _opts: &ReadOptions) -> Result<Vec<KvPair>> {
         checked_path(dir)?;
-        let paths = self.zk.walk("list", dir, false, self.config.concurrency).await?;
-        self.zk.read_keys("list", paths, self.config.concurrency).await
+        self.zk.list_keys("list", dir, self.config.concurrency).await
     }
 
     async fn delete_tree(&self, dir: &Key) -> Result<()> {

@@ -13,6 +13,11 @@ const PRELUDE: &str = r#"
 local function current_index(key)
   local current = redis.call('GET', key)
   if not current then return nil end
+  -- A pattern scan, not cjson.decode: decoding the whole envelope (value included) made
+  -- every write cost O(value size) in Lua. Inside the JSON-encoded Key every quote is
+  -- escaped, so an unescaped `"LastIndex":` can only be the field itself.
+  local found = string.match(current, '"LastIndex"%s*:%s*(%d+)%s*[,}]')
+  if found and string.sub(current, 1, 1) == '{' then return tonumber(found) end
   local ok, decoded = pcall(cjson.decode, current)
   if ok and type(decoded) == 'table' and tonumber(decoded['LastIndex']) then
     return tonumber(decoded['LastIndex'])

@@ -2,11 +2,13 @@
 //! script with its deadline and error mapping.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use fred::prelude::{Builder, ClientLike, Pool, ReconnectPolicy, Server, ServerConfig};
 use fred::types::config::{Config, TlsConnector};
 use fred::types::scripts::Script;
+use tokio::sync::Notify;
 use valkeyrie_core::{Error, Result};
 
 use crate::config::{RedisConfig, Topology};
@@ -22,6 +24,9 @@ pub(crate) struct RedisClient {
     request_timeout: Duration,
     pub(crate) cluster: bool,
     pub(crate) database: u8,
+    /// Signalled whenever a lock of this handle is released, so that this handle's own
+    /// waiters try again at once instead of at their next poll.
+    pub(crate) lock_released: Arc<Notify>,
 }
 
 fn server(endpoint: &str) -> Result<Server> {
@@ -82,6 +87,7 @@ impl RedisClient {
             request_timeout: config.request_timeout,
             cluster: config.topology == Topology::Cluster,
             database: config.database.unwrap_or(0),
+            lock_released: Arc::new(Notify::new()),
         };
         client.init(&client.pool).await?;
         Ok(client)

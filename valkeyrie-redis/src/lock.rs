@@ -2,7 +2,9 @@
 //! the lock value with an expiry. The holder is whoever wrote the envelope's `LastIndex`,
 //! which is also the fencing token (it grows with every write of the key). Renewal and
 //! release are scripts that act only while that index is still there; a waiter polls the
-//! lock script, sleeping until the holder's expiry at most 100 ms at a time.
+//! lock script, sleeping until the holder's expiry at most 100 ms at a time, and is woken
+//! at once when a lock of its own handle is released (waiters in other processes, Go ones
+//! included, find the lock free at their next poll).
 
 use std::time::Duration;
 
@@ -132,12 +134,16 @@ impl Locker for RedisLocker {
     async fn lock(&self) -> Result<LockGuard> {
         let closing = self.spawner.token();
         loop {
+            // Registered before the attempt, so a release between the attempt and the
+            // sleep still wakes this waiter.
+            let released = self.client.lock_released.notified();
             let wait = match self.attempt("lock").await? {
                 Ok(guard) => return Ok(guard),
                 Err(left) => left.clamp(Duration::from_millis(5), POLL),
             };
             tokio::select! {
                 () = closing.cancelled() => return Err(self.closed("lock")),
+                () = released => {}
                 () = tokio::time::sleep(wait) => {}
             }
         }
@@ -214,11 +220,9 @@ impl LockRelease for RedisRelease {
         } = *self;
         releasing.begin();
         let args = vec![index.to_string(), if delete_value { "1" } else { "0" }.to_owned()];
-        match client
-            .script("unlock", key.as_str(), &SCRIPTS.unlock, args)
-            .await?
-            .as_str()
-        {
+        let status = client.script("unlock", key.as_str(), &SCRIPTS.unlock, args).await;
+        client.lock_released.notify_waiters();
+        match status?.as_str() {
             "ok" => Ok(()),
             "taken" => Err(Error::LockLost {
                 store: REDIS,

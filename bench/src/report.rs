@@ -216,9 +216,50 @@ impl Report {
         out
     }
 
+    /// One cell per workload (rows) and backend (columns): `field` of the comparison, as
+    /// `valkeyrie / raw` throughput or `Rust / Go` throughput, `–` where it was not measured.
+    fn matrix(&self, title: &str, field: impl Fn(&Comparison) -> Option<f64>) -> String {
+        let mut backends: Vec<&str> = self.comparisons.iter().map(|c| c.backend).collect();
+        backends.dedup();
+        let mut workloads: Vec<&str> = self.comparisons.iter().map(|c| c.workload.name).collect();
+        let mut seen = std::collections::HashSet::new();
+        workloads.retain(|w| seen.insert(*w));
+        let mut out = format!(
+            "| {title} | {} |\n|---|{}\n",
+            backends.join(" | "),
+            "---:|".repeat(backends.len())
+        );
+        for workload in workloads {
+            out.push_str(&format!("| {workload} |"));
+            for backend in &backends {
+                let cell = self
+                    .comparisons
+                    .iter()
+                    .find(|c| c.backend == *backend && c.workload.name == workload)
+                    .and_then(&field)
+                    .map_or("–".to_owned(), |ratio| format!("{ratio:.2}"));
+                out.push_str(&format!(" {cell} |"));
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// The summary matrices: valkeyrie / raw throughput, and Rust / Go when measured.
+    fn summary(&self) -> String {
+        let mut out = self.matrix("throughput, valkeyrie / raw", |c| Some(c.throughput_ratio));
+        out.push('\n');
+        out.push_str(&self.matrix("p99 latency, valkeyrie / raw", |c| Some(c.p99_ratio)));
+        if self.comparisons.iter().any(|c| c.go.is_some()) {
+            out.push('\n');
+            out.push_str(&self.matrix("throughput, Rust / Go library", |c| c.go_throughput_ratio));
+        }
+        out
+    }
+
     /// Prints the table.
     pub(crate) fn print(&self) {
-        println!("\n{}", self.markdown());
+        println!("\n{}\n{}", self.summary(), self.markdown());
     }
 
     /// Writes `results.json`, `results.md` and `ratios.svg` into `dir`.
@@ -226,7 +267,10 @@ impl Report {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let json = serde_json::to_string_pretty(self).map_err(|e| format!("encoding the results: {e}"))?;
         write(&dir.join("results.json"), json.as_bytes())?;
-        write(&dir.join("results.md"), self.markdown().as_bytes())?;
+        write(
+            &dir.join("results.md"),
+            format!("{}\n{}", self.summary(), self.markdown()).as_bytes(),
+        )?;
         self.chart(&dir.join("ratios.svg"))
     }
 

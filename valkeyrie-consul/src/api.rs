@@ -388,6 +388,27 @@ impl ConsulClient {
         Ok((entries, reply.index))
     }
 
+    /// The value at `key` and its `ModifyIndex`, `None` when there is none. A `raw` read:
+    /// the body is the value itself (no JSON, no base64), and for one existing key Consul
+    /// sets `X-Consul-Index` to the key's `ModifyIndex`.
+    pub(crate) async fn kv_value(
+        &self,
+        call: &'static str,
+        key: &str,
+        consistency: Consistency,
+    ) -> Result<Option<(Bytes, u64)>> {
+        let request = self.read_request(format!("kv/{}", key_path(key)), consistency, None);
+        let reply = self.send(call, key, request.flag("raw")).await?;
+        if reply.status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if reply.index == 0 {
+            let reason = "the agent's answer has no X-Consul-Index";
+            return Err(Error::backend(CONSUL, call, key, false, reason));
+        }
+        Ok(Some((reply.body, reply.index)))
+    }
+
     /// The key names starting with `prefix`, each cut after the first `separator` that
     /// follows the prefix.
     pub(crate) async fn kv_keys(&self, call: &'static str, prefix: &str, separator: &str) -> Result<Vec<String>> {

@@ -260,12 +260,12 @@ mod tests {
     use super::*;
 
     fn verbs(ops: &[KvOp]) -> String {
-        serde_json::to_value(ops)
+        serde_json::from_slice::<serde_json::Value>(&crate::api::txn_body(ops).unwrap())
             .unwrap()
             .as_array()
             .unwrap()
             .iter()
-            .map(|op| op["Verb"].as_str().unwrap().to_owned())
+            .map(|op| op["KV"]["Verb"].as_str().unwrap().to_owned())
             .collect::<Vec<_>>()
             .join(",")
     }

@@ -79,18 +79,15 @@ pub(crate) struct Blocking {
 }
 
 /// One KV operation of a transaction.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "PascalCase")]
+#[derive(Debug, Clone)]
 pub(crate) struct KvOp {
+    /// Plain ASCII, written into JSON as is.
     verb: &'static str,
     key: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// In base64.
     value: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     flags: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     index: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     session: Option<String>,
 }
 
@@ -171,13 +168,51 @@ impl KvOp {
         op.index = Some(index);
         op
     }
+
+    /// Appends the operation as the transaction API reads it, `{"KV":{"Verb":…}}`.
+    fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        out.extend_from_slice(br#"{"KV":{"Verb":""#);
+        out.extend_from_slice(self.verb.as_bytes());
+        out.extend_from_slice(br#"","Key":"#);
+        serde_json::to_writer(&mut *out, &self.key)?;
+        if let Some(value) = &self.value {
+            // Copied as is: base64 never needs escaping, and serde_json's escaping scan of
+            // a large value costs more than encoding it.
+            out.extend_from_slice(br#","Value":""#);
+            out.extend_from_slice(value.as_bytes());
+            out.push(b'"');
+        }
+        for (name, number) in [(&br#","Flags":"#[..], self.flags), (br#","Index":"#, self.index)] {
+            if let Some(number) = number {
+                out.extend_from_slice(name);
+                out.extend_from_slice(number.to_string().as_bytes());
+            }
+        }
+        if let Some(session) = &self.session {
+            out.extend_from_slice(br#","Session":"#);
+            serde_json::to_writer(&mut *out, session)?;
+        }
+        out.extend_from_slice(b"}}");
+        Ok(())
+    }
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct TxnOp<'a> {
-    #[serde(rename = "KV")]
-    kv: &'a KvOp,
+/// The body of a transaction of `ops`, written in one buffer of about the right size.
+pub(crate) fn txn_body(ops: &[KvOp]) -> serde_json::Result<Vec<u8>> {
+    let size: usize = ops
+        .iter()
+        .map(|op| op.key.len() + op.value.as_ref().map_or(0, String::len) + 128)
+        .sum();
+    let mut body = Vec::with_capacity(size + 2);
+    body.push(b'[');
+    for (n, op) in ops.iter().enumerate() {
+        if n > 0 {
+            body.push(b',');
+        }
+        op.write_json(&mut body)?;
+    }
+    body.push(b']');
+    Ok(body)
 }
 
 #[derive(Deserialize)]
@@ -388,6 +423,27 @@ impl ConsulClient {
         Ok((entries, reply.index))
     }
 
+    /// The value at `key` and its `ModifyIndex`, `None` when there is none. A `raw` read:
+    /// the body is the value itself (no JSON, no base64), and for one existing key Consul
+    /// sets `X-Consul-Index` to the key's `ModifyIndex`.
+    pub(crate) async fn kv_value(
+        &self,
+        call: &'static str,
+        key: &str,
+        consistency: Consistency,
+    ) -> Result<Option<(Bytes, u64)>> {
+        let request = self.read_request(format!("kv/{}", key_path(key)), consistency, None);
+        let reply = self.send(call, key, request.flag("raw")).await?;
+        if reply.status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if reply.index == 0 {
+            let reason = "the agent's answer has no X-Consul-Index";
+            return Err(Error::backend(CONSUL, call, key, false, reason));
+        }
+        Ok(Some((reply.body, reply.index)))
+    }
+
     /// The key names starting with `prefix`, each cut after the first `separator` that
     /// follows the prefix.
     pub(crate) async fn kv_keys(&self, call: &'static str, prefix: &str, separator: &str) -> Result<Vec<String>> {
@@ -403,8 +459,7 @@ impl ConsulClient {
 
     /// Applies `ops` all or nothing.
     pub(crate) async fn txn(&self, call: &'static str, key: &str, ops: &[KvOp]) -> Result<TxnOutcome> {
-        let ops: Vec<TxnOp<'_>> = ops.iter().map(|kv| TxnOp { kv }).collect();
-        let body = serde_json::to_vec(&ops).map_err(|e| Error::backend(CONSUL, call, key, false, e))?;
+        let body = txn_body(ops).map_err(|e| Error::backend(CONSUL, call, key, false, e))?;
         let reply = self.send(call, key, ApiRequest::put("txn", body)).await?;
         // 200 with results, or 409 (a rollback) with the reasons.
         let answer: TxnReply = parse(call, key, &reply.body)?;
@@ -477,8 +532,7 @@ mod tests {
             KvOp::lock("a", "s-1", b"\x00v"),
             KvOp::check_session("a", ""),
         ];
-        let ops: Vec<TxnOp<'_>> = ops.iter().map(|kv| TxnOp { kv }).collect();
-        let json = serde_json::to_string(&ops).unwrap();
+        let json = String::from_utf8(txn_body(&ops).unwrap()).unwrap();
         assert_eq!(
             json,
             r#"[{"KV":{"Verb":"check-index","Key":"a","Index":7}},{"KV":{"Verb":"lock","Key":"a","Value":"AHY=","Flags":3304740253564472344,"Session":"s-1"}},{"KV":{"Verb":"check-session","Key":"a","Session":""}}]"#

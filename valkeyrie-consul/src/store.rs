@@ -119,15 +119,12 @@ impl Backend for ConsulStore {
     }
 
     async fn get(&self, key: &Key, opts: &ReadOptions) -> Result<KvPair> {
-        let (entries, _) = self
+        let (value, index) = self
             .client
-            .kv_read("get", key.as_str(), false, consistency(opts), None)
-            .await?;
-        entries
-            .into_iter()
-            .find(|entry| entry.key == key.as_str())
-            .map(pair)
-            .ok_or_else(|| Error::not_found(CONSUL, key.as_str()))
+            .kv_value("get", key.as_str(), consistency(opts))
+            .await?
+            .ok_or_else(|| Error::not_found(CONSUL, key.as_str()))?;
+        Ok(KvPair::new(key.as_str(), value, index))
     }
 
     async fn delete(&self, key: &Key) -> Result<()> {

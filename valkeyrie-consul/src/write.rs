@@ -115,7 +115,7 @@ pub(crate) async fn write(
         }
         last_reason = errors.iter().map(|e| e.what.as_str()).collect::<Vec<_>>().join("; ");
         found = Some(if found.is_none() && last_reason.contains("doesn't exist") {
-            // The optimistic attempt's session check found no key.
+            // The optimistic attempt's index check found no key.
             Found::Absent
         } else {
             if found.is_some() {
@@ -153,10 +153,12 @@ fn plan(
             Expect::Absent => ops.push(KvOp::check_not_exists(key)),
             Expect::Index(index) => ops.push(KvOp::check_index(key, index)),
         }
+        write(&mut ops);
         if new_session.is_none() && expect != Expect::Absent {
+            // After the write, which creates a missing key (so a new key needs no second
+            // attempt) and keeps the session of a held one (which this check then refuses).
             ops.push(KvOp::check_session(key, ""));
         }
-        write(&mut ops);
         return Ok(ops);
     };
     let (index, session) = match (found, expect) {
@@ -258,12 +260,12 @@ mod tests {
     use super::*;
 
     fn verbs(ops: &[KvOp]) -> String {
-        serde_json::to_value(ops)
+        serde_json::from_slice::<serde_json::Value>(&crate::api::txn_body(ops).unwrap())
             .unwrap()
             .as_array()
             .unwrap()
             .iter()
-            .map(|op| op["Verb"].as_str().unwrap().to_owned())
+            .map(|op| op["KV"]["Verb"].as_str().unwrap().to_owned())
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -271,7 +273,7 @@ mod tests {
     #[test]
     fn first_attempts_assume_no_session() {
         let ops = plan("put", "k", b"v", Expect::Anything, None, None).unwrap();
-        assert_eq!(verbs(&ops), "check-session,set");
+        assert_eq!(verbs(&ops), "set,check-session");
         let ops = plan("put", "k", b"v", Expect::Absent, None, None).unwrap();
         assert_eq!(verbs(&ops), "check-not-exists,set");
         let ops = plan("put", "k", b"v", Expect::Index(4), Some("s"), None).unwrap();

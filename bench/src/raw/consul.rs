@@ -5,17 +5,19 @@
 //! percent-encoded as the backend encodes them. Reads are `consistent`, as the backend
 //! reads by default.
 //!
-//! A put is a KV `PUT` with the flags, a compare-and-set the same with `cas=<index>` (the
-//! backend writes through `/v1/txn` with the same conditions and flags). A directory `dir`
-//! is the entries under `dir/`, read with `recurse` and decoded from base64. A watch reads
-//! the key, then repeats blocking queries from the last answer's `X-Consul-Index` in a
-//! background task, sending each new `ModifyIndex`'s value. A lock is the Go store's
-//! recipe, as the backend takes it: a session (`Behavior=release`, TTL 10 s — half of
-//! valkeyrie's default 20 s lock TTL — lock delay 1 ms) acquires the key with the lock
-//! value and flags; a contender refused while another session holds the key blocks on the
-//! key until it changes and tries again; releasing rewrites the value with `release`, then
-//! the session is destroyed. Unlike the backend, a lock cycle renews nothing and watches
-//! nothing in the background: a cycle ends long before its session would.
+//! A put is a `/v1/txn` of a `set` with the flags and then a `check-session` that no
+//! session holds the key, a compare-and-set the same with `cas` for the `set`: a write
+//! without TTL must leave the key permanent, and a KV `PUT` would keep the hold of a TTL
+//! session (which deletes the key when it ends), so the backend writes this way too. A
+//! directory `dir` is the entries under `dir/`, read with `recurse` and decoded from
+//! base64. A watch reads the key, then repeats blocking queries from the last answer's
+//! `X-Consul-Index` in a background task, sending each new `ModifyIndex`'s value. A lock is
+//! the Go store's recipe, as the backend takes it: a session (`Behavior=release`, TTL 10 s
+//! — half of valkeyrie's default 20 s lock TTL — lock delay 1 ms) acquires the key with the
+//! lock value and flags; a contender refused while another session holds the key blocks on
+//! the key until it changes and tries again; releasing rewrites the value with `release`,
+//! then the session is destroyed. Unlike the backend, a lock cycle renews nothing and
+//! watches nothing in the background: a cycle ends long before its session would.
 
 use std::time::Duration;
 
@@ -64,7 +66,8 @@ pub(crate) struct RawConsul {
     base: String,
 }
 
-/// What the agent answered: 200 or 404 (any other status is an error).
+/// What the agent answered: 200, 404 or 409 (a rolled-back transaction); any other status
+/// is an error.
 struct Reply {
     status: StatusCode,
     /// `X-Consul-Index`.
@@ -151,7 +154,7 @@ impl RawConsul {
     }
 
     /// Sends `method` to `/v1/<path_and_query>` with `body`, within `deadline`; the reply,
-    /// which is 200 or 404.
+    /// which is 200, 404 or 409.
     async fn send(&self, method: Method, path_and_query: &str, body: Bytes, deadline: Duration) -> BenchResult<Reply> {
         let what = format!("consul {method} /v1/{path_and_query}");
         let request = Request::builder()
@@ -180,7 +183,7 @@ impl RawConsul {
             .await
             .map_err(|_| format!("{what}: no answer within {deadline:?}"))??;
         match reply.status {
-            StatusCode::OK | StatusCode::NOT_FOUND => Ok(reply),
+            StatusCode::OK | StatusCode::NOT_FOUND | StatusCode::CONFLICT => Ok(reply),
             status => Err(format!("{what}: {status}: {}", String::from_utf8_lossy(&reply.body))),
         }
     }
@@ -190,6 +193,20 @@ impl RawConsul {
         let path = format!("kv/{}?flags={LOCK_FLAGS}{query}", key_path(key));
         let reply = self.send(Method::PUT, &path, body, TIMEOUT).await?;
         parse(&format!("consul PUT {key}"), &reply.body)
+    }
+
+    /// A transaction writing `value` at `key` with the Go flags by `verb` (`set`, or `cas`
+    /// with `index`), then checking that no session holds the key; whether Consul applied it.
+    async fn write_unheld(&self, key: &str, verb: &str, index: Option<u64>, value: &[u8]) -> BenchResult<bool> {
+        let what = format!("consul txn {verb} {key}");
+        let key = serde_json::to_string(key).map_err(|e| format!("{what}: {e}"))?;
+        let index = index.map(|index| format!(r#","Index":{index}"#)).unwrap_or_default();
+        let body = format!(
+            r#"[{{"KV":{{"Verb":"{verb}","Key":{key},"Value":"{}","Flags":{LOCK_FLAGS}{index}}}}},{{"KV":{{"Verb":"check-session","Key":{key},"Session":""}}}}]"#,
+            BASE64.encode(value)
+        );
+        let reply = self.send(Method::PUT, "txn", Bytes::from(body), TIMEOUT).await?;
+        Ok(reply.status == StatusCode::OK)
     }
 
     /// The entry at `key` read with `query` (blocking ones get the wait on their deadline),
@@ -269,7 +286,7 @@ impl RawConsul {
 #[async_trait]
 impl Driver for RawConsul {
     async fn put(&self, key: &str, value: Bytes) -> BenchResult<()> {
-        if self.write(key, "", value).await? {
+        if self.write_unheld(key, "set", None, &value).await? {
             Ok(())
         } else {
             Err(format!("consul PUT {key}: refused"))
@@ -291,7 +308,7 @@ impl Driver for RawConsul {
     }
 
     async fn compare_and_set(&self, key: &str, value: Bytes, index: u64) -> BenchResult<bool> {
-        self.write(key, &format!("&cas={index}"), value).await
+        self.write_unheld(key, "cas", Some(index), &value).await
     }
 
     async fn list(&self, dir: &str) -> BenchResult<usize> {

@@ -80,6 +80,13 @@ fn create_options(ttl: Option<Duration>, ephemeral: bool) -> CreateOptions<'stat
     }
 }
 
+/// Whether the node is neither ephemeral nor TTL. ZooKeeper hides a node's type in its stat
+/// (0 for TTL and container nodes): this store marks the TTL nodes it makes by bumping their
+/// ACL version once.
+fn is_plain_node(stat: &Stat) -> bool {
+    stat.ephemeral_owner == 0 && stat.aversion <= 0
+}
+
 impl ZookeeperStore {
     /// The session's client, for what the `Store` API does not cover.
     ///
@@ -160,12 +167,8 @@ impl ZookeeperStore {
                 }
                 _ => {}
             }
-            // ZooKeeper hides a node's type in its stat (0 for TTL and container nodes): this
-            // store marks the TTL nodes it makes by bumping their ACL version once.
-            let is_ephemeral = stat.ephemeral_owner != 0;
-            let is_ttl = stat.aversion > 0 && !is_ephemeral;
             let wants_plain = ttl.is_none() && !ephemeral;
-            let outcome = if wants_plain && (stat.num_children > 0 || (!is_ephemeral && !is_ttl)) {
+            let outcome = if wants_plain && (stat.num_children > 0 || is_plain_node(&stat)) {
                 // In place, so the node's version keeps growing and checks on it stay exact.
                 let set = client.set_data(&path, &data, Some(stat.version));
                 self.zk
@@ -216,9 +219,7 @@ impl ZookeeperStore {
             .await
         {
             // As `write` decides: a node with children stays, a plain node is set in place.
-            Ok(stat) if stat.num_children > 0 || (stat.ephemeral_owner == 0 && stat.aversion <= 0) => {
-                return Ok(Some(index_of(&stat)))
-            }
+            Ok(stat) if stat.num_children > 0 || is_plain_node(&stat) => return Ok(Some(index_of(&stat))),
             Ok(_) => return Ok(None),
             Err(Error::KeyNotFound { .. }) => {}
             Err(err) => return Err(err),

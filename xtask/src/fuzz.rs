@@ -8,19 +8,11 @@ use std::process::Command;
 
 use crate::paths::workspace;
 use crate::say;
+use crate::servers::install::run as run_status;
 
 /// The default target and how long it runs.
 const DEFAULT_TARGET: &str = "store_url";
 const DEFAULT_SECONDS: u64 = 60;
-
-fn run_status(command: &mut Command, what: &str) -> Result<(), String> {
-    let status = command.status().map_err(|e| format!("{what}: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("{what} failed ({status})"))
-    }
-}
 
 fn has_nightly() -> bool {
     Command::new("rustup")
@@ -57,15 +49,15 @@ pub fn run(args: &[&str]) -> Result<(), String> {
     if !has_nightly() {
         say!("fuzz", "installing the nightly toolchain (libFuzzer needs it)");
         run_status(
-            Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]),
             "rustup toolchain install nightly",
+            Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]),
         )?;
     }
     if !has_cargo_fuzz() {
         say!("fuzz", "installing cargo-fuzz from crates.io");
         run_status(
-            Command::new(env!("CARGO")).args(["install", "cargo-fuzz", "--locked"]),
             "cargo install cargo-fuzz",
+            Command::new(env!("CARGO")).args(["install", "cargo-fuzz", "--locked"]),
         )?;
     }
     let fuzz_dir = workspace().join("fuzz");
@@ -75,13 +67,13 @@ pub fn run(args: &[&str]) -> Result<(), String> {
     // The committed seeds are read, new inputs go to the corpus under fuzz/target.
     let seeds = fuzz_dir.join("seeds").join(target);
     run_status(
+        "cargo fuzz run",
         Command::new("rustup")
             .args(["run", "nightly", "cargo", "fuzz", "run", target])
             .arg(&corpus)
             .arg(&seeds)
             .args(["--", &format!("-max_total_time={seconds}")])
             .current_dir(&fuzz_dir),
-        "cargo fuzz run",
     )?;
     say!("fuzz", "{target}: no crash in {seconds} s");
     Ok(())

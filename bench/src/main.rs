@@ -23,10 +23,10 @@ use std::process::ExitCode;
 
 use driver::{BenchResult, Driver};
 use go::GoLibrary;
-use report::{Comparison, Report};
+use report::{Comparison, Failure, Report};
 use target::{Target, BACKENDS};
 use through_valkeyrie::Valkeyrie;
-use workload::{Keys, Sample, Scale, Workload, WORKLOADS};
+use workload::{Keys, Kind, Sample, Scale, Workload, WORKLOADS};
 
 const USAGE: &str = "usage: valkeyrie-bench [--backend NAME ...] [--quick] [--with-go] [--reps N] [--out DIR]
   (run it through `cargo xtask bench`, which starts the servers)";
@@ -120,9 +120,25 @@ async fn run(options: &Options) -> BenchResult<()> {
             None => None,
         };
         for workload in WORKLOADS {
-            let comparison = compare(backend, workload, &valkeyrie, raw.as_ref(), go.as_ref(), options).await?;
-            println!("  {}", comparison.one_line());
-            report.push(comparison);
+            let begun = std::time::Instant::now();
+            match compare(backend, workload, &valkeyrie, raw.as_ref(), go.as_ref(), options).await {
+                Ok(comparison) => {
+                    println!("  {}  ({:.0?})", comparison.one_line(), begun.elapsed());
+                    report.push(comparison);
+                }
+                // A failing workload is a finding to report, not a reason to lose the run.
+                Err(error) => {
+                    eprintln!(
+                        "bench: {backend} / {}: {error} (recorded; the run goes on)",
+                        workload.name
+                    );
+                    report.fail(Failure {
+                        backend,
+                        workload: workload.name,
+                        error,
+                    });
+                }
+            }
         }
         let root = format!("bench/{backend}");
         if let Err(err) = valkeyrie.store().delete_tree(&root).await {
@@ -133,6 +149,12 @@ async fn run(options: &Options) -> BenchResult<()> {
     report.print();
     report.write(&options.out)?;
     println!("bench: wrote {}", options.out.display());
+    if !report.failures().is_empty() {
+        eprintln!(
+            "bench: {} workload(s) failed; listed under the table",
+            report.failures().len()
+        );
+    }
     Ok(())
 }
 
@@ -154,10 +176,24 @@ async fn compare(
     let keys_of = |side: &str| Keys {
         dir: format!("bench/{backend}/{slug}/{side}"),
     };
-    let sides: [(&dyn Driver, Keys); 2] = [(valkeyrie, keys_of("valkeyrie")), (raw, keys_of("raw"))];
-    for (driver, keys) in &sides {
-        workload::prepare(*driver, workload, keys).await?;
-        workload::run(*driver, workload, keys, options.scale.warm_up(), 0).await?;
+    const SIDES: [&str; 2] = ["valkeyrie", "raw client"];
+    // Both sides read one layout, so a listed directory is written once and listed by both:
+    // 10 000 writes fewer, minutes on the slower stores.
+    let read_only = matches!(workload.kind, Kind::List { .. });
+    let sides: [(&dyn Driver, Keys); 2] = if read_only {
+        [(valkeyrie, keys_of("shared")), (raw, keys_of("shared"))]
+    } else {
+        [(valkeyrie, keys_of("valkeyrie")), (raw, keys_of("raw"))]
+    };
+    for (i, (name, (driver, keys))) in SIDES.iter().zip(&sides).enumerate() {
+        if i == 0 || !read_only {
+            workload::prepare(*driver, workload, keys)
+                .await
+                .map_err(|e| format!("preparing through {name}: {e}"))?;
+        }
+        workload::run(*driver, workload, keys, options.scale.warm_up(), 0)
+            .await
+            .map_err(|e| format!("warm-up through {name}: {e}"))?;
     }
     let go_dir = keys_of("go").dir;
     let mut go = match go {
@@ -185,7 +221,7 @@ async fn compare(
             let (driver, keys) = &sides[side];
             let sample = workload::run(*driver, workload, keys, options.scale, round)
                 .await
-                .map_err(|e| format!("{backend} / {}: {e}", workload.name))?;
+                .map_err(|e| format!("round {round} through {}: {e}", SIDES[side]))?;
             samples[side] = Some(sample);
         }
         if let [Some(through), Some(direct)] = samples {

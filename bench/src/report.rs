@@ -8,7 +8,7 @@ use plotters::prelude::*;
 use serde::Serialize;
 
 use crate::driver::BenchResult;
-use crate::workload::{Kind, Sample, Scale, Workload};
+use crate::workload::{Kind, Sample, Scale, Workload, WORKLOADS};
 
 /// One side's figures: medians over the measured rounds.
 #[derive(Debug, Clone, Serialize)]
@@ -139,6 +139,18 @@ impl Comparison {
     }
 }
 
+/// A workload that failed on one backend: a finding of the run, reported in place of its
+/// figures, after which the run goes on.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Failure {
+    /// The backend.
+    pub(crate) backend: &'static str,
+    /// The workload's name.
+    pub(crate) workload: &'static str,
+    /// What went wrong.
+    pub(crate) error: String,
+}
+
 /// Every comparison of a run.
 #[derive(Debug, Serialize)]
 pub(crate) struct Report {
@@ -146,6 +158,7 @@ pub(crate) struct Report {
     reps: usize,
     machine: String,
     comparisons: Vec<Comparison>,
+    failures: Vec<Failure>,
 }
 
 impl Report {
@@ -156,12 +169,23 @@ impl Report {
             reps,
             machine: machine(),
             comparisons: Vec::new(),
+            failures: Vec::new(),
         }
     }
 
     /// Adds one comparison.
     pub(crate) fn push(&mut self, comparison: Comparison) {
         self.comparisons.push(comparison);
+    }
+
+    /// Records a workload that failed.
+    pub(crate) fn fail(&mut self, failure: Failure) {
+        self.failures.push(failure);
+    }
+
+    /// The workloads that failed.
+    pub(crate) fn failures(&self) -> &[Failure] {
+        &self.failures
     }
 
     /// The markdown table.
@@ -213,6 +237,12 @@ impl Report {
                 }
             }
         }
+        if !self.failures.is_empty() {
+            out.push_str("\nFailed workloads (no figures):\n\n");
+            for f in &self.failures {
+                out.push_str(&format!("- {} / {}: {}\n", f.backend, f.workload, f.error));
+            }
+        }
         out
     }
 
@@ -220,10 +250,13 @@ impl Report {
     /// `valkeyrie / raw` throughput or `Rust / Go` throughput, `–` where it was not measured.
     fn matrix(&self, title: &str, field: impl Fn(&Comparison) -> Option<f64>) -> String {
         let mut backends: Vec<&str> = self.comparisons.iter().map(|c| c.backend).collect();
-        backends.dedup();
-        let mut workloads: Vec<&str> = self.comparisons.iter().map(|c| c.workload.name).collect();
+        backends.extend(self.failures.iter().map(|f| f.backend));
         let mut seen = std::collections::HashSet::new();
-        workloads.retain(|w| seen.insert(*w));
+        backends.retain(|b| seen.insert(*b));
+        let mut workloads: Vec<&str> = WORKLOADS.iter().map(|w| w.name).collect();
+        workloads.retain(|w| {
+            self.comparisons.iter().any(|c| c.workload.name == *w) || self.failures.iter().any(|f| f.workload == *w)
+        });
         let mut out = format!(
             "| {title} | {} |\n|---|{}\n",
             backends.join(" | "),
@@ -232,12 +265,19 @@ impl Report {
         for workload in workloads {
             out.push_str(&format!("| {workload} |"));
             for backend in &backends {
+                let failed = self
+                    .failures
+                    .iter()
+                    .any(|f| f.backend == *backend && f.workload == workload);
                 let cell = self
                     .comparisons
                     .iter()
                     .find(|c| c.backend == *backend && c.workload.name == workload)
                     .and_then(&field)
-                    .map_or("–".to_owned(), |ratio| format!("{ratio:.2}"));
+                    .map_or_else(
+                        || if failed { "failed" } else { "–" }.to_owned(),
+                        |ratio| format!("{ratio:.2}"),
+                    );
                 out.push_str(&format!(" {cell} |"));
             }
             out.push('\n');

@@ -153,7 +153,7 @@ impl Scale {
     pub(crate) const QUICK: Scale = Scale {
         ops: 640,
         increments: 8,
-        lists: 2,
+        lists: 1,
         notifications: 25,
         lock_cycles: 6,
     };

@@ -287,9 +287,20 @@ impl SessionKeeper {
                     }
                 },
                 _ = tick.tick() => {
+                    // Past the deadline the lock counts as lost: give it up (destroying the
+                    // session releases it at once) rather than let a late renewal keep it.
+                    if holding.expired() {
+                        let _ = self.client.session_destroy("lock", key, &self.session).await;
+                        return;
+                    }
                     let started = LostNotifier::now_ms();
                     match self.client.session_renew("lock", key, &self.session).await {
-                        Ok(true) => holding.held_for(started, self.ttl),
+                        Ok(true) => {
+                            if !holding.held_for(started, self.ttl) {
+                                let _ = self.client.session_destroy("lock", key, &self.session).await;
+                                return;
+                            }
+                        }
                         Ok(false) => {
                             holding.lose(LostReason::Expired);
                             return;

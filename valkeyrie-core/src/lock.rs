@@ -117,7 +117,8 @@ impl<T: Acquire> Locker for T {
 /// Besides the reason the backend reports, the signal knows until when the lock is surely
 /// held (the last confirmed renewal plus the TTL): past that moment it reports
 /// [`LostReason::Expired`] even if the renewal task has not run, so a starved process never
-/// believes it still holds a lock that someone else may have taken.
+/// believes it still holds a lock that someone else may have taken. The loss is final: a
+/// renewal answered after the deadline (a server resuming from a pause) does not undo it.
 #[derive(Debug, Clone)]
 pub struct LostSignal {
     receiver: watch::Receiver<Option<LostReason>>,
@@ -148,7 +149,7 @@ pub fn lost_signal(ttl: Duration) -> (LostNotifier, LostSignal) {
         sender,
         held_until: Arc::clone(&held_until),
     };
-    notifier.held_for(now_ms(), ttl);
+    notifier.extend(now_ms(), ttl);
     (notifier, LostSignal { receiver, held_until })
 }
 
@@ -166,10 +167,45 @@ impl LostNotifier {
     }
 
     /// Records a confirmed renewal: the lock is held for `ttl` after `confirmed_at_ms` (Unix
-    /// milliseconds, taken *before* the renewal request was sent).
-    pub fn held_for(&self, confirmed_at_ms: u64, ttl: Duration) {
+    /// milliseconds, taken *before* the renewal request was sent). Returns `false`, and
+    /// reports [`LostReason::Expired`], when the held-until deadline had already passed: the
+    /// guard may have seen the loss, and the server may have let someone else in, so a late
+    /// renewal (one answered after a pause, say) never makes the lock held again.
+    pub fn held_for(&self, confirmed_at_ms: u64, ttl: Duration) -> bool {
+        if self.extend(confirmed_at_ms, ttl) {
+            true
+        } else {
+            self.notify(LostReason::Expired);
+            false
+        }
+    }
+
+    /// Moves the deadline to `ttl` after `confirmed_at_ms` unless it already passed.
+    fn extend(&self, confirmed_at_ms: u64, ttl: Duration) -> bool {
         let until = confirmed_at_ms.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
-        self.held_until.fetch_max(until, Ordering::AcqRel);
+        let mut current = self.held_until.load(Ordering::Acquire);
+        loop {
+            // 0: the first deadline, set at acquisition.
+            if current != 0 && now_ms() >= current {
+                return false;
+            }
+            if until <= current {
+                return true;
+            }
+            match self
+                .held_until
+                .compare_exchange_weak(current, until, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return true,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Whether the held-until deadline passed: the lock counts as lost whatever a renewal
+    /// answers later, and the holder task should stop renewing it.
+    pub fn past_deadline(&self) -> bool {
+        now_ms() >= self.held_until.load(Ordering::Acquire)
     }
 
     /// The current Unix time in milliseconds, to pass to [`LostNotifier::held_for`].
@@ -259,9 +295,28 @@ impl Holding {
         }
     }
 
-    /// Records a confirmed renewal; see [`LostNotifier::held_for`].
-    pub fn held_for(&self, confirmed_at_ms: u64, ttl: Duration) {
-        self.lost.held_for(confirmed_at_ms, ttl);
+    /// Records a confirmed renewal; `false` when it came too late to count (the deadline had
+    /// passed: the loss is reported and the holder task should give the lock up). See
+    /// [`LostNotifier::held_for`].
+    pub fn held_for(&self, confirmed_at_ms: u64, ttl: Duration) -> bool {
+        if self.lost.extend(confirmed_at_ms, ttl) {
+            true
+        } else {
+            self.lose(LostReason::Expired);
+            false
+        }
+    }
+
+    /// Whether the held-until deadline passed with no renewal confirmed in time: the lock is
+    /// lost (this reports it) and the holder task should stop renewing and give it up, so
+    /// that a server that comes back late never keeps it for a holder that has let go.
+    pub fn expired(&self) -> bool {
+        if self.lost.past_deadline() {
+            self.lose(LostReason::Expired);
+            true
+        } else {
+            false
+        }
     }
 
     /// Resolves when the release began (or the release was dropped). Cancel-safe.
@@ -413,7 +468,31 @@ mod tests {
             Some(LostReason::Expired),
             "lost() resolves at the deadline"
         );
-        notifier.held_for(LostNotifier::now_ms(), Duration::from_secs(60));
-        assert_eq!(signal.reason(), None, "a confirmed renewal extends the deadline");
+        assert!(
+            !notifier.held_for(LostNotifier::now_ms(), Duration::from_secs(60)),
+            "a renewal confirmed after the deadline does not count"
+        );
+        assert_eq!(
+            signal.reason(),
+            Some(LostReason::Expired),
+            "once past its deadline a lock stays lost, whatever a late renewal answers"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_renewal_in_time_extends_the_deadline() {
+        let (holding, _releasing, signal) = holding(Duration::from_millis(300));
+        assert!(holding.held_for(LostNotifier::now_ms(), Duration::from_secs(60)));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(signal.reason(), None, "held past the first deadline after a renewal");
+        assert!(!holding.expired());
+    }
+
+    #[tokio::test]
+    async fn the_holder_learns_the_deadline_passed() {
+        let (holding, _releasing, signal) = holding(Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(holding.expired(), "the holder task sees the deadline pass and gives up");
+        assert_eq!(signal.lost().await, LostReason::Expired);
     }
 }

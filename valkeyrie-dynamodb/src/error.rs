@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_smithy_types::retry::ErrorKind as RetryKind;
 use valkeyrie_core::Error;
 
 use crate::DYNAMODB;
@@ -38,12 +39,18 @@ where
             key,
             after,
         },
-        SdkError::DispatchFailure(failure) if failure.is_io() => Error::NotReachable {
-            store: DYNAMODB,
-            call,
-            key,
-            source: DisplayErrorContext(&err).to_string().into(),
-        },
+        // An I/O failure, or a connection the server closed mid-request (reported as
+        // "other" with a transient kind): the server is unreachable for now.
+        SdkError::DispatchFailure(failure)
+            if failure.is_io() || failure.as_other() == Some(RetryKind::TransientError) =>
+        {
+            Error::NotReachable {
+                store: DYNAMODB,
+                call,
+                key,
+                source: DisplayErrorContext(&err).to_string().into(),
+            }
+        }
         // No credentials, a bad endpoint URL, …: the cause is in the context, not in "dispatch failure".
         SdkError::DispatchFailure(_) => {
             Error::backend(DYNAMODB, call, key, false, DisplayErrorContext(&err).to_string())

@@ -225,6 +225,10 @@ impl Heartbeat {
                 }
                 _ = tick.tick() => {}
             }
+            // Past the deadline the lock counts as lost: stop renewing, so the record expires.
+            if holding.expired() {
+                return;
+            }
             let started = LostNotifier::now_ms();
             let request = self
                 .client
@@ -251,7 +255,10 @@ impl Heartbeat {
             match answer {
                 Ok(Update::Written(_)) => {
                     renewed_at = Instant::now();
-                    holding.held_for(started, self.ttl);
+                    // A renewal that came too late does not count: the lock is given up.
+                    if !holding.held_for(started, self.ttl) {
+                        return;
+                    }
                 }
                 Ok(Update::Refused(old)) => {
                     let ours = old

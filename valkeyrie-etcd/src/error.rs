@@ -5,6 +5,18 @@ use valkeyrie_core::Error;
 
 use crate::ETCD;
 
+/// Whether a status stands for a connection failure rather than an answer of the server.
+fn is_transport(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(err) = source {
+        if err.is::<tonic::transport::Error>() || err.is::<std::io::Error>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
 /// Maps an error of the client during `call` on `key`.
 pub(crate) fn map_error(call: &'static str, key: &str, err: ClientError) -> Error {
     let key = key.to_owned();
@@ -14,6 +26,14 @@ pub(crate) fn map_error(call: &'static str, key: &str, err: ClientError) -> Erro
             let message = status.message();
             match status.code() {
                 Code::Unavailable => Error::NotReachable {
+                    store: ETCD,
+                    call,
+                    key,
+                    source: Box::new(err),
+                },
+                // tonic reports a broken or timed-out connection as a status whose source is
+                // the transport error.
+                Code::Unknown | Code::Cancelled if is_transport(status) => Error::NotReachable {
                     store: ETCD,
                     call,
                     key,

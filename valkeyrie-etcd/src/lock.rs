@@ -285,9 +285,18 @@ impl Session {
                     Ok(None) | Err(_) => deletions = None,
                 },
                 _ = tick.tick() => {
+                    // Past the deadline the lock counts as lost: stop renewing (etcd
+                    // refuses to renew an expired lease, and this one then expires).
+                    if holding.expired() {
+                        return;
+                    }
                     let started = LostNotifier::now_ms();
                     match self.renew(&mut keeper).await {
-                        Ok(true) => holding.held_for(started, self.ttl),
+                        Ok(true) => {
+                            if !holding.held_for(started, self.ttl) {
+                                return;
+                            }
+                        }
                         Ok(false) => {
                             holding.lose(LostReason::Expired);
                             return;

@@ -143,9 +143,11 @@ impl Feeder {
                         }
                         next = next.max(kv.mod_revision() + 1);
                     }
-                    // Every change up to the header's revision has been delivered: resume
-                    // after it, so an idle watch does not fall behind the compaction point.
-                    if let Some(header) = response.header() {
+                    // Every change up to the header's revision has been delivered (a progress
+                    // notice or events): resume after it, so an idle watch does not fall
+                    // behind the compaction point. Not so for the creation answer, whose
+                    // header is the current revision while older events are still to come.
+                    if let Some(header) = response.header().filter(|_| !response.created()) {
                         next = next.max(header.revision() + 1);
                     }
                 },

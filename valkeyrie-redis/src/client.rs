@@ -136,6 +136,14 @@ impl RedisClient {
         F: Future<Output = std::result::Result<T, fred::error::Error>>,
     {
         match tokio::time::timeout(self.request_timeout, request).await {
+            // fred's own command timeout is the request timeout too: it fires first when
+            // commands wait in its queue for a connection that is down.
+            Ok(Err(err)) if *err.kind() == fred::error::ErrorKind::Timeout => Err(Error::Timeout {
+                store: REDIS,
+                call,
+                key: key.to_owned(),
+                after: self.request_timeout,
+            }),
             Ok(result) => result.map_err(|e| map_error(call, key, e)),
             Err(_) => Err(Error::Timeout {
                 store: REDIS,

@@ -76,6 +76,7 @@ impl RedisLocker {
             key: self.key.clone(),
             index,
             ttl: self.ttl,
+            delete_value: self.delete_on_unlock,
         };
         let release = RedisRelease {
             client: self.client.clone(),
@@ -160,6 +161,8 @@ struct Holder {
     key: Key,
     index: u64,
     ttl: Duration,
+    /// What a release on close does with the value, as the guard's release would.
+    delete_value: bool,
 }
 
 impl Holder {
@@ -172,9 +175,16 @@ impl Holder {
                 () = holding.stopped() => return,
                 () = closing.cancelled() => {
                     holding.lose(LostReason::StoreClosed);
+                    // Released before the connection closes, so no other holder waits out
+                    // the TTL of a lock whose handle is gone.
+                    let _ = unlock(&self.client, &self.key, self.index, self.delete_value).await;
                     return;
                 }
                 _ = tick.tick() => {}
+            }
+            // Past the deadline the lock counts as lost: stop renewing, so the record expires.
+            if holding.expired() {
+                return;
             }
             let started = LostNotifier::now_ms();
             let args = vec![self.index.to_string(), millis(self.ttl)];
@@ -183,10 +193,9 @@ impl Holder {
                 .script("lock", self.key.as_str(), &SCRIPTS.renew, args)
                 .await;
             let reason = match outcome.as_deref() {
-                Ok("ok") => {
-                    holding.held_for(started, self.ttl);
-                    continue;
-                }
+                // A renewal that came too late does not count: the lock is given up.
+                Ok("ok") if holding.held_for(started, self.ttl) => continue,
+                Ok("ok") => return,
                 Ok("taken") => LostReason::RecordDeleted,
                 Ok(_) => LostReason::Expired,
                 Err(err) => {
@@ -198,6 +207,15 @@ impl Holder {
             return;
         }
     }
+}
+
+/// Deletes the lock record taken at `index` if it is still ours (and its value with
+/// `delete_value`) and wakes this handle's waiters; the script's status.
+async fn unlock(client: &RedisClient, key: &Key, index: u64, delete_value: bool) -> Result<String> {
+    let args = vec![index.to_string(), if delete_value { "1" } else { "0" }.to_owned()];
+    let status = client.script("unlock", key.as_str(), &SCRIPTS.unlock, args).await;
+    client.lock_released.notify_waiters();
+    status
 }
 
 struct RedisRelease {
@@ -219,10 +237,7 @@ impl LockRelease for RedisRelease {
             releasing,
         } = *self;
         releasing.begin();
-        let args = vec![index.to_string(), if delete_value { "1" } else { "0" }.to_owned()];
-        let status = client.script("unlock", key.as_str(), &SCRIPTS.unlock, args).await;
-        client.lock_released.notify_waiters();
-        match status?.as_str() {
+        match unlock(&client, &key, index, delete_value).await?.as_str() {
             "ok" => Ok(()),
             "taken" => Err(Error::LockLost {
                 store: REDIS,

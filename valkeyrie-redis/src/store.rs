@@ -89,8 +89,11 @@ pub(crate) async fn keys_below(client: &RedisClient, dir: &Key) -> Result<Vec<St
         Box::pin(node.scan_buffered(pattern, count, None))
     };
     let mut found = BTreeSet::new();
-    while let Some(key) = keys.next().await {
-        let key = key.map_err(|e| crate::error::map_error("list", dir.as_str(), e))?;
+    // Each step within the request timeout: the stream waits forever on a dead server.
+    while let Some(key) = client
+        .request("list", dir.as_str(), async { keys.next().await.transpose() })
+        .await?
+    {
         found.insert(key.as_str_lossy().into_owned());
     }
     Ok(found.into_iter().collect())

@@ -18,6 +18,14 @@ pub(crate) fn map_error(call: &'static str, key: &str, err: ClientError) -> Erro
             key,
             source: Box::new(err),
         },
+        // The session layer reports a broken connection (a socket error, a server that
+        // stopped answering) as a custom error, whose source it does not expose.
+        ClientError::Custom(_) => Error::NotReachable {
+            store: ZOOKEEPER,
+            call,
+            key,
+            source: Box::new(err),
+        },
         ClientError::Timeout | ClientError::Throttled => Error::backend(ZOOKEEPER, call, key, true, err),
         ClientError::ClientClosed => Error::Closed {
             store: ZOOKEEPER,

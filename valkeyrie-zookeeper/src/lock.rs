@@ -276,13 +276,37 @@ impl Holder {
                     }
                 }
                 _ = tick.tick() => {
+                    if holding.expired() {
+                        self.give_up(&client, &closing).await;
+                        return;
+                    }
                     // Only an answer from the server proves the session alive: held for the
                     // negotiated session timeout after the request was sent.
                     let sent = LostNotifier::now_ms();
                     if let Ok(Some(_)) = self.zk.request("lock", &self.node, client.check_stat(&self.node)).await {
-                        holding.held_for(sent, client.session_timeout());
+                        if !holding.held_for(sent, client.session_timeout()) {
+                            self.give_up(&client, &closing).await;
+                            return;
+                        }
                     }
                 }
+            }
+        }
+    }
+
+    /// After the deadline passed without a proof of life: deletes our contender node, so a
+    /// session the server revives (a client reconnecting to a server that was frozen past
+    /// the session timeout) does not keep the lock for a holder that has let it go.
+    async fn give_up(&self, client: &zookeeper_client::Client, closing: &CancellationToken) {
+        loop {
+            let deleted = tokio::select! {
+                () = closing.cancelled() => return,
+                deleted = self.zk.request("lock", &self.node, client.delete(&self.node, None)) => deleted,
+            };
+            match deleted {
+                Err(err) if err.is_temporary() => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+                // Deleted, already gone, or the session is over (its nodes with it).
+                _ => return,
             }
         }
     }

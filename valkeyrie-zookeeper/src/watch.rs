@@ -18,6 +18,9 @@ use crate::ZOOKEEPER;
 /// Items buffered between the feeder and a slow consumer.
 const BUFFER: usize = 64;
 
+/// How long a watch keeps trying to read a fresh snapshot after a reconnect.
+const RESYNC_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A watch on `key`, or with `tree` on everything below it.
 pub(crate) async fn watch(store: &ZookeeperStore, key: &Key, tree: bool) -> Result<WatchStream> {
     let path = path_of(key.as_str());
@@ -33,6 +36,8 @@ pub(crate) async fn watch(store: &ZookeeperStore, key: &Key, tree: bool) -> Resu
     let feeder = Feeder {
         zk: store.zk.clone(),
         key: key.clone(),
+        path,
+        mode,
         tree,
         concurrency: store.config.concurrency,
         known: HashMap::new(),
@@ -49,6 +54,9 @@ pub(crate) async fn watch(store: &ZookeeperStore, key: &Key, tree: bool) -> Resu
 struct Feeder {
     zk: ZkClient,
     key: Key,
+    /// The watched node, and how (recursive for a tree), to set the watch again.
+    path: String,
+    mode: AddWatchMode,
     tree: bool,
     concurrency: usize,
     /// The index last reported per existing key.
@@ -76,7 +84,15 @@ impl Feeder {
             };
             let item = match event.event_type {
                 EventType::Session => match event.session_state {
-                    SessionState::SyncConnected => Some(self.read().await.map(WatchEvent::Snapshot)),
+                    SessionState::SyncConnected => {
+                        // A restarted server has forgotten the watch, and the client does
+                        // not always set it again: set it before reading, so no change
+                        // falls between the two. The new watcher replaces the old one.
+                        if let Some(renewed) = self.rewatch().await {
+                            watcher = renewed;
+                        }
+                        Some(self.resync().await.map(WatchEvent::Snapshot))
+                    }
                     state if state.is_terminated() => {
                         let reason = format!("the ZooKeeper session ended ({state:?})");
                         Some(Err(Error::backend(
@@ -100,6 +116,31 @@ impl Feeder {
                 return;
             }
         }
+    }
+
+    /// [`Feeder::read`], retried while it fails for a reason that may pass (a connection just
+    /// restored, a server still starting), for up to [`RESYNC_FOR`]: the session, and with it
+    /// the watch, is alive, so a slow read is no reason to end the watch.
+    async fn resync(&mut self) -> Result<Vec<KvPair>> {
+        let deadline = tokio::time::Instant::now() + RESYNC_FOR;
+        loop {
+            match self.read().await {
+                Err(err) if err.is_temporary() && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    /// The watch set again on the current session; `None` if that failed (the old watcher
+    /// goes on, and the next reconnect tries again).
+    async fn rewatch(&self) -> Option<PersistentWatcher> {
+        let client = self.zk.client().ok()?;
+        self.zk
+            .request("watch", self.key.as_str(), client.watch(&self.path, self.mode))
+            .await
+            .ok()
     }
 
     /// The event for a change at `path`, if it changed what the consumer knows.
@@ -133,7 +174,7 @@ impl Feeder {
                 .remove(&key)
                 .map(|last_index| Ok(WatchEvent::Delete { key, last_index })),
             // The change is known but not its value: start over from a snapshot.
-            Err(_) => Some(self.read().await.map(WatchEvent::Snapshot)),
+            Err(_) => Some(self.resync().await.map(WatchEvent::Snapshot)),
         }
     }
 }

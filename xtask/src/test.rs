@@ -24,7 +24,7 @@ struct Suite {
 const ALL_FEATURES: &[&[&str]] = &[&["--all-features"]];
 
 /// Every suite, in the order of the README's capability table.
-const SUITES: [Suite; 11] = [
+const SUITES: [Suite; 12] = [
     Suite {
         backend: "memory",
         package: "valkeyrie-core",
@@ -97,6 +97,14 @@ const SUITES: [Suite; 11] = [
     Suite {
         backend: "servers",
         package: "xtask",
+        servers: &Server::ALL,
+        feature_sets: ALL_FEATURES,
+    },
+    // Restarts, pauses and dropped connections: last, since it stops and restarts the
+    // servers the other suites use.
+    Suite {
+        backend: "faults",
+        package: "valkeyrie-faults",
         servers: &Server::ALL,
         feature_sets: ALL_FEATURES,
     },

@@ -145,6 +145,11 @@ async fn renew<S: Storage>(hold: Hold<S>, mut holding: Holding, closing: Cancell
             () = changed => false,
             () = tokio::time::sleep_until(next_renewal) => true,
         };
+        // A starved process may wake past the deadline: the lock is lost then, and the
+        // record expires by itself.
+        if holding.expired() {
+            return;
+        }
         let started = LostNotifier::now_ms();
         let outcome = if due {
             next_renewal = tokio::time::Instant::now() + period;
@@ -153,7 +158,11 @@ async fn renew<S: Storage>(hold: Hold<S>, mut holding: Holding, closing: Cancell
             hold.engine.check(&hold.key, hold.owner)
         };
         match outcome {
-            Ok(Ok(())) if due => holding.held_for(started, hold.ttl),
+            Ok(Ok(())) if due => {
+                if !holding.held_for(started, hold.ttl) {
+                    return;
+                }
+            }
             Ok(Ok(())) => {}
             Ok(Err(reason)) => {
                 holding.lose(reason);

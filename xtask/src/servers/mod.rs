@@ -149,8 +149,11 @@ impl Server {
                     HOST,
                     "--port",
                     &client.to_string(),
+                    // No snapshots while running, one at shutdown (SIGTERM): a restart
+                    // (`servers restart`, the fault suite) keeps the data, at no cost to
+                    // a benchmark's writes.
                     "--save",
-                    "",
+                    "3600 1",
                     "--appendonly",
                     "no",
                     "--dir",
@@ -187,10 +190,17 @@ impl Server {
                     unreachable!("consul has five ports")
                 };
                 let mut c = Command::new(install::consul_binary());
+                // A one-server cluster rather than `-dev`, whose state lives in memory: a
+                // restart keeps the data directory, as in production. Raft at its fastest
+                // timings (as `-dev` has) elects the one server within about a second.
                 c.env("CHECKPOINT_DISABLE", "1")
                     .args([
                         "agent",
-                        "-dev",
+                        "-server",
+                        "-bootstrap-expect",
+                        "1",
+                        "-hcl",
+                        "performance { raft_multiplier = 1 }",
                         "-node",
                         "valkeyrie",
                         "-bind",

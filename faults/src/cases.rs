@@ -1,0 +1,652 @@
+//! The fault cases, each written once and run on every backend where its fault applies
+//! (`tests/faults.rs` instantiates them). Each case bounds its own time: it fails with what
+//! it saw rather than hang, and it leaves the server running.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use valkeyrie::{
+    Error, ErrorKind, KvPair, LockGuard, LockOptions, ReadOptions, Store, WatchEvent, WatchStream, WriteOptions,
+};
+
+use crate::proxy::Proxy;
+use crate::server;
+use crate::target::{Target, CONNECT_TIMEOUT, REQUEST_TIMEOUT, SLACK};
+
+/// How long a store may take to work again once its server is back.
+const RECOVERY: Duration = Duration::from_secs(30);
+
+/// How long a watcher may take to deliver the last write of a sequence.
+const WATCH_CATCH_UP: Duration = Duration::from_secs(45);
+
+/// A directory of its own for one run of one case.
+fn unique(case: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("vk-faults/{case}-{}-{nanos}", std::process::id())
+}
+
+/// Whether `err` is what a call may answer while its server is unreachable.
+fn is_outage(err: &Error) -> bool {
+    matches!(err.kind(), ErrorKind::NotReachable | ErrorKind::Timeout) || err.is_temporary()
+}
+
+/// Runs `call` until it succeeds, retrying outage errors (the server restarting) for up to
+/// [`RECOVERY`]; panics on any other error or when the server stays away.
+async fn until_ok<T, F, Fut>(what: &str, mut call: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = valkeyrie::Result<T>>,
+{
+    let deadline = Instant::now() + RECOVERY;
+    loop {
+        match call().await {
+            Ok(value) => return value,
+            Err(err) if is_outage(&err) && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(err) => panic!("{what}: {err}"),
+        }
+    }
+}
+
+/// What a watcher saw of a numbered sequence of keys `seq-000`, `seq-001`, … below a
+/// directory.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Every sequence number delivered, by a `Put` or in a `Snapshot`.
+    numbers: BTreeSet<usize>,
+    /// The `Put` numbers in delivery order, a `None` where a `Snapshot` came.
+    order: Vec<Option<usize>>,
+    snapshots: usize,
+}
+
+fn number(dir: &str, key: &str) -> Option<usize> {
+    key.strip_prefix(dir)?.strip_prefix("/seq-")?.parse().ok()
+}
+
+impl Seen {
+    fn record(&mut self, dir: &str, event: WatchEvent) {
+        match event {
+            WatchEvent::Snapshot(pairs) => {
+                self.snapshots += 1;
+                self.order.push(None);
+                self.numbers.extend(pairs.iter().filter_map(|p| number(dir, &p.key)));
+            }
+            WatchEvent::Put(pair) => {
+                if let Some(n) = number(dir, &pair.key) {
+                    self.numbers.insert(n);
+                    self.order.push(Some(n));
+                }
+            }
+            WatchEvent::Delete { .. } => {}
+        }
+    }
+
+    /// Panics unless every number below `count` was delivered and, between snapshots,
+    /// puts came in write order (a repeat after a resync is allowed: delivery is at least
+    /// once).
+    fn check(&self, backend: &str, count: usize) {
+        let missing: Vec<usize> = (0..count).filter(|n| !self.numbers.contains(n)).collect();
+        assert!(
+            missing.is_empty(),
+            "{backend}: the watcher never saw writes {missing:?} (and no snapshot covered them); saw {:?}",
+            self.order
+        );
+        let mut last = None;
+        for item in &self.order {
+            match (item, last) {
+                (None, _) => last = None,
+                (Some(n), Some(previous)) => {
+                    assert!(
+                        *n > previous,
+                        "{backend}: put {n} came after put {previous}: {:?}",
+                        self.order
+                    );
+                    last = Some(*n);
+                }
+                (Some(n), None) => last = Some(*n),
+            }
+        }
+    }
+}
+
+/// Reads `events` until the watcher has seen `seq-{last}`, for at most
+/// [`WATCH_CATCH_UP`]; a stream error or end is a failure (a watch must survive outages).
+fn collect(dir: String, mut events: WatchStream, last: usize) -> tokio::task::JoinHandle<Result<Seen, String>> {
+    tokio::spawn(async move {
+        let mut seen = Seen::default();
+        let deadline = tokio::time::Instant::now() + WATCH_CATCH_UP;
+        while !seen.numbers.contains(&last) {
+            match tokio::time::timeout_at(deadline, events.next()).await {
+                Err(_) => return Err(format!("no event for {WATCH_CATCH_UP:?}; saw {:?}", seen.order)),
+                Ok(None) => return Err(format!("the watch ended; saw {:?}", seen.order)),
+                Ok(Some(Err(err))) => return Err(format!("the watch failed: {err}; saw {:?}", seen.order)),
+                Ok(Some(Ok(event))) => seen.record(&dir, event),
+            }
+        }
+        Ok(seen)
+    })
+}
+
+async fn write_sequence(store: &dyn Store, dir: &str, numbers: std::ops::Range<usize>) {
+    for n in numbers {
+        let key = format!("{dir}/seq-{n:03}");
+        until_ok(&format!("put {key}"), || async {
+            store
+                .put(&key, Bytes::from(n.to_string()), &WriteOptions::default())
+                .await
+        })
+        .await;
+    }
+}
+
+/// Opens a tree watch and takes its first snapshot.
+async fn watch_tree(store: &dyn Store, dir: &str) -> WatchStream {
+    let mut events = store
+        .watch_tree(dir, &ReadOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("watch_tree {dir}: {e}"));
+    match tokio::time::timeout(REQUEST_TIMEOUT + SLACK, events.next()).await {
+        Ok(Some(Ok(WatchEvent::Snapshot(_)))) => events,
+        other => panic!("watch_tree {dir}: the first item was {other:?}, not a snapshot"),
+    }
+}
+
+/// Waits for the collector and checks what it saw of `count` writes across `fault`.
+async fn judge(target: &Target, seen: tokio::task::JoinHandle<Result<Seen, String>>, count: usize, fault: &str) {
+    let name = target.backend.name();
+    let seen = seen
+        .await
+        .unwrap_or_else(|e| panic!("the collector panicked: {e}"))
+        .unwrap_or_else(|e| panic!("{name}: watch across {fault}: {e}"));
+    seen.check(name, count);
+    println!(
+        "{name}: watch across {fault}: {count} writes seen, {} snapshot(s)",
+        seen.snapshots
+    );
+}
+
+/// Numbered writes before, during and after a restart of the server: a tree watcher on
+/// another handle sees every one, in order, or a snapshot covering what it could not replay.
+pub async fn watch_across_restart(target: &Target) {
+    const COUNT: usize = 20;
+    let (watcher, writer) = (target.open().await, target.open().await);
+    let dir = unique("watch-restart");
+    let events = watch_tree(watcher.as_ref(), &dir).await;
+    let seen = collect(dir.clone(), events, COUNT - 1);
+    write_sequence(writer.as_ref(), &dir, 0..COUNT / 2).await;
+    let down = server::restart(target.server()).await;
+    write_sequence(writer.as_ref(), &dir, COUNT / 2..COUNT).await;
+    judge(target, seen, COUNT, &format!("a restart ({down:.1?} down)")).await;
+    let _ = writer.delete_tree(&dir).await;
+}
+
+/// The same check when only the watcher's connection drops (a proxy cuts it for a few
+/// seconds, during which the writer, on its own connection, goes on writing).
+pub async fn watch_across_dropped_connection(target: &Target) {
+    const COUNT: usize = 21;
+    let proxy = Proxy::start(&target.address())
+        .await
+        .unwrap_or_else(|e| panic!("a proxy: {e}"));
+    let watcher = target.open_via(&proxy.address()).await;
+    let writer = target.open().await;
+    let dir = unique("watch-cut");
+    let events = watch_tree(watcher.as_ref(), &dir).await;
+    let seen = collect(dir.clone(), events, COUNT - 1);
+    write_sequence(writer.as_ref(), &dir, 0..COUNT / 3).await;
+    proxy.cut();
+    write_sequence(writer.as_ref(), &dir, COUNT / 3..2 * COUNT / 3).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    proxy.restore();
+    write_sequence(writer.as_ref(), &dir, 2 * COUNT / 3..COUNT).await;
+    judge(target, seen, COUNT, "a 3 s cut").await;
+    let _ = writer.delete_tree(&dir).await;
+}
+
+/// The server freezes (SIGSTOP) for longer than the lock's TTL: the holder's lost signal
+/// fires within TTL + [`SLACK`] though nothing answers; once the server runs again another
+/// contender acquires with a larger fencing token, and the old guard still says lost.
+pub async fn lock_across_pause(target: &Target) {
+    let name = target.backend.name();
+    let holder = target.open().await;
+    // What the backend makes of the suite's TTL (Consul raises it to twice its shortest session).
+    let ttl = target.backend.lock_ttl().max(holder.capabilities().min_ttl);
+    let key = format!("{}/lock", unique("lock-pause"));
+    let options = LockOptions {
+        ttl: holder.capabilities().lock_ttl.then_some(ttl),
+        ..LockOptions::with_value("old holder")
+    };
+    let guard = lock(holder.as_ref(), &key, options)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: lock {key}: {e}"));
+    let first_token = guard.fencing_token();
+    // Let at least one renewal land, so the deadline counts from a renewal, not the acquisition.
+    tokio::time::sleep(ttl / 2).await;
+    let paused = server::pause(target.server()).await;
+    let frozen_at = Instant::now();
+    let lost = tokio::time::timeout(ttl + SLACK, guard.lost()).await;
+    let lost_after = frozen_at.elapsed();
+    // Past the TTL on the server's clock too before it runs again.
+    tokio::time::sleep((ttl + Duration::from_secs(1)).saturating_sub(lost_after)).await;
+    paused.resume().await;
+    let reason = lost.unwrap_or_else(|_| panic!("{name}: no lost signal {:?} into a pause (TTL {ttl:?})", ttl + SLACK));
+    assert!(
+        guard.ensure_held().is_err(),
+        "{name}: the guard says held after its loss ({reason:?})"
+    );
+
+    let contender = target.open().await;
+    let resumed_at = Instant::now();
+    let wait = ttl * 3 + RECOVERY;
+    let taken = tokio::time::timeout(wait, async {
+        let locker = until_ok("new_lock", || {
+            contender.new_lock(&key, LockOptions::with_value("new holder"))
+        })
+        .await;
+        loop {
+            match locker.lock_timeout(wait).await {
+                Ok(guard) => return guard,
+                Err(err) if is_outage(&err) => tokio::time::sleep(Duration::from_millis(200)).await,
+                Err(err) => panic!("{name}: the contender's lock: {err}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{name}: nobody acquired {key} within {wait:?} after the server resumed"));
+    let taken_after = resumed_at.elapsed();
+    assert!(
+        taken.fencing_token() > first_token,
+        "{name}: fencing token {} after {first_token}",
+        taken.fencing_token()
+    );
+    assert!(
+        guard.ensure_held().is_err(),
+        "{name}: the old guard believes it holds the lock again"
+    );
+    let value = until_ok("get the lock value", || async {
+        contender.get(&key, &ReadOptions::default()).await
+    })
+    .await;
+    assert_eq!(
+        value.value, "new holder",
+        "{name}: the lock record is not the new holder's"
+    );
+    println!(
+        "{name}: lock across a pause (TTL {ttl:?}): lost signal after {lost_after:.1?} ({reason:?}), \
+         taken over {taken_after:.1?} after resume, tokens {first_token} -> {}",
+        taken.fencing_token()
+    );
+    let _ = taken.unlock().await;
+    drop(guard);
+    let _ = contender.delete_tree(&key).await;
+}
+
+/// Takes the lock on `key`, waiting for it.
+async fn lock(store: &dyn Store, key: &str, options: LockOptions) -> valkeyrie::Result<LockGuard> {
+    store.new_lock(key, options).await?.lock().await
+}
+
+/// How a case takes the server away from a handle: a stop of the server, or (where a
+/// restart loses the data) a proxy between them that refuses every connection.
+enum Outage {
+    Stop(xtask::servers::Server, Option<server::Stopped>),
+    Cut(Proxy),
+}
+
+impl Outage {
+    /// The outage `target` gets, and the handle that will suffer it.
+    async fn prepare(target: &Target) -> (Outage, Arc<dyn Store>) {
+        if target.backend.restart_keeps_data() {
+            (Outage::Stop(target.server(), None), target.open().await)
+        } else {
+            let proxy = Proxy::start(&target.address())
+                .await
+                .unwrap_or_else(|e| panic!("a proxy: {e}"));
+            let store = target.open_via(&proxy.address()).await;
+            (Outage::Cut(proxy), store)
+        }
+    }
+
+    fn describe(&self) -> &'static str {
+        match self {
+            Outage::Stop(..) => "server stopped",
+            Outage::Cut(_) => "connection refused by a proxy",
+        }
+    }
+
+    async fn begin(&mut self) {
+        match self {
+            Outage::Stop(server, stopped) => *stopped = Some(server::stop(*server).await),
+            Outage::Cut(proxy) => proxy.cut(),
+        }
+    }
+
+    /// Ends the outage; how long the server took to be healthy again.
+    async fn end(&mut self) -> Duration {
+        match self {
+            Outage::Stop(server, stopped) => match stopped.take() {
+                Some(stopped) => stopped.start().await,
+                None => panic!("{} was not stopped", server.name()),
+            },
+            Outage::Cut(proxy) => {
+                proxy.restore();
+                Duration::ZERO
+            }
+        }
+    }
+}
+
+/// Every call on a handle whose server is stopped (or, where a restart loses the data,
+/// cut off by a proxy) fails with `NotReachable` or `Timeout` within its deadline, none
+/// hangs; the same handle works again once the server is back.
+pub async fn calls_while_down(target: &Target) {
+    let name = target.backend.name();
+    let (mut outage, store) = Outage::prepare(target).await;
+    let dir = unique("down");
+    let key = format!("{dir}/k");
+    let stored = until_ok("put", || async {
+        store.put(&key, "before".into(), &WriteOptions::default()).await?;
+        store.get(&key, &ReadOptions::default()).await
+    })
+    .await;
+    outage.begin().await;
+    let bound = CONNECT_TIMEOUT + REQUEST_TIMEOUT + SLACK;
+    let none = ReadOptions::default();
+    let plain = WriteOptions::default();
+    let lock_key = format!("{dir}/lock");
+    // Every call at once, each timed on its own: the outage lasts as long as the slowest,
+    // shorter than a ZooKeeper session, which the server would otherwise expire.
+    type Call<'a> = std::pin::Pin<Box<dyn Future<Output = valkeyrie::Result<()>> + Send + 'a>>;
+    let calls: Vec<(&str, Call<'_>)> = vec![
+        ("put", Box::pin(store.put(&key, "during".into(), &plain))),
+        ("get", Box::pin(async { store.get(&key, &none).await.map(drop) })),
+        ("exists", Box::pin(async { store.exists(&key, &none).await.map(drop) })),
+        ("list", Box::pin(async { store.list(&dir, &none).await.map(drop) })),
+        ("delete", Box::pin(store.delete(&key))),
+        ("delete_tree", Box::pin(store.delete_tree(&dir))),
+        (
+            "atomic_put",
+            Box::pin(async {
+                store
+                    .atomic_put(&key, "cas".into(), Some(&stored), &plain)
+                    .await
+                    .map(drop)
+            }),
+        ),
+        ("atomic_delete", Box::pin(store.atomic_delete(&key, &stored))),
+        ("watch", Box::pin(async { store.watch(&key, &none).await.map(drop) })),
+        (
+            "try_lock",
+            Box::pin(async {
+                let locker = store.new_lock(&lock_key, LockOptions::default()).await?;
+                locker.try_lock().await.map(drop)
+            }),
+        ),
+    ];
+    let timed = calls.into_iter().map(|(call, future)| async move {
+        let begun = Instant::now();
+        let outcome = tokio::time::timeout(bound * 2, future).await;
+        (call, outcome, begun.elapsed())
+    });
+    let mut slowest = Duration::ZERO;
+    let mut timed_out = Vec::new();
+    for (call, outcome, took) in futures_util::future::join_all(timed).await {
+        slowest = slowest.max(took);
+        match outcome {
+            Err(_) => panic!("{name}: {call} hung for {:?} ({})", bound * 2, outage.describe()),
+            Ok(Ok(())) => panic!("{name}: {call} succeeded ({})", outage.describe()),
+            Ok(Err(err)) => {
+                assert!(
+                    matches!(err.kind(), ErrorKind::NotReachable | ErrorKind::Timeout),
+                    "{name}: {call} failed with {:?} ({err}), not NotReachable or Timeout",
+                    err.kind()
+                );
+                assert!(
+                    took <= bound,
+                    "{name}: {call} took {took:?} to fail, more than {bound:?}"
+                );
+                if err.kind() == ErrorKind::Timeout {
+                    timed_out.push(call);
+                }
+            }
+        }
+    }
+    let downtime = Instant::now();
+    let up_after = outage.end().await;
+    let back = until_ok("exists after the restart", || store.exists(&key, &none)).await;
+    let recovered = downtime.elapsed();
+    // `NotReachable` means the call never reached the server; `Timeout` that its outcome is
+    // unknown (a client may still send a queued request once the server is back).
+    let value = match back {
+        true => Some(until_ok("get after the restart", || store.get(&key, &none)).await.value),
+        false => None,
+    };
+    if timed_out.is_empty() {
+        assert_eq!(
+            value.as_deref(),
+            Some(&b"before"[..]),
+            "{name}: a refused call changed the key"
+        );
+    }
+    until_ok("put after the restart", || store.put(&key, "after".into(), &plain)).await;
+    let changed = value.as_deref() != Some(&b"before"[..]);
+    println!(
+        "{name}: calls while down ({}): all failed within {slowest:.1?} (bound {bound:?}); \
+         the handle worked again {recovered:.1?} after the outage ended ({up_after:.1?} to healthy); \
+         timed out: {timed_out:?}{}",
+        outage.describe(),
+        if changed {
+            ", and a timed-out write applied once the server was back"
+        } else {
+            ""
+        }
+    );
+    let _ = store.delete_tree(&dir).await;
+}
+
+/// 16 tasks × 25 compare-and-set increments of one key, with a restart of the server in
+/// the middle (where a restart loses the data: every connection cut for 3 s): exactly 400
+/// land. A call whose outcome the outage hid is settled by reading
+/// the key again, which records every increment by name, so none counts twice or is lost.
+pub async fn cas_across_restart(target: &Target) {
+    const TASKS: usize = 16;
+    const PER_TASK: usize = 25;
+    let name = target.backend.name();
+    let (mut outage, first) = Outage::prepare(target).await;
+    let second = match &outage {
+        Outage::Stop(..) => target.open().await,
+        Outage::Cut(proxy) => target.open_via(&proxy.address()).await,
+    };
+    let stores = [first, second];
+    let key = format!("{}/counter", unique("cas-restart"));
+    until_ok("create the counter", || async {
+        stores[0].put(&key, Bytes::new(), &WriteOptions::default()).await
+    })
+    .await;
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for task in 0..TASKS {
+        let (store, key, done) = (Arc::clone(&stores[task % 2]), key.clone(), Arc::clone(&done));
+        tasks.push(tokio::spawn(async move {
+            for i in 0..PER_TASK {
+                let mark = format!("t{task}.{i}");
+                increment(store.as_ref(), &key, &mark).await;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while done.load(Ordering::Relaxed) < TASKS * PER_TASK / 2 {
+        assert!(Instant::now() < deadline, "{name}: half the increments took over 120 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let at_restart = done.load(Ordering::Relaxed);
+    let begun = Instant::now();
+    outage.begin().await;
+    if let Outage::Cut(_) = outage {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    outage.end().await;
+    let down = begun.elapsed();
+    for task in tasks {
+        tokio::time::timeout(deadline.saturating_duration_since(Instant::now()) + RECOVERY, task)
+            .await
+            .unwrap_or_else(|_| panic!("{name}: the increments did not finish"))
+            .unwrap_or_else(|e| panic!("{name}: an increment task panicked: {e}"));
+    }
+    let end = until_ok("read the counter", || async {
+        stores[0].get(&key, &ReadOptions::default()).await
+    })
+    .await;
+    let marks: Vec<&str> = std::str::from_utf8(&end.value)
+        .unwrap_or_else(|_| panic!("{name}: the counter is not text"))
+        .split_terminator(';')
+        .collect();
+    let distinct: BTreeSet<&str> = marks.iter().copied().collect();
+    assert_eq!(distinct.len(), marks.len(), "{name}: some increment landed twice");
+    assert_eq!(
+        marks.len(),
+        TASKS * PER_TASK,
+        "{name}: {} increments landed, not 400",
+        marks.len()
+    );
+    println!(
+        "{name}: contended CAS across an outage ({}, {down:.1?}, at {at_restart}/400): exactly 400",
+        outage.describe()
+    );
+    let _ = stores[0].delete(&key).await;
+}
+
+/// Appends `mark;` to the counter at `key` unless the mark is there already.
+async fn increment(store: &dyn Store, key: &str, mark: &str) {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        assert!(Instant::now() < deadline, "increment {mark} did not land within 240 s");
+        let current: KvPair = until_ok("read the counter", || async {
+            store.get(key, &ReadOptions::default()).await
+        })
+        .await;
+        if contains_mark(&current.value, mark) {
+            return;
+        }
+        let mut next = current.value.to_vec();
+        next.extend_from_slice(mark.as_bytes());
+        next.push(b';');
+        match store
+            .atomic_put(key, Bytes::from(next), Some(&current), &WriteOptions::default())
+            .await
+        {
+            Ok(_) => return,
+            Err(err) if err.kind() == ErrorKind::KeyModified => {}
+            // The outcome is unknown: the next read settles it.
+            Err(err) if is_outage(&err) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(err) => panic!("atomic_put {key}: {err}"),
+        }
+    }
+}
+
+/// Whether the counter `value` (`mark;mark;…`) holds `mark`.
+fn contains_mark(value: &[u8], mark: &str) -> bool {
+    value.split(|b| *b == b';').any(|m| m == mark.as_bytes())
+}
+
+/// `close()` while watches stream, a lock is held (and renewed), a contender waits for it
+/// and calls run: it returns promptly, every background task ends, the in-flight work ends,
+/// and the lock is free at once for another handle (nothing left on the server holds it).
+pub async fn close_under_load(target: &Target) {
+    let name = target.backend.name();
+    let store = target.open().await;
+    let dir = unique("close");
+    let lock_key = format!("{dir}/lock");
+    // A TTL where the backend takes one (ZooKeeper's locks live as long as the session).
+    let ttl = store.capabilities().lock_ttl.then(|| target.backend.lock_ttl());
+    let mut work = Vec::new();
+    for watched in [format!("{dir}/watched"), dir.clone()] {
+        let mut events = store
+            .watch_tree(&watched, &ReadOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{name}: watch {watched}: {e}"));
+        work.push(tokio::spawn(
+            async move { while let Some(Ok(_)) = events.next().await {} },
+        ));
+    }
+    let options = LockOptions {
+        ttl,
+        ..LockOptions::default()
+    };
+    let held = lock(store.as_ref(), &lock_key, options.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{name}: lock: {e}"));
+    let waiter = store
+        .new_lock(&lock_key, options.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{name}: a second locker: {e}"));
+    work.push(tokio::spawn(async move {
+        let _ = waiter.lock().await;
+    }));
+    for task in 0..8 {
+        let (store, key) = (Arc::clone(&store), format!("{dir}/watched/k{task}"));
+        work.push(tokio::spawn(async move {
+            while store.put(&key, "v".into(), &WriteOptions::default()).await.is_ok() {
+                let _ = store.get(&key, &ReadOptions::default()).await;
+                // The embedded store answers without waiting: let the other tasks run.
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let begun = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), store.close())
+        .await
+        .unwrap_or_else(|_| panic!("{name}: close() did not return within 10 s"))
+        .unwrap_or_else(|e| panic!("{name}: close: {e}"));
+    let closed_in = begun.elapsed();
+    let drained = Instant::now() + Duration::from_secs(5);
+    while store.background_tasks() > 0 {
+        assert!(
+            Instant::now() < drained,
+            "{name}: {} background task(s) still alive 5 s after close",
+            store.background_tasks()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for task in work {
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap_or_else(|_| panic!("{name}: a watch, lock waiter or call still runs 5 s after close"))
+            .unwrap_or_else(|e| panic!("{name}: in-flight work panicked: {e}"));
+    }
+    assert!(
+        held.ensure_held().is_err(),
+        "{name}: a lock of a closed handle says held"
+    );
+    drop(held);
+    // Another handle takes the lock at once: close released it on the server rather than
+    // leaving its session, lease or record to expire.
+    let other = target.open().await;
+    let locker = other
+        .new_lock(&lock_key, options)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: a locker on a new handle: {e}"));
+    let taken = locker
+        .try_lock()
+        .await
+        .unwrap_or_else(|e| panic!("{name}: try_lock after close: {e}"));
+    assert!(
+        taken.is_some(),
+        "{name}: the closed handle's lock is still held on the server"
+    );
+    if let Some(guard) = taken {
+        let _ = guard.unlock().await;
+    }
+    println!("{name}: close under load returned in {closed_in:.2?}; every task ended; the lock was free at once");
+    let _ = other.delete_tree(&dir).await;
+    let _ = other.close().await;
+}

@@ -1,0 +1,46 @@
+//! The fault suite: each case on every backend where its fault applies, against the real
+//! servers `cargo xtask test --backend faults` starts (and this suite stops, restarts and
+//! pauses). The embedded store gets the process-level case only.
+
+use valkeyrie_faults::{cases, Backend, Target};
+
+macro_rules! fault_cases {
+    ($backend:ident: $($case:ident),+ $(,)?) => {
+        #[allow(non_snake_case)]
+        mod $backend {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let target = Target::new(Backend::$backend).await;
+                    cases::$case(&target).await;
+                }
+            )+
+        }
+    };
+}
+
+macro_rules! server_cases {
+    ($($backend:ident),+) => {
+        $(fault_cases!($backend:
+            watch_across_restart,
+            watch_across_dropped_connection,
+            lock_across_pause,
+            calls_while_down,
+            cas_across_restart,
+            close_under_load,
+        );)+
+    };
+}
+
+server_cases!(Etcd, Redis, ZooKeeper, Consul);
+// DynamoDB Local runs in memory, so a restart is a new, empty database: its outages are a
+// proxy's refused connections (`calls_while_down`, `cas_across_restart` use one for it).
+fault_cases!(DynamoDb:
+    watch_across_dropped_connection,
+    lock_across_pause,
+    calls_while_down,
+    cas_across_restart,
+    close_under_load,
+);
+fault_cases!(Boltlike: close_under_load);

@@ -192,9 +192,7 @@ pub async fn watch_across_restart(target: &Target) {
 /// seconds, during which the writer, on its own connection, goes on writing).
 pub async fn watch_across_dropped_connection(target: &Target) {
     const COUNT: usize = 21;
-    let proxy = Proxy::start(&target.address())
-        .await
-        .unwrap_or_else(|e| panic!("a proxy: {e}"));
+    let proxy = target.proxy().await;
     let watcher = target.open_via(&proxy.address()).await;
     let writer = target.open().await;
     let dir = unique("watch-cut");
@@ -306,9 +304,7 @@ impl Outage {
         if target.backend.restart_keeps_data() {
             (Outage::Stop(target.server(), None), target.open().await)
         } else {
-            let proxy = Proxy::start(&target.address())
-                .await
-                .unwrap_or_else(|e| panic!("a proxy: {e}"));
+            let proxy = target.proxy().await;
             let store = target.open_via(&proxy.address()).await;
             (Outage::Cut(proxy), store)
         }

@@ -156,6 +156,13 @@ impl Target {
         }
     }
 
+    /// A proxy in front of the server, for cases that cut one handle's connection.
+    pub async fn proxy(&self) -> crate::Proxy {
+        crate::Proxy::start(&self.address())
+            .await
+            .unwrap_or_else(|e| panic!("a proxy to {}: {e}", self.address()))
+    }
+
     /// A new handle that reaches the server through `address` (a proxy's).
     pub async fn open_via(&self, address: &str) -> Arc<dyn Store> {
         open(&self.backend.url(address)).await

@@ -25,20 +25,18 @@ pub(crate) fn map_error(call: &'static str, key: &str, err: ClientError) -> Erro
             use tonic::Code;
             let message = status.message();
             match status.code() {
-                Code::Unavailable => Error::NotReachable {
-                    store: ETCD,
-                    call,
-                    key,
-                    source: Box::new(err),
-                },
-                // tonic reports a broken or timed-out connection as a status whose source is
-                // the transport error.
-                Code::Unknown | Code::Cancelled if is_transport(status) => Error::NotReachable {
-                    store: ETCD,
-                    call,
-                    key,
-                    source: Box::new(err),
-                },
+                // tonic reports a broken or timed-out connection as a status (Unknown or
+                // Cancelled) whose source is the transport error.
+                code if code == Code::Unavailable
+                    || (matches!(code, Code::Unknown | Code::Cancelled) && is_transport(status)) =>
+                {
+                    Error::NotReachable {
+                        store: ETCD,
+                        call,
+                        key,
+                        source: Box::new(err),
+                    }
+                }
                 Code::DeadlineExceeded => Error::backend(ETCD, call, key, true, err),
                 Code::InvalidArgument if message.contains("too large") => Error::backend(
                     ETCD,

@@ -29,11 +29,7 @@ pub(crate) async fn watch(store: &ZookeeperStore, key: &Key, tree: bool) -> Resu
     } else {
         AddWatchMode::Persistent
     };
-    let watcher = store
-        .zk
-        .request("watch", key.as_str(), store.zk.client()?.watch(&path, mode))
-        .await?;
-    let feeder = Feeder {
+    let mut feeder = Feeder {
         zk: store.zk.clone(),
         key: key.clone(),
         path,
@@ -42,7 +38,7 @@ pub(crate) async fn watch(store: &ZookeeperStore, key: &Key, tree: bool) -> Resu
         concurrency: store.config.concurrency,
         known: HashMap::new(),
     };
-    let mut feeder = feeder;
+    let watcher = feeder.set_watch().await?;
     let snapshot = feeder.read().await?;
     let (sender, receiver) = mpsc::channel(BUFFER);
     // The channel is new and empty: the snapshot always fits.
@@ -88,7 +84,9 @@ impl Feeder {
                         // A restarted server has forgotten the watch, and the client does
                         // not always set it again: set it before reading, so no change
                         // falls between the two. The new watcher replaces the old one.
-                        if let Some(renewed) = self.rewatch().await {
+                        // If that fails the old watcher goes on, and the next reconnect
+                        // tries again.
+                        if let Ok(renewed) = self.set_watch().await {
                             watcher = renewed;
                         }
                         Some(self.resync().await.map(WatchEvent::Snapshot))
@@ -133,14 +131,12 @@ impl Feeder {
         }
     }
 
-    /// The watch set again on the current session; `None` if that failed (the old watcher
-    /// goes on, and the next reconnect tries again).
-    async fn rewatch(&self) -> Option<PersistentWatcher> {
-        let client = self.zk.client().ok()?;
+    /// Sets the persistent watch on the current session.
+    async fn set_watch(&self) -> Result<PersistentWatcher> {
+        let client = self.zk.client()?;
         self.zk
             .request("watch", self.key.as_str(), client.watch(&self.path, self.mode))
             .await
-            .ok()
     }
 
     /// The event for a change at `path`, if it changed what the consumer knows.

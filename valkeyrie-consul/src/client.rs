@@ -299,7 +299,7 @@ impl ConsulClient {
             .await?;
         match reply.status {
             StatusCode::OK | StatusCode::NOT_FOUND | StatusCode::CONFLICT => Ok(reply),
-            status => Err(map_status(call, key, status, &reply.body)),
+            status => Err(map_status(call, key, status, &reply.body, self.inner.token.is_none())),
         }
     }
 
@@ -362,13 +362,14 @@ impl ConsulClient {
         F: Fn(&'a Consul) -> Fut,
         Fut: Future<Output = std::result::Result<T, ConsulError>> + 'a,
     {
+        let anonymous = self.inner.token.is_none();
         self.on_agents(call, key, self.inner.request_timeout, |agent| {
             let result = request(&self.inner.agents[agent].consul);
             async move {
                 match result.await {
                     Ok(value) => Ok(value),
                     Err(ConsulError::ResponseError(err)) if err.is_connect() => Err(Failed::Unsent(err)),
-                    Err(err) => Err(Failed::Error(map_consul_error(call, key, err))),
+                    Err(err) => Err(Failed::Error(map_consul_error(call, key, err, anonymous))),
                 }
             }
         })

@@ -17,10 +17,17 @@ pub(crate) fn not_reachable(call: &'static str, key: &str, err: impl Into<BoxErr
 }
 
 /// An answer other than 200 (or a 404 the caller interprets), with Consul's explanation.
-pub(crate) fn map_status(call: &'static str, key: &str, status: StatusCode, body: &[u8]) -> Error {
+/// `anonymous` says the request carried no token.
+pub(crate) fn map_status(call: &'static str, key: &str, status: StatusCode, body: &[u8], anonymous: bool) -> Error {
     let said = String::from_utf8_lossy(body);
     let said = said.trim();
     let (temporary, reason) = match status {
+        // The anonymous token cannot be deleted, so not finding it means the servers have
+        // not loaded their ACL state yet: a restart or a leader election, over in seconds.
+        StatusCode::FORBIDDEN if anonymous && said.contains("ACL not found") => (
+            true,
+            format!("the agent does not know the anonymous ACL token yet: its servers are still starting ({said})"),
+        ),
         StatusCode::FORBIDDEN => (
             false,
             format!("permission denied: the ACL token does not allow this ({said})"),
@@ -39,13 +46,13 @@ pub(crate) fn map_status(call: &'static str, key: &str, status: StatusCode, body
     Error::backend(CONSUL, call, key, temporary, reason)
 }
 
-/// Maps an error of `rs-consul` during `call` on `key`.
-pub(crate) fn map_consul_error(call: &'static str, key: &str, err: ConsulError) -> Error {
+/// Maps an error of `rs-consul` during `call` on `key`; `anonymous` as in [`map_status`].
+pub(crate) fn map_consul_error(call: &'static str, key: &str, err: ConsulError, anonymous: bool) -> Error {
     match err {
         ConsulError::ResponseError(err) => not_reachable(call, key, err),
         ConsulError::InvalidResponse(err) => not_reachable(call, key, err),
         ConsulError::UnexpectedResponseCode(status, body) => {
-            map_status(call, key, status, body.unwrap_or_default().as_bytes())
+            map_status(call, key, status, body.unwrap_or_default().as_bytes(), anonymous)
         }
         ConsulError::TimeoutExceeded(after) => Error::Timeout {
             store: CONSUL,
@@ -65,10 +72,24 @@ mod tests {
 
     #[test]
     fn statuses_say_what_to_do() {
-        let denied = map_status("put", "app/x", StatusCode::FORBIDDEN, b"Permission denied");
+        let denied = map_status("put", "app/x", StatusCode::FORBIDDEN, b"Permission denied", false);
         assert!(denied.to_string().contains("ACL token"), "{denied}");
         assert!(!denied.is_temporary());
-        let busy = map_status("get", "app/x", StatusCode::SERVICE_UNAVAILABLE, b"No cluster leader");
+        let unknown = map_status("get", "app/x", StatusCode::FORBIDDEN, b"ACL not found", false);
+        assert!(
+            !unknown.is_temporary(),
+            "a wrong token is not worth retrying: {unknown}"
+        );
+        let starting = map_status("get", "app/x", StatusCode::FORBIDDEN, b"ACL not found", true);
+        assert!(starting.is_temporary(), "{starting}");
+        assert!(starting.to_string().contains("still starting"), "{starting}");
+        let busy = map_status(
+            "get",
+            "app/x",
+            StatusCode::SERVICE_UNAVAILABLE,
+            b"No cluster leader",
+            false,
+        );
         assert!(busy.is_temporary());
         assert_eq!(busy.kind(), ErrorKind::Backend);
         assert_eq!(busy.key(), Some("app/x"));

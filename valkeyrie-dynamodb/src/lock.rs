@@ -180,6 +180,7 @@ impl Acquire for DynamoLocker {
             key: self.key.clone(),
             token,
             ttl: self.ttl,
+            delete_item: self.delete_on_unlock,
         };
         self.spawner
             .spawn_self_stopping(heartbeat.run(holding, self.spawner.token()));
@@ -206,6 +207,7 @@ struct Heartbeat {
     key: Key,
     token: u64,
     ttl: Duration,
+    delete_item: bool,
 }
 
 impl Heartbeat {
@@ -221,6 +223,9 @@ impl Heartbeat {
                 () = holding.stopped() => return,
                 () = closing.cancelled() => {
                     holding.lose(LostReason::StoreClosed);
+                    // Released as the handle closes, so no other holder waits out the TTL of
+                    // a lock whose handle is gone.
+                    let _ = tokio::time::timeout(period, unlock(&self.client, &self.key, self.token, self.delete_item)).await;
                     return;
                 }
                 _ = tick.tick() => {}
@@ -304,45 +309,51 @@ impl LockRelease for DynamoRelease {
             releasing,
         } = *self;
         releasing.begin();
-        let name = key.as_str();
-        let lost = || Error::LockLost {
-            store: DYNAMODB,
-            key: name.to_owned(),
-            reason: LostReason::RecordDeleted,
-        };
-        if delete_item {
-            let deleted = client
-                .sdk
-                .delete_item()
-                .table_name(&client.table)
-                .key(ID, string(name))
-                .condition_expression("version = :token")
-                .expression_attribute_values(":token", number(token))
-                .send()
-                .await;
-            return match deleted {
-                Ok(_) => Ok(()),
-                Err(err)
-                    if err
-                        .as_service_error()
-                        .is_some_and(DeleteItemError::is_conditional_check_failed_exception) =>
-                {
-                    Err(lost())
-                }
-                Err(err) => Err(client.error("unlock", name, err)),
-            };
-        }
-        let request = client
+        unlock(&client, &key, token, delete_item).await
+    }
+}
+
+/// Ends the hold taken with `token`: deletes the item with `delete_item`, otherwise clears
+/// its expiry so the next locker takes it at once.
+async fn unlock(client: &DynamoClient, key: &Key, token: u64, delete_item: bool) -> Result<()> {
+    let name = key.as_str();
+    let lost = || Error::LockLost {
+        store: DYNAMODB,
+        key: name.to_owned(),
+        reason: LostReason::RecordDeleted,
+    };
+    if delete_item {
+        let deleted = client
             .sdk
-            .update_item()
+            .delete_item()
             .table_name(&client.table)
             .key(ID, string(name))
-            .update_expression("REMOVE expiration_time")
             .condition_expression("version = :token")
-            .expression_attribute_values(":token", number(token));
-        match client.update("unlock", name, request).await? {
-            Update::Written(_) => Ok(()),
-            Update::Refused(_) => Err(lost()),
-        }
+            .expression_attribute_values(":token", number(token))
+            .send()
+            .await;
+        return match deleted {
+            Ok(_) => Ok(()),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(DeleteItemError::is_conditional_check_failed_exception) =>
+            {
+                Err(lost())
+            }
+            Err(err) => Err(client.error("unlock", name, err)),
+        };
+    }
+    let request = client
+        .sdk
+        .update_item()
+        .table_name(&client.table)
+        .key(ID, string(name))
+        .update_expression("REMOVE expiration_time")
+        .condition_expression("version = :token")
+        .expression_attribute_values(":token", number(token));
+    match client.update("unlock", name, request).await? {
+        Update::Written(_) => Ok(()),
+        Update::Refused(_) => Err(lost()),
     }
 }

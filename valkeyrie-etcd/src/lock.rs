@@ -271,6 +271,11 @@ impl Session {
                 () = holding.stopped() => return,
                 () = closing.cancelled() => {
                     holding.lose(LostReason::StoreClosed);
+                    // Revoked as the handle closes (deleting the contender key, and the value
+                    // bound with `delete_on_unlock`), so the next contender does not wait
+                    // out the TTL of a lock whose handle is gone.
+                    let revoke = self.client.request("unlock", &self.contender, raw.lease_revoke(self.lease));
+                    let _ = tokio::time::timeout(period, revoke).await;
                     return;
                 }
                 message = deleted => match message {

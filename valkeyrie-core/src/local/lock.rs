@@ -33,6 +33,7 @@ struct Hold<S: Storage> {
     key: Key,
     owner: u64,
     ttl: Duration,
+    delete_value: bool,
 }
 
 impl<S: Storage> LocalLocker<S> {
@@ -64,6 +65,7 @@ impl<S: Storage> LocalLocker<S> {
             key: self.key.clone(),
             owner,
             ttl: self.ttl,
+            delete_value: self.delete_on_unlock,
         };
         let guard = self.hold(hold, token, acquired_at);
         if self.sync_writes {
@@ -84,7 +86,7 @@ impl<S: Storage> LocalLocker<S> {
             engine: Arc::clone(&hold.engine),
             key: hold.key.clone(),
             owner: hold.owner,
-            delete_value: self.delete_on_unlock,
+            delete_value: hold.delete_value,
             releasing,
         };
         self.spawner
@@ -140,6 +142,9 @@ async fn renew<S: Storage>(hold: Hold<S>, mut holding: Holding, closing: Cancell
             () = holding.stopped() => return,
             () = closing.cancelled() => {
                 holding.lose(LostReason::StoreClosed);
+                // Released as the handle closes, so another handle on the database does not
+                // wait out the TTL of a lock whose holder is gone.
+                let _ = hold.engine.release(&hold.key, hold.owner, hold.delete_value);
                 return;
             }
             () = changed => false,

@@ -213,4 +213,32 @@ mod tests {
         );
         drop(first);
     }
+
+    #[tokio::test]
+    async fn closing_a_handle_releases_its_locks_at_once() {
+        use crate::{LockOptions, Store};
+        let config = MemoryConfig {
+            name: Some("close-releases-test".into()),
+            ..MemoryConfig::default()
+        };
+        let first = MemoryStore::with_config(config.clone()).unwrap();
+        let second = MemoryStore::with_config(config).unwrap();
+        let options = LockOptions {
+            ttl: Some(std::time::Duration::from_secs(60)),
+            ..LockOptions::default()
+        };
+        let held = first
+            .new_lock("leader", options.clone())
+            .await
+            .unwrap()
+            .lock()
+            .await
+            .unwrap();
+        let other = second.new_lock("leader", options).await.unwrap();
+        assert!(other.try_lock().await.unwrap().is_none(), "held by the first handle");
+        first.close().await.unwrap();
+        assert!(held.ensure_held().is_err(), "a closed handle's lock says held");
+        let taken = other.try_lock().await.unwrap();
+        assert!(taken.is_some(), "the closed handle's lock waits out its 60 s TTL");
+    }
 }

@@ -254,7 +254,14 @@ impl Server {
                 reply => Err(format!("zookeeper ruok answered {reply:?}")),
             },
             Server::Consul => match probe::http(&address, "GET", "/v1/status/leader", &[], "")? {
-                (200, body) if body.trim().len() > 2 => Ok(()),
+                // A leader is not enough: until the servers have loaded their ACL state,
+                // a request without a token is refused with "ACL not found".
+                (200, body) if body.trim().len() > 2 => {
+                    match probe::http(&address, "GET", "/v1/kv/valkeyrie-probe", &[], "")? {
+                        (200 | 404, _) => Ok(()),
+                        (status, body) => Err(format!("consul refuses a key read yet ({status}: {body})")),
+                    }
+                }
                 (status, body) => Err(format!("consul has no leader yet ({status}: {body})")),
             },
             Server::DynamoDb => match probe::dynamodb(&address, "ListTables", "{}")? {

@@ -87,6 +87,18 @@ impl Storage for SledStorage {
         raw.map(|raw| decode_record(key, &raw)).transpose()
     }
 
+    fn apply(&self, writes: &[(&str, Option<&Record>)]) -> Result<(), BoxError> {
+        // A sled batch is atomic: readers and crash recovery see all of it or none.
+        let mut batch = sled::Batch::default();
+        for (key, record) in writes {
+            match record {
+                Some(record) => batch.insert(*key, encode_record(record)),
+                None => batch.remove(*key),
+            }
+        }
+        self.data.apply_batch(batch).map_err(storage_error)
+    }
+
     fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, Record)>, BoxError> {
         let mut records = Vec::new();
         for entry in self.data.scan_prefix(prefix) {

@@ -104,6 +104,7 @@ impl Backend for ConsulStore {
         caps.max_value_size = Some(self.config.max_value_size());
         caps.consistent_reads = true;
         caps.persistent = true;
+        caps.transactions = false;
         caps
     }
 

@@ -43,6 +43,13 @@ pub struct Capabilities {
     pub consistent_reads: bool,
     /// Data survives the end of the process.
     pub persistent: bool,
+    /// [`Store::commit`](crate::Store::commit) and the fenced writes
+    /// ([`Store::put_if_held`](crate::Store::put_if_held)) built on it.
+    pub transactions: bool,
+    /// Most compares plus operations one transaction may have; a larger one is
+    /// [`Error::InvalidTransaction`](crate::Error::InvalidTransaction) before anything is
+    /// sent. `None` when only the request size limits it.
+    pub max_transaction_ops: Option<usize>,
 }
 
 impl Capabilities {
@@ -59,6 +66,8 @@ impl Capabilities {
             max_value_size: None,
             consistent_reads: false,
             persistent: false,
+            transactions: true,
+            max_transaction_ops: None,
         }
     }
 }

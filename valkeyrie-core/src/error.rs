@@ -65,6 +65,10 @@ pub enum ErrorKind {
     CannotLock,
     /// See [`Error::LockLost`].
     LockLost,
+    /// See [`Error::LockNotHeld`].
+    LockNotHeld,
+    /// See [`Error::InvalidTransaction`].
+    InvalidTransaction,
     /// See [`Error::UnknownStore`].
     UnknownStore,
     /// See [`Error::InvalidConfiguration`].
@@ -160,6 +164,28 @@ pub enum Error {
         /// Why it was lost.
         reason: LostReason,
     },
+    /// A fenced write ([`Store::put_if_held`](crate::Store::put_if_held)) was refused by the
+    /// store: the acquisition of the lock it was fenced with is over. Nothing was written.
+    #[error("{store}: write to {key:?} refused: the lock on {lock:?} is no longer held by this acquisition")]
+    LockNotHeld {
+        /// Store name.
+        store: &'static str,
+        /// The key the write was for.
+        key: String,
+        /// The lock's key.
+        lock: String,
+    },
+    /// A transaction breaks a rule checked before sending (two operations on one key, too
+    /// many operations for the backend, a fence of another store); nothing was sent.
+    #[error("{store}: invalid transaction at {key:?}: {reason}")]
+    InvalidTransaction {
+        /// Store name.
+        store: &'static str,
+        /// The key at fault (the first key of the transaction when no key is).
+        key: String,
+        /// Which rule it breaks.
+        reason: String,
+    },
     /// No backend with this name is registered (its crate is not linked).
     #[error(
         "unknown store {name:?}; registered stores: [{}]; link the backend crate (for example `use valkeyrie_etcd as _;`)",
@@ -254,6 +280,8 @@ impl Error {
             Error::NotReachable { .. } => ErrorKind::NotReachable,
             Error::CannotLock { .. } => ErrorKind::CannotLock,
             Error::LockLost { .. } => ErrorKind::LockLost,
+            Error::LockNotHeld { .. } => ErrorKind::LockNotHeld,
+            Error::InvalidTransaction { .. } => ErrorKind::InvalidTransaction,
             Error::UnknownStore { .. } => ErrorKind::UnknownStore,
             Error::InvalidConfiguration { .. } => ErrorKind::InvalidConfiguration,
             Error::InvalidKey { .. } => ErrorKind::InvalidKey,
@@ -276,6 +304,8 @@ impl Error {
             | Error::NotReachable { store, .. }
             | Error::CannotLock { store, .. }
             | Error::LockLost { store, .. }
+            | Error::LockNotHeld { store, .. }
+            | Error::InvalidTransaction { store, .. }
             | Error::InvalidConfiguration { store, .. }
             | Error::InvalidKey { store, .. }
             | Error::ValueTooLarge { store, .. }
@@ -297,6 +327,8 @@ impl Error {
             | Error::NotReachable { key, .. }
             | Error::CannotLock { key, .. }
             | Error::LockLost { key, .. }
+            | Error::LockNotHeld { key, .. }
+            | Error::InvalidTransaction { key, .. }
             | Error::InvalidKey { key, .. }
             | Error::ValueTooLarge { key, .. }
             | Error::Timeout { key, .. }

@@ -13,6 +13,8 @@
 //!   variants name the store and the key;
 //! * the [key rules](key), [watch streams](watch) and [locks](lock) with a lost signal and
 //!   fencing tokens;
+//! * [transactions](txn): compares and writes on several keys committed all-or-nothing,
+//!   and writes fenced by a held lock that the store itself refuses once the lock is gone;
 //! * the [registry]: [`open`]`("etcd://h1:2379?connect_timeout=5s")`,
 //!   [`new_store`]`(name, endpoints, typed_config)`, [`constructors`];
 //! * [`MemoryStore`] (`memory://`), a complete store without a server for unit tests, built on
@@ -64,6 +66,7 @@ pub mod registry;
 pub mod store;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
+pub mod txn;
 pub mod watch;
 
 pub use background::{Background, Spawner, TrackedWork};
@@ -79,6 +82,7 @@ pub use lock::{
 };
 pub use registry::{constructors, new_store, open, Registration, StoreSpec};
 pub use store::{Backend, Store};
+pub use txn::{Check, Compare, Fence, Transaction, Txn, TxnOp, TxnOutcome};
 pub use watch::{WatchEvent, WatchStream};
 
 /// Re-exported for backend crates' `inventory::submit!`.

@@ -30,6 +30,7 @@ use async_trait::async_trait;
 use tokio::sync::{oneshot, watch};
 
 use crate::error::{Error, LostReason, Result};
+use crate::txn::Fence;
 
 /// A lock on one key, created by [`Store::new_lock`](crate::Store::new_lock). It holds
 /// nothing by itself: each successful [`lock`](Locker::lock) is one acquisition, released
@@ -349,7 +350,10 @@ pub struct LockGuard {
     key: String,
     fencing_token: u64,
     lost: LostSignal,
-    release: Option<Box<dyn LockRelease>>,
+    fence_record: Option<String>,
+    /// Behind a mutex only so the guard is `Sync` (fenced writes borrow it across an
+    /// await); it is taken once, by `unlock` or `drop`, both with `&mut self`.
+    release: std::sync::Mutex<Option<Box<dyn LockRelease>>>,
 }
 
 impl std::fmt::Debug for LockGuard {
@@ -377,8 +381,28 @@ impl LockGuard {
             key: key.into(),
             fencing_token,
             lost,
-            release: Some(release),
+            fence_record: None,
+            release: std::sync::Mutex::new(Some(release)),
         }
+    }
+
+    /// Names the backend's own record of this acquisition, carried by [`LockGuard::fence`],
+    /// for backends whose lock key and fencing token alone do not identify it.
+    pub fn with_fence_record(mut self, record: impl Into<String>) -> Self {
+        self.fence_record = Some(record.into());
+        self
+    }
+
+    /// What the store checks to accept a write only while this acquisition holds the lock:
+    /// see [`Transaction::when_held`](crate::Transaction::when_held) and
+    /// [`Store::put_if_held`](crate::Store::put_if_held).
+    pub fn fence(&self) -> Fence {
+        Fence::new(
+            self.store,
+            self.key.clone(),
+            self.fencing_token,
+            self.fence_record.clone(),
+        )
     }
 
     /// The lock's key.
@@ -414,9 +438,16 @@ impl LockGuard {
         }
     }
 
+    fn take_release(&mut self) -> Option<Box<dyn LockRelease>> {
+        self.release
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
     /// Releases the lock and reports the outcome.
     pub async fn unlock(mut self) -> Result<()> {
-        match self.release.take() {
+        match self.take_release() {
             Some(release) => release.release().await,
             None => Ok(()),
         }
@@ -425,7 +456,7 @@ impl LockGuard {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        let Some(release) = self.release.take() else {
+        let Some(release) = self.take_release() else {
             return;
         };
         // Without a runtime (the program is shutting down) the lock is left to expire by TTL.

@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::kv::{KvPair, LockOptions, ReadOptions, WriteOptions};
 use crate::lock::{LockGuard, Locker};
+use crate::txn::{Check, Compare, RawOp, Transaction, Txn, TxnOp, TxnOutcome};
 use crate::watch::{tree_view, WatchStream};
 
 /// One async API over a key/value store. Use it as `Arc<dyn Store>`.
@@ -80,6 +81,46 @@ pub trait Store: Send + Sync {
     /// Compare-and-delete: deletes only if the key's index is still `previous.last_index`
     /// ([`Error::KeyModified`] otherwise, [`Error::KeyNotFound`] if already gone).
     async fn atomic_delete(&self, key: &str, previous: &KvPair) -> Result<()>;
+
+    /// Commits `txn` all-or-nothing: every operation is applied if every compare holds,
+    /// nothing otherwise, and the outcome names the first compare that failed. See
+    /// [`crate::txn`] for the rules checked before sending ([`Error::InvalidTransaction`]).
+    async fn commit(&self, txn: Transaction) -> Result<TxnOutcome>;
+
+    /// Writes `value` at `key` only if the acquisition behind `guard` still holds its lock,
+    /// as the store itself checks in the same atomic step: a deposed holder's write is
+    /// refused even if it has not noticed its loss yet. [`Error::LockNotHeld`] when refused,
+    /// [`Error::LockLost`] without a round trip when the guard already knows.
+    async fn put_if_held(&self, guard: &LockGuard, key: &str, value: Bytes, opts: &WriteOptions) -> Result<()> {
+        guard.ensure_held()?;
+        let fence = guard.fence();
+        let txn = Transaction::new().when_held(&fence).put_with(key, value, opts.clone());
+        match self.commit(txn).await? {
+            TxnOutcome::Committed => Ok(()),
+            TxnOutcome::Failed { .. } => Err(Error::LockNotHeld {
+                store: self.name(),
+                key: key.to_owned(),
+                lock: fence.key().to_owned(),
+            }),
+        }
+    }
+
+    /// Deletes `key` only if the acquisition behind `guard` still holds its lock, as
+    /// [`Store::put_if_held`]; [`Error::KeyNotFound`] when the lock is held and `key` absent.
+    async fn delete_if_held(&self, guard: &LockGuard, key: &str) -> Result<()> {
+        guard.ensure_held()?;
+        let fence = guard.fence();
+        let txn = Transaction::new().when_held(&fence).when_exists(key).delete(key);
+        match self.commit(txn).await? {
+            TxnOutcome::Committed => Ok(()),
+            TxnOutcome::Failed { compare: 0 } => Err(Error::LockNotHeld {
+                store: self.name(),
+                key: key.to_owned(),
+                lock: fence.key().to_owned(),
+            }),
+            TxnOutcome::Failed { .. } => Err(Error::not_found(self.name(), Key::parse(self.name(), key)?.as_str())),
+        }
+    }
 
     /// Closes the handle: stops keep-alives, lock renewals and watches it started, then
     /// releases the connection. Later calls return [`Error::Closed`].
@@ -163,6 +204,15 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<KvPair>;
     /// See [`Store::atomic_delete`]; `previous.last_index` is never 0 here.
     async fn atomic_delete(&self, key: &Key, previous: &KvPair) -> Result<()>;
+    /// See [`Store::commit`]; `txn` passed the shared checks, is not empty, and every
+    /// [`Check::HeldBy`](crate::Check::HeldBy) fence names this store.
+    async fn commit(&self, txn: &Txn) -> Result<TxnOutcome> {
+        Err(Error::CallNotSupported {
+            store: self.name(),
+            call: "commit",
+            key: txn.first_key().map(Key::to_string).unwrap_or_default(),
+        })
+    }
     /// Releases the connection; background tasks are shut down right after.
     async fn close(&self) -> Result<()>;
 }
@@ -250,6 +300,66 @@ fn require<B: Backend + ?Sized>(backend: &B, key: &Key, call: &'static str, supp
             key: key.to_string(),
         })
     }
+}
+
+/// The shared checks of a transaction (see [`crate::txn`]), turning it into what backends
+/// receive.
+fn validate_txn<B: Backend + ?Sized>(backend: &B, txn: Transaction) -> Result<Txn> {
+    let store = backend.name();
+    let caps = backend.capabilities();
+    let first_key = txn.first_key().to_owned();
+    let invalid = |key: &str, reason: String| Error::InvalidTransaction {
+        store,
+        key: key.to_owned(),
+        reason,
+    };
+    if let Some(limit) = caps.max_transaction_ops.filter(|&limit| txn.len() > limit) {
+        return Err(invalid(
+            &first_key,
+            format!(
+                "{} compares and operations, over this backend's limit of {limit}",
+                txn.len()
+            ),
+        ));
+    }
+    let mut compares = Vec::with_capacity(txn.compares.len());
+    for (raw, check) in txn.compares {
+        let key = Key::parse(store, &raw)?;
+        match &check {
+            Check::IndexIs(0) => return Err(Error::PreviousNotSpecified { store, key: raw }),
+            Check::HeldBy(fence) if fence.store() != store => {
+                return Err(invalid(
+                    &raw,
+                    format!("the fence is of a lock in store {:?}", fence.store()),
+                ))
+            }
+            _ => {}
+        }
+        compares.push(Compare { key, check });
+    }
+    let mut ops = Vec::with_capacity(txn.ops.len());
+    let mut written = std::collections::HashSet::with_capacity(txn.ops.len());
+    for raw in txn.ops {
+        let key = Key::parse(store, raw.key())?;
+        if !written.insert(key.clone()) {
+            return Err(invalid(key.as_str(), "two operations on the same key".to_owned()));
+        }
+        ops.push(match raw {
+            RawOp::Put { value, opts, .. } => {
+                check_value(backend, &key, &value)?;
+                if opts.keep_alive {
+                    return Err(invalid(
+                        key.as_str(),
+                        "keep_alive is for a single put, not a transaction".to_owned(),
+                    ));
+                }
+                let opts = write_options(backend, &key, "commit", &opts)?;
+                TxnOp::Put { key, value, opts }
+            }
+            RawOp::Delete { .. } => TxnOp::Delete { key },
+        });
+    }
+    Ok(Txn { compares, ops })
 }
 
 #[async_trait]
@@ -375,6 +485,44 @@ impl<B: Backend> Store for B {
             check_previous(self, &key, previous)?;
             Backend::atomic_delete(self, &key, previous).await
         })
+        .await
+    }
+
+    async fn commit(&self, txn: Transaction) -> Result<TxnOutcome> {
+        let first_key = txn.first_key().to_owned();
+        let span = tracing::info_span!(
+            "valkeyrie",
+            store = Backend::name(self),
+            call = "commit",
+            key = first_key.as_str(),
+            size = txn.len()
+        );
+        async {
+            if self.background().is_closed() {
+                return Err(Error::Closed {
+                    store: Backend::name(self),
+                    call: "commit",
+                    key: first_key.clone(),
+                });
+            }
+            if !Backend::capabilities(self).transactions {
+                return Err(Error::CallNotSupported {
+                    store: Backend::name(self),
+                    call: "commit",
+                    key: first_key.clone(),
+                });
+            }
+            let txn = validate_txn(self, txn)?;
+            if txn.compares.is_empty() && txn.ops.is_empty() {
+                return Ok(TxnOutcome::Committed);
+            }
+            let outcome = Backend::commit(self, &txn).await;
+            if let Err(err) = &outcome {
+                tracing::debug!(error = %err, "call failed");
+            }
+            outcome
+        }
+        .instrument(span)
         .await
     }
 

@@ -285,6 +285,7 @@ impl Backend for DynamoDbStore {
         caps.max_value_size = Some(MAX_VALUE_SIZE);
         caps.consistent_reads = true;
         caps.persistent = true;
+        caps.transactions = false;
         caps
     }
 

@@ -200,6 +200,7 @@ impl Backend for EtcdStore {
         caps.max_value_size = Some(self.config.max_value_size());
         caps.consistent_reads = true;
         caps.persistent = true;
+        caps.transactions = false;
         caps
     }
 

@@ -180,6 +180,7 @@ impl Backend for RedisStore {
         caps.min_ttl = Duration::from_millis(100);
         caps.max_value_size = Some(self.config.max_value_size);
         caps.persistent = true;
+        caps.transactions = false;
         caps
     }
 

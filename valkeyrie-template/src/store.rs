@@ -10,8 +10,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use valkeyrie_core::{
-    Backend, Background, Capabilities, Error, Key, KvPair, LockOptions, Locker, ReadOptions, Registration, Result,
-    Store, StoreSpec, WatchStream, WriteOptions,
+    Backend, Background, Capabilities, Check, Error, Fence, Key, KvPair, LockOptions, Locker, ReadOptions,
+    Registration, Result, Store, StoreSpec, Transaction, Txn, TxnOp, TxnOutcome, WatchStream, WriteOptions,
 };
 
 use crate::client::TemplateClient;
@@ -177,6 +177,35 @@ impl Backend for TemplateStore {
             self.client.requests().atomic_delete(key.as_str(), previous),
         )
         .await
+    }
+
+    async fn commit(&self, txn: &Txn) -> Result<TxnOutcome> {
+        // A real backend turns `txn` into its server's transaction request here. The
+        // stand-in server takes a `Transaction`, and checks fences under its own name.
+        let server = self.client.requests();
+        let mut request = Transaction::new();
+        for compare in &txn.compares {
+            let check = match &compare.check {
+                Check::HeldBy(fence) => Check::HeldBy(Fence::new(
+                    server.name(),
+                    fence.key(),
+                    fence.token(),
+                    fence.record().map(str::to_owned),
+                )),
+                check => check.clone(),
+            };
+            request = request.when(compare.key.as_str(), check);
+        }
+        for op in &txn.ops {
+            request = match op {
+                TxnOp::Put { key, value, opts } => request.put_with(key.as_str(), value.clone(), opts.clone()),
+                TxnOp::Delete { key } => request.delete(key.as_str()),
+            };
+        }
+        let Some(key) = txn.first_key() else {
+            return Ok(TxnOutcome::Committed);
+        };
+        self.request("commit", key, server.commit(request)).await
     }
 
     async fn close(&self) -> Result<()> {

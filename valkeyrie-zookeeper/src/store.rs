@@ -325,6 +325,7 @@ impl Backend for ZookeeperStore {
         caps.min_ttl = Duration::from_secs(1);
         caps.max_value_size = Some(self.config.max_value_size());
         caps.persistent = true;
+        caps.transactions = false;
         caps
     }
 

@@ -13,6 +13,7 @@ use super::{LockRecord, Record, Storage};
 use crate::error::{BoxError, Error, LostReason, Result};
 use crate::key::Key;
 use crate::kv::KvPair;
+use crate::txn::{Check, Fence, Txn, TxnOp, TxnOutcome};
 
 /// How many changes a watcher may fall behind before it is resynced with a snapshot. The
 /// buffer is shared: an idle watcher keeps up to this many recent changes in memory.
@@ -294,6 +295,88 @@ impl<S: Storage> Engine<S> {
             Some(current) if current.index != previous.last_index => Err(Error::modified(self.store(), key.as_str())),
             Some(_) => self.remove(&mut writer, "atomic_delete", key.as_str()).map(drop),
         }
+    }
+
+    /// Commits a transaction in one writer step: the compares are read under the writer
+    /// lock and the writes go to the storage in one [`Storage::apply`].
+    pub(crate) fn commit(&self, txn: &Txn) -> Result<TxnOutcome> {
+        let mut writer = self.writer();
+        let now = now_ms();
+        let mut current = Vec::with_capacity(txn.compares.len());
+        for compare in &txn.compares {
+            let pair = self
+                .read("commit", compare.key.as_str())?
+                .map(|r| KvPair::new(compare.key.as_str(), r.value, r.index));
+            current.push((compare.key.clone(), pair));
+        }
+        let mut held = Vec::new();
+        for compare in &txn.compares {
+            if let Check::HeldBy(fence) = &compare.check {
+                let record = self
+                    .storage
+                    .get_lock(fence.key())
+                    .map_err(|e| self.fail("commit", fence.key(), e))?;
+                let holds = record.is_some_and(|r| r.owner != 0 && r.token == fence.token() && r.expires_at > now);
+                held.push((fence.token(), holds));
+            }
+        }
+        let state = |key: &Key| {
+            current
+                .iter()
+                .find(|(k, _)| k == key)
+                .and_then(|(_, pair)| pair.as_ref())
+        };
+        let holds = |fence: &Fence| held.iter().any(|&(token, holds)| token == fence.token() && holds);
+        if let Some(compare) = txn.first_failed(state, holds) {
+            return Ok(TxnOutcome::Failed { compare });
+        }
+
+        let mut records = Vec::with_capacity(txn.ops.len());
+        for op in &txn.ops {
+            let record = match op {
+                TxnOp::Put { key, value, opts } => Some(Record {
+                    index: self.next_index("commit", key.as_str())?,
+                    expires_at: opts.ttl.map(ms_after),
+                    value: value.clone(),
+                }),
+                TxnOp::Delete { .. } => None,
+            };
+            let previous = self
+                .storage
+                .get(op.key().as_str())
+                .map_err(|e| self.fail("commit", op.key().as_str(), e))?;
+            records.push((op.key(), previous, record));
+        }
+        let writes: Vec<(&str, Option<&Record>)> = records
+            .iter()
+            .filter(|(_, previous, record)| record.is_some() || previous.is_some())
+            .map(|(key, _, record)| (key.as_str(), record.as_ref()))
+            .collect();
+        let first = txn.ops.first().map_or("", |op| op.key().as_str());
+        self.storage.apply(&writes).map_err(|e| self.fail("commit", first, e))?;
+
+        for (key, previous, record) in records {
+            let key = key.as_str();
+            if let Some(at) = previous.as_ref().and_then(|r| r.expires_at) {
+                writer.expiries.remove(&(at, key.to_owned()));
+            }
+            match record {
+                Some(record) => {
+                    if let Some(at) = record.expires_at {
+                        writer.expiries.insert((at, key.to_owned()));
+                        self.expiry_scheduled.notify_one();
+                    }
+                    let pair = KvPair::new(key, record.value, record.index);
+                    self.publish(key, Some(&pair), record.index);
+                }
+                None if previous.is_some() => {
+                    let index = self.next_index("commit", key)?;
+                    self.publish(key, None, index);
+                }
+                None => {}
+            }
+        }
+        Ok(TxnOutcome::Committed)
     }
 
     /// Pushes the expiry of `key` out by `ttl` if it still holds the write with `index`.

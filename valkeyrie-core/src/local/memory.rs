@@ -46,6 +46,17 @@ impl Storage for MemoryStorage {
         Ok(self.data.write().unwrap_or_else(PoisonError::into_inner).remove(key))
     }
 
+    fn apply(&self, writes: &[(&str, Option<&Record>)]) -> Result<(), BoxError> {
+        let mut data = self.data.write().unwrap_or_else(PoisonError::into_inner);
+        for (key, record) in writes {
+            match record {
+                Some(record) => data.insert((*key).to_owned(), (*record).clone()),
+                None => data.remove(*key),
+            };
+        }
+        Ok(())
+    }
+
     fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, Record)>, BoxError> {
         let data = self.data.read().unwrap_or_else(PoisonError::into_inner);
         Ok(data

@@ -58,6 +58,9 @@ pub trait Storage: Send + Sync + 'static {
     fn insert(&self, key: &str, record: &Record) -> Result<Option<u64>, BoxError>;
     /// Removes `key`, returning what was there.
     fn remove(&self, key: &str) -> Result<Option<Record>, BoxError>;
+    /// Applies every write of a transaction at once (`None` removes the key): a reader sees
+    /// all of them or none, and a crash keeps all or none.
+    fn apply(&self, writes: &[(&str, Option<&Record>)]) -> Result<(), BoxError>;
     /// Every record whose key starts with `prefix`, sorted by key (bytewise).
     fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, Record)>, BoxError>;
     /// The lock record of `key`.

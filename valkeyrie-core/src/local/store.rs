@@ -16,6 +16,7 @@ use crate::key::Key;
 use crate::kv::{KvPair, LockOptions, ReadOptions, WriteOptions};
 use crate::lock::Locker;
 use crate::store::Backend;
+use crate::txn::{Txn, TxnOp, TxnOutcome};
 use crate::watch::WatchStream;
 
 /// How [`LocalStore::revoke_lock`] takes a lock away from its holder.
@@ -200,6 +201,23 @@ impl<S: Storage> Backend for LocalStore<S> {
     async fn atomic_delete(&self, key: &Key, previous: &KvPair) -> Result<()> {
         self.engine.atomic_delete(key, previous)?;
         self.durable(key).await
+    }
+
+    async fn commit(&self, txn: &Txn) -> Result<TxnOutcome> {
+        let outcome = self.engine.commit(txn)?;
+        if outcome.is_committed() {
+            if txn
+                .ops
+                .iter()
+                .any(|op| matches!(op, TxnOp::Put { opts, .. } if opts.ttl.is_some()))
+            {
+                self.engine.ensure_sweeper();
+            }
+            if let Some(op) = txn.ops.first() {
+                self.durable(op.key()).await?;
+            }
+        }
+        Ok(outcome)
     }
 
     async fn close(&self) -> Result<()> {

@@ -22,12 +22,13 @@
 //! never collide, and deletes that prefix when it passes. It covers every case of the Go
 //! library's testsuite, and more: invalid keys, binary and empty values, value limits,
 //! non-ASCII keys, contention on one counter, mutual exclusion with fencing tokens, lost-lock
-//! signals, watch cancellation without leaks, and capability honesty. A call the backend
-//! does not claim in [`Capabilities`](crate::Capabilities) must fail with `CallNotSupported`.
+//! signals, watch cancellation without leaks, transactions and fenced writes, and capability
+//! honesty. A call the backend does not claim in [`Capabilities`](crate::Capabilities) must fail with `CallNotSupported`.
 
 mod cases;
 mod leadership;
 mod support;
+mod transactions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +38,7 @@ use async_trait::async_trait;
 pub use cases::*;
 pub use leadership::*;
 pub use support::Case;
+pub use transactions::*;
 
 use crate::local::LockRevocation;
 use crate::store::Store;
@@ -85,7 +87,9 @@ macro_rules! conformance_suite {
             contention_atomic_counter, closed_handle_refuses_calls, unsupported_calls_match_capabilities,
             stale_reads, registered_in_registry, tiny_ttls_are_raised_to_the_minimum,
             leadership_one_leader_at_a_time, leadership_failover, leadership_resign_and_stop,
-            leadership_failover_after_crash
+            leadership_failover_after_crash, txn_all_or_nothing, txn_put_with_ttl,
+            txn_rules_checked_before_sending, txn_conflicts_never_both_commit, txn_transfers_keep_the_sum,
+            fenced_writes
         );
     };
     (@cases $target:expr; $($case:ident),* $(,)?) => {

@@ -54,8 +54,10 @@ use crate::key::Key;
 use crate::kv::{KvPair, WriteOptions};
 
 /// What a compare requires of its key.
+///
+/// Not `#[non_exhaustive]` on purpose: every backend must evaluate every check natively, so
+/// a new one should fail to compile in each backend until it does.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Check {
     /// The key exists.
     Exists,

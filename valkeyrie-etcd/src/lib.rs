@@ -12,6 +12,11 @@
 //!   `keep_alive` keeps that lease alive while the handle lives.
 //! * `atomic_put`/`atomic_delete` are transactions on `mod_revision` (or `create_revision == 0`
 //!   to create); failures are `KeyExists`, `KeyModified` or `KeyNotFound`.
+//! * `commit` is one etcd `Txn`: compares on version, mod revision, value, and for lock
+//!   fences the create revision of the holder's contender key; the failure branch reads the
+//!   compared keys, so the failed compare is named without a second round trip. A TTL put
+//!   adds one lease grant per distinct TTL. At most 128 compares plus operations (etcd's
+//!   default `--max-txn-ops`).
 //! * Watches start at the revision of their initial read, resume after a dropped connection
 //!   from the last revision seen, and end with an error item if that revision was compacted.
 //! * Locks use the Go layout — a lease-bound key `<key>___lock/<lease id in hex>` per
@@ -49,6 +54,7 @@ mod config;
 mod error;
 mod lock;
 mod store;
+mod txn;
 mod watch;
 
 pub use config::EtcdConfig;

@@ -217,7 +217,7 @@ impl Acquire for EtcdLocker {
         let release = EtcdRelease {
             client: self.client.clone(),
             key: self.key.clone(),
-            contender,
+            contender: contender.clone(),
             own_revision,
             lease,
             delete_value: self.delete_on_unlock,
@@ -236,7 +236,11 @@ impl Acquire for EtcdLocker {
             .await?;
         pending.armed = false;
         let token = u64::try_from(own_revision).unwrap_or(0);
-        Ok(Some(LockGuard::new(ETCD, key, token, signal, Box::new(release))))
+        // The store checks a fence on the contender key: it exists with this create revision
+        // exactly as long as this acquisition holds the lock.
+        Ok(Some(
+            LockGuard::new(ETCD, key, token, signal, Box::new(release)).with_fence_record(contender),
+        ))
     }
 }
 

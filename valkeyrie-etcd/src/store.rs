@@ -8,13 +8,13 @@ use bytes::Bytes;
 use etcd_client::{Compare, CompareOp, DeleteOptions, GetOptions, KeyValue, PutOptions, Txn, TxnOp, TxnOpResponse};
 use valkeyrie_core::{
     Backend, Background, Capabilities, Error, Key, KvPair, LockOptions, Locker, ReadOptions, Registration, Result,
-    Store, StoreSpec, WatchStream, WriteOptions,
+    Store, StoreSpec, TxnOutcome, WatchStream, WriteOptions,
 };
 
 use crate::client::{lease_seconds, prefix_end, EtcdClient};
 use crate::config::EtcdConfig;
 use crate::lock::{is_bookkeeping, EtcdLocker};
-use crate::{watch, ETCD};
+use crate::{txn, watch, ETCD};
 
 /// A handle on an etcd cluster.
 pub struct EtcdStore {
@@ -200,7 +200,7 @@ impl Backend for EtcdStore {
         caps.max_value_size = Some(self.config.max_value_size());
         caps.consistent_reads = true;
         caps.persistent = true;
-        caps.transactions = false;
+        caps.max_transaction_ops = Some(txn::MAX_TXN_OPS);
         caps
     }
 
@@ -368,6 +368,10 @@ impl Backend for EtcdStore {
         } else {
             Error::not_found(ETCD, key.as_str())
         })
+    }
+
+    async fn commit(&self, txn: &valkeyrie_core::Txn) -> Result<TxnOutcome> {
+        txn::commit(&self.client, txn).await
     }
 
     async fn close(&self) -> Result<()> {

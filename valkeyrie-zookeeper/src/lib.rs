@@ -25,6 +25,11 @@
 //!   new handle.
 //! * `list` walks the tree, `delete_tree` deletes depth-first, both with bounded
 //!   concurrency; lock nodes are never listed.
+//! * `commit` reads every node it compares or writes in one multi-read, evaluates the
+//!   compares on that snapshot, then writes in one `multi` guarded by the versions read (a
+//!   create-then-delete guards a node that must stay absent; a lock fence checks the
+//!   holder's contender node), starting over if anything moved in between: two round trips,
+//!   plus directory nodes for missing parents and TTL marks after a commit.
 //! * Watches are persistent (recursive for `watch_tree`) ZooKeeper watches, re-reading each
 //!   changed node; a reconnect sends a fresh snapshot; session expiry ends them with an error.
 //! * Locks are the Go layout: ephemeral sequential children `<key>/_c_<32 hex>-lock-<seq>`;
@@ -65,6 +70,7 @@ mod config;
 mod error;
 mod lock;
 mod store;
+mod txn;
 mod watch;
 
 pub use config::ZookeeperConfig;

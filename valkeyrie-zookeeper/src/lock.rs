@@ -215,7 +215,11 @@ impl Acquire for ZkLocker {
             .await?;
         pending.armed = false;
         let token = u64::try_from(stat.czxid).unwrap_or(0);
-        Ok(Some(LockGuard::new(ZOOKEEPER, key, token, signal, Box::new(release))))
+        // The store checks a fence on the contender node: it exists, with this creation
+        // zxid, exactly as long as this acquisition holds the lock.
+        Ok(Some(
+            LockGuard::new(ZOOKEEPER, key, token, signal, Box::new(release)).with_fence_record(node),
+        ))
     }
 }
 

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use valkeyrie_core::{
     Backend, Background, Capabilities, Error, Key, KvPair, LockOptions, Locker, ReadOptions, Registration, Result,
-    Store, StoreSpec, WatchStream, WriteOptions,
+    Store, StoreSpec, Txn, TxnOutcome, WatchStream, WriteOptions,
 };
 use zookeeper_client::{Acls, CreateMode, CreateOptions, MultiWriteResult, Stat};
 
@@ -15,10 +15,10 @@ use crate::client::{checked_path, decode, encode, index_matches, index_of, ZkCli
 use crate::config::ZookeeperConfig;
 use crate::error::is_not_empty;
 use crate::lock::ZkLocker;
-use crate::{watch, ZOOKEEPER};
+use crate::{txn, watch, ZOOKEEPER};
 
 /// How often a write retries after racing another writer on the same node.
-const WRITE_ATTEMPTS: usize = 16;
+pub(crate) const WRITE_ATTEMPTS: usize = 16;
 
 /// A handle (a session) on a ZooKeeper ensemble.
 pub struct ZookeeperStore {
@@ -69,7 +69,7 @@ enum Expect {
     Index(u64),
 }
 
-fn create_options(ttl: Option<Duration>, ephemeral: bool) -> CreateOptions<'static> {
+pub(crate) fn create_options(ttl: Option<Duration>, ephemeral: bool) -> CreateOptions<'static> {
     if ephemeral {
         return CreateMode::Ephemeral.with_acls(Acls::anyone_all());
     }
@@ -83,7 +83,7 @@ fn create_options(ttl: Option<Duration>, ephemeral: bool) -> CreateOptions<'stat
 /// Whether the node is neither ephemeral nor TTL. ZooKeeper hides a node's type in its stat
 /// (0 for TTL and container nodes): this store marks the TTL nodes it makes by bumping their
 /// ACL version once.
-fn is_plain_node(stat: &Stat) -> bool {
+pub(crate) fn is_plain_node(stat: &Stat) -> bool {
     stat.ephemeral_owner == 0 && stat.aversion <= 0
 }
 
@@ -243,7 +243,7 @@ impl ZookeeperStore {
     }
 
     /// Marks a TTL node this store created (see `write`).
-    async fn mark_ttl(&self, call: &'static str, key: &Key, path: &str) -> Result<()> {
+    pub(crate) async fn mark_ttl(&self, call: &'static str, key: &Key, path: &str) -> Result<()> {
         let acls = Acls::anyone_all();
         let client = self.zk.client()?;
         match self
@@ -325,7 +325,6 @@ impl Backend for ZookeeperStore {
         caps.min_ttl = Duration::from_secs(1);
         caps.max_value_size = Some(self.config.max_value_size());
         caps.persistent = true;
-        caps.transactions = false;
         caps
     }
 
@@ -452,6 +451,10 @@ impl Backend for ZookeeperStore {
             Err(err) if is_not_empty(&err) => Err(Error::modified(ZOOKEEPER, key.as_str())),
             Err(err) => Err(err),
         }
+    }
+
+    async fn commit(&self, txn: &Txn) -> Result<TxnOutcome> {
+        txn::commit(self, txn).await
     }
 
     async fn close(&self) -> Result<()> {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use fred::prelude::{Builder, ClientLike, Pool, ReconnectPolicy, Server, ServerConfig};
 use fred::types::config::{Config, TlsConnector};
 use fred::types::scripts::Script;
+use fred::types::MultipleValues;
 use tokio::sync::Notify;
 use valkeyrie_core::{Error, Result};
 
@@ -162,11 +163,27 @@ impl RedisClient {
         script: &Script,
         args: Vec<String>,
     ) -> Result<String> {
+        self.eval(call, key, script, vec![key.to_owned()], args).await
+    }
+
+    /// Runs a script on `keys` with `args`, errors naming `key`; returns its status string.
+    pub(crate) async fn eval<V>(
+        &self,
+        call: &'static str,
+        key: &str,
+        script: &Script,
+        keys: Vec<String>,
+        args: V,
+    ) -> Result<String>
+    where
+        V: TryInto<MultipleValues> + Send,
+        V::Error: Into<fred::error::Error> + Send,
+    {
         let client = self.pool.next();
         self.request(
             call,
             key,
-            script.evalsha_with_reload::<String, _, _>(client, vec![key.to_owned()], args),
+            script.evalsha_with_reload::<String, _, _>(client, keys, args),
         )
         .await
     }

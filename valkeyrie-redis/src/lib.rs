@@ -12,6 +12,15 @@
 //!   a reload on `NOSCRIPT`), one key each so they also work on a cluster. `LastIndex` is
 //!   `max(server time in µs, previous + 1)`: it grows on every write, also across a delete
 //!   and re-create, so a stale pair never matches a newer write.
+//! * **Transactions** (`commit`, `put_if_held`, `delete_if_held`) are one Lua script, one
+//!   round trip: it checks the compares in order, returns the first that fails, else applies
+//!   every operation with the same envelope, index and TTL logic as `put` (so watches see
+//!   them), and Redis runs nothing else meanwhile. A fence holds while its lock key exists
+//!   with an expiry and the fencing token as `LastIndex`, the check lock renewal makes
+//!   (a lock released without `delete_on_unlock` keeps its value but loses its expiry). On a
+//!   cluster a script runs on one node, so a transaction whose keys span hash slots is
+//!   refused before sending (`InvalidTransaction`, naming a key); hash tags (`{app}/a`,
+//!   `{app}/b`) put keys in one slot.
 //! * `list` and `delete_tree` SCAN `dir/*` in batches (never KEYS; glob characters escaped),
 //!   then MGET or UNLINK in batches. TTLs are `PX`; `keep_alive` refreshes them.
 //! * Watches use keyspace notifications on a dedicated subscriber connection, re-read each
@@ -65,6 +74,7 @@ mod error;
 mod lock;
 mod scripts;
 mod store;
+mod txn;
 mod watch;
 
 pub use config::{RedisConfig, Topology};

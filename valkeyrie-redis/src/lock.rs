@@ -18,8 +18,7 @@ use valkeyrie_core::{
 };
 
 use crate::client::{index_of, millis, RedisClient};
-use crate::codec::encode_value;
-use crate::scripts::SCRIPTS;
+use crate::scripts::{write_args, SCRIPTS};
 use crate::REDIS;
 
 /// The longest a waiter sleeps between two attempts.
@@ -105,7 +104,7 @@ impl RedisLocker {
         let (answer, answered) = oneshot::channel();
         let client = self.client.clone();
         let key = self.key.clone();
-        let args = vec![self.key.to_string(), encode_value(&self.value), millis(self.ttl)];
+        let args = write_args(&self.key, &self.value, Some(self.ttl)).into();
         let delete = if self.delete_on_unlock { "1" } else { "0" };
         tokio::spawn(async move {
             let status = client.script(call, key.as_str(), &SCRIPTS.lock, args).await;

@@ -1,12 +1,19 @@
-//! The Lua scripts: every write, compare-and-set and lock step in one round trip, on one
-//! key (so they work on a cluster too). Each returns a status string: `ok` or `ok:<index>`,
-//! `exists`, `notfound`, `modified`, `busy:<ms left>`, `gone` or `taken`.
+//! The Lua scripts: every write, compare-and-set, lock step and transaction in one round
+//! trip. All but the transaction act on one key (so they work on a cluster too); a
+//! transaction's keys share one hash slot. Each returns a status string: `ok` or
+//! `ok:<index>`, `exists`, `notfound`, `modified`, `busy:<ms left>`, `gone`, `taken` or
+//! `failed:<compare>`.
 //!
 //! Values arrive base64-encoded (the envelope's encoding) and indexes as decimal strings.
 
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use fred::types::scripts::Script;
+use valkeyrie_core::Key;
+
+use crate::client::millis;
+use crate::codec::encode_value;
 
 /// Helpers shared by every script.
 const PRELUDE: &str = r#"
@@ -35,6 +42,15 @@ local function text(index) return string.format('%.0f', index) end
 local function store(key, name, value, ttl, index)
   local body = '{"Key":' .. cjson.encode(name) .. ',"Value":"' .. value .. '","LastIndex":' .. text(index) .. '}'
   if tonumber(ttl) > 0 then redis.call('SET', key, body, 'PX', ttl) else redis.call('SET', key, body) end
+end
+-- 'ok' while the lock acquisition that wrote `index` holds the key, else 'gone' or 'taken'.
+-- A key without an expiry was released (or rewritten without a TTL): nobody holds it.
+local function lock_state(key, index)
+  local current = current_index(key)
+  if not current then return 'gone' end
+  if text(current) ~= index then return 'taken' end
+  if redis.call('PTTL', key) < 0 then return 'gone' end
+  return 'ok'
 end
 "#;
 
@@ -82,13 +98,11 @@ store(KEYS[1], ARGV[1], ARGV[2], ARGV[3], index)
 return 'ok:' .. text(index)
 "#;
 
-/// `RENEW key | expected, ttl_ms` → `ok`, `gone` or `taken`. A key without an expiry was
-/// released (or rewritten without a TTL): a late renewal must not lock it again.
+/// `RENEW key | expected, ttl_ms` → `ok`, `gone` or `taken`. A released lock (no expiry)
+/// is `gone`: a late renewal must not lock it again.
 const RENEW: &str = r#"
-local current = current_index(KEYS[1])
-if not current then return 'gone' end
-if text(current) ~= ARGV[1] then return 'taken' end
-if redis.call('PTTL', KEYS[1]) < 0 then return 'gone' end
+local state = lock_state(KEYS[1], ARGV[1])
+if state ~= 'ok' then return state end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 'ok'
 "#;
@@ -103,6 +117,70 @@ if ARGV[2] == '1' then redis.call('DEL', KEYS[1]) else redis.call('PERSIST', KEY
 return 'ok'
 "#;
 
+/// `COMMIT compared keys…, written keys… | count, (kind, a, b) per compare,
+/// (kind, name, b64, ttl_ms) per operation` → `ok` or `failed:<position>`.
+///
+/// `count` compares come first in KEYS. A compare is `exists`, `absent`, `index` (a: the
+/// index), `value` (a: the envelope's base64, b: the raw bytes, for a value another client
+/// wrote) or `held` (a: the fencing token); unused operands are empty. An operation is `put`
+/// or `del` (the latter with empty operands). Fixed widths keep the positions plain
+/// arithmetic.
+const COMMIT: &str = r#"
+-- Whether `value` is what codec.rs decodes as base64 (padded, standard alphabet).
+local function is_base64(value)
+  return #value % 4 == 0 and string.match(value, '^[A-Za-z0-9+/]*=?=?$') ~= nil
+end
+-- Whether the key holds the value given as `b64` (its envelope's encoding) and `raw`: as
+-- codec.rs reads it, an envelope's Value, else the raw bytes another client wrote.
+local function value_is(key, b64, raw)
+  local current = redis.call('GET', key)
+  if not current then return false end
+  local ok, decoded = pcall(cjson.decode, current)
+  if ok and type(decoded) == 'table' and type(decoded['LastIndex']) == 'number' then
+    local value = decoded['Value']
+    if value == nil or value == cjson.null then return b64 == '' end
+    if type(value) == 'string' and is_base64(value) then return value == b64 end
+  end
+  return current == raw
+end
+local function holds(key, kind, a, b)
+  if kind == 'exists' then return redis.call('EXISTS', key) == 1 end
+  if kind == 'absent' then return redis.call('EXISTS', key) == 0 end
+  if kind == 'index' then
+    local current = current_index(key)
+    return current ~= nil and text(current) == a
+  end
+  if kind == 'value' then return value_is(key, a, b) end
+  if kind == 'held' then return lock_state(key, a) == 'ok' end
+  return error('unknown compare ' .. kind)
+end
+local count = tonumber(ARGV[1])
+for i = 1, count do
+  local at = 2 + (i - 1) * 3
+  if not holds(KEYS[i], ARGV[at], ARGV[at + 1], ARGV[at + 2]) then return 'failed:' .. (i - 1) end
+end
+local ops = 2 + count * 3
+for i = count + 1, #KEYS do
+  local at = ops + (i - count - 1) * 4
+  if ARGV[at] == 'put' then
+    store(KEYS[i], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], next_index(KEYS[i]))
+  else
+    redis.call('DEL', KEYS[i])
+  end
+end
+return 'ok'
+"#;
+
+/// The arguments of a write (`name, b64, ttl_ms`, what `store()` takes): `ttl` 0 for none,
+/// which also clears an earlier expiry.
+pub(crate) fn write_args(key: &Key, value: &[u8], ttl: Option<Duration>) -> [String; 3] {
+    [
+        key.to_string(),
+        encode_value(value),
+        ttl.map_or_else(|| "0".to_owned(), millis),
+    ]
+}
+
 fn script(body: &str) -> Script {
     Script::from_lua(format!("{PRELUDE}{body}"))
 }
@@ -116,6 +194,7 @@ pub(crate) struct Scripts {
     pub(crate) lock: Script,
     pub(crate) renew: Script,
     pub(crate) unlock: Script,
+    pub(crate) commit: Script,
 }
 
 /// The scripts; their SHA1s are computed once.
@@ -127,4 +206,5 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     lock: script(LOCK),
     renew: script(RENEW),
     unlock: script(UNLOCK),
+    commit: script(COMMIT),
 });

@@ -10,15 +10,15 @@ use fred::interfaces::{ClientLike, KeysInterface};
 use futures_util::{Stream, StreamExt};
 use valkeyrie_core::{
     Backend, Background, Capabilities, Error, Key, KvPair, LockOptions, Locker, ReadOptions, Registration, Result,
-    Store, StoreSpec, WatchStream, WriteOptions,
+    Store, StoreSpec, Txn, TxnOutcome, WatchStream, WriteOptions,
 };
 
 use crate::client::{glob_escape, index_of, millis, RedisClient};
-use crate::codec::{decode, encode_value};
+use crate::codec::decode;
 use crate::config::RedisConfig;
 use crate::lock::RedisLocker;
-use crate::scripts::SCRIPTS;
-use crate::{watch, REDIS, REDISS};
+use crate::scripts::{write_args, SCRIPTS};
+use crate::{txn, watch, REDIS, REDISS};
 
 /// Keys per SCAN page, MGET and UNLINK.
 const BATCH: usize = 500;
@@ -59,10 +59,6 @@ impl RedisConfig {
             background: Background::new(),
         })
     }
-}
-
-fn ttl_arg(opts: &WriteOptions) -> String {
-    opts.ttl.map_or_else(|| "0".to_owned(), millis)
 }
 
 fn written(key: &Key, value: Bytes, status: &str) -> Result<KvPair> {
@@ -180,7 +176,6 @@ impl Backend for RedisStore {
         caps.min_ttl = Duration::from_millis(100);
         caps.max_value_size = Some(self.config.max_value_size);
         caps.persistent = true;
-        caps.transactions = false;
         caps
     }
 
@@ -189,7 +184,7 @@ impl Backend for RedisStore {
     }
 
     async fn put(&self, key: &Key, value: Bytes, opts: &WriteOptions) -> Result<()> {
-        let args = vec![key.to_string(), encode_value(&value), ttl_arg(opts)];
+        let args = write_args(key, &value, opts.ttl).into();
         let status = self.client.script("put", key.as_str(), &SCRIPTS.put, args).await?;
         let pair = written(key, value, &status)?;
         if let (Some(ttl), true) = (opts.ttl, opts.keep_alive) {
@@ -272,7 +267,7 @@ impl Backend for RedisStore {
         previous: Option<&KvPair>,
         opts: &WriteOptions,
     ) -> Result<KvPair> {
-        let mut args = vec![key.to_string(), encode_value(&value), ttl_arg(opts)];
+        let mut args = Vec::from(write_args(key, &value, opts.ttl));
         let script = match previous {
             None => &SCRIPTS.create,
             Some(previous) => {
@@ -307,6 +302,10 @@ impl Backend for RedisStore {
             "notfound" => Err(Error::not_found(REDIS, key.as_str())),
             _ => Err(Error::modified(REDIS, key.as_str())),
         }
+    }
+
+    async fn commit(&self, txn: &Txn) -> Result<TxnOutcome> {
+        txn::commit(&self.client, txn).await
     }
 
     async fn close(&self) -> Result<()> {

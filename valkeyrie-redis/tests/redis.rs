@@ -1,14 +1,22 @@
 //! What the conformance suite cannot see: the on-server layout shared with the Go store,
-//! glob characters in keys, foreign values, and the notifications check.
+//! glob characters in keys, foreign values, the notifications check, and transactions on
+//! all of those.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use fred::prelude::{Client, ClientLike, Config, ConfigInterface, KeysInterface};
-use valkeyrie_core::{ErrorKind, LockOptions, ReadOptions, Store, WriteOptions};
+use futures_util::StreamExt;
+use valkeyrie_core::{
+    ErrorKind, LockOptions, ReadOptions, Store, Transaction, TxnOutcome, WatchEvent, WatchStream, WriteOptions,
+};
 use valkeyrie_redis::RedisConfig;
 
 const URL: &str = "VALKEYRIE_REDIS_URL";
+
+/// Held for writing while a test turns keyspace notifications off, for reading by tests that
+/// watch: the tests of this binary run concurrently.
+static NOTIFICATIONS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 fn url() -> String {
     std::env::var(URL).unwrap_or_else(|_| panic!("{URL} is not set: run `cargo xtask test --backend redis`"))
@@ -157,10 +165,10 @@ async fn glob_characters_in_keys_are_listed_literally() {
 
 #[tokio::test]
 async fn watches_name_the_setting_when_notifications_are_off() {
+    let _off = NOTIFICATIONS.write().await;
     let raw = raw().await;
     let before: std::collections::HashMap<String, String> = raw.config_get("notify-keyspace-events").await.unwrap();
     let before = before.get("notify-keyspace-events").cloned().unwrap_or_default();
-    // Other tests of this binary may watch concurrently: restore as soon as possible.
     raw.config_set::<_, _>("notify-keyspace-events", "").await.unwrap();
     let store = RedisConfig::default().connect([endpoint()]).await.unwrap();
     let refused = store.watch(&unique("off"), &ReadOptions::default()).await.err();
@@ -179,4 +187,145 @@ async fn watches_name_the_setting_when_notifications_are_off() {
     assert_eq!(err.kind(), ErrorKind::Backend);
     assert!(err.to_string().contains("notify-keyspace-events"), "{err}");
     assert!(enabled.is_ok(), "enable_keyspace_events turns them on: {enabled:?}");
+}
+
+#[tokio::test]
+async fn a_committed_put_writes_what_put_writes() {
+    let store = RedisConfig::default().connect([endpoint()]).await.unwrap();
+    let raw = raw().await;
+    let dir = unique("txn-layout");
+    let (by_put, by_txn) = (format!("{dir}/put"), format!("{dir}/txn"));
+    let ttl = WriteOptions::with_ttl(Duration::from_secs(60));
+    store.put(&by_put, "hello2".into(), &ttl).await.unwrap();
+    store.put(&by_txn, "earlier".into(), &ttl).await.unwrap();
+    let earlier = store.get(&by_txn, &ReadOptions::default()).await.unwrap();
+    let txn = Transaction::new().put(&by_txn, "hello2");
+    assert_eq!(store.commit(txn).await.unwrap(), TxnOutcome::Committed);
+
+    let envelope = |stored: String| -> serde_json::Value { serde_json::from_str(&stored).unwrap() };
+    let put_json = envelope(raw.get(by_put.as_str()).await.unwrap());
+    let txn_json = envelope(raw.get(by_txn.as_str()).await.unwrap());
+    assert_eq!(txn_json["Key"], by_txn.as_str());
+    assert_eq!(txn_json["Value"], put_json["Value"], "the same envelope encoding");
+    let index = txn_json["LastIndex"].as_u64().expect("an integer LastIndex");
+    assert!(index > earlier.last_index, "a fresh index");
+    assert!(index < 1 << 53, "below 2^53, for the Go store");
+    assert_eq!(
+        raw.pttl::<i64, _>(by_txn.as_str()).await.unwrap(),
+        -1,
+        "no TTL clears the old one"
+    );
+
+    let txn = Transaction::new().put_with(&by_txn, "short", WriteOptions::with_ttl(Duration::from_secs(5)));
+    assert_eq!(store.commit(txn).await.unwrap(), TxnOutcome::Committed);
+    let left: i64 = raw.pttl(by_txn.as_str()).await.unwrap();
+    assert!((1..=5000).contains(&left), "the TTL is a PX expiry: {left}");
+    store.delete_tree(&dir).await.unwrap();
+}
+
+#[tokio::test]
+async fn compares_read_go_envelopes_and_foreign_values() {
+    let store = RedisConfig::default().connect([endpoint()]).await.unwrap();
+    let raw = raw().await;
+    let dir = unique("txn-foreign");
+    let (go, plain, out) = (format!("{dir}/go"), format!("{dir}/plain"), format!("{dir}/out"));
+    let envelope = r#"{"Key":"x","Value":"aGVsbG8y","LastIndex":51840166}"#;
+    raw.set::<(), _, _>(go.as_str(), envelope, None, None, false)
+        .await
+        .unwrap();
+    raw.set::<(), _, _>(plain.as_str(), "written by redis-cli", None, None, false)
+        .await
+        .unwrap();
+    let holding = Transaction::new()
+        .when_index(&go, 51_840_166)
+        .when_value(&go, "hello2")
+        .when_value(&plain, "written by redis-cli")
+        .when_exists(&plain);
+    let failing = [
+        (
+            holding.clone().when_value(&go, envelope),
+            "an envelope is compared by its value",
+        ),
+        (holding.clone().when_value(&plain, "other"), "a different foreign value"),
+        (holding.clone().when_index(&plain, 1), "a foreign value has no index"),
+    ];
+    for (txn, what) in failing {
+        let outcome = store.commit(txn.put(&out, "x")).await.unwrap();
+        assert_eq!(outcome, TxnOutcome::Failed { compare: 4 }, "{what}");
+    }
+    assert!(
+        !store.exists(&out, &ReadOptions::default()).await.unwrap(),
+        "nothing written"
+    );
+    let outcome = store.commit(holding.put(&out, "x").delete(&plain)).await.unwrap();
+    assert_eq!(outcome, TxnOutcome::Committed);
+    assert_eq!(
+        raw.exists::<i64, _>(plain.as_str()).await.unwrap(),
+        0,
+        "the delete was applied"
+    );
+    store.delete_tree(&dir).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_fence_ends_with_a_release_that_keeps_the_value() {
+    let store = RedisConfig::default().connect([endpoint()]).await.unwrap();
+    let raw = raw().await;
+    let (lock_key, data) = (unique("txn-lock"), unique("txn-data"));
+    let guard = store
+        .new_lock(&lock_key, LockOptions::with_value("a"))
+        .await
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    let fence = guard.fence();
+    let fenced = || Transaction::new().when_held(&fence).put(&data, "fenced");
+    assert_eq!(store.commit(fenced()).await.unwrap(), TxnOutcome::Committed);
+    guard.unlock().await.unwrap();
+    let left = store.get(&lock_key, &ReadOptions::default()).await.unwrap();
+    assert_eq!(
+        left.last_index,
+        fence.token(),
+        "the value stays with the holder's index"
+    );
+    assert_eq!(
+        store.commit(fenced()).await.unwrap(),
+        TxnOutcome::Failed { compare: 0 },
+        "without an expiry the key is no longer a held lock"
+    );
+    raw.del::<i64, _>(vec![lock_key.as_str(), data.as_str()]).await.unwrap();
+}
+
+async fn next_change(watch: &mut WatchStream) -> WatchEvent {
+    let event = tokio::time::timeout(Duration::from_secs(10), watch.next()).await;
+    event
+        .expect("an event in time")
+        .expect("an open watch")
+        .expect("no watch error")
+}
+
+#[tokio::test]
+async fn watches_see_committed_puts_and_deletes() {
+    let _on = NOTIFICATIONS.read().await;
+    let store = RedisConfig::default().connect([endpoint()]).await.unwrap();
+    let dir = unique("txn-watch");
+    let (a, b) = (format!("{dir}/a"), format!("{dir}/b"));
+    store.put(&b, "old".into(), &WriteOptions::default()).await.unwrap();
+    let mut watch = store.watch_tree(&dir, &ReadOptions::default()).await.unwrap();
+    assert!(matches!(next_change(&mut watch).await, WatchEvent::Snapshot(_)));
+    let txn = Transaction::new().put(&a, "new").delete(&b);
+    assert_eq!(store.commit(txn).await.unwrap(), TxnOutcome::Committed);
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        seen.push(match next_change(&mut watch).await {
+            WatchEvent::Put(pair) => (pair.key, Some(pair.value)),
+            WatchEvent::Delete { key, .. } => (key, None),
+            WatchEvent::Snapshot(pairs) => panic!("an unexpected snapshot {pairs:?}"),
+        });
+    }
+    seen.sort();
+    assert_eq!(seen, [(a, Some(Bytes::from_static(b"new"))), (b, None)]);
+    drop(watch);
+    store.delete_tree(&dir).await.unwrap();
 }

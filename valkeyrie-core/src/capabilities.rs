@@ -50,6 +50,9 @@ pub struct Capabilities {
     /// [`Error::InvalidTransaction`](crate::Error::InvalidTransaction) before anything is
     /// sent. `None` when only the request size limits it.
     pub max_transaction_ops: Option<usize>,
+    /// [`Store::get_many`](crate::Store::get_many) reads every key from one snapshot (one
+    /// atomic multi-key read), rather than key by key.
+    pub atomic_get_many: bool,
 }
 
 impl Capabilities {
@@ -68,6 +71,7 @@ impl Capabilities {
             persistent: false,
             transactions: true,
             max_transaction_ops: None,
+            atomic_get_many: false,
         }
     }
 }

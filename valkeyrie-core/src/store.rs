@@ -12,6 +12,7 @@ use std::future::Future;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
 use tracing::Instrument;
 
 use crate::background::Background;
@@ -86,6 +87,30 @@ pub trait Store: Send + Sync {
     /// nothing otherwise, and the outcome names the first compare that failed. See
     /// [`crate::txn`] for the rules checked before sending ([`Error::InvalidTransaction`]).
     async fn commit(&self, txn: Transaction) -> Result<TxnOutcome>;
+
+    /// Reads every key of `keys`, in order, `None` where a key does not exist: in the fewest
+    /// round trips the store allows, from one snapshot where it reads several keys
+    /// atomically (see [`Capabilities::atomic_get_many`]). Every key is validated first.
+    async fn get_many(&self, keys: &[&str], opts: &ReadOptions) -> Result<Vec<Option<KvPair>>>;
+
+    /// Writes every pair, all or none, in one transaction ([`Store::commit`]): one round trip
+    /// on every backend. At most
+    /// [`Capabilities::max_transaction_ops`] pairs; a larger batch is
+    /// [`Error::InvalidTransaction`] before anything is sent (split it, knowing each part is
+    /// atomic on its own).
+    async fn put_many(&self, pairs: Vec<(String, Bytes)>, opts: &WriteOptions) -> Result<()> {
+        let txn = pairs.into_iter().fold(Transaction::new(), |txn, (key, value)| {
+            txn.put_with(key, value, opts.clone())
+        });
+        self.commit(txn).await.map(drop)
+    }
+
+    /// Deletes every key that exists among `keys` (only those keys, not what is below them),
+    /// all or none, in one transaction, as [`Store::put_many`]. Missing keys are not an error.
+    async fn delete_many(&self, keys: &[&str]) -> Result<()> {
+        let txn = keys.iter().fold(Transaction::new(), |txn, key| txn.delete(*key));
+        self.commit(txn).await.map(drop)
+    }
 
     /// Writes `value` at `key` only if the acquisition behind `guard` still holds its lock,
     /// as the store itself checks in the same atomic step: a deposed holder's write is
@@ -162,6 +187,11 @@ pub trait Backend: Send + Sync + 'static {
             Err(err) => Err(err),
         }
     }
+    /// See [`Store::get_many`]; the keys arrive validated. By default concurrent
+    /// [`Backend::get`]s, at most 16 in flight; backends with a multi-key read override it.
+    async fn get_many(&self, keys: &[Key], opts: &ReadOptions) -> Result<Vec<Option<KvPair>>> {
+        get_each(self, keys, opts).await
+    }
     /// Every pair whose key is `dir` or below it (bookkeeping excluded), in any order, and
     /// an empty vector when there is none; the caller applies the shared list rules.
     async fn list(&self, dir: &Key, opts: &ReadOptions) -> Result<Vec<KvPair>>;
@@ -235,6 +265,54 @@ where
                 key: raw_key.to_owned(),
             }),
             Ok(key) => body(key).await,
+        };
+        if let Err(err) = &result {
+            tracing::debug!(error = %err, "call failed");
+        }
+        result
+    }
+    .instrument(span)
+    .await
+}
+
+/// `get_many` as concurrent [`Backend::get`]s, at most 16 in flight: the default, and the
+/// fallback of backends whose multi-key read does not always apply.
+pub async fn get_each<B: Backend + ?Sized>(
+    backend: &B,
+    keys: &[Key],
+    opts: &ReadOptions,
+) -> Result<Vec<Option<KvPair>>> {
+    // Collected first: a lazy iterator's closure in the future trips the `Send` check.
+    let reads: Vec<_> = keys.iter().map(|key| Backend::get(backend, key, opts)).collect();
+    futures_util::stream::iter(reads)
+        .buffered(16)
+        .map(|read| match read {
+            Ok(pair) => Ok(Some(pair)),
+            Err(Error::KeyNotFound { .. }) => Ok(None),
+            Err(err) => Err(err),
+        })
+        .try_collect()
+        .await
+}
+
+/// Runs one call on several keys inside its span (named after `first_key`, with the
+/// number of keys), refusing it on a closed handle; `body` validates the keys.
+async fn many_call<B, T, F, Fut>(backend: &B, call: &'static str, first_key: &str, size: usize, body: F) -> Result<T>
+where
+    B: Backend + ?Sized,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let span = tracing::info_span!("valkeyrie", store = backend.name(), call, key = first_key, size);
+    async move {
+        let result = if backend.background().is_closed() {
+            Err(Error::Closed {
+                store: backend.name(),
+                call,
+                key: first_key.to_owned(),
+            })
+        } else {
+            body().await
         };
         if let Err(err) = &result {
             tracing::debug!(error = %err, "call failed");
@@ -490,21 +568,8 @@ impl<B: Backend> Store for B {
 
     async fn commit(&self, txn: Transaction) -> Result<TxnOutcome> {
         let first_key = txn.first_key().to_owned();
-        let span = tracing::info_span!(
-            "valkeyrie",
-            store = Backend::name(self),
-            call = "commit",
-            key = first_key.as_str(),
-            size = txn.len()
-        );
-        async {
-            if self.background().is_closed() {
-                return Err(Error::Closed {
-                    store: Backend::name(self),
-                    call: "commit",
-                    key: first_key.clone(),
-                });
-            }
+        let size = txn.len();
+        many_call(self, "commit", &first_key, size, || async {
             if !Backend::capabilities(self).transactions {
                 return Err(Error::CallNotSupported {
                     store: Backend::name(self),
@@ -516,13 +581,23 @@ impl<B: Backend> Store for B {
             if txn.compares.is_empty() && txn.ops.is_empty() {
                 return Ok(TxnOutcome::Committed);
             }
-            let outcome = Backend::commit(self, &txn).await;
-            if let Err(err) = &outcome {
-                tracing::debug!(error = %err, "call failed");
+            Backend::commit(self, &txn).await
+        })
+        .await
+    }
+
+    async fn get_many(&self, keys: &[&str], opts: &ReadOptions) -> Result<Vec<Option<KvPair>>> {
+        let first_key = keys.first().copied().unwrap_or_default();
+        many_call(self, "get_many", first_key, keys.len(), || async move {
+            let keys = keys
+                .iter()
+                .map(|key| Key::parse(Backend::name(self), key))
+                .collect::<Result<Vec<_>>>()?;
+            if keys.is_empty() {
+                return Ok(Vec::new());
             }
-            outcome
-        }
-        .instrument(span)
+            Backend::get_many(self, &keys, opts).await
+        })
         .await
     }
 

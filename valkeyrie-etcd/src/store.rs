@@ -1,5 +1,6 @@
 //! [`EtcdStore`]: the [`Backend`] implementation and the registration.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -201,6 +202,7 @@ impl Backend for EtcdStore {
         caps.consistent_reads = true;
         caps.persistent = true;
         caps.max_transaction_ops = Some(txn::MAX_TXN_OPS);
+        caps.atomic_get_many = true;
         caps
     }
 
@@ -242,6 +244,39 @@ impl Backend for EtcdStore {
             return Err(Error::not_found(ETCD, key.as_str()));
         }
         Ok(())
+    }
+
+    async fn get_many(&self, keys: &[Key], opts: &ReadOptions) -> Result<Vec<Option<KvPair>>> {
+        // One Txn of reads per `MAX_TXN_OPS` keys; every chunk after the first reads at the
+        // first one's revision, so all keys come from one snapshot.
+        let mut found: HashMap<String, KvPair> = HashMap::with_capacity(keys.len());
+        let mut at_revision = None;
+        let mut raw = self.client.raw();
+        for chunk in keys.chunks(txn::MAX_TXN_OPS) {
+            let options = match at_revision {
+                Some(revision) => read_options(opts).with_revision(revision),
+                None => read_options(opts),
+            };
+            let reads: Vec<TxnOp> = chunk
+                .iter()
+                .map(|key| TxnOp::get(key.as_str(), Some(options.clone())))
+                .collect();
+            let first = chunk.first().map_or("", Key::as_str);
+            let response = self
+                .client
+                .request("get_many", first, raw.txn(Txn::new().and_then(reads)))
+                .await?;
+            at_revision = at_revision.or_else(|| response.header().map(|h| h.revision()));
+            for op in response.op_responses() {
+                if let TxnOpResponse::Get(get) = op {
+                    found.extend(get.kvs().iter().map(|kv| {
+                        let pair = pair(kv);
+                        (pair.key.clone(), pair)
+                    }));
+                }
+            }
+        }
+        Ok(keys.iter().map(|key| found.get(key.as_str()).cloned()).collect())
     }
 
     async fn exists(&self, key: &Key, opts: &ReadOptions) -> Result<bool> {

@@ -173,6 +173,8 @@ impl Backend for RedisStore {
         let cluster = self.client.cluster;
         caps.watch = !cluster;
         caps.watch_tree = !cluster;
+        // One MGET; on a cluster, key by key.
+        caps.atomic_get_many = !cluster;
         caps.min_ttl = Duration::from_millis(100);
         caps.max_value_size = Some(self.config.max_value_size);
         caps.persistent = true;
@@ -201,6 +203,24 @@ impl Backend for RedisStore {
         stored
             .map(|stored| decode(key.as_str(), &stored))
             .ok_or_else(|| Error::not_found(REDIS, key.as_str()))
+    }
+
+    async fn get_many(&self, keys: &[Key], opts: &ReadOptions) -> Result<Vec<Option<KvPair>>> {
+        if self.client.cluster {
+            // MGET on a cluster needs every key in one slot: read key by key instead.
+            return valkeyrie_core::store::get_each(self, keys, opts).await;
+        }
+        let names: Vec<&str> = keys.iter().map(Key::as_str).collect();
+        let first = names.first().copied().unwrap_or_default();
+        let stored: Vec<Option<Bytes>> = self
+            .client
+            .request("get_many", first, self.client.pool.mget(names))
+            .await?;
+        Ok(keys
+            .iter()
+            .zip(stored)
+            .map(|(key, stored)| stored.map(|stored| decode(key.as_str(), &stored)))
+            .collect())
     }
 
     async fn delete(&self, key: &Key) -> Result<()> {

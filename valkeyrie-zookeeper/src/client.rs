@@ -9,13 +9,14 @@
 //! with one more `\x01` in front, so no value is ever mistaken for the marker. Lock
 //! contender nodes (`_c_<32 hex>-lock-<sequence>`, the Go store's layout) are never keys.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use futures_util::{stream, StreamExt, TryStreamExt};
 use valkeyrie_core::{Error, Key, KvPair, Result};
-use zookeeper_client::{Acls, Client, CreateMode, Stat};
+use zookeeper_client::{Acls, Client, CreateMode, MultiReadResult, Stat};
 
 use crate::config::ZookeeperConfig;
 use crate::error::map_error;
@@ -112,6 +113,37 @@ impl ZkClient {
                 after: self.request_timeout,
             }),
         }
+    }
+
+    /// Every node in `paths`, read in one multi-read: one snapshot, one round trip.
+    pub(crate) async fn read_nodes(
+        &self,
+        call: &'static str,
+        call_key: &str,
+        paths: &[String],
+    ) -> Result<HashMap<String, Node>> {
+        let client = self.client()?;
+        let mut reader = client.new_multi_reader();
+        for path in paths {
+            reader.add_get_data(path).map_err(|e| map_error(call, path, e))?;
+        }
+        let results = self.request(call, call_key, reader.commit()).await?;
+        let mut snapshot = HashMap::with_capacity(paths.len());
+        for (path, result) in paths.iter().zip(results) {
+            let node = match result {
+                MultiReadResult::Data { data, stat } => Some((data, stat)),
+                MultiReadResult::Error {
+                    err: zookeeper_client::Error::NoNode,
+                } => None,
+                MultiReadResult::Error { err } => return Err(map_error(call, path, err)),
+                other => {
+                    let reason = format!("the multi-read answered a data read with {other:?}");
+                    return Err(Error::backend(ZOOKEEPER, call, path.as_str(), false, reason));
+                }
+            };
+            snapshot.insert(path.clone(), node);
+        }
+        Ok(snapshot)
     }
 
     /// Creates the missing ancestors of `path` as directory nodes.
@@ -284,6 +316,9 @@ impl ZkClient {
         }
     }
 }
+
+/// A node as a read found it, data and stat; `None` when there is none.
+pub(crate) type Node = Option<(Vec<u8>, Stat)>;
 
 /// The znode path of a normalized key.
 pub(crate) fn path_of(key: &str) -> String {

@@ -20,6 +20,9 @@ use crate::{txn, watch, ZOOKEEPER};
 /// How often a write retries after racing another writer on the same node.
 pub(crate) const WRITE_ATTEMPTS: usize = 16;
 
+/// How many keys one multi-read of `get_many` reads.
+const GET_MANY_CHUNK: usize = 128;
+
 /// A handle (a session) on a ZooKeeper ensemble.
 pub struct ZookeeperStore {
     pub(crate) zk: ZkClient,
@@ -362,6 +365,22 @@ impl Backend for ZookeeperStore {
         }
         let reason = format!("gave up after {WRITE_ATTEMPTS} attempts racing other writers");
         Err(Error::backend(ZOOKEEPER, "delete", key.as_str(), true, reason))
+    }
+
+    async fn get_many(&self, keys: &[Key], _opts: &ReadOptions) -> Result<Vec<Option<KvPair>>> {
+        // One multi-read per `GET_MANY_CHUNK` keys, so an answer stays far below the
+        // server's `jute.maxbuffer`; each chunk is one snapshot.
+        let mut pairs = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(GET_MANY_CHUNK) {
+            let paths = chunk.iter().map(checked_path).collect::<Result<Vec<_>>>()?;
+            let first = chunk.first().map_or("", Key::as_str);
+            let nodes = self.zk.read_nodes("get_many", first, &paths).await?;
+            pairs.extend(chunk.iter().zip(&paths).map(|(key, path)| {
+                let (data, stat) = nodes.get(path).cloned().flatten()?;
+                decode(data).map(|value| KvPair::new(key.as_str(), value, index_of(&stat)))
+            }));
+        }
+        Ok(pairs)
     }
 
     async fn exists(&self, key: &Key, _opts: &ReadOptions) -> Result<bool> {

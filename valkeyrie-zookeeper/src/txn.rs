@@ -17,15 +17,12 @@
 use std::collections::HashMap;
 
 use valkeyrie_core::{Check, Error, Fence, Key, KvPair, Result, Txn, TxnOp, TxnOutcome};
-use zookeeper_client::{Acls, CreateMode, MultiReadResult, MultiWriteError, MultiWriter, Stat};
+use zookeeper_client::{Acls, CreateMode, MultiWriteError, MultiWriter, Stat};
 
-use crate::client::{checked_path, decode, encode, index_of, path_of, DIR_MARKER};
+use crate::client::{checked_path, decode, encode, index_of, path_of, Node, DIR_MARKER};
 use crate::error::{is_not_empty, map_error};
 use crate::store::{create_options, is_plain_node, ZookeeperStore, WRITE_ATTEMPTS};
 use crate::ZOOKEEPER;
-
-/// A node as the snapshot found it; `None` when there is none.
-type Node = Option<(Vec<u8>, Stat)>;
 
 /// The contender node a fence names. A fence without one is not from this backend's locks;
 /// the lock key's own node is never a contender, so it fails.
@@ -53,7 +50,7 @@ pub(crate) async fn commit(store: &ZookeeperStore, txn: &Txn) -> Result<TxnOutco
         }
     }
     for _ in 0..WRITE_ATTEMPTS {
-        let snapshot = read(store, call_key, &paths).await?;
+        let snapshot = store.zk.read_nodes("commit", call_key, &paths).await?;
         if let Some(compare) = first_failed(txn, &snapshot) {
             return Ok(TxnOutcome::Failed { compare });
         }
@@ -67,32 +64,6 @@ pub(crate) async fn commit(store: &ZookeeperStore, txn: &Txn) -> Result<TxnOutco
     }
     let reason = format!("gave up after {WRITE_ATTEMPTS} attempts racing other writers");
     Err(Error::backend(ZOOKEEPER, "commit", call_key, true, reason))
-}
-
-/// Every node in `paths`, read in one multi-read.
-async fn read(store: &ZookeeperStore, call_key: &str, paths: &[String]) -> Result<HashMap<String, Node>> {
-    let client = store.zk.client()?;
-    let mut reader = client.new_multi_reader();
-    for path in paths {
-        reader.add_get_data(path).map_err(|e| map_error("commit", path, e))?;
-    }
-    let results = store.zk.request("commit", call_key, reader.commit()).await?;
-    let mut snapshot = HashMap::with_capacity(paths.len());
-    for (path, result) in paths.iter().zip(results) {
-        let node = match result {
-            MultiReadResult::Data { data, stat } => Some((data, stat)),
-            MultiReadResult::Error {
-                err: zookeeper_client::Error::NoNode,
-            } => None,
-            MultiReadResult::Error { err } => return Err(map_error("commit", path, err)),
-            other => {
-                let reason = format!("the multi-read answered a data read with {other:?}");
-                return Err(Error::backend(ZOOKEEPER, "commit", path.as_str(), false, reason));
-            }
-        };
-        snapshot.insert(path.clone(), node);
-    }
-    Ok(snapshot)
 }
 
 fn node<'s>(snapshot: &'s HashMap<String, Node>, key: &Key) -> Option<&'s (Vec<u8>, Stat)> {

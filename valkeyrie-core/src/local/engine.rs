@@ -166,6 +166,17 @@ impl<S: Storage> Engine<S> {
         }
     }
 
+    /// Reads `keys` under the writer lock: one snapshot, as no write can run in between.
+    pub(crate) fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<KvPair>>> {
+        let _writer = self.writer();
+        keys.iter()
+            .map(|key| {
+                let record = self.read("get_many", key.as_str())?;
+                Ok(record.map(|r| KvPair::new(key.as_str(), r.value, r.index)))
+            })
+            .collect()
+    }
+
     /// Whether `key` exists.
     pub(crate) fn exists(&self, key: &Key) -> Result<bool> {
         Ok(self.read("exists", key.as_str())?.is_some())

@@ -128,6 +128,7 @@ impl<S: Storage> Backend for LocalStore<S> {
         caps.min_ttl = Duration::from_millis(100);
         caps.max_value_size = options.max_value_size;
         caps.persistent = options.persistent;
+        caps.atomic_get_many = true;
         caps
     }
 
@@ -148,6 +149,10 @@ impl<S: Storage> Backend for LocalStore<S> {
     async fn delete(&self, key: &Key) -> Result<()> {
         self.engine.delete(key)?;
         self.durable(key).await
+    }
+
+    async fn get_many(&self, keys: &[Key], _opts: &ReadOptions) -> Result<Vec<Option<KvPair>>> {
+        self.engine.get_many(keys)
     }
 
     async fn exists(&self, key: &Key, _opts: &ReadOptions) -> Result<bool> {

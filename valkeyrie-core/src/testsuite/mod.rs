@@ -25,6 +25,7 @@
 //! signals, watch cancellation without leaks, transactions and fenced writes, and capability
 //! honesty. A call the backend does not claim in [`Capabilities`](crate::Capabilities) must fail with `CallNotSupported`.
 
+mod batch;
 mod cases;
 mod leadership;
 mod support;
@@ -35,6 +36,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use batch::*;
 pub use cases::*;
 pub use leadership::*;
 pub use support::Case;
@@ -89,7 +91,7 @@ macro_rules! conformance_suite {
             leadership_one_leader_at_a_time, leadership_failover, leadership_resign_and_stop,
             leadership_failover_after_crash, txn_all_or_nothing, txn_put_with_ttl,
             txn_rules_checked_before_sending, txn_conflicts_never_both_commit, txn_transfers_keep_the_sum,
-            fenced_writes
+            fenced_writes, batch_calls, batch_get_many_is_one_snapshot
         );
     };
     (@cases $target:expr; $($case:ident),* $(,)?) => {

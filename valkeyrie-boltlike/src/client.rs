@@ -110,6 +110,27 @@ impl Storage for SledStorage {
         Ok(records)
     }
 
+    fn scan_page(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<(String, Record)>, BoxError> {
+        let start = match after {
+            Some(after) if after >= prefix => after,
+            _ => prefix,
+        };
+        let mut records = Vec::with_capacity(limit.min(1024));
+        for entry in self.data.range(start..) {
+            let (key, raw) = entry.map_err(storage_error)?;
+            if Some(key.as_ref()) == after.map(str::as_bytes) {
+                continue;
+            }
+            if !key.starts_with(prefix.as_bytes()) || records.len() == limit {
+                break;
+            }
+            let key = String::from_utf8(key.to_vec()).map_err(|_| corrupt("key", prefix))?;
+            let record = decode_record(&key, &raw)?;
+            records.push((key, record));
+        }
+        Ok(records)
+    }
+
     fn get_lock(&self, key: &str) -> Result<Option<LockRecord>, BoxError> {
         let Some(raw) = self.locks.get(key).map_err(storage_error)? else {
             return Ok(None);

@@ -53,6 +53,9 @@ pub struct Capabilities {
     /// [`Store::get_many`](crate::Store::get_many) reads every key from one snapshot (one
     /// atomic multi-key read), rather than key by key.
     pub atomic_get_many: bool,
+    /// [`Store::list_stream`](crate::Store::list_stream) reads each page as one ordered
+    /// range request; otherwise it lists the keys first and reads values page by page.
+    pub native_list_paging: bool,
 }
 
 impl Capabilities {
@@ -72,6 +75,7 @@ impl Capabilities {
             transactions: true,
             max_transaction_ops: None,
             atomic_get_many: false,
+            native_list_paging: false,
         }
     }
 }

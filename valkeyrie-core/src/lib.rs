@@ -60,6 +60,7 @@ pub mod error;
 pub mod key;
 pub mod kv;
 pub mod leadership;
+pub mod list;
 pub mod local;
 pub mod lock;
 pub mod registry;
@@ -76,6 +77,7 @@ pub use config::{BackendConfig, Secret, StoreConfig, StoreUrl};
 pub use error::{BoxError, Error, ErrorKind, LostReason, Result};
 pub use key::Key;
 pub use kv::{KvPair, LockOptions, ReadOptions, WriteOptions};
+pub use list::{ListOptions, ListStream};
 pub use local::{LocalStore, LockRevocation, MemoryConfig, MemoryStore};
 pub use lock::{
     holding, lost_signal, Acquire, Holding, LockGuard, LockRelease, Locker, LostNotifier, LostSignal, Releasing,

@@ -20,6 +20,7 @@ use crate::capabilities::Capabilities;
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::kv::{KvPair, LockOptions, ReadOptions, WriteOptions};
+use crate::list::{self, ListOptions, ListStream};
 use crate::lock::{LockGuard, Locker};
 use crate::txn::{Check, Compare, RawOp, Transaction, Txn, TxnOp, TxnOutcome};
 use crate::watch::{tree_view, WatchStream};
@@ -52,6 +53,12 @@ pub trait Store: Send + Sync {
     /// without lock bookkeeping. An existing key with nothing below lists as empty; when
     /// neither `dir` nor anything below exists, [`Error::KeyNotFound`].
     async fn list(&self, dir: &str, opts: &ReadOptions) -> Result<Vec<KvPair>>;
+
+    /// The pairs of [`Store::list`], streamed page by page so that at most one page of values
+    /// is held, optionally resuming after a key; see [`crate::list`]. An empty or missing
+    /// directory is an empty stream. The directory is validated now, the pages are read as
+    /// the stream is polled.
+    fn list_stream(&self, dir: &str, opts: ListOptions) -> Result<ListStream<'_>>;
 
     /// Deletes `dir` and everything below it; [`Error::KeyNotFound`] when nothing existed.
     async fn delete_tree(&self, dir: &str) -> Result<()>;
@@ -195,6 +202,29 @@ pub trait Backend: Send + Sync + 'static {
     /// Every pair whose key is `dir` or below it (bookkeeping excluded), in any order, and
     /// an empty vector when there is none; the caller applies the shared list rules.
     async fn list(&self, dir: &Key, opts: &ReadOptions) -> Result<Vec<KvPair>>;
+    /// One page of [`Store::list_stream`], for backends that claim
+    /// [`Capabilities::native_list_paging`]: up to `limit` pairs strictly below `dir` whose
+    /// keys sort after `after`, sorted, bookkeeping excluded; fewer than `limit` only when
+    /// no more follow.
+    async fn list_page(&self, dir: &Key, after: Option<&str>, limit: usize, opts: &ReadOptions) -> Result<Vec<KvPair>> {
+        let _ = (after, limit, opts);
+        Err(Error::CallNotSupported {
+            store: self.name(),
+            call: "list_stream",
+            key: dir.to_string(),
+        })
+    }
+    /// The keys at or below `dir` (bookkeeping excluded, any order), for
+    /// [`Store::list_stream`] on backends without native paging. By default from
+    /// [`Backend::list`], whose values are dropped at once; backends override it with a
+    /// keys-only listing.
+    async fn list_keys(&self, dir: &Key, opts: &ReadOptions) -> Result<Vec<String>> {
+        Ok(Backend::list(self, dir, opts)
+            .await?
+            .into_iter()
+            .map(|pair| pair.key)
+            .collect())
+    }
     /// See [`Store::delete_tree`].
     async fn delete_tree(&self, dir: &Key) -> Result<()>;
     /// See [`Store::watch`].
@@ -500,6 +530,22 @@ impl<B: Backend> Store for B {
             Ok(pairs)
         })
         .await
+    }
+
+    fn list_stream(&self, dir: &str, opts: ListOptions) -> Result<ListStream<'_>> {
+        let dir = Key::parse(Backend::name(self), dir)?;
+        if self.background().is_closed() {
+            return Err(Error::Closed {
+                store: Backend::name(self),
+                call: "list_stream",
+                key: dir.to_string(),
+            });
+        }
+        Ok(if Backend::capabilities(self).native_list_paging {
+            list::native_pages(self, dir, opts)
+        } else {
+            list::key_pages(self, dir, opts)
+        })
     }
 
     async fn delete_tree(&self, dir: &str) -> Result<()> {

@@ -203,6 +203,7 @@ impl Backend for EtcdStore {
         caps.persistent = true;
         caps.max_transaction_ops = Some(txn::MAX_TXN_OPS);
         caps.atomic_get_many = true;
+        caps.native_list_paging = true;
         caps
     }
 
@@ -291,6 +292,32 @@ impl Backend for EtcdStore {
 
     async fn list(&self, dir: &Key, opts: &ReadOptions) -> Result<Vec<KvPair>> {
         Ok(list_at(&self.client, self.config.list_page_size, dir, opts).await?.0)
+    }
+
+    async fn list_page(&self, dir: &Key, after: Option<&str>, limit: usize, opts: &ReadOptions) -> Result<Vec<KvPair>> {
+        let prefix = dir.dir_prefix().into_bytes();
+        let end = prefix_end(&prefix);
+        let mut start = match after {
+            Some(after) if after.as_bytes() >= prefix.as_slice() => [after.as_bytes(), b"\0"].concat(),
+            _ => prefix,
+        };
+        let mut pairs = Vec::with_capacity(limit.min(1024));
+        let mut raw = self.client.raw();
+        // Lock bookkeeping is skipped, so a range may yield less than a page: read on.
+        while pairs.len() < limit {
+            let wanted = i64::try_from(limit - pairs.len()).unwrap_or(i64::MAX);
+            let range = read_options(opts).with_range(end.clone()).with_limit(wanted);
+            let response = self
+                .client
+                .request("list_stream", dir.as_str(), raw.get(start.clone(), Some(range)))
+                .await?;
+            pairs.extend(response.kvs().iter().filter(|kv| !is_bookkeeping(kv.key())).map(pair));
+            match response.kvs().last() {
+                Some(last) if response.more() => start = [last.key(), b"\0"].concat(),
+                _ => break,
+            }
+        }
+        Ok(pairs)
     }
 
     async fn delete_tree(&self, dir: &Key) -> Result<()> {

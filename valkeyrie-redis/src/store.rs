@@ -248,6 +248,11 @@ impl Backend for RedisStore {
         read_many(&self.client, "list", dir, &keys).await
     }
 
+    async fn list_keys(&self, dir: &Key, _opts: &ReadOptions) -> Result<Vec<String>> {
+        // SCAN has no order: `list_stream` sorts these keys and reads pages with MGET.
+        keys_below(&self.client, dir).await
+    }
+
     async fn delete_tree(&self, dir: &Key) -> Result<()> {
         let mut keys = keys_below(&self.client, dir).await?;
         keys.push(dir.to_string());

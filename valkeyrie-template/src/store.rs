@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
 use valkeyrie_core::{
-    Backend, Background, Capabilities, Check, Error, Fence, Key, KvPair, LockOptions, Locker, ReadOptions,
+    Backend, Background, Capabilities, Check, Error, Fence, Key, KvPair, ListOptions, LockOptions, Locker, ReadOptions,
     Registration, Result, Store, StoreSpec, Transaction, Txn, TxnOp, TxnOutcome, WatchStream, WriteOptions,
 };
 
@@ -124,6 +125,21 @@ impl Backend for TemplateStore {
             Err(err) => return Err(err),
         };
         Ok(own.into_iter().chain(below).collect())
+    }
+
+    async fn list_page(&self, dir: &Key, after: Option<&str>, limit: usize, opts: &ReadOptions) -> Result<Vec<KvPair>> {
+        // A real backend reads one ordered range here (a range request with a limit). The
+        // stand-in server pages by itself: one page of its stream is the range.
+        let opts = ListOptions {
+            page_size: limit,
+            start_after: after.map(str::to_owned),
+            read: opts.clone(),
+        };
+        let page = async {
+            let stream = self.client.requests().list_stream(dir.as_str(), opts)?;
+            stream.take(limit).try_collect().await
+        };
+        self.request("list_stream", dir, page).await
     }
 
     async fn delete_tree(&self, dir: &Key) -> Result<()> {

@@ -11,7 +11,7 @@ use valkeyrie_core::{
 };
 use zookeeper_client::{Acls, CreateMode, CreateOptions, MultiWriteResult, Stat};
 
-use crate::client::{checked_path, decode, encode, index_matches, index_of, ZkClient, DIR_MARKER};
+use crate::client::{checked_path, decode, encode, index_matches, index_of, key_of, ZkClient, DIR_MARKER};
 use crate::config::ZookeeperConfig;
 use crate::error::is_not_empty;
 use crate::lock::ZkLocker;
@@ -394,6 +394,14 @@ impl Backend for ZookeeperStore {
     async fn list(&self, dir: &Key, _opts: &ReadOptions) -> Result<Vec<KvPair>> {
         checked_path(dir)?;
         self.zk.list_keys("list", dir, self.config.concurrency).await
+    }
+
+    async fn list_keys(&self, dir: &Key, _opts: &ReadOptions) -> Result<Vec<String>> {
+        // The tree walk reads children only; directory nodes among them are not keys, and
+        // `list_stream` skips them when their values are read.
+        checked_path(dir)?;
+        let paths = self.zk.walk("list_stream", dir, false, self.config.concurrency).await?;
+        Ok(paths.iter().map(|path| key_of(path)).collect())
     }
 
     async fn delete_tree(&self, dir: &Key) -> Result<()> {

@@ -90,8 +90,8 @@ fn first_failed(txn: &Txn, snapshot: &HashMap<String, Node>) -> Option<usize> {
     )
 }
 
-/// The nodes the `multi` creates, whose parents must exist: those of compares on missing
-/// nodes and of puts on missing nodes.
+/// Nodes the `multi` creates, whose parents must exist (compares and puts on missing
+/// nodes), one per parent directory.
 fn paths_to_create(txn: &Txn, snapshot: &HashMap<String, Node>) -> Result<Vec<String>> {
     let mut paths = Vec::new();
     let compared = txn
@@ -103,9 +103,13 @@ fn paths_to_create(txn: &Txn, snapshot: &HashMap<String, Node>) -> Result<Vec<St
         TxnOp::Put { key, .. } => Some(key),
         TxnOp::Delete { .. } => None,
     });
+    // One path per parent directory: making the parents of one makes them for its siblings.
+    let mut parents = std::collections::HashSet::new();
     for key in compared.chain(put) {
-        if node(snapshot, key).is_none() {
-            paths.push(checked_path(key)?);
+        let path = checked_path(key)?;
+        let parent = path.rsplit_once('/').map_or("", |(parent, _)| parent).to_owned();
+        if node(snapshot, key).is_none() && parents.insert(parent) {
+            paths.push(path);
         }
     }
     Ok(paths)

@@ -201,6 +201,33 @@ impl<S: Storage> Engine<S> {
         Ok(pairs)
     }
 
+    /// Up to `limit` live records strictly below `dir` after `after`, sorted; expired records
+    /// are skipped without shortening the page.
+    pub(crate) fn list_page(&self, dir: &Key, after: Option<&str>, limit: usize) -> Result<Vec<KvPair>> {
+        let now = now_ms();
+        let prefix = dir.dir_prefix();
+        let mut after = after.map(str::to_owned);
+        let mut pairs = Vec::with_capacity(limit.min(1024));
+        while pairs.len() < limit {
+            let wanted = limit - pairs.len();
+            let scanned = self
+                .storage
+                .scan_page(&prefix, after.as_deref(), wanted)
+                .map_err(|e| self.fail("list_stream", dir.as_str(), e))?;
+            let exhausted = scanned.len() < wanted;
+            after = scanned.last().map(|(key, _)| key.clone());
+            pairs.extend(
+                scanned
+                    .into_iter()
+                    .filter_map(|(key, record)| live(record, now).map(|r| KvPair::new(key, r.value, r.index))),
+            );
+            if exhausted {
+                break;
+            }
+        }
+        Ok(pairs)
+    }
+
     fn write(
         &self,
         writer: &mut Writer,

@@ -66,6 +66,21 @@ impl Storage for MemoryStorage {
             .collect())
     }
 
+    fn scan_page(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<(String, Record)>, BoxError> {
+        use std::ops::Bound;
+        let data = self.data.read().unwrap_or_else(PoisonError::into_inner);
+        let start = match after {
+            Some(after) if after >= prefix => Bound::Excluded(after.to_owned()),
+            _ => Bound::Included(prefix.to_owned()),
+        };
+        Ok(data
+            .range((start, Bound::Unbounded))
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .take(limit)
+            .map(|(key, record)| (key.clone(), record.clone()))
+            .collect())
+    }
+
     fn get_lock(&self, key: &str) -> Result<Option<LockRecord>, BoxError> {
         Ok(self
             .locks

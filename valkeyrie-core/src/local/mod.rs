@@ -63,6 +63,9 @@ pub trait Storage: Send + Sync + 'static {
     fn apply(&self, writes: &[(&str, Option<&Record>)]) -> Result<(), BoxError>;
     /// Every record whose key starts with `prefix`, sorted by key (bytewise).
     fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, Record)>, BoxError>;
+    /// Up to `limit` records whose key starts with `prefix` and sorts after `after` (from
+    /// the start of the prefix when `None`), sorted by key (bytewise).
+    fn scan_page(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<(String, Record)>, BoxError>;
     /// The lock record of `key`.
     fn get_lock(&self, key: &str) -> Result<Option<LockRecord>, BoxError>;
     /// Writes the lock record of `key`.

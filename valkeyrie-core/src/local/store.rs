@@ -129,6 +129,7 @@ impl<S: Storage> Backend for LocalStore<S> {
         caps.max_value_size = options.max_value_size;
         caps.persistent = options.persistent;
         caps.atomic_get_many = true;
+        caps.native_list_paging = true;
         caps
     }
 
@@ -161,6 +162,16 @@ impl<S: Storage> Backend for LocalStore<S> {
 
     async fn list(&self, dir: &Key, _opts: &ReadOptions) -> Result<Vec<KvPair>> {
         self.engine.list(dir)
+    }
+
+    async fn list_page(
+        &self,
+        dir: &Key,
+        after: Option<&str>,
+        limit: usize,
+        _opts: &ReadOptions,
+    ) -> Result<Vec<KvPair>> {
+        self.engine.list_page(dir, after, limit)
     }
 
     async fn delete_tree(&self, dir: &Key) -> Result<()> {

@@ -1,14 +1,18 @@
-//! Conformance cases of the batch calls: `get_many`, `put_many`, `delete_many`.
+//! Conformance cases of the batch calls (`get_many`, `put_many`, `delete_many`) and of
+//! `list_stream`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
 
 use super::support::{fails, get, get_opt, ok, put, Case};
 use super::TestTarget;
 use crate::error::ErrorKind;
 use crate::kv::{ReadOptions, WriteOptions};
+use crate::list::ListOptions;
+use crate::store::Store;
 use crate::txn::Transaction;
 
 /// `put_many` writes every pair at once, `get_many` reads them back in the order asked
@@ -189,4 +193,107 @@ pub async fn batch_get_many_is_one_snapshot(target: &dyn TestTarget) {
     }
     writer.await.unwrap_or_else(|e| panic!("the writer panicked: {e}"));
     case.finish().await;
+}
+
+/// `list_stream` pages through 10 000 keys to exactly what `list` returns, resumes exactly
+/// after any key, and streams an empty or missing directory as nothing.
+pub async fn list_stream_pages(target: &dyn TestTarget) {
+    const KEYS: usize = 10_000;
+    let case = Case::start(target, "list_stream_pages").await;
+    let store = case.store.as_ref();
+    let caps = store.capabilities();
+    let dir = case.key("dir");
+    put(store, &dir, "the directory's own value").await;
+    put(store, &case.key("dir2/sibling"), "not below dir").await;
+    let keys: Vec<String> = (0..KEYS).map(|n| format!("{dir}/{:02}/{n:05}", n % 7)).collect();
+    let batch = caps.max_transaction_ops.unwrap_or(500).min(500);
+    let seeding = keys.chunks(batch).map(|chunk| async move {
+        if caps.transactions {
+            let pairs = chunk
+                .iter()
+                .map(|key| (key.clone(), Bytes::from(key.clone())))
+                .collect();
+            ok(store.put_many(pairs, &WriteOptions::default()).await, "put_many");
+        } else {
+            for key in chunk {
+                ok(
+                    store.put(key, Bytes::from(key.clone()), &WriteOptions::default()).await,
+                    "put",
+                );
+            }
+        }
+    });
+    futures_util::stream::iter(seeding)
+        .buffer_unordered(4)
+        .collect::<Vec<()>>()
+        .await;
+
+    let full = ok(store.list(&dir, &ReadOptions::default()).await, "list");
+    assert_eq!(full.len(), KEYS, "list sees every key");
+    assert_eq!(
+        paged(store, &dir, 333, None).await,
+        full,
+        "pages of 333 are list, in order"
+    );
+    let resume_at = full[4321].key.clone();
+    assert_eq!(
+        paged(store, &dir, 1000, Some(resume_at)).await,
+        full[4322..],
+        "start_after resumes exactly"
+    );
+    assert_eq!(
+        paged(store, &dir, 500, Some(dir.clone())).await,
+        full,
+        "after the directory itself: everything"
+    );
+    assert_eq!(
+        paged(store, &dir, 7, Some(full[KEYS - 1].key.clone())).await,
+        Vec::new(),
+        "after the last key: nothing"
+    );
+    let small = case.key("dir/03");
+    let one_by_one = ok(
+        ok(
+            store.list_stream(
+                &small,
+                ListOptions {
+                    page_size: 1,
+                    ..ListOptions::default()
+                },
+            ),
+            "list_stream",
+        )
+        .try_collect::<Vec<_>>()
+        .await,
+        "pages of one",
+    );
+    assert_eq!(
+        one_by_one,
+        ok(store.list(&small, &ReadOptions::default()).await, "list")
+    );
+    let missing = ok(
+        store.list_stream(&case.key("missing"), ListOptions::default()),
+        "list_stream",
+    );
+    assert_eq!(
+        ok(missing.try_collect::<Vec<_>>().await, "a missing directory"),
+        Vec::new()
+    );
+    fails(
+        store.list_stream("bad//dir", ListOptions::default()).map(drop),
+        ErrorKind::InvalidKey,
+        "list_stream of an invalid directory",
+    );
+    case.finish().await;
+}
+
+/// Everything `list_stream` yields for `dir` with these options.
+async fn paged(store: &dyn Store, dir: &str, page_size: usize, start_after: Option<String>) -> Vec<crate::KvPair> {
+    let opts = ListOptions {
+        page_size,
+        start_after,
+        ..ListOptions::default()
+    };
+    let stream = ok(store.list_stream(dir, opts), "list_stream");
+    ok(stream.try_collect::<Vec<_>>().await, "list_stream pages")
 }

@@ -1,0 +1,133 @@
+//! Paginated, streaming lists: [`Store::list_stream`](crate::Store::list_stream).
+//!
+//! `list` returns a whole directory at once, which is what most callers want and what a
+//! directory of a million keys cannot afford. `list_stream` returns the same pairs, sorted by
+//! key, as a stream read page by page, so at most one page of values is in memory, and it
+//! can resume after any key ([`ListOptions::start_after`]).
+//!
+//! Two ways to page, chosen by [`Capabilities::native_list_paging`](crate::Capabilities):
+//!
+//! * stores that keep keys ordered (etcd, the local engine) read each page as one range
+//!   request starting after the last key seen;
+//! * the others list the directory's keys first (keys only, no values), sort them, and
+//!   read the values page by page with [`get_many`](crate::Store::get_many); a key deleted
+//!   in between is skipped. Their backend docs say how keys are listed.
+//!
+//! Pages are read one after the other as the stream is polled; a page is not one snapshot
+//! with the next (a key written meanwhile may or may not appear). An empty or missing
+//! directory is an empty stream.
+//!
+//! ```
+//! # async fn demo() -> valkeyrie_core::Result<()> {
+//! use futures_util::TryStreamExt;
+//! use valkeyrie_core::{ListOptions, MemoryStore, Store, WriteOptions};
+//!
+//! let store = MemoryStore::new();
+//! for n in 0..10 {
+//!     store.put(&format!("jobs/{n:03}"), "queued".into(), &WriteOptions::default()).await?;
+//! }
+//! let opts = ListOptions { page_size: 4, start_after: Some("jobs/006".into()), ..ListOptions::default() };
+//! let rest: Vec<_> = store.list_stream("jobs", opts)?.try_collect().await?;
+//! let keys: Vec<_> = rest.iter().map(|pair| pair.key.as_str()).collect();
+//! assert_eq!(keys, ["jobs/007", "jobs/008", "jobs/009"]);
+//! # Ok(()) }
+//! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+//! ```
+
+use std::pin::Pin;
+
+use futures_core::Stream;
+use futures_util::{stream, TryStreamExt};
+
+use crate::error::Result;
+use crate::key::Key;
+use crate::kv::{KvPair, ReadOptions};
+use crate::store::Backend;
+
+/// The stream [`Store::list_stream`](crate::Store::list_stream) returns; it borrows the
+/// store handle.
+pub type ListStream<'a> = Pin<Box<dyn Stream<Item = Result<KvPair>> + Send + 'a>>;
+
+/// Options of [`Store::list_stream`](crate::Store::list_stream).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListOptions {
+    /// Pairs per page read from the store (at least 1); default 500.
+    pub page_size: usize,
+    /// Start after this key (a full key, as `list` returns them): the stream holds only
+    /// keys greater than it. `None` starts at the beginning.
+    pub start_after: Option<String>,
+    /// How each page is read.
+    pub read: ReadOptions,
+}
+
+impl Default for ListOptions {
+    fn default() -> Self {
+        ListOptions {
+            page_size: 500,
+            start_after: None,
+            read: ReadOptions::default(),
+        }
+    }
+}
+
+/// Where a paging stream is: after which key, or finished.
+enum Cursor {
+    After(Option<String>),
+    Done,
+}
+
+/// Pages through `dir` with the backend's ordered range reads.
+pub(crate) fn native_pages<B: Backend + ?Sized>(backend: &B, dir: Key, opts: ListOptions) -> ListStream<'_> {
+    let page_size = opts.page_size.max(1);
+    let read = opts.read;
+    let pages = stream::try_unfold(Cursor::After(opts.start_after), move |cursor| {
+        let (dir, read) = (dir.clone(), read.clone());
+        async move {
+            let Cursor::After(after) = cursor else {
+                return Ok(None);
+            };
+            let page = Backend::list_page(backend, &dir, after.as_deref(), page_size, &read).await?;
+            let next = match page.last() {
+                Some(last) if page.len() >= page_size => Cursor::After(Some(last.key.clone())),
+                _ => Cursor::Done,
+            };
+            Ok(Some((stream::iter(page.into_iter().map(Ok)), next)))
+        }
+    });
+    Box::pin(pages.try_flatten())
+}
+
+/// Lists the keys of `dir` once, then reads their values page by page.
+pub(crate) fn key_pages<B: Backend + ?Sized>(backend: &B, dir: Key, opts: ListOptions) -> ListStream<'_> {
+    let page_size = opts.page_size.max(1);
+    let read = opts.read;
+    let start_after = opts.start_after;
+    let keys = async move {
+        let mut keys: Vec<Key> = Backend::list_keys(backend, &dir, &read)
+            .await?
+            .into_iter()
+            .filter(|key| dir.contains(key) && start_after.as_ref().is_none_or(|after| key > after))
+            // A key the store holds but the key rules refuse cannot be read by key; `list`
+            // still returns it.
+            .filter_map(|key| Key::parse(Backend::name(backend), &key).ok())
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let pages = stream::unfold(keys.into_iter(), move |mut keys| {
+            let read = read.clone();
+            async move {
+                let chunk: Vec<Key> = keys.by_ref().take(page_size).collect();
+                if chunk.is_empty() {
+                    return None;
+                }
+                // A key deleted since it was listed is skipped.
+                let page = Backend::get_many(backend, &chunk, &read)
+                    .await
+                    .map(|pairs| stream::iter(pairs.into_iter().flatten().map(Ok)));
+                Some((page, keys))
+            }
+        });
+        Ok::<_, crate::Error>(pages.try_flatten())
+    };
+    Box::pin(stream::once(keys).try_flatten())
+}

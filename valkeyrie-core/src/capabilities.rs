@@ -56,6 +56,9 @@ pub struct Capabilities {
     /// [`Store::list_stream`](crate::Store::list_stream) reads each page as one ordered
     /// range request; otherwise it lists the keys first and reads values page by page.
     pub native_list_paging: bool,
+    /// [`Store::watch_from`](crate::Store::watch_from) replays the changes after an index
+    /// from the store's history (while it has them); otherwise it starts with a snapshot.
+    pub watch_replay: bool,
 }
 
 impl Capabilities {
@@ -76,6 +79,7 @@ impl Capabilities {
             max_transaction_ops: None,
             atomic_get_many: false,
             native_list_paging: false,
+            watch_replay: false,
         }
     }
 }

@@ -71,6 +71,16 @@ pub trait Store: Send + Sync {
     /// everything below it.
     async fn watch_tree(&self, dir: &str, opts: &ReadOptions) -> Result<WatchStream>;
 
+    /// [`Store::watch`], resuming after `index` (the `last_index` of the last change a
+    /// consumer handled): every change of `key` with a larger index, in order, with no
+    /// snapshot first; or, where the store cannot replay that far back (no history, or
+    /// history compacted), a [`WatchEvent::Snapshot`](crate::WatchEvent::Snapshot) first, as
+    /// `watch` starts. Never a silent gap. [`Capabilities::watch_replay`] says which.
+    async fn watch_from(&self, key: &str, index: u64, opts: &ReadOptions) -> Result<WatchStream>;
+
+    /// [`Store::watch_tree`], resuming after `index` as [`Store::watch_from`] does.
+    async fn watch_tree_from(&self, dir: &str, index: u64, opts: &ReadOptions) -> Result<WatchStream>;
+
     /// Creates an unheld lock on `key`; see [`Locker`].
     async fn new_lock(&self, key: &str, opts: LockOptions) -> Result<Box<dyn Locker>>;
 
@@ -244,6 +254,17 @@ pub trait Backend: Send + Sync + 'static {
             call: "watch_tree",
             key: dir.to_string(),
         })
+    }
+    /// See [`Store::watch_from`] and [`Store::watch_tree_from`] (`tree`). By default a new
+    /// watch, which starts with a snapshot; backends that keep history override it and claim
+    /// [`Capabilities::watch_replay`].
+    async fn watch_from(&self, key: &Key, tree: bool, index: u64, opts: &ReadOptions) -> Result<WatchStream> {
+        let _ = index;
+        if tree {
+            Backend::watch_tree(self, key, opts).await
+        } else {
+            Backend::watch(self, key, opts).await
+        }
     }
     /// See [`Store::new_lock`].
     async fn new_lock(&self, key: &Key, opts: LockOptions) -> Result<Box<dyn Locker>> {
@@ -567,6 +588,23 @@ impl<B: Backend> Store for B {
         call(self, "watch_tree", dir, |dir| async move {
             require(self, &dir, "watch_tree", Backend::capabilities(self).watch_tree)?;
             let stream = Backend::watch_tree(self, &dir, opts).await?;
+            Ok(tree_view(dir, stream))
+        })
+        .await
+    }
+
+    async fn watch_from(&self, key: &str, index: u64, opts: &ReadOptions) -> Result<WatchStream> {
+        call(self, "watch_from", key, |key| async move {
+            require(self, &key, "watch_from", Backend::capabilities(self).watch)?;
+            Backend::watch_from(self, &key, false, index, opts).await
+        })
+        .await
+    }
+
+    async fn watch_tree_from(&self, dir: &str, index: u64, opts: &ReadOptions) -> Result<WatchStream> {
+        call(self, "watch_tree_from", dir, |dir| async move {
+            require(self, &dir, "watch_tree_from", Backend::capabilities(self).watch_tree)?;
+            let stream = Backend::watch_from(self, &dir, true, index, opts).await?;
             Ok(tree_view(dir, stream))
         })
         .await

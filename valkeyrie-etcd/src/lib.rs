@@ -17,8 +17,12 @@
 //!   compared keys, so the failed compare is named without a second round trip. A TTL put
 //!   adds one lease grant per distinct TTL. At most 128 compares plus operations (etcd's
 //!   default `--max-txn-ops`).
-//! * Watches start at the revision of their initial read, resume after a dropped connection
-//!   from the last revision seen, and end with an error item if that revision was compacted.
+//! * Watches start at the revision of their initial read and resume after a dropped
+//!   connection from the last revision seen; when that revision was compacted they send a
+//!   fresh snapshot instead of a gap. `watch_from`/`watch_tree_from` replay from the revision
+//!   after the given index (`capabilities().watch_replay`), with the same snapshot fallback.
+//! * `get_many` is one `Txn` of reads per 128 keys, all at the first one's revision;
+//!   `list_stream` pages are range reads with a limit.
 //! * Locks use the Go layout — a lease-bound key `<key>___lock/<lease id in hex>` per
 //!   contender, ordered by create revision, and the lock value at `<key>` — so Go and Rust
 //!   services exclude each other. The fencing token is the lock key's create revision.

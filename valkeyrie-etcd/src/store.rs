@@ -204,6 +204,7 @@ impl Backend for EtcdStore {
         caps.max_transaction_ops = Some(txn::MAX_TXN_OPS);
         caps.atomic_get_many = true;
         caps.native_list_paging = true;
+        caps.watch_replay = true;
         caps
     }
 
@@ -351,6 +352,10 @@ impl Backend for EtcdStore {
 
     async fn watch_tree(&self, dir: &Key, opts: &ReadOptions) -> Result<WatchStream> {
         watch::watch(self, dir, true, opts).await
+    }
+
+    async fn watch_from(&self, key: &Key, tree: bool, index: u64, opts: &ReadOptions) -> Result<WatchStream> {
+        Ok(watch::watch_from(self, key, tree, index, opts))
     }
 
     async fn new_lock(&self, key: &Key, opts: LockOptions) -> Result<Box<dyn Locker>> {

@@ -24,16 +24,21 @@ pub(crate) async fn watch(store: &EtcdStore, key: &Key, tree: bool, opts: &ReadO
     let (sender, receiver) = mpsc::channel(BUFFER);
     // The channel is new and empty: the snapshot always fits.
     let _ = sender.try_send(Ok(WatchEvent::Snapshot(snapshot)));
-    let feeder = Feeder {
-        client: store.client.clone(),
-        key: key.clone(),
-        tree,
-        page_size,
-        consistent: opts.consistent,
-        retry_for: store.config.watch_retry_for,
-    };
-    store.background().spawn(feeder.run(revision + 1, sender));
+    store
+        .background()
+        .spawn(Feeder::new(store, key, tree, opts).run(revision + 1, sender));
     Ok(Box::pin(ReceiverStream::new(receiver)))
+}
+
+/// A watch on `key` (or below it) that replays from the revision after `index`, with no
+/// snapshot first; a compacted revision makes the feeder resync with a snapshot.
+pub(crate) fn watch_from(store: &EtcdStore, key: &Key, tree: bool, index: u64, opts: &ReadOptions) -> WatchStream {
+    let (sender, receiver) = mpsc::channel(BUFFER);
+    let next = i64::try_from(index).unwrap_or(i64::MAX - 1) + 1;
+    store
+        .background()
+        .spawn(Feeder::new(store, key, tree, opts).run(next, sender));
+    Box::pin(ReceiverStream::new(receiver))
 }
 
 /// What is watched, read at one revision.
@@ -63,6 +68,17 @@ struct Feeder {
 type Sender = mpsc::Sender<Result<WatchEvent>>;
 
 impl Feeder {
+    fn new(store: &EtcdStore, key: &Key, tree: bool, opts: &ReadOptions) -> Self {
+        Feeder {
+            client: store.client.clone(),
+            key: key.clone(),
+            tree,
+            page_size: store.config.list_page_size,
+            consistent: opts.consistent,
+            retry_for: store.config.watch_retry_for,
+        }
+    }
+
     fn error(&self, reason: String, temporary: bool) -> Error {
         Error::backend(ETCD, "watch", self.key.as_str(), temporary, reason)
     }

@@ -179,3 +179,43 @@ async fn an_unreachable_cluster_is_not_reachable_within_the_connect_timeout() {
         "bounded by the connect timeout"
     );
 }
+
+#[tokio::test]
+async fn a_watch_resumed_past_the_compaction_starts_with_a_snapshot() {
+    use futures_util::StreamExt;
+    use valkeyrie_core::WatchEvent;
+
+    let store = EtcdConfig::default().connect(endpoints()).await.unwrap();
+    let dir = unique("resume-compacted");
+    let key = format!("{dir}/a");
+    store.put(&key, "1".into(), &WriteOptions::default()).await.unwrap();
+    let seen = store.get(&key, &ReadOptions::default()).await.unwrap().last_index;
+    store.put(&key, "2".into(), &WriteOptions::default()).await.unwrap();
+    let current = store.get(&key, &ReadOptions::default()).await.unwrap();
+    // Only the revisions up to our second write go: watches of other tests start later.
+    let revision = i64::try_from(current.last_index).unwrap();
+    raw().await.compact(revision, None).await.unwrap();
+
+    let mut events = store
+        .watch_tree_from(&dir, seen, &ReadOptions::default())
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .expect("an event in time")
+        .expect("the watch goes on")
+        .unwrap();
+    assert_eq!(
+        first,
+        WatchEvent::Snapshot(vec![current]),
+        "a compacted start is a snapshot, not a gap"
+    );
+    store.put(&key, "3".into(), &WriteOptions::default()).await.unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .expect("an event in time")
+        .expect("the watch goes on")
+        .unwrap();
+    assert!(matches!(&next, WatchEvent::Put(pair) if pair.value == "3"), "{next:?}");
+    store.delete_tree(&dir).await.unwrap();
+}

@@ -28,6 +28,7 @@
 mod batch;
 mod cases;
 mod leadership;
+mod resume;
 mod support;
 mod transactions;
 
@@ -39,6 +40,7 @@ use async_trait::async_trait;
 pub use batch::*;
 pub use cases::*;
 pub use leadership::*;
+pub use resume::*;
 pub use support::Case;
 pub use transactions::*;
 
@@ -91,7 +93,8 @@ macro_rules! conformance_suite {
             leadership_one_leader_at_a_time, leadership_failover, leadership_resign_and_stop,
             leadership_failover_after_crash, txn_all_or_nothing, txn_put_with_ttl,
             txn_rules_checked_before_sending, txn_conflicts_never_both_commit, txn_transfers_keep_the_sum,
-            fenced_writes, batch_calls, batch_get_many_is_one_snapshot, list_stream_pages
+            fenced_writes, batch_calls, batch_get_many_is_one_snapshot, list_stream_pages,
+            watch_resumes_from_an_index
         );
     };
     (@cases $target:expr; $($case:ident),* $(,)?) => {

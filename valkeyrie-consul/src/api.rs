@@ -128,6 +128,14 @@ impl KvOp {
         op
     }
 
+    /// Writes `value` if the key's `ModifyIndex` is `index` (`0`: if the key is absent);
+    /// keeps the session holding the key, as `set` does.
+    pub(crate) fn cas(key: &str, index: u64, value: &[u8]) -> Self {
+        let mut op = KvOp::new("cas", key).with_value(value);
+        op.index = Some(index);
+        op
+    }
+
     /// Fails unless the key's `ModifyIndex` is `index`.
     pub(crate) fn check_index(key: &str, index: u64) -> Self {
         let mut op = KvOp::new("check-index", key);
@@ -167,6 +175,14 @@ impl KvOp {
         let mut op = KvOp::new("delete-cas", key);
         op.index = Some(index);
         op
+    }
+
+    /// Whether the operation may write (a transaction of reads and checks only is a read).
+    fn writes(&self) -> bool {
+        !matches!(
+            self.verb,
+            "get" | "get-tree" | "check-index" | "check-session" | "check-not-exists"
+        )
     }
 
     /// Appends the operation as the transaction API reads it, `{"KV":{"Verb":…}}`.
@@ -460,7 +476,13 @@ impl ConsulClient {
     /// Applies `ops` all or nothing.
     pub(crate) async fn txn(&self, call: &'static str, key: &str, ops: &[KvOp]) -> Result<TxnOutcome> {
         let body = txn_body(ops).map_err(|e| Error::backend(CONSUL, call, key, false, e))?;
-        let reply = self.send(call, key, ApiRequest::put("txn", body)).await?;
+        let mut request = ApiRequest::put("txn", body);
+        if !ops.iter().any(KvOp::writes) {
+            // Consul serves a read-only transaction in its default mode (no leadership
+            // check) unless asked; checks must not be answered by a deposed leader.
+            request = request.flag("consistent");
+        }
+        let reply = self.send(call, key, request).await?;
         // 200 with results, or 409 (a rollback) with the reasons.
         let answer: TxnReply = parse(call, key, &reply.body)?;
         if let Some(errors) = answer.errors.filter(|e| !e.is_empty()) {

@@ -21,6 +21,13 @@
 //!   are raised to it: `capabilities().min_ttl` says how far. A write without TTL clears a
 //!   key's TTL. `keep_alive` renews the session while the handle lives;
 //!   after a close the key goes one TTL later.
+//! * Transactions (`commit`, and the fenced `put_if_held` and `delete_if_held`) are one
+//!   `/v1/txn` request: one round trip, or two with value compares (their keys are read
+//!   first and the index read is checked), plus a session created per distinct TTL of its
+//!   puts, as `put` does. Each compare and operation is one txn op, so a transaction has at
+//!   most 64 of them, Consul 1.8's limit. A fence is checked by `check-session`: the lock's
+//!   session must still hold its key. A put writes what `put` writes; when a session
+//!   already holds a key it writes, those keys are read and the transaction sent again.
 //! * Watches are blocking queries; changes between two answers are coalesced (each key's
 //!   latest state is reported, in index order), and a reset index gives a fresh `Snapshot`.
 //! * Locks are the Go store's: a `Behavior=release` session acquires the key itself, so Go
@@ -60,6 +67,7 @@ mod config;
 mod error;
 mod lock;
 mod store;
+mod txn;
 mod watch;
 mod write;
 

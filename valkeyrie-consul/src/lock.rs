@@ -11,7 +11,9 @@
 //!
 //! The fencing token is the `ModifyIndex` of the acquiring write, not the key's
 //! `LockIndex`: `LockIndex` starts again at 1 when the key is deleted (`delete_on_unlock`),
-//! while Consul's indexes only grow.
+//! while Consul's indexes only grow. The fence's record is the acquisition's session, which
+//! a fenced write checks (`check-session`) in its transaction: the check fails once the
+//! session no longer holds the key, whether it was released, deleted or expired.
 //!
 //! Unlocking releases the key (through `rs-consul`, rewriting the lock value as Go does) or,
 //! with `delete_on_unlock`, deletes it if the session still holds it; then the session is
@@ -122,7 +124,9 @@ impl ConsulLocker {
         };
         pending.arm(false);
         let _ = acquired.send(token);
-        Ok(Some(LockGuard::new(CONSUL, key, token, signal, Box::new(release))))
+        // The session names this acquisition: a fenced write checks it still holds the key.
+        let guard = LockGuard::new(CONSUL, key, token, signal, Box::new(release)).with_fence_record(session);
+        Ok(Some(guard))
     }
 
     /// Acquires the key with `session`, waiting for its holder to let go if `wait`; the

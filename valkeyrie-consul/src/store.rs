@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use valkeyrie_core::{
     Backend, Background, Capabilities, Error, Key, KvPair, LockOptions, Locker, ReadOptions, Registration, Result,
-    Store, StoreSpec, WatchStream, WriteOptions,
+    Store, StoreSpec, Txn, TxnOp, TxnOutcome as Outcome, WatchStream, WriteOptions,
 };
 
 use crate::api::{Consistency, Entry, KvOp, TxnOutcome};
@@ -14,7 +14,7 @@ use crate::client::{ApiRequest, ConsulClient};
 use crate::config::ConsulConfig;
 use crate::lock::ConsulLocker;
 use crate::write::{write, Expect};
-use crate::{watch, CONSUL};
+use crate::{txn, watch, CONSUL};
 
 /// A handle on a Consul cluster, through one or more agents.
 pub struct ConsulStore {
@@ -79,12 +79,13 @@ pub(crate) fn consistency(opts: &ReadOptions) -> Consistency {
 }
 
 impl ConsulStore {
-    /// The TTL of a write and whether to keep it alive, checked against Consul's limits.
-    fn ttl(&self, key: &Key, opts: &WriteOptions) -> Result<Option<(std::time::Duration, bool)>> {
+    /// The TTL of `call`'s write and whether to keep it alive, checked against Consul's
+    /// limits.
+    fn ttl(&self, call: &'static str, key: &Key, opts: &WriteOptions) -> Result<Option<(std::time::Duration, bool)>> {
         match opts.ttl {
             Some(ttl) if ttl > self.config.max_ttl() => {
                 let reason = format!("a TTL of {ttl:?} exceeds Consul's limit (a 24 h session, so 48 h)");
-                Err(Error::backend(CONSUL, "put", key.as_str(), false, reason))
+                Err(Error::backend(CONSUL, call, key.as_str(), false, reason))
             }
             Some(ttl) => Ok(Some((ttl, opts.keep_alive))),
             None => Ok(None),
@@ -104,7 +105,7 @@ impl Backend for ConsulStore {
         caps.max_value_size = Some(self.config.max_value_size());
         caps.consistent_reads = true;
         caps.persistent = true;
-        caps.transactions = false;
+        caps.max_transaction_ops = Some(txn::MAX_TXN_OPS);
         caps
     }
 
@@ -113,7 +114,7 @@ impl Backend for ConsulStore {
     }
 
     async fn put(&self, key: &Key, value: Bytes, opts: &WriteOptions) -> Result<()> {
-        let ttl = self.ttl(key, opts)?;
+        let ttl = self.ttl("put", key, opts)?;
         let spawner = self.background.spawner();
         write(&self.client, &spawner, "put", key, &value, Expect::Anything, ttl).await?;
         Ok(())
@@ -193,7 +194,7 @@ impl Backend for ConsulStore {
         previous: Option<&KvPair>,
         opts: &WriteOptions,
     ) -> Result<KvPair> {
-        let ttl = self.ttl(key, opts)?;
+        let ttl = self.ttl("atomic_put", key, opts)?;
         let expect = previous.map_or(Expect::Absent, |previous| Expect::Index(previous.last_index));
         let spawner = self.background.spawner();
         let index = write(&self.client, &spawner, "atomic_put", key, &value, expect, ttl).await?;
@@ -212,6 +213,15 @@ impl Backend for ConsulStore {
             }
             TxnOutcome::RolledBack(_) => Err(Error::modified(CONSUL, key.as_str())),
         }
+    }
+
+    async fn commit(&self, txn: &Txn) -> Result<Outcome> {
+        for op in &txn.ops {
+            if let TxnOp::Put { key, opts, .. } = op {
+                self.ttl("commit", key, opts)?;
+            }
+        }
+        txn::commit(&self.client, txn).await
     }
 
     async fn close(&self) -> Result<()> {

@@ -35,9 +35,12 @@ pub(crate) enum Expect {
 
 /// The key as a read found it.
 #[derive(Debug)]
-enum Found {
+pub(crate) enum Found {
+    /// No such key.
     Absent,
+    /// The key, with its `ModifyIndex`.
     Present {
+        /// Its `ModifyIndex`.
         index: u64,
         /// The holding session and whether it is a TTL (`Behavior=delete`) session; `None`
         /// for the behavior when the session ended between the two reads.
@@ -46,7 +49,7 @@ enum Found {
 }
 
 /// Attempts before a write that keeps losing races gives up.
-const ATTEMPTS: u32 = 8;
+pub(crate) const ATTEMPTS: u32 = 8;
 
 /// The lock delay of TTL sessions, as the Go store sets it.
 const TTL_LOCK_DELAY: Duration = Duration::from_millis(1);
@@ -54,6 +57,21 @@ const TTL_LOCK_DELAY: Duration = Duration::from_millis(1);
 /// The session length that makes a key expire `ttl` after its last renewal.
 pub(crate) fn session_ttl(ttl: Duration) -> Duration {
     ttl / 2
+}
+
+/// The session that holds a key written with `ttl`.
+pub(crate) fn ttl_session(ttl: Duration) -> SessionSpec {
+    SessionSpec {
+        behavior: "delete",
+        ttl: session_ttl(ttl),
+        lock_delay: TTL_LOCK_DELAY,
+    }
+}
+
+/// The refusal of a write with a TTL on a key a lock holds.
+pub(crate) fn held_by_lock(call: &'static str, key: &str) -> Error {
+    let reason = "the key is held by a lock; a write with a TTL would take it from its holder";
+    Error::backend(CONSUL, call, key, false, reason)
 }
 
 /// Writes `value` at `key` if `expect` holds, with a TTL when `ttl` is set (kept alive in
@@ -72,14 +90,7 @@ pub(crate) async fn write(
 ) -> Result<u64> {
     let name = key.as_str();
     let mut session = match ttl {
-        Some((ttl, _)) => {
-            let spec = SessionSpec {
-                behavior: "delete",
-                ttl: session_ttl(ttl),
-                lock_delay: TTL_LOCK_DELAY,
-            };
-            Some(OwnedSession::create(client, call, name, &spec).await?)
-        }
+        Some((ttl, _)) => Some(OwnedSession::create(client, call, name, &ttl_session(ttl)).await?),
         None => None,
     };
     let new_session = session.as_ref().map(|s| s.id().to_owned());
@@ -181,10 +192,7 @@ fn plan(
             // A TTL session: it lets go of the key here (the next op writes the value).
             ops.push(KvOp::unlock(key, old, b""));
         }
-        Some((_, Some(false))) if new_session.is_some() => {
-            let reason = "the key is held by a lock; a write with a TTL would take it from its holder";
-            return Err(Error::backend(CONSUL, call, key, false, reason));
-        }
+        Some((_, Some(false))) if new_session.is_some() => return Err(held_by_lock(call, key)),
         // A lock holder keeps its lock, as with the Go store; a session that just ended
         // releases or deletes the key shortly, which the index check will notice.
         Some((_, _)) => {}
@@ -194,7 +202,7 @@ fn plan(
 }
 
 /// Reads the key and, if a session holds it, what kind of session.
-async fn read(client: &ConsulClient, call: &'static str, key: &str) -> Result<Found> {
+pub(crate) async fn read(client: &ConsulClient, call: &'static str, key: &str) -> Result<Found> {
     let (entries, _) = client.kv_read(call, key, false, Consistency::Consistent, None).await?;
     let Some(entry) = entries.into_iter().find(|e| e.key == key) else {
         return Ok(Found::Absent);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use support::{endpoints, master_token, unique, Agent};
 use valkeyrie_consul::ConsulConfig;
-use valkeyrie_core::{ErrorKind, LockOptions, ReadOptions, Store, WriteOptions};
+use valkeyrie_core::{ErrorKind, LockOptions, ReadOptions, Store, Transaction, TxnOutcome, WriteOptions};
 
 /// The flags the Go store writes on every key.
 const GO_LOCK_FLAGS: u64 = 0x2ddc_cbc0_58a5_0c18;
@@ -114,6 +114,136 @@ async fn a_go_ttl_session_is_cleared_by_a_plain_put() {
         "and ending it no longer deletes the key"
     );
     store.delete(&key).await.unwrap();
+}
+
+/// The session holding `key`, if any.
+async fn holder(agent: &Agent, key: &str) -> Option<String> {
+    let entry = agent.entry(key).await.unwrap_or_else(|| panic!("{key} exists"));
+    entry["Session"].as_str().map(str::to_owned)
+}
+
+#[tokio::test]
+async fn transaction_puts_write_what_put_writes() {
+    let store = store().await;
+    let agent = Agent::new();
+    let (permanent, ttl, fresh) = (unique("txn-permanent"), unique("txn-ttl"), unique("txn-fresh"));
+    let ttl_30 = WriteOptions::with_ttl(Duration::from_secs(30));
+    store.put(&permanent, "v0".into(), &ttl_30).await.unwrap();
+    store.put(&ttl, "v0".into(), &ttl_30).await.unwrap();
+    let old = holder(&agent, &ttl).await.expect("a TTL session");
+
+    // Each key is held by a TTL session: the first attempt is rolled back, the second
+    // planned on what a read found.
+    let txn = Transaction::new().put(&permanent, "v1").put(&fresh, "v1");
+    assert_eq!(store.commit(txn).await.unwrap(), TxnOutcome::Committed);
+    assert_eq!(holder(&agent, &permanent).await, None, "a plain put clears the TTL");
+    assert_eq!(holder(&agent, &fresh).await, None);
+    let txn = Transaction::new().put_with(&ttl, "v1", WriteOptions::with_ttl(Duration::from_secs(40)));
+    assert_eq!(store.commit(txn).await.unwrap(), TxnOutcome::Committed);
+    let new = holder(&agent, &ttl).await.expect("a TTL session");
+    assert_ne!(new, old, "the TTL put brings its own session");
+    let session = agent.session(&new).await.expect("the session exists");
+    assert_eq!(session["Behavior"], "delete");
+    assert_eq!(session["TTL"], "20s", "half the TTL, as put writes it");
+    for key in [&permanent, &ttl, &fresh] {
+        let entry = agent.entry(key).await.unwrap();
+        assert_eq!(entry["Flags"], GO_LOCK_FLAGS, "{key}");
+        assert_eq!(store.get(key, &ReadOptions::default()).await.unwrap().value, "v1");
+    }
+    for key in [&permanent, &ttl, &fresh] {
+        store.delete(key).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn transaction_puts_leave_a_lock_to_its_holder() {
+    let store = store().await;
+    let agent = Agent::new();
+    let key = unique("txn-locked");
+    let locker = store.new_lock(&key, LockOptions::with_value("held")).await.unwrap();
+    let guard = locker.lock().await.unwrap();
+    let session = holder(&agent, &key).await.expect("the lock's session");
+
+    let txn = Transaction::new().when_held(&guard.fence()).put(&key, "written");
+    assert_eq!(store.commit(txn).await.unwrap(), TxnOutcome::Committed);
+    assert_eq!(holder(&agent, &key).await, Some(session), "the holder keeps its lock");
+    assert_eq!(store.get(&key, &ReadOptions::default()).await.unwrap().value, "written");
+
+    let txn = Transaction::new().put_with(&key, "taken", WriteOptions::with_ttl(Duration::from_secs(30)));
+    let err = store.commit(txn).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
+    assert!(err.to_string().contains(&key), "{err}");
+    assert_eq!(store.get(&key, &ReadOptions::default()).await.unwrap().value, "written");
+    guard.unlock().await.unwrap();
+    store.delete(&key).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_sessions_of_a_failed_transaction_are_destroyed() {
+    let store = store().await;
+    let agent = Agent::new();
+    let (existing, key) = (unique("txn-exists"), unique("txn-doomed"));
+    store
+        .put(&existing, "v".into(), &WriteOptions::default())
+        .await
+        .unwrap();
+    // A TTL no other test uses, to find the session among the cluster's.
+    let txn =
+        Transaction::new()
+            .when_absent(&existing)
+            .put_with(&key, "v", WriteOptions::with_ttl(Duration::from_secs(46)));
+    assert_eq!(store.commit(txn).await.unwrap(), TxnOutcome::Failed { compare: 0 });
+    assert!(agent.entry(&key).await.is_none());
+    let mut left = usize::MAX;
+    for _ in 0..50 {
+        left = agent.sessions().await.iter().filter(|s| s["TTL"] == "23s").count();
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, 0, "the session of the TTL put is destroyed");
+    store.delete(&existing).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_transaction_at_the_limit_counts_one_op_per_entry() {
+    let store = store().await;
+    let agent = Agent::new();
+    let dir = unique("txn-limit");
+    let limit = store.capabilities().max_transaction_ops.expect("a limit");
+    assert_eq!(limit, 64, "Consul 1.8's limit");
+    let ttl_held = format!("{dir}/0");
+    store
+        .put(&ttl_held, "v".into(), &WriteOptions::with_ttl(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    // Too many puts for a session check each: their keys are read first.
+    let mut txn = Transaction::new().when_exists(&ttl_held);
+    for n in 0..limit - 1 {
+        txn = txn.put(format!("{dir}/{n}"), "w");
+    }
+    assert_eq!(store.commit(txn).await.unwrap(), TxnOutcome::Committed);
+    assert_eq!(holder(&agent, &ttl_held).await, None, "the TTL went with the put");
+    assert_eq!(
+        store.list(&dir, &ReadOptions::default()).await.unwrap().len(),
+        limit - 1
+    );
+
+    // A TTL put on a key with a TTL takes two: at the limit, it is refused, and nothing written.
+    store
+        .put(&ttl_held, "v".into(), &WriteOptions::with_ttl(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let mut txn = Transaction::new().put_with(&ttl_held, "x", WriteOptions::with_ttl(Duration::from_secs(30)));
+    for n in 1..limit {
+        txn = txn.put(format!("{dir}/{n}"), "x");
+    }
+    let err = store.commit(txn).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidTransaction, "{err}");
+    assert!(err.to_string().contains("64"), "{err}");
+    assert_eq!(store.get(&ttl_held, &ReadOptions::default()).await.unwrap().value, "v");
+    store.delete_tree(&dir).await.unwrap();
 }
 
 #[tokio::test]
@@ -323,5 +453,12 @@ async fn acl_refusals_are_errors_not_conditions() {
     refused(limited.atomic_delete(&key, &read).await.unwrap_err());
     let locker = limited.new_lock(&key, LockOptions::default()).await.unwrap();
     refused(locker.try_lock().await.map(|_| ()).unwrap_err());
+    refused(
+        limited
+            .commit(Transaction::new().put(&key, "w"))
+            .await
+            .map(drop)
+            .unwrap_err(),
+    );
     store().await.delete(&key).await.unwrap();
 }

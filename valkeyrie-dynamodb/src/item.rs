@@ -1,4 +1,6 @@
-//! The item layout of the Go `kvtools/dynamodb` store, and the clock it expires by.
+//! The item layout of the Go `kvtools/dynamodb` store, the clock it expires by, and the
+//! condition and update expressions every request on an item shares (single writes, locks
+//! and transactions), so "exists" and "a write" mean one thing everywhere.
 //!
 //! | attribute | type | meaning |
 //! |---|---|---|
@@ -140,6 +142,86 @@ pub(crate) fn unique_version(previous: Option<u64>) -> u64 {
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| Some(next(last)))
         .unwrap_or_else(|last| last);
     next(last)
+}
+
+/// Holds while the item has not expired at `:now`.
+pub(crate) const LIVE: &str = "(attribute_not_exists(expiration_time) OR expiration_time > :now)";
+
+/// Holds while the key is absent at `:now`: no item, or an expired one.
+pub(crate) const ABSENT: &str = "attribute_not_exists(id) OR expiration_time <= :now";
+
+/// Holds while the key exists at `:now`: an item that has not expired.
+pub(crate) fn exists() -> String {
+    format!("attribute_exists(id) AND {LIVE}")
+}
+
+/// Holds while the key exists at `:now` with the version in `placeholder`.
+pub(crate) fn version_is(placeholder: &str) -> String {
+    format!("version = {placeholder} AND {LIVE}")
+}
+
+/// Holds while the key exists at `:now` with the (non-empty, encoded) value in `placeholder`;
+/// standard base64 is canonical, so equal values have equal encodings.
+pub(crate) fn value_is(placeholder: &str) -> String {
+    format!("{VALUE} = {placeholder} AND {LIVE}")
+}
+
+/// Holds while the key exists at `:now` with an empty value (stored as no `encoded_value`).
+pub(crate) fn value_is_empty() -> String {
+    format!("attribute_exists(id) AND attribute_not_exists({VALUE}) AND {LIVE}")
+}
+
+/// Holds while the item has the version in `placeholder` and an expiry still ahead of
+/// `:now`: a lease or keep-alive that is still running, the only kind renewals extend.
+pub(crate) fn unexpired_version(placeholder: &str) -> String {
+    format!("version = {placeholder} AND expiration_time > :now")
+}
+
+/// The `SET` clause that moves `version` past any the key had (see the module docs).
+const BUMP_VERSION: &str = "version = if_not_exists(version, :base) + :one";
+
+/// What a write sets: its update expression and the values the expression names.
+pub(crate) struct ItemWrite {
+    pub(crate) expression: String,
+    pub(crate) values: HashMap<String, AttributeValue>,
+}
+
+impl ItemWrite {
+    /// Writes `value` (an empty one clears the old) and `expiration_time` at `expires_at`
+    /// (none removes it); `version_set` is the `SET` clause of `version`, whose values the
+    /// caller supplies.
+    pub(crate) fn new(version_set: &str, value: &[u8], expires_at: Option<u64>) -> ItemWrite {
+        let mut sets = vec![version_set];
+        let mut removes = Vec::new();
+        let mut values = HashMap::new();
+        if value.is_empty() {
+            // The Go store leaves the old value in place here; an empty value clears it.
+            removes.push(VALUE);
+        } else {
+            sets.push("encoded_value = :value");
+            values.insert(":value".to_owned(), encoded(value));
+        }
+        match expires_at {
+            Some(at) => {
+                sets.push("expiration_time = :expires");
+                values.insert(":expires".to_owned(), number(at));
+            }
+            None => removes.push(EXPIRATION),
+        }
+        let mut expression = format!("SET {}", sets.join(", "));
+        if !removes.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", removes.join(", ")));
+        }
+        ItemWrite { expression, values }
+    }
+
+    /// Like [`ItemWrite::new`], with a `version` past any the key had: what `put` writes.
+    pub(crate) fn bumped(value: &[u8], expires_at: Option<u64>) -> ItemWrite {
+        let mut write = ItemWrite::new(BUMP_VERSION, value, expires_at);
+        write.values.insert(":base".to_owned(), number(version_base()));
+        write.values.insert(":one".to_owned(), number(1));
+        write
+    }
 }
 
 /// A number attribute.

@@ -23,6 +23,14 @@
 //!   `capabilities().watch` is false.
 //! * Locks are leases on the key's item (see the `lock` module); the fencing token is the
 //!   item's `version`.
+//! * Transactions are one `TransactWriteItems` (see the `txn` module): one action per item,
+//!   each operation's condition carrying the compares on its key and a `ConditionCheck` per
+//!   key only compared, so compares plus operations are limited to its 100 actions
+//!   (`max_transaction_ops`), and the items written to its 4 MB. A fence holds while the
+//!   lock's item has the fencing token as `version` and an unexpired `expiration_time`, the
+//!   heartbeat's own condition, checked in the same transaction; `put_if_held` is one round
+//!   trip. A transaction cancelled by a concurrent one is sent again a few times after a
+//!   jittered pause, then reported as a temporary error.
 //! * Values are stored base64 in an item of at most 400 KB, so they are limited to about
 //!   298 KiB; larger ones are `ValueTooLarge` before sending.
 //! * Throttling and transient errors are retried by the SDK (standard mode, `max_attempts`).
@@ -52,6 +60,7 @@ mod error;
 mod item;
 mod lock;
 mod store;
+mod txn;
 mod watch;
 
 pub use config::DynamoDbConfig;

@@ -13,6 +13,9 @@
 //! * The fencing token is the `version` that write set: past the item's version and past
 //!   the clock in microseconds, so it keeps growing when the item was deleted or a Go
 //!   holder (counting from 1) came in between. Heartbeats do not change it.
+//! * A fence (a transaction's `when_held`, `put_if_held`) holds under the heartbeat's own
+//!   condition, checked by DynamoDB in the transaction: the item still has the token as
+//!   `version` and an `expiration_time` ahead of now.
 //! * A heartbeat is conditional on that version and an unexpired lease: when it fails, the
 //!   record was deleted or taken over (the version moved) or the lease ran out, and the lost
 //!   signal says which. Without a successful heartbeat the signal also fires once the TTL
@@ -38,7 +41,7 @@ use valkeyrie_core::{
 };
 
 use crate::client::{DynamoClient, Update};
-use crate::item::{expiry, now_secs, number, string, unique_version, Record, ID};
+use crate::item::{expiry, now_secs, number, string, unexpired_version, unique_version, Record, ID};
 use crate::store::DynamoDbStore;
 use crate::DYNAMODB;
 
@@ -242,7 +245,7 @@ impl Heartbeat {
                 .table_name(&self.client.table)
                 .key(ID, string(key))
                 .update_expression("SET expiration_time = :expires")
-                .condition_expression("version = :token AND expiration_time > :now")
+                .condition_expression(unexpired_version(":token"))
                 .expression_attribute_values(":expires", number(expiry(self.ttl)))
                 .expression_attribute_values(":token", number(self.token))
                 .expression_attribute_values(":now", number(now_secs()))

@@ -1,7 +1,8 @@
 //! [`DynamoDbStore`]: the [`Backend`] implementation and the registration.
 //!
 //! Every write is one `UpdateItem`/`DeleteItem` whose condition expression states what it
-//! assumes (the key absent or expired, or its `version`), so nothing is read then written.
+//! assumes (the key absent or expired, or its `version`), so nothing is read then written;
+//! a transaction is one `TransactWriteItems` of the same expressions (see the `txn` module).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,14 +17,17 @@ use aws_sdk_dynamodb::types::{
 use bytes::Bytes;
 use valkeyrie_core::{
     Backend, Background, Capabilities, Error, Key, KvPair, LockOptions, Locker, ReadOptions, Registration, Result,
-    Store, StoreSpec, WatchStream, WriteOptions,
+    Store, StoreSpec, Txn, TxnOutcome, WatchStream, WriteOptions,
 };
 
 use crate::client::{DynamoClient, Update};
 use crate::config::DynamoDbConfig;
-use crate::item::{encoded, expiry, now_secs, number, string, version_base, Record, ID, MAX_VALUE_SIZE};
+use crate::item::{
+    exists, expiry, now_secs, number, string, unexpired_version, version_is, ItemWrite, Record, ABSENT, ID, LIVE,
+    MAX_VALUE_SIZE,
+};
 use crate::lock::DynamoLocker;
-use crate::{watch, DYNAMODB};
+use crate::{txn, watch, DYNAMODB};
 
 /// A handle on one DynamoDB table.
 pub struct DynamoDbStore {
@@ -58,9 +62,6 @@ impl DynamoDbConfig {
     }
 }
 
-/// A condition that holds while the item has not expired.
-const LIVE: &str = "(attribute_not_exists(expiration_time) OR expiration_time > :now)";
-
 /// How a conditional write's failure reads, from the item as it was (`ALL_OLD`).
 pub(crate) fn condition_failure(key: &str, old: Option<&HashMap<String, AttributeValue>>) -> Error {
     let live = old
@@ -82,18 +83,11 @@ impl DynamoDbStore {
         value: &[u8],
         expires_at: Option<u64>,
     ) -> UpdateItemFluentBuilder {
-        let request = client
-            .sdk
-            .update_item()
-            .expression_attribute_values(":base", number(version_base()))
-            .expression_attribute_values(":one", number(1));
-        Self::write_version(
+        Self::apply_write(
             client,
-            request,
-            "version = if_not_exists(version, :base) + :one",
+            client.sdk.update_item(),
             key,
-            value,
-            expires_at,
+            ItemWrite::bumped(value, expires_at),
         )
     }
 
@@ -107,31 +101,24 @@ impl DynamoDbStore {
         value: &[u8],
         expires_at: Option<u64>,
     ) -> UpdateItemFluentBuilder {
-        let mut sets = vec![version_set];
-        let mut removes = Vec::new();
-        let mut request = request
+        Self::apply_write(client, request, key, ItemWrite::new(version_set, value, expires_at))
+    }
+
+    /// `request` as an `UpdateItem` of `key` doing `write`, answering the new attributes.
+    fn apply_write(
+        client: &DynamoClient,
+        request: UpdateItemFluentBuilder,
+        key: &Key,
+        write: ItemWrite,
+    ) -> UpdateItemFluentBuilder {
+        let request = request
             .table_name(&client.table)
             .key(ID, string(key.as_str()))
-            .return_values(ReturnValue::UpdatedNew);
-        if value.is_empty() {
-            // The Go store leaves the old value in place here; an empty value clears it.
-            removes.push("encoded_value");
-        } else {
-            sets.push("encoded_value = :value");
-            request = request.expression_attribute_values(":value", encoded(value));
-        }
-        match expires_at {
-            Some(at) => {
-                sets.push("expiration_time = :expires");
-                request = request.expression_attribute_values(":expires", number(at));
-            }
-            None => removes.push("expiration_time"),
-        }
-        let mut expression = format!("SET {}", sets.join(", "));
-        if !removes.is_empty() {
-            expression.push_str(&format!(" REMOVE {}", removes.join(", ")));
-        }
-        request.update_expression(expression)
+            .return_values(ReturnValue::UpdatedNew)
+            .update_expression(write.expression);
+        write.values.into_iter().fold(request, |request, (name, value)| {
+            request.expression_attribute_values(name, value)
+        })
     }
 
     /// The `version` an `UpdateItem` returned.
@@ -173,7 +160,7 @@ impl DynamoDbStore {
                     .key(ID, string(key.as_str()))
                     .update_expression("SET expiration_time = :expires")
                     // Never brings back a key that readers already saw expire.
-                    .condition_expression("version = :version AND expiration_time > :now")
+                    .condition_expression(unexpired_version(":version"))
                     .expression_attribute_values(":now", number(now_secs()))
                     .expression_attribute_values(":expires", number(expiry(ttl)))
                     .expression_attribute_values(":version", number(version));
@@ -285,7 +272,9 @@ impl Backend for DynamoDbStore {
         caps.max_value_size = Some(MAX_VALUE_SIZE);
         caps.consistent_reads = true;
         caps.persistent = true;
-        caps.transactions = false;
+        // One `TransactWriteItems`, whose action limit bounds compares plus operations
+        // (compares on a written key share its action, so this is conservative).
+        caps.max_transaction_ops = Some(txn::MAX_ACTIONS);
         caps
     }
 
@@ -335,7 +324,7 @@ impl Backend for DynamoDbStore {
             .delete_item()
             .table_name(&self.client.table)
             .key(ID, string(key.as_str()))
-            .condition_expression(format!("attribute_exists(id) AND {LIVE}"))
+            .condition_expression(exists())
             .expression_attribute_values(":now", number(now_secs()))
             .send()
             .await;
@@ -397,9 +386,9 @@ impl Backend for DynamoDbStore {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         request = match previous {
             // An expired item counts as absent.
-            None => request.condition_expression("attribute_not_exists(id) OR expiration_time <= :now"),
+            None => request.condition_expression(ABSENT),
             Some(previous) => request
-                .condition_expression(format!("version = :previous AND {LIVE}"))
+                .condition_expression(version_is(":previous"))
                 .expression_attribute_values(":previous", number(previous.last_index)),
         };
         let attributes = match self.client.update("atomic_put", key.as_str(), request).await? {
@@ -419,7 +408,7 @@ impl Backend for DynamoDbStore {
             .delete_item()
             .table_name(&self.client.table)
             .key(ID, string(key.as_str()))
-            .condition_expression(format!("version = :previous AND {LIVE}"))
+            .condition_expression(version_is(":previous"))
             .expression_attribute_values(":previous", number(previous.last_index))
             .expression_attribute_values(":now", number(now_secs()))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
@@ -434,6 +423,10 @@ impl Backend for DynamoDbStore {
                 _ => Err(self.client.error("atomic_delete", key.as_str(), err)),
             },
         }
+    }
+
+    async fn commit(&self, txn: &Txn) -> Result<TxnOutcome> {
+        txn::commit(&self.client, txn).await
     }
 
     async fn close(&self) -> Result<()> {

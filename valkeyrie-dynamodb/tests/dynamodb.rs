@@ -1,5 +1,6 @@
 //! What the conformance suite cannot see: the Go store's item layout, the fixes to it,
-//! logical expiry, batch deletes beyond 25 items, and secrets.
+//! logical expiry, batch deletes beyond 25 items, transactions on that layout, fences
+//! checked by DynamoDB, and secrets.
 
 mod support;
 
@@ -8,7 +9,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 use bytes::Bytes;
 use support::{item, raw, unique, TABLE};
-use valkeyrie_core::{ErrorKind, LockOptions, ReadOptions, Store, WriteOptions};
+use valkeyrie_core::{ErrorKind, LockOptions, ReadOptions, Store, Transaction, TxnOutcome, WriteOptions};
 use valkeyrie_dynamodb::DynamoDbConfig;
 
 async fn store() -> std::sync::Arc<dyn Store> {
@@ -214,6 +215,168 @@ async fn locks_are_leases_on_the_item_with_growing_tokens() {
     assert!(guard.fencing_token() > last_token, "past the Go holder's version 1");
     guard.unlock().await.unwrap();
     store.delete(&key).await.unwrap();
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs()
+}
+
+/// Sets (or with `None` removes) the `expiration_time` of `key` behind valkeyrie's back.
+async fn set_expiry(client: &aws_sdk_dynamodb::Client, key: &str, at: Option<u64>) {
+    let request = client
+        .update_item()
+        .table_name(TABLE)
+        .key("id", AttributeValue::S(key.to_owned()));
+    let request = match at {
+        Some(at) => request
+            .update_expression("SET expiration_time = :at")
+            .expression_attribute_values(":at", AttributeValue::N(at.to_string())),
+        None => request.update_expression("REMOVE expiration_time"),
+    };
+    request.send().await.expect("set the expiry");
+}
+
+#[tokio::test]
+async fn transactions_write_what_put_writes_and_see_expired_items_as_absent() {
+    let store = store().await;
+    let client = raw().await;
+    let dir = unique("txn-layout");
+    let (a, b, gone) = (format!("{dir}/a"), format!("{dir}/b"), format!("{dir}/gone"));
+    store
+        .put(&a, "old".into(), &WriteOptions::with_ttl(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let before = number(&item(&client, &a).await.unwrap(), "version").unwrap();
+    // An item whose expiry passed, which DynamoDB has not removed yet.
+    client
+        .put_item()
+        .table_name(TABLE)
+        .item("id", AttributeValue::S(gone.clone()))
+        .item("version", AttributeValue::N("1".into()))
+        .item("encoded_value", AttributeValue::S("Z28=".into()))
+        .item("expiration_time", AttributeValue::N("1000".into()))
+        .send()
+        .await
+        .unwrap();
+    let txn = Transaction::new()
+        .when_absent(&gone)
+        .when_index(&a, before)
+        .put(&a, Bytes::new())
+        .put_with(
+            &b,
+            Bytes::from_static(b"\x00\xff"),
+            WriteOptions::with_ttl(Duration::from_secs(60)),
+        )
+        .put(&gone, "back");
+    assert_eq!(store.commit(txn).await.unwrap(), TxnOutcome::Committed);
+    let written = item(&client, &a).await.unwrap();
+    assert!(
+        !written.contains_key("encoded_value"),
+        "an empty value clears: {written:?}"
+    );
+    assert!(!written.contains_key("expiration_time"), "no TTL clears: {written:?}");
+    assert_eq!(number(&written, "version"), Some(before + 1), "one bump, as put");
+    let written = item(&client, &b).await.unwrap();
+    assert_eq!(written["encoded_value"].as_s().unwrap(), "AP8=");
+    let expires = number(&written, "expiration_time").expect("an expiry with a TTL");
+    assert!((now_secs() + 59..=now_secs() + 61).contains(&expires), "{expires}");
+    let written = item(&client, &gone).await.unwrap();
+    assert_eq!(number(&written, "version"), Some(2), "past the expired item's version");
+
+    // Expired again: every compare reads it as absent, and nothing is written.
+    set_expiry(&client, &gone, Some(1000)).await;
+    let failing = [
+        Transaction::new().when_value(&a, "").when_exists(&gone),
+        Transaction::new().when_value(&a, "").when_index(&gone, 2),
+        Transaction::new().when_value(&a, "").when_value(&gone, "back"),
+    ];
+    for txn in failing {
+        let txn = txn.put(&b, "changed").delete(&a);
+        assert_eq!(
+            store.commit(txn.clone()).await.unwrap(),
+            TxnOutcome::Failed { compare: 1 },
+            "{txn:?}"
+        );
+    }
+    assert_eq!(
+        store.get(&b, &ReadOptions::default()).await.unwrap().value,
+        Bytes::from_static(b"\x00\xff")
+    );
+    let absent = Transaction::new().when_absent(&gone).when_value(&a, "").delete(&gone);
+    assert_eq!(store.commit(absent).await.unwrap(), TxnOutcome::Committed);
+    assert!(
+        item(&client, &gone).await.is_none(),
+        "a delete removes the expired item"
+    );
+    store.delete_tree(&dir).await.unwrap();
+}
+
+#[tokio::test]
+async fn fences_are_checked_by_dynamodb_on_the_lock_item() {
+    let store = store().await;
+    let client = raw().await;
+    let (lock, data, none) = (unique("fence-lock"), unique("fence-data"), unique("fence-none"));
+    let guard = store
+        .new_lock(&lock, LockOptions::with_value("a"))
+        .await
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    let fence = guard.fence();
+    let held = item(&client, &lock).await.unwrap();
+    assert_eq!(
+        number(&held, "version"),
+        Some(fence.token()),
+        "the token is the version"
+    );
+    let write = |value: &'static str| {
+        Transaction::new()
+            .when_absent(&none)
+            .when_held(&fence)
+            .put(&data, value)
+    };
+    assert_eq!(store.commit(write("1")).await.unwrap(), TxnOutcome::Committed);
+    let after = item(&client, &lock).await.unwrap();
+    assert_eq!(
+        (number(&after, "version"), &after["encoded_value"]),
+        (Some(fence.token()), &held["encoded_value"]),
+        "the lock item is only read"
+    );
+
+    // The lease ran out before the holder noticed: the store refuses the fence.
+    set_expiry(&client, &lock, Some(now_secs() - 1)).await;
+    assert_eq!(
+        store.commit(write("2")).await.unwrap(),
+        TxnOutcome::Failed { compare: 1 }
+    );
+    // The item kept its version but has no lease (released without deleting it).
+    set_expiry(&client, &lock, None).await;
+    assert_eq!(
+        store.commit(write("3")).await.unwrap(),
+        TxnOutcome::Failed { compare: 1 }
+    );
+    assert_eq!(store.get(&data, &ReadOptions::default()).await.unwrap().value, "1");
+    drop(guard);
+    store.delete(&lock).await.unwrap();
+    store.delete(&data).await.unwrap();
+}
+
+#[tokio::test]
+async fn transactions_stay_within_four_megabytes() {
+    let store = store().await;
+    let dir = unique("txn-size");
+    let limit = store.capabilities().max_value_size.unwrap();
+    let big = Bytes::from(vec![b'x'; limit]);
+    let puts = |count: usize| (0..count).fold(Transaction::new(), |txn, n| txn.put(format!("{dir}/{n}"), big.clone()));
+    assert_eq!(store.commit(puts(10)).await.unwrap(), TxnOutcome::Committed);
+    let err = store.commit(puts(11)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidTransaction, "{err}");
+    assert_eq!(store.list(&dir, &ReadOptions::default()).await.unwrap().len(), 10);
+    store.delete_tree(&dir).await.unwrap();
 }
 
 #[tokio::test]

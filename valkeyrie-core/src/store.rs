@@ -286,7 +286,7 @@ pub trait Backend: Send + Sync + 'static {
     /// See [`Store::atomic_delete`]; `previous.last_index` is never 0 here.
     async fn atomic_delete(&self, key: &Key, previous: &KvPair) -> Result<()>;
     /// See [`Store::commit`]; `txn` passed the shared checks, is not empty, and every
-    /// [`Check::HeldBy`](crate::Check::HeldBy) fence names this store.
+    /// [`Check::HeldBy`] fence names this store.
     async fn commit(&self, txn: &Txn) -> Result<TxnOutcome> {
         Err(Error::CallNotSupported {
             store: self.name(),

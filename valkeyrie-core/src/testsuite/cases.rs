@@ -1315,6 +1315,21 @@ pub async fn closed_handle_refuses_calls(target: &dyn TestTarget) {
     fails(other.get(&key, &read()).await, ErrorKind::Closed, "get");
     fails(other.put(&key, bytes("w"), &write()).await, ErrorKind::Closed, "put");
     fails(other.list(&key, &read()).await, ErrorKind::Closed, "list");
+    fails(
+        other.commit(crate::Transaction::new().put(&key, "w")).await,
+        ErrorKind::Closed,
+        "commit",
+    );
+    fails(
+        other.get_many(&[key.as_str()], &read()).await,
+        ErrorKind::Closed,
+        "get_many",
+    );
+    fails(
+        other.list_stream(&key, crate::ListOptions::default()).map(drop),
+        ErrorKind::Closed,
+        "list_stream",
+    );
     assert_eq!(
         get(case.store.as_ref(), &key).await.value,
         "v",

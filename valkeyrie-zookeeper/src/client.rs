@@ -15,8 +15,9 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use futures_util::{stream, StreamExt, TryStreamExt};
+use tokio_util::sync::CancellationToken;
 use valkeyrie_core::{Error, Key, KvPair, Result};
-use zookeeper_client::{Acls, Client, CreateMode, MultiReadResult, Stat};
+use zookeeper_client::{Acls, Client, CreateMode, MultiReadResult, SessionState, Stat, StateWatcher};
 
 use crate::config::ZookeeperConfig;
 use crate::error::map_error;
@@ -28,15 +29,29 @@ pub(crate) const DIR_MARKER: &[u8] = &[0x01];
 /// A session with a ZooKeeper ensemble. Clones share it; the session ends when
 /// [`ZkClient::close`] empties the slot and the requests in flight finish (zookeeper-client
 /// closes a session when its last `Client` goes).
+///
+/// A session the ensemble expires (an outage longer than the session timeout) is replaced
+/// by a new one in the background, so the handle works again without reconstruction; what
+/// was bound to the old session (locks, `keep_alive` keys, watches) is lost with it and
+/// says so through its own lost signal or error item.
 #[derive(Clone)]
 pub(crate) struct ZkClient {
     slot: Arc<RwLock<Option<Client>>>,
     request_timeout: Duration,
+    closed: CancellationToken,
 }
 
-impl ZkClient {
-    /// Connects to `endpoints` (and the chroot) within the connect timeout.
-    pub(crate) async fn connect(endpoints: &[String], config: &ZookeeperConfig) -> Result<Self> {
+/// How to open a session: what a replacement session needs. Not `Debug`: `auth` holds the
+/// password.
+struct SessionSpec {
+    cluster: String,
+    session_timeout: Duration,
+    connect_timeout: Duration,
+    auth: Option<Vec<u8>>,
+}
+
+impl SessionSpec {
+    fn from_config(endpoints: &[String], config: &ZookeeperConfig) -> Self {
         let mut cluster = if endpoints.is_empty() {
             "127.0.0.1:2181".to_owned()
         } else {
@@ -45,26 +60,97 @@ impl ZkClient {
         if let Some(chroot) = config.chroot_path() {
             cluster.push_str(&chroot);
         }
-        let mut connector = Client::connector()
-            .with_session_timeout(config.session_timeout)
-            .with_connection_timeout(config.connect_timeout);
-        if let (Some(user), Some(password)) = (&config.username, &config.password) {
-            connector = connector.with_auth("digest", format!("{user}:{}", password.expose()).as_bytes());
+        let auth = match (&config.username, &config.password) {
+            (Some(user), Some(password)) => Some(format!("{user}:{}", password.expose()).into_bytes()),
+            _ => None,
+        };
+        SessionSpec {
+            cluster,
+            session_timeout: config.session_timeout,
+            connect_timeout: config.connect_timeout,
+            auth,
         }
-        // Connecting retries until the session timeout; bound it by the connect timeout.
-        let limit = config.connect_timeout.max(Duration::from_millis(100));
-        let client = match tokio::time::timeout(limit, connector.connect(&cluster)).await {
-            Ok(result) => result.map_err(|e| map_error("connect", "", e))?,
+    }
+
+    /// Opens a session, giving up after the connect timeout (the client would retry until
+    /// the session timeout).
+    async fn open(&self) -> Result<Client> {
+        let mut connector = Client::connector()
+            .with_session_timeout(self.session_timeout)
+            .with_connection_timeout(self.connect_timeout);
+        if let Some(auth) = &self.auth {
+            connector = connector.with_auth("digest", auth);
+        }
+        let limit = self.connect_timeout.max(Duration::from_millis(100));
+        match tokio::time::timeout(limit, connector.connect(&self.cluster)).await {
+            Ok(result) => result.map_err(|e| map_error("connect", "", e)),
             Err(_) => {
-                let reason = format!("no session with {} within {limit:?}", endpoints.join(","));
-                return Err(Error::NotReachable {
+                let hosts = self.cluster.split('/').next().unwrap_or_default();
+                Err(Error::NotReachable {
                     store: ZOOKEEPER,
                     call: "connect",
                     key: String::new(),
-                    source: reason.into(),
-                });
+                    source: format!("no session with {hosts} within {limit:?}").into(),
+                })
+            }
+        }
+    }
+}
+
+/// Replaces the session in `slot` whenever the ensemble expires it, until the handle is
+/// closed. Holds only a weak reference to the slot, so it ends with the handle too.
+async fn renew_expired_sessions(
+    slot: std::sync::Weak<RwLock<Option<Client>>>,
+    spec: SessionSpec,
+    closed: CancellationToken,
+    mut state: StateWatcher,
+) {
+    loop {
+        let changed = tokio::select! {
+            () = closed.cancelled() => return,
+            changed = state.changed() => changed,
+        };
+        match changed {
+            SessionState::Expired => {}
+            SessionState::Closed | SessionState::AuthFailed => return,
+            _ => continue,
+        }
+        tracing::warn!(store = ZOOKEEPER, "the session expired; opening a new one");
+        let mut backoff = Duration::from_millis(100);
+        let client = loop {
+            let opened = tokio::select! {
+                () = closed.cancelled() => return,
+                opened = spec.open() => opened,
+            };
+            match opened {
+                Ok(client) => break client,
+                Err(err) => {
+                    tracing::debug!(store = ZOOKEEPER, error = %err, "no new session yet; retrying");
+                    tokio::select! {
+                        () = closed.cancelled() => return,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
             }
         };
+        let Some(slot) = slot.upgrade() else { return };
+        state = client.state_watcher();
+        let mut current = slot.write().unwrap_or_else(PoisonError::into_inner);
+        // Closed meanwhile: the new session is dropped, and so ends, with `client`.
+        if current.is_none() {
+            return;
+        }
+        *current = Some(client);
+    }
+}
+
+impl ZkClient {
+    /// Connects to `endpoints` (and the chroot) within the connect timeout.
+    pub(crate) async fn connect(endpoints: &[String], config: &ZookeeperConfig) -> Result<Self> {
+        let spec = SessionSpec::from_config(endpoints, config);
+        let client = spec.open().await?;
+        let limit = config.connect_timeout.max(Duration::from_millis(100));
         if let Some(chroot) = config.chroot_path() {
             // The chroot node must exist for anything to be created below it.
             let cluster = endpoints.join(",");
@@ -78,9 +164,19 @@ impl ZkClient {
                 drop(root);
             }
         }
+        let state = client.state_watcher();
+        let slot = Arc::new(RwLock::new(Some(client)));
+        let closed = CancellationToken::new();
+        tokio::spawn(renew_expired_sessions(
+            Arc::downgrade(&slot),
+            spec,
+            closed.clone(),
+            state,
+        ));
         Ok(ZkClient {
-            slot: Arc::new(RwLock::new(Some(client))),
+            slot,
             request_timeout: config.request_timeout,
+            closed,
         })
     }
 
@@ -97,6 +193,7 @@ impl ZkClient {
     /// Lets the session end: no new request gets the client.
     pub(crate) fn close(&self) {
         self.slot.write().unwrap_or_else(PoisonError::into_inner).take();
+        self.closed.cancel();
     }
 
     /// Runs one request within the request timeout, mapping its error.

@@ -21,8 +21,9 @@
 //!   `znode.container.checkIntervalMs`, one minute by default), marked by one ACL-version
 //!   bump because ZooKeeper hides the node type in stats; a `keep_alive` write makes an
 //!   ephemeral node, which lives exactly as long as the handle's session (the Go store
-//!   makes every TTL key ephemeral). A session that expires is not re-established: open a
-//!   new handle.
+//!   makes every TTL key ephemeral). A session the ensemble expires is replaced by a new
+//!   one in the background, so the same handle works again; what the old session held
+//!   (locks, `keep_alive` keys, watches) is lost with it and reported as lost.
 //! * `list` walks the tree, `delete_tree` deletes depth-first, both with bounded
 //!   concurrency; lock nodes are never listed.
 //! * `commit` reads every node it compares or writes in one multi-read, evaluates the

@@ -164,3 +164,77 @@ async fn a_chroot_confines_every_key() {
     assert_eq!(seen.value, "v");
     plain.delete_tree(&root).await.unwrap();
 }
+
+#[tokio::test]
+async fn an_expired_session_is_replaced_and_the_handle_works_again() {
+    use std::time::Duration;
+
+    let store = ZookeeperConfig::default().connect(endpoints()).await.unwrap();
+    let dir = unique("expiry");
+    let (key, ephemeral) = (format!("{dir}/k"), format!("{dir}/ephemeral"));
+    store
+        .put(&key, "before".into(), &WriteOptions::default())
+        .await
+        .unwrap();
+    store
+        .put(
+            &ephemeral,
+            "session-bound".into(),
+            &WriteOptions::keep_alive(Duration::from_secs(5)),
+        )
+        .await
+        .unwrap();
+    let guard = store
+        .new_lock(&format!("{dir}/lock"), LockOptions::with_value("old session"))
+        .await
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+
+    // Expire the session as the ensemble would: another client takes it over and closes it.
+    let session = store.client().unwrap().session().clone();
+    let thief = zookeeper_client::Client::connector()
+        .with_session(session)
+        .connect(&endpoints().join(","))
+        .await
+        .unwrap();
+    drop(thief);
+
+    let reason = tokio::time::timeout(Duration::from_secs(20), guard.lost())
+        .await
+        .expect("the lock of the expired session is reported lost");
+    println!("lost because {reason}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match store.get(&key, &ReadOptions::default()).await {
+            Ok(pair) => {
+                assert_eq!(pair.value, "before");
+                break;
+            }
+            Err(err) => {
+                assert!(tokio::time::Instant::now() < deadline, "no new session: {err}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    store.put(&key, "after".into(), &WriteOptions::default()).await.unwrap();
+    assert_eq!(store.get(&key, &ReadOptions::default()).await.unwrap().value, "after");
+    let gone = store.get(&ephemeral, &ReadOptions::default()).await.unwrap_err();
+    assert_eq!(
+        gone.kind(),
+        ErrorKind::KeyNotFound,
+        "a keep-alive key goes with its session"
+    );
+    let next = store
+        .new_lock(&format!("{dir}/lock"), LockOptions::with_value("new session"))
+        .await
+        .unwrap()
+        .lock_timeout(Duration::from_secs(10))
+        .await
+        .unwrap();
+    next.unlock().await.unwrap();
+    drop(guard);
+    store.delete_tree(&dir).await.unwrap();
+    store.close().await.unwrap();
+}

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use valkeyrie::{
-    Error, ErrorKind, KvPair, LockGuard, LockOptions, ReadOptions, Store, WatchEvent, WatchStream, WriteOptions,
+    Error, ErrorKind, KvPair, LockGuard, LockOptions, ReadOptions, Store, Transaction, TxnOutcome, WatchEvent,
+    WatchStream, WriteOptions,
 };
 
 use crate::proxy::Proxy;
@@ -275,6 +276,27 @@ pub async fn lock_across_pause(target: &Target) {
     assert_eq!(
         value.value, "new holder",
         "{name}: the lock record is not the new holder's"
+    );
+    // The store itself refuses the old holder's fence, whatever the old holder believes.
+    let stale = Transaction::new()
+        .when_held(&guard.fence())
+        .put(format!("{key}/fenced"), "stale");
+    let outcome = until_ok("a commit fenced by the old lock", || holder.commit(stale.clone())).await;
+    assert_eq!(
+        outcome,
+        TxnOutcome::Failed { compare: 0 },
+        "{name}: the store accepted a write fenced by the deposed holder"
+    );
+    taken
+        .ensure_held()
+        .unwrap_or_else(|e| panic!("{name}: the new holder lost the lock: {e}"));
+    let fresh = Transaction::new()
+        .when_held(&taken.fence())
+        .put(format!("{key}/fenced"), "current");
+    let outcome = until_ok("a commit fenced by the new lock", || contender.commit(fresh.clone())).await;
+    assert!(
+        outcome.is_committed(),
+        "{name}: the new holder's fenced write was refused"
     );
     println!(
         "{name}: lock across a pause (TTL {ttl:?}): lost signal after {lost_after:.1?} ({reason:?}), \

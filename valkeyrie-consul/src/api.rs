@@ -460,12 +460,21 @@ impl ConsulClient {
         Ok(Some((reply.body, reply.index)))
     }
 
-    /// The key names starting with `prefix`, each cut after the first `separator` that
-    /// follows the prefix.
-    pub(crate) async fn kv_keys(&self, call: &'static str, prefix: &str, separator: &str) -> Result<Vec<String>> {
-        let request = ApiRequest::get(format!("kv/{}", key_path(prefix)))
-            .flag("keys")
-            .param("separator", separator);
+    /// The key names starting with `prefix` (no values), served as `consistency` says;
+    /// with a `separator`, each cut after the first one that follows the prefix.
+    pub(crate) async fn kv_keys(
+        &self,
+        call: &'static str,
+        prefix: &str,
+        separator: Option<&str>,
+        consistency: Consistency,
+    ) -> Result<Vec<String>> {
+        let mut request = self
+            .read_request(format!("kv/{}", key_path(prefix)), consistency, None)
+            .flag("keys");
+        if let Some(separator) = separator {
+            request = request.param("separator", separator);
+        }
         let reply = self.send(call, prefix, request).await?;
         if reply.status == StatusCode::NOT_FOUND {
             return Ok(Vec::new());
@@ -541,6 +550,19 @@ impl ConsulClient {
         let sessions: Option<Vec<SessionInfo>> = parse(call, key, &reply.body)?;
         Ok(sessions.and_then(|s| s.into_iter().next()))
     }
+}
+
+/// The verbs of a transaction body, comma-separated, for tests of what is sent.
+#[cfg(test)]
+pub(crate) fn verbs(ops: &[KvOp]) -> String {
+    serde_json::from_slice::<serde_json::Value>(&txn_body(ops).expect("a transaction body"))
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|op| op["KV"]["Verb"].as_str().unwrap().to_owned())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[cfg(test)]

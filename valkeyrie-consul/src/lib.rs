@@ -15,6 +15,11 @@
 //!   (see [`ConsulConfig::txn_max_req_len`]); larger ones are `ValueTooLarge` before sending.
 //! * `consistent` reads use `?consistent`, others Consul's default mode. `list` and
 //!   `watch_tree` read the prefix recursively and keep `dir` and what is below it.
+//! * `list_stream` lists the keys once (`?keys`, recursive, no values, consistent as
+//!   `list`), then reads each page's values with `get_many`: only the keys and one page of
+//!   values are held. `get_many` is concurrent `get`s (16 in flight), not one snapshot:
+//!   a `/v1/txn` `get` rolls the whole transaction back on a missing key, and `get-tree`
+//!   would read every key sharing the prefix.
 //! * A TTL is a session (`Behavior=delete`) holding the key, half the TTL long as in the Go
 //!   store (Consul ends a session twice its TTL after the last renewal). Sessions cannot be
 //!   shorter than the server's `session_ttl_min` (10 s by default), so TTLs below twice that

@@ -78,6 +78,12 @@ pub(crate) fn consistency(opts: &ReadOptions) -> Consistency {
     }
 }
 
+/// Whether `key` is `dir` or below it: a read of the prefix `dir` also returns siblings
+/// such as `dir2/x`.
+fn at_or_below(dir: &Key, key: &str) -> bool {
+    key == dir.as_str() || dir.contains(key)
+}
+
 impl ConsulStore {
     /// The TTL of `call`'s write and whether to keep it alive, checked against Consul's
     /// limits.
@@ -143,19 +149,31 @@ impl Backend for ConsulStore {
             .client
             .kv_read("list", dir.as_str(), true, consistency(opts), None)
             .await?;
-        // A recursive read of the prefix `dir` also returns siblings such as `dir2/x`.
         Ok(entries
             .into_iter()
-            .filter(|e| e.key == dir.as_str() || dir.contains(&e.key))
+            .filter(|e| at_or_below(dir, &e.key))
             .map(pair)
             .collect())
+    }
+
+    // Keys only, filtered as `list` filters its entries: `list_stream` then reads the
+    // values page by page with `get_many`.
+    async fn list_keys(&self, dir: &Key, opts: &ReadOptions) -> Result<Vec<String>> {
+        let names = self
+            .client
+            .kv_keys("list_stream", dir.as_str(), None, consistency(opts))
+            .await?;
+        Ok(names.into_iter().filter(|name| at_or_below(dir, name)).collect())
     }
 
     async fn delete_tree(&self, dir: &Key) -> Result<()> {
         // Consul's recursive delete of `dir` would take siblings (`dir2/…`) too: delete
         // `dir` and the prefix `dir/` instead, once something is there.
         let prefix = dir.dir_prefix();
-        let names = self.client.kv_keys("delete_tree", dir.as_str(), "/").await?;
+        let names = self
+            .client
+            .kv_keys("delete_tree", dir.as_str(), Some("/"), Consistency::Default)
+            .await?;
         if !names.iter().any(|name| name == dir.as_str() || *name == prefix) {
             return Err(Error::not_found(CONSUL, dir.as_str()));
         }

@@ -320,17 +320,7 @@ mod tests {
     use valkeyrie_core::{ErrorKind, Fence, WriteOptions};
 
     use super::*;
-
-    fn verbs(ops: &[KvOp]) -> String {
-        serde_json::from_slice::<serde_json::Value>(&api::txn_body(ops).unwrap())
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|op| op["KV"]["Verb"].as_str().unwrap().to_owned())
-            .collect::<Vec<_>>()
-            .join(",")
-    }
+    use crate::api::verbs;
 
     fn verb(op: Option<KvOp>) -> String {
         op.map_or_else(|| "fails".to_owned(), |op| verbs(&[op]))

@@ -266,17 +266,7 @@ impl KeepAlive {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn verbs(ops: &[KvOp]) -> String {
-        serde_json::from_slice::<serde_json::Value>(&crate::api::txn_body(ops).unwrap())
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|op| op["KV"]["Verb"].as_str().unwrap().to_owned())
-            .collect::<Vec<_>>()
-            .join(",")
-    }
+    use crate::api::verbs;
 
     #[test]
     fn first_attempts_assume_no_session() {

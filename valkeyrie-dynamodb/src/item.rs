@@ -97,6 +97,17 @@ impl Record {
         })
     }
 
+    /// Decodes an item read at `now` (Unix seconds); `None` when it has expired, as every
+    /// read of a key answers.
+    pub(crate) fn decode_live(
+        call: &'static str,
+        item: &HashMap<String, AttributeValue>,
+        now: u64,
+    ) -> Result<Option<Record>> {
+        let record = Record::decode(call, item)?;
+        Ok(record.is_live(now).then_some(record))
+    }
+
     /// Whether the item still exists at `now` (Unix seconds).
     pub(crate) fn is_live(&self, now: u64) -> bool {
         self.expires_at.is_none_or(|at| at > now)

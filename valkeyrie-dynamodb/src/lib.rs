@@ -17,6 +17,12 @@
 //!   every read hides them. `keep_alive` pushes the expiry forward while the handle lives.
 //! * `list` and `delete_tree` scan the table with `begins_with` on the key, page by page;
 //!   `delete_tree` deletes in batches of 25 and retries unprocessed items with backoff.
+//! * `get_many` is `BatchGetItem`: one request per 100 distinct keys (a key asked twice is
+//!   read once), up to 4 in flight, unprocessed keys sent again after a jittered pause;
+//!   not one snapshot (`atomic_get_many` is false), expired items absent as for `get`.
+//!   `list_stream` scans the prefix once for keys only (`id` and `expiration_time`
+//!   projected, `list`'s filter), then reads each page's values with `get_many`: only the
+//!   keys and one page of values are held.
 //! * Watches read the table's DynamoDB Stream (new and old images; `create_table` enables
 //!   it), start with the current state, report every change by version, and report expiries
 //!   when they pass (see the `watch` module). On a table without such a stream,
@@ -54,6 +60,7 @@
 //! # Ok(()) }
 //! ```
 
+mod batch;
 mod client;
 mod config;
 mod error;

@@ -27,7 +27,7 @@ use crate::item::{
     MAX_VALUE_SIZE,
 };
 use crate::lock::DynamoLocker;
-use crate::{txn, watch, DYNAMODB};
+use crate::{batch, txn, watch, DYNAMODB};
 
 /// A handle on one DynamoDB table.
 pub struct DynamoDbStore {
@@ -304,17 +304,16 @@ impl Backend for DynamoDbStore {
             .send()
             .await
             .map_err(|e| self.client.error("get", key.as_str(), e))?;
-        match read.item() {
-            Some(item) => {
-                let record = Record::decode("get", item)?;
-                if record.is_live(now_secs()) {
-                    Ok(record.into_pair())
-                } else {
-                    Err(Error::not_found(DYNAMODB, key.as_str()))
-                }
-            }
-            None => Err(Error::not_found(DYNAMODB, key.as_str())),
-        }
+        read.item()
+            .map(|item| Record::decode_live("get", item, now_secs()))
+            .transpose()?
+            .flatten()
+            .map(Record::into_pair)
+            .ok_or_else(|| Error::not_found(DYNAMODB, key.as_str()))
+    }
+
+    async fn get_many(&self, keys: &[Key], opts: &ReadOptions) -> Result<Vec<Option<KvPair>>> {
+        batch::get_many(&self.client, keys, opts.consistent).await
     }
 
     async fn delete(&self, key: &Key) -> Result<()> {
@@ -344,6 +343,12 @@ impl Backend for DynamoDbStore {
     async fn list(&self, dir: &Key, opts: &ReadOptions) -> Result<Vec<KvPair>> {
         let records = Self::scan_prefix(&self.client, "list", dir, opts.consistent, false).await?;
         Ok(records.into_iter().map(Record::into_pair).collect())
+    }
+
+    // Keys only: `list_stream` then reads the values page by page with `get_many`.
+    async fn list_keys(&self, dir: &Key, opts: &ReadOptions) -> Result<Vec<String>> {
+        let records = Self::scan_prefix(&self.client, "list_stream", dir, opts.consistent, true).await?;
+        Ok(records.into_iter().map(|record| record.key).collect())
     }
 
     async fn delete_tree(&self, dir: &Key) -> Result<()> {

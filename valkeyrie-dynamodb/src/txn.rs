@@ -334,8 +334,9 @@ fn holds(check: &Check, record: Option<&Record>, pair: Option<&KvPair>) -> bool 
     }
 }
 
-/// `backoff` give or take a half, at random, so conflicting writers do not retry in step.
-fn jittered(backoff: Duration) -> Duration {
+/// `backoff` give or take a half, at random, so conflicting writers (and readers resending
+/// unprocessed keys) do not retry in step.
+pub(crate) fn jittered(backoff: Duration) -> Duration {
     let half = backoff / 2;
     let span = u64::try_from(backoff.as_micros()).unwrap_or(u64::MAX).max(1);
     half + Duration::from_micros(RandomState::new().build_hasher().finish() % span)

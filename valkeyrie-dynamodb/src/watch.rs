@@ -263,12 +263,11 @@ impl Feeder {
             .send()
             .await
             .map_err(|e| client.error("watch", self.key.as_str(), e))?;
-        let now = now_secs();
         Ok(read
             .item()
-            .map(|item| Record::decode("watch", item))
+            .map(|item| Record::decode_live("watch", item, now_secs()))
             .transpose()?
-            .filter(|record| record.is_live(now))
+            .flatten()
             .into_iter()
             .collect())
     }

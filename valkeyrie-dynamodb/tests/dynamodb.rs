@@ -1,6 +1,6 @@
 //! What the conformance suite cannot see: the Go store's item layout, the fixes to it,
-//! logical expiry, batch deletes beyond 25 items, transactions on that layout, fences
-//! checked by DynamoDB, and secrets.
+//! logical expiry, batch reads beyond 100 keys and batch deletes beyond 25 items,
+//! transactions on that layout, fences checked by DynamoDB, and secrets.
 
 mod support;
 
@@ -108,15 +108,7 @@ async fn expired_items_are_hidden_before_dynamodb_removes_them() {
         .await
         .unwrap();
     // An item whose expiry passed, which DynamoDB has not removed yet.
-    client
-        .put_item()
-        .table_name(TABLE)
-        .item("id", AttributeValue::S(format!("{dir}/gone")))
-        .item("version", AttributeValue::N("1".into()))
-        .item("expiration_time", AttributeValue::N("1000".into()))
-        .send()
-        .await
-        .unwrap();
+    put_expired_item(&client, &format!("{dir}/gone"), None).await;
     let gone = format!("{dir}/gone");
     let read = ReadOptions::default();
     assert_eq!(
@@ -165,6 +157,80 @@ async fn delete_tree_goes_beyond_one_batch() {
 }
 
 #[tokio::test]
+async fn get_many_reads_in_batches_of_100_hides_expired_items_and_answers_repeats() {
+    let store = store().await;
+    let client = raw().await;
+    let dir = unique("get-many");
+    let keys: Vec<String> = (0..250).map(|n| format!("{dir}/k{n:03}")).collect();
+    for chunk in keys.chunks(100) {
+        let pairs = chunk
+            .iter()
+            .map(|key| (key.clone(), Bytes::from(key.clone())))
+            .collect();
+        store.put_many(pairs, &WriteOptions::default()).await.unwrap();
+    }
+    // An item whose expiry passed, which DynamoDB has not removed yet.
+    let gone = format!("{dir}/gone");
+    put_expired_item(&client, &gone, Some("dg==")).await;
+    let missing = format!("{dir}/missing");
+    // Backwards, so input order is not the table's, with repeats across and within batches.
+    let mut asked: Vec<&str> = keys.iter().rev().map(String::as_str).collect();
+    asked.insert(3, &gone);
+    asked.insert(150, &missing);
+    asked.extend([keys[0].as_str(), keys[249].as_str(), keys[0].as_str(), gone.as_str()]);
+    for consistent in [false, true] {
+        let read = store.get_many(&asked, &ReadOptions { consistent }).await.unwrap();
+        assert_eq!(read.len(), asked.len(), "one answer per key asked");
+        for (key, answer) in asked.iter().zip(&read) {
+            if *key == gone || *key == missing {
+                assert_eq!(answer, &None, "{key}: absent");
+                continue;
+            }
+            let pair = answer.as_ref().unwrap_or_else(|| panic!("{key}: found"));
+            assert_eq!((pair.key.as_str(), pair.value.as_ref()), (*key, key.as_bytes()));
+            assert_eq!(pair, &store.get(key, &ReadOptions::default()).await.unwrap());
+        }
+    }
+    store.delete_tree(&dir).await.unwrap();
+}
+
+#[tokio::test]
+async fn get_many_resends_the_keys_past_the_16_mb_answer_limit() {
+    use aws_sdk_dynamodb::types::KeysAndAttributes;
+    let store = store().await;
+    let client = raw().await;
+    let dir = unique("get-many-large");
+    let value = Bytes::from(vec![7; 290 * 1024]);
+    let keys: Vec<String> = (0..50).map(|n| format!("{dir}/k{n:02}")).collect();
+    for key in &keys {
+        store.put(key, value.clone(), &WriteOptions::default()).await.unwrap();
+    }
+    // The premise: one request cannot answer them all (their base64 is over 16 MB).
+    let ids = keys
+        .iter()
+        .map(|key| std::collections::HashMap::from([("id".to_owned(), AttributeValue::S(key.clone()))]))
+        .collect();
+    let once = client
+        .batch_get_item()
+        .request_items(TABLE, KeysAndAttributes::builder().set_keys(Some(ids)).build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let unprocessed = once
+        .unprocessed_keys()
+        .and_then(|u| u.get(TABLE))
+        .map_or(0, |k| k.keys().len());
+    assert!(unprocessed > 0, "one BatchGetItem answered 50 items of 290 KiB");
+
+    let asked: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let read = store.get_many(&asked, &ReadOptions::default()).await.unwrap();
+    let answered: Vec<&str> = read.iter().flatten().map(|pair| pair.key.as_str()).collect();
+    assert_eq!(answered, asked, "every key, in order");
+    assert!(read.iter().flatten().all(|pair| pair.value == value));
+    store.delete_tree(&dir).await.unwrap();
+}
+
+#[tokio::test]
 async fn locks_are_leases_on_the_item_with_growing_tokens() {
     let store = store().await;
     let client = raw().await;
@@ -195,16 +261,7 @@ async fn locks_are_leases_on_the_item_with_growing_tokens() {
     }
     // A Go holder (versions from 1) came and its lease ran out: tokens still grow.
     store.delete(&key).await.unwrap();
-    client
-        .put_item()
-        .table_name(TABLE)
-        .item("id", AttributeValue::S(key.clone()))
-        .item("version", AttributeValue::N("1".into()))
-        .item("encoded_value", AttributeValue::S("Z28=".into()))
-        .item("expiration_time", AttributeValue::N("1000".into()))
-        .send()
-        .await
-        .unwrap();
+    put_expired_item(&client, &key, Some("Z28=")).await;
     let guard = store
         .new_lock(&key, LockOptions::with_value("rust"))
         .await
@@ -251,16 +308,7 @@ async fn transactions_write_what_put_writes_and_see_expired_items_as_absent() {
         .unwrap();
     let before = number(&item(&client, &a).await.unwrap(), "version").unwrap();
     // An item whose expiry passed, which DynamoDB has not removed yet.
-    client
-        .put_item()
-        .table_name(TABLE)
-        .item("id", AttributeValue::S(gone.clone()))
-        .item("version", AttributeValue::N("1".into()))
-        .item("encoded_value", AttributeValue::S("Z28=".into()))
-        .item("expiration_time", AttributeValue::N("1000".into()))
-        .send()
-        .await
-        .unwrap();
+    put_expired_item(&client, &gone, Some("Z28=")).await;
     let txn = Transaction::new()
         .when_absent(&gone)
         .when_index(&a, before)
@@ -471,4 +519,19 @@ async fn next(events: &mut valkeyrie_core::WatchStream) -> valkeyrie_core::Watch
     use futures_util::StreamExt;
     let next = tokio::time::timeout(Duration::from_secs(10), events.next()).await;
     next.expect("an event in time").expect("open").expect("no error")
+}
+
+/// Writes, as a Go service would, an item at version 1 whose expiry passed long ago (which
+/// DynamoDB has not removed yet), holding `encoded_value` when given.
+async fn put_expired_item(client: &aws_sdk_dynamodb::Client, id: &str, encoded_value: Option<&str>) {
+    let mut item = client
+        .put_item()
+        .table_name(TABLE)
+        .item("id", AttributeValue::S(id.to_owned()))
+        .item("version", AttributeValue::N("1".into()))
+        .item("expiration_time", AttributeValue::N("1000".into()));
+    if let Some(value) = encoded_value {
+        item = item.item("encoded_value", AttributeValue::S(value.to_owned()));
+    }
+    item.send().await.expect("writing an expired item by hand");
 }

@@ -191,10 +191,19 @@ async fn a_watch_resumed_past_the_compaction_starts_with_a_snapshot() {
     store.put(&key, "1".into(), &WriteOptions::default()).await.unwrap();
     let seen = store.get(&key, &ReadOptions::default()).await.unwrap().last_index;
     store.put(&key, "2".into(), &WriteOptions::default()).await.unwrap();
-    let current = store.get(&key, &ReadOptions::default()).await.unwrap();
-    // Only the revisions up to our second write go: watches of other tests start later.
-    let revision = i64::try_from(current.last_index).unwrap();
-    raw().await.compact(revision, None).await.unwrap();
+    // A later write, so that compacting at its revision removes every revision after `seen`.
+    store
+        .put(&format!("{dir}/b"), "x".into(), &WriteOptions::default())
+        .await
+        .unwrap();
+    let current = store.list(&dir, &ReadOptions::default()).await.unwrap();
+    let revision = current.iter().map(|pair| pair.last_index).max().unwrap();
+    // Only revisions up to our last write go: watches of other tests start later.
+    raw()
+        .await
+        .compact(i64::try_from(revision).unwrap(), None)
+        .await
+        .unwrap();
 
     let mut events = store
         .watch_tree_from(&dir, seen, &ReadOptions::default())
@@ -207,7 +216,7 @@ async fn a_watch_resumed_past_the_compaction_starts_with_a_snapshot() {
         .unwrap();
     assert_eq!(
         first,
-        WatchEvent::Snapshot(vec![current]),
+        WatchEvent::Snapshot(current),
         "a compacted start is a snapshot, not a gap"
     );
     store.put(&key, "3".into(), &WriteOptions::default()).await.unwrap();

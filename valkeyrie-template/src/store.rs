@@ -98,6 +98,17 @@ impl Backend for TemplateStore {
             .await
     }
 
+    async fn get_many(&self, keys: &[Key], opts: &ReadOptions) -> Result<Vec<Option<KvPair>>> {
+        // A real backend sends its multi-key read here; the stand-in server reads all the
+        // keys in one snapshot, as `capabilities().atomic_get_many` claims.
+        let names: Vec<&str> = keys.iter().map(Key::as_str).collect();
+        let Some(first) = keys.first() else {
+            return Ok(Vec::new());
+        };
+        self.request("get_many", first, self.client.requests().get_many(&names, opts))
+            .await
+    }
+
     async fn delete(&self, key: &Key) -> Result<()> {
         self.request("delete", key, self.client.requests().delete(key.as_str()))
             .await

@@ -257,8 +257,8 @@ impl DynamoDbFlavor {
             DynamoDbFlavor::Local(lib) => {
                 let mut c = Command::new("java");
                 // A 1 GiB heap: the suites write 10 000-key directories and values near the
-                // item limit, and at 256 MiB the collector ran so often that contended
-                // increments slowed tenfold late in a run.
+                // item limit. With 256 MiB, a server that had run every suite several times
+                // answered contended increments ten times slower, until restarted.
                 c.args(["-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Xms64m", "-Xmx1g"])
                     .arg(format!("-Dorg.sqlite.tmpdir={}", data.display()))
                     .arg("-cp")

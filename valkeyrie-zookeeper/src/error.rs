@@ -27,6 +27,8 @@ pub(crate) fn map_error(call: &'static str, key: &str, err: ClientError) -> Erro
             source: Box::new(err),
         },
         ClientError::Timeout | ClientError::Throttled => Error::backend(ZOOKEEPER, call, key, true, err),
+        // The handle opens a new session in the background (see `client`): a retry works.
+        ClientError::SessionExpired => Error::backend(ZOOKEEPER, call, key, true, err),
         ClientError::ClientClosed => Error::Closed {
             store: ZOOKEEPER,
             call,

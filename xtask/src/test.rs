@@ -18,6 +18,8 @@ struct Suite {
     servers: &'static [Server],
     /// The feature flags of each `cargo test` run of the package.
     feature_sets: &'static [&'static [&'static str]],
+    /// Arguments for the test binaries (after `--`).
+    test_args: &'static [&'static str],
 }
 
 /// One run with every feature: what a backend's suite needs.
@@ -30,48 +32,56 @@ const SUITES: [Suite; 12] = [
         package: "valkeyrie-core",
         servers: &[],
         feature_sets: ALL_FEATURES,
+        test_args: &[],
     },
     Suite {
         backend: "boltlike",
         package: "valkeyrie-boltlike",
         servers: &[],
         feature_sets: ALL_FEATURES,
+        test_args: &[],
     },
     Suite {
         backend: "consul",
         package: "valkeyrie-consul",
         servers: &[Server::Consul],
         feature_sets: ALL_FEATURES,
+        test_args: &[],
     },
     Suite {
         backend: "dynamodb",
         package: "valkeyrie-dynamodb",
         servers: &[Server::DynamoDb],
         feature_sets: ALL_FEATURES,
+        test_args: &[],
     },
     Suite {
         backend: "etcd",
         package: "valkeyrie-etcd",
         servers: &[Server::Etcd],
         feature_sets: ALL_FEATURES,
+        test_args: &[],
     },
     Suite {
         backend: "redis",
         package: "valkeyrie-redis",
         servers: &[Server::Redis],
         feature_sets: ALL_FEATURES,
+        test_args: &[],
     },
     Suite {
         backend: "zookeeper",
         package: "valkeyrie-zookeeper",
         servers: &[Server::ZooKeeper],
         feature_sets: ALL_FEATURES,
+        test_args: &[],
     },
     Suite {
         backend: "template",
         package: "valkeyrie-template",
         servers: &[],
         feature_sets: ALL_FEATURES,
+        test_args: &[],
     },
     // The facade crate: the registry holds exactly what its features enable, with none,
     // the default, one network store, and all of them.
@@ -85,6 +95,7 @@ const SUITES: [Suite; 12] = [
             &["--no-default-features", "--features", "redis"],
             &["--all-features"],
         ],
+        test_args: &[],
     },
     // Go and Rust services on one store: the Go library through `interop/go`.
     Suite {
@@ -92,6 +103,7 @@ const SUITES: [Suite; 12] = [
         package: "valkeyrie-interop",
         servers: &[Server::Redis, Server::Etcd, Server::ZooKeeper, Server::Consul],
         feature_sets: ALL_FEATURES,
+        test_args: &[],
     },
     // The harness's own tests: every server is reachable through its variable and works.
     Suite {
@@ -99,14 +111,17 @@ const SUITES: [Suite; 12] = [
         package: "xtask",
         servers: &Server::ALL,
         feature_sets: ALL_FEATURES,
+        test_args: &[],
     },
     // Restarts, pauses and dropped connections: last, since it stops and restarts the
-    // servers the other suites use.
+    // servers the other suites use. Each case prints what it measured (lost-signal delays,
+    // recovery times), kept in the log of a passing run too.
     Suite {
         backend: "faults",
         package: "valkeyrie-faults",
         servers: &Server::ALL,
         feature_sets: ALL_FEATURES,
+        test_args: &["--", "--show-output"],
     },
 ];
 
@@ -221,7 +236,7 @@ fn run_suites(suites: &[&Suite], env: &[(&str, String)]) -> Result<(), String> {
                 suite.package,
                 features.join(" ")
             );
-            outcome.absorb(test_package(suite.package, features, env)?);
+            outcome.absorb(test_package(suite.package, features, suite.test_args, env)?);
         }
         results.push((suite.backend, outcome));
     }
@@ -259,15 +274,21 @@ fn select(args: &[&str]) -> Result<(Vec<&'static Suite>, bool), String> {
     Ok((chosen, docker))
 }
 
-/// Runs `cargo test` for one package with all its features and `env`, echoing the output,
+/// Runs `cargo test` for one package with `features`, `test_args` and `env`, echoing the output,
 /// and returns the counts. A build failure counts as one failure.
-fn test_package(package: &str, features: &[&str], env: &[(&str, String)]) -> Result<Outcome, String> {
+fn test_package(
+    package: &str,
+    features: &[&str],
+    test_args: &[&str],
+    env: &[(&str, String)],
+) -> Result<Outcome, String> {
     // cargo names each test binary on stderr and the binaries report on stdout: one
     // stream keeps them in order, so results can be attributed to their binary.
     let mut child = Command::new("sh")
         .args(["-c", "exec \"$0\" \"$@\" 2>&1", env!("CARGO")])
         .args(["test", "--package", package, "--no-fail-fast"])
         .args(features)
+        .args(test_args)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::piped())
         .spawn()

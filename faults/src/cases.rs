@@ -17,7 +17,9 @@ use valkeyrie::{
 
 use crate::proxy::Proxy;
 use crate::server;
-use crate::target::{Target, CONNECT_TIMEOUT, REQUEST_TIMEOUT, SLACK};
+use crate::target::{Target, CONNECT_TIMEOUT, FAILOVER_BOUND, REQUEST_TIMEOUT, SLACK};
+use xtask::servers::cluster::{Cluster, Member};
+use xtask::servers::Managed;
 
 /// How long a store may take to work again once its server is back.
 const RECOVERY: Duration = Duration::from_secs(30);
@@ -317,17 +319,33 @@ async fn lock(store: &dyn Store, key: &str, options: LockOptions) -> valkeyrie::
     store.new_lock(key, options).await?.lock().await
 }
 
-/// How a case takes the server away from a handle: a stop of the server, or (where a
-/// restart loses the data) a proxy between them that refuses every connection.
+/// How a case takes the server away from a handle: a stop of the server, (where a
+/// restart loses the data) a proxy between them that refuses every connection, or (on a
+/// cluster) a crash of the leader, restarted once the case has written through the
+/// failover.
 enum Outage {
     Stop(xtask::servers::Server, Option<server::Stopped>),
     Cut(Proxy),
+    Failover {
+        cluster: Cluster,
+        /// The leader the outage killed.
+        killed: Option<Member>,
+        /// The killed leader until it is started again.
+        down: Option<server::Stopped<Member>>,
+    },
 }
 
 impl Outage {
     /// The outage `target` gets, and the handle that will suffer it.
     async fn prepare(target: &Target) -> (Outage, Arc<dyn Store>) {
-        if target.backend.restart_keeps_data() {
+        if let Some(cluster) = target.cluster_under_test() {
+            let outage = Outage::Failover {
+                cluster,
+                killed: None,
+                down: None,
+            };
+            (outage, target.open().await)
+        } else if target.backend.restart_keeps_data() {
             (Outage::Stop(target.server(), None), target.open().await)
         } else {
             let proxy = target.proxy().await;
@@ -336,10 +354,22 @@ impl Outage {
         }
     }
 
-    fn describe(&self) -> &'static str {
+    /// A second handle on the same side of the outage as the one [`Outage::prepare`] gave.
+    async fn open(&self, target: &Target) -> Arc<dyn Store> {
         match self {
-            Outage::Stop(..) => "server stopped",
-            Outage::Cut(_) => "connection refused by a proxy",
+            Outage::Stop(..) | Outage::Failover { .. } => target.open().await,
+            Outage::Cut(proxy) => target.open_via(&proxy.address()).await,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Outage::Stop(..) => "server stopped".to_owned(),
+            Outage::Cut(_) => "connection refused by a proxy".to_owned(),
+            Outage::Failover {
+                killed: Some(member), ..
+            } => format!("leader {} killed", member.label()),
+            Outage::Failover { cluster, .. } => format!("{} cluster", cluster.name()),
         }
     }
 
@@ -347,10 +377,26 @@ impl Outage {
         match self {
             Outage::Stop(server, stopped) => *stopped = Some(server::stop(*server).await),
             Outage::Cut(proxy) => proxy.cut(),
+            Outage::Failover { cluster, killed, down } => {
+                let leader = server::leader(*cluster).await;
+                *down = Some(server::kill(leader).await);
+                *killed = Some(leader);
+            }
         }
     }
 
-    /// Ends the outage; how long the server took to be healthy again.
+    /// How long the outage lasts before [`Outage::end`]: none for a stop (the server comes
+    /// back at once); a cut, or the cluster without its leader, for a few seconds.
+    fn hold(&self) -> Duration {
+        match self {
+            Outage::Stop(..) => Duration::ZERO,
+            Outage::Cut(_) => Duration::from_secs(3),
+            Outage::Failover { .. } => Duration::from_secs(5),
+        }
+    }
+
+    /// Ends the outage; how long the server (or the killed member, until the cluster is
+    /// whole again) took to be healthy.
     async fn end(&mut self) -> Duration {
         match self {
             Outage::Stop(server, stopped) => match stopped.take() {
@@ -361,6 +407,10 @@ impl Outage {
                 proxy.restore();
                 Duration::ZERO
             }
+            Outage::Failover { cluster, down, .. } => match down.take() {
+                Some(stopped) => stopped.start().await + server::ready(*cluster).await,
+                None => panic!("no member of the {} cluster was killed", cluster.name()),
+            },
         }
     }
 }
@@ -474,22 +524,19 @@ pub async fn calls_while_down(target: &Target) {
 }
 
 /// 16 tasks × 25 compare-and-set increments of one key, with a restart of the server in
-/// the middle (where a restart loses the data: every connection cut for 3 s): exactly 400
-/// land. A call whose outcome the outage hid is settled by reading
+/// the middle (where a restart loses the data: every connection cut for 3 s; on a
+/// cluster: the leader killed for 5 s, then restarted): exactly 400 land. A call whose outcome the outage hid is settled by reading
 /// the key again, which records every increment by name, so none counts twice or is lost.
 ///
-/// The second half may take [`SECOND_HALF_FACTOR`] times as long as the first plus
-/// [`RECOVERY`]: the bound follows the speed of the machine (a loaded CI runner serves
+/// The second half may take `SECOND_HALF_FACTOR` times as long as the first plus
+/// `RECOVERY`: the bound follows the speed of the machine (a loaded CI runner serves
 /// these 16 contenders several times slower than a quiet one) and still stops by itself.
 pub async fn cas_across_restart(target: &Target) {
     const TASKS: usize = 16;
     const PER_TASK: usize = 25;
     let name = target.backend.name();
     let (mut outage, first) = Outage::prepare(target).await;
-    let second = match &outage {
-        Outage::Stop(..) => target.open().await,
-        Outage::Cut(proxy) => target.open_via(&proxy.address()).await,
-    };
+    let second = outage.open(target).await;
     let stores = [first, second];
     let key = format!("{}/counter", unique("cas-restart"));
     until_ok("create the counter", || async {
@@ -524,9 +571,7 @@ pub async fn cas_across_restart(target: &Target) {
     let deadline = Instant::now() + first_half * SECOND_HALF_FACTOR + RECOVERY;
     let begun = Instant::now();
     outage.begin().await;
-    if let Outage::Cut(_) = outage {
-        tokio::time::sleep(Duration::from_secs(3)).await;
-    }
+    tokio::time::sleep(outage.hold()).await;
     outage.end().await;
     let down = begun.elapsed();
     for task in tasks {
@@ -644,6 +689,217 @@ fn conflict_backoff(mark: &str, lost: u32) -> Duration {
 /// Whether the counter `value` (`mark;mark;…`) holds `mark`.
 fn contains_mark(value: &[u8], mark: &str) -> bool {
     value.split(|b| *b == b';').any(|m| m == mark.as_bytes())
+}
+
+/// The cluster of a cluster target.
+fn cluster_of(target: &Target) -> Cluster {
+    target
+        .cluster_under_test()
+        .unwrap_or_else(|| panic!("{}: a failover case needs `Target::cluster`", target.backend.name()))
+}
+
+/// Numbered writes before, while and after the leader is down (killed, then restarted
+/// once the rest have elected a new one): a tree watcher on another handle sees every one,
+/// in order, or a snapshot covering what it could not replay.
+pub async fn watch_across_failover(target: &Target) {
+    const COUNT: usize = 30;
+    let cluster = cluster_of(target);
+    let (watcher, writer) = (target.open().await, target.open().await);
+    let dir = unique("watch-failover");
+    let events = watch_tree(watcher.as_ref(), &dir).await;
+    let seen = collect(dir.clone(), events, COUNT - 1);
+    write_sequence(writer.as_ref(), &dir, 0..COUNT / 3).await;
+    let leader = server::leader(cluster).await;
+    let killed = server::kill(leader).await;
+    let down = Instant::now();
+    write_sequence(writer.as_ref(), &dir, COUNT / 3..2 * COUNT / 3).await;
+    let written_without_leader = down.elapsed();
+    killed.start().await;
+    server::ready(cluster).await;
+    write_sequence(writer.as_ref(), &dir, 2 * COUNT / 3..COUNT).await;
+    judge(
+        target,
+        seen,
+        COUNT,
+        &format!(
+            "a killed leader ({}; {} writes without it took {written_without_leader:.1?})",
+            leader.label(),
+            COUNT / 3
+        ),
+    )
+    .await;
+    let _ = writer.delete_tree(&dir).await;
+}
+
+/// The leader is killed: calls on a handle that knows every member fail over to the new
+/// leader within [`FAILOVER_BOUND`]; until then each call fails (`NotReachable`,
+/// `Timeout`, a temporary error) within its deadline, none hangs; the handle needs no
+/// reconstruction.
+pub async fn calls_across_failover(target: &Target) {
+    let name = target.backend.name();
+    let cluster = cluster_of(target);
+    let store = target.open().await;
+    let dir = unique("failover-calls");
+    let key = format!("{dir}/k");
+    let (read, write) = (ReadOptions::default(), WriteOptions::default());
+    until_ok("put before the failover", || store.put(&key, "before".into(), &write)).await;
+    let leader = server::leader(cluster).await;
+    let killed = server::kill(leader).await;
+    let down = Instant::now();
+    let bound = CONNECT_TIMEOUT + REQUEST_TIMEOUT + SLACK;
+    let (mut failures, mut slowest) = (0, Duration::ZERO);
+    for attempt in 0.. {
+        let value = Bytes::from(format!("after-{attempt}"));
+        let call = Instant::now();
+        let outcome = tokio::time::timeout(bound * 2, async {
+            store.put(&key, value.clone(), &write).await?;
+            store.get(&key, &read).await
+        })
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "{name}: a put and a get hung for {:?} after {} was killed",
+                bound * 2,
+                leader.label()
+            )
+        });
+        slowest = slowest.max(call.elapsed());
+        match outcome {
+            Ok(pair) => {
+                assert_eq!(
+                    pair.value, value,
+                    "{name}: the get after the failover read another value"
+                );
+                break;
+            }
+            Err(err) if is_outage(&err) => {
+                failures += 1;
+                assert!(
+                    down.elapsed() < FAILOVER_BOUND,
+                    "{name}: calls still failing {FAILOVER_BOUND:?} after {} was killed: {err}",
+                    leader.label()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(err) => panic!("{name}: a call during the failover failed with {err}"),
+        }
+    }
+    let failed_over = down.elapsed();
+    assert!(
+        slowest <= bound * 2,
+        "{name}: a call took {slowest:.1?} during the failover"
+    );
+    // Every kind of call works on the same handle.
+    until_ok("exists after the failover", || store.exists(&key, &read)).await;
+    until_ok("list after the failover", || store.list(&dir, &read)).await;
+    let current = until_ok("get after the failover", || store.get(&key, &read)).await;
+    until_ok("atomic_delete after the failover", || {
+        store.atomic_delete(&key, &current)
+    })
+    .await;
+    let rejoined = killed.start().await + server::ready(cluster).await;
+    println!(
+        "{name}: calls across a failover (leader {} killed): working again after {failed_over:.1?} \
+         ({failures} failed attempts, the slowest {slowest:.1?}; bound {FAILOVER_BOUND:?}); the killed member \
+         rejoined in {rejoined:.1?}",
+        leader.label()
+    );
+}
+
+/// The leader is killed while a lock is held and a contender waits for it: the lock
+/// either survives (the holder keeps it, its fenced write commits, the contender gets
+/// it only after the unlock) or is reported lost (the contender may take it, and the store
+/// then refuses the old holder's fence). Never two holders; fencing tokens increase.
+pub async fn lock_across_failover(target: &Target) {
+    let name = target.backend.name();
+    let cluster = cluster_of(target);
+    let (holder, contender) = (target.open().await, target.open().await);
+    let ttl = target.backend.lock_ttl().max(holder.capabilities().min_ttl);
+    let key = format!("{}/lock", unique("lock-failover"));
+    let options = |value: &'static str| LockOptions {
+        ttl: holder.capabilities().lock_ttl.then_some(ttl),
+        ..LockOptions::with_value(value)
+    };
+    let guard = lock(holder.as_ref(), &key, options("first holder"))
+        .await
+        .unwrap_or_else(|e| panic!("{name}: lock {key}: {e}"));
+    let first_token = guard.fencing_token();
+    let waiter = {
+        let (contender, key, options) = (Arc::clone(&contender), key.clone(), options("second holder"));
+        tokio::spawn(async move {
+            loop {
+                let attempt = async { contender.new_lock(&key, options.clone()).await?.lock().await };
+                match attempt.await {
+                    Ok(guard) => return guard,
+                    Err(err) if is_outage(&err) => tokio::time::sleep(Duration::from_millis(200)).await,
+                    Err(err) => panic!("the contender's lock: {err}"),
+                }
+            }
+        })
+    };
+    // Let a renewal land before the fault.
+    tokio::time::sleep(ttl / 2).await;
+    let leader = server::leader(cluster).await;
+    let killed = server::kill(leader).await;
+    // Past the TTL, so a lock that did not survive has expired and been reported.
+    tokio::time::sleep(ttl + SLACK).await;
+    let rejoined = killed.start().await + server::ready(cluster).await;
+    let first_fence = guard.fence();
+    let outcome = match guard.ensure_held() {
+        Ok(()) => {
+            assert!(
+                !waiter.is_finished(),
+                "{name}: the contender acquired while the first holder still holds the lock"
+            );
+            let fenced = Transaction::new()
+                .when_held(&first_fence)
+                .put(format!("{key}/fenced"), "first");
+            let committed = until_ok("a commit fenced by the surviving lock", || {
+                holder.commit(fenced.clone())
+            })
+            .await;
+            assert!(
+                committed.is_committed() || guard.ensure_held().is_err(),
+                "{name}: the store refused the fence of a lock its holder still holds"
+            );
+            // A failed unlock leaves the lock to expire: the contender still gets it.
+            if let Err(err) = guard.unlock().await {
+                assert!(is_outage(&err), "{name}: unlock after the failover: {err}");
+            }
+            "survived"
+        }
+        Err(_) => {
+            drop(guard);
+            "reported lost"
+        }
+    };
+    let wait = ttl * 3 + RECOVERY;
+    let taken = tokio::time::timeout(wait, waiter)
+        .await
+        .unwrap_or_else(|_| panic!("{name}: the contender did not acquire within {wait:?} ({outcome})"))
+        .unwrap_or_else(|e| panic!("{name}: the contender panicked: {e}"));
+    assert!(
+        taken.fencing_token() > first_token,
+        "{name}: fencing token {} after {first_token} ({outcome})",
+        taken.fencing_token()
+    );
+    let stale = Transaction::new()
+        .when_held(&first_fence)
+        .put(format!("{key}/fenced"), "stale");
+    let refused = until_ok("a commit fenced by the first lock", || holder.commit(stale.clone())).await;
+    assert_eq!(
+        refused,
+        TxnOutcome::Failed { compare: 0 },
+        "{name}: the store accepted the first holder's fence once the contender held the lock"
+    );
+    println!(
+        "{name}: lock across a failover (leader {} killed, TTL {ttl:?}): the lock {outcome}; tokens \
+         {first_token} -> {}; the killed member rejoined in {rejoined:.1?}",
+        leader.label(),
+        taken.fencing_token()
+    );
+    let _ = taken.unlock().await;
+    let _ = contender.delete_tree(&key).await;
 }
 
 /// `close()` while watches stream, a lock is held (and renewed), a contender waits for it

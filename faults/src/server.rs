@@ -5,7 +5,11 @@
 
 use std::time::{Duration, Instant};
 
-use xtask::servers::{process, Server};
+use xtask::servers::cluster::{Cluster, Member};
+use xtask::servers::{process, Managed, Server};
+
+/// How long a cluster may take to be ready for the next fault after a member restarts.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 async fn blocking(what: String, hook: impl FnOnce() -> Result<(), String> + Send + 'static) {
     let outcome = tokio::task::spawn_blocking(hook).await;
@@ -19,8 +23,8 @@ async fn blocking(what: String, hook: impl FnOnce() -> Result<(), String> + Send
 /// A server stopped by [`stop`]; [`Stopped::start`] or dropping it starts it again, so a
 /// failing case never leaves the server down for the next one.
 #[derive(Debug)]
-pub struct Stopped {
-    server: Server,
+pub struct Stopped<P: Managed = Server> {
+    server: P,
     started: bool,
 }
 
@@ -30,14 +34,73 @@ pub async fn stop(server: Server) -> Stopped {
     Stopped { server, started: false }
 }
 
-impl Stopped {
+/// Kills `member` with SIGKILL, as a crash would.
+pub async fn kill(member: Member) -> Stopped<Member> {
+    blocking(format!("kill {}", member.label()), move || process::kill(member)).await;
+    Stopped {
+        server: member,
+        started: false,
+    }
+}
+
+/// The member that leads `cluster` now, waiting up to a minute for one.
+pub async fn leader(cluster: Cluster) -> Member {
+    let begun = Instant::now();
+    loop {
+        let answer = tokio::task::spawn_blocking(move || cluster.leader())
+            .await
+            .unwrap_or_else(|e| panic!("asking {} who leads: {e}", cluster.name()));
+        match answer {
+            Ok(member) => return member,
+            Err(why) if begun.elapsed() > READY_TIMEOUT => panic!("{why}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Starts every member of `cluster` that is not running (a failed case may have left one
+/// down), then waits until the cluster is [ready].
+pub async fn make_whole(cluster: Cluster) {
+    for member in cluster.members() {
+        if process::state(member) == process::State::Stopped {
+            blocking(format!("start {}", member.label()), move || {
+                process::start(member).map(drop)
+            })
+            .await;
+        }
+    }
+    ready(cluster).await;
+}
+
+/// Waits until every member of `cluster` is up and the cluster could survive the next
+/// fault (Redis: the replica in sync, the Sentinels aware of each other); how long it took.
+pub async fn ready(cluster: Cluster) -> Duration {
+    let begun = Instant::now();
+    loop {
+        let answer = tokio::task::spawn_blocking(move || cluster.ready())
+            .await
+            .unwrap_or_else(|e| panic!("checking the {} cluster: {e}", cluster.name()));
+        match answer {
+            Ok(()) => return begun.elapsed(),
+            Err(why) if begun.elapsed() > READY_TIMEOUT => {
+                panic!(
+                    "the {} cluster not ready after {READY_TIMEOUT:?}: {why}",
+                    cluster.name()
+                )
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+impl<P: Managed + Send + 'static> Stopped<P> {
     /// Starts the server on its data directory and waits until it is healthy; how long
     /// that took.
     pub async fn start(mut self) -> Duration {
         self.started = true;
         let server = self.server;
         let begun = Instant::now();
-        blocking(format!("start {}", server.name()), move || {
+        blocking(format!("start {}", server.label()), move || {
             process::start(server).map(drop)
         })
         .await;
@@ -45,7 +108,7 @@ impl Stopped {
     }
 }
 
-impl Drop for Stopped {
+impl<P: Managed> Drop for Stopped<P> {
     fn drop(&mut self) {
         if !self.started {
             let _ = process::start(self.server);

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use tokio::sync::{Mutex, MutexGuard};
 use valkeyrie::Store;
-use xtask::servers::Server;
+use xtask::servers::cluster::Cluster;
+use xtask::servers::{Managed, Server};
 
 /// Every call's deadline in the fault suite (`request_timeout`), short so that a case
 /// proves quickly that calls to a dead server fail instead of hanging.
@@ -47,6 +48,22 @@ static SERIAL: [Mutex<()>; 6] = [
     Mutex::const_new(()),
 ];
 
+/// The same for each backend's cluster.
+static CLUSTER_SERIAL: [Mutex<()>; 6] = [
+    Mutex::const_new(()),
+    Mutex::const_new(()),
+    Mutex::const_new(()),
+    Mutex::const_new(()),
+    Mutex::const_new(()),
+    Mutex::const_new(()),
+];
+
+/// How long a call on a cluster may keep failing after its leader (or Redis primary) is
+/// killed before the store reaches the new one: an election (etcd, ZooKeeper, Consul:
+/// a few seconds at these timings; Sentinel: 1 s to notice, then the failover), plus a
+/// client's reconnection.
+pub const FAILOVER_BOUND: Duration = Duration::from_secs(20);
+
 impl Backend {
     /// The backend's URL scheme, also its name in reports.
     pub fn name(self) -> &'static str {
@@ -57,6 +74,17 @@ impl Backend {
             Backend::Consul => "consul",
             Backend::DynamoDb => "dynamodb",
             Backend::Boltlike => "boltlike",
+        }
+    }
+
+    /// The harness's cluster of this store, if it has one.
+    pub fn cluster(self) -> Option<Cluster> {
+        match self {
+            Backend::Etcd => Some(Cluster::Etcd),
+            Backend::Redis => Some(Cluster::Redis),
+            Backend::ZooKeeper => Some(Cluster::ZooKeeper),
+            Backend::Consul => Some(Cluster::Consul),
+            Backend::DynamoDb | Backend::Boltlike => None,
         }
     }
 
@@ -97,11 +125,7 @@ impl Backend {
     /// The URL of a handle on the server at `address` (`host:port`), with the suite's
     /// deadlines.
     fn url(self, address: &str) -> String {
-        let timeouts = format!(
-            "connect_timeout={}ms&request_timeout={}ms",
-            CONNECT_TIMEOUT.as_millis(),
-            REQUEST_TIMEOUT.as_millis()
-        );
+        let timeouts = timeouts();
         match self {
             Backend::Etcd | Backend::Redis | Backend::Consul => format!("{}://{address}?{timeouts}", self.name()),
             Backend::ZooKeeper => format!(
@@ -114,6 +138,37 @@ impl Backend {
             Backend::Boltlike => unreachable!("the embedded store has no address"),
         }
     }
+
+    /// The URL of a handle on the backend's cluster: every member as an endpoint (Redis:
+    /// the Sentinels).
+    fn cluster_url(self, cluster: Cluster) -> String {
+        let endpoints = cluster.endpoints();
+        match self {
+            Backend::Redis => format!(
+                "redis://{endpoints}?topology=sentinel&sentinel_service={}&{}",
+                xtask::servers::cluster::REDIS_SERVICE,
+                timeouts()
+            ),
+            _ => self.url(&endpoints),
+        }
+    }
+}
+
+/// Prints the logs `RUST_LOG` asks for (none without it), captured per test like its output.
+fn show_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// The suite's deadlines as URL parameters.
+fn timeouts() -> String {
+    format!(
+        "connect_timeout={}ms&request_timeout={}ms",
+        CONNECT_TIMEOUT.as_millis(),
+        REQUEST_TIMEOUT.as_millis()
+    )
 }
 
 /// One case's hold on a backend: it runs alone on that server while this lives, and opens
@@ -124,20 +179,46 @@ pub struct Target {
     pub backend: Backend,
     /// The embedded store's database, deleted with the target.
     database: Option<tempfile::TempDir>,
+    /// The cluster the handles reach, for a target made by [`Target::cluster`].
+    cluster: Option<Cluster>,
     _serial: MutexGuard<'static, ()>,
 }
 
 impl Target {
     /// Waits until no other fault case uses `backend`'s server, then holds it.
     pub async fn new(backend: Backend) -> Target {
+        show_logs();
         let serial = SERIAL[backend as usize].lock().await;
         let database = (backend == Backend::Boltlike)
             .then(|| tempfile::tempdir().unwrap_or_else(|e| panic!("a directory for the embedded store: {e}")));
         Target {
             backend,
             database,
+            cluster: None,
             _serial: serial,
         }
+    }
+
+    /// Waits until no other fault case uses `backend`'s cluster, then holds it, with every
+    /// member running; handles from [`Target::open`] know every member.
+    pub async fn cluster(backend: Backend) -> Target {
+        let cluster = backend
+            .cluster()
+            .unwrap_or_else(|| panic!("{} has no cluster", backend.name()));
+        show_logs();
+        let serial = CLUSTER_SERIAL[backend as usize].lock().await;
+        crate::server::make_whole(cluster).await;
+        Target {
+            backend,
+            database: None,
+            cluster: Some(cluster),
+            _serial: serial,
+        }
+    }
+
+    /// The cluster of a target made by [`Target::cluster`].
+    pub fn cluster_under_test(&self) -> Option<Cluster> {
+        self.cluster
     }
 
     /// The server's `host:port`, as the harness exports it.
@@ -148,11 +229,12 @@ impl Target {
             .address()
     }
 
-    /// A new handle on the server.
+    /// A new handle on the server (or the cluster).
     pub async fn open(&self) -> Arc<dyn Store> {
-        match &self.database {
-            Some(dir) => open(&format!("boltlike://{}", dir.path().join("faults.db").display())).await,
-            None => self.open_via(&self.address()).await,
+        match (&self.database, self.cluster) {
+            (Some(dir), _) => open(&format!("boltlike://{}", dir.path().join("faults.db").display())).await,
+            (None, Some(cluster)) => open(&self.backend.cluster_url(cluster)).await,
+            (None, None) => self.open_via(&self.address()).await,
         }
     }
 

@@ -44,3 +44,45 @@ fault_cases!(DynamoDb:
     close_under_load,
 );
 fault_cases!(Boltlike: close_under_load);
+
+macro_rules! cluster_cases {
+    ($($backend:ident => $module:ident),+ $(,)?) => {
+        $(
+            #[allow(non_snake_case)]
+            mod $module {
+                use super::*;
+
+                async fn target() -> Target {
+                    Target::cluster(Backend::$backend).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn watch_across_failover() {
+                    cases::watch_across_failover(&target().await).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn calls_across_failover() {
+                    cases::calls_across_failover(&target().await).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn lock_across_failover() {
+                    cases::lock_across_failover(&target().await).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn cas_across_failover() {
+                    cases::cas_across_restart(&target().await).await;
+                }
+            }
+        )+
+    };
+}
+
+cluster_cases!(
+    Etcd => EtcdCluster,
+    Redis => RedisCluster,
+    ZooKeeper => ZooKeeperCluster,
+    Consul => ConsulCluster,
+);

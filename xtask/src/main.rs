@@ -3,7 +3,8 @@
 
 use std::process::ExitCode;
 
-use xtask::servers::{install, process, Server};
+use xtask::servers::cluster::{self, Cluster, Member};
+use xtask::servers::{install, process, Managed, Server};
 
 const USAGE: &str = "usage: cargo xtask <command>
 
@@ -28,13 +29,19 @@ commands:
                                  run a cargo fuzz target of fuzz/ (default store_url, 60 s) on
                                  nightly Rust, installing cargo-fuzz and nightly when missing
   servers install [NAME ...]     install servers (all by default)
-  servers start [NAME ...]       start servers on loopback (all by default) and leave them running
-  servers stop [NAME ...]        stop servers the harness started
-  servers status                 which servers run, with pids and endpoints
-  servers env                    the endpoint variables, as shell `export` lines
-  servers restart|pause|resume NAME
-                                 fault hooks: restart keeps the data directory; pause and resume
-                                 send SIGSTOP and SIGCONT";
+  servers start [--cluster] [NAME ...]
+                                 start servers on loopback (all by default) and leave them
+                                 running; --cluster: the clusters instead (etcd, zookeeper and
+                                 consul with 3 members, redis as a primary, a replica and 3
+                                 Sentinels), on ports of their own
+  servers stop [--cluster] [NAME ...]
+                                 stop servers (or clusters) the harness started
+  servers status                 which servers and cluster members run, with pids and endpoints
+  servers env [--cluster]        the endpoint variables, as shell `export` lines
+  servers restart|pause|resume|kill NAME
+                                 fault hooks on a server or a cluster member (etcd-2,
+                                 sentinel-1, …): restart keeps the data directory; pause and
+                                 resume send SIGSTOP and SIGCONT; kill sends SIGKILL";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -68,14 +75,19 @@ fn selected(names: &[&str]) -> Result<Vec<Server>, String> {
     }
 }
 
-fn one(names: &[&str]) -> Result<Server, String> {
-    match names {
-        [name] => Server::from_name(name),
-        _ => Err("name exactly one server".to_owned()),
+fn clusters(names: &[&str]) -> Result<Vec<Cluster>, String> {
+    if names.is_empty() {
+        Ok(Cluster::ALL.to_vec())
+    } else {
+        names.iter().map(|name| Cluster::from_name(name)).collect()
     }
 }
 
-fn servers(command: &str, names: &[&str]) -> Result<(), String> {
+fn servers(command: &str, args: &[&str]) -> Result<(), String> {
+    if let ["--cluster", names @ ..] = args {
+        return cluster_command(command, names);
+    }
+    let names = args;
     match command {
         "install" => install::install(&selected(names)?),
         "start" => {
@@ -88,12 +100,10 @@ fn servers(command: &str, names: &[&str]) -> Result<(), String> {
         "stop" => selected(names)?.into_iter().try_for_each(process::stop_by_pid),
         "status" => {
             for server in Server::ALL {
-                let state = match process::state(server) {
-                    process::State::Stopped => "stopped".to_owned(),
-                    process::State::Running(pid) => format!("running, pid {pid}"),
-                    process::State::Paused(pid) => format!("paused, pid {pid}"),
-                };
-                println!("{:<10} {:<22} {state}", server.name(), server.address());
+                print_state(server);
+            }
+            for member in Cluster::ALL.into_iter().flat_map(Cluster::members) {
+                print_state(member);
             }
             Ok(())
         }
@@ -105,13 +115,54 @@ fn servers(command: &str, names: &[&str]) -> Result<(), String> {
             }
             Ok(())
         }
-        "restart" => {
-            let server = one(names)?;
-            process::stop_by_pid(server)?;
-            process::start(server).map(drop)
-        }
-        "pause" => process::pause(one(names)?, true),
-        "resume" => process::pause(one(names)?, false),
+        "restart" | "pause" | "resume" | "kill" => match names {
+            [name] => match Member::from_label(name) {
+                Some(member) => fault(command, member),
+                None => fault(command, Server::from_name(name)?),
+            },
+            _ => Err("name exactly one server or cluster member".to_owned()),
+        },
         other => Err(format!("unknown servers command {other:?}; see `cargo xtask help`")),
+    }
+}
+
+/// `servers start|stop|env --cluster [NAME ...]`.
+fn cluster_command(command: &str, names: &[&str]) -> Result<(), String> {
+    match command {
+        "start" => clusters(names)?
+            .into_iter()
+            .try_for_each(|c| cluster::start(c).map(drop)),
+        "stop" => clusters(names)?.into_iter().try_for_each(cluster::stop),
+        "env" => {
+            for cluster in clusters(names)? {
+                for (name, value) in cluster.env() {
+                    println!("export {name}={value}");
+                }
+            }
+            Ok(())
+        }
+        other => Err(format!("servers {other} takes no --cluster; see `cargo xtask help`")),
+    }
+}
+
+fn print_state(process: impl Managed) {
+    let state = match process::state(process) {
+        process::State::Stopped => "stopped".to_owned(),
+        process::State::Running(pid) => format!("running, pid {pid}"),
+        process::State::Paused(pid) => format!("paused, pid {pid}"),
+    };
+    println!("{:<10} {:<22} {state}", process.label(), process.address());
+}
+
+/// A fault hook on one process.
+fn fault(command: &str, process: impl Managed) -> Result<(), String> {
+    match command {
+        "restart" => {
+            process::stop_by_pid(process)?;
+            process::start(process).map(drop)
+        }
+        "pause" => process::pause(process, true),
+        "resume" => process::pause(process, false),
+        _ => process::kill(process),
     }
 }

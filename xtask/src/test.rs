@@ -7,7 +7,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::say;
+use crate::servers::cluster::{self, Cluster, Member};
 use crate::servers::process::{self, Started};
+use crate::servers::Managed;
 use crate::servers::Server;
 use crate::summary::{parse, Outcome};
 
@@ -20,6 +22,8 @@ struct Suite {
     feature_sets: &'static [&'static [&'static str]],
     /// Arguments for the test binaries (after `--`).
     test_args: &'static [&'static str],
+    /// The clusters it needs besides its servers.
+    clusters: &'static [Cluster],
 }
 
 /// One run with every feature: what a backend's suite needs.
@@ -33,6 +37,7 @@ const SUITES: [Suite; 12] = [
         servers: &[],
         feature_sets: ALL_FEATURES,
         test_args: &[],
+        clusters: &[],
     },
     Suite {
         backend: "boltlike",
@@ -40,6 +45,7 @@ const SUITES: [Suite; 12] = [
         servers: &[],
         feature_sets: ALL_FEATURES,
         test_args: &[],
+        clusters: &[],
     },
     Suite {
         backend: "consul",
@@ -47,6 +53,7 @@ const SUITES: [Suite; 12] = [
         servers: &[Server::Consul],
         feature_sets: ALL_FEATURES,
         test_args: &[],
+        clusters: &[],
     },
     Suite {
         backend: "dynamodb",
@@ -54,6 +61,7 @@ const SUITES: [Suite; 12] = [
         servers: &[Server::DynamoDb],
         feature_sets: ALL_FEATURES,
         test_args: &[],
+        clusters: &[],
     },
     Suite {
         backend: "etcd",
@@ -61,6 +69,7 @@ const SUITES: [Suite; 12] = [
         servers: &[Server::Etcd],
         feature_sets: ALL_FEATURES,
         test_args: &[],
+        clusters: &[],
     },
     Suite {
         backend: "redis",
@@ -68,6 +77,7 @@ const SUITES: [Suite; 12] = [
         servers: &[Server::Redis],
         feature_sets: ALL_FEATURES,
         test_args: &[],
+        clusters: &[],
     },
     Suite {
         backend: "zookeeper",
@@ -75,6 +85,7 @@ const SUITES: [Suite; 12] = [
         servers: &[Server::ZooKeeper],
         feature_sets: ALL_FEATURES,
         test_args: &[],
+        clusters: &[],
     },
     Suite {
         backend: "template",
@@ -82,6 +93,7 @@ const SUITES: [Suite; 12] = [
         servers: &[],
         feature_sets: ALL_FEATURES,
         test_args: &[],
+        clusters: &[],
     },
     // The facade crate: the registry holds exactly what its features enable, with none,
     // the default, one network store, and all of them.
@@ -96,6 +108,7 @@ const SUITES: [Suite; 12] = [
             &["--all-features"],
         ],
         test_args: &[],
+        clusters: &[],
     },
     // Go and Rust services on one store: the Go library through `interop/go`.
     Suite {
@@ -104,6 +117,7 @@ const SUITES: [Suite; 12] = [
         servers: &[Server::Redis, Server::Etcd, Server::ZooKeeper, Server::Consul],
         feature_sets: ALL_FEATURES,
         test_args: &[],
+        clusters: &[],
     },
     // The harness's own tests: every server is reachable through its variable and works.
     Suite {
@@ -112,9 +126,10 @@ const SUITES: [Suite; 12] = [
         servers: &Server::ALL,
         feature_sets: ALL_FEATURES,
         test_args: &[],
+        clusters: &[],
     },
-    // Restarts, pauses and dropped connections: last, since it stops and restarts the
-    // servers the other suites use. Each case prints what it measured (lost-signal delays,
+    // Restarts, pauses and dropped connections, and the clusters' failovers: last, since it
+    // stops and restarts the servers the other suites use. Each case prints what it measured (lost-signal delays,
     // recovery times), kept in the log of a passing run too.
     Suite {
         backend: "faults",
@@ -122,21 +137,39 @@ const SUITES: [Suite; 12] = [
         servers: &Server::ALL,
         feature_sets: ALL_FEATURES,
         test_args: &["--", "--show-output"],
+        clusters: &Cluster::ALL,
     },
 ];
 
-/// Servers this run started, stopped on every way out.
+/// A process this run spawned: a server or a cluster's member.
+enum Spawned {
+    Server(Server, Child),
+    Member(Member, Child),
+}
+
+/// Servers and cluster members this run started, stopped on every way out.
 #[derive(Clone, Default)]
 struct StartedServers {
-    children: Arc<Mutex<Vec<(Server, Child)>>>,
+    children: Arc<Mutex<Vec<Spawned>>>,
 }
 
 impl StartedServers {
+    fn push(&self, spawned: Spawned) {
+        self.children
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(spawned);
+    }
+
     fn stop_all(&self) {
         let children = std::mem::take(&mut *self.children.lock().unwrap_or_else(PoisonError::into_inner));
-        for (server, child) in children.into_iter().rev() {
-            if let Err(why) = process::stop_child(server, child) {
-                say!("servers", "{}: stopping failed: {why}", server.name());
+        for spawned in children.into_iter().rev() {
+            let (label, stopped) = match spawned {
+                Spawned::Server(server, child) => (server.name().to_owned(), process::stop_child(server, child)),
+                Spawned::Member(member, child) => (member.label(), process::stop_child(member, child)),
+            };
+            if let Err(why) = stopped {
+                say!("servers", "{label}: stopping failed: {why}");
             }
         }
     }
@@ -148,6 +181,9 @@ pub fn run(args: &[&str]) -> Result<(), String> {
     let mut servers: Vec<Server> = suites.iter().flat_map(|s| s.servers.iter().copied()).collect();
     servers.sort();
     servers.dedup();
+    let mut clusters: Vec<Cluster> = suites.iter().flat_map(|s| s.clusters.iter().copied()).collect();
+    clusters.sort();
+    clusters.dedup();
     let go_interop = suites.iter().any(|s| s.backend == "interop");
     if docker {
         crate::setup::run(&[], go_interop)?;
@@ -164,17 +200,18 @@ pub fn run(args: &[&str]) -> Result<(), String> {
         return run_suites(&suites, &env);
     }
     crate::setup::run(&servers, go_interop)?;
-    with_servers("test", &servers, |mut env| {
+    with_servers("test", &servers, &clusters, |mut env| {
         env.extend(go_binary_env(go_interop));
         run_suites(&suites, &env)
     })
 }
 
-/// Starts `servers` (reusing running ones), runs `body` with their endpoint variables, and
-/// stops the servers it started however `body` ends: error, panic or Ctrl-C.
+/// Starts `servers` and `clusters` (reusing running ones), runs `body` with their endpoint
+/// variables, and stops what it started however `body` ends: error, panic or Ctrl-C.
 pub(crate) fn with_servers(
     task: &'static str,
     servers: &[Server],
+    clusters: &[Cluster],
     body: impl FnOnce(Vec<(&'static str, String)>) -> Result<(), String>,
 ) -> Result<(), String> {
     let started = StartedServers::default();
@@ -193,15 +230,19 @@ pub(crate) fn with_servers(
     for server in servers {
         match process::start(*server).map_err(|why| format!("{} could not be started: {why}", server.name()))? {
             Started::Reused(_) => {}
-            Started::Spawned(child) => {
-                started
-                    .children
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push((*server, child));
-            }
+            Started::Spawned(child) => started.push(Spawned::Server(*server, child)),
         }
         env.extend(server.env());
+    }
+    for cluster in clusters {
+        let members = cluster::start(*cluster)
+            .map_err(|why| format!("the {} cluster could not be started: {why}", cluster.name()))?;
+        for (member, how) in members {
+            if let Started::Spawned(child) = how {
+                started.push(Spawned::Member(member, child));
+            }
+        }
+        env.extend(cluster.env());
     }
     body(env)
 }

@@ -3,8 +3,11 @@
 //!
 //! Each server runs on fixed loopback ports with its own directory under
 //! `target/servers/<name>/` (data, `server.log`, `pid`). [`install`] gets the software,
-//! [`process`] starts and stops the processes.
+//! [`process`] starts and stops the processes, and [`cluster`] describes the clusters
+//! (`servers start --cluster`): the same software, several processes per store, on ports
+//! of their own, so a cluster runs next to the single servers.
 
+pub mod cluster;
 pub mod install;
 pub mod process;
 
@@ -30,6 +33,47 @@ pub enum Server {
 }
 
 const HOST: &str = "127.0.0.1";
+
+/// A process the harness runs: one of the single servers or a member of a cluster.
+pub trait Managed: Copy {
+    /// Its name in messages, and its directory's name under `target/servers/`.
+    fn label(self) -> String;
+    /// Every loopback port it binds; the first is the client port.
+    fn ports(self) -> Vec<u16>;
+    /// The command that runs it in the foreground with its files under `dir`.
+    fn command(self, dir: &Path) -> Result<Command, String>;
+    /// Whether it answers like a healthy one; the error says what it answered.
+    fn probe(self) -> Result<(), String>;
+    /// How long a start may take before it is declared failed.
+    fn start_timeout(self) -> Duration;
+    /// `127.0.0.1:<client port>`.
+    fn address(self) -> String {
+        // Invariant: every process the harness runs has a client port, listed first.
+        format!("{HOST}:{}", self.ports()[0])
+    }
+}
+
+impl Managed for Server {
+    fn label(self) -> String {
+        self.name().to_owned()
+    }
+
+    fn ports(self) -> Vec<u16> {
+        Server::ports(self).to_vec()
+    }
+
+    fn command(self, dir: &Path) -> Result<Command, String> {
+        Server::command(self, dir)
+    }
+
+    fn probe(self) -> Result<(), String> {
+        Server::probe(self)
+    }
+
+    fn start_timeout(self) -> Duration {
+        Server::start_timeout(self)
+    }
+}
 
 /// The ACL master token of the test agent (a loopback `-dev` agent: not a secret).
 const CONSUL_MASTER_TOKEN: &str = "valkeyrie-test-master-token";
@@ -72,11 +116,6 @@ impl Server {
             Server::Consul => &[18500, 18600, 18301, 18302, 18300],
             Server::DynamoDb => &[18000],
         }
-    }
-
-    /// `127.0.0.1:<client port>`.
-    pub fn address(self) -> String {
-        format!("{HOST}:{}", self.ports()[0])
     }
 
     /// The environment variables a test run needs to reach this server.

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use super::Server;
+use super::Managed;
 use crate::paths::servers_dir;
 use crate::say;
 
@@ -27,16 +27,16 @@ use crate::say;
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// The server's directory under `target/servers/`.
-pub fn dir(server: Server) -> PathBuf {
-    servers_dir().join(server.name())
+pub fn dir(server: impl Managed) -> PathBuf {
+    servers_dir().join(server.label())
 }
 
-fn pid_file(server: Server) -> PathBuf {
+fn pid_file(server: impl Managed) -> PathBuf {
     dir(server).join("pid")
 }
 
 /// The log file of the server's latest start.
-pub fn log_file(server: Server) -> PathBuf {
+pub fn log_file(server: impl Managed) -> PathBuf {
     dir(server).join("server.log")
 }
 
@@ -78,7 +78,7 @@ fn exited(pid: u32) -> bool {
 
 /// Whether `pid` is a live process working inside `server`'s directory (Redis moves into
 /// its data directory, so any directory below counts).
-fn is_ours(server: Server, pid: u32) -> bool {
+fn is_ours(server: impl Managed, pid: u32) -> bool {
     let Ok(cwd) = std::fs::read_link(format!("/proc/{pid}/cwd")) else {
         return false;
     };
@@ -87,7 +87,7 @@ fn is_ours(server: Server, pid: u32) -> bool {
 }
 
 /// The state of `server`, cleaning up a stale pid file.
-pub fn state(server: Server) -> State {
+pub fn state(server: impl Managed) -> State {
     let Some(pid) = std::fs::read_to_string(pid_file(server))
         .ok()
         .and_then(|s| s.trim().parse().ok())
@@ -115,28 +115,82 @@ pub enum Started {
 }
 
 /// Starts `server` unless the harness already runs it, and waits until it is healthy.
-pub fn start(server: Server) -> Result<Started, String> {
+pub fn start(server: impl Managed) -> Result<Started, String> {
+    match spawn(server)? {
+        Started::Spawned(child) => await_healthy(server, child).map(Started::Spawned),
+        reused => Ok(reused),
+    }
+}
+
+/// Starts every member of a group whose members are healthy only together (a cluster's
+/// quorum): spawns those not running, then waits for each. A failure stops what this
+/// call spawned.
+pub fn start_all<M: Managed>(members: &[M]) -> Result<Vec<(M, Started)>, String> {
+    let mut spawned = Vec::new();
+    for member in members {
+        match spawn(*member) {
+            Ok(started) => spawned.push((*member, started)),
+            Err(why) => {
+                stop_spawned(spawned);
+                return Err(why);
+            }
+        }
+    }
+    let mut healthy = Vec::new();
+    let mut failure = None;
+    for (member, started) in spawned {
+        match started {
+            Started::Spawned(child) if failure.is_none() => match await_healthy(member, child) {
+                Ok(child) => healthy.push((member, Started::Spawned(child))),
+                Err(why) => failure = Some(why),
+            },
+            Started::Spawned(child) => {
+                let _ = stop_child(member, child);
+            }
+            reused => healthy.push((member, reused)),
+        }
+    }
+    match failure {
+        None => Ok(healthy),
+        Some(why) => {
+            stop_spawned(healthy);
+            Err(why)
+        }
+    }
+}
+
+/// Stops the processes of `started` that were spawned rather than reused.
+fn stop_spawned<M: Managed>(started: Vec<(M, Started)>) {
+    for (member, started) in started {
+        if let Started::Spawned(child) = started {
+            let _ = stop_child(member, child);
+        }
+    }
+}
+
+/// Spawns `server`'s process, or reuses the healthy one the harness already runs.
+fn spawn(server: impl Managed) -> Result<Started, String> {
     if let State::Running(pid) = state(server) {
         if server.probe().is_ok() {
-            say!("servers", "{}: already running (pid {pid}), reusing it", server.name());
+            say!("servers", "{}: already running (pid {pid}), reusing it", server.label());
             return Ok(Started::Reused(pid));
         }
     }
     if let State::Paused(pid) = state(server) {
         return Err(format!(
             "{} (pid {pid}) is paused; `cargo xtask servers resume {}` first",
-            server.name(),
-            server.name()
+            server.label(),
+            server.label()
         ));
     }
     for port in server.ports() {
-        if TcpListener::bind(("127.0.0.1", *port)).is_err() {
+        if TcpListener::bind(("127.0.0.1", port)).is_err() {
             // Without a listener, what blocks the bind is the closing connections of the
             // server just stopped (a restart): the server's own bind copes with those.
-            if let Some(owner) = port_owner(*port) {
+            if let Some(owner) = port_owner(port) {
                 return Err(format!(
                     "{}: port {port} is held by {owner}; stop it or free the port",
-                    server.name()
+                    server.label()
                 ));
             }
         }
@@ -152,18 +206,24 @@ pub fn start(server: Server) -> Result<Started, String> {
         .stdout(log)
         .stderr(log_err)
         .process_group(0);
-    let started = Instant::now();
-    let mut child = command
+    let child = command
         .spawn()
-        .map_err(|e| format!("{}: cannot start {:?}: {e}", server.name(), command.get_program()))?;
+        .map_err(|e| format!("{}: cannot start {:?}: {e}", server.label(), command.get_program()))?;
     std::fs::write(pid_file(server), child.id().to_string()).map_err(|e| format!("write pid file: {e}"))?;
+    Ok(Started::Spawned(child))
+}
+
+/// Waits until the just spawned `child` of `server` is healthy; stops it if it does not
+/// get there within the server's start timeout.
+fn await_healthy(server: impl Managed, mut child: Child) -> Result<Child, String> {
+    let started = Instant::now();
     let deadline = started + server.start_timeout();
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             let _ = std::fs::remove_file(pid_file(server));
             return Err(format!(
                 "{} exited during start-up ({status}); last log lines:\n{}",
-                server.name(),
+                server.label(),
                 log_tail(server)
             ));
         }
@@ -172,18 +232,18 @@ pub fn start(server: Server) -> Result<Started, String> {
                 say!(
                     "servers",
                     "{}: healthy on {} after {} ms (pid {})",
-                    server.name(),
+                    server.label(),
                     server.address(),
                     started.elapsed().as_millis(),
                     child.id()
                 );
-                return Ok(Started::Spawned(child));
+                return Ok(child);
             }
             Err(why) if Instant::now() >= deadline => {
                 let _ = stop_child(server, child);
                 return Err(format!(
                     "{} not healthy after {:?}: {why}; last log lines:\n{}",
-                    server.name(),
+                    server.label(),
                     server.start_timeout(),
                     log_tail(server)
                 ));
@@ -193,7 +253,7 @@ pub fn start(server: Server) -> Result<Started, String> {
     }
 }
 
-fn log_tail(server: Server) -> String {
+fn log_tail(server: impl Managed) -> String {
     let text = std::fs::read_to_string(log_file(server)).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(15)..].join("\n")
@@ -218,7 +278,7 @@ fn signal(pid: u32, signal: &str) -> Result<(), String> {
 
 /// Stops a server this process spawned: SIGTERM, then SIGKILL after a grace period, and
 /// waits for it so no zombie is left.
-pub fn stop_child(server: Server, mut child: Child) -> Result<(), String> {
+pub fn stop_child(server: impl Managed, mut child: Child) -> Result<(), String> {
     let pid = child.id();
     if let Ok(None) = child.try_wait() {
         let _ = signal(pid, "CONT");
@@ -234,13 +294,13 @@ pub fn stop_child(server: Server, mut child: Child) -> Result<(), String> {
             say!(
                 "servers",
                 "{}: no exit {STOP_GRACE:?} after SIGTERM, sending SIGKILL",
-                server.name()
+                server.label()
             );
             let _ = child.kill();
         }
     }
-    child.wait().map_err(|e| format!("wait for {}: {e}", server.name()))?;
-    say!("servers", "{}: stopped (pid {pid})", server.name());
+    child.wait().map_err(|e| format!("wait for {}: {e}", server.label()))?;
+    say!("servers", "{}: stopped (pid {pid})", server.label());
     // A fault test may have restarted the server: that process is not our child, and its
     // pid file names it.
     match state(server) {
@@ -253,10 +313,10 @@ pub fn stop_child(server: Server, mut child: Child) -> Result<(), String> {
 }
 
 /// Stops a server the harness started in another process, by its pid file.
-pub fn stop_by_pid(server: Server) -> Result<(), String> {
+pub fn stop_by_pid(server: impl Managed) -> Result<(), String> {
     let pid = match state(server) {
         State::Stopped => {
-            say!("servers", "{}: not running", server.name());
+            say!("servers", "{}: not running", server.label());
             return Ok(());
         }
         State::Running(pid) | State::Paused(pid) => pid,
@@ -271,7 +331,7 @@ pub fn stop_by_pid(server: Server) -> Result<(), String> {
         say!(
             "servers",
             "{}: no exit {STOP_GRACE:?} after SIGTERM, sending SIGKILL",
-            server.name()
+            server.label()
         );
         signal(pid, "KILL")?;
         while !exited(pid) {
@@ -279,21 +339,36 @@ pub fn stop_by_pid(server: Server) -> Result<(), String> {
         }
     }
     let _ = std::fs::remove_file(pid_file(server));
-    say!("servers", "{}: stopped (pid {pid})", server.name());
+    say!("servers", "{}: stopped (pid {pid})", server.label());
+    Ok(())
+}
+
+/// Kills a server of ours with SIGKILL, as a crash would, and waits until it has exited.
+pub fn kill(server: impl Managed) -> Result<(), String> {
+    let pid = match state(server) {
+        State::Stopped => return Err(format!("{} is not running", server.label())),
+        State::Running(pid) | State::Paused(pid) => pid,
+    };
+    signal(pid, "KILL")?;
+    while !exited(pid) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = std::fs::remove_file(pid_file(server));
+    say!("servers", "{}: killed (pid {pid})", server.label());
     Ok(())
 }
 
 /// SIGSTOP (`pause`) or SIGCONT (`resume`) to a running server of ours.
-pub fn pause(server: Server, paused: bool) -> Result<(), String> {
+pub fn pause(server: impl Managed, paused: bool) -> Result<(), String> {
     let pid = match state(server) {
-        State::Stopped => return Err(format!("{} is not running", server.name())),
+        State::Stopped => return Err(format!("{} is not running", server.label())),
         State::Running(pid) | State::Paused(pid) => pid,
     };
     signal(pid, if paused { "STOP" } else { "CONT" })?;
     say!(
         "servers",
         "{}: {} (pid {pid})",
-        server.name(),
+        server.label(),
         if paused { "paused" } else { "resumed" }
     );
     Ok(())

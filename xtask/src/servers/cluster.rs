@@ -1,0 +1,567 @@
+//! The clusters users run in production, on loopback (`cargo xtask servers start
+//! --cluster`): a 3-member etcd cluster, a 3-node ZooKeeper ensemble, a 3-server Consul
+//! cluster, and a Redis primary with one replica watched by three Sentinels.
+//!
+//! Each member is a process of its own ([`Member`], run by [`super::process`] like a
+//! single server), with its directory under `target/servers/<label>/` and ports apart
+//! from the single servers', so both sets can run at once. [`Cluster::leader`] asks the
+//! cluster itself who leads, so a fault case kills the process that matters.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::process::{self, Started};
+use super::{install, Managed, CONSUL_MASTER_TOKEN, HOST};
+use crate::{probe, say};
+
+/// How long a started cluster may take to be [ready](Cluster::ready) for a fault.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How many members each cluster has (Redis: data nodes are a primary and a replica).
+const MEMBERS: usize = 3;
+
+/// The name Sentinel monitors the Redis primary under.
+pub const REDIS_SERVICE: &str = "valkeyrie";
+
+/// One of the clusters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Cluster {
+    /// Three etcd members.
+    Etcd,
+    /// Three ZooKeeper servers in one ensemble.
+    ZooKeeper,
+    /// Three Consul servers.
+    Consul,
+    /// A Redis primary, its replica and three Sentinels.
+    Redis,
+}
+
+/// One process of a cluster; the number counts from 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Member {
+    /// etcd member `n`.
+    Etcd(u16),
+    /// ZooKeeper server `n` (its `myid` is `n + 1`).
+    ZooKeeper(u16),
+    /// Consul server `n`.
+    Consul(u16),
+    /// Redis data node `n`: 0 starts as the primary, 1 as its replica.
+    Redis(u16),
+    /// Sentinel `n`.
+    Sentinel(u16),
+}
+
+impl Cluster {
+    /// Every cluster, in the order they are started.
+    pub const ALL: [Cluster; 4] = [Cluster::Redis, Cluster::Etcd, Cluster::ZooKeeper, Cluster::Consul];
+
+    /// The store's name, as for the single server.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cluster::Etcd => "etcd",
+            Cluster::ZooKeeper => "zookeeper",
+            Cluster::Consul => "consul",
+            Cluster::Redis => "redis",
+        }
+    }
+
+    /// Parses a name given on the command line.
+    pub fn from_name(name: &str) -> Result<Cluster, String> {
+        Cluster::ALL.into_iter().find(|c| c.name() == name).ok_or_else(|| {
+            let known: Vec<&str> = Cluster::ALL.iter().map(|c| c.name()).collect();
+            format!("unknown cluster {name:?}; known: {}", known.join(", "))
+        })
+    }
+
+    /// Every process of the cluster, in start order (Redis: data nodes, then Sentinels).
+    pub fn members(self) -> Vec<Member> {
+        let n = 0..MEMBERS as u16;
+        match self {
+            Cluster::Etcd => n.map(Member::Etcd).collect(),
+            Cluster::ZooKeeper => n.map(Member::ZooKeeper).collect(),
+            Cluster::Consul => n.map(Member::Consul).collect(),
+            Cluster::Redis => (0..2).map(Member::Redis).chain(n.map(Member::Sentinel)).collect(),
+        }
+    }
+
+    /// The members a client connects to: every member (Redis: the Sentinels).
+    pub fn client_members(self) -> Vec<Member> {
+        self.members()
+            .into_iter()
+            .filter(|m| !matches!(m, Member::Redis(_)))
+            .collect()
+    }
+
+    /// The client endpoints, comma-separated `host:port`s.
+    pub fn endpoints(self) -> String {
+        let addresses: Vec<String> = self.client_members().into_iter().map(Managed::address).collect();
+        addresses.join(",")
+    }
+
+    /// The environment variables a test run needs to reach this cluster.
+    pub fn env(self) -> Vec<(&'static str, String)> {
+        let endpoints = self.endpoints();
+        match self {
+            Cluster::Etcd => vec![("VALKEYRIE_ETCD_CLUSTER_ENDPOINTS", endpoints)],
+            Cluster::ZooKeeper => vec![("VALKEYRIE_ZOOKEEPER_CLUSTER_ENDPOINTS", endpoints)],
+            Cluster::Consul => vec![("VALKEYRIE_CONSUL_CLUSTER_ENDPOINTS", endpoints)],
+            Cluster::Redis => vec![
+                ("VALKEYRIE_REDIS_SENTINELS", endpoints),
+                ("VALKEYRIE_REDIS_SENTINEL_SERVICE", REDIS_SERVICE.to_owned()),
+            ],
+        }
+    }
+
+    /// The member that leads now (Redis: the data node Sentinel names as primary).
+    pub fn leader(self) -> Result<Member, String> {
+        let mut answers = Vec::new();
+        for member in self.client_members() {
+            match member.leader_seen() {
+                Ok(Some(leader)) => return Ok(leader),
+                Ok(None) => answers.push(format!("{}: no leader", member.label())),
+                Err(why) => answers.push(why),
+            }
+        }
+        Err(format!("{} cluster has no leader: {}", self.name(), answers.join("; ")))
+    }
+
+    /// Whether the whole cluster is ready for a fault: every member healthy, and (Redis)
+    /// the replica in sync and every Sentinel aware of the replica and the other Sentinels,
+    /// so a failover can happen.
+    pub fn ready(self) -> Result<(), String> {
+        for member in self.members() {
+            member.probe()?;
+        }
+        if self == Cluster::Redis {
+            let primary = self.leader()?;
+            let replicas = self
+                .members()
+                .into_iter()
+                .filter(|m| matches!(m, Member::Redis(_)) && *m != primary);
+            for replica in replicas {
+                let info = probe::redis(&replica.address(), &["INFO", "replication"])?;
+                if !info.contains("master_link_status:up") {
+                    return Err(format!("{} is not in sync with the primary", replica.label()));
+                }
+            }
+            for sentinel in self.client_members() {
+                let reply = probe::redis(&sentinel.address(), &["SENTINEL", "MASTER", REDIS_SERVICE])?;
+                let field = |name: &str| resp_field(&reply, name);
+                let others = field("num-other-sentinels");
+                let replicas = field("num-slaves");
+                if others.as_deref() != Some("2") || replicas.as_deref() != Some("1") {
+                    return Err(format!(
+                        "{} sees {others:?} other sentinels and {replicas:?} replicas",
+                        sentinel.label()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Starts every member of `cluster` not running yet and waits until the cluster is
+/// [ready](Cluster::ready); what each member's start did.
+pub fn start(cluster: Cluster) -> Result<Vec<(Member, Started)>, String> {
+    let started = process::start_all(&cluster.members())?;
+    let begun = Instant::now();
+    loop {
+        match cluster.ready() {
+            Ok(()) => {
+                say!("servers", "{} cluster: ready ({})", cluster.name(), cluster.endpoints());
+                return Ok(started);
+            }
+            Err(why) if begun.elapsed() > READY_TIMEOUT => {
+                for (member, started) in started {
+                    if let Started::Spawned(child) = started {
+                        let _ = process::stop_child(member, child);
+                    }
+                }
+                return Err(format!(
+                    "{} cluster not ready after {READY_TIMEOUT:?}: {why}",
+                    cluster.name()
+                ));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// Stops every member of `cluster` the harness started, by pid.
+pub fn stop(cluster: Cluster) -> Result<(), String> {
+    cluster.members().into_iter().rev().try_for_each(process::stop_by_pid)
+}
+
+impl Member {
+    /// The member named `label` (`etcd-2`, `sentinel-1`, …), if one is.
+    pub fn from_label(label: &str) -> Option<Member> {
+        Cluster::ALL
+            .into_iter()
+            .flat_map(Cluster::members)
+            .find(|m| m.label() == label)
+    }
+
+    /// The cluster this member belongs to.
+    pub fn cluster(self) -> Cluster {
+        match self {
+            Member::Etcd(_) => Cluster::Etcd,
+            Member::ZooKeeper(_) => Cluster::ZooKeeper,
+            Member::Consul(_) => Cluster::Consul,
+            Member::Redis(_) | Member::Sentinel(_) => Cluster::Redis,
+        }
+    }
+
+    fn index(self) -> u16 {
+        match self {
+            Member::Etcd(n) | Member::ZooKeeper(n) | Member::Consul(n) | Member::Redis(n) | Member::Sentinel(n) => n,
+        }
+    }
+
+    /// Who this member says leads, if anyone.
+    fn leader_seen(self) -> Result<Option<Member>, String> {
+        let address = self.address();
+        match self {
+            Member::Etcd(_) => {
+                // The gateway's status names this member and the leader by id.
+                let (status, body) = probe::http(&address, "POST", "/v3/maintenance/status", &[], "{}")?;
+                if status != 200 {
+                    return Err(format!("{}: status answered {status}: {body}", self.label()));
+                }
+                let own = json_string(&body, "member_id");
+                let leader = json_string(&body, "leader");
+                Ok(match (own, leader) {
+                    (Some(own), Some(leader)) if own == leader => Some(self),
+                    (Some(_), Some(leader)) if leader != "0" => {
+                        // Ask each other member for its id: the one whose id is the leader's.
+                        self.cluster().members().into_iter().find(|m| {
+                            probe::http(&m.address(), "POST", "/v3/maintenance/status", &[], "{}")
+                                .ok()
+                                .and_then(|(_, body)| json_string(&body, "member_id"))
+                                .is_some_and(|id| id == leader)
+                        })
+                    }
+                    _ => None,
+                })
+            }
+            Member::ZooKeeper(_) => {
+                let reply = probe::four_letter_word(&address, "srvr")?;
+                if reply.contains("Mode: leader") {
+                    return Ok(Some(self));
+                }
+                // A follower does not name its leader: ask the others.
+                Ok(self.cluster().members().into_iter().find(|m| {
+                    *m != self
+                        && probe::four_letter_word(&m.address(), "srvr").is_ok_and(|r| r.contains("Mode: leader"))
+                }))
+            }
+            Member::Consul(_) => {
+                let (status, body) = probe::http(&address, "GET", "/v1/status/leader", &[], "")?;
+                if status != 200 {
+                    return Err(format!("{}: /v1/status/leader answered {status}", self.label()));
+                }
+                let leader = body.trim().trim_matches('"');
+                Ok(self
+                    .cluster()
+                    .members()
+                    .into_iter()
+                    .find(|m| leader == format!("{HOST}:{}", m.ports()[4])))
+            }
+            Member::Sentinel(_) => {
+                let reply = probe::redis(&address, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", REDIS_SERVICE])?;
+                let port = reply
+                    .lines()
+                    .filter(|l| !l.starts_with(['*', '$']))
+                    .nth(1)
+                    .map(str::trim);
+                Ok(self
+                    .cluster()
+                    .members()
+                    .into_iter()
+                    .find(|m| matches!(m, Member::Redis(_)) && port == Some(&m.ports()[0].to_string())))
+            }
+            Member::Redis(_) => Err(format!("{}: ask a Sentinel who leads", self.label())),
+        }
+    }
+}
+
+impl Managed for Member {
+    fn label(self) -> String {
+        let kind = match self {
+            Member::Sentinel(_) => "sentinel",
+            other => other.cluster().name(),
+        };
+        format!("{kind}-{}", self.index() + 1)
+    }
+
+    fn ports(self) -> Vec<u16> {
+        let n = self.index();
+        match self {
+            // client, peer
+            Member::Etcd(_) => vec![23791 + n, 23801 + n],
+            // client, quorum, election
+            Member::ZooKeeper(_) => vec![21811 + n, 28881 + n, 38881 + n],
+            // HTTP, DNS, Serf LAN, Serf WAN, server RPC
+            Member::Consul(_) => {
+                let base = 10 * n;
+                vec![18510 + base, 18611 + base, 18311 + base, 18312 + base, 18310 + base]
+            }
+            Member::Redis(_) => vec![16380 + n],
+            Member::Sentinel(_) => vec![26380 + n],
+        }
+    }
+
+    fn command(self, dir: &Path) -> Result<Command, String> {
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data).map_err(|e| format!("create {}: {e}", data.display()))?;
+        let ports = self.ports();
+        let others = |port: usize| -> Vec<String> {
+            self.cluster()
+                .members()
+                .into_iter()
+                .map(|m| format!("{HOST}:{}", m.ports()[port]))
+                .collect()
+        };
+        let write = |path: &Path, text: String| {
+            std::fs::write(path, text).map_err(|e| format!("write {}: {e}", path.display()))
+        };
+        let command = match self {
+            Member::Etcd(_) => {
+                let peers: Vec<String> = self
+                    .cluster()
+                    .members()
+                    .into_iter()
+                    .map(|m| format!("{}=http://{HOST}:{}", m.label(), m.ports()[1]))
+                    .collect();
+                let (client, peer) = (
+                    format!("http://{HOST}:{}", ports[0]),
+                    format!("http://{HOST}:{}", ports[1]),
+                );
+                let mut c = Command::new("etcd");
+                c.args(["--name", &self.label(), "--data-dir"]).arg(&data).args([
+                    "--listen-client-urls",
+                    &client,
+                    "--advertise-client-urls",
+                    &client,
+                    "--listen-peer-urls",
+                    &peer,
+                    "--initial-advertise-peer-urls",
+                    &peer,
+                    "--initial-cluster",
+                    &peers.join(","),
+                    "--initial-cluster-state",
+                    "new",
+                    "--initial-cluster-token",
+                    "valkeyrie-cluster",
+                    "--logger",
+                    "zap",
+                    "--log-outputs",
+                    "stderr",
+                ]);
+                c
+            }
+            Member::ZooKeeper(n) => {
+                write(&data.join("myid"), format!("{}\n", n + 1))?;
+                let servers: String = self
+                    .cluster()
+                    .members()
+                    .into_iter()
+                    .map(|m| format!("server.{}={HOST}:{}:{}\n", m.index() + 1, m.ports()[1], m.ports()[2]))
+                    .collect();
+                let config = dir.join("zoo.cfg");
+                // tickTime as the single server's: sessions from 1 s to 10 s.
+                write(
+                    &config,
+                    format!(
+                        "tickTime=500\ninitLimit=10\nsyncLimit=5\ndataDir={}\nclientPort={}\n\
+                         clientPortAddress={HOST}\nmaxClientCnxns=0\nadmin.enableServer=false\n\
+                         4lw.commands.whitelist=*\n{servers}",
+                        data.display(),
+                        ports[0]
+                    ),
+                )?;
+                let mut c = Command::new("java");
+                c.args([
+                    "-Xms32m",
+                    "-Xmx256m",
+                    "-XX:+UseSerialGC",
+                    "-XX:TieredStopAtLevel=1",
+                    "-Dzookeeper.extendedTypesEnabled=true",
+                    "-Dznode.container.checkIntervalMs=500",
+                ])
+                .args(["-cp", "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar"])
+                .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
+                .arg(&config);
+                c
+            }
+            Member::Consul(_) => {
+                let [http, dns, serf_lan, serf_wan, server] = ports[..] else {
+                    unreachable!("a consul member has five ports")
+                };
+                let mut c = Command::new(install::consul_binary());
+                c.env("CHECKPOINT_DISABLE", "1")
+                    .args(["agent", "-server", "-bootstrap-expect", &MEMBERS.to_string()])
+                    .args(["-hcl", "performance { raft_multiplier = 1 }"])
+                    .args(["-node", &self.label(), "-bind", HOST, "-client", HOST, "-data-dir"])
+                    .arg(&data)
+                    .args(["-http-port", &http.to_string(), "-dns-port", &dns.to_string()])
+                    .args([
+                        "-serf-lan-port",
+                        &serf_lan.to_string(),
+                        "-serf-wan-port",
+                        &serf_wan.to_string(),
+                    ])
+                    .args(["-server-port", &server.to_string(), "-grpc-port", "-1"]);
+                for peer in others(2).into_iter().filter(|p| *p != format!("{HOST}:{serf_lan}")) {
+                    c.args(["-retry-join", &peer]);
+                }
+                c.args(["-hcl", "limits { http_max_conns_per_client = 2000 }"]).args([
+                    "-hcl",
+                    &format!(
+                        "primary_datacenter = \"dc1\" acl {{ enabled = true, default_policy = \"allow\", tokens {{ master = \"{CONSUL_MASTER_TOKEN}\" }} }}"
+                    ),
+                ]);
+                c
+            }
+            Member::Redis(n) => {
+                let mut c = Command::new("redis-server");
+                c.args(["--bind", HOST, "--port", &ports[0].to_string()])
+                    // The replica holds the data: nothing on disk, so a restarted node
+                    // comes back empty and Sentinel makes it a replica of the new primary.
+                    .args(["--save", "", "--appendonly", "no", "--dir"])
+                    .arg(&data)
+                    .args(["--notify-keyspace-events", "KEA", "--daemonize", "no", "--logfile", ""]);
+                if n > 0 {
+                    c.args(["--replicaof", HOST, &Member::Redis(0).ports()[0].to_string()]);
+                }
+                c
+            }
+            Member::Sentinel(_) => {
+                // Sentinel rewrites its file as it learns; each start begins from what the
+                // cluster is at its own start.
+                let config = dir.join("sentinel.conf");
+                write(
+                    &config,
+                    format!(
+                        "port {}\nbind {HOST}\ndaemonize no\nlogfile \"\"\ndir {}\n\
+                         sentinel monitor {REDIS_SERVICE} {HOST} {} 2\n\
+                         sentinel down-after-milliseconds {REDIS_SERVICE} 1000\n\
+                         sentinel failover-timeout {REDIS_SERVICE} 3000\n\
+                         sentinel parallel-syncs {REDIS_SERVICE} 1\n",
+                        ports[0],
+                        data.display(),
+                        Member::Redis(0).ports()[0]
+                    ),
+                )?;
+                let mut c = Command::new("redis-server");
+                c.arg(&config).arg("--sentinel");
+                c
+            }
+        };
+        Ok(command)
+    }
+
+    fn probe(self) -> Result<(), String> {
+        let address = self.address();
+        match self {
+            Member::Etcd(_) => match probe::http(&address, "GET", "/health", &[], "")? {
+                (200, body) if body.contains("\"health\":\"true\"") => Ok(()),
+                (status, body) => Err(format!("{} /health answered {status}: {body}", self.label())),
+            },
+            Member::ZooKeeper(_) => match probe::four_letter_word(&address, "srvr")? {
+                reply if reply.contains("Mode: leader") || reply.contains("Mode: follower") => Ok(()),
+                reply => Err(format!("{} srvr answered {reply:?}", self.label())),
+            },
+            Member::Consul(_) => match probe::http(&address, "GET", "/v1/status/leader", &[], "")? {
+                (200, body) if body.trim().len() > 2 => {
+                    match probe::http(&address, "GET", "/v1/kv/valkeyrie-probe", &[], "")? {
+                        (200 | 404, _) => Ok(()),
+                        (status, body) => Err(format!("{} refuses a key read yet ({status}: {body})", self.label())),
+                    }
+                }
+                (status, body) => Err(format!("{} has no leader yet ({status}: {body})", self.label())),
+            },
+            Member::Redis(_) => match probe::redis(&address, &["PING"])? {
+                reply if reply.starts_with("+PONG") => Ok(()),
+                reply => Err(format!("{} PING answered {reply:?}", self.label())),
+            },
+            Member::Sentinel(_) => {
+                match probe::redis(&address, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", REDIS_SERVICE])? {
+                    reply if reply.starts_with("*2") => Ok(()),
+                    reply => Err(format!("{} knows no primary: {reply:?}", self.label())),
+                }
+            }
+        }
+    }
+
+    fn start_timeout(self) -> Duration {
+        match self {
+            Member::Redis(_) | Member::Sentinel(_) => Duration::from_secs(10),
+            Member::Etcd(_) | Member::Consul(_) => Duration::from_secs(60),
+            Member::ZooKeeper(_) => Duration::from_secs(90),
+        }
+    }
+}
+
+/// The string value of `"name":"…"` in a flat JSON body.
+fn json_string(body: &str, name: &str) -> Option<String> {
+    let start = body.find(&format!("\"{name}\":\""))? + name.len() + 4;
+    let end = body[start..].find('"')? + start;
+    Some(body[start..end].to_owned())
+}
+
+/// The value following `name` in a RESP array of alternating names and values.
+fn resp_field(reply: &str, name: &str) -> Option<String> {
+    let items: Vec<&str> = reply
+        .lines()
+        .filter(|l| !l.starts_with(['*', '$']))
+        .map(str::trim)
+        .collect();
+    items
+        .iter()
+        .position(|i| *i == name)
+        .and_then(|at| items.get(at + 1))
+        .map(|v| (*v).to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_have_ports_apart_from_each_other_and_the_single_servers() {
+        let mut ports: Vec<u16> = super::super::Server::ALL
+            .into_iter()
+            .flat_map(|s| s.ports().to_vec())
+            .collect();
+        for cluster in Cluster::ALL {
+            for member in cluster.members() {
+                ports.extend(member.ports());
+            }
+        }
+        let count = ports.len();
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports.len(), count, "two processes share a port");
+    }
+
+    #[test]
+    fn labels_name_the_store_and_count_from_one() {
+        let labels: Vec<String> = Cluster::Redis.members().into_iter().map(Managed::label).collect();
+        assert_eq!(labels, ["redis-1", "redis-2", "sentinel-1", "sentinel-2", "sentinel-3"]);
+        assert_eq!(
+            Cluster::Etcd.endpoints(),
+            "127.0.0.1:23791,127.0.0.1:23792,127.0.0.1:23793"
+        );
+    }
+
+    #[test]
+    fn parses_the_answers_leaders_are_read_from() {
+        let status = r#"{"header":{"cluster_id":"1","member_id":"42","revision":"3"},"leader":"42"}"#;
+        assert_eq!(json_string(status, "member_id").as_deref(), Some("42"));
+        assert_eq!(json_string(status, "leader").as_deref(), Some("42"));
+        let master = "*4\r\n$4\r\nname\r\n$9\r\nvalkeyrie\r\n$9\r\nnum-slaves\r\n$1\r\n1\r\n";
+        assert_eq!(resp_field(master, "num-slaves").as_deref(), Some("1"));
+    }
+}

@@ -2,9 +2,10 @@
 //! proxy that cuts or stalls one client's links ([`Proxy`]), the store under test
 //! ([`Target`]), and the cases ([`cases`]), run on every backend by `tests/faults.rs`.
 //!
-//! The suite needs the servers `cargo xtask test` starts, and stops and restarts them
-//! itself, so it runs only through `cargo xtask test --backend faults`, alone on its
-//! servers: cases on one server run one at a time. Each case stops by itself.
+//! The suite needs the servers and clusters `cargo xtask test` starts, and stops,
+//! restarts and kills them itself, so it runs only through `cargo xtask test --backend
+//! faults`, alone on its servers: cases on one server (or cluster) run one at a time. Each
+//! case stops by itself.
 //!
 //! ```no_run
 //! # async fn demo() {

@@ -58,6 +58,40 @@ pub async fn leader(cluster: Cluster) -> Member {
     }
 }
 
+/// Waits until a member other than `killed` leads `cluster` (everywhere the cluster
+/// reports it: every Sentinel for Redis), so the killed one restarts as a follower; how
+/// long that took.
+pub async fn failed_over(cluster: Cluster, killed: Member) -> Duration {
+    let begun = Instant::now();
+    loop {
+        let answer = tokio::task::spawn_blocking(move || cluster.leader())
+            .await
+            .unwrap_or_else(|e| panic!("asking {} who leads: {e}", cluster.name()));
+        match answer {
+            Ok(leader) if leader != killed => return begun.elapsed(),
+            other if begun.elapsed() > READY_TIMEOUT => {
+                panic!(
+                    "the {} cluster did not fail over from {} within {READY_TIMEOUT:?}: {other:?}",
+                    cluster.name(),
+                    killed.label()
+                )
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+impl Stopped<Member> {
+    /// Once another member leads, starts the killed member again and waits until the
+    /// cluster is whole; how long the failover took and how long the member took to rejoin.
+    pub async fn rejoin(self) -> (Duration, Duration) {
+        let (member, cluster) = (self.server, self.server.cluster());
+        let failover = failed_over(cluster, member).await;
+        let rejoined = self.start().await + ready(cluster).await;
+        (failover, rejoined)
+    }
+}
+
 /// Starts every member of `cluster` that is not running (a failed case may have left one
 /// down), then waits until the cluster is [ready].
 pub async fn make_whole(cluster: Cluster) {

@@ -84,6 +84,33 @@ pub fn redis(addr: &str, args: &[&str]) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&buffer[..n]).into_owned())
 }
 
+/// Redis commands whose replies are one line each (`+OK`, `:1`, `-ERR …`), sent on one
+/// connection in order; returns the replies. A connection of its own matters for `WAIT`:
+/// it waits for the replicas to acknowledge that connection's own writes.
+pub fn redis_lines(addr: &str, commands: &[&[&str]]) -> Result<Vec<String>, String> {
+    let mut stream = connect(addr)?;
+    let mut request = String::new();
+    for args in commands {
+        request.push_str(&format!("*{}\r\n", args.len()));
+        for arg in *args {
+            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+    }
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| format!("write to {addr}: {e}"))?;
+    let mut received = String::new();
+    let mut buffer = [0u8; 4096];
+    while received.matches("\r\n").count() < commands.len() {
+        let n = stream.read(&mut buffer).map_err(|e| format!("read from {addr}: {e}"))?;
+        if n == 0 {
+            return Err(format!("{addr} closed the connection after {received:?}"));
+        }
+        received.push_str(&String::from_utf8_lossy(&buffer[..n]));
+    }
+    Ok(received.split_terminator("\r\n").map(str::to_owned).collect())
+}
+
 /// A ZooKeeper four-letter-word command (`ruok`, `srvr`, …).
 pub fn four_letter_word(addr: &str, word: &str) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&exchange(addr, word.as_bytes())?).into_owned())

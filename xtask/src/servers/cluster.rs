@@ -113,37 +113,72 @@ impl Cluster {
         }
     }
 
-    /// The member that leads now (Redis: the data node Sentinel names as primary).
+    /// The member that leads now (Redis: the data node every Sentinel names as primary;
+    /// while a failover spreads, Sentinels that disagree are an error).
     pub fn leader(self) -> Result<Member, String> {
         let mut answers = Vec::new();
+        let mut named = Vec::new();
         for member in self.client_members() {
             match member.leader_seen() {
-                Ok(Some(leader)) => return Ok(leader),
+                Ok(Some(leader)) if self != Cluster::Redis => return Ok(leader),
+                Ok(Some(leader)) => named.push((member, leader)),
                 Ok(None) => answers.push(format!("{}: no leader", member.label())),
                 Err(why) => answers.push(why),
             }
         }
-        Err(format!("{} cluster has no leader: {}", self.name(), answers.join("; ")))
+        match named.as_slice() {
+            [(_, first), rest @ ..] if rest.iter().all(|(_, other)| other == first) => Ok(*first),
+            [_, ..] => {
+                let views: Vec<String> = named
+                    .iter()
+                    .map(|(sentinel, primary)| format!("{} names {}", sentinel.label(), primary.label()))
+                    .collect();
+                Err(format!("the Sentinels disagree: {}", views.join(", ")))
+            }
+            [] => Err(format!("{} cluster has no leader: {}", self.name(), answers.join("; "))),
+        }
     }
 
-    /// Whether the whole cluster is ready for a fault: every member healthy, and (Redis)
-    /// the replica in sync and every Sentinel aware of the replica and the other Sentinels,
-    /// so a failover can happen.
+    /// Whether the whole cluster is ready for a fault: every member healthy, (Consul) every
+    /// server a raft voter, and (Redis) the replica in sync and every Sentinel aware of the
+    /// replica and the other Sentinels, so a failover can happen.
     pub fn ready(self) -> Result<(), String> {
         for member in self.members() {
             member.probe()?;
         }
-        if self == Cluster::Redis {
-            let primary = self.leader()?;
-            let replicas = self
-                .members()
-                .into_iter()
-                .filter(|m| matches!(m, Member::Redis(_)) && *m != primary);
-            for replica in replicas {
-                let info = probe::redis(&replica.address(), &["INFO", "replication"])?;
-                if !info.contains("master_link_status:up") {
-                    return Err(format!("{} is not in sync with the primary", replica.label()));
+        if self == Cluster::Consul {
+            // A server that rejoins is a non-voter until autopilot promotes it: until then
+            // the cluster could not survive losing another.
+            for member in self.members() {
+                let token = [("X-Consul-Token", CONSUL_MASTER_TOKEN)];
+                let (status, body) =
+                    probe::http(&member.address(), "GET", "/v1/operator/raft/configuration", &token, "")?;
+                let voters = body.matches("\"Voter\":true").count();
+                if status != 200 || voters != MEMBERS {
+                    return Err(format!("{} counts {voters} raft voters ({status})", member.label()));
                 }
+                // For a moment after the election the ACL system is still in legacy mode.
+                let (status, body) = probe::http(&member.address(), "GET", "/v1/acl/token/self", &token, "")?;
+                if status != 200 {
+                    return Err(format!("{}: ACLs not ready ({status}: {body})", member.label()));
+                }
+            }
+        }
+        if self == Cluster::Redis {
+            // A write reaches the replica: until the replica's first acknowledgement after
+            // a full sync, the primary only buffers what it owes it, and a failover then
+            // loses those writes. `WAIT` counts the replicas that have this connection's
+            // write.
+            let primary = self.leader()?;
+            let replies = probe::redis_lines(
+                &primary.address(),
+                &[&["SET", "valkeyrie-cluster-probe", "1"], &["WAIT", "1", "1000"]],
+            )?;
+            if replies.last().map(String::as_str) != Some(":1") {
+                return Err(format!(
+                    "{}'s replica has not acknowledged a write ({replies:?})",
+                    primary.label()
+                ));
             }
             for sentinel in self.client_members() {
                 let reply = probe::redis(&sentinel.address(), &["SENTINEL", "MASTER", REDIS_SERVICE])?;
@@ -403,6 +438,9 @@ impl Managed for Member {
                 c.env("CHECKPOINT_DISABLE", "1")
                     .args(["agent", "-server", "-bootstrap-expect", &MEMBERS.to_string()])
                     .args(["-hcl", "performance { raft_multiplier = 1 }"])
+                    // Autopilot makes a rejoining server a voter after it has been stable
+                    // this long (10 s by default).
+                    .args(["-hcl", "autopilot { server_stabilization_time = \"2s\" }"])
                     .args(["-node", &self.label(), "-bind", HOST, "-client", HOST, "-data-dir"])
                     .arg(&data)
                     .args(["-http-port", &http.to_string(), "-dns-port", &dns.to_string()])
@@ -424,16 +462,26 @@ impl Managed for Member {
                 ]);
                 c
             }
-            Member::Redis(n) => {
+            Member::Redis(_) => {
                 let mut c = Command::new("redis-server");
                 c.args(["--bind", HOST, "--port", &ports[0].to_string()])
                     // The replica holds the data: nothing on disk, so a restarted node
-                    // comes back empty and Sentinel makes it a replica of the new primary.
+                    // comes back empty and syncs from the primary.
                     .args(["--save", "", "--appendonly", "no", "--dir"])
                     .arg(&data)
-                    .args(["--notify-keyspace-events", "KEA", "--daemonize", "no", "--logfile", ""]);
-                if n > 0 {
-                    c.args(["--replicaof", HOST, &Member::Redis(0).ports()[0].to_string()]);
+                    .args(["--notify-keyspace-events", "KEA", "--daemonize", "no", "--logfile", ""])
+                    // A replica's first full sync starts at once, not after 5 s.
+                    .args(["--repl-diskless-sync-delay", "0", "--replica-announce-ip", HOST]);
+                // The primary the Sentinels name now (a restarted old primary rejoins as a
+                // replica rather than as a second primary), or at a cold start, with no
+                // Sentinel up yet, the first node.
+                let sentinels_up = self.cluster().client_members().into_iter().any(|m| m.probe().is_ok());
+                let primary = match sentinels_up {
+                    true => self.cluster().leader()?,
+                    false => Member::Redis(0),
+                };
+                if primary != self {
+                    c.args(["--replicaof", HOST, &primary.ports()[0].to_string()]);
                 }
                 c
             }
@@ -445,6 +493,7 @@ impl Managed for Member {
                     &config,
                     format!(
                         "port {}\nbind {HOST}\ndaemonize no\nlogfile \"\"\ndir {}\n\
+                         sentinel announce-ip {HOST}\n\
                          sentinel monitor {REDIS_SERVICE} {HOST} {} 2\n\
                          sentinel down-after-milliseconds {REDIS_SERVICE} 1000\n\
                          sentinel failover-timeout {REDIS_SERVICE} 3000\n\

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use valkeyrie::{
-    Error, ErrorKind, KvPair, LockGuard, LockOptions, ReadOptions, Store, Transaction, TxnOutcome, WatchEvent,
+    Error, ErrorKind, Fence, KvPair, LockGuard, LockOptions, ReadOptions, Store, Transaction, TxnOutcome, WatchEvent,
     WatchStream, WriteOptions,
 };
 
@@ -125,14 +125,13 @@ impl Seen {
     }
 }
 
-/// Reads `events` until the watcher has seen `seq-{last}`, for at most
-/// [`WATCH_CATCH_UP`]; a stream error or end is a failure (a watch must survive outages).
+/// Reads `events` until the watcher has seen `seq-{last}`, failing after [`WATCH_CATCH_UP`]
+/// without an event; a stream error or end is a failure (a watch must survive outages).
 fn collect(dir: String, mut events: WatchStream, last: usize) -> tokio::task::JoinHandle<Result<Seen, String>> {
     tokio::spawn(async move {
         let mut seen = Seen::default();
-        let deadline = tokio::time::Instant::now() + WATCH_CATCH_UP;
         while !seen.numbers.contains(&last) {
-            match tokio::time::timeout_at(deadline, events.next()).await {
+            match tokio::time::timeout(WATCH_CATCH_UP, events.next()).await {
                 Err(_) => return Err(format!("no event for {WATCH_CATCH_UP:?}; saw {:?}", seen.order)),
                 Ok(None) => return Err(format!("the watch ended; saw {:?}", seen.order)),
                 Ok(Some(Err(err))) => return Err(format!("the watch failed: {err}; saw {:?}", seen.order)),
@@ -284,16 +283,7 @@ pub async fn lock_across_pause(target: &Target) {
         value.value, "new holder",
         "{name}: the lock record is not the new holder's"
     );
-    // The store itself refuses the old holder's fence, whatever the old holder believes.
-    let stale = Transaction::new()
-        .when_held(&guard.fence())
-        .put(format!("{key}/fenced"), "stale");
-    let outcome = until_ok("a commit fenced by the old lock", || holder.commit(stale.clone())).await;
-    assert_eq!(
-        outcome,
-        TxnOutcome::Failed { compare: 0 },
-        "{name}: the store accepted a write fenced by the deposed holder"
-    );
+    assert_fence_refused(name, holder.as_ref(), &guard.fence(), &key).await;
     taken
         .ensure_held()
         .unwrap_or_else(|e| panic!("{name}: the new holder lost the lock: {e}"));
@@ -313,6 +303,20 @@ pub async fn lock_across_pause(target: &Target) {
     let _ = taken.unlock().await;
     drop(guard);
     let _ = contender.delete_tree(&key).await;
+}
+
+/// The store itself refuses a write to `key/fenced` fenced by `fence`, a lock another
+/// holder has taken since, whatever the deposed holder believes.
+async fn assert_fence_refused(name: &str, store: &dyn Store, fence: &Fence, key: &str) {
+    let stale = Transaction::new()
+        .when_held(fence)
+        .put(format!("{key}/fenced"), "stale");
+    let outcome = until_ok("a commit fenced by the deposed lock", || store.commit(stale.clone())).await;
+    assert_eq!(
+        outcome,
+        TxnOutcome::Failed { compare: 0 },
+        "{name}: the store accepted a write fenced by the deposed holder"
+    );
 }
 
 /// Takes the lock on `key`, waiting for it.
@@ -569,12 +573,13 @@ pub async fn cas_across_restart(target: &Target) {
     }
     let at_restart = done.load(Ordering::Relaxed);
     let first_half = started.elapsed();
-    let deadline = Instant::now() + first_half * SECOND_HALF_FACTOR + RECOVERY;
     let begun = Instant::now();
     outage.begin().await;
     tokio::time::sleep(outage.hold()).await;
     outage.end().await;
     let down = begun.elapsed();
+    // Counted from the end of the outage: a cluster's rejoin takes what it takes.
+    let deadline = Instant::now() + first_half * SECOND_HALF_FACTOR + RECOVERY;
     for task in tasks {
         tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), task)
             .await
@@ -786,8 +791,9 @@ pub async fn calls_across_failover(target: &Target) {
     }
     let failed_over = down.elapsed();
     assert!(
-        slowest <= bound * 2,
-        "{name}: a call took {slowest:.1?} during the failover"
+        failed_over < FAILOVER_BOUND,
+        "{name}: the first call that worked ended {failed_over:.1?} after {} was killed",
+        leader.label()
     );
     // Every kind of call works on the same handle.
     until_ok("exists after the failover", || store.exists(&key, &read)).await;
@@ -853,7 +859,8 @@ pub async fn lock_across_failover(target: &Target) {
         Ok(()) => {
             assert!(
                 !waiter.is_finished(),
-                "{name}: the contender acquired while the first holder still holds the lock"
+                "{name}: the contender's attempt ended (it acquired, or panicked) while the first holder \
+                 still holds the lock"
             );
             let fenced = Transaction::new()
                 .when_held(&first_fence)
@@ -887,15 +894,7 @@ pub async fn lock_across_failover(target: &Target) {
         "{name}: fencing token {} after {first_token} ({outcome})",
         taken.fencing_token()
     );
-    let stale = Transaction::new()
-        .when_held(&first_fence)
-        .put(format!("{key}/fenced"), "stale");
-    let refused = until_ok("a commit fenced by the first lock", || holder.commit(stale.clone())).await;
-    assert_eq!(
-        refused,
-        TxnOutcome::Failed { compare: 0 },
-        "{name}: the store accepted the first holder's fence once the contender held the lock"
-    );
+    assert_fence_refused(name, holder.as_ref(), &first_fence, &key).await;
     println!(
         "{name}: lock across a failover (leader {} killed, TTL {ttl:?}): the lock {outcome}; tokens \
          {first_token} -> {}; the killed member rejoined in {rejoined:.1?}",

@@ -1,27 +1,27 @@
 //! The harness's fault hooks, called from tests: stop, start, restart, pause and resume
-//! the server `cargo xtask test` started (by the pid it recorded). Each runs on a blocking
-//! thread and panics with the harness's message if the server cannot be controlled: a
-//! fault case that cannot inject its fault fails, it never passes.
+//! the server `cargo xtask test` started (by the pid it recorded), kill a cluster's leader
+//! and wait for the failover. Each runs on a blocking thread and panics with the
+//! harness's message if the server cannot be controlled: a fault case that cannot inject
+//! its fault fails, it never passes.
 
 use std::time::{Duration, Instant};
 
-use xtask::servers::cluster::{Cluster, Member};
+use xtask::servers::cluster::{self, Cluster, Member};
 use xtask::servers::{process, Managed, Server};
 
-/// How long a cluster may take to be ready for the next fault after a member restarts.
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
-
-async fn blocking(what: String, hook: impl FnOnce() -> Result<(), String> + Send + 'static) {
+/// Runs the harness's `hook` on a blocking thread; its answer, or a panic naming `what`.
+async fn blocking<T: Send + 'static>(what: String, hook: impl FnOnce() -> Result<T, String> + Send + 'static) -> T {
     let outcome = tokio::task::spawn_blocking(hook).await;
     match outcome {
-        Ok(Ok(())) => {}
+        Ok(Ok(value)) => value,
         Ok(Err(why)) => panic!("{what}: {why}"),
         Err(join) => panic!("{what}: {join}"),
     }
 }
 
-/// A server stopped by [`stop`]; [`Stopped::start`] or dropping it starts it again, so a
-/// failing case never leaves the server down for the next one.
+/// A server stopped by [`stop`] (or a cluster member killed by [`kill`]);
+/// [`Stopped::start`] or dropping it starts it again, so a failing case never leaves the
+/// server down for the next one.
 #[derive(Debug)]
 pub struct Stopped<P: Managed = Server> {
     server: P,
@@ -45,17 +45,10 @@ pub async fn kill(member: Member) -> Stopped<Member> {
 
 /// The member that leads `cluster` now, waiting up to a minute for one.
 pub async fn leader(cluster: Cluster) -> Member {
-    let begun = Instant::now();
-    loop {
-        let answer = tokio::task::spawn_blocking(move || cluster.leader())
-            .await
-            .unwrap_or_else(|e| panic!("asking {} who leads: {e}", cluster.name()));
-        match answer {
-            Ok(member) => return member,
-            Err(why) if begun.elapsed() > READY_TIMEOUT => panic!("{why}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
+    blocking(format!("the {} cluster's leader", cluster.name()), move || {
+        cluster::wait_until("no leader", Duration::from_secs(60), || cluster.leader())
+    })
+    .await
 }
 
 /// Waits until a member other than `killed` leads `cluster` (everywhere the cluster
@@ -63,22 +56,34 @@ pub async fn leader(cluster: Cluster) -> Member {
 /// long that took.
 pub async fn failed_over(cluster: Cluster, killed: Member) -> Duration {
     let begun = Instant::now();
-    loop {
-        let answer = tokio::task::spawn_blocking(move || cluster.leader())
-            .await
-            .unwrap_or_else(|e| panic!("asking {} who leads: {e}", cluster.name()));
-        match answer {
-            Ok(leader) if leader != killed => return begun.elapsed(),
-            other if begun.elapsed() > READY_TIMEOUT => {
-                panic!(
-                    "the {} cluster did not fail over from {} within {READY_TIMEOUT:?}: {other:?}",
-                    cluster.name(),
-                    killed.label()
-                )
+    blocking(format!("the {} failover", cluster.name()), move || {
+        cluster.await_leader_other_than(killed)
+    })
+    .await;
+    begun.elapsed()
+}
+
+/// Waits until every member of `cluster` is up and the cluster could survive the next
+/// fault (Redis: the replica in sync, the Sentinels aware of each other); how long it took.
+pub async fn ready(cluster: Cluster) -> Duration {
+    let begun = Instant::now();
+    blocking(format!("the {} cluster", cluster.name()), move || cluster.await_ready()).await;
+    begun.elapsed()
+}
+
+/// Starts every member of `cluster` that is not running (a failed case may have left one
+/// down; a Redis data node once the Sentinels have promoted the other), then waits until
+/// the cluster is [ready].
+pub async fn make_whole(cluster: Cluster) {
+    blocking(format!("the {} cluster", cluster.name()), move || {
+        for member in cluster.members() {
+            if matches!(member, Member::Redis(_)) && process::state(member) == process::State::Stopped {
+                cluster.await_leader_other_than(member)?;
             }
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
         }
-    }
+        cluster::start(cluster).map(drop)
+    })
+    .await;
 }
 
 impl Stopped<Member> {
@@ -89,41 +94,6 @@ impl Stopped<Member> {
         let failover = failed_over(cluster, member).await;
         let rejoined = self.start().await + ready(cluster).await;
         (failover, rejoined)
-    }
-}
-
-/// Starts every member of `cluster` that is not running (a failed case may have left one
-/// down), then waits until the cluster is [ready].
-pub async fn make_whole(cluster: Cluster) {
-    for member in cluster.members() {
-        if process::state(member) == process::State::Stopped {
-            blocking(format!("start {}", member.label()), move || {
-                process::start(member).map(drop)
-            })
-            .await;
-        }
-    }
-    ready(cluster).await;
-}
-
-/// Waits until every member of `cluster` is up and the cluster could survive the next
-/// fault (Redis: the replica in sync, the Sentinels aware of each other); how long it took.
-pub async fn ready(cluster: Cluster) -> Duration {
-    let begun = Instant::now();
-    loop {
-        let answer = tokio::task::spawn_blocking(move || cluster.ready())
-            .await
-            .unwrap_or_else(|e| panic!("checking the {} cluster: {e}", cluster.name()));
-        match answer {
-            Ok(()) => return begun.elapsed(),
-            Err(why) if begun.elapsed() > READY_TIMEOUT => {
-                panic!(
-                    "the {} cluster not ready after {READY_TIMEOUT:?}: {why}",
-                    cluster.name()
-                )
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
     }
 }
 

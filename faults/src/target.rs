@@ -39,24 +39,10 @@ pub enum Backend {
 
 /// One lock per backend: fault cases on one server run one at a time (a restart in one
 /// case must not land in the middle of another), cases on different servers in parallel.
-static SERIAL: [Mutex<()>; 6] = [
-    Mutex::const_new(()),
-    Mutex::const_new(()),
-    Mutex::const_new(()),
-    Mutex::const_new(()),
-    Mutex::const_new(()),
-    Mutex::const_new(()),
-];
+static SERIAL: [Mutex<()>; 6] = [const { Mutex::const_new(()) }; 6];
 
 /// The same for each backend's cluster.
-static CLUSTER_SERIAL: [Mutex<()>; 6] = [
-    Mutex::const_new(()),
-    Mutex::const_new(()),
-    Mutex::const_new(()),
-    Mutex::const_new(()),
-    Mutex::const_new(()),
-    Mutex::const_new(()),
-];
+static CLUSTER_SERIAL: [Mutex<()>; 6] = [const { Mutex::const_new(()) }; 6];
 
 /// How long a call on a cluster may keep failing after its leader (or Redis primary) is
 /// killed before the store reaches the new one: an election (etcd, ZooKeeper, Consul:

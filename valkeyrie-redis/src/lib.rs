@@ -41,9 +41,9 @@
 //! `redis://s1:26379,s2:26379,s3:26379?topology=sentinel&sentinel_service=NAME` reaches the
 //! primary through the Sentinels and follows a failover by itself: the fault suite kills the
 //! primary and sees calls work again on the same handle within 1.6–3.4 s, watches resume
-//! with a snapshot, and contended `atomic_put`s all land. Redis replicates asynchronously,
-//! though: a write the old primary acknowledged but had not yet sent to the replica is lost
-//! with it, and a lock record can be too. The lock's holder learns it at its next renewal
+//! with a snapshot, and (in its runs) every contended `atomic_put` land. Redis replicates
+//! asynchronously, though: a write the old primary acknowledged but had not yet sent to
+//! the replica is lost with it, and a lock record can be too. The lock's holder learns it at its next renewal
 //! (the lost signal); a fenced write (`put_if_held`) is refused at once, since the store
 //! checks the lock record itself, while plain writes made in between are not protected.
 //! Use fenced writes for what a lock guards.

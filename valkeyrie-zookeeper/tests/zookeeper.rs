@@ -193,12 +193,23 @@ async fn an_expired_session_is_replaced_and_the_handle_works_again() {
         .unwrap();
 
     // Expire the session as the ensemble would: another client takes it over and closes it.
+    // On a loaded machine a connect can miss the client's default deadline: allow a
+    // generous one and a few attempts.
     let session = store.client().unwrap().session().clone();
-    let thief = zookeeper_client::Client::connector()
-        .with_session(session)
-        .connect(&endpoints().join(","))
-        .await
-        .unwrap();
+    let mut attempts = 0;
+    let thief = loop {
+        attempts += 1;
+        let connected = zookeeper_client::Client::connector()
+            .with_session(session.clone())
+            .with_connection_timeout(Duration::from_secs(5))
+            .connect(&endpoints().join(","))
+            .await;
+        match connected {
+            Ok(thief) => break thief,
+            Err(err) if attempts < 3 => println!("taking the session over failed ({err}); again"),
+            Err(err) => panic!("taking the session over failed {attempts} times: {err}"),
+        }
+    };
     drop(thief);
 
     let reason = tokio::time::timeout(Duration::from_secs(20), guard.lost())

@@ -48,7 +48,7 @@ pub fn run(args: &[&str]) -> Result<(), String> {
     crate::setup::run(&servers, with_go)?;
     let out = target_dir().join("bench");
     passed.extend(["--out".to_owned(), out.display().to_string()]);
-    crate::test::with_servers("bench", &servers, &[], |env| {
+    crate::test::with_servers("bench", &servers, |env, _| {
         say!("bench", "building and running valkeyrie-bench (profile bench-run)");
         let status = Command::new(env!("CARGO"))
             .args(["run", "--profile", "bench-run", "--package", "valkeyrie-bench", "--"])

@@ -117,6 +117,7 @@ fn servers(command: &str, args: &[&str]) -> Result<(), String> {
         }
         "restart" | "pause" | "resume" | "kill" => match names {
             [name] => match Member::from_label(name) {
+                Some(member) if command == "restart" => cluster::restart(member),
                 Some(member) => fault(command, member),
                 None => fault(command, Server::from_name(name)?),
             },
@@ -151,7 +152,7 @@ fn print_state(process: impl Managed) {
         process::State::Running(pid) => format!("running, pid {pid}"),
         process::State::Paused(pid) => format!("paused, pid {pid}"),
     };
-    println!("{:<10} {:<22} {state}", process.label(), process.address());
+    println!("{:<12} {:<22} {state}", process.label(), process.address());
 }
 
 /// A fault hook on one process.
@@ -163,6 +164,7 @@ fn fault(command: &str, process: impl Managed) -> Result<(), String> {
         }
         "pause" => process::pause(process, true),
         "resume" => process::pause(process, false),
-        _ => process::kill(process),
+        "kill" => process::kill(process),
+        other => Err(format!("no fault hook {other:?}")),
     }
 }

@@ -29,71 +29,62 @@ struct Suite {
 /// One run with every feature: what a backend's suite needs.
 const ALL_FEATURES: &[&[&str]] = &[&["--all-features"]];
 
+/// What a suite has unless it says otherwise: no server, every feature, nothing more.
+const SUITE: Suite = Suite {
+    backend: "",
+    package: "",
+    servers: &[],
+    feature_sets: ALL_FEATURES,
+    test_args: &[],
+    clusters: &[],
+};
+
 /// Every suite, in the order of the README's capability table.
 const SUITES: [Suite; 12] = [
     Suite {
         backend: "memory",
         package: "valkeyrie-core",
-        servers: &[],
-        feature_sets: ALL_FEATURES,
-        test_args: &[],
-        clusters: &[],
+        ..SUITE
     },
     Suite {
         backend: "boltlike",
         package: "valkeyrie-boltlike",
-        servers: &[],
-        feature_sets: ALL_FEATURES,
-        test_args: &[],
-        clusters: &[],
+        ..SUITE
     },
     Suite {
         backend: "consul",
         package: "valkeyrie-consul",
         servers: &[Server::Consul],
-        feature_sets: ALL_FEATURES,
-        test_args: &[],
-        clusters: &[],
+        ..SUITE
     },
     Suite {
         backend: "dynamodb",
         package: "valkeyrie-dynamodb",
         servers: &[Server::DynamoDb],
-        feature_sets: ALL_FEATURES,
-        test_args: &[],
-        clusters: &[],
+        ..SUITE
     },
     Suite {
         backend: "etcd",
         package: "valkeyrie-etcd",
         servers: &[Server::Etcd],
-        feature_sets: ALL_FEATURES,
-        test_args: &[],
-        clusters: &[],
+        ..SUITE
     },
     Suite {
         backend: "redis",
         package: "valkeyrie-redis",
         servers: &[Server::Redis],
-        feature_sets: ALL_FEATURES,
-        test_args: &[],
-        clusters: &[],
+        ..SUITE
     },
     Suite {
         backend: "zookeeper",
         package: "valkeyrie-zookeeper",
         servers: &[Server::ZooKeeper],
-        feature_sets: ALL_FEATURES,
-        test_args: &[],
-        clusters: &[],
+        ..SUITE
     },
     Suite {
         backend: "template",
         package: "valkeyrie-template",
-        servers: &[],
-        feature_sets: ALL_FEATURES,
-        test_args: &[],
-        clusters: &[],
+        ..SUITE
     },
     // The facade crate: the registry holds exactly what its features enable, with none,
     // the default, one network store, and all of them.
@@ -107,26 +98,21 @@ const SUITES: [Suite; 12] = [
             &["--no-default-features", "--features", "redis"],
             &["--all-features"],
         ],
-        test_args: &[],
-        clusters: &[],
+        ..SUITE
     },
     // Go and Rust services on one store: the Go library through `interop/go`.
     Suite {
         backend: "interop",
         package: "valkeyrie-interop",
         servers: &[Server::Redis, Server::Etcd, Server::ZooKeeper, Server::Consul],
-        feature_sets: ALL_FEATURES,
-        test_args: &[],
-        clusters: &[],
+        ..SUITE
     },
     // The harness's own tests: every server is reachable through its variable and works.
     Suite {
         backend: "servers",
         package: "xtask",
         servers: &Server::ALL,
-        feature_sets: ALL_FEATURES,
-        test_args: &[],
-        clusters: &[],
+        ..SUITE
     },
     // Restarts, pauses and dropped connections, and the clusters' failovers: last, since it
     // stops and restarts the servers the other suites use. Each case prints what it measured (lost-signal delays,
@@ -135,9 +121,9 @@ const SUITES: [Suite; 12] = [
         backend: "faults",
         package: "valkeyrie-faults",
         servers: &Server::ALL,
-        feature_sets: ALL_FEATURES,
         test_args: &["--", "--show-output"],
         clusters: &Cluster::ALL,
+        ..SUITE
     },
 ];
 
@@ -181,9 +167,6 @@ pub fn run(args: &[&str]) -> Result<(), String> {
     let mut servers: Vec<Server> = suites.iter().flat_map(|s| s.servers.iter().copied()).collect();
     servers.sort();
     servers.dedup();
-    let mut clusters: Vec<Cluster> = suites.iter().flat_map(|s| s.clusters.iter().copied()).collect();
-    clusters.sort();
-    clusters.dedup();
     let go_interop = suites.iter().any(|s| s.backend == "interop");
     if docker {
         crate::setup::run(&[], go_interop)?;
@@ -197,22 +180,42 @@ pub fn run(args: &[&str]) -> Result<(), String> {
             })
             .chain(go_binary_env(go_interop))
             .collect();
-        return run_suites(&suites, &env);
+        return run_suites(&suites, env, None);
     }
     crate::setup::run(&servers, go_interop)?;
-    with_servers("test", &servers, &clusters, |mut env| {
+    with_servers("test", &servers, |mut env, clusters| {
         env.extend(go_binary_env(go_interop));
-        run_suites(&suites, &env)
+        run_suites(&suites, env, Some(clusters))
     })
 }
 
-/// Starts `servers` and `clusters` (reusing running ones), runs `body` with their endpoint
-/// variables, and stops what it started however `body` ends: error, panic or Ctrl-C.
+/// Starts clusters for a run, on demand; [`with_servers`] stops them with its servers.
+pub(crate) struct ClusterStarter<'a> {
+    started: &'a StartedServers,
+}
+
+impl ClusterStarter<'_> {
+    /// Starts `cluster` (reusing running members) and waits until it is ready; its
+    /// endpoint variables.
+    fn start(&self, cluster: Cluster) -> Result<Vec<(&'static str, String)>, String> {
+        let members = cluster::start(cluster)
+            .map_err(|why| format!("the {} cluster could not be started: {why}", cluster.name()))?;
+        for (member, how) in members {
+            if let Started::Spawned(child) = how {
+                self.started.push(Spawned::Member(member, child));
+            }
+        }
+        Ok(cluster.env())
+    }
+}
+
+/// Starts `servers` (reusing running ones), runs `body` with their endpoint variables and
+/// a way to start clusters, and stops what it started however `body` ends: error, panic
+/// or Ctrl-C.
 pub(crate) fn with_servers(
     task: &'static str,
     servers: &[Server],
-    clusters: &[Cluster],
-    body: impl FnOnce(Vec<(&'static str, String)>) -> Result<(), String>,
+    body: impl FnOnce(Vec<(&'static str, String)>, &ClusterStarter<'_>) -> Result<(), String>,
 ) -> Result<(), String> {
     let started = StartedServers::default();
     let on_interrupt = started.clone();
@@ -234,17 +237,7 @@ pub(crate) fn with_servers(
         }
         env.extend(server.env());
     }
-    for cluster in clusters {
-        let members = cluster::start(*cluster)
-            .map_err(|why| format!("the {} cluster could not be started: {why}", cluster.name()))?;
-        for (member, how) in members {
-            if let Started::Spawned(child) = how {
-                started.push(Spawned::Member(member, child));
-            }
-        }
-        env.extend(cluster.env());
-    }
-    body(env)
+    body(env, &ClusterStarter { started: &started })
 }
 
 /// Stops the servers a run started when dropped.
@@ -262,12 +255,33 @@ fn go_binary_env(go_interop: bool) -> Option<(&'static str, String)> {
 }
 
 /// Runs each suite's package with `env` and prints the summary.
-fn run_suites(suites: &[&Suite], env: &[(&str, String)]) -> Result<(), String> {
-    for (name, value) in env {
+/// Runs `suites` in order with `env`, starting the clusters a suite needs just before it
+/// (none with `--docker`, where the servers are containers).
+fn run_suites(
+    suites: &[&Suite],
+    mut env: Vec<(&'static str, String)>,
+    clusters: Option<&ClusterStarter<'_>>,
+) -> Result<(), String> {
+    for (name, value) in &env {
         say!("test", "{name}={value}");
     }
     let mut results = Vec::new();
+    let mut running = Vec::new();
     for suite in suites {
+        for cluster in suite.clusters {
+            if running.contains(cluster) {
+                continue;
+            }
+            let starter = clusters.ok_or_else(|| {
+                format!(
+                    "the {} suite needs the {} cluster, which runs only as local processes (not with --docker)",
+                    suite.backend,
+                    cluster.name()
+                )
+            })?;
+            env.extend(starter.start(*cluster)?);
+            running.push(*cluster);
+        }
         let mut outcome = Outcome::default();
         for features in suite.feature_sets {
             say!(
@@ -277,7 +291,7 @@ fn run_suites(suites: &[&Suite], env: &[(&str, String)]) -> Result<(), String> {
                 suite.package,
                 features.join(" ")
             );
-            outcome.absorb(test_package(suite.package, features, suite.test_args, env)?);
+            outcome.absorb(test_package(suite.package, features, suite.test_args, &env)?);
         }
         results.push((suite.backend, outcome));
     }

@@ -18,8 +18,11 @@ use crate::{probe, say};
 /// How long a started cluster may take to be [ready](Cluster::ready) for a fault.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// How many members each cluster has (Redis: data nodes are a primary and a replica).
+/// How many members each cluster has (Redis: how many Sentinels).
 const MEMBERS: usize = 3;
+
+/// Redis data nodes: a primary and its replica.
+const REDIS_DATA_NODES: u16 = 2;
 
 /// The name Sentinel monitors the Redis primary under.
 pub const REDIS_SERVICE: &str = "valkeyrie";
@@ -53,7 +56,7 @@ pub enum Member {
 }
 
 impl Cluster {
-    /// Every cluster, in the order they are started.
+    /// Every cluster.
     pub const ALL: [Cluster; 4] = [Cluster::Redis, Cluster::Etcd, Cluster::ZooKeeper, Cluster::Consul];
 
     /// The store's name, as for the single server.
@@ -81,7 +84,10 @@ impl Cluster {
             Cluster::Etcd => n.map(Member::Etcd).collect(),
             Cluster::ZooKeeper => n.map(Member::ZooKeeper).collect(),
             Cluster::Consul => n.map(Member::Consul).collect(),
-            Cluster::Redis => (0..2).map(Member::Redis).chain(n.map(Member::Sentinel)).collect(),
+            Cluster::Redis => (0..REDIS_DATA_NODES)
+                .map(Member::Redis)
+                .chain(n.map(Member::Sentinel))
+                .collect(),
         }
     }
 
@@ -180,14 +186,21 @@ impl Cluster {
                     primary.label()
                 ));
             }
+            // Every Sentinel knows the others (a failover needs a majority of them) and
+            // sees the replica as a healthy one it could promote.
+            let others = (MEMBERS - 1).to_string();
             for sentinel in self.client_members() {
-                let reply = probe::redis(&sentinel.address(), &["SENTINEL", "MASTER", REDIS_SERVICE])?;
-                let field = |name: &str| resp_field(&reply, name);
-                let others = field("num-other-sentinels");
-                let replicas = field("num-slaves");
-                if others.as_deref() != Some("2") || replicas.as_deref() != Some("1") {
+                let master = probe::redis(&sentinel.address(), &["SENTINEL", "MASTER", REDIS_SERVICE])?;
+                let replicas = probe::redis(&sentinel.address(), &["SENTINEL", "REPLICAS", REDIS_SERVICE])?;
+                let seen = resp_field(&master, "num-other-sentinels");
+                let flags = resp_field(&replicas, "flags");
+                let link = resp_field(&replicas, "master-link-status");
+                if seen.as_deref() != Some(others.as_str())
+                    || flags.as_deref() != Some("slave")
+                    || link.as_deref() != Some("ok")
+                {
                     return Err(format!(
-                        "{} sees {others:?} other sentinels and {replicas:?} replicas",
+                        "{} sees {seen:?} other sentinels and a replica flagged {flags:?} with link {link:?}",
                         sentinel.label()
                     ));
                 }
@@ -197,31 +210,67 @@ impl Cluster {
     }
 }
 
+/// Calls `check` every 100 ms until it answers `Ok`, for at most `timeout`; its last error
+/// otherwise, prefixed with `what`.
+pub fn wait_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<T, String>) -> Result<T, String> {
+    let begun = Instant::now();
+    loop {
+        match check() {
+            Ok(value) => return Ok(value),
+            Err(why) if begun.elapsed() > timeout => return Err(format!("{what} after {timeout:?}: {why}")),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+impl Cluster {
+    /// Waits until the cluster is [ready](Cluster::ready), for at most a minute.
+    pub fn await_ready(self) -> Result<(), String> {
+        wait_until(&format!("the {} cluster not ready", self.name()), READY_TIMEOUT, || {
+            self.ready()
+        })
+    }
+
+    /// Waits until a member other than `gone` leads (everywhere the cluster says so),
+    /// for at most a minute; that member.
+    pub fn await_leader_other_than(self, gone: Member) -> Result<Member, String> {
+        let what = format!("the {} cluster did not fail over from {}", self.name(), gone.label());
+        wait_until(&what, READY_TIMEOUT, || match self.leader()? {
+            leader if leader == gone => Err(format!("{} still leads", gone.label())),
+            leader => Ok(leader),
+        })
+    }
+}
+
 /// Starts every member of `cluster` not running yet and waits until the cluster is
 /// [ready](Cluster::ready); what each member's start did.
 pub fn start(cluster: Cluster) -> Result<Vec<(Member, Started)>, String> {
     let started = process::start_all(&cluster.members())?;
-    let begun = Instant::now();
-    loop {
-        match cluster.ready() {
-            Ok(()) => {
-                say!("servers", "{} cluster: ready ({})", cluster.name(), cluster.endpoints());
-                return Ok(started);
-            }
-            Err(why) if begun.elapsed() > READY_TIMEOUT => {
-                for (member, started) in started {
-                    if let Started::Spawned(child) = started {
-                        let _ = process::stop_child(member, child);
-                    }
-                }
-                return Err(format!(
-                    "{} cluster not ready after {READY_TIMEOUT:?}: {why}",
-                    cluster.name()
-                ));
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+    match cluster.await_ready() {
+        Ok(()) => {
+            say!("servers", "{} cluster: ready ({})", cluster.name(), cluster.endpoints());
+            Ok(started)
+        }
+        Err(why) => {
+            process::stop_spawned(started);
+            Err(why)
         }
     }
+}
+
+/// Restarts `member` on its data and waits until the cluster is ready. A Redis data node
+/// keeps nothing on disk: it is killed, and started only once the Sentinels have promoted
+/// the other (started at once, as the primary they still name, it would come back empty
+/// and the replica would copy the empty data set).
+pub fn restart(member: Member) -> Result<(), String> {
+    if let Member::Redis(_) = member {
+        process::kill(member)?;
+        member.cluster().await_leader_other_than(member)?;
+    } else {
+        process::stop_by_pid(member)?;
+    }
+    process::start(member)?;
+    member.cluster().await_ready()
 }
 
 /// Stops every member of `cluster` the harness started, by pid.
@@ -251,6 +300,17 @@ impl Member {
     fn index(self) -> u16 {
         match self {
             Member::Etcd(n) | Member::ZooKeeper(n) | Member::Consul(n) | Member::Redis(n) | Member::Sentinel(n) => n,
+        }
+    }
+
+    /// The Redis primary the running Sentinels agree on, or the first data node when no
+    /// Sentinel runs (a cold start).
+    fn current_primary(self) -> Result<Member, String> {
+        let cluster = self.cluster();
+        if cluster.client_members().into_iter().any(|m| m.probe().is_ok()) {
+            cluster.leader()
+        } else {
+            Ok(Member::Redis(0))
         }
     }
 
@@ -472,35 +532,47 @@ impl Managed for Member {
                     .args(["--notify-keyspace-events", "KEA", "--daemonize", "no", "--logfile", ""])
                     // A replica's first full sync starts at once, not after 5 s.
                     .args(["--repl-diskless-sync-delay", "0", "--replica-announce-ip", HOST]);
-                // The primary the Sentinels name now (a restarted old primary rejoins as a
-                // replica rather than as a second primary), or at a cold start, with no
-                // Sentinel up yet, the first node.
-                let sentinels_up = self.cluster().client_members().into_iter().any(|m| m.probe().is_ok());
-                let primary = match sentinels_up {
-                    true => self.cluster().leader()?,
-                    false => Member::Redis(0),
-                };
+                // The primary the Sentinels name now, so a restarted old primary rejoins as
+                // a replica rather than as a second primary; at a cold start (no Sentinel
+                // up yet) the first node.
+                let primary = self.current_primary()?;
+                let peer_runs = self
+                    .cluster()
+                    .members()
+                    .into_iter()
+                    .any(|m| matches!(m, Member::Redis(_)) && m != self && m.probe().is_ok());
+                if primary == self && peer_runs {
+                    return Err(format!(
+                        "the Sentinels still name {} the primary: started now it would come back empty and \
+                         the replica would copy that; kill it and start it after the failover \
+                         (`servers restart` does)",
+                        self.label()
+                    ));
+                }
                 if primary != self {
                     c.args(["--replicaof", HOST, &primary.ports()[0].to_string()]);
                 }
                 c
             }
             Member::Sentinel(_) => {
-                // Sentinel rewrites its file as it learns; each start begins from what the
-                // cluster is at its own start.
+                // Sentinel rewrites its file as it learns; each start writes it afresh
+                // from the primary the running Sentinels name (none at a cold start: the
+                // first node), with an id of its own that stays the same across restarts.
                 let config = dir.join("sentinel.conf");
                 write(
                     &config,
                     format!(
                         "port {}\nbind {HOST}\ndaemonize no\nlogfile \"\"\ndir {}\n\
                          sentinel announce-ip {HOST}\n\
+                         sentinel myid {:040x}\n\
                          sentinel monitor {REDIS_SERVICE} {HOST} {} 2\n\
                          sentinel down-after-milliseconds {REDIS_SERVICE} 1000\n\
                          sentinel failover-timeout {REDIS_SERVICE} 3000\n\
                          sentinel parallel-syncs {REDIS_SERVICE} 1\n",
                         ports[0],
                         data.display(),
-                        Member::Redis(0).ports()[0]
+                        self.index() + 1,
+                        self.current_primary()?.ports()[0]
                     ),
                 )?;
                 let mut c = Command::new("redis-server");

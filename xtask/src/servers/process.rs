@@ -128,6 +128,12 @@ pub fn start(server: impl Managed) -> Result<Started, String> {
 pub fn start_all<M: Managed>(members: &[M]) -> Result<Vec<(M, Started)>, String> {
     let mut spawned = Vec::new();
     for member in members {
+        // A running member is reused even if its probe fails: alone, it may lack the
+        // quorum its probe needs.
+        if let State::Running(pid) = state(*member) {
+            spawned.push((*member, Started::Reused(pid)));
+            continue;
+        }
         match spawn(*member) {
             Ok(started) => spawned.push((*member, started)),
             Err(why) => {
@@ -160,7 +166,7 @@ pub fn start_all<M: Managed>(members: &[M]) -> Result<Vec<(M, Started)>, String>
 }
 
 /// Stops the processes of `started` that were spawned rather than reused.
-fn stop_spawned<M: Managed>(started: Vec<(M, Started)>) {
+pub fn stop_spawned<M: Managed>(started: Vec<(M, Started)>) {
     for (member, started) in started {
         if let Started::Spawned(child) = started {
             let _ = stop_child(member, child);
@@ -350,7 +356,14 @@ pub fn kill(server: impl Managed) -> Result<(), String> {
         State::Running(pid) | State::Paused(pid) => pid,
     };
     signal(pid, "KILL")?;
+    let deadline = Instant::now() + STOP_GRACE;
     while !exited(pid) {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{} (pid {pid}) still there {STOP_GRACE:?} after SIGKILL",
+                server.label()
+            ));
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = std::fs::remove_file(pid_file(server));

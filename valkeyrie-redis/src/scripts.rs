@@ -4,7 +4,9 @@
 //! `ok:<index>`, `exists`, `notfound`, `modified`, `busy:<ms left>`, `gone`, `taken` or
 //! `failed:<compare>`.
 //!
-//! Values arrive base64-encoded (the envelope's encoding) and indexes as decimal strings.
+//! A written value arrives as its envelope up to the index (`codec::envelope_prefix`): the
+//! script appends the index it assigns and the closing brace. Indexes travel as decimal
+//! strings.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -13,18 +15,19 @@ use fred::types::scripts::Script;
 use valkeyrie_core::Key;
 
 use crate::client::millis;
-use crate::codec::encode_value;
+use crate::codec::envelope_prefix;
 
 /// Helpers shared by every script.
 const PRELUDE: &str = r#"
 local function current_index(key)
+  -- The envelope's last bytes first: both this store and Go's write `LastIndex` as the
+  -- last field, so reading (and scanning) the whole value, which made every write cost
+  -- O(value size) in Lua, is needed only for what another client wrote.
+  local tail = redis.call('GETRANGE', key, -48, -1)
+  if tail == '' and redis.call('EXISTS', key) == 0 then return nil end
+  local found = string.match(tail, '"LastIndex":(%d+)}$')
+  if found and redis.call('GETRANGE', key, 0, 0) == '{' then return tonumber(found) end
   local current = redis.call('GET', key)
-  if not current then return nil end
-  -- A pattern scan, not cjson.decode: decoding the whole envelope (value included) made
-  -- every write cost O(value size) in Lua. Inside the JSON-encoded Key every quote is
-  -- escaped, so an unescaped `"LastIndex":` can only be the field itself.
-  local found = string.match(current, '"LastIndex"%s*:%s*(%d+)%s*[,}]')
-  if found and string.sub(current, 1, 1) == '{' then return tonumber(found) end
   local ok, decoded = pcall(cjson.decode, current)
   if ok and type(decoded) == 'table' and tonumber(decoded['LastIndex']) then
     return tonumber(decoded['LastIndex'])
@@ -39,8 +42,8 @@ local function next_index(key)
   return index
 end
 local function text(index) return string.format('%.0f', index) end
-local function store(key, name, value, ttl, index)
-  local body = '{"Key":' .. cjson.encode(name) .. ',"Value":"' .. value .. '","LastIndex":' .. text(index) .. '}'
+local function store(key, prefix, ttl, index)
+  local body = prefix .. text(index) .. '}'
   if tonumber(ttl) > 0 then redis.call('SET', key, body, 'PX', ttl) else redis.call('SET', key, body) end
 end
 -- 'ok' while the lock acquisition that wrote `index` holds the key, else 'gone' or 'taken'.
@@ -54,28 +57,28 @@ local function lock_state(key, index)
 end
 "#;
 
-/// `PUT key | name, b64, ttl_ms` → `ok:<index>`.
+/// `PUT key | prefix, ttl_ms` → `ok:<index>`.
 const PUT: &str = r#"
 local index = next_index(KEYS[1])
-store(KEYS[1], ARGV[1], ARGV[2], ARGV[3], index)
+store(KEYS[1], ARGV[1], ARGV[2], index)
 return 'ok:' .. text(index)
 "#;
 
-/// `CREATE key | name, b64, ttl_ms` → `ok:<index>` or `exists`.
+/// `CREATE key | prefix, ttl_ms` → `ok:<index>` or `exists`.
 const CREATE: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'exists' end
 local index = next_index(KEYS[1])
-store(KEYS[1], ARGV[1], ARGV[2], ARGV[3], index)
+store(KEYS[1], ARGV[1], ARGV[2], index)
 return 'ok:' .. text(index)
 "#;
 
-/// `CAS key | name, b64, ttl_ms, expected` → `ok:<index>`, `notfound` or `modified`.
+/// `CAS key | prefix, ttl_ms, expected` → `ok:<index>`, `notfound` or `modified`.
 const CAS: &str = r#"
 local current = current_index(KEYS[1])
 if not current then return 'notfound' end
-if text(current) ~= ARGV[4] then return 'modified' end
+if text(current) ~= ARGV[3] then return 'modified' end
 local index = next_index(KEYS[1])
-store(KEYS[1], ARGV[1], ARGV[2], ARGV[3], index)
+store(KEYS[1], ARGV[1], ARGV[2], index)
 return 'ok:' .. text(index)
 "#;
 
@@ -88,13 +91,13 @@ redis.call('DEL', KEYS[1])
 return 'ok'
 "#;
 
-/// `LOCK key | name, b64, ttl_ms` → `ok:<index>` or `busy:<ms left>`. A key with an expiry
+/// `LOCK key | prefix, ttl_ms` → `ok:<index>` or `busy:<ms left>`. A key with an expiry
 /// is a held lock; a key without one (a value left after an unlock, or plain data) is free.
 const LOCK: &str = r#"
 local left = redis.call('PTTL', KEYS[1])
 if left >= 0 then return 'busy:' .. left end
 local index = next_index(KEYS[1])
-store(KEYS[1], ARGV[1], ARGV[2], ARGV[3], index)
+store(KEYS[1], ARGV[1], ARGV[2], index)
 return 'ok:' .. text(index)
 "#;
 
@@ -118,7 +121,7 @@ return 'ok'
 "#;
 
 /// `COMMIT compared keys…, written keys… | count, (kind, a, b) per compare,
-/// (kind, name, b64, ttl_ms) per operation` → `ok` or `failed:<position>`.
+/// (kind, prefix, ttl_ms) per operation` → `ok` or `failed:<position>`.
 ///
 /// `count` compares come first in KEYS. A compare is `exists`, `absent`, `index` (a: the
 /// index), `value` (a: the envelope's base64, b: the raw bytes, for a value another client
@@ -161,9 +164,9 @@ for i = 1, count do
 end
 local ops = 2 + count * 3
 for i = count + 1, #KEYS do
-  local at = ops + (i - count - 1) * 4
+  local at = ops + (i - count - 1) * 3
   if ARGV[at] == 'put' then
-    store(KEYS[i], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], next_index(KEYS[i]))
+    store(KEYS[i], ARGV[at + 1], ARGV[at + 2], next_index(KEYS[i]))
   else
     redis.call('DEL', KEYS[i])
   end
@@ -171,12 +174,11 @@ end
 return 'ok'
 "#;
 
-/// The arguments of a write (`name, b64, ttl_ms`, what `store()` takes): `ttl` 0 for none,
+/// The arguments of a write (`prefix, ttl_ms`, what `store()` takes): `ttl` 0 for none,
 /// which also clears an earlier expiry.
-pub(crate) fn write_args(key: &Key, value: &[u8], ttl: Option<Duration>) -> [String; 3] {
+pub(crate) fn write_args(key: &Key, value: &[u8], ttl: Option<Duration>) -> [String; 2] {
     [
-        key.to_string(),
-        encode_value(value),
+        envelope_prefix(key.as_str(), value),
         ttl.map_or_else(|| "0".to_owned(), millis),
     ]
 }

@@ -79,14 +79,14 @@ fn compare_args(check: &Check) -> [Bytes; 3] {
     }
 }
 
-/// `kind, name, b64, ttl_ms` of one operation: a put's are exactly those of `put`.
-fn op_args(op: &TxnOp) -> [Bytes; 4] {
+/// `kind, prefix, ttl_ms` of one operation: a put's are exactly those of `put`.
+fn op_args(op: &TxnOp) -> [Bytes; 3] {
     match op {
         TxnOp::Put { key, value, opts } => {
-            let [name, b64, ttl] = write_args(key, value, opts.ttl);
-            [Bytes::from_static(b"put"), name.into(), b64.into(), ttl.into()]
+            let [prefix, ttl] = write_args(key, value, opts.ttl);
+            [Bytes::from_static(b"put"), prefix.into(), ttl.into()]
         }
-        TxnOp::Delete { .. } => [Bytes::from_static(b"del"), Bytes::new(), Bytes::new(), Bytes::new()],
+        TxnOp::Delete { .. } => [Bytes::from_static(b"del"), Bytes::new(), Bytes::new()],
     }
 }
 
@@ -145,7 +145,7 @@ mod tests {
         let txn = txn();
         assert_eq!(keys(&txn), ["lock", "a", "a", "b"]);
         let args = args(&txn);
-        let expected: [&[u8]; 15] = [
+        let expected: [&[u8]; 13] = [
             b"2",
             b"held",
             b"17",
@@ -154,11 +154,9 @@ mod tests {
             b"aGk=",
             b"hi",
             b"put",
-            b"a",
-            b"aGVsbG8y",
+            br#"{"Key":"a","Value":"aGVsbG8y","LastIndex":"#,
             b"1500",
             b"del",
-            b"",
             b"",
             b"",
         ];

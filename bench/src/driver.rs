@@ -40,4 +40,10 @@ pub(crate) trait Driver: Send + Sync {
 
     /// Takes the lock at `key` (waiting while another holds it), then releases it.
     async fn lock_cycle(&self, key: &str) -> BenchResult<()>;
+
+    /// Whether this driver reads the store the valkeyrie side writes, so that both can list
+    /// one directory written once. An embedded database opened apart does not.
+    fn shares_the_store(&self) -> bool {
+        true
+    }
 }

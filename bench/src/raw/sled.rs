@@ -267,6 +267,12 @@ impl Driver for RawSled {
             .map_err(failed("unlock", key))?;
         released.map_err(|_| format!("the lock on {key} was lost before its release"))
     }
+
+    /// Its own database: sled lets one process open a path once, and the valkeyrie side
+    /// holds its own.
+    fn shares_the_store(&self) -> bool {
+        false
+    }
 }
 
 /// The state of one watch stream.

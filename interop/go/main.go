@@ -2,7 +2,7 @@
 // for the Rust interop tests: each call is one invocation, its results are JSON lines on
 // stdout, so a Rust test can act as one service and this program as another.
 //
-//	valkeyrie-go -store redis|etcdv3|zookeeper|consul -endpoints host:port[,host:port]
+//	valkeyrie-go -store redis|redis-raw|etcdv3|zookeeper|consul -endpoints host:port[,host:port]
 //	             [-token T] [-ttl D] [-timeout D] [-count N] [-delete-on-unlock] COMMAND ARGS
 //
 // Values on the command line and in the output are hex, so binary values pass unchanged.
@@ -70,7 +70,7 @@ type options struct {
 func main() {
 	var opts options
 	var endpoints string
-	flag.StringVar(&opts.store, "store", "", "redis, etcdv3, zookeeper or consul")
+	flag.StringVar(&opts.store, "store", "", "redis, redis-raw, etcdv3, zookeeper or consul")
 	flag.StringVar(&endpoints, "endpoints", "", "comma-separated host:port list")
 	flag.StringVar(&opts.token, "token", "", "Consul ACL token")
 	flag.DurationVar(&opts.ttl, "ttl", 0, "TTL of a put or a lock")
@@ -96,11 +96,14 @@ func main() {
 }
 
 // open connects to the store; Redis with the JSON codec, the only one with which the Go
-// store's CAS and lock renewal work.
+// store's CAS and lock renewal work, or as "redis-raw" the way valkeyrie.NewStore opens it
+// (the raw codec: plain values).
 func open(ctx context.Context, opts options) (store.Store, error) {
 	switch opts.store {
 	case "redis":
 		return redis.NewWithCodec(ctx, opts.endpoints, nil, &redis.JSONCodec{})
+	case "redis-raw":
+		return valkeyrie.NewStore(ctx, redis.StoreName, opts.endpoints, nil)
 	case "etcdv3":
 		return valkeyrie.NewStore(ctx, etcdv3.StoreName, opts.endpoints, &etcdv3.Config{ConnectionTimeout: 5 * time.Second})
 	case "zookeeper":

@@ -39,6 +39,9 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 pub enum Backend {
     /// Redis; the Go side uses the store's JSON codec (see `valkeyrie-redis`'s docs).
     Redis,
+    /// Redis with plain values: the Go side opened by `valkeyrie.NewStore` (its raw codec),
+    /// the Rust side with `value_encoding=raw`.
+    RedisRaw,
     /// etcd v3.
     Etcd,
     /// ZooKeeper.
@@ -52,6 +55,7 @@ impl Backend {
     pub fn go_store(self) -> &'static str {
         match self {
             Backend::Redis => "redis",
+            Backend::RedisRaw => "redis-raw",
             Backend::Etcd => "etcdv3",
             Backend::ZooKeeper => "zookeeper",
             Backend::Consul => "consul",
@@ -61,7 +65,7 @@ impl Backend {
     /// The server's endpoints (`host:port,…`), from the variable `cargo xtask test` sets.
     pub fn endpoints(self) -> Result<String, GoError> {
         let variable = match self {
-            Backend::Redis => "VALKEYRIE_REDIS_URL",
+            Backend::Redis | Backend::RedisRaw => "VALKEYRIE_REDIS_URL",
             Backend::Etcd => "VALKEYRIE_ETCD_ENDPOINTS",
             Backend::ZooKeeper => "VALKEYRIE_ZOOKEEPER_ENDPOINTS",
             Backend::Consul => "VALKEYRIE_CONSUL_ENDPOINTS",
@@ -80,13 +84,14 @@ impl Backend {
 
     /// The URL a Rust service opens the store with.
     pub fn rust_url(self) -> Result<String, GoError> {
-        let scheme = match self {
-            Backend::Redis => "redis",
-            Backend::Etcd => "etcd",
-            Backend::ZooKeeper => "zookeeper",
-            Backend::Consul => "consul",
+        let (scheme, params) = match self {
+            Backend::Redis => ("redis", ""),
+            Backend::RedisRaw => ("redis", "?value_encoding=raw"),
+            Backend::Etcd => ("etcd", ""),
+            Backend::ZooKeeper => ("zookeeper", ""),
+            Backend::Consul => ("consul", ""),
         };
-        Ok(format!("{scheme}://{}", self.endpoints()?))
+        Ok(format!("{scheme}://{}{params}", self.endpoints()?))
     }
 
     /// A Rust service's store handle.

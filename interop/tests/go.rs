@@ -47,6 +47,8 @@ fn tree(dir: &str) -> BTreeMap<String, Vec<u8>> {
 fn same_index(backend: Backend, rust: u64, go: u64) -> bool {
     match backend {
         Backend::ZooKeeper => rust & 0xffff_ffff == go,
+        // Go's raw codec reports index 0 for every value: it keeps none.
+        Backend::RedisRaw => go == 0,
         _ => rust == go,
     }
 }
@@ -90,6 +92,16 @@ async fn check_listing(
             assert_eq!(go_listed.get(key), Some(value), "Go lists {key}");
             assert_eq!(rust_listed.get(key), Some(value), "Rust lists {key}");
         }
+    } else if backend == Backend::RedisRaw {
+        // The Go store's List skips empty replies of its MGET, so with the raw codec an
+        // empty value is missing from Go's listing (its Get reads it).
+        let non_empty: BTreeMap<_, _> = tree
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        assert_eq!(go_listed, non_empty, "Go lists the tree but its empty value");
+        assert_eq!(&rust_listed, tree, "Rust lists exactly the tree");
     } else {
         assert_eq!(&go_listed, tree, "Go lists exactly the tree");
         assert_eq!(&rust_listed, tree, "Rust lists exactly the tree");
@@ -446,20 +458,42 @@ async fn ttl_keys_expire_for_the_other_side(backend: Backend) {
     .await;
 }
 
+/// The cases of plain data, which hold on every pairing.
+macro_rules! data_cases {
+    ($backend:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn go_writes_rust_reads() {
+            super::go_writes_rust_reads($backend).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn rust_writes_go_reads() {
+            super::rust_writes_go_reads($backend).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn rust_watch_sees_go_writes() {
+            super::rust_watch_sees_go_writes($backend).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn go_watch_sees_rust_writes() {
+            super::go_watch_sees_rust_writes($backend).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn ttl_keys_expire_for_the_other_side() {
+            super::ttl_keys_expire_for_the_other_side($backend).await;
+        }
+    };
+}
+
 macro_rules! interop_cases {
     ($($module:ident => $backend:expr),* $(,)?) => {$(
         mod $module {
             use super::*;
 
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn go_writes_rust_reads() {
-                super::go_writes_rust_reads($backend).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn rust_writes_go_reads() {
-                super::rust_writes_go_reads($backend).await;
-            }
+            data_cases!($backend);
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn atomic_put_across_languages() {
@@ -475,21 +509,6 @@ macro_rules! interop_cases {
             async fn rust_lock_excludes_go() {
                 super::rust_lock_excludes_go($backend).await;
             }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn rust_watch_sees_go_writes() {
-                super::rust_watch_sees_go_writes($backend).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn go_watch_sees_rust_writes() {
-                super::go_watch_sees_rust_writes($backend).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn ttl_keys_expire_for_the_other_side() {
-                super::ttl_keys_expire_for_the_other_side($backend).await;
-            }
         }
     )*};
 }
@@ -499,4 +518,11 @@ interop_cases! {
     redis => Backend::Redis,
     zookeeper => Backend::ZooKeeper,
     consul => Backend::Consul,
+}
+
+/// Plain values on Redis: a Go service on `valkeyrie.NewStore` (the raw codec) and a Rust
+/// one on `value_encoding=raw`. Only the data cases: the Go raw codec's compare-and-set and
+/// lock renewal fail on its own values (`valkeyrie-redis`'s docs list what works).
+mod redis_raw {
+    data_cases!(valkeyrie_interop::Backend::RedisRaw);
 }

@@ -1,20 +1,31 @@
-//! The connection: a fred pool built from the config, and one way to run a command or a
-//! script with its deadline and error mapping.
+//! The connection: a fred pool built from the config, one way to run a command or a script
+//! with its deadline and error mapping, and the reads of pairs in the configured layout.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use fred::interfaces::KeysInterface;
 use fred::prelude::{Builder, ClientLike, Pool, ReconnectPolicy, Server, ServerConfig};
 use fred::types::config::{Config, TlsConnector};
 use fred::types::scripts::Script;
 use fred::types::MultipleValues;
+use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::Notify;
-use valkeyrie_core::{Error, Result};
+use valkeyrie_core::{Error, KvPair, Result};
 
-use crate::config::{RedisConfig, Topology};
+use crate::codec;
+use crate::config::{RedisConfig, Topology, ValueEncoding};
 use crate::error::map_error;
+use crate::scripts::Scripts;
 use crate::REDIS;
+
+/// Keys per SCAN page, MGET and UNLINK.
+pub(crate) const BATCH: usize = 500;
+
+/// Reads in flight when a cluster is read key by key.
+const CLUSTER_READS: usize = 16;
 
 /// A pool of connections to Redis, and what is needed to open more (watch subscribers).
 #[derive(Clone)]
@@ -25,6 +36,9 @@ pub(crate) struct RedisClient {
     request_timeout: Duration,
     pub(crate) cluster: bool,
     pub(crate) database: u8,
+    /// The on-server layout, and the scripts that write it.
+    pub(crate) encoding: ValueEncoding,
+    pub(crate) scripts: &'static Scripts,
     /// Signalled whenever a lock of this handle is released, so that this handle's own
     /// waiters try again at once instead of at their next poll.
     pub(crate) lock_released: Arc<Notify>,
@@ -88,6 +102,8 @@ impl RedisClient {
             request_timeout: config.request_timeout,
             cluster: config.topology == Topology::Cluster,
             database: config.database.unwrap_or(0),
+            encoding: config.value_encoding,
+            scripts: Scripts::of(config.value_encoding),
             lock_released: Arc::new(Notify::new()),
         };
         client.init(&client.pool).await?;
@@ -156,13 +172,11 @@ impl RedisClient {
     }
 
     /// Runs a script on `key` with `args`; returns its status string.
-    pub(crate) async fn script(
-        &self,
-        call: &'static str,
-        key: &str,
-        script: &Script,
-        args: Vec<String>,
-    ) -> Result<String> {
+    pub(crate) async fn script<V>(&self, call: &'static str, key: &str, script: &Script, args: V) -> Result<String>
+    where
+        V: TryInto<MultipleValues> + Send,
+        V::Error: Into<fred::error::Error> + Send,
+    {
         self.eval(call, key, script, vec![key.to_owned()], args).await
     }
 
@@ -179,6 +193,9 @@ impl RedisClient {
         V: TryInto<MultipleValues> + Send,
         V::Error: Into<fred::error::Error> + Send,
     {
+        for key in &keys {
+            self.check_key(key)?;
+        }
         let client = self.pool.next();
         self.request(
             call,
@@ -186,6 +203,88 @@ impl RedisClient {
             script.evalsha_with_reload::<String, _, _>(client, keys, args),
         )
         .await
+    }
+}
+
+impl RedisClient {
+    /// The pair at `key`, if any: one GET (an envelope), or one MGET of the key and its index
+    /// key (raw).
+    pub(crate) async fn read_one(&self, call: &'static str, key: &str) -> Result<Option<KvPair>> {
+        self.check_key(key)?;
+        match self.encoding {
+            ValueEncoding::Envelope => {
+                let stored: Option<Bytes> = self.request(call, key, self.pool.get(key)).await?;
+                Ok(stored.map(|stored| codec::decode(key, &stored)))
+            }
+            ValueEncoding::Raw => {
+                let names = vec![key.to_owned(), codec::index_key(key)];
+                let stored: Vec<Option<Bytes>> = self.request(call, key, self.pool.mget(names)).await?;
+                Ok(self.decode(&[key], stored).pop().flatten())
+            }
+        }
+    }
+
+    /// The pairs at `keys` (`None` where missing), errors naming `name`: an MGET per
+    /// [`BATCH`] keys, or key by key ([`CLUSTER_READS`] at a time) on a cluster, whose MGET
+    /// takes keys of one slot only.
+    pub(crate) async fn read_many<K: AsRef<str>>(
+        &self,
+        call: &'static str,
+        name: &str,
+        keys: &[K],
+    ) -> Result<Vec<Option<KvPair>>> {
+        if self.cluster {
+            let reads: Vec<_> = keys.iter().map(|key| self.read_one(call, key.as_ref())).collect();
+            return futures_util::stream::iter(reads)
+                .buffered(CLUSTER_READS)
+                .try_collect()
+                .await;
+        }
+        let mut pairs = Vec::with_capacity(keys.len());
+        for batch in keys.chunks(BATCH) {
+            let names: Vec<String> = match self.encoding {
+                ValueEncoding::Envelope => batch.iter().map(|key| key.as_ref().to_owned()).collect(),
+                ValueEncoding::Raw => batch
+                    .iter()
+                    .flat_map(|key| [key.as_ref().to_owned(), codec::index_key(key.as_ref())])
+                    .collect(),
+            };
+            let stored: Vec<Option<Bytes>> = self.request(call, name, self.pool.mget(names)).await?;
+            pairs.extend(self.decode(batch, stored));
+        }
+        Ok(pairs)
+    }
+
+    /// Refuses, on a cluster with raw values, a key whose index key falls in another hash
+    /// slot (`codec::index_key`): scripts and MGET could not touch both.
+    fn check_key(&self, key: &str) -> Result<()> {
+        if self.cluster && self.encoding == ValueEncoding::Raw && !codec::has_index_key_in_its_slot(key) {
+            return Err(Error::InvalidKey {
+                store: REDIS,
+                key: key.to_owned(),
+                reason: "on a cluster with value_encoding=raw, a key holding `}` needs a hash tag \
+                         such as {app}/… so that its index key shares its slot",
+            });
+        }
+        Ok(())
+    }
+
+    /// The pairs of `keys` from what an MGET of their names returned.
+    fn decode<K: AsRef<str>>(&self, keys: &[K], stored: Vec<Option<Bytes>>) -> Vec<Option<KvPair>> {
+        let mut stored = stored.into_iter();
+        let mut next = || stored.next().flatten();
+        keys.iter()
+            .map(|key| {
+                let key = key.as_ref();
+                match self.encoding {
+                    ValueEncoding::Envelope => next().map(|stored| codec::decode(key, &stored)),
+                    ValueEncoding::Raw => {
+                        let (value, index) = (next(), next());
+                        value.map(|value| codec::decode_raw(key, value, index.as_deref()))
+                    }
+                }
+            })
+            .collect()
     }
 }
 

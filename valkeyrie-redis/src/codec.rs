@@ -1,10 +1,68 @@
-//! The Go store's JSON envelope: `{"Key":"<key>","Value":"<base64>","LastIndex":<n>}`.
+//! How pairs are stored, per [`ValueEncoding`]: the Go store's JSON envelope
+//! `{"Key":"<key>","Value":"<base64>","LastIndex":<n>}` (the default), or the raw value with
+//! its index in an index key beside it.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use bytes::Bytes;
 use serde::Deserialize;
 use valkeyrie_core::KvPair;
+
+use crate::config::ValueEncoding;
+
+/// What an index key adds to its key. Keys cannot hold control characters, so no key of a
+/// user ends this way.
+pub(crate) const INDEX_SUFFIX: &str = "\0valkeyrie-index";
+
+/// The raw layout's index key of `key`, in the key's hash slot where it can be (scripts and
+/// MGET touch both at once, which a cluster allows only within one slot): the key plus
+/// [`INDEX_SUFFIX`] when the key has a hash tag of its own, else the key in braces plus the
+/// suffix, which hashes the whole key as Redis hashes the key itself. A key without a hash
+/// tag that holds a `}` cannot be put in braces whole, so it gets the plain suffix and
+/// another slot ([`has_index_key_in_its_slot`] says so). The scripts' `index_key` computes
+/// the same.
+pub(crate) fn index_key(key: &str) -> String {
+    if hash_tag(key).is_some() || key.contains('}') {
+        format!("{key}{INDEX_SUFFIX}")
+    } else {
+        format!("{{{key}}}{INDEX_SUFFIX}")
+    }
+}
+
+/// Whether [`index_key`] of `key` shares its hash slot (what a cluster needs).
+pub(crate) fn has_index_key_in_its_slot(key: &str) -> bool {
+    hash_tag(key).is_some() || !key.contains('}')
+}
+
+/// The hash tag of `key`, as Redis finds it: between the first `{` and the first `}` after
+/// it, if not empty.
+fn hash_tag(key: &str) -> Option<&str> {
+    let open = key.find('{')?;
+    let length = key[open + 1..].find('}')?;
+    (length > 0).then(|| &key[open + 1..open + 1 + length])
+}
+
+/// Whether `name` is an index key, not a key of the user's.
+pub(crate) fn is_index_key(name: &str) -> bool {
+    name.ends_with(INDEX_SUFFIX)
+}
+
+/// What the scripts write for `value` (`store()`'s payload).
+pub(crate) fn payload(encoding: ValueEncoding, key: &str, value: &Bytes) -> Bytes {
+    match encoding {
+        ValueEncoding::Envelope => envelope_prefix(key, value).into(),
+        ValueEncoding::Raw => value.clone(),
+    }
+}
+
+/// The raw layout's pair: the value and the index key's decimal index (0 without one).
+pub(crate) fn decode_raw(key: &str, value: Bytes, index: Option<&[u8]>) -> KvPair {
+    let index = index
+        .and_then(|index| std::str::from_utf8(index).ok())
+        .and_then(|index| index.parse().ok())
+        .unwrap_or(0);
+    KvPair::new(key, value, index)
+}
 
 #[derive(Deserialize)]
 #[allow(non_snake_case)] // The Go store's field names.
@@ -60,6 +118,8 @@ pub(crate) fn envelope_prefix(key: &str, value: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use fred::util::redis_keyslot;
+
     use super::*;
 
     #[test]
@@ -91,5 +151,33 @@ mod tests {
             envelope_prefix("j/a/b", b"hello2"),
             r#"{"Key":"j/a/b","Value":"aGVsbG8y","LastIndex":"#
         );
+    }
+
+    #[test]
+    fn index_keys_share_their_keys_hash_slot() {
+        assert_eq!(index_key("a/b"), "{a/b}\0valkeyrie-index");
+        assert_eq!(index_key("{app}/a"), "{app}/a\0valkeyrie-index");
+        // `{}` is no hash tag, nor is an unclosed brace: Redis hashes the whole key.
+        assert_eq!(index_key("a{b"), "{a{b}\0valkeyrie-index");
+        for key in ["a/b", "{app}/a", "a{b", "x/{y}/z"] {
+            let index = index_key(key);
+            assert!(has_index_key_in_its_slot(key), "{key}");
+            assert_eq!(redis_keyslot(key.as_bytes()), redis_keyslot(index.as_bytes()), "{key}");
+            assert!(is_index_key(&index) && !is_index_key(key));
+        }
+        // A `}` without a hash tag: no name in braces hashes the whole key.
+        for key in ["{}/a", "a}b", "{}{x}"] {
+            assert!(!has_index_key_in_its_slot(key), "{key}");
+            assert_eq!(index_key(key), format!("{key}\0valkeyrie-index"));
+        }
+    }
+
+    #[test]
+    fn raw_pairs_take_the_index_keys_index() {
+        let value = || Bytes::from_static(b"v");
+        assert_eq!(decode_raw("k", value(), Some(b"17")), KvPair::new("k", "v", 17));
+        assert_eq!(decode_raw("k", value(), None), KvPair::new("k", "v", 0));
+        assert_eq!(decode_raw("k", value(), Some(b"junk")), KvPair::new("k", "v", 0));
+        assert_eq!(payload(ValueEncoding::Raw, "k", &value()), value());
     }
 }

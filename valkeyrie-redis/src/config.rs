@@ -20,6 +20,40 @@ pub enum Topology {
     Sentinel,
 }
 
+/// How a pair is laid out on the server.
+///
+/// ```
+/// use valkeyrie_redis::{RedisConfig, ValueEncoding};
+///
+/// let raw = RedisConfig { value_encoding: ValueEncoding::Raw, ..Default::default() };
+/// assert_eq!(raw.value_encoding, ValueEncoding::Raw);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueEncoding {
+    /// The Go store's JSON envelope `{"Key":…,"Value":"<base64>","LastIndex":<n>}`, in one
+    /// key: what Go services on `redis.NewWithCodec(…, &redis.JSONCodec{})` read and write,
+    /// compare-and-set and locks included.
+    #[default]
+    Envelope,
+    /// The value's bytes as they are, so other tools read them with a plain `GET` (and Go
+    /// services on the Go store's default raw codec, `valkeyrie.NewStore`, share plain
+    /// values). Every call still works: the index lives in a second key beside each key,
+    /// `{<key>}\0valkeyrie-index` (or `<key>\0valkeyrie-index` when the key has a hash tag
+    /// of its own), in the same hash slot and with the same expiry. What this gives up:
+    ///
+    /// - Twice the keys, and a few more bytes per key.
+    /// - Writes by other clients do not change the index: a compare-and-set (or a watch
+    ///   deciding whether a key changed) cannot tell a value another tool rewrote from the
+    ///   one it read, and a key another tool deleted leaves its index key behind (harmless:
+    ///   never listed, overwritten by the next write).
+    /// - Values and locks are not readable by Go services on the JSON codec, and the Go
+    ///   store's raw codec has no working compare-and-set or lock renewal of its own.
+    ///   A raw lock still excludes a Go lock on the same key (both are the key with an
+    ///   expiry) for as long as the Go store keeps its lock.
+    Raw,
+}
+
 /// Settings of the Redis store. The URL form sets the same fields:
 /// `redis://user:password@host:6379/2?pool_size=8` (the path is the database index;
 /// `rediss://` turns TLS on).
@@ -59,6 +93,9 @@ pub struct RedisConfig {
     /// Let watches turn keyspace notifications on (`CONFIG SET notify-keyspace-events`)
     /// when the server has them off. Default `false`: the watch fails, naming the setting.
     pub enable_keyspace_events: bool,
+    /// The on-server layout: `envelope` (default, shared with Go's JSON codec) or `raw`.
+    /// See [`ValueEncoding`] for what `raw` gives up. Every handle on a store must agree.
+    pub value_encoding: ValueEncoding,
 }
 
 impl Default for RedisConfig {
@@ -75,6 +112,7 @@ impl Default for RedisConfig {
             request_timeout: Duration::from_secs(5),
             max_value_size: 384 * 1024 * 1024 - 64 * 1024,
             enable_keyspace_events: false,
+            value_encoding: ValueEncoding::Envelope,
         }
     }
 }
@@ -123,6 +161,7 @@ mod tests {
         let url = StoreUrl::parse("redis://app:s%3Acret@h1:6379/2?pool_size=8&request_timeout=250ms").unwrap();
         let mut params = url.params;
         params.push(("database".into(), url.path.unwrap()));
+        params.push(("value_encoding".into(), "raw".into()));
         let from_url: RedisConfig = StoreConfig::Params(params).resolve().unwrap();
         let typed = RedisConfig {
             username: Some("app".into()),
@@ -130,6 +169,7 @@ mod tests {
             database: Some(2),
             pool_size: 8,
             request_timeout: Duration::from_millis(250),
+            value_encoding: ValueEncoding::Raw,
             ..Default::default()
         };
         assert_eq!(from_url, typed);

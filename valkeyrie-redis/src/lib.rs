@@ -7,9 +7,13 @@
 //! * **Layout**: each key holds the Go `kvtools/redis` JSON envelope
 //!   `{"Key":"<key>","Value":"<base64>","LastIndex":<n>}`, so Go services using that store's
 //!   JSON codec share data and locks with this one. A value written by another client (not
-//!   an envelope) reads as its raw bytes with `last_index` 0.
+//!   an envelope) reads as its raw bytes with `last_index` 0. For plain values that other
+//!   tools `GET`, see [Raw values](#raw-values).
 //! * **Indexes and atomic calls** run server-side in Lua scripts (loaded once, `EVALSHA` with
-//!   a reload on `NOSCRIPT`), one key each so they also work on a cluster. `LastIndex` is
+//!   a reload on `NOSCRIPT`), one key each so they also work on a cluster. The client builds
+//!   the envelope up to its index and a script reads the stored envelope's last bytes
+//!   (`GETRANGE`) for the previous index, so a write costs Lua little beyond its own
+//!   arguments (see the README's benchmarks for what a script still costs). `LastIndex` is
 //!   `max(server time in µs, previous + 1)`: it grows on every write, also across a delete
 //!   and re-create, so a stale pair never matches a newer write.
 //! * **Transactions** (`commit`, `put_if_held`, `delete_if_held`) are one Lua script, one
@@ -66,6 +70,22 @@
 //! Rust side sets `delete_on_unlock` (a Go waiter takes only an absent key). The interop
 //! suite (`interop/`) checks all of it against the Go library.
 //!
+//! ## Raw values
+//!
+//! `redis://host:6379?value_encoding=raw` ([`ValueEncoding::Raw`]) stores each value's bytes
+//! as they are, so `redis-cli GET`, other tools, and Go services opened the default way
+//! (`valkeyrie.NewStore`, the raw codec) read them. Every call still works, with the same
+//! indexes, compare-and-set, locks, fencing, transactions and watches: each key has an index
+//! key beside it, `{<key>}\0valkeyrie-index` (`<key>\0valkeyrie-index` for a key with a
+//! hash tag of its own), in its hash slot and with its expiry, which lists, watches and
+//! `delete_tree` leave out. What it gives up is on [`ValueEncoding::Raw`]: mainly, another
+//! client's write does not change the index, so compare-and-set cannot see it. Against the
+//! Go store's raw codec the interop suite checks the data cases both ways (trees with binary
+//! values, watches, TTLs), with two Go limits: its `List` leaves out empty values, and its
+//! indexes are always 0 (its own compare-and-set and lock renewal do not work on raw
+//! values). Every handle on one store must use the same encoding: an envelope store reads
+//! raw values as foreign ones, and a raw store reads envelopes as plain bytes.
+//!
 //! ## Example
 //!
 //! ```no_run
@@ -89,7 +109,7 @@ mod store;
 mod txn;
 mod watch;
 
-pub use config::{RedisConfig, Topology};
+pub use config::{RedisConfig, Topology, ValueEncoding};
 pub use store::RedisStore;
 
 /// The registered name of this store, also its URL scheme.

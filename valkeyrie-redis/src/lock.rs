@@ -18,7 +18,7 @@ use valkeyrie_core::{
 };
 
 use crate::client::{index_of, millis, RedisClient};
-use crate::scripts::{write_args, SCRIPTS};
+use crate::scripts::write_args;
 use crate::REDIS;
 
 /// The longest a waiter sleeps between two attempts.
@@ -104,14 +104,16 @@ impl RedisLocker {
         let (answer, answered) = oneshot::channel();
         let client = self.client.clone();
         let key = self.key.clone();
-        let args = write_args(&self.key, &self.value, Some(self.ttl)).into();
+        let args = Vec::from(write_args(self.client.encoding, &self.key, &self.value, Some(self.ttl)));
         let delete = if self.delete_on_unlock { "1" } else { "0" };
         tokio::spawn(async move {
-            let status = client.script(call, key.as_str(), &SCRIPTS.lock, args).await;
+            let status = client.script(call, key.as_str(), &client.scripts.lock, args).await;
             if let Err(Ok(status)) = answer.send(status) {
                 if let Some(index) = index_of(&status) {
                     let args = vec![index.to_string(), delete.to_owned()];
-                    let _ = client.script("unlock", key.as_str(), &SCRIPTS.unlock, args).await;
+                    let _ = client
+                        .script("unlock", key.as_str(), &client.scripts.unlock, args)
+                        .await;
                 }
             }
         });
@@ -189,7 +191,7 @@ impl Holder {
             let args = vec![self.index.to_string(), millis(self.ttl)];
             let outcome = self
                 .client
-                .script("lock", self.key.as_str(), &SCRIPTS.renew, args)
+                .script("lock", self.key.as_str(), &self.client.scripts.renew, args)
                 .await;
             let reason = match outcome.as_deref() {
                 // A renewal that came too late does not count: the lock is given up.
@@ -212,7 +214,9 @@ impl Holder {
 /// `delete_value`) and wakes this handle's waiters; the script's status.
 async fn unlock(client: &RedisClient, key: &Key, index: u64, delete_value: bool) -> Result<String> {
     let args = vec![index.to_string(), if delete_value { "1" } else { "0" }.to_owned()];
-    let status = client.script("unlock", key.as_str(), &SCRIPTS.unlock, args).await;
+    let status = client
+        .script("unlock", key.as_str(), &client.scripts.unlock, args)
+        .await;
     client.lock_released.notify_waiters();
     status
 }

@@ -4,21 +4,27 @@
 //! `ok:<index>`, `exists`, `notfound`, `modified`, `busy:<ms left>`, `gone`, `taken` or
 //! `failed:<compare>`.
 //!
-//! A written value arrives as its envelope up to the index (`codec::envelope_prefix`): the
-//! script appends the index it assigns and the closing brace. Indexes travel as decimal
-//! strings.
+//! Each script exists in two layouts, one per [`ValueEncoding`]: the same body on top of the
+//! layout's functions. A written value arrives as its payload (`codec::payload`): in the
+//! envelope layout the envelope up to the index, to which the script appends the index it
+//! assigns and the closing brace; in the raw layout the value's bytes. Indexes travel as
+//! decimal strings.
 
 use std::sync::LazyLock;
 use std::time::Duration;
 
+use bytes::Bytes;
 use fred::types::scripts::Script;
 use valkeyrie_core::Key;
 
 use crate::client::millis;
-use crate::codec::envelope_prefix;
+use crate::codec;
+use crate::config::ValueEncoding;
 
-/// Helpers shared by every script.
-const PRELUDE: &str = r#"
+/// How the envelope layout (the default, the Go JSON codec's) stores a pair: the key holds
+/// `{"Key":…,"Value":"<base64>","LastIndex":<n>}`. Each layout defines the same functions:
+/// `current_index`, `store`, `remove`, `set_expiry`, `clear_expiry` and `value_is`.
+const ENVELOPE_LAYOUT: &str = r#"
 local function current_index(key)
   -- The envelope's last bytes first: both this store and Go's write `LastIndex` as the
   -- last field, so reading (and scanning) the whole value, which made every write cost
@@ -34,101 +40,13 @@ local function current_index(key)
   end
   return 0
 end
-local function next_index(key)
-  local time = redis.call('TIME')
-  local index = tonumber(time[1]) * 1000000 + tonumber(time[2])
-  local last = current_index(key)
-  if last and last >= index then index = last + 1 end
-  return index
-end
-local function text(index) return string.format('%.0f', index) end
 local function store(key, prefix, ttl, index)
   local body = prefix .. text(index) .. '}'
   if tonumber(ttl) > 0 then redis.call('SET', key, body, 'PX', ttl) else redis.call('SET', key, body) end
 end
--- 'ok' while the lock acquisition that wrote `index` holds the key, else 'gone' or 'taken'.
--- A key without an expiry was released (or rewritten without a TTL): nobody holds it.
-local function lock_state(key, index)
-  local current = current_index(key)
-  if not current then return 'gone' end
-  if text(current) ~= index then return 'taken' end
-  if redis.call('PTTL', key) < 0 then return 'gone' end
-  return 'ok'
-end
-"#;
-
-/// `PUT key | prefix, ttl_ms` → `ok:<index>`.
-const PUT: &str = r#"
-local index = next_index(KEYS[1])
-store(KEYS[1], ARGV[1], ARGV[2], index)
-return 'ok:' .. text(index)
-"#;
-
-/// `CREATE key | prefix, ttl_ms` → `ok:<index>` or `exists`.
-const CREATE: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 'exists' end
-local index = next_index(KEYS[1])
-store(KEYS[1], ARGV[1], ARGV[2], index)
-return 'ok:' .. text(index)
-"#;
-
-/// `CAS key | prefix, ttl_ms, expected` → `ok:<index>`, `notfound` or `modified`.
-const CAS: &str = r#"
-local current = current_index(KEYS[1])
-if not current then return 'notfound' end
-if text(current) ~= ARGV[3] then return 'modified' end
-local index = next_index(KEYS[1])
-store(KEYS[1], ARGV[1], ARGV[2], index)
-return 'ok:' .. text(index)
-"#;
-
-/// `CAD key | expected` → `ok`, `notfound` or `modified`.
-const CAD: &str = r#"
-local current = current_index(KEYS[1])
-if not current then return 'notfound' end
-if text(current) ~= ARGV[1] then return 'modified' end
-redis.call('DEL', KEYS[1])
-return 'ok'
-"#;
-
-/// `LOCK key | prefix, ttl_ms` → `ok:<index>` or `busy:<ms left>`. A key with an expiry
-/// is a held lock; a key without one (a value left after an unlock, or plain data) is free.
-const LOCK: &str = r#"
-local left = redis.call('PTTL', KEYS[1])
-if left >= 0 then return 'busy:' .. left end
-local index = next_index(KEYS[1])
-store(KEYS[1], ARGV[1], ARGV[2], index)
-return 'ok:' .. text(index)
-"#;
-
-/// `RENEW key | expected, ttl_ms` → `ok`, `gone` or `taken`. A released lock (no expiry)
-/// is `gone`: a late renewal must not lock it again.
-const RENEW: &str = r#"
-local state = lock_state(KEYS[1], ARGV[1])
-if state ~= 'ok' then return state end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 'ok'
-"#;
-
-/// `UNLOCK key | expected, delete ("1"/"0")` → `ok`, `gone` or `taken`. Without delete, the
-/// value stays and loses its expiry, which frees the lock.
-const UNLOCK: &str = r#"
-local current = current_index(KEYS[1])
-if not current then return 'gone' end
-if text(current) ~= ARGV[1] then return 'taken' end
-if ARGV[2] == '1' then redis.call('DEL', KEYS[1]) else redis.call('PERSIST', KEYS[1]) end
-return 'ok'
-"#;
-
-/// `COMMIT compared keys…, written keys… | count, (kind, a, b) per compare,
-/// (kind, prefix, ttl_ms) per operation` → `ok` or `failed:<position>`.
-///
-/// `count` compares come first in KEYS. A compare is `exists`, `absent`, `index` (a: the
-/// index), `value` (a: the envelope's base64, b: the raw bytes, for a value another client
-/// wrote) or `held` (a: the fencing token); unused operands are empty. An operation is `put`
-/// or `del` (the latter with empty operands). Fixed widths keep the positions plain
-/// arithmetic.
-const COMMIT: &str = r#"
+local function remove(key) redis.call('DEL', key) end
+local function set_expiry(key, ttl) redis.call('PEXPIRE', key, ttl) end
+local function clear_expiry(key) redis.call('PERSIST', key) end
 -- Whether `value` is what codec.rs decodes as base64 (padded, standard alphabet).
 local function is_base64(value)
   return #value % 4 == 0 and string.match(value, '^[A-Za-z0-9+/]*=?=?$') ~= nil
@@ -146,6 +64,151 @@ local function value_is(key, b64, raw)
   end
   return current == raw
 end
+"#;
+
+/// How the raw layout (`value_encoding = "raw"`) stores a pair: the key holds the value's
+/// bytes and its index key (`codec::index_key`, in the same hash slot) the index as decimal
+/// text, both with the same expiry. A key without an index key (written by another client)
+/// has index 0.
+const RAW_LAYOUT: &str = r#"
+local INDEX_SUFFIX = '\0valkeyrie-index'
+-- codec::index_key: the key plus the suffix, in braces unless the key has a hash tag of its
+-- own (or a `}` that braces cannot hold), so that both land in the key's hash slot.
+local function index_key(key)
+  local open = string.find(key, '{', 1, true)
+  local close = open and string.find(key, '}', open + 1, true)
+  if (close and close > open + 1) or string.find(key, '}', 1, true) then return key .. INDEX_SUFFIX end
+  return '{' .. key .. '}' .. INDEX_SUFFIX
+end
+local function current_index(key)
+  if redis.call('EXISTS', key) == 0 then return nil end
+  return tonumber(redis.call('GET', index_key(key))) or 0
+end
+local function store(key, value, ttl, index)
+  if tonumber(ttl) > 0 then
+    redis.call('SET', key, value, 'PX', ttl)
+    redis.call('SET', index_key(key), text(index), 'PX', ttl)
+  else
+    redis.call('SET', key, value)
+    redis.call('SET', index_key(key), text(index))
+  end
+end
+local function remove(key) redis.call('DEL', key, index_key(key)) end
+local function set_expiry(key, ttl)
+  redis.call('PEXPIRE', key, ttl)
+  redis.call('PEXPIRE', index_key(key), ttl)
+end
+local function clear_expiry(key)
+  redis.call('PERSIST', key)
+  redis.call('PERSIST', index_key(key))
+end
+local function value_is(key, b64, raw) return redis.call('GET', key) == raw end
+"#;
+
+/// Before the layout: what it uses.
+const HEAD: &str = r#"
+local function text(index) return string.format('%.0f', index) end
+"#;
+
+/// After the layout: the helpers built on it.
+const PRELUDE: &str = r#"
+local function next_index(key)
+  local time = redis.call('TIME')
+  local index = tonumber(time[1]) * 1000000 + tonumber(time[2])
+  local last = current_index(key)
+  if last and last >= index then index = last + 1 end
+  return index
+end
+-- 'ok' while the lock acquisition that wrote `index` holds the key, else 'gone' or 'taken'.
+-- A key without an expiry was released (or rewritten without a TTL): nobody holds it.
+local function lock_state(key, index)
+  local current = current_index(key)
+  if not current then return 'gone' end
+  if text(current) ~= index then return 'taken' end
+  if redis.call('PTTL', key) < 0 then return 'gone' end
+  return 'ok'
+end
+"#;
+
+/// `PUT key | payload, ttl_ms` → `ok:<index>`.
+const PUT: &str = r#"
+local index = next_index(KEYS[1])
+store(KEYS[1], ARGV[1], ARGV[2], index)
+return 'ok:' .. text(index)
+"#;
+
+/// `CREATE key | payload, ttl_ms` → `ok:<index>` or `exists`.
+const CREATE: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 'exists' end
+local index = next_index(KEYS[1])
+store(KEYS[1], ARGV[1], ARGV[2], index)
+return 'ok:' .. text(index)
+"#;
+
+/// `CAS key | payload, ttl_ms, expected` → `ok:<index>`, `notfound` or `modified`.
+const CAS: &str = r#"
+local current = current_index(KEYS[1])
+if not current then return 'notfound' end
+if text(current) ~= ARGV[3] then return 'modified' end
+local index = next_index(KEYS[1])
+store(KEYS[1], ARGV[1], ARGV[2], index)
+return 'ok:' .. text(index)
+"#;
+
+/// `CAD key | expected` → `ok`, `notfound` or `modified`.
+const CAD: &str = r#"
+local current = current_index(KEYS[1])
+if not current then return 'notfound' end
+if text(current) ~= ARGV[1] then return 'modified' end
+remove(KEYS[1])
+return 'ok'
+"#;
+
+/// `DELETE key` → `ok` or `notfound`: the raw layout's delete, which takes the index key too.
+const DELETE: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'notfound' end
+remove(KEYS[1])
+return 'ok'
+"#;
+
+/// `LOCK key | payload, ttl_ms` → `ok:<index>` or `busy:<ms left>`. A key with an expiry
+/// is a held lock; a key without one (a value left after an unlock, or plain data) is free.
+const LOCK: &str = r#"
+local left = redis.call('PTTL', KEYS[1])
+if left >= 0 then return 'busy:' .. left end
+local index = next_index(KEYS[1])
+store(KEYS[1], ARGV[1], ARGV[2], index)
+return 'ok:' .. text(index)
+"#;
+
+/// `RENEW key | expected, ttl_ms` → `ok`, `gone` or `taken`. A released lock (no expiry)
+/// is `gone`: a late renewal must not lock it again.
+const RENEW: &str = r#"
+local state = lock_state(KEYS[1], ARGV[1])
+if state ~= 'ok' then return state end
+set_expiry(KEYS[1], ARGV[2])
+return 'ok'
+"#;
+
+/// `UNLOCK key | expected, delete ("1"/"0")` → `ok`, `gone` or `taken`. Without delete, the
+/// value stays and loses its expiry, which frees the lock.
+const UNLOCK: &str = r#"
+local current = current_index(KEYS[1])
+if not current then return 'gone' end
+if text(current) ~= ARGV[1] then return 'taken' end
+if ARGV[2] == '1' then remove(KEYS[1]) else clear_expiry(KEYS[1]) end
+return 'ok'
+"#;
+
+/// `COMMIT compared keys…, written keys… | count, (kind, a, b) per compare,
+/// (kind, payload, ttl_ms) per operation` → `ok` or `failed:<position>`.
+///
+/// `count` compares come first in KEYS. A compare is `exists`, `absent`, `index` (a: the
+/// index), `value` (a: the envelope's base64, b: the raw bytes, for a value another client
+/// wrote) or `held` (a: the fencing token); unused operands are empty. An operation is `put`
+/// or `del` (the latter with empty operands). Fixed widths keep the positions plain
+/// arithmetic.
+const COMMIT: &str = r#"
 local function holds(key, kind, a, b)
   if kind == 'exists' then return redis.call('EXISTS', key) == 1 end
   if kind == 'absent' then return redis.call('EXISTS', key) == 0 end
@@ -168,45 +231,57 @@ for i = count + 1, #KEYS do
   if ARGV[at] == 'put' then
     store(KEYS[i], ARGV[at + 1], ARGV[at + 2], next_index(KEYS[i]))
   else
-    redis.call('DEL', KEYS[i])
+    remove(KEYS[i])
   end
 end
 return 'ok'
 "#;
 
-/// The arguments of a write (`prefix, ttl_ms`, what `store()` takes): `ttl` 0 for none,
+/// The arguments of a write (`payload, ttl_ms`, what `store()` takes): `ttl` 0 for none,
 /// which also clears an earlier expiry.
-pub(crate) fn write_args(key: &Key, value: &[u8], ttl: Option<Duration>) -> [String; 2] {
+pub(crate) fn write_args(encoding: ValueEncoding, key: &Key, value: &Bytes, ttl: Option<Duration>) -> [Bytes; 2] {
     [
-        envelope_prefix(key.as_str(), value),
-        ttl.map_or_else(|| "0".to_owned(), millis),
+        codec::payload(encoding, key.as_str(), value),
+        ttl.map_or_else(|| "0".to_owned(), millis).into(),
     ]
 }
 
-fn script(body: &str) -> Script {
-    Script::from_lua(format!("{PRELUDE}{body}"))
-}
-
-/// Every script, compiled once per process.
+/// Every script of one layout, compiled once per process.
 pub(crate) struct Scripts {
     pub(crate) put: Script,
     pub(crate) create: Script,
     pub(crate) cas: Script,
     pub(crate) cad: Script,
+    pub(crate) delete: Script,
     pub(crate) lock: Script,
     pub(crate) renew: Script,
     pub(crate) unlock: Script,
     pub(crate) commit: Script,
 }
 
-/// The scripts; their SHA1s are computed once.
-pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
-    put: script(PUT),
-    create: script(CREATE),
-    cas: script(CAS),
-    cad: script(CAD),
-    lock: script(LOCK),
-    renew: script(RENEW),
-    unlock: script(UNLOCK),
-    commit: script(COMMIT),
-});
+impl Scripts {
+    fn new(layout: &str) -> Scripts {
+        let script = |body: &str| Script::from_lua(format!("{HEAD}{layout}{PRELUDE}{body}"));
+        Scripts {
+            put: script(PUT),
+            create: script(CREATE),
+            cas: script(CAS),
+            cad: script(CAD),
+            delete: script(DELETE),
+            lock: script(LOCK),
+            renew: script(RENEW),
+            unlock: script(UNLOCK),
+            commit: script(COMMIT),
+        }
+    }
+
+    /// The scripts of `encoding`'s layout; their SHA1s are computed once.
+    pub(crate) fn of(encoding: ValueEncoding) -> &'static Scripts {
+        static ENVELOPE: LazyLock<Scripts> = LazyLock::new(|| Scripts::new(ENVELOPE_LAYOUT));
+        static RAW: LazyLock<Scripts> = LazyLock::new(|| Scripts::new(RAW_LAYOUT));
+        match encoding {
+            ValueEncoding::Envelope => &ENVELOPE,
+            ValueEncoding::Raw => &RAW,
+        }
+    }
+}

@@ -13,15 +13,12 @@ use valkeyrie_core::{
     Store, StoreSpec, Txn, TxnOutcome, WatchStream, WriteOptions,
 };
 
-use crate::client::{glob_escape, index_of, millis, RedisClient};
-use crate::codec::decode;
-use crate::config::RedisConfig;
+use crate::client::{glob_escape, index_of, millis, RedisClient, BATCH};
+use crate::codec::{self, is_index_key};
+use crate::config::{RedisConfig, ValueEncoding};
 use crate::lock::RedisLocker;
-use crate::scripts::{write_args, SCRIPTS};
+use crate::scripts::write_args;
 use crate::{txn, watch, REDIS, REDISS};
-
-/// Keys per SCAN page, MGET and UNLINK.
-const BATCH: usize = 500;
 
 /// A handle on a Redis deployment.
 pub struct RedisStore {
@@ -74,7 +71,8 @@ fn written(key: &Key, value: Bytes, status: &str) -> Result<KvPair> {
     }
 }
 
-/// Every key strictly below `dir`, from SCAN `dir/*` (deduplicated: SCAN may repeat).
+/// Every key strictly below `dir`, from SCAN `dir/*` (deduplicated: SCAN may repeat), without
+/// the raw layout's index keys.
 pub(crate) async fn keys_below(client: &RedisClient, dir: &Key) -> Result<Vec<String>> {
     let pattern = format!("{}/*", glob_escape(dir.as_str()));
     let node = client.pool.next();
@@ -90,7 +88,10 @@ pub(crate) async fn keys_below(client: &RedisClient, dir: &Key) -> Result<Vec<St
         .request("list", dir.as_str(), async { keys.next().await.transpose() })
         .await?
     {
-        found.insert(key.as_str_lossy().into_owned());
+        let key = key.as_str_lossy();
+        if !is_index_key(&key) {
+            found.insert(key.into_owned());
+        }
     }
     Ok(found.into_iter().collect())
 }
@@ -102,31 +103,8 @@ pub(crate) async fn read_many(
     dir: &Key,
     keys: &[String],
 ) -> Result<Vec<KvPair>> {
-    let mut pairs = Vec::with_capacity(keys.len());
-    for batch in keys.chunks(BATCH) {
-        let values: Vec<Option<Bytes>> = if client.cluster {
-            let mut values = Vec::with_capacity(batch.len());
-            for key in batch {
-                values.push(
-                    client
-                        .request(call, dir.as_str(), client.pool.get(key.as_str()))
-                        .await?,
-                );
-            }
-            values
-        } else {
-            client
-                .request(call, dir.as_str(), client.pool.mget(batch.to_vec()))
-                .await?
-        };
-        pairs.extend(
-            batch
-                .iter()
-                .zip(values)
-                .filter_map(|(key, value)| value.map(|v| decode(key, &v))),
-        );
-    }
-    Ok(pairs)
+    let pairs = client.read_many(call, dir.as_str(), keys).await?;
+    Ok(pairs.into_iter().flatten().collect())
 }
 
 /// `dir` and everything below it (with `tree`), or `dir` alone.
@@ -150,7 +128,11 @@ impl RedisStore {
             loop {
                 tokio::time::sleep(period).await;
                 let args = vec![index.to_string(), millis(ttl)];
-                match client.script("keep_alive", &key, &SCRIPTS.renew, args).await.as_deref() {
+                match client
+                    .script("keep_alive", &key, &client.scripts.renew, args)
+                    .await
+                    .as_deref()
+                {
                     Ok("ok") => {}
                     Ok(_) => return,
                     Err(err) => tracing::warn!(store = REDIS, key, error = %err, "keep-alive failed; retrying"),
@@ -186,8 +168,11 @@ impl Backend for RedisStore {
     }
 
     async fn put(&self, key: &Key, value: Bytes, opts: &WriteOptions) -> Result<()> {
-        let args = write_args(key, &value, opts.ttl).into();
-        let status = self.client.script("put", key.as_str(), &SCRIPTS.put, args).await?;
+        let args = Vec::from(write_args(self.client.encoding, key, &value, opts.ttl));
+        let status = self
+            .client
+            .script("put", key.as_str(), &self.client.scripts.put, args)
+            .await?;
         let pair = written(key, value, &status)?;
         if let (Some(ttl), true) = (opts.ttl, opts.keep_alive) {
             self.keep_alive(key, pair.last_index, ttl);
@@ -196,39 +181,37 @@ impl Backend for RedisStore {
     }
 
     async fn get(&self, key: &Key, _opts: &ReadOptions) -> Result<KvPair> {
-        let stored: Option<Bytes> = self
-            .client
-            .request("get", key.as_str(), self.client.pool.get(key.as_str()))
-            .await?;
-        stored
-            .map(|stored| decode(key.as_str(), &stored))
+        self.client
+            .read_one("get", key.as_str())
+            .await?
             .ok_or_else(|| Error::not_found(REDIS, key.as_str()))
     }
 
-    async fn get_many(&self, keys: &[Key], opts: &ReadOptions) -> Result<Vec<Option<KvPair>>> {
-        if self.client.cluster {
-            // MGET on a cluster needs every key in one slot: read key by key instead.
-            return valkeyrie_core::store::get_each(self, keys, opts).await;
-        }
+    async fn get_many(&self, keys: &[Key], _opts: &ReadOptions) -> Result<Vec<Option<KvPair>>> {
+        let first = keys.first().map(Key::as_str).unwrap_or_default();
         let names: Vec<&str> = keys.iter().map(Key::as_str).collect();
-        let first = names.first().copied().unwrap_or_default();
-        let stored: Vec<Option<Bytes>> = self
-            .client
-            .request("get_many", first, self.client.pool.mget(names))
-            .await?;
-        Ok(keys
-            .iter()
-            .zip(stored)
-            .map(|(key, stored)| stored.map(|stored| decode(key.as_str(), &stored)))
-            .collect())
+        self.client.read_many("get_many", first, &names).await
     }
 
     async fn delete(&self, key: &Key) -> Result<()> {
-        let deleted: i64 = self
-            .client
-            .request("delete", key.as_str(), self.client.pool.del(key.as_str()))
-            .await?;
-        if deleted == 0 {
+        let deleted = match self.client.encoding {
+            ValueEncoding::Envelope => {
+                let deleted: i64 = self
+                    .client
+                    .request("delete", key.as_str(), self.client.pool.del(key.as_str()))
+                    .await?;
+                deleted > 0
+            }
+            // The key and its index key at once: a script.
+            ValueEncoding::Raw => {
+                let delete = &self.client.scripts.delete;
+                self.client
+                    .script("delete", key.as_str(), delete, Vec::<String>::new())
+                    .await?
+                    == "ok"
+            }
+        };
+        if !deleted {
             return Err(Error::not_found(REDIS, key.as_str()));
         }
         Ok(())
@@ -261,6 +244,12 @@ impl Backend for RedisStore {
         for batch in keys.chunks(batch_size) {
             let unlink = self.client.pool.unlink::<i64, _>(batch.to_vec());
             deleted += self.client.request("delete_tree", dir.as_str(), unlink).await?;
+            if self.client.encoding == ValueEncoding::Raw {
+                // Counted apart: an index key left by another client's delete is no key.
+                let indexes: Vec<String> = batch.iter().map(|key| codec::index_key(key)).collect();
+                let unlink = self.client.pool.unlink::<i64, _>(indexes);
+                self.client.request("delete_tree", dir.as_str(), unlink).await?;
+            }
         }
         if deleted == 0 {
             return Err(Error::not_found(REDIS, dir.as_str()));
@@ -292,12 +281,13 @@ impl Backend for RedisStore {
         previous: Option<&KvPair>,
         opts: &WriteOptions,
     ) -> Result<KvPair> {
-        let mut args = Vec::from(write_args(key, &value, opts.ttl));
+        let mut args = Vec::from(write_args(self.client.encoding, key, &value, opts.ttl));
+        let scripts = self.client.scripts;
         let script = match previous {
-            None => &SCRIPTS.create,
+            None => &scripts.create,
             Some(previous) => {
-                args.push(previous.last_index.to_string());
-                &SCRIPTS.cas
+                args.push(previous.last_index.to_string().into());
+                &scripts.cas
             }
         };
         let status = self.client.script("atomic_put", key.as_str(), script, args).await?;
@@ -319,7 +309,7 @@ impl Backend for RedisStore {
         let args = vec![previous.last_index.to_string()];
         match self
             .client
-            .script("atomic_delete", key.as_str(), &SCRIPTS.cad, args)
+            .script("atomic_delete", key.as_str(), &self.client.scripts.cad, args)
             .await?
             .as_str()
         {

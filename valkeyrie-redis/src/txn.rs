@@ -7,7 +7,8 @@ use valkeyrie_core::{Check, Error, Key, Result, Txn, TxnOp, TxnOutcome};
 
 use crate::client::RedisClient;
 use crate::codec::encode_value;
-use crate::scripts::{write_args, SCRIPTS};
+use crate::config::ValueEncoding;
+use crate::scripts::write_args;
 use crate::REDIS;
 
 /// Commits `txn` in one round trip: the script checks the compares in order and applies
@@ -18,8 +19,8 @@ pub(crate) async fn commit(client: &RedisClient, txn: &Txn) -> Result<TxnOutcome
     if client.cluster {
         same_slot(&keys)?;
     }
-    let args = args(txn);
-    let status = client.eval("commit", first, &SCRIPTS.commit, keys, args).await?;
+    let args = args(txn, client.encoding);
+    let status = client.eval("commit", first, &client.scripts.commit, keys, args).await?;
     outcome(first, &status)
 }
 
@@ -54,14 +55,14 @@ fn same_slot(keys: &[String]) -> Result<()> {
 }
 
 /// ARGV: the number of compares, then three arguments per compare and four per operation.
-fn args(txn: &Txn) -> Vec<Bytes> {
+fn args(txn: &Txn, encoding: ValueEncoding) -> Vec<Bytes> {
     let mut args = Vec::with_capacity(1 + txn.compares.len() * 3 + txn.ops.len() * 4);
     args.push(Bytes::from(txn.compares.len().to_string()));
     for compare in &txn.compares {
         args.extend(compare_args(&compare.check));
     }
     for op in &txn.ops {
-        args.extend(op_args(op));
+        args.extend(op_args(op, encoding));
     }
     args
 }
@@ -79,12 +80,12 @@ fn compare_args(check: &Check) -> [Bytes; 3] {
     }
 }
 
-/// `kind, prefix, ttl_ms` of one operation: a put's are exactly those of `put`.
-fn op_args(op: &TxnOp) -> [Bytes; 3] {
+/// `kind, payload, ttl_ms` of one operation: a put's are exactly those of `put`.
+fn op_args(op: &TxnOp, encoding: ValueEncoding) -> [Bytes; 3] {
     match op {
         TxnOp::Put { key, value, opts } => {
-            let [prefix, ttl] = write_args(key, value, opts.ttl);
-            [Bytes::from_static(b"put"), prefix.into(), ttl.into()]
+            let [payload, ttl] = write_args(encoding, key, value, opts.ttl);
+            [Bytes::from_static(b"put"), payload, ttl]
         }
         TxnOp::Delete { .. } => [Bytes::from_static(b"del"), Bytes::new(), Bytes::new()],
     }
@@ -144,7 +145,7 @@ mod tests {
     fn keys_and_args_follow_the_script_layout() {
         let txn = txn();
         assert_eq!(keys(&txn), ["lock", "a", "a", "b"]);
-        let args = args(&txn);
+        let args = args(&txn, ValueEncoding::Envelope);
         let expected: [&[u8]; 13] = [
             b"2",
             b"held",

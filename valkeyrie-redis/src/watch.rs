@@ -8,16 +8,17 @@
 //! of one key also ends in a fresh `Snapshot` rather than a gap.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 
-use bytes::Bytes;
 use fred::clients::SubscriberClient;
-use fred::interfaces::{ClientLike, ConfigInterface, EventInterface, KeysInterface, PubsubInterface};
+use fred::interfaces::{ClientLike, ConfigInterface, EventInterface, PubsubInterface};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use valkeyrie_core::{Backend, Error, Key, KvPair, Result, WatchEvent, WatchStream};
 
 use crate::client::{glob_escape, RedisClient};
+use crate::codec::is_index_key;
 use crate::store::{read_state, RedisStore};
 use crate::REDIS;
 
@@ -72,7 +73,7 @@ pub(crate) async fn watch(store: &RedisStore, key: &Key, tree: bool) -> Result<W
         .request("watch", key.as_str(), subscriber.0.psubscribe(pattern))
         .await?;
     let snapshot = read_state(&store.client, key, tree).await?;
-    let known = snapshot.iter().map(|p| (p.key.clone(), p.last_index)).collect();
+    let known = snapshot.iter().map(Seen::entry).collect();
     let (sender, receiver) = mpsc::channel(BUFFER);
     // The channel is new and empty: the snapshot always fits.
     let _ = sender.try_send(Ok(WatchEvent::Snapshot(snapshot)));
@@ -104,13 +105,38 @@ impl Drop for Subscriber {
     }
 }
 
+/// What a watcher last reported of a key: its index and a digest of its value. One write
+/// can notify more than once (a `SET … PX` sends `set` and `expire`); the index tells this
+/// store's writes apart, the digest those of other clients, which leave the index as it was
+/// (0 for a value not in an envelope, unchanged beside a raw value).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Seen {
+    index: u64,
+    digest: u64,
+}
+
+impl Seen {
+    fn of(pair: &KvPair) -> Seen {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        pair.value.hash(&mut hasher);
+        Seen {
+            index: pair.last_index,
+            digest: hasher.finish(),
+        }
+    }
+
+    fn entry(pair: &KvPair) -> (String, Seen) {
+        (pair.key.clone(), Seen::of(pair))
+    }
+}
+
 struct Feeder {
     client: RedisClient,
     subscriber: Subscriber,
     key: Key,
     tree: bool,
-    /// The index last reported per existing key.
-    known: HashMap<String, u64>,
+    /// What was last reported per existing key.
+    known: HashMap<String, Seen>,
 }
 
 type Sender = mpsc::Sender<Result<WatchEvent>>;
@@ -154,31 +180,25 @@ impl Feeder {
 
     /// The event for a notification on `key`, if it changed what the consumer knows.
     async fn changed(&mut self, key: &str) -> Option<Result<WatchEvent>> {
-        if !self.tree && key != self.key.as_str() {
+        // The raw layout's index key changes with its key, whose own notification counts.
+        if (!self.tree && key != self.key.as_str()) || is_index_key(key) {
             return None;
         }
-        let read = self
-            .client
-            .request("watch", key, self.client.pool.get::<Option<Bytes>, _>(key))
-            .await;
-        match read {
+        match self.client.read_one("watch", key).await {
             // The change is known but its value is not: start over from a snapshot.
             Err(_) => self.resync().await,
-            Ok(Some(stored)) => {
-                let pair = crate::codec::decode(key, &stored);
-                let newer = self
-                    .known
-                    .get(key)
-                    .is_none_or(|&index| index != pair.last_index || index == 0);
+            Ok(Some(pair)) => {
+                let seen = Seen::of(&pair);
+                let newer = self.known.get(key) != Some(&seen);
                 newer.then(|| {
-                    self.known.insert(pair.key.clone(), pair.last_index);
+                    self.known.insert(pair.key.clone(), seen);
                     Ok(WatchEvent::Put(pair))
                 })
             }
-            Ok(None) => self.known.remove(key).map(|last_index| {
+            Ok(None) => self.known.remove(key).map(|seen| {
                 Ok(WatchEvent::Delete {
                     key: key.to_owned(),
-                    last_index,
+                    last_index: seen.index,
                 })
             }),
         }
@@ -198,7 +218,7 @@ impl Feeder {
     async fn resync(&mut self) -> Option<Result<WatchEvent>> {
         match read_state(&self.client, &self.key, self.tree).await {
             Ok(pairs) => {
-                self.known = pairs.iter().map(|p: &KvPair| (p.key.clone(), p.last_index)).collect();
+                self.known = pairs.iter().map(Seen::entry).collect();
                 Some(Ok(WatchEvent::Snapshot(pairs)))
             }
             Err(err) => Some(Err(err)),

@@ -20,15 +20,17 @@ fn url() -> String {
     })
 }
 
-struct RedisTarget;
+/// Opens stores at `url`.
+struct RedisTarget {
+    url: String,
+}
 
 #[async_trait]
 impl TestTarget for RedisTarget {
     async fn open(&self) -> Arc<dyn Store> {
-        let url = url();
-        valkeyrie_core::open(&url)
+        valkeyrie_core::open(&self.url)
             .await
-            .unwrap_or_else(|e| panic!("open {url}: {e}"))
+            .unwrap_or_else(|e| panic!("open {}: {e}", self.url))
     }
 
     async fn revoke_lock(&self, key: &str, how: LockRevocation) {
@@ -45,4 +47,17 @@ impl TestTarget for RedisTarget {
     }
 }
 
-valkeyrie_core::conformance_suite!(RedisTarget);
+valkeyrie_core::conformance_suite!(RedisTarget { url: url() });
+
+/// The same suite on the raw layout (`value_encoding=raw`): every call works there too.
+mod raw_values {
+    use super::*;
+
+    fn raw_url() -> String {
+        let url = url();
+        let separator = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{separator}value_encoding=raw")
+    }
+
+    valkeyrie_core::conformance_suite!(RedisTarget { url: raw_url() });
+}

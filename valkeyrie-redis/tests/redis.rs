@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use valkeyrie_core::{
     ErrorKind, LockOptions, ReadOptions, Store, Transaction, TxnOutcome, WatchEvent, WatchStream, WriteOptions,
 };
-use valkeyrie_redis::RedisConfig;
+use valkeyrie_redis::{RedisConfig, ValueEncoding};
 
 const URL: &str = "VALKEYRIE_REDIS_URL";
 
@@ -328,4 +328,176 @@ async fn watches_see_committed_puts_and_deletes() {
     assert_eq!(seen, [(a, Some(Bytes::from_static(b"new"))), (b, None)]);
     drop(watch);
     store.delete_tree(&dir).await.unwrap();
+}
+
+fn raw_values() -> RedisConfig {
+    RedisConfig {
+        value_encoding: ValueEncoding::Raw,
+        ..Default::default()
+    }
+}
+
+/// The raw layout's index key of a key without a hash tag.
+fn index_key(key: &str) -> String {
+    format!("{{{key}}}\0valkeyrie-index")
+}
+
+#[tokio::test]
+async fn raw_values_are_plain_strings_with_the_index_beside_them() {
+    let store = raw_values().connect([endpoint()]).await.unwrap();
+    let raw = raw().await;
+    let dir = unique("raw-layout");
+    let key = format!("{dir}/a");
+    let value = Bytes::from_static(b"\x00binary \xff value");
+    store
+        .put(&key, value.clone(), &WriteOptions::with_ttl(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let stored: Bytes = raw.get(key.as_str()).await.unwrap();
+    assert_eq!(stored, value, "a plain GET reads the value as written");
+    let index: String = raw.get(index_key(&key)).await.unwrap();
+    let pair = store.get(&key, &ReadOptions::default()).await.unwrap();
+    assert_eq!(index, pair.last_index.to_string(), "the index key holds the index");
+    for name in [key.clone(), index_key(&key)] {
+        let ttl: i64 = raw.pttl(name.as_str()).await.unwrap();
+        assert!((1..=30_000).contains(&ttl), "{name:?} expires with the TTL: {ttl}");
+    }
+    // A hash-tagged key keeps its tag: its index key is the key plus the suffix.
+    let tagged = format!("{{{dir}}}/b");
+    store.put(&tagged, "t".into(), &WriteOptions::default()).await.unwrap();
+    let tagged_index: Option<String> = raw.get(format!("{tagged}\0valkeyrie-index")).await.unwrap();
+    assert!(tagged_index.is_some(), "the tagged key's index key");
+
+    // Another client's value reads with index 0; the next write through the store gives it
+    // one, which compare-and-set then takes, once.
+    let foreign = format!("{dir}/foreign");
+    raw.set::<(), _, _>(foreign.as_str(), "from redis-cli", None, None, false)
+        .await
+        .unwrap();
+    let read = store.get(&foreign, &ReadOptions::default()).await.unwrap();
+    assert_eq!((read.value.as_ref(), read.last_index), (b"from redis-cli".as_ref(), 0));
+    store
+        .put(&foreign, "mine".into(), &WriteOptions::default())
+        .await
+        .unwrap();
+    let read = store.get(&foreign, &ReadOptions::default()).await.unwrap();
+    assert!(read.last_index > 0);
+    store
+        .atomic_put(&foreign, "again".into(), Some(&read), &WriteOptions::default())
+        .await
+        .unwrap();
+    let stale = store
+        .atomic_put(&foreign, "late".into(), Some(&read), &WriteOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(stale.kind(), ErrorKind::KeyModified, "{stale}");
+
+    // Index keys are bookkeeping: never listed, and deleted with their keys.
+    let listed: Vec<String> = store
+        .list(&dir, &ReadOptions::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|pair| pair.key)
+        .collect();
+    assert_eq!(listed, [key.clone(), foreign.clone()]);
+    store.delete(&key).await.unwrap();
+    assert_eq!(
+        raw.exists::<i64, _>(index_key(&key)).await.unwrap(),
+        0,
+        "delete takes the index key"
+    );
+    store.delete_tree(&dir).await.unwrap();
+    assert_eq!(
+        raw.exists::<i64, _>(index_key(&foreign)).await.unwrap(),
+        0,
+        "so does delete_tree"
+    );
+    store.delete(&tagged).await.unwrap();
+
+    // A `}` without a hash tag cannot go in braces: the index key is the key plus the suffix.
+    let odd = format!("{dir}-odd}}key");
+    store.put(&odd, "o".into(), &WriteOptions::default()).await.unwrap();
+    let odd_index: Option<String> = raw.get(format!("{odd}\0valkeyrie-index")).await.unwrap();
+    let pair = store.get(&odd, &ReadOptions::default()).await.unwrap();
+    assert_eq!(odd_index, Some(pair.last_index.to_string()));
+    store.delete(&odd).await.unwrap();
+}
+
+#[tokio::test]
+async fn raw_watches_report_keys_not_their_index_keys() {
+    let _on = NOTIFICATIONS.read().await;
+    let store = raw_values().connect([endpoint()]).await.unwrap();
+    let dir = unique("raw-watch");
+    // Tagged, so that the index keys fall under the watched prefix too.
+    let dir = format!("{{{dir}}}");
+    let key = format!("{dir}/a");
+    let mut watch = store.watch_tree(&dir, &ReadOptions::default()).await.unwrap();
+    assert!(matches!(next_change(&mut watch).await, WatchEvent::Snapshot(_)));
+    for value in ["one", "two"] {
+        store.put(&key, value.into(), &WriteOptions::default()).await.unwrap();
+        match next_change(&mut watch).await {
+            WatchEvent::Put(pair) => assert_eq!(
+                (pair.key.as_str(), pair.value.as_ref()),
+                (key.as_str(), value.as_bytes())
+            ),
+            other => panic!("expected the put of {value}, got {other:?}"),
+        }
+    }
+    // Another client's SET leaves the index key as it was; the watch still reports it.
+    let raw = raw().await;
+    raw.set::<(), _, _>(key.as_str(), "foreign", None, None, false)
+        .await
+        .unwrap();
+    match next_change(&mut watch).await {
+        WatchEvent::Put(pair) => assert_eq!(pair.value.as_ref(), b"foreign"),
+        other => panic!("expected the foreign write, got {other:?}"),
+    }
+    store.delete(&key).await.unwrap();
+    assert!(matches!(next_change(&mut watch).await, WatchEvent::Delete { key: deleted, .. } if deleted == key));
+    let quiet = tokio::time::timeout(Duration::from_millis(300), watch.next()).await;
+    assert!(quiet.is_err(), "nothing more: {quiet:?}");
+}
+
+#[tokio::test]
+async fn raw_locks_exclude_a_go_raw_codec_lock() {
+    let store = raw_values().connect([endpoint()]).await.unwrap();
+    let raw = raw().await;
+    let key = unique("raw-lock");
+    // What the Go store's raw codec does to lock: SET key value EX ttl NX.
+    raw.set::<(), _, _>(
+        key.as_str(),
+        "go-owner",
+        Some(fred::types::Expiration::EX(6)),
+        Some(fred::types::SetOptions::NX),
+        false,
+    )
+    .await
+    .unwrap();
+    let opts = LockOptions {
+        value: Bytes::from_static(b"rust-owner"),
+        ttl: Some(Duration::from_secs(6)),
+        delete_on_unlock: false,
+    };
+    let locker = store.new_lock(&key, opts).await.unwrap();
+    assert!(locker.try_lock().await.unwrap().is_none(), "Go holds it");
+    raw.del::<i64, _>(key.as_str()).await.unwrap();
+    let guard = locker.try_lock().await.unwrap().expect("free once Go let go");
+    let stored: Bytes = raw.get(key.as_str()).await.unwrap();
+    assert_eq!(stored.as_ref(), b"rust-owner", "the lock key holds the raw lock value");
+    let go_attempt: Option<String> = raw
+        .set(
+            key.as_str(),
+            "go-owner",
+            Some(fred::types::Expiration::EX(6)),
+            Some(fred::types::SetOptions::NX),
+            false,
+        )
+        .await
+        .unwrap();
+    assert!(go_attempt.is_none(), "Go's SET NX fails while Rust holds it");
+    guard.unlock().await.unwrap();
+    let ttl: i64 = raw.pttl(key.as_str()).await.unwrap();
+    assert_eq!(ttl, -1, "released: the value stays, without its expiry");
+    raw.del::<i64, _>(vec![key.clone(), index_key(&key)]).await.unwrap();
 }

@@ -464,16 +464,21 @@ async fn raw_locks_exclude_a_go_raw_codec_lock() {
     let store = raw_values().connect([endpoint()]).await.unwrap();
     let raw = raw().await;
     let key = unique("raw-lock");
-    // What the Go store's raw codec does to lock: SET key value EX ttl NX.
-    raw.set::<(), _, _>(
-        key.as_str(),
-        "go-owner",
-        Some(fred::types::Expiration::EX(6)),
-        Some(fred::types::SetOptions::NX),
-        false,
-    )
-    .await
-    .unwrap();
+    // What the Go store's raw codec does to lock: SET key value EX ttl NX; whether it took.
+    let go_lock = || async {
+        let taken: Option<String> = raw
+            .set(
+                key.as_str(),
+                "go-owner",
+                Some(fred::types::Expiration::EX(6)),
+                Some(fred::types::SetOptions::NX),
+                false,
+            )
+            .await
+            .unwrap();
+        taken.is_some()
+    };
+    assert!(go_lock().await, "Go takes the free lock");
     let opts = LockOptions {
         value: Bytes::from_static(b"rust-owner"),
         ttl: Some(Duration::from_secs(6)),
@@ -485,17 +490,7 @@ async fn raw_locks_exclude_a_go_raw_codec_lock() {
     let guard = locker.try_lock().await.unwrap().expect("free once Go let go");
     let stored: Bytes = raw.get(key.as_str()).await.unwrap();
     assert_eq!(stored.as_ref(), b"rust-owner", "the lock key holds the raw lock value");
-    let go_attempt: Option<String> = raw
-        .set(
-            key.as_str(),
-            "go-owner",
-            Some(fred::types::Expiration::EX(6)),
-            Some(fred::types::SetOptions::NX),
-            false,
-        )
-        .await
-        .unwrap();
-    assert!(go_attempt.is_none(), "Go's SET NX fails while Rust holds it");
+    assert!(!go_lock().await, "Go's SET NX fails while Rust holds it");
     guard.unlock().await.unwrap();
     let ttl: i64 = raw.pttl(key.as_str()).await.unwrap();
     assert_eq!(ttl, -1, "released: the value stays, without its expiry");

@@ -83,9 +83,8 @@ pub(crate) async fn keys_below(client: &RedisClient, dir: &Key) -> Result<Vec<St
         Box::pin(node.scan_buffered(pattern, count, None))
     };
     let mut found = BTreeSet::new();
-    // Each step within the request timeout: the stream waits forever on a dead server.
     while let Some(key) = client
-        .request("list", dir.as_str(), async { keys.next().await.transpose() })
+        .step("list", dir.as_str(), async { keys.next().await.transpose() })
         .await?
     {
         let key = key.as_str_lossy();

@@ -1,6 +1,7 @@
 //! The Lua scripts: every write, compare-and-set, lock step and transaction in one round
-//! trip. All but the transaction act on one key (so they work on a cluster too); a
-//! transaction's keys share one hash slot. Each returns a status string: `ok` or
+//! trip. All but the transaction act on one key (and, in the raw layout, its index key in
+//! the same hash slot), so they work on a cluster too; a transaction's keys share one hash
+//! slot. Each returns a status string: `ok` or
 //! `ok:<index>`, `exists`, `notfound`, `modified`, `busy:<ms left>`, `gone`, `taken` or
 //! `failed:<compare>`.
 //!

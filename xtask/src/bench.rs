@@ -3,8 +3,6 @@
 //! The binary prints the table and writes `target/bench/results.{json,md}` and
 //! `target/bench/ratios.svg`.
 
-use std::process::Command;
-
 use crate::paths::{target_dir, workspace};
 use crate::say;
 use crate::servers::Server;
@@ -50,7 +48,7 @@ pub fn run(args: &[&str]) -> Result<(), String> {
     passed.extend(["--out".to_owned(), out.display().to_string()]);
     crate::test::with_servers("bench", &servers, |env, _| {
         say!("bench", "building and running valkeyrie-bench (profile bench-run)");
-        let status = Command::new(env!("CARGO"))
+        let status = crate::cargo()
             .args(["run", "--profile", "bench-run", "--package", "valkeyrie-bench", "--"])
             .args(&passed)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))

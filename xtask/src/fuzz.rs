@@ -22,7 +22,7 @@ fn has_nightly() -> bool {
 }
 
 fn has_cargo_fuzz() -> bool {
-    Command::new(env!("CARGO"))
+    crate::cargo()
         .args(["fuzz", "--version"])
         .output()
         .is_ok_and(|out| out.status.success())
@@ -57,7 +57,7 @@ pub fn run(args: &[&str]) -> Result<(), String> {
         say!("fuzz", "installing cargo-fuzz from crates.io");
         run_status(
             "cargo install cargo-fuzz",
-            Command::new(env!("CARGO")).args(["install", "cargo-fuzz", "--locked"]),
+            crate::cargo().args(["install", "cargo-fuzz", "--locked"]),
         )?;
     }
     let fuzz_dir = workspace().join("fuzz");

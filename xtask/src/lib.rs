@@ -13,6 +13,36 @@ pub mod setup;
 pub mod summary;
 pub mod test;
 
+use std::process::Command;
+
+/// `cargo`, for a child build, without the variables `cargo run` set for this xtask
+/// (`CARGO_PKG_NAME`, `CARGO_MANIFEST_DIR`, …). Build scripts such as ring's rerun when those
+/// change, so a child build that inherited them would rebuild what a build from the shell
+/// made, and the next shell build would rebuild it again.
+pub fn cargo() -> Command {
+    let mut command = Command::new(env!("CARGO"));
+    without_build_env(&mut command);
+    command
+}
+
+/// Removes from `command`'s environment the variables `cargo run` set for this xtask; see
+/// [`cargo`].
+pub fn without_build_env(command: &mut Command) -> &mut Command {
+    let inherited = std::env::vars_os().filter_map(|(name, _)| name.into_string().ok());
+    for name in inherited {
+        let set_by_cargo_run = name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                name.as_str(),
+                "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE"
+            );
+        if set_by_cargo_run {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
 /// Prints one line of progress, prefixed with the task. A closed stdout (the output piped
 /// into `head`) is ignored: the run goes on and still stops its servers.
 #[macro_export]

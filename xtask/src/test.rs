@@ -339,7 +339,7 @@ fn test_package(
 ) -> Result<Outcome, String> {
     // cargo names each test binary on stderr and the binaries report on stdout: one
     // stream keeps them in order, so results can be attributed to their binary.
-    let mut child = Command::new("sh")
+    let mut child = crate::without_build_env(&mut Command::new("sh"))
         .args(["-c", "exec \"$0\" \"$@\" 2>&1", env!("CARGO")])
         .args(["test", "--package", package, "--no-fail-fast"])
         .args(features)

@@ -3,6 +3,7 @@
 //! machine and can install `protoc` and the servers before the rest of the workspace builds.
 
 pub mod bench;
+#[cfg(feature = "docker")]
 pub mod docker;
 pub mod fuzz;
 pub mod interop;

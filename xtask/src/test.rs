@@ -169,24 +169,57 @@ pub fn run(args: &[&str]) -> Result<(), String> {
     servers.dedup();
     let go_interop = suites.iter().any(|s| s.backend == "interop");
     if docker {
-        crate::setup::run(&[], go_interop)?;
-        let _containers = crate::docker::start(&servers)?;
-        let env: Vec<(&str, String)> = servers
-            .iter()
-            .flat_map(|s| s.env())
-            .map(|(k, v)| match k {
-                "VALKEYRIE_DYNAMODB_FLAVOR" => (k, "dynamodb-local".to_owned()),
-                _ => (k, v),
-            })
-            .chain(go_binary_env(go_interop))
-            .collect();
-        return run_suites(&suites, env, None);
+        return run_in_containers(args, &suites, &servers, go_interop);
     }
     crate::setup::run(&servers, go_interop)?;
     with_servers("test", &servers, |mut env, clusters| {
         env.extend(go_binary_env(go_interop));
         run_suites(&suites, env, Some(clusters))
     })
+}
+
+/// `--docker` from an xtask built without the container runner: the same command again,
+/// from an xtask built with it.
+#[cfg(not(feature = "docker"))]
+fn run_in_containers(args: &[&str], _: &[&Suite], _: &[Server], _: bool) -> Result<(), String> {
+    say!("test", "building the xtask with its container runner (feature docker)");
+    let status = crate::cargo()
+        .args([
+            "run",
+            "--quiet",
+            "--package",
+            "xtask",
+            "--features",
+            "docker",
+            "--",
+            "test",
+        ])
+        .args(args)
+        .current_dir(crate::paths::workspace())
+        .status()
+        .map_err(|e| format!("running cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("the containerized run failed ({status})"))
+    }
+}
+
+/// The suites against servers in containers.
+#[cfg(feature = "docker")]
+fn run_in_containers(_: &[&str], suites: &[&Suite], servers: &[Server], go_interop: bool) -> Result<(), String> {
+    crate::setup::run(&[], go_interop)?;
+    let _containers = crate::docker::start(servers)?;
+    let env: Vec<(&str, String)> = servers
+        .iter()
+        .flat_map(|s| s.env())
+        .map(|(k, v)| match k {
+            "VALKEYRIE_DYNAMODB_FLAVOR" => (k, "dynamodb-local".to_owned()),
+            _ => (k, v),
+        })
+        .chain(go_binary_env(go_interop))
+        .collect();
+    run_suites(suites, env, None)
 }
 
 /// Starts clusters for a run, on demand; [`with_servers`] stops them with its servers.

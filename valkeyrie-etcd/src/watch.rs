@@ -1,6 +1,10 @@
-//! Watches: an initial read, then etcd's watch from the next revision, so no change between
-//! the two is missed. A dropped connection is resumed from the last revision delivered; a
-//! revision the server has compacted away ends the stream with an error item.
+//! Watches: etcd's watch is created first, then the snapshot is read, and changes the
+//! snapshot already holds are skipped, so none is missed or repeated. In that order the
+//! watch starts at the server's current revision, which etcd serves as changes happen; a
+//! watch that starts at a past revision is caught up by etcd's background pass, every
+//! 100 ms, so a write right after the snapshot would reach the watcher up to 100 ms late.
+//! A dropped connection is resumed from the last revision delivered (a past revision, then);
+//! a revision the server has compacted away is resynced with a fresh snapshot.
 
 use std::time::{Duration, Instant};
 
@@ -19,14 +23,21 @@ const BUFFER: usize = 64;
 
 /// A watch on `key`, or with `tree` on everything below it.
 pub(crate) async fn watch(store: &EtcdStore, key: &Key, tree: bool, opts: &ReadOptions) -> Result<WatchStream> {
-    let page_size = store.config.list_page_size;
-    let (snapshot, revision) = read(&store.client, page_size, key, tree, opts).await?;
+    let feeder = Feeder::new(store, key, tree, opts);
+    let live = store
+        .client
+        .request("watch", key.as_str(), feeder.open(None))
+        .await?
+        .map_err(|reason| feeder.error(reason, false))?;
+    let (snapshot, revision) = read(&store.client, feeder.page_size, key, tree, opts).await?;
     let (sender, receiver) = mpsc::channel(BUFFER);
     // The channel is new and empty: the snapshot always fits.
     let _ = sender.try_send(Ok(WatchEvent::Snapshot(snapshot)));
-    store
-        .background()
-        .spawn(Feeder::new(store, key, tree, opts).run(revision + 1, sender));
+    let first = FirstStream {
+        stream: live,
+        in_snapshot: revision,
+    };
+    store.background().spawn(feeder.run(revision + 1, Some(first), sender));
     Ok(Box::pin(ReceiverStream::new(receiver)))
 }
 
@@ -37,7 +48,7 @@ pub(crate) fn watch_from(store: &EtcdStore, key: &Key, tree: bool, index: u64, o
     let next = i64::try_from(index).unwrap_or(i64::MAX - 1) + 1;
     store
         .background()
-        .spawn(Feeder::new(store, key, tree, opts).run(next, sender));
+        .spawn(Feeder::new(store, key, tree, opts).run(next, None, sender));
     Box::pin(ReceiverStream::new(receiver))
 }
 
@@ -67,6 +78,20 @@ struct Feeder {
 
 type Sender = mpsc::Sender<Result<WatchEvent>>;
 
+/// A watch the server confirmed, or its reason for refusing it.
+type Opened = std::result::Result<etcd_client::WatchStream, String>;
+
+fn refused(reason: &str) -> String {
+    format!("the server cancelled the watch: {reason}")
+}
+
+/// The watch [`watch`] created before reading its snapshot.
+struct FirstStream {
+    stream: etcd_client::WatchStream,
+    /// The snapshot's revision: changes up to it are in the snapshot.
+    in_snapshot: i64,
+}
+
 impl Feeder {
     fn new(store: &EtcdStore, key: &Key, tree: bool, opts: &ReadOptions) -> Self {
         Feeder {
@@ -83,27 +108,53 @@ impl Feeder {
         Error::backend(ETCD, "watch", self.key.as_str(), temporary, reason)
     }
 
-    /// Watches from revision `next` until the consumer goes away, resuming after failures.
-    async fn run(self, mut next: i64, sender: Sender) {
+    /// Creates etcd's watch, from revision `start` or else from the server's current one, and
+    /// waits for the server to confirm it; the inner error is the server's reason for
+    /// refusing it.
+    async fn open(&self, start: Option<i64>) -> std::result::Result<Opened, etcd_client::Error> {
         let watched = if self.tree {
             self.key.dir_prefix()
         } else {
             self.key.to_string()
         };
+        let mut options = WatchOptions::new().with_progress_notify();
+        if let Some(start) = start {
+            options = options.with_start_revision(start);
+        }
+        if self.tree {
+            options = options.with_prefix();
+        }
+        let mut stream = self.client.raw().watch(watched, Some(options)).await?;
+        match stream.message().await? {
+            Some(created) if created.canceled() => Ok(Err(refused(created.cancel_reason()))),
+            Some(created) if created.created() => Ok(Ok(stream)),
+            _ => Err(etcd_client::Error::WatchError(
+                "the server did not confirm the watch".to_owned(),
+            )),
+        }
+    }
+
+    /// Watches from revision `next` (on `first`, the watch already open, if given) until the
+    /// consumer goes away, resuming after failures.
+    async fn run(self, mut next: i64, first: Option<FirstStream>, sender: Sender) {
+        let in_snapshot = first.as_ref().map_or(0, |first| first.in_snapshot);
+        let mut first = first.map(|first| first.stream);
         let mut failing_since: Option<Instant> = None;
         let mut backoff = Duration::from_millis(100);
         loop {
-            let mut options = WatchOptions::new().with_start_revision(next).with_progress_notify();
-            if self.tree {
-                options = options.with_prefix();
-            }
-            let mut client = self.client.raw();
-            let opened = tokio::select! {
-                () = sender.closed() => return,
-                opened = client.watch(watched.clone(), Some(options)) => opened,
+            let opened = match first.take() {
+                Some(stream) => Ok(Ok(stream)),
+                None => tokio::select! {
+                    () = sender.closed() => return,
+                    opened = self.open(Some(next)) => opened,
+                },
             };
             let failure = match opened {
-                Ok(mut stream) => loop {
+                Ok(Err(reason)) => {
+                    let _ = sender.send(Err(self.error(reason, true))).await;
+                    return;
+                }
+                Ok(Ok(mut stream)) => loop {
                     let message = tokio::select! {
                         () = sender.closed() => return,
                         message = stream.message() => message,
@@ -139,12 +190,15 @@ impl Feeder {
                         }
                     }
                     if response.canceled() {
-                        let reason = format!("the server cancelled the watch: {}", response.cancel_reason());
+                        let reason = refused(response.cancel_reason());
                         let _ = sender.send(Err(self.error(reason, true))).await;
                         return;
                     }
                     for event in response.events() {
-                        let Some(kv) = event.kv().filter(|kv| !is_bookkeeping(kv.key())) else {
+                        // Bookkeeping, or a change the snapshot already holds.
+                        let wanted =
+                            |kv: &&etcd_client::KeyValue| !is_bookkeeping(kv.key()) && kv.mod_revision() > in_snapshot;
+                        let Some(kv) = event.kv().filter(wanted) else {
                             continue;
                         };
                         let item = match event.event_type() {

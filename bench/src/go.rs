@@ -119,6 +119,7 @@ impl GoLibrary {
             latencies: measured.latencies_ns.into_iter().map(Duration::from_nanos).collect(),
             peak_rss_kib: 0,
             start_rss_kib: 0,
+            peak_heap_growth: 0,
         })
     }
 }

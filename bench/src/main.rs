@@ -22,6 +22,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use driver::{BenchResult, Driver};
+
+/// Counts heap bytes while a `list` run measures what it holds.
+#[global_allocator]
+static ALLOCATOR: memory::CountingAllocator = memory::CountingAllocator;
+
 use go::GoLibrary;
 use report::{Comparison, Failure, Report};
 use target::{Target, BACKENDS};

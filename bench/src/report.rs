@@ -25,6 +25,8 @@ pub(crate) struct Side {
     pub(crate) peak_rss_mib: f64,
     /// How far the peak rose above the resident size at the start of a run, in MiB.
     pub(crate) rss_growth_mib: f64,
+    /// For `list`: the heap a listing held at its peak above its start, in MiB.
+    pub(crate) heap_growth_mib: f64,
 }
 
 /// One workload on one backend, both sides and their ratios.
@@ -42,8 +44,11 @@ pub(crate) struct Comparison {
     pub(crate) throughput_ratio: f64,
     /// Median over rounds of valkeyrie's p99 divided by raw's (1.0 = equal, lower is better).
     pub(crate) p99_ratio: f64,
-    /// For `list`: valkeyrie's peak memory growth during a run over the listed data's size.
+    /// For `list`: the heap a listing through valkeyrie held at its peak, over the size of
+    /// the listed values.
     pub(crate) list_memory_over_data: Option<f64>,
+    /// For `list`: the same through the raw client.
+    pub(crate) raw_list_memory_over_data: Option<f64>,
     /// Through the Go library (`--with-go`), where it has the backend.
     pub(crate) go: Option<Side>,
     /// Median over rounds of valkeyrie's throughput divided by the Go library's.
@@ -73,6 +78,7 @@ fn side(samples: &[&Sample]) -> Side {
         p999_us: of(&|s| micros(s, 0.999)),
         peak_rss_mib: of(&|s| s.peak_rss_kib as f64 / 1024.0),
         rss_growth_mib: of(&|s| s.peak_rss_kib.saturating_sub(s.start_rss_kib) as f64 / 1024.0),
+        heap_growth_mib: of(&|s| s.peak_heap_growth as f64 / (1024.0 * 1024.0)),
     }
 }
 
@@ -105,13 +111,11 @@ impl Comparison {
         let go_side = (!go.is_empty()).then(|| side(&go.iter().collect::<Vec<_>>()));
         let valkeyrie = side(&pairs.iter().map(|(v, _)| v).collect::<Vec<_>>());
         let raw = side(&pairs.iter().map(|(_, r)| r).collect::<Vec<_>>());
-        let list_memory_over_data = match workload.kind {
-            Kind::List { keys, size } => {
-                let data_mib = (keys * size) as f64 / (1024.0 * 1024.0);
-                Some(valkeyrie.rss_growth_mib / data_mib)
-            }
+        let over_data = |side: &Side| match workload.kind {
+            Kind::List { keys, size } => Some(side.heap_growth_mib / ((keys * size) as f64 / (1024.0 * 1024.0))),
             _ => None,
         };
+        let (list_memory_over_data, raw_list_memory_over_data) = (over_data(&valkeyrie), over_data(&raw));
         Comparison {
             backend,
             workload,
@@ -120,6 +124,7 @@ impl Comparison {
             throughput_ratio,
             p99_ratio,
             list_memory_over_data,
+            raw_list_memory_over_data,
             go: go_side,
             go_throughput_ratio,
             go_p99_ratio,
@@ -207,8 +212,8 @@ impl Report {
         for c in &self.comparisons {
             let (v, r) = (&c.valkeyrie, &c.raw);
             let mut workload = c.workload.name.to_owned();
-            if let Some(ratio) = c.list_memory_over_data {
-                workload.push_str(&format!(" (peak growth {ratio:.2}× data)"));
+            if let (Some(ours), Some(raw)) = (c.list_memory_over_data, c.raw_list_memory_over_data) {
+                workload.push_str(&format!(" (heap peak {ours:.2}× the values, raw {raw:.2}×)"));
             }
             out.push_str(&format!(
                 "| {} | {} | {:.0} | {:.0} | {:.3} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} | {:.3} | {:.0} / {:.0} |\n",

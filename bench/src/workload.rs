@@ -184,6 +184,8 @@ pub(crate) struct Sample {
     pub(crate) peak_rss_kib: u64,
     /// Resident memory when the run started, in KiB.
     pub(crate) start_rss_kib: u64,
+    /// For `list`: the most heap bytes one listing held above the level at its start.
+    pub(crate) peak_heap_growth: u64,
 }
 
 impl Sample {
@@ -302,6 +304,7 @@ pub(crate) async fn run(
 ) -> BenchResult<Sample> {
     memory::reset_peak();
     let start_rss_kib = memory::current_kib();
+    let mut peak_heap_growth = 0;
     let started = Instant::now();
     let latencies = match workload.kind {
         Kind::Put { size, concurrency } => {
@@ -323,8 +326,10 @@ pub(crate) async fn run(
             let mut latencies = Vec::new();
             for _ in 0..scale.lists {
                 let begun = Instant::now();
-                let listed = driver.list(&keys.list_dir()).await?;
+                let (listed, held) = memory::heap_peak_during(driver.list(&keys.list_dir())).await;
                 latencies.push(begun.elapsed());
+                peak_heap_growth = peak_heap_growth.max(held);
+                let listed = listed?;
                 if listed != count {
                     return Err(format!("listed {listed} keys, expected {count}"));
                 }
@@ -349,6 +354,7 @@ pub(crate) async fn run(
         latencies,
         peak_rss_kib: memory::peak_kib(),
         start_rss_kib,
+        peak_heap_growth,
     })
 }
 

@@ -37,20 +37,60 @@ pub(crate) struct Entry {
 #[serde(rename_all = "PascalCase")]
 struct RawEntry {
     key: String,
-    value: Option<String>,
+    #[serde(default, deserialize_with = "base64_value")]
+    value: Option<std::result::Result<Bytes, base64::DecodeError>>,
     #[serde(default)]
     modify_index: u64,
     #[serde(default)]
     session: Option<String>,
 }
 
+/// A `Value`, decoded from base64 as it is parsed: the base64 text is never held, so a
+/// large list holds its answer and its values once each instead of its answer, the values'
+/// base64 and the values. A bad encoding is kept for [`RawEntry::decode`], which names the
+/// key.
+fn base64_value<'de, D>(
+    deserializer: D,
+) -> std::result::Result<Option<std::result::Result<Bytes, base64::DecodeError>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Base64Value;
+
+    impl<'de> serde::de::Visitor<'de> for Base64Value {
+        type Value = Option<std::result::Result<Bytes, base64::DecodeError>>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a base64 string or null")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, encoded: &str) -> std::result::Result<Self::Value, E> {
+            Ok(Some(BASE64.decode(encoded).map(Bytes::from)))
+        }
+
+        fn visit_none<E: serde::de::Error>(self) -> std::result::Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: serde::Deserializer<'de>>(
+            self,
+            deserializer: D,
+        ) -> std::result::Result<Self::Value, D::Error> {
+            deserializer.deserialize_str(self)
+        }
+    }
+
+    deserializer.deserialize_option(Base64Value)
+}
+
 impl RawEntry {
     fn decode(self, call: &'static str) -> Result<Entry> {
         let value = match self.value {
-            Some(encoded) => BASE64
-                .decode(encoded)
-                .map_err(|e| Error::backend(CONSUL, call, self.key.as_str(), false, e))?
-                .into(),
+            Some(decoded) => decoded.map_err(|e| Error::backend(CONSUL, call, self.key.as_str(), false, e))?,
             None => Bytes::new(),
         };
         Ok(Entry {
@@ -432,11 +472,14 @@ impl ConsulClient {
             return Ok((Vec::new(), reply.index));
         }
         let raw: Vec<RawEntry> = parse(call, key, &reply.body)?;
+        let index = reply.index;
+        // The answer goes before the entries are built: both at once were a large list's peak.
+        drop(reply);
         let entries = raw
             .into_iter()
             .map(|entry| entry.decode(call))
             .collect::<Result<Vec<_>>>()?;
-        Ok((entries, reply.index))
+        Ok((entries, index))
     }
 
     /// The value at `key` and its `ModifyIndex`, `None` when there is none. A `raw` read:
@@ -613,5 +656,8 @@ mod tests {
         assert_eq!(entries[0].modify_index, 9);
         assert_eq!(entries[0].session, None);
         assert!(entries[1].value.is_empty());
+        let bad: Vec<RawEntry> = serde_json::from_str(r#"[{"Key":"bad-key","Value":"not base64!"}]"#).unwrap();
+        let err = bad.into_iter().next().unwrap().decode("get").unwrap_err();
+        assert!(err.to_string().contains("bad-key"), "{err}");
     }
 }

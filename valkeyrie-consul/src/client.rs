@@ -27,6 +27,37 @@ use crate::config::ConsulConfig;
 use crate::error::{map_consul_error, map_status, not_reachable};
 use crate::CONSUL;
 
+/// The whole body in one buffer. A body of one frame (most answers) is kept as it came; a
+/// longer one is appended to one buffer as it arrives. Collecting the frames and copying
+/// them into one buffer afterwards held a large answer (a big `list`) twice.
+async fn read_body<B>(mut body: B) -> std::result::Result<Bytes, B::Error>
+where
+    B: BodyExt<Data = Bytes> + Unpin,
+{
+    let mut first: Option<Bytes> = None;
+    let mut joined: Vec<u8> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else { continue };
+        match first.take() {
+            None if joined.is_empty() => first = Some(data),
+            None => joined.extend_from_slice(&data),
+            Some(earlier) => {
+                let expected = usize::try_from(body.size_hint().lower()).unwrap_or(0);
+                joined.reserve(earlier.len() + data.len() + expected);
+                joined.extend_from_slice(&earlier);
+                joined.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(match first {
+        Some(only) => only,
+        None => {
+            joined.shrink_to_fit();
+            Bytes::from(joined)
+        }
+    })
+}
+
 /// One agent: its base URL, and `rs-consul` pointed at it.
 struct Agent {
     base: String,
@@ -347,12 +378,9 @@ impl ConsulClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        let body = response
-            .into_body()
-            .collect()
+        let body = read_body(response.into_body())
             .await
-            .map_err(|e| Failed::Error(not_reachable(call, key, e)))?
-            .to_bytes();
+            .map_err(|e| Failed::Error(not_reachable(call, key, e)))?;
         Ok(Reply { status, index, body })
     }
 

@@ -215,9 +215,9 @@ impl Feeder {
                     }
                     // Every change up to the header's revision has been delivered (a progress
                     // notice or events): resume after it, so an idle watch does not fall
-                    // behind the compaction point. Not so for the creation answer, whose
-                    // header is the current revision while older events are still to come.
-                    if let Some(header) = response.header().filter(|_| !response.created()) {
+                    // behind the compaction point. (The creation answer, whose header is the
+                    // current revision while older events may still come, was read by `open`.)
+                    if let Some(header) = response.header() {
                         next = next.max(header.revision() + 1);
                     }
                 },

@@ -22,16 +22,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use driver::{BenchResult, Driver};
-
-/// Counts heap bytes while a `list` run measures what it holds.
-#[global_allocator]
-static ALLOCATOR: memory::CountingAllocator = memory::CountingAllocator;
-
 use go::GoLibrary;
 use report::{Comparison, Failure, Report};
 use target::{Target, BACKENDS};
 use through_valkeyrie::Valkeyrie;
 use workload::{Keys, Kind, Sample, Scale, Workload, WORKLOADS};
+
+/// Counts heap bytes while a `list` run measures what it holds.
+#[global_allocator]
+static ALLOCATOR: memory::CountingAllocator = memory::CountingAllocator;
 
 const USAGE: &str = "usage: valkeyrie-bench [--backend NAME ...] [--quick] [--with-go] [--reps N] [--out DIR]
   (run it through `cargo xtask bench`, which starts the servers)";

@@ -183,26 +183,22 @@ pub fn run(args: &[&str]) -> Result<(), String> {
 #[cfg(not(feature = "docker"))]
 fn run_in_containers(args: &[&str], _: &[&Suite], _: &[Server], _: bool) -> Result<(), String> {
     say!("test", "building the xtask with its container runner (feature docker)");
-    let status = crate::cargo()
-        .args([
-            "run",
-            "--quiet",
-            "--package",
-            "xtask",
-            "--features",
-            "docker",
-            "--",
-            "test",
-        ])
-        .args(args)
-        .current_dir(crate::paths::workspace())
-        .status()
-        .map_err(|e| format!("running cargo: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("the containerized run failed ({status})"))
-    }
+    crate::servers::install::run(
+        "the containerized run",
+        crate::cargo()
+            .args([
+                "run",
+                "--quiet",
+                "--package",
+                "xtask",
+                "--features",
+                "docker",
+                "--",
+                "test",
+            ])
+            .args(args)
+            .current_dir(crate::paths::workspace()),
+    )
 }
 
 /// The suites against servers in containers.

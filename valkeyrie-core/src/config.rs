@@ -310,22 +310,21 @@ impl StoreUrl {
                 "the store name before `://` must be letters, digits, `-` or `_`",
             ));
         }
+        let (userinfo, rest) = split_userinfo(rest)?;
         let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let (authority, path) = match before_query.find('/') {
+        let (hosts, path) = match before_query.find('/') {
             Some(slash) => before_query.split_at(slash),
             None => (before_query, ""),
         };
-        let (userinfo, hosts) = match authority.rsplit_once('@') {
-            Some((userinfo, hosts)) => (Some(userinfo), hosts),
-            None => (None, authority),
-        };
+        // `boltlike:///var/lib/kv.db`: with no authority at all, the path is absolute.
+        let no_authority = userinfo.is_none() && hosts.is_empty();
         let decode = |text: &str| {
             percent_encoding::percent_decode_str(text)
                 .decode_utf8_lossy()
                 .into_owned()
         };
         let endpoints = hosts.split(',').filter(|h| !h.is_empty()).map(decode).collect();
-        let path = match (authority.is_empty(), path) {
+        let path = match (no_authority, path) {
             (_, "" | "/") => None,
             (true, path) => Some(decode(path)),
             (false, path) => Some(decode(&path[1..])),
@@ -349,6 +348,80 @@ impl StoreUrl {
             params,
         })
     }
+}
+
+/// Splits the user info off what follows `scheme://`, without quoting any byte of it in
+/// an error (it may hold a password).
+///
+/// RFC 3986 wants `/`, `?`, `#` and `@` percent-encoded in a password, but people paste
+/// passwords as they are. The user info ends at the last `@` of the authority (the text
+/// before the first `/` or `?`) when a host list (or nothing) follows it, so `@` and `#` need no
+/// encoding. Otherwise a password holding `/` or `?` is recognised when exactly one `@`
+/// further on is followed by a host list and the authority cannot be read as one itself
+/// (`user:pa/ss@host`: port `pa`). Any other URL with an `@` past the authority is refused:
+/// an `@` in a parameter and one in a password cannot be told apart.
+fn split_userinfo(rest: &str) -> Result<(Option<&str>, &str)> {
+    let host_list_after = |at: usize| {
+        let after = &rest[at + 1..];
+        let hosts = &after[..after.find(['/', '?']).unwrap_or(after.len())];
+        !hosts.is_empty() && is_host_list(hosts)
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let later_at = rest[authority_end..].contains('@');
+    if let Some(at) = authority.rfind('@') {
+        // No host at all is fine (`memory://user:pw@`) unless an `@` follows.
+        let hosts = &authority[at + 1..];
+        if is_host_list(hosts) && !(hosts.is_empty() && later_at) {
+            return Ok((Some(&rest[..at]), &rest[at + 1..]));
+        }
+    }
+    if !rest.contains('@') {
+        return Ok((None, rest));
+    }
+    let candidates: Vec<usize> = rest
+        .match_indices('@')
+        .map(|(at, _)| at)
+        .filter(|&at| host_list_after(at))
+        .collect();
+    match candidates.as_slice() {
+        [at] if !is_host_list(authority) => Ok((Some(&rest[..*at]), &rest[at + 1..])),
+        _ => Err(Error::config(
+            "registry",
+            "url",
+            "an `@` follows the URL's host part: percent-encode `/`, `?`, `#` and `@` in a password \
+             (%2F, %3F, %23, %40), and `@` in a parameter (%40)",
+        )),
+    }
+}
+
+/// Whether `text` reads as `host[:port],…`: names of letters, digits, `.`, `-` and `_`, or
+/// bracketed IPv6 addresses, with numeric ports. Empty counts (a path-only URL), an empty
+/// host between commas does not.
+fn is_host_list(text: &str) -> bool {
+    let name = |host: &str| {
+        !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+    };
+    let port = |port: &str| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
+    text.is_empty()
+        || text.split(',').all(|host| match host.strip_prefix('[') {
+            Some(v6) => match v6.split_once(']') {
+                Some((address, after)) => {
+                    address
+                        .bytes()
+                        .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.' | b'%'))
+                        && (after.is_empty() || after.strip_prefix(':').is_some_and(port))
+                }
+                None => false,
+            },
+            None => match host.rsplit_once(':') {
+                Some((host, p)) => name(host) && port(p),
+                None => name(host),
+            },
+        })
 }
 
 #[cfg(test)]
@@ -448,6 +521,61 @@ mod tests {
         assert_eq!(url.path.as_deref(), Some("2"));
         assert_eq!(url.params, params(&[("username", "user"), ("password", "p@ss")]));
         assert!(StoreUrl::parse("no-scheme").is_err());
+    }
+
+    /// Every printable ASCII character but the space, in an order whose 4-character
+    /// windows are distinctive.
+    const EVERY_PRINTABLE: &str =
+        "!\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~";
+
+    /// Whether `text` holds any 4-character piece of `secret`.
+    fn leaks(text: &str, secret: &str) -> Option<String> {
+        let chars: Vec<char> = secret.chars().collect();
+        chars
+            .windows(4)
+            .map(|w| w.iter().collect::<String>())
+            .find(|piece| text.contains(piece.as_str()))
+    }
+
+    #[test]
+    fn passwords_with_reserved_characters_parse_or_are_refused_without_a_trace() {
+        for password in ["pa/ss", "pa?ss", "pa#ss", "pa@ss", "p@/?#ss", EVERY_PRINTABLE] {
+            for tail in [
+                "h:6379/2",
+                "h:6379",
+                "h1:1,h2:2?pool_size=8",
+                "h:6379/2?client_name=a%40b",
+            ] {
+                let url = format!("redis://user:{password}@{tail}");
+                match StoreUrl::parse(&url) {
+                    Ok(parsed) => {
+                        let got = parsed
+                            .params
+                            .iter()
+                            .find(|(k, _)| k == "password")
+                            .map(|(_, v)| v.as_str());
+                        let decoded = percent_encoding::percent_decode_str(password).decode_utf8_lossy();
+                        assert_eq!(got, Some(decoded.as_ref()), "{url}");
+                        assert!(!parsed.endpoints.iter().any(|e| e.contains("ss")), "{url}: {parsed:?}");
+                        let debug = format!("{parsed:?}");
+                        assert_eq!(leaks(&debug, password), None, "{debug}");
+                    }
+                    Err(err) => {
+                        let text = format!("{err} {err:?}");
+                        assert_eq!(leaks(&text, password), None, "{text}");
+                    }
+                }
+            }
+        }
+        let url = StoreUrl::parse("redis://u:pa/ss@h:6379/2").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(url.endpoints, ["h:6379"]);
+        assert_eq!(url.path.as_deref(), Some("2"));
+        let url = StoreUrl::parse("etcd://u:p?x@h1:2379,h2:2379?request_timeout=1s").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(url.endpoints, ["h1:2379", "h2:2379"]);
+        assert_eq!(url.params[0], ("request_timeout".to_owned(), "1s".to_owned()));
+        // An `@` in a parameter of a URL without user info is refused, naming the remedy.
+        let err = StoreUrl::parse("redis://h:6379/0?client_name=a@b").unwrap_err();
+        assert!(err.to_string().contains("%40"), "{err}");
     }
 
     #[test]

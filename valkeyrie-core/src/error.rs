@@ -79,6 +79,12 @@ pub enum ErrorKind {
     ValueTooLarge,
     /// See [`Error::Timeout`].
     Timeout,
+    /// See [`Error::Unauthenticated`].
+    Unauthenticated,
+    /// See [`Error::PermissionDenied`].
+    PermissionDenied,
+    /// See [`Error::TlsVerification`].
+    TlsVerification,
     /// See [`Error::Closed`].
     Closed,
     /// See [`Error::Backend`].
@@ -241,6 +247,50 @@ pub enum Error {
         /// How long it waited.
         after: Duration,
     },
+    /// The store refused the credentials: a wrong user name or password, an unknown token,
+    /// or an expired one that could not be renewed. Permanent: retrying with the same
+    /// credentials fails the same way. The message never holds the credentials.
+    #[error("{store}: authentication failed during {call}{}: {source}", on_key(key))]
+    Unauthenticated {
+        /// Store name.
+        store: &'static str,
+        /// The call that failed.
+        call: &'static str,
+        /// The key concerned (empty when connecting).
+        key: String,
+        /// The client's error.
+        #[source]
+        source: BoxError,
+    },
+    /// The credentials are valid but not allowed this call on this key (an ACL, a role, a
+    /// policy refused it). Permanent; nothing was written.
+    #[error("{store}: permission denied for {call}{}: {source}", on_key(key))]
+    PermissionDenied {
+        /// Store name.
+        store: &'static str,
+        /// The call refused.
+        call: &'static str,
+        /// The key concerned (empty when the call concerns none).
+        key: String,
+        /// The client's error.
+        #[source]
+        source: BoxError,
+    },
+    /// The TLS handshake failed on a certificate: the server's could not be verified
+    /// (unknown CA, expired, another name), or the server refused the client's (missing,
+    /// unknown or expired). Permanent: a configuration mistake, not a network fault.
+    #[error("{store}: TLS verification failed during {call}{}: {source}", on_key(key))]
+    TlsVerification {
+        /// Store name.
+        store: &'static str,
+        /// The call that failed.
+        call: &'static str,
+        /// The key concerned (empty when connecting).
+        key: String,
+        /// The TLS library's error.
+        #[source]
+        source: BoxError,
+    },
     /// The store handle was closed; open a new one.
     #[error("{store}: store handle is closed ({call} on {key:?})")]
     Closed {
@@ -287,6 +337,9 @@ impl Error {
             Error::InvalidKey { .. } => ErrorKind::InvalidKey,
             Error::ValueTooLarge { .. } => ErrorKind::ValueTooLarge,
             Error::Timeout { .. } => ErrorKind::Timeout,
+            Error::Unauthenticated { .. } => ErrorKind::Unauthenticated,
+            Error::PermissionDenied { .. } => ErrorKind::PermissionDenied,
+            Error::TlsVerification { .. } => ErrorKind::TlsVerification,
             Error::Closed { .. } => ErrorKind::Closed,
             Error::Backend { .. } => ErrorKind::Backend,
         }
@@ -310,6 +363,9 @@ impl Error {
             | Error::InvalidKey { store, .. }
             | Error::ValueTooLarge { store, .. }
             | Error::Timeout { store, .. }
+            | Error::Unauthenticated { store, .. }
+            | Error::PermissionDenied { store, .. }
+            | Error::TlsVerification { store, .. }
             | Error::Closed { store, .. }
             | Error::Backend { store, .. } => store,
         }
@@ -334,11 +390,15 @@ impl Error {
             | Error::Timeout { key, .. }
             | Error::Closed { key, .. }
             | Error::Backend { key, .. } => Some(key),
+            Error::Unauthenticated { key, .. }
+            | Error::PermissionDenied { key, .. }
+            | Error::TlsVerification { key, .. } => (!key.is_empty()).then_some(key.as_str()),
         }
     }
 
     /// Whether retrying the same call later may succeed (network trouble, timeouts,
-    /// contention). Logic errors such as [`Error::InvalidKey`] are permanent.
+    /// contention). Logic errors such as [`Error::InvalidKey`], and refusals of
+    /// credentials, permissions or certificates, are permanent.
     pub fn is_temporary(&self) -> bool {
         match self {
             Error::NotReachable { .. } | Error::Timeout { .. } => true,
@@ -371,6 +431,51 @@ impl Error {
         }
     }
 
+    /// Builds [`Error::Unauthenticated`].
+    pub fn unauthenticated(
+        store: &'static str,
+        call: &'static str,
+        key: impl Into<String>,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Error::Unauthenticated {
+            store,
+            call,
+            key: key.into(),
+            source: source.into(),
+        }
+    }
+
+    /// Builds [`Error::PermissionDenied`].
+    pub fn permission_denied(
+        store: &'static str,
+        call: &'static str,
+        key: impl Into<String>,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Error::PermissionDenied {
+            store,
+            call,
+            key: key.into(),
+            source: source.into(),
+        }
+    }
+
+    /// Builds [`Error::TlsVerification`].
+    pub fn tls_verification(
+        store: &'static str,
+        call: &'static str,
+        key: impl Into<String>,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Error::TlsVerification {
+            store,
+            call,
+            key: key.into(),
+            source: source.into(),
+        }
+    }
+
     /// Builds [`Error::Backend`] from a client error.
     pub fn backend(
         store: &'static str,
@@ -386,6 +491,15 @@ impl Error {
             temporary,
             source: source.into(),
         }
+    }
+}
+
+/// ` on "key"`, or nothing for an error that concerns no key.
+fn on_key(key: &str) -> String {
+    if key.is_empty() {
+        String::new()
+    } else {
+        format!(" on {key:?}")
     }
 }
 
@@ -424,5 +538,29 @@ mod tests {
         assert!(err.is_temporary());
         let source = std::error::Error::source(&err).map(|s| s.to_string());
         assert_eq!(source.as_deref(), Some("reset"));
+    }
+
+    #[test]
+    fn refusals_are_permanent_and_name_what_they_concern() {
+        let refused = [
+            Error::unauthenticated("etcd", "connect", "", "authentication failed"),
+            Error::permission_denied("redis", "put", "other/x", "NOPERM"),
+            Error::tls_verification("consul", "connect", "", "invalid peer certificate: UnknownIssuer"),
+        ];
+        for err in &refused {
+            assert!(!err.is_temporary(), "{err}");
+        }
+        assert_eq!(refused[0].kind(), ErrorKind::Unauthenticated);
+        assert_eq!(refused[0].key(), None);
+        assert_eq!(
+            refused[0].to_string(),
+            "etcd: authentication failed during connect: authentication failed"
+        );
+        assert_eq!(refused[1].key(), Some("other/x"));
+        assert_eq!(
+            refused[1].to_string(),
+            "redis: permission denied for put on \"other/x\": NOPERM"
+        );
+        assert!(refused[2].to_string().contains("TLS verification failed"));
     }
 }

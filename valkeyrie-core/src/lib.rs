@@ -21,6 +21,7 @@
 //!   the [local engine](local) that the embedded backend also uses;
 //! * [leader election](leadership): [`Candidate`](leadership::Candidate) and
 //!   [`Follower`](leadership::Follower), on any store with locks and watch;
+//! * with feature `tls`, the [TLS settings](tls) every network backend shares;
 //! * with feature `testsuite`, the conformance suite every backend runs against its real
 //!   server.
 //!
@@ -67,6 +68,8 @@ pub mod registry;
 pub mod store;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod txn;
 pub mod watch;
 

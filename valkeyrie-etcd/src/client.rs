@@ -5,6 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+use valkeyrie_core::tls::{self, strip_scheme, TlsMaterial};
 use valkeyrie_core::{Error, Result};
 
 use crate::config::EtcdConfig;
@@ -18,43 +19,44 @@ pub(crate) struct EtcdClient {
     request_timeout: Duration,
 }
 
-fn read_pem(field: &str, path: &std::path::Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| Error::config(ETCD, field, format!("cannot read {}: {e}", path.display())))
+/// etcd-client's TLS options from the config's TLS files (read once, here). tonic builds
+/// its rustls config on the process's default provider when one is installed, and on ring
+/// (this crate's only provider) otherwise.
+fn tls_options(material: &TlsMaterial) -> TlsOptions {
+    let mut tls = TlsOptions::new();
+    tls = match material.ca_pem() {
+        Some(ca) => tls.ca_certificate(Certificate::from_pem(ca)),
+        None => tls.with_webpki_roots(),
+    };
+    if let Some((cert, key)) = material.identity_pem() {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    if let Some(name) = material.server_name() {
+        tls = tls.domain_name(name);
+    }
+    tls
 }
 
-fn tls_options(config: &EtcdConfig) -> Result<TlsOptions> {
-    let mut tls = TlsOptions::new();
-    if let Some(ca) = &config.ca_file {
-        tls = tls.ca_certificate(Certificate::from_pem(read_pem("ca_file", ca)?));
-    }
-    if let (Some(cert), Some(key)) = (&config.cert_file, &config.key_file) {
-        tls = tls.identity(Identity::from_pem(
-            read_pem("cert_file", cert)?,
-            read_pem("key_file", key)?,
-        ));
-    }
-    if let Some(domain) = &config.domain_name {
-        tls = tls.domain_name(domain.clone());
-    }
-    Ok(tls)
+/// Why a TLS connection to `endpoint` failed, when a certificate was refused: in TLS 1.3
+/// etcd refuses a client certificate after the handshake, which tonic reports only as a
+/// closed connection.
+async fn certificate_refusal(material: &TlsMaterial, endpoint: &str, within: Duration) -> Option<rustls::Error> {
+    let config = material.rustls_client_config(ETCD).ok()?;
+    let address = strip_scheme(endpoint);
+    tls::certificate_refusal(&config, address, material.server_name(), &[b"h2"], within).await
 }
 
 impl EtcdClient {
     /// Connects and proves the connection with one request, within `connect_timeout`.
     pub(crate) async fn connect(endpoints: &[String], config: &EtcdConfig) -> Result<Self> {
-        let scheme = if config.uses_tls() { "https" } else { "http" };
+        let use_tls = config.tls_config().use_tls(ETCD, endpoints)?;
+        let scheme = if use_tls { "https" } else { "http" };
         let endpoints: Vec<String> = if endpoints.is_empty() {
             vec![format!("{scheme}://127.0.0.1:2379")]
         } else {
             endpoints
                 .iter()
-                .map(|e| {
-                    if e.contains("://") {
-                        e.clone()
-                    } else {
-                        format!("{scheme}://{e}")
-                    }
-                })
+                .map(|e| format!("{scheme}://{}", strip_scheme(e)))
                 .collect()
         };
         let mut options = ConnectOptions::new()
@@ -62,18 +64,36 @@ impl EtcdClient {
             .with_timeout(config.request_timeout)
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
         if let (Some(user), Some(password)) = (&config.username, &config.password) {
-            options = options.with_user(user.clone(), password.expose().to_owned());
+            // A token expires (`--auth-token-ttl` of idleness, a member restart): log in
+            // again and retry whenever the server calls the token invalid, watches and
+            // lease calls included.
+            options = options
+                .with_user(user.clone(), password.expose().to_owned())
+                .with_auto_token_refresh(true);
         }
-        if config.uses_tls() {
-            options = options.with_tls(tls_options(config)?);
-        }
+        let material = if use_tls {
+            let material = config.tls_config().load(ETCD)?;
+            options = options.with_tls(tls_options(&material));
+            Some(material)
+        } else {
+            None
+        };
         let connecting = async {
             let mut client = Client::connect(&endpoints, Some(options)).await?;
             client.status().await?;
             Ok::<_, etcd_client::Error>(client)
         };
         let client = match tokio::time::timeout(config.connect_timeout, connecting).await {
-            Ok(result) => result.map_err(|e| map_error("connect", "", e))?,
+            Ok(Ok(client)) => client,
+            Ok(Err(err)) => {
+                let err = map_error("connect", "", err);
+                if let (Some(material), true) = (&material, err.is_temporary()) {
+                    if let Some(refusal) = certificate_refusal(material, &endpoints[0], config.connect_timeout).await {
+                        return Err(Error::tls_verification(ETCD, "connect", "", refusal));
+                    }
+                }
+                return Err(err);
+            }
             Err(_) => {
                 let reason = format!(
                     "no answer from {} within {:?}",

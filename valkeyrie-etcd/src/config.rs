@@ -4,12 +4,20 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use valkeyrie_core::tls::TlsConfig;
 use valkeyrie_core::{BackendConfig, Error, Result, Secret};
 
 use crate::ETCD;
 
 /// Settings of the etcd store. The URL form sets the same fields as query parameters:
 /// `etcd://user:password@h1:2379,h2:2379?connect_timeout=5s&ca_file=/etc/etcd/ca.pem`.
+///
+/// The TLS fields are every network backend's ([`valkeyrie_core::tls`]): an endpoint
+/// written `https://h:2379` turns TLS on too, and one written `http://` with TLS settings is
+/// refused. With credentials, the handle logs in when it connects and logs in again by
+/// itself whenever the server says its token expired (a simple token lasts
+/// `--auth-token-ttl`, 300 s by default, and dies with a member restart), so an idle
+/// handle, a watch and a lease renewal outlive any number of tokens.
 ///
 /// ```
 /// use valkeyrie_etcd::EtcdConfig;
@@ -30,16 +38,17 @@ pub struct EtcdConfig {
     pub username: Option<String>,
     /// Password of `username`.
     pub password: Option<Secret>,
-    /// Connect over TLS. Implied by `ca_file` or `cert_file`. Default `false`.
+    /// Connect over TLS. Implied by any other TLS field and by `https://` endpoints.
+    /// Without `ca_file`, the public web roots are trusted. Default `false`.
     pub tls: bool,
-    /// PEM file of the CA that signed the servers' certificates.
+    /// PEM file of the CA certificates that signed the servers' certificates.
     pub ca_file: Option<PathBuf>,
-    /// PEM file of the client certificate, with `key_file`.
+    /// PEM file of the client certificate, with `key_file` (etcd's `--client-cert-auth`).
     pub cert_file: Option<PathBuf>,
     /// PEM file of the client certificate's private key.
     pub key_file: Option<PathBuf>,
     /// The name to check the servers' certificates against, when it is not the endpoint host.
-    pub domain_name: Option<String>,
+    pub server_name: Option<String>,
     /// The server's `--max-request-bytes` (default 1.5 MiB): values that cannot fit in a
     /// request are `ValueTooLarge` before sending (4 KiB are kept for the key and framing).
     pub max_request_bytes: usize,
@@ -62,7 +71,7 @@ impl Default for EtcdConfig {
             ca_file: None,
             cert_file: None,
             key_file: None,
-            domain_name: None,
+            server_name: None,
             max_request_bytes: 1_572_864,
             list_page_size: 1000,
             watch_retry_for: Duration::from_secs(60),
@@ -78,9 +87,15 @@ impl BackendConfig for EtcdConfig {
 const REQUEST_OVERHEAD: usize = 4096;
 
 impl EtcdConfig {
-    /// Whether connections use TLS.
-    pub(crate) fn uses_tls(&self) -> bool {
-        self.tls || self.ca_file.is_some() || self.cert_file.is_some()
+    /// The TLS fields, gathered.
+    pub(crate) fn tls_config(&self) -> TlsConfig {
+        TlsConfig {
+            enabled: self.tls,
+            ca_file: self.ca_file.clone(),
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+            server_name: self.server_name.clone(),
+        }
     }
 
     /// The largest value a request can carry.
@@ -100,9 +115,7 @@ impl EtcdConfig {
         if self.username.is_some() != self.password.is_some() {
             return invalid("password", "username and password go together");
         }
-        if self.cert_file.is_some() != self.key_file.is_some() {
-            return invalid("key_file", "cert_file and key_file go together");
-        }
+        self.tls_config().validate(ETCD)?;
         if self.max_request_bytes <= REQUEST_OVERHEAD {
             return invalid("max_request_bytes", "must be larger than 4 KiB");
         }
@@ -137,7 +150,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(from_url, typed);
-        assert!(typed.uses_tls());
+        assert!(typed.tls_config().is_enabled());
         assert!(!format!("{typed:?}").contains("p@ss"));
     }
 
@@ -153,5 +166,10 @@ mod tests {
             ..Default::default()
         };
         assert!(config.validate().unwrap_err().to_string().contains("key_file"));
+        let config = EtcdConfig {
+            key_file: Some("/k.pem".into()),
+            ..Default::default()
+        };
+        assert!(config.validate().unwrap_err().to_string().contains("cert_file"));
     }
 }

@@ -17,14 +17,38 @@ fn is_transport(status: &tonic::Status) -> bool {
     false
 }
 
+/// etcd 3.4's answer to a wrong user name or password (`ErrGRPCAuthFailed` in
+/// `etcdserver/api/v3rpc/rpctypes/error.go`): code `InvalidArgument`, so only its text
+/// tells it from a malformed request.
+const AUTH_FAILED: &str = "etcdserver: authentication failed";
+
+/// The error a client error wraps: etcd-client's errors do not expose it as `source()`.
+fn wrapped(err: &ClientError) -> Option<&(dyn std::error::Error + 'static)> {
+    match err {
+        ClientError::TransportError(e) => Some(e),
+        ClientError::GRpcStatus(e) => Some(e),
+        ClientError::IoError(e) => Some(e),
+        _ => None,
+    }
+}
+
 /// Maps an error of the client during `call` on `key`.
 pub(crate) fn map_error(call: &'static str, key: &str, err: ClientError) -> Error {
     let key = key.to_owned();
+    if wrapped(&err).is_some_and(valkeyrie_core::tls::is_certificate_failure) {
+        return Error::tls_verification(ETCD, call, key, err);
+    }
     match &err {
         ClientError::GRpcStatus(status) => {
             use tonic::Code;
             let message = status.message();
             match status.code() {
+                // An invalid token reaches us only when logging in again failed too.
+                Code::Unauthenticated => Error::unauthenticated(ETCD, call, key, err),
+                Code::InvalidArgument if message.starts_with(AUTH_FAILED) => {
+                    Error::unauthenticated(ETCD, call, key, err)
+                }
+                Code::PermissionDenied => Error::permission_denied(ETCD, call, key, err),
                 // tonic reports a broken or timed-out connection as a status (Unknown or
                 // Cancelled) whose source is the transport error.
                 code if code == Code::Unavailable

@@ -13,6 +13,7 @@ use fred::types::scripts::Script;
 use fred::types::MultipleValues;
 use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::Notify;
+use valkeyrie_core::tls::strip_scheme;
 use valkeyrie_core::{Error, KvPair, Result};
 
 use crate::codec;
@@ -44,7 +45,8 @@ pub(crate) struct RedisClient {
     pub(crate) lock_released: Arc<Notify>,
 }
 
-fn server(endpoint: &str) -> Result<Server> {
+fn server(endpoint: &str, server_name: Option<&str>) -> Result<Server> {
+    let endpoint = strip_scheme(endpoint);
     let (host, port) = match endpoint.rsplit_once(':') {
         Some((host, port)) => {
             let port = port
@@ -54,11 +56,18 @@ fn server(endpoint: &str) -> Result<Server> {
         }
         None => (endpoint, 6379),
     };
-    Ok(Server::new(host.to_owned(), port))
+    let mut server = Server::new(host.to_owned(), port);
+    server.tls_server_name = server_name.map(Into::into);
+    Ok(server)
 }
 
 fn fred_config(endpoints: &[String], config: &RedisConfig) -> Result<Config> {
-    let mut servers = endpoints.iter().map(|e| server(e)).collect::<Result<Vec<_>>>()?;
+    let use_tls = config.tls_config().use_tls(REDIS, endpoints)?;
+    let server_name = config.server_name.as_deref().filter(|_| use_tls);
+    let mut servers = endpoints
+        .iter()
+        .map(|e| server(e, server_name))
+        .collect::<Result<Vec<_>>>()?;
     if servers.is_empty() {
         servers.push(Server::new("127.0.0.1", 6379));
     }
@@ -82,9 +91,11 @@ fn fred_config(endpoints: &[String], config: &RedisConfig) -> Result<Config> {
         database: config.database,
         ..Config::default()
     };
-    if config.tls {
-        let connector = TlsConnector::default_rustls().map_err(|e| Error::config(REDIS, "tls", e.to_string()))?;
-        fred.tls = Some(connector.into());
+    if use_tls {
+        // Our own rustls config, on ring named explicitly: fred's `default_rustls` trusts
+        // only the system roots and takes the process's default provider.
+        let rustls = config.tls_config().load(REDIS)?.rustls_client_config(REDIS)?;
+        fred.tls = Some(TlsConnector::from(rustls).into());
     }
     Ok(fred)
 }

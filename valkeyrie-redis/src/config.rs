@@ -1,8 +1,10 @@
 //! [`RedisConfig`]: topology, credentials, TLS, pool and limits.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use valkeyrie_core::tls::TlsConfig;
 use valkeyrie_core::{BackendConfig, Error, Result, Secret};
 
 use crate::REDIS;
@@ -77,8 +79,19 @@ pub struct RedisConfig {
     pub password: Option<Secret>,
     /// Database index (standalone and sentinel). From the URL: its path.
     pub database: Option<u8>,
-    /// Connect over TLS (rustls, trusting the system's root certificates). Default `false`.
+    /// Connect over TLS. Implied by any other TLS field and by a `rediss://` URL. Without
+    /// `ca_file`, the public web roots are trusted. Default `false`.
     pub tls: bool,
+    /// PEM file of the CA certificates that signed the server's certificate.
+    pub ca_file: Option<PathBuf>,
+    /// PEM file of the client certificate, with `key_file` (`tls-auth-clients yes`).
+    pub cert_file: Option<PathBuf>,
+    /// PEM file of the client certificate's private key.
+    pub key_file: Option<PathBuf>,
+    /// The name to check the server's certificate against, when it is not the endpoint's
+    /// host. It applies to the configured endpoints; cluster nodes and Sentinel-named
+    /// primaries are checked against the address they are reached at.
+    pub server_name: Option<String>,
     /// Connections in the command pool. Default 4.
     pub pool_size: usize,
     /// How long connecting may take. Default 5 s.
@@ -107,6 +120,10 @@ impl Default for RedisConfig {
             password: None,
             database: None,
             tls: false,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            server_name: None,
             pool_size: 4,
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
@@ -123,8 +140,20 @@ impl BackendConfig for RedisConfig {
 }
 
 impl RedisConfig {
+    /// The TLS fields, gathered.
+    pub(crate) fn tls_config(&self) -> TlsConfig {
+        TlsConfig {
+            enabled: self.tls,
+            ca_file: self.ca_file.clone(),
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+            server_name: self.server_name.clone(),
+        }
+    }
+
     /// Checks what needs no server, with the endpoints the store is opened on.
     pub(crate) fn validate(&self, endpoints: &[String]) -> Result<()> {
+        self.tls_config().validate(REDIS)?;
         if self.topology == Topology::Standalone && endpoints.len() > 1 {
             let reason =
                 "a standalone server takes one endpoint; set topology=cluster or topology=sentinel for several";

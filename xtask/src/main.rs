@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use xtask::servers::cluster::{self, Cluster, Member};
+use xtask::servers::secure::{self, Secured};
 use xtask::servers::{install, process, Managed, Server};
 
 const USAGE: &str = "usage: cargo xtask <command>
@@ -16,8 +17,9 @@ commands:
                                  start the servers a run needs, run every crate's tests with the
                                  endpoint variables set, stop what it started, print a summary;
                                  suites: memory boltlike consul dynamodb etcd redis zookeeper
-                                 template facade interop servers. --docker takes the servers
-                                 from containers (testcontainers) instead of local processes
+                                 template facade interop servers security faults.
+                                 --docker takes the servers from containers
+                                 (testcontainers) instead of local processes
   bench [--backend NAME ...] [--quick] [--with-go] [--reps N] [--publish]
                                  every backend through valkeyrie and through its raw client, in
                                  one process, alternating (--with-go: and through the Go library
@@ -34,14 +36,24 @@ commands:
                                  running; --cluster: the clusters instead (etcd, zookeeper and
                                  consul with 3 members, redis as a primary, a replica and 3
                                  Sentinels), on ports of their own
-  servers stop [--cluster] [NAME ...]
-                                 stop servers (or clusters) the harness started
-  servers status                 which servers and cluster members run, with pids and endpoints
-  servers env [--cluster]        the endpoint variables, as shell `export` lines
+  servers start --secure [NAME ...]
+                                 the secured servers instead (etcd, redis): TLS with client
+                                 certificates from a test PKI (target/servers/pki/), users
+                                 with passwords and a prefix, on ports of their own
+  servers stop [--cluster|--secure] [NAME ...]
+                                 stop servers (or clusters, or secured servers) the harness
+                                 started
+  servers status [--secure]      which servers, cluster members and secured servers run,
+                                 with pids and endpoints
+  servers env [--cluster|--secure] [NAME ...]
+                                 the endpoint variables, as shell `export` lines
+  servers install --secure [NAME ...]
+                                 what the secured servers need (their servers, curl, redis-cli)
   servers restart|pause|resume|kill NAME
-                                 fault hooks on a server or a cluster member (etcd-2,
-                                 sentinel-1, …): restart keeps the data directory; pause and
-                                 resume send SIGSTOP and SIGCONT; kill sends SIGKILL";
+                                 fault hooks on a server, a cluster member (etcd-2,
+                                 sentinel-1, …) or a secured server (secure-etcd): restart
+                                 keeps the data directory; pause and resume send SIGSTOP and
+                                 SIGCONT; kill sends SIGKILL";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -83,9 +95,19 @@ fn clusters(names: &[&str]) -> Result<Vec<Cluster>, String> {
     }
 }
 
+fn secured(names: &[&str]) -> Result<Vec<Secured>, String> {
+    if names.is_empty() {
+        Ok(Secured::ALL.to_vec())
+    } else {
+        names.iter().map(|name| Secured::from_name(name)).collect()
+    }
+}
+
 fn servers(command: &str, args: &[&str]) -> Result<(), String> {
-    if let ["--cluster", names @ ..] = args {
-        return cluster_command(command, names);
+    match args {
+        ["--cluster", names @ ..] => return cluster_command(command, names),
+        ["--secure", names @ ..] => return secure_command(command, names),
+        _ => {}
     }
     let names = args;
     match command {
@@ -105,23 +127,23 @@ fn servers(command: &str, args: &[&str]) -> Result<(), String> {
             for member in Cluster::ALL.into_iter().flat_map(Cluster::members) {
                 print_state(member);
             }
+            Secured::ALL.into_iter().for_each(print_state);
             Ok(())
         }
         "env" => {
-            for server in selected(names)? {
-                for (name, value) in server.env() {
-                    println!("export {name}={value}");
-                }
-            }
+            let env: Vec<_> = selected(names)?.into_iter().flat_map(Server::env).collect();
+            print_exports(&env);
             Ok(())
         }
         "restart" | "pause" | "resume" | "kill" => match names {
-            [name] => match Member::from_label(name) {
-                Some(member) if command == "restart" => cluster::restart(member),
-                Some(member) => fault(command, member),
-                None => fault(command, Server::from_name(name)?),
+            [name] => match (Member::from_label(name), Secured::from_label(name)) {
+                (Some(member), _) if command == "restart" => cluster::restart(member),
+                (Some(member), _) => fault(command, member),
+                (None, Some(secured)) if command == "restart" => secure::restart(secured),
+                (None, Some(secured)) => fault(command, secured),
+                (None, None) => fault(command, Server::from_name(name)?),
             },
-            _ => Err("name exactly one server or cluster member".to_owned()),
+            _ => Err("name exactly one server, cluster member or secured server".to_owned()),
         },
         other => Err(format!("unknown servers command {other:?}; see `cargo xtask help`")),
     }
@@ -135,14 +157,51 @@ fn cluster_command(command: &str, names: &[&str]) -> Result<(), String> {
             .try_for_each(|c| cluster::start(c).map(drop)),
         "stop" => clusters(names)?.into_iter().try_for_each(cluster::stop),
         "env" => {
-            for cluster in clusters(names)? {
-                for (name, value) in cluster.env() {
-                    println!("export {name}={value}");
-                }
-            }
+            let env: Vec<_> = clusters(names)?.into_iter().flat_map(Cluster::env).collect();
+            print_exports(&env);
             Ok(())
         }
         other => Err(format!("servers {other} takes no --cluster; see `cargo xtask help`")),
+    }
+}
+
+/// `servers install|start|stop|status|env --secure [NAME ...]`.
+fn secure_command(command: &str, names: &[&str]) -> Result<(), String> {
+    match command {
+        "install" => secure::install(&secured(names)?),
+        "start" => secured(names)?
+            .into_iter()
+            // The process outlives this command: dropping the handle does not stop it.
+            .try_for_each(|s| secure::start(s).map(drop)),
+        "stop" => secured(names)?.into_iter().try_for_each(secure::stop),
+        "status" => {
+            secured(names)?.into_iter().for_each(print_state);
+            Ok(())
+        }
+        "env" => {
+            print_exports(&secure::env_of(&secured(names)?));
+            Ok(())
+        }
+        other => Err(format!("servers {other} takes no --secure; see `cargo xtask help`")),
+    }
+}
+
+/// Prints `export NAME=VALUE` lines, each value quoted for the shell when it needs it
+/// (the secured servers' passwords hold `?` and `#`).
+fn print_exports(env: &[(&str, String)]) {
+    for (name, value) in env {
+        println!("export {name}={}", shell_quoted(value));
+    }
+}
+
+/// `value` as one shell word: as it is if it holds only characters no shell treats
+/// specially, else in single quotes.
+fn shell_quoted(value: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/.,:_-=+@%".contains(c);
+    if !value.is_empty() && value.chars().all(plain) {
+        value.to_owned()
+    } else {
+        format!("'{}'", value.replace('\'', "'\\''"))
     }
 }
 

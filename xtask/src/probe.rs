@@ -3,7 +3,8 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// Connect, read and write timeout of every probe.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -109,6 +110,36 @@ pub fn redis_lines(addr: &str, commands: &[&[&str]]) -> Result<Vec<String>, Stri
         received.push_str(&String::from_utf8_lossy(&buffer[..n]));
     }
     Ok(received.split_terminator("\r\n").map(str::to_owned).collect())
+}
+
+/// Runs a client program (curl, redis-cli, etcdctl: the probes of the TLS servers, which
+/// the harness reaches through those rather than a TLS stack of its own) with its output
+/// captured, killing it if it has not exited within `timeout`. The output is read once the
+/// program exits, so it must fit the pipe (64 KiB): a probe's answer does.
+pub fn output(command: &mut Command, timeout: Duration) -> Result<Output, String> {
+    let program = command.get_program().to_string_lossy().into_owned();
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{program} did not finish within {timeout:?}"));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => return Err(format!("waiting for {program}: {e}")),
+        }
+    }
+    child
+        .wait_with_output()
+        .map_err(|e| format!("reading {program}'s output: {e}"))
 }
 
 /// A ZooKeeper four-letter-word command (`ruok`, `srvr`, …).

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use crate::say;
 use crate::servers::cluster::{self, Cluster, Member};
 use crate::servers::process::{self, Started};
+use crate::servers::secure::{self, Secured};
 use crate::servers::Managed;
 use crate::servers::Server;
 use crate::summary::{parse, Outcome};
@@ -24,6 +25,8 @@ struct Suite {
     test_args: &'static [&'static str],
     /// The clusters it needs besides its servers.
     clusters: &'static [Cluster],
+    /// The secured servers it needs (TLS, users), started just before it like clusters.
+    secured: &'static [Secured],
 }
 
 /// One run with every feature: what a backend's suite needs.
@@ -37,10 +40,11 @@ const SUITE: Suite = Suite {
     feature_sets: ALL_FEATURES,
     test_args: &[],
     clusters: &[],
+    secured: &[],
 };
 
 /// Every suite, in the order of the README's capability table.
-const SUITES: [Suite; 12] = [
+const SUITES: [Suite; 13] = [
     Suite {
         backend: "memory",
         package: "valkeyrie-core",
@@ -114,6 +118,14 @@ const SUITES: [Suite; 12] = [
         servers: &Server::ALL,
         ..SUITE
     },
+    // TLS and authentication against the secured servers: certificates (a wrong CA, none,
+    // an expired one), users, passwords and prefixes, etcd tokens that expire.
+    Suite {
+        backend: "security",
+        package: "valkeyrie-security",
+        secured: &[Secured::Etcd, Secured::Redis],
+        ..SUITE
+    },
     // Restarts, pauses and dropped connections, and the clusters' failovers: last, since it
     // stops and restarts the servers the other suites use. Each case prints what it measured (lost-signal delays,
     // recovery times), kept in the log of a passing run too.
@@ -127,13 +139,14 @@ const SUITES: [Suite; 12] = [
     },
 ];
 
-/// A process this run spawned: a server or a cluster's member.
+/// A process this run spawned: a server, a cluster's member or a secured server.
 enum Spawned {
     Server(Server, Child),
     Member(Member, Child),
+    Secured(Secured, Child),
 }
 
-/// Servers and cluster members this run started, stopped on every way out.
+/// Servers, cluster members and secured servers this run started, stopped on every way out.
 #[derive(Clone, Default)]
 struct StartedServers {
     children: Arc<Mutex<Vec<Spawned>>>,
@@ -153,6 +166,7 @@ impl StartedServers {
             let (label, stopped) = match spawned {
                 Spawned::Server(server, child) => (server.name().to_owned(), process::stop_child(server, child)),
                 Spawned::Member(member, child) => (member.label(), process::stop_child(member, child)),
+                Spawned::Secured(secured, child) => (secured.label(), process::stop_child(secured, child)),
             };
             if let Err(why) = stopped {
                 say!("servers", "{label}: stopping failed: {why}");
@@ -172,9 +186,15 @@ pub fn run(args: &[&str]) -> Result<(), String> {
         return run_in_containers(args, &suites, &servers, go_interop);
     }
     crate::setup::run(&servers, go_interop)?;
-    with_servers("test", &servers, |mut env, clusters| {
+    let mut secured: Vec<Secured> = suites.iter().flat_map(|s| s.secured.iter().copied()).collect();
+    secured.sort();
+    secured.dedup();
+    if !secured.is_empty() {
+        secure::install(&secured)?;
+    }
+    with_servers("test", &servers, |mut env, starter| {
         env.extend(go_binary_env(go_interop));
-        run_suites(&suites, env, Some(clusters))
+        run_suites(&suites, env, Some(starter))
     })
 }
 
@@ -218,12 +238,13 @@ fn run_in_containers(_: &[&str], suites: &[&Suite], servers: &[Server], go_inter
     run_suites(suites, env, None)
 }
 
-/// Starts clusters for a run, on demand; [`with_servers`] stops them with its servers.
-pub(crate) struct ClusterStarter<'a> {
+/// Starts clusters and secured servers for a run, on demand; [`with_servers`] stops them
+/// with its servers.
+pub(crate) struct Starter<'a> {
     started: &'a StartedServers,
 }
 
-impl ClusterStarter<'_> {
+impl Starter<'_> {
     /// Starts `cluster` (reusing running members) and waits until it is ready; its
     /// endpoint variables.
     fn start(&self, cluster: Cluster) -> Result<Vec<(&'static str, String)>, String> {
@@ -236,15 +257,26 @@ impl ClusterStarter<'_> {
         }
         Ok(cluster.env())
     }
+
+    /// Starts `secured` (reusing a running one) and waits until it is healthy and set up;
+    /// its variables.
+    fn start_secured(&self, secured: Secured) -> Result<Vec<(&'static str, String)>, String> {
+        let started =
+            secure::start(secured).map_err(|why| format!("{} could not be started: {why}", secured.label()))?;
+        if let Started::Spawned(child) = started {
+            self.started.push(Spawned::Secured(secured, child));
+        }
+        Ok(secured.env())
+    }
 }
 
 /// Starts `servers` (reusing running ones), runs `body` with their endpoint variables and
-/// a way to start clusters, and stops what it started however `body` ends: error, panic
-/// or Ctrl-C.
+/// a way to start clusters and secured servers, and stops what it started however `body`
+/// ends: error, panic or Ctrl-C.
 pub(crate) fn with_servers(
     task: &'static str,
     servers: &[Server],
-    body: impl FnOnce(Vec<(&'static str, String)>, &ClusterStarter<'_>) -> Result<(), String>,
+    body: impl FnOnce(Vec<(&'static str, String)>, &Starter<'_>) -> Result<(), String>,
 ) -> Result<(), String> {
     let started = StartedServers::default();
     let on_interrupt = started.clone();
@@ -266,7 +298,7 @@ pub(crate) fn with_servers(
         }
         env.extend(server.env());
     }
-    body(env, &ClusterStarter { started: &started })
+    body(env, &Starter { started: &started })
 }
 
 /// Stops the servers a run started when dropped.
@@ -283,25 +315,26 @@ fn go_binary_env(go_interop: bool) -> Option<(&'static str, String)> {
     go_interop.then(|| ("VALKEYRIE_GO_BIN", crate::interop::binary().display().to_string()))
 }
 
-/// Runs each suite's package with `env` and prints the summary.
-/// Runs `suites` in order with `env`, starting the clusters a suite needs just before it
-/// (none with `--docker`, where the servers are containers).
+/// Runs `suites` in order with `env`, starting the clusters and secured servers a suite
+/// needs just before it (none with `--docker`, where the servers are containers), and
+/// prints the summary.
 fn run_suites(
     suites: &[&Suite],
     mut env: Vec<(&'static str, String)>,
-    clusters: Option<&ClusterStarter<'_>>,
+    starter: Option<&Starter<'_>>,
 ) -> Result<(), String> {
     for (name, value) in &env {
         say!("test", "{name}={value}");
     }
     let mut results = Vec::new();
     let mut running = Vec::new();
+    let mut running_secured = Vec::new();
     for suite in suites {
         for cluster in suite.clusters {
             if running.contains(cluster) {
                 continue;
             }
-            let starter = clusters.ok_or_else(|| {
+            let starter = starter.ok_or_else(|| {
                 format!(
                     "the {} suite needs the {} cluster, which runs only as local processes (not with --docker)",
                     suite.backend,
@@ -310,6 +343,26 @@ fn run_suites(
             })?;
             env.extend(starter.start(*cluster)?);
             running.push(*cluster);
+        }
+        for secured in suite.secured {
+            if running_secured.contains(secured) {
+                continue;
+            }
+            let starter = starter.ok_or_else(|| {
+                format!(
+                    "the {} suite needs {}, which runs only as a local process (not with --docker)",
+                    suite.backend,
+                    secured.label()
+                )
+            })?;
+            let new = starter.start_secured(*secured)?;
+            for (name, value) in new {
+                if !env.iter().any(|(known, _)| *known == name) {
+                    say!("test", "{name}={value}");
+                    env.push((name, value));
+                }
+            }
+            running_secured.push(*secured);
         }
         let mut outcome = Outcome::default();
         for features in suite.feature_sets {

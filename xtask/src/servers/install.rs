@@ -70,7 +70,7 @@ fn is_root() -> bool {
 }
 
 /// Installs the Debian packages whose program (or file) is missing.
-fn apt_install(packages: &[(&str, &str)]) -> Result<(), String> {
+pub(crate) fn apt_install(packages: &[(&str, &str)]) -> Result<(), String> {
     let mut missing = Vec::new();
     for (program, package) in packages {
         if found(program) {

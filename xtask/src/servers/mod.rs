@@ -5,11 +5,15 @@
 //! `target/servers/<name>/` (data, `server.log`, `pid`). [`install`] gets the software,
 //! [`process`] starts and stops the processes, and [`cluster`] describes the clusters
 //! (`servers start --cluster`): the same software, several processes per store, on ports
-//! of their own, so a cluster runs next to the single servers.
+//! of their own, so a cluster runs next to the single servers. [`secure`] describes the
+//! secured servers (`servers start --secure`): TLS with client certificates and users with
+//! passwords, on ports of their own too, with the certificates [`pki`] generates.
 
 pub mod cluster;
 pub mod install;
+pub mod pki;
 pub mod process;
+pub mod secure;
 
 use std::path::Path;
 use std::process::Command;

@@ -1,0 +1,205 @@
+//! # valkeyrie-security
+//!
+//! The security suite: each network backend against its secured server, which `cargo xtask
+//! test` starts beside the plain one (`cargo xtask servers start --secure` by hand). The
+//! servers use TLS with a private CA generated at run time, require client certificates,
+//! and check credentials and per-user permissions: an admin user allowed everything and an
+//! app user allowed only the keys under [`app_prefix`]. Their passwords hold `/ ? # @ :`,
+//! characters a URL must encode, so the suite also proves that such passwords parse.
+//!
+//! The same cases run on every store ([`security_suite!`]); a store's test file adds what
+//! only it has (etcd's token expiry). A case that cannot reach its server fails, naming
+//! the variable it read: it never passes by skipping.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use valkeyrie_security::{Connection, Secured};
+//!
+//! let store = Secured::Etcd.open(&Connection::app()).await.expect("the secured etcd");
+//! store.put("app/x", "1".into(), &Default::default()).await.expect("a permitted write");
+//! # }
+//! ```
+
+pub mod cases;
+
+use std::sync::Arc;
+
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use valkeyrie::{Error, Store};
+
+/// A secured server of the harness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secured {
+    /// etcd with TLS, client certificates, users and roles, 3-second tokens.
+    Etcd,
+    /// Redis with `tls-port`, `tls-auth-clients yes` and ACL users.
+    Redis,
+}
+
+/// Reads a variable `cargo xtask test` exports, or fails naming it.
+pub fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the security suite with `cargo xtask test --backend security`")
+    })
+}
+
+/// The keys the app user may touch (`app/`).
+pub fn app_prefix() -> String {
+    env("VALKEYRIE_SECURE_APP_PREFIX")
+}
+
+/// The passwords of the secured servers' users: what must never show in any output.
+pub fn secrets() -> Vec<String> {
+    vec![
+        env("VALKEYRIE_SECURE_ADMIN_PASSWORD"),
+        env("VALKEYRIE_SECURE_APP_PASSWORD"),
+    ]
+}
+
+/// Which CA a connection trusts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust {
+    /// The private CA that signed the servers' certificates.
+    PrivateCa,
+    /// Another CA: the server's certificate cannot be verified.
+    OtherCa,
+}
+
+/// Which client certificate a connection presents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientCert {
+    /// One the servers accept.
+    Valid,
+    /// None.
+    Missing,
+    /// One signed by the private CA whose validity ended in the past.
+    Expired,
+    /// One signed by a CA the servers do not trust.
+    OtherCa,
+}
+
+/// Who connects, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connection {
+    /// The CA the client trusts.
+    pub trust: Trust,
+    /// The certificate it presents.
+    pub cert: ClientCert,
+    /// User name and password, `None` for an anonymous connection.
+    pub account: Option<(String, String)>,
+}
+
+impl Connection {
+    /// The app user, with the private CA and a valid client certificate.
+    pub fn app() -> Self {
+        Connection {
+            trust: Trust::PrivateCa,
+            cert: ClientCert::Valid,
+            account: Some((env("VALKEYRIE_SECURE_APP_USER"), env("VALKEYRIE_SECURE_APP_PASSWORD"))),
+        }
+    }
+
+    /// The admin user of `store`, with the private CA and a valid client certificate.
+    pub fn admin(store: Secured) -> Self {
+        let user = match store {
+            Secured::Etcd => env("VALKEYRIE_SECURE_ETCD_ADMIN_USER"),
+            Secured::Redis => env("VALKEYRIE_SECURE_REDIS_ADMIN_USER"),
+        };
+        Connection {
+            account: Some((user, env("VALKEYRIE_SECURE_ADMIN_PASSWORD"))),
+            ..Connection::app()
+        }
+    }
+}
+
+impl Secured {
+    /// The store's registered name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Secured::Etcd => "etcd",
+            Secured::Redis => "redis",
+        }
+    }
+
+    /// The URL of `connection`, its password percent-encoded.
+    pub fn url(self, connection: &Connection) -> String {
+        let userinfo = connection
+            .account
+            .as_ref()
+            .map(|(user, password)| format!("{user}:{}@", utf8_percent_encode(password, NON_ALPHANUMERIC)))
+            .unwrap_or_default();
+        self.url_with_userinfo(&userinfo, connection)
+    }
+
+    /// The URL of `connection` with the user info written as given (`user:password@`).
+    pub fn url_with_userinfo(self, userinfo: &str, connection: &Connection) -> String {
+        let (scheme, address) = match self {
+            Secured::Etcd => ("etcd", env("VALKEYRIE_SECURE_ETCD_ENDPOINTS")),
+            Secured::Redis => ("rediss", env("VALKEYRIE_SECURE_REDIS_ADDRESS")),
+        };
+        let ca = match connection.trust {
+            Trust::PrivateCa => env("VALKEYRIE_TLS_CA_FILE"),
+            Trust::OtherCa => env("VALKEYRIE_TLS_OTHER_CA_FILE"),
+        };
+        let cert = match connection.cert {
+            ClientCert::Valid => Some(("VALKEYRIE_TLS_CLIENT_CERT", "VALKEYRIE_TLS_CLIENT_KEY")),
+            ClientCert::Missing => None,
+            ClientCert::Expired => Some(("VALKEYRIE_TLS_EXPIRED_CLIENT_CERT", "VALKEYRIE_TLS_EXPIRED_CLIENT_KEY")),
+            ClientCert::OtherCa => Some(("VALKEYRIE_TLS_OTHER_CLIENT_CERT", "VALKEYRIE_TLS_OTHER_CLIENT_KEY")),
+        };
+        let cert = cert
+            .map(|(cert, key)| format!("&cert_file={}&key_file={}", env(cert), env(key)))
+            .unwrap_or_default();
+        format!("{scheme}://{userinfo}{address}?ca_file={ca}{cert}&connect_timeout=5s&request_timeout=5s")
+    }
+
+    /// Opens the store as `connection` says.
+    ///
+    /// # Errors
+    /// What opening the store returns: the refusals the suite checks.
+    pub async fn open(self, connection: &Connection) -> valkeyrie::Result<Arc<dyn Store>> {
+        valkeyrie::open(&self.url(connection)).await
+    }
+
+    /// A store as `connection`, or a panic naming what failed.
+    pub async fn connect(self, connection: &Connection) -> Arc<dyn Store> {
+        match self.open(connection).await {
+            Ok(store) => store,
+            Err(err) => panic!(
+                "{}: opening the secured server as {connection:?} failed: {err}",
+                self.name()
+            ),
+        }
+    }
+}
+
+/// A key of its own under the app prefix for `case`.
+pub fn app_key(case: &str) -> String {
+    format!("{}{case}-{}", app_prefix(), std::process::id())
+}
+
+/// Panics if `text` holds any 4-character piece of a password.
+pub fn assert_no_secret(what: &str, text: &str) {
+    for secret in secrets() {
+        let chars: Vec<char> = secret.chars().collect();
+        for window in chars.windows(4) {
+            let piece: String = window.iter().collect();
+            assert!(
+                !text.contains(&piece),
+                "{what} shows a piece of a password ({} characters of it): {text}",
+                piece.len()
+            );
+        }
+    }
+}
+
+/// Panics if the error's `Display`, `Debug` or any source in its chain shows a password.
+pub fn assert_error_keeps_secrets(err: &Error) {
+    assert_no_secret("the error's Display", &err.to_string());
+    assert_no_secret("the error's Debug", &format!("{err:?}"));
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        assert_no_secret("a source error", &format!("{cause} {cause:?}"));
+        source = cause.source();
+    }
+}

@@ -392,8 +392,8 @@ fn is_certificate_error(err: &rustls::Error) -> bool {
     }
 }
 
-/// Whether `text` is how rustls 0.23 shows one of the errors [`is_certificate_error`]
-/// accepts, by `Display` (`invalid peer certificate: …`, `peer sent no certificates`,
+/// Whether `text` is how rustls 0.23 shows one of the certificate errors
+/// [`is_certificate_failure`] looks for, by `Display` (`invalid peer certificate: …`, `peer sent no certificates`,
 /// `received fatal alert: UnknownCA`) or by `Debug` (`InvalidCertificate(…)`,
 /// `NoCertificatesPresented`, `AlertReceived(UnknownCA)`), for clients that keep only an
 /// error's text (fred keeps the `Debug` text of an I/O error).

@@ -327,17 +327,25 @@ fn quoted(value: &str) -> String {
     format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
+/// `CA_FLAG <ca> --cert <client> --key <client key>`: the flags curl, redis-cli and
+/// etcdctl share for the private CA and the client certificate.
+fn client_certificate_args(ca_flag: &str) -> [std::ffi::OsString; 6] {
+    [
+        ca_flag.into(),
+        pki::path(pki::CA).into(),
+        "--cert".into(),
+        pki::path(pki::CLIENT).into(),
+        "--key".into(),
+        pki::path(pki::CLIENT_KEY).into(),
+    ]
+}
+
 /// GETs `path` from the secured etcd with the client certificate; the body.
 fn curl(secured: Secured, path: &str) -> Result<String, String> {
     let mut c = Command::new("curl");
     c.args(["--silent", "--show-error", "--noproxy", "*", "--max-time"])
         .arg(probe::PROBE_TIMEOUT.as_secs().to_string())
-        .arg("--cacert")
-        .arg(pki::path(pki::CA))
-        .arg("--cert")
-        .arg(pki::path(pki::CLIENT))
-        .arg("--key")
-        .arg(pki::path(pki::CLIENT_KEY))
+        .args(client_certificate_args("--cacert"))
         .arg(format!("https://{}{path}", secured.address()));
     let output = probe::output(&mut c, CLIENT_TIMEOUT)?;
     if output.status.success() {
@@ -352,12 +360,8 @@ fn curl(secured: Secured, path: &str) -> Result<String, String> {
 fn redis_cli(user: &str, password: &str, args: &[&str]) -> Result<String, String> {
     let secured = Secured::Redis;
     let mut c = Command::new("redis-cli");
-    c.args(["--tls", "--cacert"])
-        .arg(pki::path(pki::CA))
-        .arg("--cert")
-        .arg(pki::path(pki::CLIENT))
-        .arg("--key")
-        .arg(pki::path(pki::CLIENT_KEY))
+    c.arg("--tls")
+        .args(client_certificate_args("--cacert"))
         .args(["-h", HOST, "-p", &secured.ports()[0].to_string()])
         .args(["--user", user, "--pass", password, "--no-auth-warning", "-e"])
         .args(args);
@@ -381,12 +385,7 @@ fn etcdctl(args: &[&str]) -> Result<String, String> {
     }
     c.env("ETCDCTL_API", "3")
         .arg(format!("--endpoints=https://{}", Secured::Etcd.address()))
-        .arg("--cacert")
-        .arg(pki::path(pki::CA))
-        .arg("--cert")
-        .arg(pki::path(pki::CLIENT))
-        .arg("--key")
-        .arg(pki::path(pki::CLIENT_KEY))
+        .args(client_certificate_args("--cacert"))
         .args(["--dial-timeout=2s", "--command-timeout=5s"]);
     c.args(args);
     let output = probe::output(&mut c, CLIENT_TIMEOUT)?;

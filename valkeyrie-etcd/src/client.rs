@@ -49,7 +49,8 @@ async fn certificate_refusal(material: &TlsMaterial, endpoint: &str, within: Dur
 impl EtcdClient {
     /// Connects and proves the connection with one request, within `connect_timeout`.
     pub(crate) async fn connect(endpoints: &[String], config: &EtcdConfig) -> Result<Self> {
-        let use_tls = config.tls_config().use_tls(ETCD, endpoints)?;
+        let tls_config = config.tls_config();
+        let use_tls = tls_config.use_tls(ETCD, endpoints)?;
         let scheme = if use_tls { "https" } else { "http" };
         let endpoints: Vec<String> = if endpoints.is_empty() {
             vec![format!("{scheme}://127.0.0.1:2379")]
@@ -72,7 +73,7 @@ impl EtcdClient {
                 .with_auto_token_refresh(true);
         }
         let material = if use_tls {
-            let material = config.tls_config().load(ETCD)?;
+            let material = tls_config.load(ETCD)?;
             options = options.with_tls(tls_options(&material));
             Some(material)
         } else {

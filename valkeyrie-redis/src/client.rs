@@ -62,7 +62,8 @@ fn server(endpoint: &str, server_name: Option<&str>) -> Result<Server> {
 }
 
 fn fred_config(endpoints: &[String], config: &RedisConfig) -> Result<Config> {
-    let use_tls = config.tls_config().use_tls(REDIS, endpoints)?;
+    let tls_config = config.tls_config();
+    let use_tls = tls_config.use_tls(REDIS, endpoints)?;
     let server_name = config.server_name.as_deref().filter(|_| use_tls);
     let mut servers = endpoints
         .iter()
@@ -94,7 +95,7 @@ fn fred_config(endpoints: &[String], config: &RedisConfig) -> Result<Config> {
     if use_tls {
         // Our own rustls config, on ring named explicitly: fred's `default_rustls` trusts
         // only the system roots and takes the process's default provider.
-        let rustls = config.tls_config().load(REDIS)?.rustls_client_config(REDIS)?;
+        let rustls = tls_config.load(REDIS)?.rustls_client_config(REDIS)?;
         fred.tls = Some(TlsConnector::from(rustls).into());
     }
     Ok(fred)

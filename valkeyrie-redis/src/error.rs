@@ -6,9 +6,11 @@ use valkeyrie_core::Error;
 
 use crate::REDIS;
 
-/// How Redis begins an ACL refusal: "NOPERM this user has no permissions to run the '…'
-/// command" or "… to access one of the keys used as arguments" (Redis 7.0,
-/// `src/acl.c`, `addACLLogEntry`/`rejectCommand`); fred passes it on as an `Unknown` kind.
+/// The code of an ACL refusal: "NOPERM this user has no permissions to run the '…'
+/// command" or "… to access one of the keys used as arguments" (Redis 7.0, `src/acl.c`,
+/// `addACLLogEntry`/`rejectCommand`). fred passes it on as an `Unknown` kind with the reply
+/// as its text, which is searched rather than prefix-matched, so that a refusal quoted
+/// inside another error's text counts too.
 const NO_PERMISSION: &str = "NOPERM";
 
 /// Maps an error of the client during `call` on `key`.

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::process::{self, Started};
-use super::{install, Managed, CONSUL_MASTER_TOKEN, HOST};
+use super::{etcd_command, install, EtcdMember, Managed, CONSUL_MASTER_TOKEN, HOST};
 use crate::{probe, say};
 
 /// How long a started cluster may take to be [ready](Cluster::ready) for a fault.
@@ -429,32 +429,14 @@ impl Managed for Member {
                     .into_iter()
                     .map(|m| format!("{}=http://{HOST}:{}", m.label(), m.ports()[1]))
                     .collect();
-                let (client, peer) = (
-                    format!("http://{HOST}:{}", ports[0]),
-                    format!("http://{HOST}:{}", ports[1]),
-                );
-                let mut c = Command::new("etcd");
-                c.args(["--name", &self.label(), "--data-dir"]).arg(&data).args([
-                    "--listen-client-urls",
-                    &client,
-                    "--advertise-client-urls",
-                    &client,
-                    "--listen-peer-urls",
-                    &peer,
-                    "--initial-advertise-peer-urls",
-                    &peer,
-                    "--initial-cluster",
-                    &peers.join(","),
-                    "--initial-cluster-state",
-                    "new",
-                    "--initial-cluster-token",
-                    "valkeyrie-cluster",
-                    "--logger",
-                    "zap",
-                    "--log-outputs",
-                    "stderr",
-                ]);
-                c
+                etcd_command(EtcdMember {
+                    name: &self.label(),
+                    data: &data,
+                    client_url: &format!("http://{HOST}:{}", ports[0]),
+                    peer_url: &format!("http://{HOST}:{}", ports[1]),
+                    initial_cluster: &peers.join(","),
+                    token: "valkeyrie-cluster",
+                })
             }
             Member::ZooKeeper(n) => {
                 write(&data.join("myid"), format!("{}\n", n + 1))?;

@@ -161,29 +161,15 @@ impl Server {
         };
         let command = match self {
             Server::Etcd => {
-                let peer = rest[0];
-                let mut c = Command::new("etcd");
-                c.args(["--name", "valkeyrie", "--data-dir"]).arg(&data).args([
-                    "--listen-client-urls",
-                    &format!("http://{HOST}:{client}"),
-                    "--advertise-client-urls",
-                    &format!("http://{HOST}:{client}"),
-                    "--listen-peer-urls",
-                    &format!("http://{HOST}:{peer}"),
-                    "--initial-advertise-peer-urls",
-                    &format!("http://{HOST}:{peer}"),
-                    "--initial-cluster",
-                    &format!("valkeyrie=http://{HOST}:{peer}"),
-                    "--initial-cluster-state",
-                    "new",
-                    "--initial-cluster-token",
-                    "valkeyrie",
-                    "--logger",
-                    "zap",
-                    "--log-outputs",
-                    "stderr",
-                ]);
-                c
+                let peer = format!("http://{HOST}:{}", rest[0]);
+                etcd_command(EtcdMember {
+                    name: "valkeyrie",
+                    data: &data,
+                    client_url: &format!("http://{HOST}:{client}"),
+                    initial_cluster: &format!("valkeyrie={peer}"),
+                    peer_url: &peer,
+                    token: "valkeyrie",
+                })
             }
             Server::Redis => {
                 let mut c = Command::new("redis-server");
@@ -313,4 +299,48 @@ impl Server {
             },
         }
     }
+}
+
+/// One etcd member as the harness runs it: the single server, a cluster's member or the
+/// secured server.
+pub(crate) struct EtcdMember<'a> {
+    /// Its `--name`.
+    pub(crate) name: &'a str,
+    /// Its data directory.
+    pub(crate) data: &'a Path,
+    /// The URL it serves clients on and advertises (`http://` or `https://`).
+    pub(crate) client_url: &'a str,
+    /// The URL it serves its peers on and advertises.
+    pub(crate) peer_url: &'a str,
+    /// Every member of its cluster, `name=peer URL,…`.
+    pub(crate) initial_cluster: &'a str,
+    /// The cluster's `--initial-cluster-token`.
+    pub(crate) token: &'a str,
+}
+
+/// The etcd command of `member`, logging to stderr (the harness keeps it in `server.log`);
+/// callers add what their variant needs (TLS, authentication).
+pub(crate) fn etcd_command(member: EtcdMember<'_>) -> Command {
+    let mut c = Command::new("etcd");
+    c.args(["--name", member.name, "--data-dir"]).arg(member.data).args([
+        "--listen-client-urls",
+        member.client_url,
+        "--advertise-client-urls",
+        member.client_url,
+        "--listen-peer-urls",
+        member.peer_url,
+        "--initial-advertise-peer-urls",
+        member.peer_url,
+        "--initial-cluster",
+        member.initial_cluster,
+        "--initial-cluster-state",
+        "new",
+        "--initial-cluster-token",
+        member.token,
+        "--logger",
+        "zap",
+        "--log-outputs",
+        "stderr",
+    ]);
+    c
 }

@@ -24,7 +24,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use super::process::{self, Started, State};
-use super::{install, pki, Managed, Server, HOST};
+use super::{install, pki, EtcdMember, Managed, Server, HOST};
 use crate::{probe, say};
 
 /// The administrators' password on every secured server (etcd `root`, Redis `admin`).
@@ -262,23 +262,14 @@ fn etcd_command(secured: Secured, data: &Path) -> Command {
     let ports = secured.ports();
     let client = format!("https://{HOST}:{}", ports[0]);
     let peer = format!("http://{HOST}:{}", ports[1]);
-    let mut c = Command::new("etcd");
-    c.args(["--name", &secured.label(), "--data-dir"]).arg(data).args([
-        "--listen-client-urls",
-        &client,
-        "--advertise-client-urls",
-        &client,
-        "--listen-peer-urls",
-        &peer,
-        "--initial-advertise-peer-urls",
-        &peer,
-        "--initial-cluster",
-        &format!("{}={peer}", secured.label()),
-        "--initial-cluster-state",
-        "new",
-        "--initial-cluster-token",
-        "valkeyrie-secure",
-    ]);
+    let mut c = super::etcd_command(EtcdMember {
+        name: &secured.label(),
+        data,
+        client_url: &client,
+        peer_url: &peer,
+        initial_cluster: &format!("{}={peer}", secured.label()),
+        token: "valkeyrie-secure",
+    });
     c.arg("--cert-file")
         .arg(pki::path(pki::SERVER))
         .arg("--key-file")
@@ -287,8 +278,7 @@ fn etcd_command(secured: Secured, data: &Path) -> Command {
         .arg(pki::path(pki::CA))
         .arg("--client-cert-auth");
     c.args(["--auth-token", "simple", "--auth-token-ttl"])
-        .arg(ETCD_TOKEN_TTL.as_secs().to_string())
-        .args(["--logger", "zap", "--log-outputs", "stderr"]);
+        .arg(ETCD_TOKEN_TTL.as_secs().to_string());
     c
 }
 

@@ -37,6 +37,11 @@ pub struct Capabilities {
     pub keep_alive: bool,
     /// Shortest TTL the backend honours; shorter ones are raised to it.
     pub min_ttl: Duration,
+    /// Longest TTL the backend honours, when it is shorter than the library-wide
+    /// [`MAX_TTL`](crate::kv::MAX_TTL); a longer TTL (on a write, a transaction's put or a
+    /// lock) is [`Error::InvalidConfiguration`](crate::Error::InvalidConfiguration) naming
+    /// `ttl` and the key, before anything is sent. `None`: only [`MAX_TTL`](crate::kv::MAX_TTL).
+    pub max_ttl: Option<Duration>,
     /// Largest value the backend accepts, in bytes; `None` when only memory limits it.
     pub max_value_size: Option<usize>,
     /// [`ReadOptions::consistent`](crate::ReadOptions::consistent) changes how reads are served.
@@ -72,6 +77,7 @@ impl Capabilities {
             ttl: true,
             keep_alive: true,
             min_ttl: Duration::ZERO,
+            max_ttl: None,
             max_value_size: None,
             consistent_reads: false,
             persistent: false,

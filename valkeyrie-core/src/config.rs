@@ -13,6 +13,7 @@
 use std::any::Any;
 use std::cell::RefCell;
 use std::fmt;
+use std::time::Duration;
 
 use serde::de::{self, DeserializeOwned, IntoDeserializer};
 use serde::Deserialize;
@@ -52,6 +53,30 @@ impl From<&str> for Secret {
     fn from(secret: &str) -> Self {
         Secret::new(secret)
     }
+}
+
+/// The longest timeout, poll interval or retry period a backend's config accepts: one year
+/// of 365.25 days, humantime's `1y`.
+///
+/// Clients add these to clocks (`Instant + timeout`), which panics on overflow, and hand
+/// them to client libraries that may do the same; a URL such as `connect_timeout=584000000y`
+/// parses as a valid `Duration`. [`check_duration`] refuses anything longer, naming the field.
+pub const MAX_CONFIG_DURATION: Duration = Duration::from_secs(31_557_600);
+
+/// Checks a duration field of a backend's config (a timeout, an interval, a retry period):
+/// at most [`MAX_CONFIG_DURATION`]. Zero is the backend's own business.
+///
+/// # Errors
+/// [`Error::InvalidConfiguration`] naming `store` and `field` when `value` is longer.
+pub fn check_duration(store: &'static str, field: &str, value: Duration) -> Result<()> {
+    if value > MAX_CONFIG_DURATION {
+        return Err(Error::config(
+            store,
+            field,
+            format!("{value:?} is longer than the longest accepted, {MAX_CONFIG_DURATION:?} (a year)"),
+        ));
+    }
+    Ok(())
 }
 
 /// A backend's typed configuration.

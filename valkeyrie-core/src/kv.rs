@@ -29,12 +29,25 @@ impl KvPair {
     }
 }
 
+/// The longest TTL any backend accepts, on a write or a lock: 100 years (of 365 days).
+///
+/// A longer one (`Duration::MAX`, `u64::MAX` milliseconds) is refused with
+/// [`Error::InvalidConfiguration`](crate::Error::InvalidConfiguration) naming `ttl` and the
+/// key, before anything is sent. Why a bound: expiry times are computed as "now + TTL" in
+/// clocks that overflow (`Instant`, `SystemTime`, Unix seconds or milliseconds on the
+/// servers), and etcd refuses leases over about 285 years; 100 years fits every backend
+/// with room to spare and is longer than any key needs. A backend with a shorter limit
+/// states it in [`Capabilities::max_ttl`](crate::Capabilities::max_ttl).
+pub const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
 /// Options of [`put`](crate::Store::put) and [`atomic_put`](crate::Store::atomic_put).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriteOptions {
     /// The key disappears this long after the write. `None` writes a key without expiry
     /// (and clears an earlier TTL on that key). Backends round up to their granularity
-    /// and raise it to their minimum ([`Capabilities::min_ttl`](crate::Capabilities::min_ttl)).
+    /// and raise it to their minimum ([`Capabilities::min_ttl`](crate::Capabilities::min_ttl));
+    /// one over [`MAX_TTL`] (or the backend's [`Capabilities::max_ttl`](crate::Capabilities::max_ttl))
+    /// is [`Error::InvalidConfiguration`](crate::Error::InvalidConfiguration).
     pub ttl: Option<Duration>,
     /// Keep a TTL key alive in the background for as long as the store handle that wrote
     /// it lives; it then expires one TTL after the handle is closed or dropped.
@@ -88,7 +101,9 @@ pub struct LockOptions {
     /// (leader election reads the leader's name this way).
     pub value: Bytes,
     /// How long the lock outlives a holder that stops renewing it (crash, partition).
-    /// `None` uses the backend's default (20 s, as in the Go library).
+    /// `None` uses the backend's default (20 s, as in the Go library). One over [`MAX_TTL`]
+    /// (or the backend's [`Capabilities::max_ttl`](crate::Capabilities::max_ttl)) is
+    /// [`Error::InvalidConfiguration`](crate::Error::InvalidConfiguration).
     pub ttl: Option<Duration>,
     /// Delete the lock's key (and so its value) on unlock instead of leaving it in place.
     pub delete_on_unlock: bool,

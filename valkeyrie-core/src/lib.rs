@@ -79,7 +79,7 @@ pub use capabilities::Capabilities;
 pub use config::{BackendConfig, Secret, StoreConfig, StoreUrl};
 pub use error::{BoxError, Error, ErrorKind, LostReason, Result};
 pub use key::Key;
-pub use kv::{KvPair, LockOptions, ReadOptions, WriteOptions};
+pub use kv::{KvPair, LockOptions, ReadOptions, WriteOptions, MAX_TTL};
 pub use list::{ListOptions, ListStream};
 pub use local::{LocalStore, LockRevocation, MemoryConfig, MemoryStore};
 pub use lock::{

@@ -3,12 +3,13 @@
 //! Backends implement [`Backend`], which receives keys already validated and normalized
 //! ([`Key`]). Every `Backend` is a [`Store`] through one blanket implementation that does,
 //! once for all backends and before any I/O: the key rules, the value size limit, the
-//! capability check (`CallNotSupported`), the `last_index == 0` check of atomic calls, the
+//! TTL bounds ([`MAX_TTL`], [`Capabilities::max_ttl`]), the capability check (`CallNotSupported`), the `last_index == 0` check of atomic calls, the
 //! refusal of calls on a closed handle, the shared `list`/`watch_tree` semantics (directory
 //! key excluded, sorted, `KeyNotFound` only when nothing exists), and a `tracing` span per
 //! call carrying the store, the call and the key (never the value).
 
 use std::future::Future;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -19,7 +20,7 @@ use crate::background::Background;
 use crate::capabilities::Capabilities;
 use crate::error::{Error, Result};
 use crate::key::Key;
-use crate::kv::{KvPair, LockOptions, ReadOptions, WriteOptions};
+use crate::kv::{KvPair, LockOptions, ReadOptions, WriteOptions, MAX_TTL};
 use crate::list::{self, ListOptions, ListStream};
 use crate::lock::{LockGuard, Locker};
 use crate::txn::{Check, Compare, RawOp, Transaction, Txn, TxnOp, TxnOutcome};
@@ -386,8 +387,8 @@ fn check_value<B: Backend + ?Sized>(backend: &B, key: &Key, value: &Bytes) -> Re
     }
 }
 
-/// Checks that the backend supports the options and raises a TTL below the backend's
-/// minimum to it (as [`WriteOptions::ttl`] promises).
+/// Checks that the backend supports the options, refuses a TTL over the longest one it
+/// honours and raises one below its minimum to it (as [`WriteOptions::ttl`] promises).
 fn write_options<B: Backend + ?Sized>(
     backend: &B,
     key: &Key,
@@ -403,10 +404,32 @@ fn write_options<B: Backend + ?Sized>(
             key: key.to_string(),
         });
     }
+    let ttl = opts
+        .ttl
+        .map(|ttl| bounded_ttl(backend.name(), &caps, key, ttl))
+        .transpose()?;
     Ok(WriteOptions {
-        ttl: opts.ttl.map(|ttl| ttl.max(caps.min_ttl)),
+        ttl,
         keep_alive: opts.keep_alive,
     })
+}
+
+/// `ttl` raised to the backend's minimum, or [`Error::InvalidConfiguration`] (field `ttl`,
+/// naming the key) when it is over [`MAX_TTL`] or the backend's own maximum: every backend
+/// adds a TTL to a clock, which overflows.
+fn bounded_ttl(store: &'static str, caps: &Capabilities, key: &Key, ttl: Duration) -> Result<Duration> {
+    let max = caps.max_ttl.map_or(MAX_TTL, |max| max.min(MAX_TTL));
+    if ttl > max {
+        return Err(Error::config(
+            store,
+            "ttl",
+            format!(
+                "the TTL {ttl:?} for key {:?} is longer than the longest {store} honours, {max:?}",
+                key.as_str()
+            ),
+        ));
+    }
+    Ok(ttl.max(caps.min_ttl))
 }
 
 fn check_previous<B: Backend + ?Sized>(backend: &B, key: &Key, previous: &KvPair) -> Result<()> {
@@ -617,7 +640,7 @@ impl<B: Backend> Store for B {
             require(self, &key, "new_lock with a ttl", opts.ttl.is_none() || caps.lock_ttl)?;
             check_value(self, &key, &opts.value)?;
             // A TTL below the backend's minimum would let renewal fall behind expiry.
-            let ttl = Some(opts.ttl_or_default().max(caps.min_ttl));
+            let ttl = Some(bounded_ttl(Backend::name(self), &caps, &key, opts.ttl_or_default())?);
             let inner = Backend::new_lock(self, &key, LockOptions { ttl, ..opts }).await?;
             Ok(Box::new(TracedLocker { inner }) as Box<dyn Locker>)
         })

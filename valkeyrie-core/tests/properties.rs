@@ -2,14 +2,19 @@
 //! `InvalidKey` naming the store and the key as given; every URL either parses or is
 //! `InvalidConfiguration` naming `url`; every parameter list either fills a typed config or
 //! is `InvalidConfiguration` naming a parameter. Nothing panics, and no password reaches an
-//! error or `Debug` output.
+//! error or `Debug` output. TTLs, indexes and config durations at and beyond their limits
+//! (`u64::MAX` milliseconds, `Duration::MAX`, `i64::MAX` indexes) are accepted exactly up to
+//! the documented bound and are `InvalidConfiguration` naming the field past it.
 
 use std::time::Duration;
 
 use proptest::prelude::*;
 use serde::Deserialize;
-use valkeyrie_core::config::{from_params, BackendConfig, Secret};
-use valkeyrie_core::{Error, ErrorKind, Key, StoreConfig, StoreUrl};
+use valkeyrie_core::config::{check_duration, from_params, BackendConfig, Secret, MAX_CONFIG_DURATION};
+use valkeyrie_core::{
+    Bytes, Error, ErrorKind, Key, KvPair, LockOptions, MemoryStore, ReadOptions, Store, StoreConfig, StoreUrl,
+    WriteOptions, MAX_TTL,
+};
 
 const STORE: &str = "prop";
 
@@ -177,6 +182,128 @@ proptest! {
                 let message = format!("{err} {err:?}");
                 prop_assert!(secret.as_ref().is_none_or(|s| !message.contains(s.as_str())), "{}", message);
             }
+        }
+    }
+}
+
+/// Durations around `limit`: at it, a nanosecond either side, and anywhere up to
+/// `Duration::MAX`, with `u64::MAX` milliseconds among them.
+fn durations_around(limit: Duration) -> impl Strategy<Value = Duration> {
+    let one = Duration::from_nanos(1);
+    prop_oneof![
+        Just(limit),
+        Just(limit - one),
+        Just(limit + one),
+        Just(Duration::from_millis(u64::MAX)),
+        Just(Duration::MAX),
+        (0..=limit.as_secs() * 2, 0..1_000_000_000u32).prop_map(|(s, n)| Duration::new(s, n)),
+        (any::<u64>(), 0..1_000_000_000u32).prop_map(|(s, n)| Duration::new(s, n)),
+    ]
+}
+
+/// Runs `future` to its end on a fresh runtime (proptest bodies are synchronous).
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("a runtime: {e}"))
+        .block_on(future)
+}
+
+/// Whether `err` is `InvalidConfiguration` naming `ttl`, with the key in its message.
+fn names_ttl_and_key(err: &Error, key: &str) -> bool {
+    matches!(err, Error::InvalidConfiguration { field, reason, .. } if field == "ttl" && reason.contains(key))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// A TTL up to `MAX_TTL` is written and read back; a longer one is refused naming `ttl`
+    /// and the key, and nothing is written, on `put`, `atomic_put` and `new_lock`.
+    #[test]
+    fn ttls_are_honoured_up_to_the_maximum_and_refused_past_it(ttl in durations_around(MAX_TTL)) {
+        let key = "limits/k";
+        let (put, atomic, lock, read) = block_on(async {
+            let store = MemoryStore::new();
+            let opts = WriteOptions::with_ttl(ttl);
+            let put = store.put(key, Bytes::from_static(b"v"), &opts).await;
+            let atomic = store.atomic_put("limits/new", Bytes::from_static(b"v"), None, &opts).await;
+            let lock = match store.new_lock("limits/lock", LockOptions { ttl: Some(ttl), ..LockOptions::default() }).await {
+                Ok(locker) => {
+                    let guard = locker.try_lock().await.map_err(|e| e.to_string())?.ok_or("the free lock was not taken")?;
+                    guard.unlock().await.map_err(|e| e.to_string())?;
+                    Ok(())
+                }
+                Err(err) => Err(err),
+            };
+            let read = store.get(key, &ReadOptions::default()).await;
+            Ok::<_, String>((put, atomic, lock, read))
+        }).map_err(TestCaseError::fail)?;
+        if ttl <= MAX_TTL {
+            prop_assert!(put.is_ok(), "{:?}", put);
+            prop_assert!(atomic.is_ok(), "{:?}", atomic);
+            prop_assert!(lock.is_ok(), "{:?}", lock.err());
+            prop_assert_eq!(read.map(|pair| pair.value).ok(), Some(Bytes::from_static(b"v")));
+        } else {
+            prop_assert!(put.as_ref().is_err_and(|e| names_ttl_and_key(e, key)), "{:?}", put);
+            prop_assert!(atomic.as_ref().is_err_and(|e| names_ttl_and_key(e, "limits/new")), "{:?}", atomic);
+            prop_assert!(lock.as_ref().is_err_and(|e| names_ttl_and_key(e, "limits/lock")), "{:?}", lock.err());
+            prop_assert_eq!(read.map_err(|e| e.kind()).err(), Some(ErrorKind::KeyNotFound));
+        }
+    }
+
+    /// Any index, up to `i64::MAX` and `u64::MAX`, that the key does not have fails an
+    /// atomic call as `KeyModified` and leaves the value alone.
+    #[test]
+    fn indexes_no_key_has_fail_as_modified(index in prop_oneof![
+        Just(u64::MAX), Just(i64::MAX.unsigned_abs()), Just(i64::MAX.unsigned_abs() + 1), any::<u64>(),
+    ]) {
+        let outcome = block_on(async {
+            let store = MemoryStore::new();
+            store.put("limits/k", Bytes::from_static(b"v"), &WriteOptions::default()).await?;
+            let current = store.get("limits/k", &ReadOptions::default()).await?;
+            let previous = KvPair::new("limits/k", "v", index);
+            let put = store.atomic_put("limits/k", Bytes::from_static(b"w"), Some(&previous), &WriteOptions::default()).await;
+            let delete = store.atomic_delete("limits/k", &previous).await;
+            let after = store.get("limits/k", &ReadOptions::default()).await?;
+            Ok::<_, Error>((current, put.map(|_| ()), delete, after))
+        });
+        let (current, put, delete, after) = outcome.map_err(|e| TestCaseError::fail(e.to_string()))?;
+        if index != current.last_index {
+            prop_assert_eq!(put.map_err(|e| e.kind()), Err(ErrorKind::KeyModified));
+            prop_assert_eq!(delete.map_err(|e| e.kind()), Err(ErrorKind::KeyModified));
+            prop_assert_eq!(after, current);
+        }
+    }
+
+    /// A config duration is accepted up to `MAX_CONFIG_DURATION` and refused past it,
+    /// naming the field; as URL text, humantime's reading reaches the check or the text is
+    /// refused naming the field (`584000000000y` overflows humantime).
+    #[test]
+    fn config_durations_are_bounded(
+        duration in durations_around(MAX_CONFIG_DURATION),
+        text in prop_oneof!["[0-9]{1,22} ?(ns|us|ms|s|m|h|d|w|M|y)", Just("584000000000y".to_owned())],
+    ) {
+        match check_duration(STORE, "timeout", duration) {
+            Ok(()) => prop_assert!(duration <= MAX_CONFIG_DURATION),
+            Err(err) => {
+                prop_assert!(duration > MAX_CONFIG_DURATION);
+                let named = matches!(&err, Error::InvalidConfiguration { field, .. } if field == "timeout");
+                prop_assert!(named, "{:?}", err);
+            }
+        }
+        let url = StoreUrl::parse(&format!("prop://h/?timeout={}", text.replace(' ', "+")))
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        match (from_params::<Demo>(STORE, &url.params), humantime::parse_duration(&text)) {
+            (Ok(config), Ok(expected)) => {
+                prop_assert_eq!(config.timeout, Some(expected));
+                prop_assert_eq!(check_duration(STORE, "timeout", expected).is_ok(), expected <= MAX_CONFIG_DURATION);
+            }
+            (Err(err), Err(_)) => {
+                let named = matches!(&err, Error::InvalidConfiguration { field, .. } if field == "timeout");
+                prop_assert!(named, "{:?}", err);
+            }
+            (got, expected) => prop_assert!(false, "{:?}: config {:?}, humantime {:?}", text, got, expected),
         }
     }
 }

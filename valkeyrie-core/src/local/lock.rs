@@ -14,6 +14,7 @@ use super::Storage;
 use crate::background::Spawner;
 use crate::error::{Error, LostReason, Result};
 use crate::key::Key;
+use crate::kv::MAX_TTL;
 use crate::lock::{holding, Holding, LockGuard, LockRelease, Locker, LostNotifier, Releasing};
 
 /// A lock on one key of a local engine.
@@ -133,7 +134,9 @@ impl<S: Storage> Locker for LocalLocker<S> {
 /// Renews every third of the TTL and checks ownership whenever any lock changes, until the
 /// lock is released, lost, or the handle closes.
 async fn renew<S: Storage>(hold: Hold<S>, mut holding: Holding, closing: CancellationToken) {
-    let period = hold.ttl / 3;
+    // `Store::new_lock` refuses TTLs over `MAX_TTL`; the bound also keeps a direct
+    // `Backend::new_lock` call with a huge TTL from overflowing the `Instant` below.
+    let period = hold.ttl.min(MAX_TTL) / 3;
     let mut next_renewal = tokio::time::Instant::now() + period;
     loop {
         let changed = hold.engine.lock_changed.notified();

@@ -28,6 +28,7 @@
 mod batch;
 mod cases;
 mod leadership;
+pub mod limits;
 mod resume;
 mod support;
 mod transactions;
@@ -40,6 +41,7 @@ use async_trait::async_trait;
 pub use batch::*;
 pub use cases::*;
 pub use leadership::*;
+pub use limits::ttls_and_indexes_at_their_limits;
 pub use resume::*;
 pub use support::Case;
 pub use transactions::*;
@@ -94,7 +96,7 @@ macro_rules! conformance_suite {
             leadership_failover_after_crash, txn_all_or_nothing, txn_put_with_ttl,
             txn_rules_checked_before_sending, txn_conflicts_never_both_commit, txn_transfers_keep_the_sum,
             fenced_writes, batch_calls, batch_get_many_is_one_snapshot, list_stream_pages,
-            watch_resumes_from_an_index
+            watch_resumes_from_an_index, ttls_and_indexes_at_their_limits
         );
     };
     (@cases $target:expr; $($case:ident),* $(,)?) => {

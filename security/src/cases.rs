@@ -28,7 +28,7 @@ fn refused<T>(what: &str, outcome: valkeyrie::Result<T>, kind: ErrorKind) -> Err
 /// put, get, list, watch, a lock and a commit, as the app user over TLS with the private
 /// CA and a client certificate.
 pub async fn data_calls_over_tls(store: Secured) {
-    let kv = store.connect(&Connection::app()).await;
+    let kv = store.connect(&Connection::app(store)).await;
     let dir = app_key("data");
     let (read, write) = (ReadOptions::default(), WriteOptions::default());
     let mut watch = kv.watch_tree(&dir, &read).await.expect("watch_tree");
@@ -78,7 +78,7 @@ pub async fn data_calls_over_tls(store: Secured) {
 pub async fn wrong_ca_is_refused(store: Secured) {
     let connection = Connection {
         trust: Trust::OtherCa,
-        ..Connection::app()
+        ..Connection::app(store)
     };
     let err = refused("another CA", store.open(&connection).await, ErrorKind::TlsVerification);
     assert!(err.to_string().contains("TLS verification failed"), "{err}");
@@ -90,7 +90,7 @@ pub async fn bad_client_certificates_are_refused(store: Secured) {
     for cert in [ClientCert::Missing, ClientCert::Expired, ClientCert::OtherCa] {
         let connection = Connection {
             cert,
-            ..Connection::app()
+            ..Connection::app(store)
         };
         let what = format!("client certificate {cert:?}");
         let err = refused(&what, store.open(&connection).await, ErrorKind::TlsVerification);
@@ -100,7 +100,7 @@ pub async fn bad_client_certificates_are_refused(store: Secured) {
 
 /// A wrong password is `Unauthenticated`, and neither password shows in the error.
 pub async fn wrong_password_is_unauthenticated(store: Secured) {
-    let mut connection = Connection::app();
+    let mut connection = Connection::app(store);
     if let Some((_, password)) = connection.account.as_mut() {
         password.push_str("-wrong");
     }
@@ -114,7 +114,7 @@ pub async fn wrong_password_is_unauthenticated(store: Secured) {
 /// A key outside the app user's permission is `PermissionDenied` for reads and writes,
 /// and nothing is written.
 pub async fn keys_outside_the_permission_are_denied(store: Secured) {
-    let app = store.connect(&Connection::app()).await;
+    let app = store.connect(&Connection::app(store)).await;
     let admin = store.connect(&Connection::admin(store)).await;
     let outside = format!("outside/denied-{}", std::process::id());
     let (read, write) = (ReadOptions::default(), WriteOptions::default());
@@ -149,7 +149,7 @@ pub async fn keys_outside_the_permission_are_denied(store: Secured) {
 
 /// A password holding `/ ? # @ :` works written into the URL as it is, unencoded.
 pub async fn unencoded_password_in_the_url_works(store: Secured) {
-    let connection = Connection::app();
+    let connection = Connection::app(store);
     let (user, password) = connection.account.clone().expect("the app account");
     let url = store.url_with_userinfo(&format!("{user}:{password}@"), &connection);
     let kv = match valkeyrie::open(&url).await {
@@ -168,7 +168,7 @@ pub async fn unencoded_password_in_the_url_works(store: Secured) {
 
 /// No password shows in the `Debug` output of a parsed URL or of the typed config it fills.
 pub async fn debug_output_keeps_secrets(store: Secured) {
-    let url = valkeyrie::StoreUrl::parse(&store.url(&Connection::app())).expect("the URL parses");
+    let url = valkeyrie::StoreUrl::parse(&store.url(&Connection::app(store))).expect("the URL parses");
     assert_no_secret("a parsed URL's Debug", &format!("{url:?}"));
     let params = valkeyrie::StoreConfig::Params(url.params);
     let config = match store {
@@ -180,8 +180,12 @@ pub async fn debug_output_keeps_secrets(store: Secured) {
             "{:?}",
             params.resolve::<valkeyrie::redis::RedisConfig>().expect("the config")
         ),
+        Secured::Consul => format!(
+            "{:?}",
+            params.resolve::<valkeyrie::consul::ConsulConfig>().expect("the config")
+        ),
     };
-    assert!(config.contains("password"), "{config}");
+    assert!(config.contains("password") || config.contains("token"), "{config}");
     assert_no_secret("a typed config's Debug", &config);
 }
 

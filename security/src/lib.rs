@@ -6,6 +6,8 @@
 //! and check credentials and per-user permissions: an admin user allowed everything and an
 //! app user allowed only the keys under [`app_prefix`]. Their passwords hold `/ ? # @ :`,
 //! characters a URL must encode, so the suite also proves that such passwords parse.
+//! Consul has tokens rather than users: the admin's is the master token (that same
+//! password), the app's a UUID, written as the URL's password (`consul://:TOKEN@…`).
 //!
 //! The same cases run on every store ([`security_suite!`]); a store's test file adds what
 //! only it has (etcd's token expiry). A case that cannot reach its server fails, naming
@@ -15,7 +17,7 @@
 //! # async fn demo() {
 //! use valkeyrie_security::{Connection, Secured};
 //!
-//! let store = Secured::Etcd.open(&Connection::app()).await.expect("the secured etcd");
+//! let store = Secured::Etcd.open(&Connection::app(Secured::Etcd)).await.expect("the secured etcd");
 //! store.put("app/x", "1".into(), &Default::default()).await.expect("a permitted write");
 //! # }
 //! ```
@@ -34,6 +36,8 @@ pub enum Secured {
     Etcd,
     /// Redis with `tls-port`, `tls-auth-clients yes` and ACL users.
     Redis,
+    /// Consul on HTTPS with `verify_incoming`, ACLs denying by default, and tokens.
+    Consul,
 }
 
 /// Reads a variable `cargo xtask test` exports, or fails naming it.
@@ -48,12 +52,20 @@ pub fn app_prefix() -> String {
     env("VALKEYRIE_SECURE_APP_PREFIX")
 }
 
-/// The passwords of the secured servers' users: what must never show in any output.
+/// The passwords and tokens of the secured servers: what must never show in any output.
+/// Consul's tokens count when the run exports them.
 pub fn secrets() -> Vec<String> {
-    vec![
+    let tokens = [
+        "VALKEYRIE_SECURE_CONSUL_APP_TOKEN",
+        "VALKEYRIE_SECURE_CONSUL_READ_TOKEN",
+    ];
+    [
         env("VALKEYRIE_SECURE_ADMIN_PASSWORD"),
         env("VALKEYRIE_SECURE_APP_PASSWORD"),
     ]
+    .into_iter()
+    .chain(tokens.into_iter().filter_map(|name| std::env::var(name).ok()))
+    .collect()
 }
 
 /// Which CA a connection trusts.
@@ -90,24 +102,31 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// The app user, with the private CA and a valid client certificate.
-    pub fn app() -> Self {
+    /// The app user of `store` (Consul: the app token), with the private CA and a valid
+    /// client certificate.
+    pub fn app(store: Secured) -> Self {
+        let account = match store {
+            Secured::Consul => (String::new(), env("VALKEYRIE_SECURE_CONSUL_APP_TOKEN")),
+            Secured::Etcd | Secured::Redis => (env("VALKEYRIE_SECURE_APP_USER"), env("VALKEYRIE_SECURE_APP_PASSWORD")),
+        };
         Connection {
             trust: Trust::PrivateCa,
             cert: ClientCert::Valid,
-            account: Some((env("VALKEYRIE_SECURE_APP_USER"), env("VALKEYRIE_SECURE_APP_PASSWORD"))),
+            account: Some(account),
         }
     }
 
-    /// The admin user of `store`, with the private CA and a valid client certificate.
+    /// The admin user of `store` (Consul: the master token), with the private CA and a
+    /// valid client certificate.
     pub fn admin(store: Secured) -> Self {
         let user = match store {
             Secured::Etcd => env("VALKEYRIE_SECURE_ETCD_ADMIN_USER"),
             Secured::Redis => env("VALKEYRIE_SECURE_REDIS_ADMIN_USER"),
+            Secured::Consul => String::new(),
         };
         Connection {
             account: Some((user, env("VALKEYRIE_SECURE_ADMIN_PASSWORD"))),
-            ..Connection::app()
+            ..Connection::app(store)
         }
     }
 }
@@ -118,6 +137,7 @@ impl Secured {
         match self {
             Secured::Etcd => "etcd",
             Secured::Redis => "redis",
+            Secured::Consul => "consul",
         }
     }
 
@@ -136,6 +156,7 @@ impl Secured {
         let (scheme, address) = match self {
             Secured::Etcd => ("etcd", env("VALKEYRIE_SECURE_ETCD_ENDPOINTS")),
             Secured::Redis => ("rediss", env("VALKEYRIE_SECURE_REDIS_ADDRESS")),
+            Secured::Consul => ("consul", env("VALKEYRIE_SECURE_CONSUL_ADDRESS")),
         };
         let ca = match connection.trust {
             Trust::PrivateCa => env("VALKEYRIE_TLS_CA_FILE"),

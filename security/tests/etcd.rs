@@ -25,8 +25,8 @@ fn token_ttl() -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_token_outlives_its_ttl() {
     let idle_for = token_ttl() * 2 + Duration::from_secs(1);
-    let kv = Secured::Etcd.connect(&Connection::app()).await;
-    let writer = Secured::Etcd.connect(&Connection::app()).await;
+    let kv = Secured::Etcd.connect(&Connection::app(Secured::Etcd)).await;
+    let writer = Secured::Etcd.connect(&Connection::app(Secured::Etcd)).await;
     let dir = app_key("token");
     let (read, write) = (ReadOptions::default(), WriteOptions::default());
     kv.put(&format!("{dir}/a"), "1".into(), &write).await.expect("put");

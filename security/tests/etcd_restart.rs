@@ -10,7 +10,7 @@ use valkeyrie_security::{app_key, Connection, Secured};
 /// token, and the handle logs in again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_handle_outlives_a_member_restart() {
-    let kv = Secured::Etcd.connect(&Connection::app()).await;
+    let kv = Secured::Etcd.connect(&Connection::app(Secured::Etcd)).await;
     let key = app_key("restart");
     kv.put(&key, "before".into(), &WriteOptions::default())
         .await

@@ -540,8 +540,8 @@ impl ConsulClient {
         if let Some(errors) = answer.errors.filter(|e| !e.is_empty()) {
             // Consul reports an ACL refusal inside a transaction as a rollback too.
             if let Some(denied) = errors.iter().find(|e| e.what.contains("Permission denied")) {
-                let reason = format!("permission denied: the ACL token does not allow this ({})", denied.what);
-                return Err(Error::backend(CONSUL, call, key, false, reason));
+                let reason = format!("the ACL token's policies do not allow this ({})", denied.what);
+                return Err(Error::permission_denied(CONSUL, call, key, reason));
             }
             return Ok(TxnOutcome::RolledBack(errors));
         }

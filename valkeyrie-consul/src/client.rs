@@ -19,8 +19,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use rs_consul::{Consul, ConsulError, HttpsClient};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
+use valkeyrie_core::tls::{self, strip_scheme, TlsMaterial};
 use valkeyrie_core::{Error, Result, Secret};
 
 use crate::config::ConsulConfig;
@@ -79,6 +79,9 @@ struct Inner {
     datacenter: Option<String>,
     connect_timeout: Duration,
     request_timeout: Duration,
+    /// The TLS files, kept when the agents are reached over HTTPS (for
+    /// [`ConsulClient::certificate_refusal`]).
+    tls: Option<TlsMaterial>,
 }
 
 /// One request to the HTTP API: a path under `/v1/`, query parameters, a body.
@@ -147,55 +150,20 @@ pub(crate) enum Failed {
     Error(Error),
 }
 
-fn read_pem(field: &str, path: &std::path::Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| Error::config(CONSUL, field, format!("cannot read {}: {e}", path.display())))
-}
-
-fn tls_config(config: &ConsulConfig) -> Result<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    match &config.ca_file {
-        Some(path) => {
-            let pem = read_pem("ca_file", path)?;
-            for cert in CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|e| Error::config(CONSUL, "ca_file", format!("not a PEM certificate: {e}")))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| Error::config(CONSUL, "ca_file", e.to_string()))?;
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::config(CONSUL, "tls", e.to_string()))?
-        .with_root_certificates(roots);
-    match (&config.cert_file, &config.key_file) {
-        (Some(cert), Some(key)) => {
-            let certs = CertificateDer::pem_slice_iter(&read_pem("cert_file", cert)?)
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|e| Error::config(CONSUL, "cert_file", format!("not a PEM certificate: {e}")))?;
-            let key = PrivateKeyDer::from_pem_slice(&read_pem("key_file", key)?)
-                .map_err(|e| Error::config(CONSUL, "key_file", format!("not a PEM private key: {e}")))?;
-            builder
-                .with_client_auth_cert(certs, key)
-                .map_err(|e| Error::config(CONSUL, "cert_file", e.to_string()))
-        }
-        _ => Ok(builder.with_no_client_auth()),
-    }
-}
-
-fn http_client(config: &ConsulConfig) -> Result<HttpsClient> {
+/// The one HTTP client of a handle: HTTPS with `tls` (rustls on ring), plain HTTP for
+/// `http://` agents when TLS is off.
+fn http_client(config: &ConsulConfig, tls: &TlsMaterial) -> Result<HttpsClient> {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(config.connect_timeout));
     connector.set_nodelay(true);
     connector.enforce_http(false);
     let mut builder = HttpsConnectorBuilder::new()
-        .with_tls_config(tls_config(config)?)
+        .with_tls_config(tls.rustls_client_config(CONSUL)?)
         .https_or_http();
-    if let Some(name) = &config.tls_server_name {
+    if let Some(name) = tls.server_name() {
+        // Checked by `TlsConfig::load`.
         let name =
-            ServerName::try_from(name.clone()).map_err(|e| Error::config(CONSUL, "tls_server_name", e.to_string()))?;
+            ServerName::try_from(name.to_owned()).map_err(|e| Error::config(CONSUL, "server_name", e.to_string()))?;
         builder = builder.with_server_name_resolver(FixedServerNameResolver::new(name));
     }
     let https = builder.enable_http1().wrap_connector(connector);
@@ -222,18 +190,25 @@ fn base_url(endpoint: &str, tls: bool) -> Result<String> {
 }
 
 impl ConsulClient {
-    /// Builds the client; nothing is sent.
+    /// Builds the client; nothing is sent. The TLS files are read here, once.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfiguration`] for an endpoint that is no `http(s)://host:port`, an
+    /// `http://` endpoint with TLS settings, or a TLS file that cannot be used.
     pub(crate) fn new(endpoints: &[String], config: &ConsulConfig) -> Result<Self> {
-        let http = http_client(config)?;
         let endpoints = if endpoints.is_empty() {
             vec!["127.0.0.1:8500".to_owned()]
         } else {
             endpoints.to_vec()
         };
+        let tls = config.tls_config();
+        let use_tls = tls.use_tls(CONSUL, &endpoints)?;
+        let material = tls.load(CONSUL)?;
+        let http = http_client(config, &material)?;
         let agents = endpoints
             .iter()
             .map(|endpoint| {
-                let base = base_url(endpoint, config.uses_tls())?;
+                let base = base_url(endpoint, use_tls)?;
                 let consul_config = rs_consul::Config {
                     address: base.clone(),
                     token: config.token.as_ref().map(|t| t.expose().to_owned()),
@@ -252,8 +227,24 @@ impl ConsulClient {
                 datacenter: config.datacenter.clone(),
                 connect_timeout: config.connect_timeout,
                 request_timeout: config.request_timeout,
+                tls: use_tls.then_some(material),
             }),
         })
+    }
+
+    /// Why a TLS connection to the first agent fails, when a certificate is refused: in
+    /// TLS 1.3 an agent refuses a client certificate after the client's handshake is done,
+    /// and hyper may report the alert that follows only as a closed connection. `None`
+    /// without TLS, or when the handshake goes through.
+    ///
+    /// Cancel safe: dropping the future closes the probe's connection.
+    pub(crate) async fn certificate_refusal(&self) -> Option<rustls::Error> {
+        let material = self.inner.tls.as_ref()?;
+        let config = material.rustls_client_config(CONSUL).ok()?;
+        let base = &self.inner.agents.first()?.base;
+        let address = strip_scheme(base);
+        let within = self.inner.connect_timeout;
+        tls::certificate_refusal(&config, address, material.server_name(), &[b"http/1.1"], within).await
     }
 
     /// The deadline of an ordinary request.
@@ -316,22 +307,31 @@ impl ConsulClient {
     /// unless it says otherwise). Statuses other than 200, 404 and 409 (a rolled-back
     /// transaction) are errors; 404 and 409 are the caller's to interpret.
     pub(crate) async fn send(&self, call: &'static str, key: &str, request: ApiRequest) -> Result<Reply> {
-        let query = self.query_string(&request.query);
-        let deadline = request.deadline.unwrap_or(self.inner.request_timeout);
-        let reply = self
-            .on_agents(call, key, deadline, |agent| {
-                let mut uri = format!("{}/v1/{}", self.inner.agents[agent].base, request.path);
-                if !query.is_empty() {
-                    uri.push('?');
-                    uri.push_str(&query);
-                }
-                self.exchange(call, key, request.method.clone(), uri, request.body.clone())
-            })
-            .await?;
+        let reply = self.send_any(call, key, request).await?;
         match reply.status {
             StatusCode::OK | StatusCode::NOT_FOUND | StatusCode::CONFLICT => Ok(reply),
-            status => Err(map_status(call, key, status, &reply.body, self.inner.token.is_none())),
+            status => Err(self.status_error(call, key, status, &reply.body)),
         }
+    }
+
+    /// The error an answer with `status` is.
+    pub(crate) fn status_error(&self, call: &'static str, key: &str, status: StatusCode, body: &[u8]) -> Error {
+        map_status(call, key, status, body, self.inner.token.is_none())
+    }
+
+    /// Sends `request` like [`send`](Self::send), and returns the reply whatever its status.
+    pub(crate) async fn send_any(&self, call: &'static str, key: &str, request: ApiRequest) -> Result<Reply> {
+        let query = self.query_string(&request.query);
+        let deadline = request.deadline.unwrap_or(self.inner.request_timeout);
+        self.on_agents(call, key, deadline, |agent| {
+            let mut uri = format!("{}/v1/{}", self.inner.agents[agent].base, request.path);
+            if !query.is_empty() {
+                uri.push('?');
+                uri.push_str(&query);
+            }
+            self.exchange(call, key, request.method.clone(), uri, request.body.clone())
+        })
+        .await
     }
 
     /// `query` and the datacenter, encoded.
@@ -433,5 +433,27 @@ mod tests {
         assert_eq!(base_url("h:8501", true).unwrap(), "https://h:8501");
         assert_eq!(base_url("https://h:8501/", false).unwrap(), "https://h:8501");
         assert!(base_url("unix:///run/consul.sock", false).is_err());
+    }
+
+    #[test]
+    fn an_http_endpoint_with_tls_settings_is_refused() {
+        let config = ConsulConfig {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            token: Some("t0ken".into()),
+            ..Default::default()
+        };
+        let Err(err) = ConsulClient::new(&["http://127.0.0.1:8500".to_owned()], &config) else {
+            panic!("an http:// agent with a ca_file was accepted: the token would travel in clear");
+        };
+        assert_eq!(err.kind(), valkeyrie_core::ErrorKind::InvalidConfiguration, "{err}");
+        assert!(err.to_string().contains("http://"), "{err}");
+        let config = ConsulConfig {
+            server_name: Some("consul.dc1".into()),
+            ..Default::default()
+        };
+        assert!(
+            ConsulClient::new(&["http://127.0.0.1:8500".to_owned()], &config).is_err(),
+            "server_name alone asks for TLS too"
+        );
     }
 }

@@ -4,13 +4,18 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use valkeyrie_core::tls::TlsConfig;
 use valkeyrie_core::{BackendConfig, Error, Result, Secret};
 
 use crate::CONSUL;
 
 /// Settings of the Consul store. The URL form sets the same fields as query parameters:
 /// `consul://10.0.0.1:8500?datacenter=dc1&token=…`, or with the token as the URL's password
-/// (`consul://:TOKEN@10.0.0.1:8500`).
+/// (`consul://:TOKEN@10.0.0.1:8500`). TLS takes the parameters every network backend
+/// shares (`tls`, `ca_file`, `cert_file`, `key_file`, `server_name`; see
+/// [`valkeyrie_core::tls`]): `consul://:TOKEN@10.0.0.1:8501?ca_file=/etc/consul/ca.pem`.
+/// An endpoint written `http://` together with TLS settings is refused, so that the token
+/// never travels in clear.
 ///
 /// ```
 /// use valkeyrie_consul::ConsulConfig;
@@ -32,7 +37,7 @@ pub struct ConsulConfig {
     pub token: Option<Secret>,
     /// Datacenter to address; the agent's own when unset.
     pub datacenter: Option<String>,
-    /// Talk HTTPS. Implied by `ca_file` or `cert_file`. Default `false`.
+    /// Talk HTTPS. Implied by any other TLS field and by an `https://` endpoint. Default `false`.
     pub tls: bool,
     /// PEM file of the CA that signed the agents' certificates; the public web roots when unset.
     pub ca_file: Option<PathBuf>,
@@ -41,8 +46,10 @@ pub struct ConsulConfig {
     /// PEM file of the client certificate's private key.
     pub key_file: Option<PathBuf>,
     /// The name to check the agents' certificates against, when it is not the endpoint host
-    /// (Consul's own certificates name `server.<datacenter>.<domain>`).
-    pub tls_server_name: Option<String>,
+    /// (Consul's own certificates name `server.<datacenter>.<domain>`). Also read as
+    /// `tls_server_name`, its earlier name.
+    #[serde(alias = "tls_server_name")]
+    pub server_name: Option<String>,
     /// How long one blocking query of a watch or a waiting lock may wait at the server
     /// before it is renewed (Consul caps it at 10 min). Default 60 s.
     #[serde(with = "humantime_serde")]
@@ -73,7 +80,7 @@ impl Default for ConsulConfig {
             ca_file: None,
             cert_file: None,
             key_file: None,
-            tls_server_name: None,
+            server_name: None,
             watch_wait: Duration::from_secs(60),
             watch_retry_for: Duration::from_secs(60),
             session_ttl_min: Duration::from_secs(10),
@@ -94,9 +101,15 @@ pub(crate) const TXN_OVERHEAD: usize = 4096;
 const SESSION_TTL_MAX: Duration = Duration::from_secs(24 * 3600);
 
 impl ConsulConfig {
-    /// Whether requests use HTTPS.
-    pub(crate) fn uses_tls(&self) -> bool {
-        self.tls || self.ca_file.is_some() || self.cert_file.is_some()
+    /// The TLS fields, gathered.
+    pub(crate) fn tls_config(&self) -> TlsConfig {
+        TlsConfig {
+            enabled: self.tls,
+            ca_file: self.ca_file.clone(),
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+            server_name: self.server_name.clone(),
+        }
     }
 
     /// The largest value one write can carry: base64 in a transaction body, and within
@@ -132,9 +145,7 @@ impl ConsulConfig {
         if self.session_ttl_min < Duration::from_secs(1) || self.session_ttl_min > SESSION_TTL_MAX {
             return invalid("session_ttl_min", "must be between 1 s and 24 h");
         }
-        if self.cert_file.is_some() != self.key_file.is_some() {
-            return invalid("key_file", "cert_file and key_file go together");
-        }
+        self.tls_config().validate(CONSUL)?;
         if self.txn_max_req_len <= TXN_OVERHEAD {
             return invalid("txn_max_req_len", "must be larger than 4 KiB");
         }
@@ -168,7 +179,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(from_url, typed);
-        assert!(typed.uses_tls());
+        assert!(typed.tls_config().is_enabled());
         assert!(!format!("{typed:?}").contains("t@ken"));
     }
 
@@ -193,6 +204,11 @@ mod tests {
             ..Default::default()
         };
         assert!(config.validate().unwrap_err().to_string().contains("key_file"));
+        let renamed: ConsulConfig =
+            StoreConfig::Params([("tls_server_name".to_owned(), "consul.dc1".to_owned())].into())
+                .resolve()
+                .unwrap();
+        assert_eq!(renamed.server_name.as_deref(), Some("consul.dc1"));
         let config = ConsulConfig {
             watch_wait: Duration::from_secs(3600),
             ..Default::default()

@@ -2,19 +2,30 @@
 
 use http::StatusCode;
 use rs_consul::ConsulError;
+use valkeyrie_core::tls::certificate_failure;
 use valkeyrie_core::{BoxError, Error};
 
 use crate::CONSUL;
 
-/// The agent could not be reached, or the connection broke mid-request.
+/// The agent could not be reached, or the connection broke mid-request; or a certificate
+/// was refused during the TLS handshake (either side's), which no retry mends.
 pub(crate) fn not_reachable(call: &'static str, key: &str, err: impl Into<BoxError>) -> Error {
+    let source = err.into();
+    // hyper's error says only that the request failed; the rustls error inside says why.
+    if let Some(why) = certificate_failure(source.as_ref()) {
+        return Error::tls_verification(CONSUL, call, key, why);
+    }
     Error::NotReachable {
         store: CONSUL,
         call,
         key: key.to_owned(),
-        source: err.into(),
+        source,
     }
 }
+
+/// Consul's answer (403) to a token it does not know (`acl.ErrNotFound` in Consul's
+/// `acl/errors.go`); any other 403 is a refusal by the token's policies.
+const ACL_NOT_FOUND: &str = "ACL not found";
 
 /// An answer other than 200 (or a 404 the caller interprets), with Consul's explanation.
 /// `anonymous` says the request carried no token.
@@ -24,14 +35,26 @@ pub(crate) fn map_status(call: &'static str, key: &str, status: StatusCode, body
     let (temporary, reason) = match status {
         // The anonymous token cannot be deleted, so not finding it means the servers have
         // not loaded their ACL state yet: a restart or a leader election, over in seconds.
-        StatusCode::FORBIDDEN if anonymous && said.contains("ACL not found") => (
+        StatusCode::FORBIDDEN if anonymous && said.contains(ACL_NOT_FOUND) => (
             true,
             format!("the agent does not know the anonymous ACL token yet: its servers are still starting ({said})"),
         ),
-        StatusCode::FORBIDDEN => (
-            false,
-            format!("permission denied: the ACL token does not allow this ({said})"),
-        ),
+        StatusCode::FORBIDDEN if said.contains(ACL_NOT_FOUND) => {
+            return Error::unauthenticated(
+                CONSUL,
+                call,
+                key,
+                format!("the ACL token is not one Consul knows: wrong, deleted or expired ({said})"),
+            )
+        }
+        StatusCode::FORBIDDEN => {
+            return Error::permission_denied(
+                CONSUL,
+                call,
+                key,
+                format!("the ACL token's policies do not allow this ({said})"),
+            )
+        }
         StatusCode::PAYLOAD_TOO_LARGE => (
             false,
             format!("the request is larger than the agent accepts ({said}); see kv_max_value_size and txn_max_req_len"),
@@ -73,9 +96,11 @@ mod tests {
     #[test]
     fn statuses_say_what_to_do() {
         let denied = map_status("put", "app/x", StatusCode::FORBIDDEN, b"Permission denied", false);
+        assert_eq!(denied.kind(), ErrorKind::PermissionDenied, "{denied}");
         assert!(denied.to_string().contains("ACL token"), "{denied}");
         assert!(!denied.is_temporary());
         let unknown = map_status("get", "app/x", StatusCode::FORBIDDEN, b"ACL not found", false);
+        assert_eq!(unknown.kind(), ErrorKind::Unauthenticated, "{unknown}");
         assert!(
             !unknown.is_temporary(),
             "a wrong token is not worth retrying: {unknown}"

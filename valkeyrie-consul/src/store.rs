@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::StatusCode;
 use valkeyrie_core::{
-    Backend, Background, Capabilities, Error, Key, KvPair, LockOptions, Locker, ReadOptions, Registration, Result,
-    Store, StoreSpec, Txn, TxnOp, TxnOutcome as Outcome, WatchStream, WriteOptions,
+    Backend, Background, Capabilities, Error, ErrorKind, Key, KvPair, LockOptions, Locker, ReadOptions, Registration,
+    Result, Store, StoreSpec, Txn, TxnOp, TxnOutcome as Outcome, WatchStream, WriteOptions,
 };
 
 use crate::api::{Consistency, Entry, KvOp, TxnOutcome};
@@ -33,11 +34,14 @@ impl std::fmt::Debug for ConsulStore {
 
 impl ConsulConfig {
     /// Connects to the agents at `endpoints` (`host:port`, or URLs with a scheme; default
-    /// `127.0.0.1:8500`), and proves the connection with one request (the cluster leader).
+    /// `127.0.0.1:8500`), and proves the connection with one request (the cluster leader),
+    /// and the token, if one is set, with another (the token reading itself).
     ///
     /// # Errors
-    /// [`Error::InvalidConfiguration`] for a bad setting or unreadable TLS file;
-    /// [`Error::NotReachable`] or [`Error::Timeout`] when no agent answers.
+    /// [`Error::InvalidConfiguration`] for a bad setting, unreadable TLS file, or an
+    /// `http://` endpoint with TLS settings; [`Error::TlsVerification`] when either side
+    /// refuses the other's certificate; [`Error::Unauthenticated`] for a token the cluster
+    /// does not know; [`Error::NotReachable`] or [`Error::Timeout`] when no agent answers.
     pub async fn connect<I, E>(self, endpoints: I) -> Result<ConsulStore>
     where
         I: IntoIterator<Item = E>,
@@ -47,13 +51,31 @@ impl ConsulConfig {
         let endpoints: Vec<String> = endpoints.into_iter().map(Into::into).collect();
         let client = ConsulClient::new(&endpoints, &self)?;
         let deadline = self.connect_timeout + self.request_timeout;
-        let leader = client
+        let leader = match client
             .send("connect", "", ApiRequest::get("status/leader").deadline(deadline))
-            .await?;
+            .await
+        {
+            Ok(leader) => leader,
+            Err(err) if err.kind() == ErrorKind::NotReachable => match client.certificate_refusal().await {
+                Some(refusal) => return Err(Error::tls_verification(CONSUL, "connect", "", refusal)),
+                None => return Err(err),
+            },
+            Err(err) => return Err(err),
+        };
         // `""` while the cluster has no leader, which no write can get past.
         if leader.body.as_ref() == b"\"\"" {
             let reason = "the agent answers but its cluster has no leader";
             return Err(Error::backend(CONSUL, "connect", "", true, reason));
+        }
+        if self.token.is_some() {
+            // Any token may read itself; an unknown one is refused here, at connect, rather
+            // than by the first call. 401 means the agent has ACLs off: the token is unused.
+            let reply = client
+                .send_any("connect", "", ApiRequest::get("acl/token/self").deadline(deadline))
+                .await?;
+            if !matches!(reply.status, StatusCode::OK | StatusCode::UNAUTHORIZED) {
+                return Err(client.status_error("connect", "", reply.status, &reply.body));
+            }
         }
         Ok(ConsulStore {
             client,

@@ -390,8 +390,20 @@ async fn tokens_never_show() {
     let err = config.clone().connect(["127.0.0.1:1"]).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotReachable);
     assert!(!format!("{err} {err:?}").contains("s3cret"), "{err:?}");
-    let store = config.connect(endpoints()).await.unwrap();
-    assert!(!format!("{store:?}").contains("s3cret"));
+    // A token the cluster does not know is refused at connect, and not quoted.
+    let err = config.connect(endpoints()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthenticated, "{err}");
+    assert!(!err.is_temporary(), "{err}");
+    assert!(!format!("{err} {err:?}").contains("s3cret"), "{err:?}");
+    let master = master_token();
+    let store = ConsulConfig {
+        token: Some(master.as_str().into()),
+        ..Default::default()
+    }
+    .connect(endpoints())
+    .await
+    .unwrap();
+    assert!(!format!("{store:?}").contains(&master));
 }
 
 #[tokio::test]
@@ -438,7 +450,7 @@ async fn acl_refusals_are_errors_not_conditions() {
     .unwrap();
     let read = limited.get(&key, &ReadOptions::default()).await.unwrap();
     let refused = |err: valkeyrie_core::Error| {
-        assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
+        assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
         assert!(!err.is_temporary(), "{err}");
         assert!(err.to_string().contains("permission denied"), "{err}");
         assert!(!err.to_string().contains(&secret), "{err}");

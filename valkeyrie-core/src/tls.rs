@@ -356,22 +356,31 @@ fn rustls_error(err: &std::io::Error) -> Option<rustls::Error> {
 /// matched by the texts rustls's `Display` gives those errors: `invalid peer certificate:
 /// …`, `peer sent no certificates` and `received fatal alert: <certificate alert>`.
 pub fn is_certificate_failure(err: &(dyn std::error::Error + 'static)) -> bool {
+    certificate_failure(err).is_some()
+}
+
+/// The text of the certificate error [`is_certificate_failure`] finds in `err`'s chain
+/// (`invalid peer certificate: UnknownIssuer`, `received fatal alert: BadCertificate`), for
+/// a message that says why when the outer error (an HTTP client's) says only that a
+/// request failed.
+pub fn certificate_failure(err: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut current = Some(err);
     while let Some(err) = current {
         if let Some(tls) = err.downcast_ref::<rustls::Error>() {
-            return is_certificate_error(tls);
+            return is_certificate_error(tls).then(|| tls.to_string());
         }
         if let Some(inner) = err.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref) {
-            if is_certificate_failure(inner) {
-                return true;
+            if let Some(text) = certificate_failure(inner) {
+                return Some(text);
             }
         }
-        if text_is_certificate_failure(&err.to_string()) {
-            return true;
+        let text = err.to_string();
+        if text_is_certificate_failure(&text) {
+            return Some(text);
         }
         current = err.source();
     }
-    false
+    None
 }
 
 fn is_certificate_error(err: &rustls::Error) -> bool {

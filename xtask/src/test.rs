@@ -123,7 +123,7 @@ const SUITES: [Suite; 13] = [
     Suite {
         backend: "security",
         package: "valkeyrie-security",
-        secured: &[Secured::Etcd, Secured::Redis],
+        secured: &[Secured::Etcd, Secured::Redis, Secured::Consul],
         ..SUITE
     },
     // Restarts, pauses and dropped connections, and the clusters' failovers: last, since it

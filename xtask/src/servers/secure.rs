@@ -8,16 +8,15 @@
 //! server), with its directory under `target/servers/secure-<name>/` and ports apart from
 //! the single servers' and the clusters', so all of them can run at once. Their
 //! certificates come from [`super::pki`]. Users and passwords are the same on every
-//! secured server: an administrator (etcd `root`, Redis `admin`) with [`ADMIN_PASSWORD`],
-//! and [`APP_USER`] with [`APP_PASSWORD`], allowed to read and write under [`APP_PREFIX`]
-//! only. The passwords are test secrets on loopback; they hold characters a URL must
-//! percent-encode, so the way a client parses them is tested too.
+//! secured server: an administrator (etcd `root`, Redis `admin`, Consul's master token)
+//! with [`ADMIN_PASSWORD`], and [`APP_USER`] with [`APP_PASSWORD`], allowed to read and
+//! write under [`APP_PREFIX`] only. The passwords are test secrets on loopback; they hold
+//! characters a URL must percent-encode, so the way a client parses them is tested too.
+//! Consul has tokens instead of users: the master token is [`ADMIN_PASSWORD`], and the
+//! tokens it makes must be UUIDs ([`CONSUL_APP_TOKEN`], [`CONSUL_READ_TOKEN`]).
 //!
 //! The harness reaches these servers through curl, redis-cli and etcdctl (child processes
 //! with timeouts) rather than a TLS stack of its own.
-//!
-//! Designed to grow: ZooKeeper, Consul and a TLS proxy in front of DynamoDB Local become
-//! further variants of [`Secured`].
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -43,6 +42,31 @@ pub const REDIS_ADMIN_USER: &str = "admin";
 /// The lifetime of etcd's simple tokens, short so that tokens expire during a suite (the
 /// default is 5 minutes). A token lives this long after its last use.
 pub const ETCD_TOKEN_TTL: Duration = Duration::from_secs(3);
+
+/// Consul's token for the app: write under [`APP_PREFIX`], and the sessions that TTLs and
+/// locks need. Consul wants a UUID for a token it is given.
+pub const CONSUL_APP_TOKEN: &str = "6f1e2a4c-3b5d-4e7f-9a8b-0c1d2e3f4a5b";
+/// Consul's read-only token: read under [`APP_PREFIX`], nothing else.
+pub const CONSUL_READ_TOKEN: &str = "0b9c8d7e-6f5a-4b3c-8d2e-1f0a9b8c7d6e";
+
+/// Keys under [`APP_PREFIX`] that [`CONSUL_APP_TOKEN`] may not read: a list of their
+/// directory shows what a list filtered by ACLs looks like.
+pub const CONSUL_HIDDEN_PREFIX: &str = "app/listing/hidden";
+
+/// Consul's ACL policies: its name, rules, and the token that carries it.
+const CONSUL_POLICIES: [(&str, &str, &str); 2] = [
+    (
+        "valkeyrie-app",
+        "key_prefix \"app/\" { policy = \"write\" }\nkey_prefix \"app/listing/hidden\" { policy = \"deny\" }\n\
+         session_prefix \"\" { policy = \"write\" }\nnode_prefix \"\" { policy = \"read\" }",
+        CONSUL_APP_TOKEN,
+    ),
+    (
+        "valkeyrie-read",
+        "key_prefix \"app/\" { policy = \"read\" }",
+        CONSUL_READ_TOKEN,
+    ),
+];
 
 /// The etcd role of [`APP_USER`].
 const APP_ROLE: &str = "app";
@@ -70,11 +94,13 @@ pub enum Secured {
     Etcd,
     /// Redis on a TLS port only, requiring client certificates, with ACL users.
     Redis,
+    /// Consul on HTTPS only with `verify_incoming`, and ACLs with `default_policy = "deny"`.
+    Consul,
 }
 
 impl Secured {
     /// Every secured server, in the order they are started.
-    pub const ALL: [Secured; 2] = [Secured::Redis, Secured::Etcd];
+    pub const ALL: [Secured; 3] = [Secured::Redis, Secured::Etcd, Secured::Consul];
 
     /// The store's name, as for the single server.
     pub fn name(self) -> &'static str {
@@ -99,6 +125,7 @@ impl Secured {
         match self {
             Secured::Etcd => Server::Etcd,
             Secured::Redis => Server::Redis,
+            Secured::Consul => Server::Consul,
         }
     }
 
@@ -120,17 +147,25 @@ impl Secured {
                 ("VALKEYRIE_SECURE_REDIS_ADDRESS", address),
                 ("VALKEYRIE_SECURE_REDIS_ADMIN_USER", REDIS_ADMIN_USER.to_owned()),
             ]),
+            Secured::Consul => env.extend([
+                ("VALKEYRIE_SECURE_CONSUL_ADDRESS", address),
+                ("VALKEYRIE_SECURE_CONSUL_APP_TOKEN", CONSUL_APP_TOKEN.to_owned()),
+                ("VALKEYRIE_SECURE_CONSUL_READ_TOKEN", CONSUL_READ_TOKEN.to_owned()),
+                ("VALKEYRIE_SECURE_CONSUL_HIDDEN_PREFIX", CONSUL_HIDDEN_PREFIX.to_owned()),
+            ]),
         }
         env
     }
 
     /// What a healthy server needs beyond answering: etcd's users, role and `auth
-    /// enable`, set up once (they live in its data directory, so a reused or restarted
-    /// server already has them). Redis reads its users from its configuration.
+    /// enable`, Consul's policies and tokens, set up once (they live in the data
+    /// directory, so a reused or restarted server already has them). Redis reads its users
+    /// from its configuration.
     fn configure(self) -> Result<(), String> {
         match self {
             Secured::Etcd => configure_etcd(),
             Secured::Redis => Ok(()),
+            Secured::Consul => configure_consul(),
         }
     }
 }
@@ -173,6 +208,8 @@ impl Managed for Secured {
             Secured::Etcd => vec![23795, 23805],
             // TLS only: the plain port is off
             Secured::Redis => vec![16390],
+            // https, dns, serf lan, serf wan, server rpc (the http port is off)
+            Secured::Consul => vec![28501, 28600, 28301, 28302, 28300],
         }
     }
 
@@ -183,13 +220,14 @@ impl Managed for Secured {
         match self {
             Secured::Etcd => Ok(etcd_command(self, &data)),
             Secured::Redis => redis_command(self, dir, &data),
+            Secured::Consul => consul_command(self, dir, &data),
         }
     }
 
     fn probe(self) -> Result<(), String> {
         match self {
             Secured::Etcd => {
-                let body = curl(self, "/health")?;
+                let body = curl(self, Request::get("/health"))?;
                 if body.contains("\"health\":\"true\"") {
                     Ok(())
                 } else {
@@ -201,13 +239,28 @@ impl Managed for Secured {
                 Ok(reply) => Err(format!("{} PING answered {reply:?}", self.label())),
                 Err(why) => Err(why),
             },
+            Secured::Consul => {
+                let leader = curl(self, Request::get("/v1/status/leader"))?;
+                if leader.trim().len() <= 2 {
+                    return Err(format!("{} has no leader yet ({leader:?})", self.label()));
+                }
+                // Until the server has loaded its ACL state even the master token is
+                // refused; a read that is answered at all (found or not) means it has.
+                curl(
+                    self,
+                    Request::get("/v1/kv/valkeyrie-probe")
+                        .token(ADMIN_PASSWORD)
+                        .allow_not_found(),
+                )
+                .map(drop)
+            }
         }
     }
 
     fn start_timeout(self) -> Duration {
         match self {
             Secured::Redis => Duration::from_secs(10),
-            Secured::Etcd => Duration::from_secs(30),
+            Secured::Etcd | Secured::Consul => Duration::from_secs(30),
         }
     }
 }
@@ -312,7 +365,42 @@ fn redis_command(secured: Secured, dir: &Path, data: &Path) -> Result<Command, S
     Ok(c)
 }
 
-/// A double-quoted word of a Redis configuration file.
+/// Consul from a generated `consul.hcl`: one server, HTTPS only with `verify_incoming`
+/// (a client certificate signed by the CA is required), and ACLs denying by default. The
+/// master token is also the agent's own, so the agent may register its node (sessions need
+/// it) whatever the policies.
+fn consul_command(secured: Secured, dir: &Path, data: &Path) -> Result<Command, String> {
+    let [https, dns, serf_lan, serf_wan, server] = secured.ports()[..] else {
+        unreachable!("the secured consul has five ports")
+    };
+    let file = |name: &str| quoted(&pki::path(name).display().to_string());
+    let config = format!(
+        "node_name = \"valkeyrie-secure\"\nserver = true\nbootstrap_expect = 1\n\
+         data_dir = {data}\nbind_addr = \"{HOST}\"\nclient_addr = \"{HOST}\"\n\
+         ports {{\n  http = -1\n  https = {https}\n  dns = {dns}\n  serf_lan = {serf_lan}\n  \
+         serf_wan = {serf_wan}\n  server = {server}\n  grpc = -1\n}}\n\
+         performance {{ raft_multiplier = 1 }}\n\
+         ca_file = {ca}\ncert_file = {cert}\nkey_file = {key}\n\
+         verify_incoming = true\nverify_outgoing = true\n\
+         acl {{\n  enabled = true\n  default_policy = \"deny\"\n  down_policy = \"extend-cache\"\n  \
+         tokens {{\n    master = {master}\n    agent = {master}\n  }}\n}}\n",
+        data = quoted(&data.display().to_string()),
+        ca = file(pki::CA),
+        cert = file(pki::SERVER),
+        key = file(pki::SERVER_KEY),
+        master = quoted(ADMIN_PASSWORD),
+    );
+    let path = dir.join("consul.hcl");
+    std::fs::write(&path, config).map_err(|e| format!("write {}: {e}", path.display()))?;
+    let mut c = Command::new(install::consul_binary());
+    c.env("CHECKPOINT_DISABLE", "1")
+        .args(["agent", "-config-file"])
+        .arg(path);
+    Ok(c)
+}
+
+/// A double-quoted string of a Redis configuration file or of HCL (both escape `\\` and
+/// `"` alike).
 fn quoted(value: &str) -> String {
     format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
 }
@@ -330,18 +418,79 @@ fn client_certificate_args(ca_flag: &str) -> [std::ffi::OsString; 6] {
     ]
 }
 
-/// GETs `path` from the secured etcd with the client certificate; the body.
-fn curl(secured: Secured, path: &str) -> Result<String, String> {
+/// One HTTPS request of the harness to a secured etcd or Consul.
+struct Request<'a> {
+    method: &'a str,
+    path: &'a str,
+    /// A Consul ACL token, sent as `X-Consul-Token`.
+    token: Option<&'a str>,
+    body: Option<&'a str>,
+    /// Whether a 404 is an answer (the body is returned) rather than a failure.
+    allow_not_found: bool,
+}
+
+impl<'a> Request<'a> {
+    fn get(path: &'a str) -> Self {
+        Request {
+            method: "GET",
+            path,
+            token: None,
+            body: None,
+            allow_not_found: false,
+        }
+    }
+
+    fn put(path: &'a str, body: &'a str) -> Self {
+        Request {
+            method: "PUT",
+            body: Some(body),
+            ..Request::get(path)
+        }
+    }
+
+    fn token(self, token: &'a str) -> Self {
+        Request {
+            token: Some(token),
+            ..self
+        }
+    }
+
+    fn allow_not_found(self) -> Self {
+        Request {
+            allow_not_found: true,
+            ..self
+        }
+    }
+}
+
+/// Sends `request` to `secured` with the client certificate; the body of a 2xx answer
+/// (or of a 404 the request allows).
+fn curl(secured: Secured, request: Request) -> Result<String, String> {
+    const STATUS_MARK: &str = "\nvalkeyrie-http-status:";
     let mut c = Command::new("curl");
     c.args(["--silent", "--show-error", "--noproxy", "*", "--max-time"])
         .arg(probe::PROBE_TIMEOUT.as_secs().to_string())
         .args(client_certificate_args("--cacert"))
-        .arg(format!("https://{}{path}", secured.address()));
+        .args(["--request", request.method, "--write-out"])
+        .arg(format!("{STATUS_MARK}%{{http_code}}"));
+    if let Some(token) = request.token {
+        c.arg("--header").arg(format!("X-Consul-Token: {token}"));
+    }
+    if let Some(body) = request.body {
+        c.args(["--data-binary", body]);
+    }
+    c.arg(format!("https://{}{}", secured.address(), request.path));
     let output = probe::output(&mut c, CLIENT_TIMEOUT)?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(format!("curl {path}: {}", failure(&output)))
+    let what = format!("curl {} {}", request.method, request.path);
+    if !output.status.success() {
+        return Err(format!("{what}: {}", failure(&output)));
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let (body, status) = text.rsplit_once(STATUS_MARK).unwrap_or((&text, ""));
+    match status.trim() {
+        code if code.starts_with('2') => Ok(body.to_owned()),
+        "404" if request.allow_not_found => Ok(body.to_owned()),
+        code => Err(format!("{what}: HTTP {code}: {}", body.trim())),
     }
 }
 
@@ -436,6 +585,42 @@ fn configure_etcd() -> Result<(), String> {
     say!(
         "servers",
         "{label}: users {ETCD_ADMIN_USER} and {APP_USER} (read-write on {APP_PREFIX}) set up, auth enabled, in {} ms",
+        begun.elapsed().as_millis()
+    );
+    Ok(())
+}
+
+/// Makes Consul's ACL policies and the tokens that carry them, unless that is done: each
+/// token is looked up first (a token reads itself), and "already exists" answers of an
+/// interrupted earlier setup are tolerated.
+fn configure_consul() -> Result<(), String> {
+    let begun = Instant::now();
+    let label = Secured::Consul.label();
+    for (policy, rules, token) in CONSUL_POLICIES {
+        if curl(Secured::Consul, Request::get("/v1/acl/token/self").token(token)).is_ok() {
+            continue;
+        }
+        let body = format!(
+            "{{\"Name\":\"{policy}\",\"Rules\":\"{}\"}}",
+            rules.replace('"', "\\\"").replace('\n', "\\n")
+        );
+        match curl(
+            Secured::Consul,
+            Request::put("/v1/acl/policy", &body).token(ADMIN_PASSWORD),
+        ) {
+            Err(why) if !why.contains("already exists") => return Err(format!("{label}: policy {policy}: {why}")),
+            _ => {}
+        }
+        let body = format!("{{\"SecretID\":\"{token}\",\"Policies\":[{{\"Name\":\"{policy}\"}}]}}");
+        curl(
+            Secured::Consul,
+            Request::put("/v1/acl/token", &body).token(ADMIN_PASSWORD),
+        )
+        .map_err(|why| format!("{label}: the token of {policy}: {why}"))?;
+    }
+    say!(
+        "servers",
+        "{label}: tokens for write and read on {APP_PREFIX} set up, in {} ms",
         begun.elapsed().as_millis()
     );
     Ok(())

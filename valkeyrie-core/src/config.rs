@@ -79,6 +79,81 @@ pub fn check_duration(store: &'static str, field: &str, value: Duration) -> Resu
     Ok(())
 }
 
+/// Config durations written as humantime text (`500ms`, `5s`, `1h 30m`): use
+/// `#[serde(with = "valkeyrie_core::config::duration")]` on a `Duration` field rather than
+/// `humantime_serde`, because humantime 2 panics on some huge texts
+/// (`18446744073709551615s 1000000000ns` overflows inside `Duration::new`); [`parse`]
+/// refuses those before humantime reads them.
+///
+/// [`parse`]: duration::parse
+pub mod duration {
+    use std::fmt;
+    use std::time::Duration;
+
+    use serde::de;
+
+    /// Reads a humantime duration, or says why not. A text whose pieces could add up to
+    /// `u64::MAX` seconds or more is refused without reaching humantime: it is longer than
+    /// any duration a config accepts ([`MAX_CONFIG_DURATION`](super::MAX_CONFIG_DURATION)).
+    ///
+    /// # Errors
+    /// The reason, without the text (the caller names the field).
+    pub fn parse(text: &str) -> Result<Duration, String> {
+        if upper_bound_secs(text) >= u128::from(u64::MAX) {
+            return Err("too long a duration: more than a year is never accepted".to_owned());
+        }
+        humantime::parse_duration(text).map_err(|e| format!("not a duration such as `5s` or `1h 30m`: {e}"))
+    }
+
+    /// At least the seconds humantime would add up from `text`: each number times its
+    /// unit, rounded up, with an unknown unit counted as a year (the longest).
+    fn upper_bound_secs(text: &str) -> u128 {
+        let mut total: u128 = 0;
+        let mut rest = text;
+        while let Some(start) = rest.find(|c: char| c.is_ascii_digit()) {
+            rest = &rest[start..];
+            let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+            // Over 39 digits does not fit u128: far past any bound.
+            let number: u128 = rest[..digits].parse().unwrap_or(u128::MAX);
+            rest = rest[digits..].trim_start();
+            let unit_len = rest.find(|c: char| !c.is_alphabetic()).unwrap_or(rest.len());
+            let (per_unit, divisor): (u128, u128) = match &rest[..unit_len] {
+                "nanos" | "nsec" | "ns" => (1, 1_000_000_000),
+                "usec" | "us" | "µs" => (1, 1_000_000),
+                "millis" | "msec" | "ms" => (1, 1_000),
+                "seconds" | "second" | "secs" | "sec" | "s" => (1, 1),
+                "minutes" | "minute" | "min" | "mins" | "m" => (60, 1),
+                "hours" | "hour" | "hr" | "hrs" | "h" => (3_600, 1),
+                "days" | "day" | "d" => (86_400, 1),
+                "weeks" | "week" | "wk" | "wks" | "w" => (604_800, 1),
+                "months" | "month" | "M" => (2_630_016, 1),
+                _ => (31_557_600, 1),
+            };
+            rest = &rest[unit_len..];
+            total = total.saturating_add(number.saturating_mul(per_unit) / divisor + 1);
+        }
+        total
+    }
+
+    /// Deserializes a `Duration` from humantime text with [`parse`].
+    ///
+    /// # Errors
+    /// The deserializer's error carrying [`parse`]'s reason.
+    pub fn deserialize<'de, D: de::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        struct Text;
+        impl de::Visitor<'_> for Text {
+            type Value = Duration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as `5s` or `1h 30m`")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Duration, E> {
+                parse(text).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Text)
+    }
+}
+
 /// A backend's typed configuration.
 pub trait BackendConfig: DeserializeOwned + Default + Send + Sync + 'static {
     /// The backend's registered name.
@@ -601,6 +676,25 @@ mod tests {
         // An `@` in a parameter of a URL without user info is refused, naming the remedy.
         let err = StoreUrl::parse("redis://h:6379/0?client_name=a@b").unwrap_err();
         assert!(err.to_string().contains("%40"), "{err}");
+    }
+
+    #[test]
+    fn durations_humantime_would_panic_on_are_refused() {
+        // humantime 2.4 panics on these (a carry into `u64::MAX` seconds in `Duration::new`).
+        for text in [
+            "18446744073709551615s 1000000000ns",
+            "18446744073709551615s 999999999ns 1ns",
+        ] {
+            let err = duration::parse(text).unwrap_err();
+            assert!(err.contains("too long"), "{text}: {err}");
+        }
+        assert_eq!(duration::parse("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(duration::parse("1y"), Ok(MAX_CONFIG_DURATION));
+        assert_eq!(duration::parse("584000000ns"), Ok(Duration::from_millis(584)));
+        // Just under `u64::MAX` seconds: a valid `Duration`, which `check_duration` refuses.
+        let huge = duration::parse("584000000000y").unwrap();
+        assert!(check_duration("demo", "connect_timeout", huge).is_err());
+        assert!(duration::parse("soon").unwrap_err().contains("not a duration"));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use serde::Deserialize;
-use valkeyrie_core::config::{check_duration, from_params, BackendConfig, Secret, MAX_CONFIG_DURATION};
+use valkeyrie_core::config::{check_duration, duration, from_params, BackendConfig, Secret, MAX_CONFIG_DURATION};
 use valkeyrie_core::{
     Bytes, Error, ErrorKind, Key, KvPair, LockOptions, MemoryStore, ReadOptions, Store, StoreConfig, StoreUrl,
     WriteOptions, MAX_TTL,
@@ -304,6 +304,57 @@ proptest! {
                 prop_assert!(named, "{:?}", err);
             }
             (got, expected) => prop_assert!(false, "{:?}: config {:?}, humantime {:?}", text, got, expected),
+        }
+    }
+}
+
+/// Texts of several humantime pieces, with numbers up to and past `u64::MAX`.
+fn duration_text() -> impl Strategy<Value = String> {
+    let number = prop_oneof![
+        any::<u64>().prop_map(|n| n.to_string()),
+        Just(u64::MAX.to_string()),
+        Just("1000000000".to_owned()),
+        Just("999999999".to_owned()),
+        "[0-9]{1,25}",
+    ];
+    let unit = prop_oneof![
+        Just("ns"),
+        Just("us"),
+        Just("ms"),
+        Just("s"),
+        Just("m"),
+        Just("h"),
+        Just("d"),
+        Just("w"),
+        Just("M"),
+        Just("y"),
+        Just("nanos"),
+        Just("years"),
+        Just("x"),
+    ];
+    prop::collection::vec((number, unit), 1..4).prop_map(|pieces| {
+        pieces
+            .iter()
+            .map(|(n, u)| format!("{n}{u}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 4096, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// `config::duration::parse` reads what humantime reads, and refuses only what humantime
+    /// refuses, panics on, or reads as longer than any config accepts.
+    #[test]
+    fn duration_parse_agrees_with_humantime_without_its_panics(text in duration_text()) {
+        let ours = duration::parse(&text);
+        let theirs = std::panic::catch_unwind(|| humantime::parse_duration(&text));
+        match (&ours, theirs) {
+            (Ok(d), Ok(Ok(h))) => prop_assert_eq!(*d, h),
+            (Err(_), Ok(Err(_)) | Err(_)) => {}
+            (Err(_), Ok(Ok(h))) => prop_assert!(h > MAX_CONFIG_DURATION, "{:?} refused, humantime reads {:?}", text, h),
+            (Ok(d), theirs) => prop_assert!(false, "{:?}: ours {:?}, humantime {:?}", text, d, theirs.map(|r| r.is_ok())),
         }
     }
 }

@@ -55,7 +55,8 @@ pub fn duration_texts() -> Vec<String> {
 }
 
 /// Checks one duration parameter of config `C` given as `field=text` in a URL: the text
-/// fills the field with what humantime reads, or the config is `InvalidConfiguration`
+/// fills the field with what [`duration::parse`](crate::config::duration::parse) reads
+/// (humantime's reading), or the config is `InvalidConfiguration`
 /// naming the field; then `validate` accepts the value, or (zero where `zero_allowed` is
 /// false, anything over [`MAX_CONFIG_DURATION`]) refuses it with `InvalidConfiguration`
 /// naming the field. `read` gets the field out of the config. Says what differs, if anything.
@@ -74,7 +75,7 @@ pub fn check_duration_param<C: BackendConfig>(
         .finish();
     let url = StoreUrl::parse(&format!("{}://h:1/?{query}", C::STORE)).map_err(|e| format!("{query}: {e}"))?;
     let resolved = StoreConfig::Params(url.params).resolve::<C>();
-    let config = match (humantime::parse_duration(text), resolved) {
+    let config = match (crate::config::duration::parse(text), resolved) {
         (Ok(expected), Ok(config)) if read(&config) == expected => config,
         (Err(_), Err(err)) => return names_field(&err, field),
         (expected, got) => {

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use serde::Deserialize;
+use valkeyrie_core::config::check_duration;
 use valkeyrie_core::{BackendConfig, Error, Result, Secret};
 
 use crate::DYNAMODB;
@@ -10,6 +11,10 @@ use crate::DYNAMODB;
 /// Settings of the DynamoDB store. The URL form sets the same fields as query parameters,
 /// with the table as the URL's host: `dynamodb://valkeyrie?region=eu-west-1`, or against DynamoDB
 /// Local `dynamodb://valkeyrie?endpoint=http://127.0.0.1:8000&region=us-east-1&create_table=true`.
+///
+/// Every duration is at most a year
+/// ([`MAX_CONFIG_DURATION`](valkeyrie_core::config::MAX_CONFIG_DURATION)); a longer one is
+/// `InvalidConfiguration` naming the field when the store is opened.
 ///
 /// Credentials come from the standard AWS chain (environment, profile, web identity, ECS,
 /// EC2 instance metadata) unless `access_key_id` and `secret_access_key` are set.
@@ -48,24 +53,24 @@ pub struct DynamoDbConfig {
     /// `expiration_time`), and wait until it is active. Default `false`.
     pub create_table: bool,
     /// How long connecting may take. Default 5 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "valkeyrie_core::config::duration")]
     pub connect_timeout: Duration,
     /// Deadline of each call, retries included. Default 10 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "valkeyrie_core::config::duration")]
     pub request_timeout: Duration,
     /// Attempts per request for throttling and transient errors (the SDK's standard retry
     /// mode, exponential backoff with jitter). Default 5.
     pub max_attempts: u32,
     /// How often an idle watch asks the table's stream for new records. Default 250 ms
     /// (DynamoDB Streams allows five reads per second per shard).
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "valkeyrie_core::config::duration")]
     pub watch_poll_interval: Duration,
     /// How long a watch keeps retrying failed stream reads before it ends with an error
     /// item. Default 60 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "valkeyrie_core::config::duration")]
     pub watch_retry_for: Duration,
     /// How often a waiting `lock()` looks at the lock record again. Default 100 ms.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "valkeyrie_core::config::duration")]
     pub lock_poll_interval: Duration,
 }
 
@@ -130,6 +135,15 @@ impl DynamoDbConfig {
         if self.lock_poll_interval.is_zero() {
             return invalid("lock_poll_interval", "must be longer than zero");
         }
+        for (field, value) in [
+            ("connect_timeout", self.connect_timeout),
+            ("request_timeout", self.request_timeout),
+            ("watch_poll_interval", self.watch_poll_interval),
+            ("watch_retry_for", self.watch_retry_for),
+            ("lock_poll_interval", self.lock_poll_interval),
+        ] {
+            check_duration(DYNAMODB, field, value)?;
+        }
         Ok(())
     }
 }
@@ -179,5 +193,55 @@ mod tests {
             ..table("valkeyrie-kv")
         };
         assert!(half.validate().unwrap_err().to_string().contains("secret_access_key"));
+    }
+
+    /// Durations at and past their limits, through the URL: filled as humantime reads them
+    /// or refused, then accepted up to a year or refused naming the field.
+    mod limits {
+        use proptest::prelude::*;
+        use valkeyrie_core::testsuite::limits::{check_duration_param, duration_texts};
+
+        use super::super::*;
+
+        /// A duration field: its name, whether zero is allowed, and how to read it.
+        type Field = (&'static str, bool, fn(&DynamoDbConfig) -> Duration);
+
+        /// Every duration field.
+        fn fields() -> Vec<Field> {
+            vec![
+                ("connect_timeout", false, |config| config.connect_timeout),
+                ("request_timeout", false, |config| config.request_timeout),
+                ("watch_poll_interval", false, |config| config.watch_poll_interval),
+                ("watch_retry_for", true, |config| config.watch_retry_for),
+                ("lock_poll_interval", false, |config| config.lock_poll_interval),
+            ]
+        }
+
+        fn check(text: &str) -> Result<(), String> {
+            for (field, zero_allowed, read) in fields() {
+                check_duration_param::<DynamoDbConfig>(field, text, zero_allowed, read, |config: &DynamoDbConfig| {
+                    DynamoDbConfig {
+                        table: "valkeyrie".into(),
+                        ..config.clone()
+                    }
+                    .validate()
+                })?;
+            }
+            Ok(())
+        }
+
+        #[test]
+        fn durations_at_and_past_their_limits() {
+            for text in duration_texts() {
+                check(&text).unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn any_duration_text_fills_the_field_or_is_refused(text in "[0-9]{1,22} ?(ns|us|ms|s|m|h|d|w|M|y)") {
+                check(&text).map_err(TestCaseError::fail)?;
+            }
+        }
     }
 }

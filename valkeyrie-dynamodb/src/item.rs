@@ -129,10 +129,18 @@ pub(crate) fn now_secs() -> u64 {
 }
 
 /// The `expiration_time` of an item written now with `ttl`: whole seconds, rounded up so
-/// the item never goes early.
+/// the item never goes early. Clamped at `u64::MAX` (an item that never expires) when the
+/// sum overflows; `Store` refuses TTLs over `MAX_TTL` before they get here, so only a
+/// direct call with a huge TTL (`Duration::MAX`) reaches the clamp.
 pub(crate) fn expiry(ttl: Duration) -> u64 {
-    let now = since_epoch();
-    (now + ttl).as_secs() + u64::from((now + ttl).subsec_nanos() > 0)
+    expiry_at(since_epoch(), ttl)
+}
+
+/// [`expiry`] at `now` (since the Unix epoch).
+fn expiry_at(now: Duration, ttl: Duration) -> u64 {
+    now.checked_add(ttl).map_or(u64::MAX, |at| {
+        at.as_secs().saturating_add(u64::from(at.subsec_nanos() > 0))
+    })
 }
 
 /// The `version` a new item starts from (see the module docs).
@@ -280,6 +288,84 @@ mod tests {
         let now = now_secs();
         assert!((now + 2..=now + 3).contains(&expiry(Duration::from_millis(1500))));
         assert!(version_base() > 1_700_000_000_000_000);
+    }
+
+    #[test]
+    fn expiry_at_the_limits_rounds_up_or_clamps() {
+        let now = Duration::from_secs(1_700_000_000);
+        assert_eq!(expiry_at(now, Duration::from_millis(1)), 1_700_000_001);
+        assert_eq!(
+            expiry_at(now, valkeyrie_core::MAX_TTL),
+            1_700_000_000 + valkeyrie_core::MAX_TTL.as_secs()
+        );
+        // u64::MAX milliseconds still fits in seconds; Duration::MAX clamps to "never".
+        assert_eq!(
+            expiry_at(now, Duration::from_millis(u64::MAX)),
+            1_700_000_000 + u64::MAX / 1000 + 1
+        );
+        assert_eq!(expiry_at(now, Duration::MAX), u64::MAX);
+        assert_eq!(expiry_at(Duration::MAX, Duration::ZERO), u64::MAX);
+        assert_eq!(expiry(Duration::MAX), u64::MAX);
+    }
+
+    /// Property tests at and beyond the limits of the clock and the number attributes.
+    mod limits {
+        use proptest::prelude::*;
+
+        use super::super::*;
+        use super::number_text;
+
+        proptest! {
+            /// Any TTL gives the first whole second at or after now + TTL, or `u64::MAX`
+            /// when that is past the end of `Duration`.
+            #[test]
+            fn expiry_is_the_ceiling_of_now_plus_ttl_or_never(
+                now_secs in prop_oneof![0..=u64::MAX / 2, any::<u64>()],
+                ttl_secs in prop_oneof![0..=u64::MAX / 2, any::<u64>()],
+                nanos in 0..1_000_000_000u32,
+            ) {
+                let (now, ttl) = (Duration::from_secs(now_secs), Duration::new(ttl_secs, nanos));
+                let got = expiry_at(now, ttl);
+                match now_secs.checked_add(ttl_secs) {
+                    Some(sum) => prop_assert_eq!(got, sum.saturating_add(u64::from(nanos > 0))),
+                    None => prop_assert_eq!(got, u64::MAX),
+                }
+            }
+
+            /// A `version` or `expiration_time` of any text decodes to the number it spells
+            /// or is a permanent `Backend` error naming the key and the attribute.
+            #[test]
+            fn numbers_of_any_text_decode_or_fail_typed(
+                text in prop_oneof![
+                    any::<u64>().prop_map(|n| n.to_string()),
+                    any::<i64>().prop_map(|n| n.to_string()),
+                    Just("18446744073709551616".to_owned()),
+                    Just("1e3".to_owned()),
+                    "\\PC{0,24}",
+                ],
+                attribute in prop_oneof![Just(VERSION), Just(EXPIRATION)],
+            ) {
+                let item = HashMap::from([(ID.to_owned(), string("k")), (attribute.to_owned(), number_text(&text))]);
+                match (Record::decode("get", &item), text.parse::<u64>()) {
+                    (Ok(record), Ok(n)) => {
+                        let got = if attribute == VERSION { Some(record.version) } else { record.expires_at };
+                        prop_assert_eq!(got, Some(n));
+                    }
+                    (Err(err), Err(_)) => {
+                        prop_assert_eq!(err.kind(), valkeyrie_core::ErrorKind::Backend);
+                        prop_assert!(!err.is_temporary());
+                        prop_assert_eq!(err.key(), Some("k"));
+                        let message = err.to_string();
+                        prop_assert!(message.contains(attribute), "{}", message);
+                    }
+                    (got, parsed) => prop_assert!(false, "{:?}: decoded {:?}, parsed {:?}", text, got, parsed),
+                }
+            }
+        }
+    }
+
+    fn number_text(text: &str) -> AttributeValue {
+        AttributeValue::N(text.to_owned())
     }
 
     #[test]

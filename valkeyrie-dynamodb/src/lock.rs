@@ -216,7 +216,9 @@ struct Heartbeat {
 impl Heartbeat {
     async fn run(self, mut holding: Holding, closing: CancellationToken) {
         let key = self.key.as_str();
-        let period = self.ttl / 3;
+        // `Store::new_lock` refuses TTLs over `MAX_TTL`; the bound keeps a direct
+        // `Backend::new_lock` call with a huge TTL from overflowing the interval's `Instant`.
+        let period = self.ttl.min(valkeyrie_core::MAX_TTL) / 3;
         let mut tick = tokio::time::interval(period);
         tick.tick().await;
         let mut renewed_at = Instant::now();

@@ -151,8 +151,10 @@ pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 }
 
 /// Whole seconds for a lease, rounded up, at least one (the server raises it to its minimum).
+/// Clamped at `i64::MAX` seconds, which the server refuses as too large (`Store` refuses TTLs
+/// over `MAX_TTL` before they get here).
 pub(crate) fn lease_seconds(ttl: Duration) -> i64 {
-    let seconds = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+    let seconds = ttl.as_secs().saturating_add(u64::from(ttl.subsec_nanos() > 0));
     i64::try_from(seconds.max(1)).unwrap_or(i64::MAX)
 }
 
@@ -166,6 +168,9 @@ mod tests {
         assert_eq!(prefix_end(b"a\xff"), b"b");
         assert_eq!(lease_seconds(Duration::from_millis(1500)), 2);
         assert_eq!(lease_seconds(Duration::from_millis(10)), 1);
+        assert_eq!(lease_seconds(valkeyrie_core::MAX_TTL), 3_153_600_000);
+        assert_eq!(lease_seconds(Duration::from_millis(u64::MAX)), 18_446_744_073_709_552);
+        assert_eq!(lease_seconds(Duration::MAX), i64::MAX);
         assert_eq!(lease_seconds(Duration::from_secs(20)), 20);
     }
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use valkeyrie_core::config::check_duration;
 use valkeyrie_core::tls::TlsConfig;
 use valkeyrie_core::{BackendConfig, Error, Result, Secret};
 
@@ -11,6 +12,10 @@ use crate::ETCD;
 
 /// Settings of the etcd store. The URL form sets the same fields as query parameters:
 /// `etcd://user:password@h1:2379,h2:2379?connect_timeout=5s&ca_file=/etc/etcd/ca.pem`.
+///
+/// Every duration is at most a year
+/// ([`MAX_CONFIG_DURATION`](valkeyrie_core::config::MAX_CONFIG_DURATION)); a longer one is
+/// `InvalidConfiguration` naming the field when the store is opened.
 ///
 /// The TLS fields are every network backend's ([`valkeyrie_core::tls`]): an endpoint
 /// written `https://h:2379` turns TLS on too, and one written `http://` with TLS settings is
@@ -29,10 +34,10 @@ use crate::ETCD;
 #[serde(default, deny_unknown_fields)]
 pub struct EtcdConfig {
     /// How long connecting (and the first request proving the connection) may take. Default 5 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "valkeyrie_core::config::duration")]
     pub connect_timeout: Duration,
     /// Deadline of each request. Default 5 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "valkeyrie_core::config::duration")]
     pub request_timeout: Duration,
     /// User for etcd's authentication, with `password`.
     pub username: Option<String>,
@@ -56,7 +61,7 @@ pub struct EtcdConfig {
     pub list_page_size: u32,
     /// How long a watch keeps trying to resume after a lost connection before it ends with
     /// an error item. Default 60 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "valkeyrie_core::config::duration")]
     pub watch_retry_for: Duration,
 }
 
@@ -112,6 +117,9 @@ impl EtcdConfig {
         if self.connect_timeout.is_zero() {
             return invalid("connect_timeout", "must be longer than zero");
         }
+        check_duration(ETCD, "connect_timeout", self.connect_timeout)?;
+        check_duration(ETCD, "request_timeout", self.request_timeout)?;
+        check_duration(ETCD, "watch_retry_for", self.watch_retry_for)?;
         if self.username.is_some() != self.password.is_some() {
             return invalid("password", "username and password go together");
         }
@@ -171,5 +179,47 @@ mod tests {
             ..Default::default()
         };
         assert!(config.validate().unwrap_err().to_string().contains("cert_file"));
+    }
+
+    /// Durations at and past their limits, through the URL: filled as humantime reads them
+    /// or refused, then accepted up to a year or refused naming the field.
+    mod limits {
+        use proptest::prelude::*;
+        use valkeyrie_core::testsuite::limits::{check_duration_param, duration_texts};
+
+        use super::super::*;
+
+        /// A duration field: its name, whether zero is allowed, and how to read it.
+        type Field = (&'static str, bool, fn(&EtcdConfig) -> Duration);
+
+        /// Every duration field.
+        fn fields() -> Vec<Field> {
+            vec![
+                ("connect_timeout", false, |config| config.connect_timeout),
+                ("request_timeout", false, |config| config.request_timeout),
+                ("watch_retry_for", true, |config| config.watch_retry_for),
+            ]
+        }
+
+        fn check(text: &str) -> Result<(), String> {
+            for (field, zero_allowed, read) in fields() {
+                check_duration_param::<EtcdConfig>(field, text, zero_allowed, read, EtcdConfig::validate)?;
+            }
+            Ok(())
+        }
+
+        #[test]
+        fn durations_at_and_past_their_limits() {
+            for text in duration_texts() {
+                check(&text).unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn any_duration_text_fills_the_field_or_is_refused(text in "[0-9]{1,22} ?(ns|us|ms|s|m|h|d|w|M|y)") {
+                check(&text).map_err(TestCaseError::fail)?;
+            }
+        }
     }
 }

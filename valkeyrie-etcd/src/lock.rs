@@ -120,7 +120,7 @@ impl EtcdLocker {
             if !wait {
                 return Ok(false);
             }
-            let after = response.header().map_or(0, |h| h.revision()) + 1;
+            let after = response.header().map_or(0, |h| h.revision()).saturating_add(1);
             let options = WatchOptions::new().with_start_revision(after);
             let mut deletion = self
                 .client
@@ -256,10 +256,12 @@ struct Session {
 
 impl Session {
     async fn hold(self, mut holding: Holding, closing: CancellationToken) {
-        let period = self.ttl / 3;
+        // `Store::new_lock` refuses TTLs over `MAX_TTL`; the bound keeps a direct
+        // `Backend::new_lock` call with a huge TTL from overflowing the interval's `Instant`.
+        let period = self.ttl.min(valkeyrie_core::MAX_TTL) / 3;
         let mut keeper: Option<(LeaseKeeper, LeaseKeepAliveStream)> = None;
         let mut raw = self.client.raw();
-        let options = WatchOptions::new().with_start_revision(self.own_revision + 1);
+        let options = WatchOptions::new().with_start_revision(self.own_revision.saturating_add(1));
         let mut deletions = raw.watch(self.contender.as_str(), Some(options)).await.ok();
         let mut tick = tokio::time::interval(period);
         tick.tick().await;

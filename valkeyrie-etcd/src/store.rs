@@ -73,7 +73,10 @@ fn read_options(opts: &ReadOptions) -> GetOptions {
     }
 }
 
-fn revision(index: u64) -> i64 {
+/// The etcd revision (an i64) of a `last_index`. An index past `i64::MAX` is clamped to
+/// `i64::MAX`, a revision no key has, so an atomic call or compare on it fails as modified
+/// rather than wrapping to a negative revision.
+pub(crate) fn revision(index: u64) -> i64 {
     i64::try_from(index).unwrap_or(i64::MAX)
 }
 

@@ -16,7 +16,7 @@ use valkeyrie_core::{Check, Fence, KvPair, Result, Txn, TxnOp, TxnOutcome};
 
 use crate::client::{lease_seconds, EtcdClient};
 use crate::lock::contenders_prefix;
-use crate::store::pair;
+use crate::store::{pair, revision};
 
 /// etcd's default `--max-txn-ops`: the most compares, and the most operations, in one `Txn`.
 /// The failure branch has at most one read per compare, so compares plus operations within
@@ -29,10 +29,6 @@ fn fence_key(fence: &Fence) -> String {
     fence
         .record()
         .map_or_else(|| contenders_prefix(fence.key()), str::to_owned)
-}
-
-fn revision(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 /// The etcd compare of one check on `key`, and the key it reads.

@@ -37,7 +37,9 @@ pub(crate) async fn watch(store: &EtcdStore, key: &Key, tree: bool, opts: &ReadO
         stream: live,
         in_snapshot: revision,
     };
-    store.background().spawn(feeder.run(revision + 1, Some(first), sender));
+    store
+        .background()
+        .spawn(feeder.run(revision.saturating_add(1), Some(first), sender));
     Ok(Box::pin(ReceiverStream::new(receiver)))
 }
 
@@ -45,7 +47,9 @@ pub(crate) async fn watch(store: &EtcdStore, key: &Key, tree: bool, opts: &ReadO
 /// snapshot first; a compacted revision makes the feeder resync with a snapshot.
 pub(crate) fn watch_from(store: &EtcdStore, key: &Key, tree: bool, index: u64, opts: &ReadOptions) -> WatchStream {
     let (sender, receiver) = mpsc::channel(BUFFER);
-    let next = i64::try_from(index).unwrap_or(i64::MAX - 1) + 1;
+    // etcd revisions are i64: an index at or past i64::MAX watches from i64::MAX, a
+    // revision no store reaches, so the watch waits (it used to overflow here).
+    let next = i64::try_from(index).unwrap_or(i64::MAX).saturating_add(1);
     store
         .background()
         .spawn(Feeder::new(store, key, tree, opts).run(next, None, sender));
@@ -183,7 +187,7 @@ impl Feeder {
                                 if sender.send(Ok(WatchEvent::Snapshot(pairs))).await.is_err() {
                                     return;
                                 }
-                                next = revision + 1;
+                                next = revision.saturating_add(1);
                                 break "resynced after a compaction".to_owned();
                             }
                             Err(err) => break err.to_string(),
@@ -211,14 +215,14 @@ impl Feeder {
                         if sender.send(Ok(item)).await.is_err() {
                             return;
                         }
-                        next = next.max(kv.mod_revision() + 1);
+                        next = next.max(kv.mod_revision().saturating_add(1));
                     }
                     // Every change up to the header's revision has been delivered (a progress
                     // notice or events): resume after it, so an idle watch does not fall
                     // behind the compaction point. (The creation answer, whose header is the
                     // current revision while older events may still come, was read by `open`.)
                     if let Some(header) = response.header() {
-                        next = next.max(header.revision() + 1);
+                        next = next.max(header.revision().saturating_add(1));
                     }
                 },
                 Err(err) => err.to_string(),

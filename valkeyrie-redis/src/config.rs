@@ -4,10 +4,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use valkeyrie_core::config::check_duration;
 use valkeyrie_core::tls::TlsConfig;
 use valkeyrie_core::{BackendConfig, Error, Result, Secret};
 
 use crate::REDIS;
+
+/// The largest `pool_size`: Redis's default `maxclients`. A larger pool could never connect,
+/// and the client would allocate a slot for each connection up front.
+const MAX_POOL_SIZE: usize = 10_000;
 
 /// How the servers are arranged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -60,6 +65,10 @@ pub enum ValueEncoding {
 /// `redis://user:password@host:6379/2?pool_size=8` (the path is the database index;
 /// `rediss://` turns TLS on).
 ///
+/// Every duration is at most a year
+/// ([`MAX_CONFIG_DURATION`](valkeyrie_core::config::MAX_CONFIG_DURATION)); a longer one is
+/// `InvalidConfiguration` naming the field when the store is opened.
+///
 /// ```
 /// use valkeyrie_redis::RedisConfig;
 ///
@@ -95,10 +104,10 @@ pub struct RedisConfig {
     /// Connections in the command pool. Default 4.
     pub pool_size: usize,
     /// How long connecting may take. Default 5 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "valkeyrie_core::config::duration")]
     pub connect_timeout: Duration,
     /// Deadline of each command. Default 5 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "valkeyrie_core::config::duration")]
     pub request_timeout: Duration,
     /// Largest value accepted, in bytes. The envelope stores it in base64 (4/3 larger) and
     /// Redis strings hold at most 512 MiB, so the default is 384 MiB minus 64 KiB.
@@ -163,9 +172,17 @@ impl RedisConfig {
         if self.pool_size == 0 {
             return invalid("pool_size", "must be at least 1");
         }
-        if self.request_timeout.is_zero() || self.connect_timeout.is_zero() {
-            return invalid("request_timeout", "timeouts must be longer than zero");
+        if self.pool_size > MAX_POOL_SIZE {
+            return invalid("pool_size", "must be at most 10000 (Redis's default maxclients)");
         }
+        if self.request_timeout.is_zero() {
+            return invalid("request_timeout", "must be longer than zero");
+        }
+        if self.connect_timeout.is_zero() {
+            return invalid("connect_timeout", "must be longer than zero");
+        }
+        check_duration(REDIS, "connect_timeout", self.connect_timeout)?;
+        check_duration(REDIS, "request_timeout", self.request_timeout)?;
         if self.topology == Topology::Sentinel && self.sentinel_service.is_none() {
             return invalid("sentinel_service", "the sentinel topology needs the master's name");
         }
@@ -229,5 +246,48 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("sentinel_service"));
+    }
+
+    /// Durations at and past their limits, through the URL: filled as humantime reads them
+    /// or refused, then accepted up to a year or refused naming the field.
+    mod limits {
+        use proptest::prelude::*;
+        use valkeyrie_core::testsuite::limits::{check_duration_param, duration_texts};
+
+        use super::super::*;
+
+        /// A duration field: its name, whether zero is allowed, and how to read it.
+        type Field = (&'static str, bool, fn(&RedisConfig) -> Duration);
+
+        /// Every duration field.
+        fn fields() -> Vec<Field> {
+            vec![
+                ("connect_timeout", false, |config| config.connect_timeout),
+                ("request_timeout", false, |config| config.request_timeout),
+            ]
+        }
+
+        fn check(text: &str) -> Result<(), String> {
+            for (field, zero_allowed, read) in fields() {
+                check_duration_param::<RedisConfig>(field, text, zero_allowed, read, |config: &RedisConfig| {
+                    config.validate(&[])
+                })?;
+            }
+            Ok(())
+        }
+
+        #[test]
+        fn durations_at_and_past_their_limits() {
+            for text in duration_texts() {
+                check(&text).unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn any_duration_text_fills_the_field_or_is_refused(text in "[0-9]{1,22} ?(ns|us|ms|s|m|h|d|w|M|y)") {
+                check(&text).map_err(TestCaseError::fail)?;
+            }
+        }
     }
 }

@@ -168,7 +168,9 @@ struct Holder {
 
 impl Holder {
     async fn renew(self, mut holding: Holding, closing: CancellationToken) {
-        let mut tick = tokio::time::interval(self.ttl / 3);
+        // `Store::new_lock` refuses TTLs over `MAX_TTL`; the bound keeps a direct
+        // `Backend::new_lock` call with a huge TTL from overflowing the interval's `Instant`.
+        let mut tick = tokio::time::interval(self.ttl.min(valkeyrie_core::MAX_TTL) / 3);
         tick.tick().await;
         loop {
             tokio::select! {

@@ -3,12 +3,17 @@
 use std::time::Duration;
 
 use serde::Deserialize;
+use valkeyrie_core::config::check_duration;
 use valkeyrie_core::{BackendConfig, Error, Result, Secret};
 
 use crate::TEMPLATE;
 
 /// Settings of the template store; the URL form is
 /// `template://SERVER?request_timeout=2s&token=…`.
+///
+/// Every duration is at most a year
+/// ([`MAX_CONFIG_DURATION`](valkeyrie_core::config::MAX_CONFIG_DURATION)); a longer one is
+/// `InvalidConfiguration` naming the field when the store is opened.
 ///
 /// A real backend lists here what its client needs (timeouts, TLS files, credentials), with
 /// secrets as [`Secret`] so `Debug` never shows them.
@@ -23,7 +28,7 @@ use crate::TEMPLATE;
 #[serde(default, deny_unknown_fields)]
 pub struct TemplateConfig {
     /// Deadline of each request (default 5 s); a request that takes longer is `Timeout`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "valkeyrie_core::config::duration")]
     pub request_timeout: Duration,
     /// Largest value accepted, in bytes (default 512 KiB).
     pub max_value_size: usize,
@@ -51,6 +56,7 @@ impl TemplateConfig {
         if self.request_timeout.is_zero() {
             return Err(Error::config(TEMPLATE, "request_timeout", "must be longer than zero"));
         }
+        check_duration(TEMPLATE, "request_timeout", self.request_timeout)?;
         if self.max_value_size == 0 {
             return Err(Error::config(TEMPLATE, "max_value_size", "must be at least 1 byte"));
         }
@@ -85,5 +91,43 @@ mod tests {
         };
         let err = config.validate().unwrap_err();
         assert!(err.to_string().contains("request_timeout"), "{err}");
+    }
+
+    /// Durations at and past their limits, through the URL: filled as humantime reads them
+    /// or refused, then accepted up to a year or refused naming the field.
+    mod limits {
+        use proptest::prelude::*;
+        use valkeyrie_core::testsuite::limits::{check_duration_param, duration_texts};
+
+        use super::super::*;
+
+        /// A duration field: its name, whether zero is allowed, and how to read it.
+        type Field = (&'static str, bool, fn(&TemplateConfig) -> Duration);
+
+        /// Every duration field.
+        fn fields() -> Vec<Field> {
+            vec![("request_timeout", false, |config| config.request_timeout)]
+        }
+
+        fn check(text: &str) -> Result<(), String> {
+            for (field, zero_allowed, read) in fields() {
+                check_duration_param::<TemplateConfig>(field, text, zero_allowed, read, TemplateConfig::validate)?;
+            }
+            Ok(())
+        }
+
+        #[test]
+        fn durations_at_and_past_their_limits() {
+            for text in duration_texts() {
+                check(&text).unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn any_duration_text_fills_the_field_or_is_refused(text in "[0-9]{1,22} ?(ns|us|ms|s|m|h|d|w|M|y)") {
+                check(&text).map_err(TestCaseError::fail)?;
+            }
+        }
     }
 }

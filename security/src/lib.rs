@@ -38,6 +38,9 @@ pub enum Secured {
     Redis,
     /// Consul on HTTPS with `verify_incoming`, ACLs denying by default, and tokens.
     Consul,
+    /// ZooKeeper on its TLS port, client certificates required, digest authentication
+    /// enforced; every node is its creator's alone.
+    ZooKeeper,
 }
 
 /// Reads a variable `cargo xtask test` exports, or fails naming it.
@@ -107,7 +110,9 @@ impl Connection {
     pub fn app(store: Secured) -> Self {
         let account = match store {
             Secured::Consul => (String::new(), env("VALKEYRIE_SECURE_CONSUL_APP_TOKEN")),
-            Secured::Etcd | Secured::Redis => (env("VALKEYRIE_SECURE_APP_USER"), env("VALKEYRIE_SECURE_APP_PASSWORD")),
+            Secured::Etcd | Secured::Redis | Secured::ZooKeeper => {
+                (env("VALKEYRIE_SECURE_APP_USER"), env("VALKEYRIE_SECURE_APP_PASSWORD"))
+            }
         };
         Connection {
             trust: Trust::PrivateCa,
@@ -123,6 +128,7 @@ impl Connection {
             Secured::Etcd => env("VALKEYRIE_SECURE_ETCD_ADMIN_USER"),
             Secured::Redis => env("VALKEYRIE_SECURE_REDIS_ADMIN_USER"),
             Secured::Consul => String::new(),
+            Secured::ZooKeeper => env("VALKEYRIE_SECURE_ZOOKEEPER_ADMIN_USER"),
         };
         Connection {
             account: Some((user, env("VALKEYRIE_SECURE_ADMIN_PASSWORD"))),
@@ -138,6 +144,7 @@ impl Secured {
             Secured::Etcd => "etcd",
             Secured::Redis => "redis",
             Secured::Consul => "consul",
+            Secured::ZooKeeper => "zookeeper",
         }
     }
 
@@ -157,6 +164,7 @@ impl Secured {
             Secured::Etcd => ("etcd", env("VALKEYRIE_SECURE_ETCD_ENDPOINTS")),
             Secured::Redis => ("rediss", env("VALKEYRIE_SECURE_REDIS_ADDRESS")),
             Secured::Consul => ("consul", env("VALKEYRIE_SECURE_CONSUL_ADDRESS")),
+            Secured::ZooKeeper => ("zookeeper", env("VALKEYRIE_SECURE_ZOOKEEPER_ENDPOINTS")),
         };
         let ca = match connection.trust {
             Trust::PrivateCa => env("VALKEYRIE_TLS_CA_FILE"),

@@ -16,8 +16,9 @@ use std::time::Duration;
 
 use futures_util::{stream, StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
+use valkeyrie_core::tls::{strip_scheme, TlsMaterial};
 use valkeyrie_core::{Error, Key, KvPair, Result};
-use zookeeper_client::{Acls, Client, CreateMode, MultiReadResult, SessionState, Stat, StateWatcher};
+use zookeeper_client::{Acl, Acls, Client, Connector, CreateMode, MultiReadResult, SessionState, Stat, StateWatcher};
 
 use crate::config::ZookeeperConfig;
 use crate::error::map_error;
@@ -37,6 +38,8 @@ pub(crate) const DIR_MARKER: &[u8] = &[0x01];
 #[derive(Clone)]
 pub(crate) struct ZkClient {
     slot: Arc<RwLock<Option<Client>>>,
+    /// The ACL of every node created (see [`ZookeeperConfig::password`]).
+    acls: Arc<[Acl]>,
     request_timeout: Duration,
     closed: CancellationToken,
 }
@@ -44,55 +47,102 @@ pub(crate) struct ZkClient {
 /// How to open a session: what a replacement session needs. Not `Debug`: `auth` holds the
 /// password.
 struct SessionSpec {
-    cluster: String,
+    /// `host:port,…`, each `tcp+tls://host:port` over TLS.
+    hosts: String,
+    chroot: Option<String>,
     session_timeout: Duration,
     connect_timeout: Duration,
     auth: Option<Vec<u8>>,
+    /// The TLS files, read once, when the endpoints are reached over TLS.
+    tls: Option<TlsMaterial>,
 }
 
 impl SessionSpec {
-    fn from_config(endpoints: &[String], config: &ZookeeperConfig) -> Self {
-        let mut cluster = if endpoints.is_empty() {
-            "127.0.0.1:2181".to_owned()
+    /// # Errors
+    /// [`Error::InvalidConfiguration`] for TLS settings that cannot be used (see
+    /// [`crate::tls`]).
+    fn from_config(endpoints: &[String], config: &ZookeeperConfig) -> Result<Self> {
+        let endpoints = if endpoints.is_empty() {
+            vec!["127.0.0.1:2181".to_owned()]
         } else {
-            endpoints.join(",")
+            endpoints.to_vec()
         };
-        if let Some(chroot) = config.chroot_path() {
-            cluster.push_str(&chroot);
-        }
+        let tls_config = config.tls_config();
+        let tls = if tls_config.use_tls(ZOOKEEPER, &endpoints)? {
+            Some(tls_config.load(ZOOKEEPER)?)
+        } else {
+            None
+        };
+        let hosts: Vec<String> = match tls {
+            Some(_) => endpoints
+                .iter()
+                .map(|e| format!("tcp+tls://{}", strip_scheme(e)))
+                .collect(),
+            None => endpoints,
+        };
         let auth = match (&config.username, &config.password) {
             (Some(user), Some(password)) => Some(format!("{user}:{}", password.expose()).into_bytes()),
             _ => None,
         };
-        SessionSpec {
-            cluster,
+        Ok(SessionSpec {
+            hosts: hosts.join(","),
+            chroot: config.chroot_path(),
             session_timeout: config.session_timeout,
             connect_timeout: config.connect_timeout,
             auth,
-        }
+            tls,
+        })
     }
 
-    /// Opens a session, giving up after the connect timeout (the client would retry until
-    /// the session timeout).
-    async fn open(&self) -> Result<Client> {
+    /// A connector with the session's timeouts, credentials and TLS settings.
+    fn connector(&self) -> Result<Connector> {
         let mut connector = Client::connector()
             .with_session_timeout(self.session_timeout)
             .with_connection_timeout(self.connect_timeout);
         if let Some(auth) = &self.auth {
             connector = connector.with_auth("digest", auth);
         }
+        if let Some(material) = &self.tls {
+            connector = crate::tls::with_tls(connector, material)?;
+        }
+        Ok(connector)
+    }
+
+    /// Opens a session under the chroot, or at the root with `at_root`, giving up after
+    /// the connect timeout (the client would retry until the session timeout).
+    async fn open(&self, at_root: bool) -> Result<Client> {
+        let mut cluster = self.hosts.clone();
+        if let (Some(chroot), false) = (&self.chroot, at_root) {
+            cluster.push_str(chroot);
+        }
         let limit = self.connect_timeout.max(Duration::from_millis(100));
-        match tokio::time::timeout(limit, connector.connect(&self.cluster)).await {
-            Ok(result) => result.map_err(|e| map_error("connect", "", e)),
+        match tokio::time::timeout(limit, self.connector()?.connect(&cluster)).await {
+            Ok(Ok(client)) => Ok(client),
+            Ok(Err(err)) => Err(self.connect_error(map_error("connect", "", err)).await),
             Err(_) => {
-                let hosts = self.cluster.split('/').next().unwrap_or_default();
-                Err(Error::NotReachable {
+                let reason = format!("no session with {} within {limit:?}", self.hosts);
+                let err = Error::NotReachable {
                     store: ZOOKEEPER,
                     call: "connect",
                     key: String::new(),
-                    source: format!("no session with {hosts} within {limit:?}").into(),
-                })
+                    source: reason.into(),
+                };
+                Err(self.connect_error(err).await)
             }
+        }
+    }
+
+    /// `err`, or the certificate refusal behind it: zookeeper-client reports a TLS
+    /// handshake that failed (either side's certificate refused) only as a connection it
+    /// could not make, so a second handshake asks the server why.
+    async fn connect_error(&self, err: Error) -> Error {
+        let Some(material) = &self.tls else { return err };
+        if !err.is_temporary() {
+            return err;
+        }
+        match crate::tls::certificate_refusal(material, &self.hosts, self.connect_timeout).await {
+            Some(refusal) => Error::tls_verification(ZOOKEEPER, "connect", "", refusal),
+            None => err,
         }
     }
 }
@@ -120,7 +170,7 @@ async fn renew_expired_sessions(
         let client = loop {
             let opened = tokio::select! {
                 () = closed.cancelled() => return,
-                opened = spec.open() => opened,
+                opened = spec.open(false) => opened,
             };
             match opened {
                 Ok(client) => break client,
@@ -148,17 +198,14 @@ async fn renew_expired_sessions(
 impl ZkClient {
     /// Connects to `endpoints` (and the chroot) within the connect timeout.
     pub(crate) async fn connect(endpoints: &[String], config: &ZookeeperConfig) -> Result<Self> {
-        let spec = SessionSpec::from_config(endpoints, config);
-        let client = spec.open().await?;
-        let limit = config.connect_timeout.max(Duration::from_millis(100));
+        let spec = SessionSpec::from_config(endpoints, config)?;
+        let client = spec.open(false).await?;
+        let acls: Arc<[Acl]> = config.node_acls().into();
         if let Some(chroot) = config.chroot_path() {
-            // The chroot node must exist for anything to be created below it.
-            let cluster = endpoints.join(",");
-            let root = Client::connector()
-                .with_session_timeout(config.session_timeout)
-                .connect(&cluster);
-            if let Ok(Ok(root)) = tokio::time::timeout(limit, root).await {
-                let options = CreateMode::Persistent.with_acls(Acls::anyone_all());
+            // The chroot node must exist for anything to be created below it; a session of
+            // the same user makes it, so it gets the same ACL as the nodes under it.
+            if let Ok(root) = spec.open(true).await {
+                let options = CreateMode::Persistent.with_acls(Acls::new(&acls));
                 let _ = root.mkdir(&chroot, &options).await;
                 // Dropping the last handle closes that short session.
                 drop(root);
@@ -175,9 +222,15 @@ impl ZkClient {
         ));
         Ok(ZkClient {
             slot,
+            acls,
             request_timeout: config.request_timeout,
             closed,
         })
+    }
+
+    /// The ACL of every node this handle creates.
+    pub(crate) fn acls(&self) -> Acls<'_> {
+        Acls::new(&self.acls)
     }
 
     /// The session's client, for one request; `Closed` after [`ZkClient::close`].
@@ -222,7 +275,9 @@ impl ZkClient {
         let client = self.client()?;
         let mut reader = client.new_multi_reader();
         for path in paths {
-            reader.add_get_data(path).map_err(|e| map_error(call, path, e))?;
+            reader
+                .add_get_data(path)
+                .map_err(|e| map_error(call, &key_of(path), e))?;
         }
         let results = self.request(call, call_key, reader.commit()).await?;
         let mut snapshot = HashMap::with_capacity(paths.len());
@@ -232,10 +287,10 @@ impl ZkClient {
                 MultiReadResult::Error {
                     err: zookeeper_client::Error::NoNode,
                 } => None,
-                MultiReadResult::Error { err } => return Err(map_error(call, path, err)),
+                MultiReadResult::Error { err } => return Err(map_error(call, &key_of(path), err)),
                 other => {
                     let reason = format!("the multi-read answered a data read with {other:?}");
-                    return Err(Error::backend(ZOOKEEPER, call, path.as_str(), false, reason));
+                    return Err(Error::backend(ZOOKEEPER, call, key_of(path), false, reason));
                 }
             };
             snapshot.insert(path.clone(), node);
@@ -254,7 +309,7 @@ impl ZkClient {
             return Ok(());
         }
         let client = self.client()?;
-        let options = CreateMode::Persistent.with_acls(Acls::anyone_all());
+        let options = CreateMode::Persistent.with_acls(self.acls());
         'attempt: for _ in 0..ATTEMPTS {
             let mut prefix = String::new();
             for segment in parent.split('/').skip(1) {

@@ -29,6 +29,11 @@ pub(crate) fn map_error(call: &'static str, key: &str, err: ClientError) -> Erro
         ClientError::Timeout | ClientError::Throttled => Error::backend(ZOOKEEPER, call, key, true, err),
         // The handle opens a new session in the background (see `client`): a retry works.
         ClientError::SessionExpired => Error::backend(ZOOKEEPER, call, key, true, err),
+        // A node whose ACL does not admit this session's identity (ZooKeeper's digest
+        // `addauth` accepts any password, so a wrong one shows here too).
+        ClientError::NoAuth => Error::permission_denied(ZOOKEEPER, call, key, err),
+        // The server refused the credentials (a SASL failure, or `enforce.auth` and none).
+        ClientError::AuthFailed => Error::unauthenticated(ZOOKEEPER, call, key, err),
         ClientError::ClientClosed => Error::Closed {
             store: ZOOKEEPER,
             call,

@@ -71,6 +71,7 @@ mod config;
 mod error;
 mod lock;
 mod store;
+mod tls;
 mod txn;
 mod watch;
 

@@ -15,7 +15,7 @@ use valkeyrie_core::{
     holding, Acquire, Error, Holding, Key, LockGuard, LockOptions, LockRelease, LostNotifier, LostReason, LostSignal,
     Releasing, Result, Spawner,
 };
-use zookeeper_client::{Acls, CreateMode, EventType, SessionState};
+use zookeeper_client::{CreateMode, EventType, SessionState};
 
 use crate::client::{encode, is_lock_node, path_of, ZkClient};
 use crate::error::is_not_empty;
@@ -171,7 +171,7 @@ impl Acquire for ZkLocker {
             name_prefix,
             armed: true,
         };
-        let options = CreateMode::EphemeralSequential.with_acls(Acls::anyone_all());
+        let options = CreateMode::EphemeralSequential.with_acls(self.zk.acls());
         let started = LostNotifier::now_ms();
         let client = self.zk.client()?;
         // The key's directory node is made only when missing (also when another process

@@ -72,11 +72,12 @@ enum Expect {
     Index(u64),
 }
 
-pub(crate) fn create_options(ttl: Option<Duration>, ephemeral: bool) -> CreateOptions<'static> {
+/// How a key's node is created: with `acls`, a TTL or bound to the session.
+pub(crate) fn create_options(acls: Acls<'_>, ttl: Option<Duration>, ephemeral: bool) -> CreateOptions<'_> {
     if ephemeral {
-        return CreateMode::Ephemeral.with_acls(Acls::anyone_all());
+        return CreateMode::Ephemeral.with_acls(acls);
     }
-    let options = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    let options = CreateMode::Persistent.with_acls(acls);
     match ttl {
         Some(ttl) => options.with_ttl(ttl),
         None => options,
@@ -127,7 +128,7 @@ impl ZookeeperStore {
         let data = encode(value);
         let ephemeral = opts.keep_alive && opts.ttl.is_some();
         let ttl = opts.ttl.filter(|_| !ephemeral);
-        let options = create_options(ttl, ephemeral);
+        let options = create_options(self.zk.acls(), ttl, ephemeral);
         if matches!(expected, Expect::Any) && ttl.is_none() && !ephemeral {
             if let Some(index) = self.put_plain(call, key, &path, &data, &options).await? {
                 return Ok(KvPair::new(key.as_str(), Bytes::copy_from_slice(value), index));
@@ -247,7 +248,8 @@ impl ZookeeperStore {
 
     /// Marks a TTL node this store created (see `write`).
     pub(crate) async fn mark_ttl(&self, call: &'static str, key: &Key, path: &str) -> Result<()> {
-        let acls = Acls::anyone_all();
+        // The node's own ACL, set again: only its version changes.
+        let acls = self.zk.acls();
         let client = self.zk.client()?;
         match self
             .zk

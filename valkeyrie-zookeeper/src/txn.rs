@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use valkeyrie_core::{Check, Error, Fence, Key, KvPair, Result, Txn, TxnOp, TxnOutcome};
 use zookeeper_client::{Acls, CreateMode, MultiWriteError, MultiWriter, Stat};
 
-use crate::client::{checked_path, decode, encode, index_of, path_of, Node, DIR_MARKER};
+use crate::client::{checked_path, decode, encode, index_of, key_of, path_of, Node, DIR_MARKER};
 use crate::error::{is_not_empty, map_error};
 use crate::store::{create_options, is_plain_node, ZookeeperStore, WRITE_ATTEMPTS};
 use crate::ZOOKEEPER;
@@ -120,7 +120,7 @@ fn paths_to_create(txn: &Txn, snapshot: &HashMap<String, Node>) -> Result<Vec<St
 async fn write(store: &ZookeeperStore, call_key: &str, txn: &Txn, snapshot: &HashMap<String, Node>) -> Result<bool> {
     let client = store.zk.client()?;
     let mut writer = client.new_multi_writer();
-    stage(&mut writer, txn, snapshot)?;
+    stage(&mut writer, txn, snapshot, store.zk.acls())?;
     let sent = async { Ok::<_, zookeeper_client::Error>(writer.commit().await) };
     match store.zk.request("commit", call_key, sent).await? {
         Ok(_) => Ok(true),
@@ -136,13 +136,14 @@ async fn write(store: &ZookeeperStore, call_key: &str, txn: &Txn, snapshot: &Has
     }
 }
 
-/// Maps an error of staging an operation on `path` (the client validates paths there).
+/// Maps an error of staging an operation on `path` (the client validates paths there),
+/// naming its key.
 fn staging(path: &str) -> impl FnOnce(zookeeper_client::Error) -> Error + '_ {
-    move |err| map_error("commit", path, err)
+    move |err| map_error("commit", &key_of(path), err)
 }
 
-fn stage(writer: &mut MultiWriter<'_>, txn: &Txn, snapshot: &HashMap<String, Node>) -> Result<()> {
-    let directory = CreateMode::Persistent.with_acls(Acls::anyone_all());
+fn stage(writer: &mut MultiWriter<'_>, txn: &Txn, snapshot: &HashMap<String, Node>, acls: Acls<'_>) -> Result<()> {
+    let directory = CreateMode::Persistent.with_acls(acls);
     let mut guarded: Vec<&str> = Vec::new();
     for compare in &txn.compares {
         let path = match &compare.check {
@@ -170,7 +171,7 @@ fn stage(writer: &mut MultiWriter<'_>, txn: &Txn, snapshot: &HashMap<String, Nod
         match op {
             TxnOp::Put { value, opts, .. } => {
                 let data = encode(value);
-                let options = create_options(opts.ttl, false);
+                let options = create_options(acls, opts.ttl, false);
                 let staged = match found {
                     None => writer.add_create(&path, &data, &options),
                     // As `put` decides: a node with children stays and a plain node is set

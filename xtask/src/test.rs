@@ -18,6 +18,9 @@ use crate::summary::{parse, Outcome};
 struct Suite {
     backend: &'static str,
     package: &'static str,
+    /// The package's manifest, relative to the workspace, for a crate outside the
+    /// workspace; it builds into the workspace's target directory, sharing what it can.
+    manifest: Option<&'static str>,
     servers: &'static [Server],
     /// The feature flags of each `cargo test` run of the package.
     feature_sets: &'static [&'static [&'static str]],
@@ -36,6 +39,7 @@ const ALL_FEATURES: &[&[&str]] = &[&["--all-features"]];
 const SUITE: Suite = Suite {
     backend: "",
     package: "",
+    manifest: None,
     servers: &[],
     feature_sets: ALL_FEATURES,
     test_args: &[],
@@ -44,7 +48,7 @@ const SUITE: Suite = Suite {
 };
 
 /// Every suite, in the order of the README's capability table.
-const SUITES: [Suite; 13] = [
+const SUITES: [Suite; 14] = [
     Suite {
         backend: "memory",
         package: "valkeyrie-core",
@@ -123,7 +127,17 @@ const SUITES: [Suite; 13] = [
     Suite {
         backend: "security",
         package: "valkeyrie-security",
-        secured: &[Secured::Etcd, Secured::Redis, Secured::Consul],
+        secured: &[Secured::Etcd, Secured::Redis, Secured::Consul, Secured::ZooKeeper],
+        ..SUITE
+    },
+    // Every TLS backend from a graph with both rustls providers (ring and aws-lc-rs): a
+    // crate outside the workspace, so that the workspace's graph keeps ring alone.
+    Suite {
+        backend: "providers",
+        package: "valkeyrie-providers",
+        manifest: Some("providers/Cargo.toml"),
+        feature_sets: &[&[]],
+        secured: &[Secured::Etcd, Secured::Redis, Secured::Consul, Secured::ZooKeeper],
         ..SUITE
     },
     // Restarts, pauses and dropped connections, and the clusters' failovers: last, since it
@@ -373,7 +387,7 @@ fn run_suites(
                 suite.package,
                 features.join(" ")
             );
-            outcome.absorb(test_package(suite.package, features, suite.test_args, &env)?);
+            outcome.absorb(test_package(suite, features, &env)?);
         }
         results.push((suite.backend, outcome));
     }
@@ -411,21 +425,26 @@ fn select(args: &[&str]) -> Result<(Vec<&'static Suite>, bool), String> {
     Ok((chosen, docker))
 }
 
-/// Runs `cargo test` for one package with `features`, `test_args` and `env`, echoing the output,
-/// and returns the counts. A build failure counts as one failure.
-fn test_package(
-    package: &str,
-    features: &[&str],
-    test_args: &[&str],
-    env: &[(&str, String)],
-) -> Result<Outcome, String> {
+/// Runs `cargo test` for the suite's package with `features` and `env`, echoing the
+/// output, and returns the counts. A build failure counts as one failure.
+fn test_package(suite: &Suite, features: &[&str], env: &[(&str, String)]) -> Result<Outcome, String> {
+    let mut command = Command::new("sh");
     // cargo names each test binary on stderr and the binaries report on stdout: one
     // stream keeps them in order, so results can be attributed to their binary.
-    let mut child = crate::without_build_env(&mut Command::new("sh"))
+    crate::without_build_env(&mut command)
         .args(["-c", "exec \"$0\" \"$@\" 2>&1", env!("CARGO")])
-        .args(["test", "--package", package, "--no-fail-fast"])
+        .args(["test", "--package", suite.package, "--no-fail-fast"]);
+    if let Some(manifest) = suite.manifest {
+        let workspace = crate::paths::workspace();
+        command
+            .arg("--manifest-path")
+            .arg(workspace.join(manifest))
+            .arg("--target-dir")
+            .arg(workspace.join("target"));
+    }
+    let mut child = command
         .args(features)
-        .args(test_args)
+        .args(suite.test_args)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::piped())
         .spawn()

@@ -458,18 +458,13 @@ impl Managed for Member {
                         ports[0]
                     ),
                 )?;
-                let mut c = Command::new("java");
-                c.args([
-                    "-Xms32m",
-                    "-Xmx256m",
-                    "-XX:+UseSerialGC",
-                    "-XX:TieredStopAtLevel=1",
-                    "-Dzookeeper.extendedTypesEnabled=true",
-                    "-Dznode.container.checkIntervalMs=500",
-                ])
-                .args(["-cp", "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar"])
-                .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
-                .arg(&config);
+                let mut c = super::zookeeper_java();
+                // Three members share two cores: a smaller heap (the JVM takes the last
+                // -Xms/-Xmx given) and no optimizing JIT.
+                c.args(["-Xms32m", "-Xmx256m", "-XX:TieredStopAtLevel=1"])
+                    .args(["-cp", "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar"])
+                    .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
+                    .arg(&config);
                 c
             }
             Member::Consul(_) => {

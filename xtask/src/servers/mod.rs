@@ -200,18 +200,10 @@ impl Server {
                     data.display()
                 );
                 std::fs::write(&config, text).map_err(|e| format!("write {}: {e}", config.display()))?;
-                let mut c = Command::new("java");
-                c.args([
-                    "-Xms64m",
-                    "-Xmx512m",
-                    "-XX:+UseSerialGC",
-                    "-Dzookeeper.extendedTypesEnabled=true",
-                    // Reap empty containers and expired TTL nodes every 500 ms, not every minute.
-                    "-Dznode.container.checkIntervalMs=500",
-                ])
-                .args(["-cp", "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar"])
-                .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
-                .arg(&config);
+                let mut c = zookeeper_java();
+                c.args(["-cp", "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar"])
+                    .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
+                    .arg(&config);
                 c
             }
             Server::Consul => {
@@ -316,6 +308,21 @@ pub(crate) struct EtcdMember<'a> {
     pub(crate) initial_cluster: &'a str,
     /// The cluster's `--initial-cluster-token`.
     pub(crate) token: &'a str,
+}
+
+/// `java` with the settings every ZooKeeper server of the harness runs with (the single
+/// server, the cluster's members, the secured server): a small serial-GC heap, TTL nodes
+/// on, and expired TTL nodes and empty containers reaped every 500 ms, not every minute.
+pub(crate) fn zookeeper_java() -> Command {
+    let mut c = Command::new("java");
+    c.args([
+        "-Xms64m",
+        "-Xmx512m",
+        "-XX:+UseSerialGC",
+        "-Dzookeeper.extendedTypesEnabled=true",
+        "-Dznode.container.checkIntervalMs=500",
+    ]);
+    c
 }
 
 /// The etcd command of `member`, logging to stderr (the harness keeps it in `server.log`);

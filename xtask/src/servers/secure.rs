@@ -13,7 +13,10 @@
 //! write under [`APP_PREFIX`] only. The passwords are test secrets on loopback; they hold
 //! characters a URL must percent-encode, so the way a client parses them is tested too.
 //! Consul has tokens instead of users: the master token is [`ADMIN_PASSWORD`], and the
-//! tokens it makes must be UUIDs ([`CONSUL_APP_TOKEN`], [`CONSUL_READ_TOKEN`]).
+//! tokens it makes must be UUIDs ([`CONSUL_APP_TOKEN`], [`CONSUL_READ_TOKEN`]). ZooKeeper
+//! has no user list: digest `addauth` accepts any `user:password`, the password is checked
+//! against the ACLs of the nodes that user created, and `enforce.auth` refuses sessions
+//! that never authenticate.
 //!
 //! The harness reaches these servers through curl, redis-cli and etcdctl (child processes
 //! with timeouts) rather than a TLS stack of its own.
@@ -37,6 +40,9 @@ pub const APP_PASSWORD: &str = "app:pa/ss?w#rd@1";
 pub const APP_PREFIX: &str = "app/";
 /// etcd's administrator: `root`, the user etcd requires before `auth enable`.
 pub const ETCD_ADMIN_USER: &str = "root";
+/// The digest user the security suite calls ZooKeeper's administrator: any user may create
+/// nodes, so it is one more user whose nodes the app cannot touch.
+pub const ZOOKEEPER_ADMIN_USER: &str = "admin";
 /// Redis's administrator (the `default` user is off).
 pub const REDIS_ADMIN_USER: &str = "admin";
 /// The lifetime of etcd's simple tokens, short so that tokens expire during a suite (the
@@ -96,11 +102,14 @@ pub enum Secured {
     Redis,
     /// Consul on HTTPS only with `verify_incoming`, and ACLs with `default_policy = "deny"`.
     Consul,
+    /// ZooKeeper on its `secureClientPort` only (Netty), requiring client certificates,
+    /// with digest authentication enforced.
+    ZooKeeper,
 }
 
 impl Secured {
     /// Every secured server, in the order they are started.
-    pub const ALL: [Secured; 3] = [Secured::Redis, Secured::Etcd, Secured::Consul];
+    pub const ALL: [Secured; 4] = [Secured::Redis, Secured::Etcd, Secured::Consul, Secured::ZooKeeper];
 
     /// The store's name, as for the single server.
     pub fn name(self) -> &'static str {
@@ -126,6 +135,7 @@ impl Secured {
             Secured::Etcd => Server::Etcd,
             Secured::Redis => Server::Redis,
             Secured::Consul => Server::Consul,
+            Secured::ZooKeeper => Server::ZooKeeper,
         }
     }
 
@@ -153,6 +163,10 @@ impl Secured {
                 ("VALKEYRIE_SECURE_CONSUL_READ_TOKEN", CONSUL_READ_TOKEN.to_owned()),
                 ("VALKEYRIE_SECURE_CONSUL_HIDDEN_PREFIX", CONSUL_HIDDEN_PREFIX.to_owned()),
             ]),
+            Secured::ZooKeeper => env.extend([
+                ("VALKEYRIE_SECURE_ZOOKEEPER_ENDPOINTS", address),
+                ("VALKEYRIE_SECURE_ZOOKEEPER_ADMIN_USER", ZOOKEEPER_ADMIN_USER.to_owned()),
+            ]),
         }
         env
     }
@@ -164,7 +178,7 @@ impl Secured {
     fn configure(self) -> Result<(), String> {
         match self {
             Secured::Etcd => configure_etcd(),
-            Secured::Redis => Ok(()),
+            Secured::Redis | Secured::ZooKeeper => Ok(()),
             Secured::Consul => configure_consul(),
         }
     }
@@ -210,6 +224,8 @@ impl Managed for Secured {
             Secured::Redis => vec![16390],
             // https, dns, serf lan, serf wan, server rpc (the http port is off)
             Secured::Consul => vec![28501, 28600, 28301, 28302, 28300],
+            // the secure client port only (no plain port, no admin server)
+            Secured::ZooKeeper => vec![29281],
         }
     }
 
@@ -221,6 +237,7 @@ impl Managed for Secured {
             Secured::Etcd => Ok(etcd_command(self, &data)),
             Secured::Redis => redis_command(self, dir, &data),
             Secured::Consul => consul_command(self, dir, &data),
+            Secured::ZooKeeper => zookeeper_command(self, dir, &data),
         }
     }
 
@@ -254,13 +271,17 @@ impl Managed for Secured {
                 )
                 .map(drop)
             }
+            Secured::ZooKeeper => match zookeeper_ruok(self)? {
+                reply if reply.contains("imok") => Ok(()),
+                reply => Err(format!("{} ruok answered {reply:?}", self.label())),
+            },
         }
     }
 
     fn start_timeout(self) -> Duration {
         match self {
             Secured::Redis => Duration::from_secs(10),
-            Secured::Etcd | Secured::Consul => Duration::from_secs(30),
+            Secured::Etcd | Secured::Consul | Secured::ZooKeeper => Duration::from_secs(30),
         }
     }
 }
@@ -271,7 +292,7 @@ pub fn install(secured: &[Secured]) -> Result<(), String> {
     servers.sort();
     servers.dedup();
     install::install(&servers)?;
-    install::apt_install(&[("curl", "curl"), ("redis-cli", "redis-tools")])
+    install::apt_install(&[("curl", "curl"), ("redis-cli", "redis-tools"), ("openssl", "openssl")])
 }
 
 /// Starts `secured` unless the harness already runs it, waits until it is healthy and set
@@ -397,6 +418,64 @@ fn consul_command(secured: Secured, dir: &Path, data: &Path) -> Result<Command, 
         .args(["agent", "-config-file"])
         .arg(path);
     Ok(c)
+}
+
+/// ZooKeeper from a generated `zoo.cfg`: the secure client port only, through Netty (the
+/// one connection factory with TLS), client certificates required, TLS 1.3 offered (3.8
+/// speaks only 1.2 unless its cipher list names 1.3's suites), digest authentication
+/// enforced, the admin server off, and TTL nodes on as on the plain server.
+fn zookeeper_command(secured: Secured, dir: &Path, data: &Path) -> Result<Command, String> {
+    // ZooKeeper reads the key and the certificate from one PEM file.
+    let keystore = dir.join("server-keystore.pem");
+    let mut pem = std::fs::read(pki::path(pki::SERVER_KEY)).map_err(|e| format!("read the server key: {e}"))?;
+    pem.extend(std::fs::read(pki::path(pki::SERVER)).map_err(|e| format!("read the server certificate: {e}"))?);
+    std::fs::write(&keystore, pem).map_err(|e| format!("write {}: {e}", keystore.display()))?;
+    let config = format!(
+        "tickTime=2000\ndataDir={data}\n\
+         secureClientPort={port}\nsecureClientPortAddress={HOST}\n\
+         serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory\n\
+         ssl.keyStore.location={keystore}\nssl.keyStore.type=PEM\n\
+         ssl.trustStore.location={ca}\nssl.trustStore.type=PEM\nssl.clientAuth=need\n\
+         ssl.protocol=TLSv1.3\nssl.enabledProtocols=TLSv1.3,TLSv1.2\n\
+         ssl.ciphersuites=TLS_AES_128_GCM_SHA256,TLS_AES_256_GCM_SHA384,\
+         TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384\n\
+         authProvider.1=org.apache.zookeeper.server.auth.DigestAuthenticationProvider\n\
+         enforce.auth.enabled=true\nenforce.auth.schemes=digest\n\
+         admin.enableServer=false\n4lw.commands.whitelist=ruok\n",
+        data = data.display(),
+        port = secured.ports()[0],
+        keystore = keystore.display(),
+        ca = pki::path(pki::CA).display(),
+    );
+    let path = dir.join("zoo.cfg");
+    std::fs::write(&path, config).map_err(|e| format!("write {}: {e}", path.display()))?;
+    let mut c = super::zookeeper_java();
+    // Netty's codec: zookeeper.jar's manifest lists Netty's other jars, not this one, and
+    // without it every connection fails once accepted.
+    c.args([
+        "-cp",
+        "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar:/usr/share/java/netty-codec.jar",
+    ])
+    .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
+    .arg(path);
+    Ok(c)
+}
+
+/// `ruok` over TLS with the client certificate (openssl; the four-letter words need no
+/// session, so `enforce.auth` lets them through); what the server answered.
+fn zookeeper_ruok(secured: Secured) -> Result<String, String> {
+    let mut c = Command::new("sh");
+    c.args([
+        "-c",
+        "printf ruok | openssl s_client -connect \"$1\" -cert \"$2\" -key \"$3\" -CAfile \"$4\" -quiet 2>/dev/null",
+        "sh",
+    ])
+    .arg(secured.address())
+    .arg(pki::path(pki::CLIENT))
+    .arg(pki::path(pki::CLIENT_KEY))
+    .arg(pki::path(pki::CA));
+    let output = probe::output(&mut c, CLIENT_TIMEOUT)?;
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
 /// A double-quoted string of a Redis configuration file or of HCL (both escape `\\` and

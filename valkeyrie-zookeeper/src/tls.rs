@@ -1,0 +1,144 @@
+//! ZooKeeper over TLS (feature `tls`): the server's `secureClientPort`, with the TLS
+//! settings every network backend shares (`ca_file`, `cert_file`, `key_file`; see
+//! [`valkeyrie_core::tls`]).
+//!
+//! zookeeper-client's TLS is built on rustls with its default provider, aws-lc-rs, and
+//! makes its rustls config with the process-wide provider. A graph with this feature
+//! therefore holds both ring (every other backend names ring explicitly) and aws-lc-rs,
+//! and rustls cannot pick one by itself. So when a TLS handle is built, and only then,
+//! ring is installed as the process-wide provider *if no provider is installed yet*; a
+//! program that installs its own before opening the store keeps it.
+//!
+//! Without a `ca_file` the public web roots (`webpki-root-certs`) are trusted, as on every
+//! backend. zookeeper-client verifies the server's certificate against the endpoint's host
+//! and cannot be given another name, so `server_name` is refused.
+
+#[cfg(not(feature = "tls"))]
+pub(crate) use disabled::{certificate_refusal, with_tls};
+#[cfg(feature = "tls")]
+pub(crate) use enabled::{certificate_refusal, with_tls};
+
+#[cfg(feature = "tls")]
+mod enabled {
+    use std::time::Duration;
+
+    use base64::Engine;
+    use valkeyrie_core::tls::{self, TlsMaterial};
+    use valkeyrie_core::{Error, Result};
+    use zookeeper_client::{Connector, TlsOptions};
+
+    use crate::ZOOKEEPER;
+
+    /// `connector` with TLS from `material`, the CA files and client certificate read by
+    /// `TlsConfig::load`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfiguration`] naming the field whose file zookeeper-client
+    /// cannot use.
+    pub(crate) fn with_tls(connector: Connector, material: &TlsMaterial) -> Result<Connector> {
+        install_ring_unless_a_provider_is_installed();
+        let ca = match material.ca_pem() {
+            Some(pem) => text("ca_file", pem)?.to_owned(),
+            None => web_roots_pem(),
+        };
+        let mut options = TlsOptions::new()
+            .with_pem_ca(&ca)
+            .map_err(|e| Error::config(ZOOKEEPER, "ca_file", e.to_string()))?;
+        if let Some((cert, key)) = material.identity_pem() {
+            options = options
+                .with_pem_identity(text("cert_file", cert)?, text("key_file", key)?)
+                .map_err(|e| Error::config(ZOOKEEPER, "cert_file", e.to_string()))?;
+        }
+        Ok(connector.with_tls(options))
+    }
+
+    /// Why a TLS connection to the first of `hosts` (`tcp+tls://h:p,…`) fails, when a
+    /// certificate is refused by either side.
+    ///
+    /// Cancel safe: dropping the future closes the probe's connection.
+    pub(crate) async fn certificate_refusal(
+        material: &TlsMaterial,
+        hosts: &str,
+        within: Duration,
+    ) -> Option<rustls::Error> {
+        let config = material.rustls_client_config(ZOOKEEPER).ok()?;
+        let first = hosts.split(',').next()?;
+        tls::certificate_refusal(&config, tls::strip_scheme(first), None, &[], within).await
+    }
+
+    /// Installs ring as the process-wide rustls provider unless one is installed: see the
+    /// [module docs](super).
+    fn install_ring_unless_a_provider_is_installed() {
+        if rustls::crypto::CryptoProvider::get_default().is_none() {
+            // An error means another thread installed one meanwhile: that one serves.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+    }
+
+    /// A PEM file's text: zookeeper-client takes PEM as `&str`.
+    fn text<'a>(field: &str, pem: &'a [u8]) -> Result<&'a str> {
+        std::str::from_utf8(pem).map_err(|_| Error::config(ZOOKEEPER, field, "the PEM file is not UTF-8 text"))
+    }
+
+    /// The public web roots as PEM, for a connection without a `ca_file`.
+    fn web_roots_pem() -> String {
+        let mut pem = String::new();
+        for cert in webpki_root_certs::TLS_SERVER_ROOT_CERTS {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
+            pem.push_str("-----BEGIN CERTIFICATE-----\n");
+            for line in encoded.as_bytes().chunks(64) {
+                // Base64 is ASCII, so any chunk of it is UTF-8.
+                pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+                pem.push('\n');
+            }
+            pem.push_str("-----END CERTIFICATE-----\n");
+        }
+        pem
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn the_web_roots_make_a_ca_zookeeper_client_takes() {
+            let pem = super::web_roots_pem();
+            assert!(pem.matches("BEGIN CERTIFICATE").count() > 100);
+            zookeeper_client::TlsOptions::new()
+                .with_pem_ca(&pem)
+                .expect("zookeeper-client parses the web roots");
+        }
+    }
+}
+
+#[cfg(not(feature = "tls"))]
+mod disabled {
+    use std::convert::Infallible;
+    use std::time::Duration;
+
+    use valkeyrie_core::tls::TlsMaterial;
+    use valkeyrie_core::{Error, Result};
+    use zookeeper_client::Connector;
+
+    use crate::ZOOKEEPER;
+
+    /// Without the `tls` feature a TLS setting is refused: the password would otherwise
+    /// travel in clear.
+    ///
+    /// # Errors
+    /// Always [`Error::InvalidConfiguration`] naming the feature.
+    pub(crate) fn with_tls(_connector: Connector, _material: &TlsMaterial) -> Result<Connector> {
+        Err(Error::config(
+            ZOOKEEPER,
+            "tls",
+            "ZooKeeper over TLS needs the `tls` feature of valkeyrie-zookeeper (`zookeeper-tls` of valkeyrie)",
+        ))
+    }
+
+    /// Without the `tls` feature no TLS connection is made, so none was refused.
+    pub(crate) async fn certificate_refusal(
+        _material: &TlsMaterial,
+        _hosts: &str,
+        _within: Duration,
+    ) -> Option<Infallible> {
+        None
+    }
+}

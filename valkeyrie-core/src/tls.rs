@@ -6,7 +6,7 @@
 //! them into a [`TlsConfig`], which holds the rules once:
 //!
 //! * TLS is on when `tls` is set, when any other TLS field is set, or when an endpoint
-//!   says `https://` (the Redis URL's `rediss://` too). An endpoint written `http://`
+//!   says `https://` (the Redis URL's `rediss://` and ZooKeeper's `tcp+tls://` too). An endpoint written `http://`
 //!   together with TLS settings is [`Error::InvalidConfiguration`]: credentials never
 //!   travel in clear because of a typo.
 //! * [`TlsConfig::load`] reads the PEM files once, when the handle is built, and reports an
@@ -60,7 +60,11 @@ enum Scheme {
 
 fn scheme_of(endpoint: &str) -> Scheme {
     match endpoint.split_once("://") {
-        Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") || scheme.eq_ignore_ascii_case("rediss") => {
+        Some((scheme, _))
+            if ["https", "rediss", "tcp+tls"]
+                .iter()
+                .any(|tls| scheme.eq_ignore_ascii_case(tls)) =>
+        {
             Scheme::Tls
         }
         Some(_) => Scheme::Plain,

@@ -25,7 +25,7 @@ async fn every_backend_connects_and_only_zookeeper_installs_ring() {
         CryptoProvider::get_default().is_none(),
         "nothing may have installed a provider before the first handle"
     );
-    for store in [Secured::Etcd, Secured::Redis, Secured::Consul] {
+    for store in [Secured::Etcd, Secured::Redis, Secured::Consul, Secured::DynamoDb] {
         round_trip(store).await;
         assert!(
             CryptoProvider::get_default().is_none(),

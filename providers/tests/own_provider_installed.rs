@@ -13,7 +13,13 @@ async fn the_programs_provider_stays() {
         .install_default()
         .expect("the first provider installed");
     let own = Arc::clone(CryptoProvider::get_default().expect("the provider just installed"));
-    for store in [Secured::ZooKeeper, Secured::Etcd, Secured::Redis, Secured::Consul] {
+    for store in [
+        Secured::ZooKeeper,
+        Secured::Etcd,
+        Secured::Redis,
+        Secured::Consul,
+        Secured::DynamoDb,
+    ] {
         let kv = store.connect(&Connection::app(store)).await;
         let key = app_key("own-provider");
         kv.put(&key, "1".into(), &WriteOptions::default())

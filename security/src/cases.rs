@@ -196,6 +196,12 @@ pub async fn debug_output_keeps_secrets(store: Secured) {
                 .resolve::<valkeyrie::zookeeper::ZookeeperConfig>()
                 .expect("the config")
         ),
+        Secured::DynamoDb => format!(
+            "{:?}",
+            params
+                .resolve::<valkeyrie::dynamodb::DynamoDbConfig>()
+                .expect("the config")
+        ),
     };
     assert!(config.contains("password") || config.contains("token"), "{config}");
     assert_no_secret("a typed config's Debug", &config);

@@ -41,6 +41,10 @@ pub enum Secured {
     /// ZooKeeper on its TLS port, client certificates required, digest authentication
     /// enforced; every node is its creator's alone.
     ZooKeeper,
+    /// DynamoDB Local behind a TLS proxy with the private CA's server certificate: TLS
+    /// only (DynamoDB Local checks no credentials, and the SDK presents no client
+    /// certificate).
+    DynamoDb,
 }
 
 /// Reads a variable `cargo xtask test` exports, or fails naming it.
@@ -106,18 +110,23 @@ pub struct Connection {
 
 impl Connection {
     /// The app user of `store` (Consul: the app token), with the private CA and a valid
-    /// client certificate.
+    /// client certificate (DynamoDB: neither user nor certificate).
     pub fn app(store: Secured) -> Self {
         let account = match store {
-            Secured::Consul => (String::new(), env("VALKEYRIE_SECURE_CONSUL_APP_TOKEN")),
+            Secured::DynamoDb => None,
+            Secured::Consul => Some((String::new(), env("VALKEYRIE_SECURE_CONSUL_APP_TOKEN"))),
             Secured::Etcd | Secured::Redis | Secured::ZooKeeper => {
-                (env("VALKEYRIE_SECURE_APP_USER"), env("VALKEYRIE_SECURE_APP_PASSWORD"))
+                Some((env("VALKEYRIE_SECURE_APP_USER"), env("VALKEYRIE_SECURE_APP_PASSWORD")))
             }
+        };
+        let cert = match store {
+            Secured::DynamoDb => ClientCert::Missing,
+            _ => ClientCert::Valid,
         };
         Connection {
             trust: Trust::PrivateCa,
-            cert: ClientCert::Valid,
-            account: Some(account),
+            cert,
+            account,
         }
     }
 
@@ -129,6 +138,7 @@ impl Connection {
             Secured::Redis => env("VALKEYRIE_SECURE_REDIS_ADMIN_USER"),
             Secured::Consul => String::new(),
             Secured::ZooKeeper => env("VALKEYRIE_SECURE_ZOOKEEPER_ADMIN_USER"),
+            Secured::DynamoDb => return Connection::app(store),
         };
         Connection {
             account: Some((user, env("VALKEYRIE_SECURE_ADMIN_PASSWORD"))),
@@ -145,6 +155,7 @@ impl Secured {
             Secured::Redis => "redis",
             Secured::Consul => "consul",
             Secured::ZooKeeper => "zookeeper",
+            Secured::DynamoDb => "dynamodb",
         }
     }
 
@@ -161,6 +172,9 @@ impl Secured {
     /// The URL of `connection` with the user info written as given (`user:password@`).
     pub fn url_with_userinfo(self, userinfo: &str, connection: &Connection) -> String {
         let (scheme, address) = match self {
+            Secured::DynamoDb => {
+                return self.dynamodb_url(&env("VALKEYRIE_SECURE_DYNAMODB_ENDPOINT"), connection.trust)
+            }
             Secured::Etcd => ("etcd", env("VALKEYRIE_SECURE_ETCD_ENDPOINTS")),
             Secured::Redis => ("rediss", env("VALKEYRIE_SECURE_REDIS_ADDRESS")),
             Secured::Consul => ("consul", env("VALKEYRIE_SECURE_CONSUL_ADDRESS")),
@@ -180,6 +194,20 @@ impl Secured {
             .map(|(cert, key)| format!("&cert_file={}&key_file={}", env(cert), env(key)))
             .unwrap_or_default();
         format!("{scheme}://{userinfo}{address}?ca_file={ca}{cert}&connect_timeout=5s&request_timeout=5s")
+    }
+
+    /// The URL of the secured DynamoDB's table through the proxy at `endpoint`, trusting
+    /// `trust`'s CA: DynamoDB Local takes any static credentials.
+    pub fn dynamodb_url(self, endpoint: &str, trust: Trust) -> String {
+        let ca = match trust {
+            Trust::PrivateCa => env("VALKEYRIE_TLS_CA_FILE"),
+            Trust::OtherCa => env("VALKEYRIE_TLS_OTHER_CA_FILE"),
+        };
+        let endpoint = utf8_percent_encode(endpoint, NON_ALPHANUMERIC);
+        format!(
+            "dynamodb://valkeyrie-secure?endpoint={endpoint}&ca_file={ca}&region=us-east-1&create_table=true\
+             &access_key_id=valkeyrie&secret_access_key=valkeyrie&max_attempts=1&connect_timeout=5s&request_timeout=10s"
+        )
     }
 
     /// Opens the store as `connection` says.

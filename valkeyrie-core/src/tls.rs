@@ -250,6 +250,15 @@ impl TlsMaterial {
         self.ca.as_ref().map(|ca| ca.pem.as_slice())
     }
 
+    /// The trusted roots as PEM text, for clients that take them only so (zookeeper-client,
+    /// the AWS SDK): the CA file's, or the public web roots written out.
+    pub fn roots_pem(&self) -> std::borrow::Cow<'_, [u8]> {
+        match &self.ca {
+            Some(ca) => std::borrow::Cow::Borrowed(ca.pem.as_slice()),
+            None => std::borrow::Cow::Owned(web_roots_pem().into_bytes()),
+        }
+    }
+
     /// The client certificate chain's and its key's PEM text, if one is configured.
     pub fn identity_pem(&self) -> Option<(&[u8], &[u8])> {
         self.identity
@@ -299,6 +308,24 @@ impl TlsMaterial {
             None => Ok(builder.with_no_client_auth()),
         }
     }
+}
+
+/// The public web roots (the ones [`TlsMaterial::root_store`] trusts) as PEM certificates.
+fn web_roots_pem() -> String {
+    use base64::Engine;
+
+    let mut pem = String::new();
+    for cert in webpki_root_certs::TLS_SERVER_ROOT_CERTS {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
+        pem.push_str("-----BEGIN CERTIFICATE-----\n");
+        for line in encoded.as_bytes().chunks(64) {
+            // Base64 text is ASCII, so every chunk of it is UTF-8.
+            pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+            pem.push('\n');
+        }
+        pem.push_str("-----END CERTIFICATE-----\n");
+    }
+    pem
 }
 
 /// Opens a TLS connection to `address` (`host:port`) with `config` and waits up to `wait`
@@ -437,6 +464,23 @@ pub fn text_is_certificate_failure(text: &str) -> bool {
 mod tests {
     use super::*;
     use crate::ErrorKind;
+
+    #[test]
+    fn the_web_roots_as_pem_parse_back_to_the_roots() {
+        let material = TlsConfig::default().load("etcd").expect("no files to read");
+        let pem = material.roots_pem();
+        let parsed = CertificateDer::pem_slice_iter(&pem)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .expect("PEM");
+        assert_eq!(parsed.len(), webpki_root_certs::TLS_SERVER_ROOT_CERTS.len());
+        assert_eq!(parsed[0].as_ref(), webpki_root_certs::TLS_SERVER_ROOT_CERTS[0].as_ref());
+        // Clients that take PEM roots add each to a rustls root store (the AWS SDK expects
+        // every one to be accepted).
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in parsed {
+            roots.add(cert).expect("a web root rustls accepts");
+        }
+    }
 
     #[test]
     fn schemes_turn_tls_on_and_plain_ones_conflict_with_it() {

@@ -17,7 +17,7 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 use aws_smithy_http_client::tls::rustls_provider::CryptoMode;
-use aws_smithy_http_client::tls::Provider;
+use aws_smithy_http_client::tls::{Provider, ServerName, TlsContext, TrustStore};
 use valkeyrie_core::{Error, Result};
 
 use crate::config::DynamoDbConfig;
@@ -58,11 +58,31 @@ fn streams_client(shared: &aws_config::SdkConfig, config: &DynamoDbConfig) -> aw
     aws_sdk_dynamodbstreams::Client::from_conf(builder.build())
 }
 
+/// The SDK's TLS settings: the CA file's certificates or the public web roots (never the
+/// platform's: the same roots as every backend), and `server_name` as a name the
+/// certificate may carry.
+///
+/// # Errors
+/// [`Error::InvalidConfiguration`] naming the TLS field that cannot be used.
+fn tls_context(config: &DynamoDbConfig) -> Result<TlsContext> {
+    let material = config.tls_config().load(DYNAMODB)?;
+    let trust = TrustStore::empty().with_pem_certificate(material.roots_pem().into_owned());
+    let mut context = TlsContext::builder().with_trust_store(trust);
+    if let Some(name) = material.server_name() {
+        let name = ServerName::try_from(name).map_err(|e| Error::config(DYNAMODB, "server_name", e.to_string()))?;
+        context = context.with_additional_server_names(vec![name]);
+    }
+    context
+        .build()
+        .map_err(|e| Error::config(DYNAMODB, "tls", e.to_string()))
+}
+
 impl DynamoClient {
     /// Builds the client and checks the table (creating it if asked to).
     pub(crate) async fn connect(config: &DynamoDbConfig) -> Result<Self> {
         let http = aws_smithy_http_client::Builder::new()
             .tls_provider(Provider::Rustls(CryptoMode::Ring))
+            .tls_context(tls_context(config)?)
             .build_https();
         let timeouts = TimeoutConfig::builder()
             .connect_timeout(config.connect_timeout)

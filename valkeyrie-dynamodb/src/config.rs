@@ -1,9 +1,11 @@
 //! [`DynamoDbConfig`]: table, region, endpoint, credentials, timeouts and retries.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 use valkeyrie_core::config::check_duration;
+use valkeyrie_core::tls::TlsConfig;
 use valkeyrie_core::{BackendConfig, Error, Result, Secret};
 
 use crate::DYNAMODB;
@@ -15,6 +17,13 @@ use crate::DYNAMODB;
 /// Every duration is at most a year
 /// ([`MAX_CONFIG_DURATION`](valkeyrie_core::config::MAX_CONFIG_DURATION)); a longer one is
 /// `InvalidConfiguration` naming the field when the store is opened.
+///
+/// TLS takes the parameters every network backend shares (see [`valkeyrie_core::tls`]):
+/// `ca_file` for a private CA (an endpoint behind a TLS proxy, a VPC endpoint with its own
+/// certificate), `server_name` for a certificate naming another host. Without a `ca_file`
+/// the public web roots are trusted. The AWS SDK's HTTP client cannot present a client
+/// certificate, so `cert_file` and `key_file` are refused. An `http://` endpoint with TLS
+/// settings is refused too.
 ///
 /// Credentials come from the standard AWS chain (environment, profile, web identity, ECS,
 /// EC2 instance metadata) unless `access_key_id` and `secret_access_key` are set.
@@ -72,6 +81,19 @@ pub struct DynamoDbConfig {
     /// How often a waiting `lock()` looks at the lock record again. Default 100 ms.
     #[serde(with = "valkeyrie_core::config::duration")]
     pub lock_poll_interval: Duration,
+    /// Insist on TLS: an `endpoint` must then be `https://`. Default `false` (the scheme of
+    /// the endpoint decides; AWS's own endpoints are `https://`).
+    pub tls: bool,
+    /// PEM file of the CA certificates to trust instead of the public web roots.
+    pub ca_file: Option<PathBuf>,
+    /// Not supported: the AWS SDK's HTTP client cannot present a client certificate.
+    /// Setting it is `InvalidConfiguration`; it is a field so that the URL parameters are
+    /// the same on every backend.
+    pub cert_file: Option<PathBuf>,
+    /// Not supported, as `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// A name the endpoint's certificate may carry instead of the endpoint's host.
+    pub server_name: Option<String>,
 }
 
 impl Default for DynamoDbConfig {
@@ -91,6 +113,11 @@ impl Default for DynamoDbConfig {
             watch_poll_interval: Duration::from_millis(250),
             watch_retry_for: Duration::from_secs(60),
             lock_poll_interval: Duration::from_millis(100),
+            tls: false,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            server_name: None,
         }
     }
 }
@@ -100,9 +127,32 @@ impl BackendConfig for DynamoDbConfig {
 }
 
 impl DynamoDbConfig {
+    /// The TLS fields, gathered.
+    pub(crate) fn tls_config(&self) -> TlsConfig {
+        TlsConfig {
+            enabled: self.tls,
+            ca_file: self.ca_file.clone(),
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+            server_name: self.server_name.clone(),
+        }
+    }
+
+    /// The endpoint overrides, for the TLS scheme rules.
+    pub(crate) fn endpoints(&self) -> Vec<String> {
+        self.endpoint.iter().chain(&self.streams_endpoint).cloned().collect()
+    }
+
     /// Checks what needs no server.
     pub(crate) fn validate(&self) -> Result<()> {
         let invalid = |field: &str, reason: &str| Err(Error::config(DYNAMODB, field, reason));
+        if self.cert_file.is_some() || self.key_file.is_some() {
+            return invalid(
+                "cert_file",
+                "the AWS SDK's HTTP client cannot present a client certificate",
+            );
+        }
+        self.tls_config().use_tls(DYNAMODB, &self.endpoints())?;
         let valid_name = (3..=255).contains(&self.table.len())
             && self
                 .table

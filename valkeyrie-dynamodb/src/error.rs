@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_smithy_types::retry::ErrorKind as RetryKind;
+use valkeyrie_core::tls::certificate_failure;
 use valkeyrie_core::Error;
 
 use crate::DYNAMODB;
@@ -26,6 +27,13 @@ where
     R: std::fmt::Debug + Send + Sync + 'static,
 {
     let key = key.to_owned();
+    // A certificate refused in the handshake (unknown CA, expired, another name): no retry
+    // mends it. The SDK's error says only "dispatch failure"; the rustls error is inside.
+    if let SdkError::DispatchFailure(_) = &err {
+        if let Some(why) = certificate_failure(&err) {
+            return Error::tls_verification(DYNAMODB, call, key, why);
+        }
+    }
     match &err {
         SdkError::TimeoutError(_) => Error::Timeout {
             store: DYNAMODB,

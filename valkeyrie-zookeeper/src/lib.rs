@@ -39,6 +39,21 @@
 //!   supported (`capabilities().lock_ttl` is false); the fencing token is the contender
 //!   node's creation zxid.
 //!
+//! ## Credentials, ACLs and TLS
+//!
+//! With `username` and `password` (digest authentication) every node this store creates
+//! is the user's alone (`digest:USER:HASH:cdrwa`): another user can neither read, change,
+//! delete nor lock it; `open_acls` keeps the open ACL instead. A `NoAuth` answer is
+//! `PermissionDenied`, an `AuthFailed` one (a server enforcing authentication)
+//! `Unauthenticated`.
+//!
+//! TLS (the server's `secureClientPort`) is behind the crate's `tls` feature. It brings
+//! rustls's aws-lc-rs provider (a C build) into the graph, because zookeeper-client's TLS
+//! uses rustls's default provider, and installs ring as the process-wide provider when a
+//! TLS handle is built and none is installed yet (a program that installs its own first
+//! keeps it). Without the
+//! feature, TLS settings are `InvalidConfiguration` rather than ignored.
+//!
 //! ## Sharing a store with Go services
 //!
 //! A Go service on `github.com/kvtools/zookeeper` (v1.0.2) reads and writes the same

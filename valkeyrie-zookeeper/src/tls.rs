@@ -22,7 +22,6 @@ pub(crate) use enabled::{certificate_refusal, with_tls};
 mod enabled {
     use std::time::Duration;
 
-    use base64::Engine;
     use valkeyrie_core::tls::{self, TlsMaterial};
     use valkeyrie_core::{Error, Result};
     use zookeeper_client::{Connector, TlsOptions};
@@ -37,12 +36,9 @@ mod enabled {
     /// cannot use.
     pub(crate) fn with_tls(connector: Connector, material: &TlsMaterial) -> Result<Connector> {
         install_ring_unless_a_provider_is_installed();
-        let ca = match material.ca_pem() {
-            Some(pem) => text("ca_file", pem)?.to_owned(),
-            None => web_roots_pem(),
-        };
+        let roots = material.roots_pem();
         let mut options = TlsOptions::new()
-            .with_pem_ca(&ca)
+            .with_pem_ca(text("ca_file", &roots)?)
             .map_err(|e| Error::config(ZOOKEEPER, "ca_file", e.to_string()))?;
         if let Some((cert, key)) = material.identity_pem() {
             options = options
@@ -80,27 +76,16 @@ mod enabled {
         std::str::from_utf8(pem).map_err(|_| Error::config(ZOOKEEPER, field, "the PEM file is not UTF-8 text"))
     }
 
-    /// The public web roots as PEM, for a connection without a `ca_file`.
-    fn web_roots_pem() -> String {
-        let mut pem = String::new();
-        for cert in webpki_root_certs::TLS_SERVER_ROOT_CERTS {
-            let encoded = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
-            pem.push_str("-----BEGIN CERTIFICATE-----\n");
-            for line in encoded.as_bytes().chunks(64) {
-                // Base64 is ASCII, so any chunk of it is UTF-8.
-                pem.push_str(std::str::from_utf8(line).unwrap_or_default());
-                pem.push('\n');
-            }
-            pem.push_str("-----END CERTIFICATE-----\n");
-        }
-        pem
-    }
-
     #[cfg(test)]
     mod tests {
+        use valkeyrie_core::tls::TlsConfig;
+
         #[test]
         fn the_web_roots_make_a_ca_zookeeper_client_takes() {
-            let pem = super::web_roots_pem();
+            let material = TlsConfig::default().load("zookeeper").expect("no files to read");
+            let pem = std::str::from_utf8(&material.roots_pem())
+                .expect("PEM is text")
+                .to_owned();
             assert!(pem.matches("BEGIN CERTIFICATE").count() > 100);
             zookeeper_client::TlsOptions::new()
                 .with_pem_ca(&pem)

@@ -17,7 +17,8 @@
 //! | `etcd` | etcd v3 (building needs `protoc`) | `etcd://h1:2379,h2:2379` | `etcd::EtcdConfig` |
 //! | `redis` | Redis | `redis://h:6379/0` | `redis::RedisConfig` |
 //! | `zookeeper` | ZooKeeper | `zookeeper://h1:2181/chroot` | `zookeeper::ZookeeperConfig` |
-//! | `all` | every one above | | |
+//! | `zookeeper-tls` | ZooKeeper, also over TLS (brings rustls's aws-lc-rs provider; see `valkeyrie_zookeeper`'s docs) | `zookeeper://h1:2281/chroot?ca_file=…` | `zookeeper::ZookeeperConfig` |
+//! | `all` | every one above but `zookeeper-tls` | | |
 //!
 //! The in-memory store (`memory://`) is always there. Each backend crate also works on its
 //! own, with `valkeyrie-core` and a `use valkeyrie_etcd as _;` line to link it.

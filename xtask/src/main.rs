@@ -37,9 +37,11 @@ commands:
                                  consul with 3 members, redis as a primary, a replica and 3
                                  Sentinels), on ports of their own
   servers start --secure [NAME ...]
-                                 the secured servers instead (etcd, redis): TLS with client
-                                 certificates from a test PKI (target/servers/pki/), users
-                                 with passwords and a prefix, on ports of their own
+                                 the secured servers instead (etcd, redis, consul, zookeeper,
+                                 dynamodb and dynamodb-expired: TLS proxies in front of
+                                 DynamoDB Local): TLS with client certificates from a test
+                                 PKI (target/servers/pki/), users or tokens limited to a
+                                 prefix, on ports of their own
   servers stop [--cluster|--secure] [NAME ...]
                                  stop servers (or clusters, or secured servers) the harness
                                  started
@@ -48,7 +50,8 @@ commands:
   servers env [--cluster|--secure] [NAME ...]
                                  the endpoint variables, as shell `export` lines
   servers install --secure [NAME ...]
-                                 what the secured servers need (their servers, curl, redis-cli)
+                                 what the secured servers need (their servers, curl,
+                                 redis-cli, openssl, socat)
   servers restart|pause|resume|kill NAME
                                  fault hooks on a server, a cluster member (etcd-2,
                                  sentinel-1, …) or a secured server (secure-etcd): restart

@@ -127,7 +127,9 @@ const SUITES: [Suite; 14] = [
     Suite {
         backend: "security",
         package: "valkeyrie-security",
-        secured: &[Secured::Etcd, Secured::Redis, Secured::Consul, Secured::ZooKeeper],
+        // DynamoDB Local, behind the TLS proxies.
+        servers: &[Server::DynamoDb],
+        secured: &Secured::ALL,
         ..SUITE
     },
     // Every TLS backend from a graph with both rustls providers (ring and aws-lc-rs): a
@@ -137,7 +139,14 @@ const SUITES: [Suite; 14] = [
         package: "valkeyrie-providers",
         manifest: Some("providers/Cargo.toml"),
         feature_sets: &[&[]],
-        secured: &[Secured::Etcd, Secured::Redis, Secured::Consul, Secured::ZooKeeper],
+        servers: &[Server::DynamoDb],
+        secured: &[
+            Secured::Etcd,
+            Secured::Redis,
+            Secured::Consul,
+            Secured::ZooKeeper,
+            Secured::DynamoDb,
+        ],
         ..SUITE
     },
     // Restarts, pauses and dropped connections, and the clusters' failovers: last, since it

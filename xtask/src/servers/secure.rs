@@ -18,8 +18,12 @@
 //! against the ACLs of the nodes that user created, and `enforce.auth` refuses sessions
 //! that never authenticate.
 //!
-//! The harness reaches these servers through curl, redis-cli and etcdctl (child processes
-//! with timeouts) rather than a TLS stack of its own.
+//! DynamoDB Local has neither TLS nor credentials: a TLS proxy (socat, test infrastructure
+//! only) in front of the plain server proves that a private CA works for the DynamoDB
+//! backend, and a second one with an expired certificate that it is refused.
+//!
+//! The harness reaches these servers through curl, redis-cli, etcdctl and openssl (child
+//! processes with timeouts) rather than a TLS stack of its own.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -105,15 +109,29 @@ pub enum Secured {
     /// ZooKeeper on its `secureClientPort` only (Netty), requiring client certificates,
     /// with digest authentication enforced.
     ZooKeeper,
+    /// A TLS proxy with the server certificate in front of the plain DynamoDB Local.
+    DynamoDb,
+    /// A TLS proxy with an expired server certificate in front of the plain DynamoDB Local.
+    DynamoDbExpired,
 }
 
 impl Secured {
     /// Every secured server, in the order they are started.
-    pub const ALL: [Secured; 4] = [Secured::Redis, Secured::Etcd, Secured::Consul, Secured::ZooKeeper];
+    pub const ALL: [Secured; 6] = [
+        Secured::Redis,
+        Secured::Etcd,
+        Secured::Consul,
+        Secured::ZooKeeper,
+        Secured::DynamoDb,
+        Secured::DynamoDbExpired,
+    ];
 
     /// The store's name, as for the single server.
     pub fn name(self) -> &'static str {
-        self.software().name()
+        match self {
+            Secured::DynamoDbExpired => "dynamodb-expired",
+            _ => self.software().name(),
+        }
     }
 
     /// Parses a name given on the command line (`etcd`, `redis`).
@@ -136,6 +154,16 @@ impl Secured {
             Secured::Redis => Server::Redis,
             Secured::Consul => Server::Consul,
             Secured::ZooKeeper => Server::ZooKeeper,
+            Secured::DynamoDb | Secured::DynamoDbExpired => Server::DynamoDb,
+        }
+    }
+
+    /// The plain server it stands in front of, which must run first: DynamoDB Local for
+    /// the TLS proxies.
+    pub fn upstream(self) -> Option<Server> {
+        match self {
+            Secured::DynamoDb | Secured::DynamoDbExpired => Some(Server::DynamoDb),
+            Secured::Etcd | Secured::Redis | Secured::Consul | Secured::ZooKeeper => None,
         }
     }
 
@@ -167,6 +195,11 @@ impl Secured {
                 ("VALKEYRIE_SECURE_ZOOKEEPER_ENDPOINTS", address),
                 ("VALKEYRIE_SECURE_ZOOKEEPER_ADMIN_USER", ZOOKEEPER_ADMIN_USER.to_owned()),
             ]),
+            Secured::DynamoDb => env.push(("VALKEYRIE_SECURE_DYNAMODB_ENDPOINT", format!("https://{address}"))),
+            Secured::DynamoDbExpired => env.push((
+                "VALKEYRIE_SECURE_DYNAMODB_EXPIRED_ENDPOINT",
+                format!("https://{address}"),
+            )),
         }
         env
     }
@@ -178,7 +211,7 @@ impl Secured {
     fn configure(self) -> Result<(), String> {
         match self {
             Secured::Etcd => configure_etcd(),
-            Secured::Redis | Secured::ZooKeeper => Ok(()),
+            Secured::Redis | Secured::ZooKeeper | Secured::DynamoDb | Secured::DynamoDbExpired => Ok(()),
             Secured::Consul => configure_consul(),
         }
     }
@@ -226,6 +259,8 @@ impl Managed for Secured {
             Secured::Consul => vec![28501, 28600, 28301, 28302, 28300],
             // the secure client port only (no plain port, no admin server)
             Secured::ZooKeeper => vec![29281],
+            Secured::DynamoDb => vec![28000],
+            Secured::DynamoDbExpired => vec![28001],
         }
     }
 
@@ -238,6 +273,8 @@ impl Managed for Secured {
             Secured::Redis => redis_command(self, dir, &data),
             Secured::Consul => consul_command(self, dir, &data),
             Secured::ZooKeeper => zookeeper_command(self, dir, &data),
+            Secured::DynamoDb => Ok(tls_proxy_command(self, pki::SERVER, pki::SERVER_KEY)),
+            Secured::DynamoDbExpired => Ok(tls_proxy_command(self, pki::EXPIRED_SERVER, pki::EXPIRED_SERVER_KEY)),
         }
     }
 
@@ -275,6 +312,28 @@ impl Managed for Secured {
                 reply if reply.contains("imok") => Ok(()),
                 reply => Err(format!("{} ruok answered {reply:?}", self.label())),
             },
+            // Any HTTP answer means the proxy and DynamoDB Local behind it both run; the
+            // expired certificate's proxy is asked without verification.
+            Secured::DynamoDb | Secured::DynamoDbExpired => {
+                let mut c = Command::new("curl");
+                c.args(["--silent", "--noproxy", "*", "--output", "/dev/null", "--max-time"])
+                    .arg(probe::PROBE_TIMEOUT.as_secs().to_string())
+                    .args(["--write-out", "%{http_code}"])
+                    .args(["--cacert"])
+                    .arg(pki::path(pki::CA));
+                if self == Secured::DynamoDbExpired {
+                    c.arg("--insecure");
+                }
+                let output = probe::output(c.arg(format!("https://{}/", self.address())), CLIENT_TIMEOUT)?;
+                match String::from_utf8_lossy(&output.stdout).trim() {
+                    "000" | "" => Err(format!(
+                        "{}: no HTTP answer through the proxy ({})",
+                        self.label(),
+                        failure(&output)
+                    )),
+                    _ => Ok(()),
+                }
+            }
         }
     }
 
@@ -282,6 +341,7 @@ impl Managed for Secured {
         match self {
             Secured::Redis => Duration::from_secs(10),
             Secured::Etcd | Secured::Consul | Secured::ZooKeeper => Duration::from_secs(30),
+            Secured::DynamoDb | Secured::DynamoDbExpired => Duration::from_secs(10),
         }
     }
 }
@@ -292,7 +352,12 @@ pub fn install(secured: &[Secured]) -> Result<(), String> {
     servers.sort();
     servers.dedup();
     install::install(&servers)?;
-    install::apt_install(&[("curl", "curl"), ("redis-cli", "redis-tools"), ("openssl", "openssl")])
+    install::apt_install(&[
+        ("curl", "curl"),
+        ("redis-cli", "redis-tools"),
+        ("openssl", "openssl"),
+        ("socat", "socat"),
+    ])
 }
 
 /// Starts `secured` unless the harness already runs it, waits until it is healthy and set
@@ -305,6 +370,13 @@ pub fn start(secured: Secured) -> Result<Started, String> {
                 say!("servers", "{}: runs on the previous PKI, restarting it", stale.label());
                 process::stop_by_pid(stale)?;
             }
+        }
+    }
+    if let Some(server) = secured.upstream() {
+        if process::state(server) == State::Stopped {
+            // It outlives this call, as servers started by `servers start` do; a test
+            // run starts it itself first (the suite lists it), and stops it.
+            process::start(server).map_err(|why| format!("{}: {why}", server.name()))?;
         }
     }
     let started = process::start(secured)?;
@@ -418,6 +490,21 @@ fn consul_command(secured: Secured, dir: &Path, data: &Path) -> Result<Command, 
         .args(["agent", "-config-file"])
         .arg(path);
     Ok(c)
+}
+
+/// socat terminating TLS with `cert` and `key` on the variant's port and forwarding each
+/// connection to the plain DynamoDB Local. It asks for no client certificate: the AWS SDK's
+/// HTTP client cannot present one.
+fn tls_proxy_command(secured: Secured, cert: &str, key: &str) -> Command {
+    let listen = format!(
+        "OPENSSL-LISTEN:{port},bind={HOST},reuseaddr,fork,verify=0,cert={cert},key={key}",
+        port = secured.ports()[0],
+        cert = pki::path(cert).display(),
+        key = pki::path(key).display(),
+    );
+    let mut c = Command::new("socat");
+    c.arg(listen).arg(format!("TCP:{}", Server::DynamoDb.address()));
+    c
 }
 
 /// ZooKeeper from a generated `zoo.cfg`: the secure client port only, through Netty (the

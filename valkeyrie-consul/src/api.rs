@@ -428,6 +428,42 @@ struct CreatedSession {
     id: String,
 }
 
+/// The entries of a KV answer (a JSON array of entries with base64 values). The answer is
+/// dropped before the entries are built: both at once were a large list's peak.
+///
+/// # Errors
+/// A backend error for an answer that is no such array, or a value that is no base64.
+pub(crate) fn kv_entries(call: &'static str, key: &str, body: Bytes) -> Result<Vec<Entry>> {
+    let raw: Vec<RawEntry> = parse(call, key, &body)?;
+    drop(body);
+    raw.into_iter().map(|entry| entry.decode(call)).collect()
+}
+
+/// What a transaction's answer says: 200 with results, or 409 (a rollback) with the
+/// reasons. Consul reports an ACL refusal inside a transaction as a rollback too: that one
+/// is `PermissionDenied`.
+///
+/// # Errors
+/// `PermissionDenied`, or a backend error for an answer of another shape.
+pub(crate) fn txn_outcome(call: &'static str, key: &str, body: &[u8]) -> Result<TxnOutcome> {
+    let answer: TxnReply = parse(call, key, body)?;
+    if let Some(errors) = answer.errors.filter(|e| !e.is_empty()) {
+        if let Some(denied) = errors.iter().find(|e| e.what.contains("Permission denied")) {
+            let reason = format!("the ACL token's policies do not allow this ({})", denied.what);
+            return Err(Error::permission_denied(CONSUL, call, key, reason));
+        }
+        return Ok(TxnOutcome::RolledBack(errors));
+    }
+    let entries = answer
+        .results
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|result| result.kv)
+        .map(|entry| entry.decode(call))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(TxnOutcome::Committed(entries))
+}
+
 fn parse<T: serde::de::DeserializeOwned>(call: &'static str, key: &str, body: &[u8]) -> Result<T> {
     serde_json::from_slice(body).map_err(|e| {
         let reason = format!("unexpected answer from the agent: {e}");
@@ -471,15 +507,7 @@ impl ConsulClient {
         if reply.status == StatusCode::NOT_FOUND {
             return Ok((Vec::new(), reply.index));
         }
-        let raw: Vec<RawEntry> = parse(call, key, &reply.body)?;
-        let index = reply.index;
-        // The answer goes before the entries are built: both at once were a large list's peak.
-        drop(reply);
-        let entries = raw
-            .into_iter()
-            .map(|entry| entry.decode(call))
-            .collect::<Result<Vec<_>>>()?;
-        Ok((entries, index))
+        Ok((kv_entries(call, key, reply.body)?, reply.index))
     }
 
     /// The value at `key` and its `ModifyIndex`, `None` when there is none. A `raw` read:
@@ -535,24 +563,7 @@ impl ConsulClient {
             request = request.flag("consistent");
         }
         let reply = self.send(call, key, request).await?;
-        // 200 with results, or 409 (a rollback) with the reasons.
-        let answer: TxnReply = parse(call, key, &reply.body)?;
-        if let Some(errors) = answer.errors.filter(|e| !e.is_empty()) {
-            // Consul reports an ACL refusal inside a transaction as a rollback too.
-            if let Some(denied) = errors.iter().find(|e| e.what.contains("Permission denied")) {
-                let reason = format!("the ACL token's policies do not allow this ({})", denied.what);
-                return Err(Error::permission_denied(CONSUL, call, key, reason));
-            }
-            return Ok(TxnOutcome::RolledBack(errors));
-        }
-        let entries = answer
-            .results
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|result| result.kv)
-            .map(|entry| entry.decode(call))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(TxnOutcome::Committed(entries))
+        txn_outcome(call, key, &reply.body)
     }
 
     /// Creates a session on the agent's node.

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use valkeyrie_core::config::check_duration;
 use valkeyrie_core::tls::TlsConfig;
 use valkeyrie_core::{BackendConfig, Error, Result, Secret};
 
@@ -11,7 +12,8 @@ use crate::CONSUL;
 
 /// Settings of the Consul store. The URL form sets the same fields as query parameters:
 /// `consul://10.0.0.1:8500?datacenter=dc1&token=…`, or with the token as the URL's password
-/// (`consul://:TOKEN@10.0.0.1:8500`). TLS takes the parameters every network backend
+/// (`consul://:TOKEN@10.0.0.1:8500`). Timeouts are at most a year
+/// ([`MAX_CONFIG_DURATION`](valkeyrie_core::config::MAX_CONFIG_DURATION)). TLS takes the parameters every network backend
 /// shares (`tls`, `ca_file`, `cert_file`, `key_file`, `server_name`; see
 /// [`valkeyrie_core::tls`]): `consul://:TOKEN@10.0.0.1:8501?ca_file=/etc/consul/ca.pem`.
 /// An endpoint written `http://` together with TLS settings is refused, so that the token
@@ -27,10 +29,10 @@ use crate::CONSUL;
 #[serde(default, deny_unknown_fields)]
 pub struct ConsulConfig {
     /// How long opening a TCP (and TLS) connection to an agent may take. Default 5 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "valkeyrie_core::config::duration")]
     pub connect_timeout: Duration,
     /// Deadline of each request (a blocking query gets its wait time on top). Default 5 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "valkeyrie_core::config::duration")]
     pub request_timeout: Duration,
     /// ACL token sent with every request (`X-Consul-Token`).
     #[serde(alias = "password")]
@@ -52,15 +54,15 @@ pub struct ConsulConfig {
     pub server_name: Option<String>,
     /// How long one blocking query of a watch or a waiting lock may wait at the server
     /// before it is renewed (Consul caps it at 10 min). Default 60 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "valkeyrie_core::config::duration")]
     pub watch_wait: Duration,
     /// How long a watch keeps retrying failed queries before it ends with an error item.
     /// Default 60 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "valkeyrie_core::config::duration")]
     pub watch_retry_for: Duration,
     /// The server's `session_ttl_min` (default 10 s). A TTL is carried by a session of half
     /// its length, as the Go store does, so TTLs shorter than twice this are raised to it.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "valkeyrie_core::config::duration")]
     pub session_ttl_min: Duration,
     /// The server's `kv_max_value_size` (default 512 KiB).
     pub kv_max_value_size: usize,
@@ -139,6 +141,13 @@ impl ConsulConfig {
         if self.connect_timeout.is_zero() {
             return invalid("connect_timeout", "must be longer than zero");
         }
+        for (field, value) in [
+            ("connect_timeout", self.connect_timeout),
+            ("request_timeout", self.request_timeout),
+            ("watch_retry_for", self.watch_retry_for),
+        ] {
+            check_duration(CONSUL, field, value)?;
+        }
         if self.watch_wait < Duration::from_secs(1) || self.watch_wait > Duration::from_secs(600) {
             return invalid("watch_wait", "must be between 1 s and 10 min (Consul's range)");
         }
@@ -214,5 +223,47 @@ mod tests {
             ..Default::default()
         };
         assert!(config.validate().unwrap_err().to_string().contains("watch_wait"));
+    }
+
+    /// Durations at and past their limits, through the URL: filled as humantime reads them
+    /// or refused, then accepted up to a year or refused naming the field.
+    mod limits {
+        use proptest::prelude::*;
+        use valkeyrie_core::testsuite::limits::{check_duration_param, duration_texts};
+
+        use super::super::*;
+
+        /// A duration field: its name, whether zero is allowed, and how to read it.
+        type Field = (&'static str, bool, fn(&ConsulConfig) -> Duration);
+
+        /// Every duration field whose only bound is the general one.
+        fn fields() -> Vec<Field> {
+            vec![
+                ("connect_timeout", false, |config| config.connect_timeout),
+                ("request_timeout", false, |config| config.request_timeout),
+                ("watch_retry_for", true, |config| config.watch_retry_for),
+            ]
+        }
+
+        fn check(text: &str) -> Result<(), String> {
+            for (field, zero_allowed, read) in fields() {
+                check_duration_param::<ConsulConfig>(field, text, zero_allowed, read, ConsulConfig::validate)?;
+            }
+            Ok(())
+        }
+
+        #[test]
+        fn durations_at_and_past_their_limits() {
+            for text in duration_texts() {
+                check(&text).unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn any_duration_text_fills_the_field_or_is_refused(text in "[0-9]{1,22} ?(ns|us|ms|s|m|h|d|w|M|y)") {
+                check(&text).map_err(TestCaseError::fail)?;
+            }
+        }
     }
 }

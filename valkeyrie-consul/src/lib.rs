@@ -79,5 +79,46 @@ mod write;
 pub use config::ConsulConfig;
 pub use store::ConsulStore;
 
+/// The crate-private decoders of the agent's answers and the config check, for the fuzz
+/// targets of `fuzz/` only (feature `fuzzing`); not part of the API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    use valkeyrie_core::{Bytes, Result};
+
+    use crate::ConsulConfig;
+
+    /// Checks a config opened on `endpoints` as opening the store does, before sending.
+    ///
+    /// # Errors
+    /// `InvalidConfiguration` naming the field.
+    pub fn validate(config: &ConsulConfig, endpoints: &[String]) -> Result<()> {
+        config.validate()?;
+        crate::client::ConsulClient::new(endpoints, config).map(drop)
+    }
+
+    /// The entries of a KV answer: each key, value and `ModifyIndex`.
+    ///
+    /// # Errors
+    /// A backend error for an answer of another shape, or a value that is no base64.
+    pub fn kv_entries(body: &[u8]) -> Result<Vec<(String, Bytes, u64)>> {
+        let entries = crate::api::kv_entries("list", "", Bytes::copy_from_slice(body))?;
+        Ok(entries.into_iter().map(|e| (e.key, e.value, e.modify_index)).collect())
+    }
+
+    /// A transaction's answer: the entries it returned, or `None` for a rollback.
+    ///
+    /// # Errors
+    /// `PermissionDenied`, or a backend error for an answer of another shape.
+    pub fn txn_outcome(body: &[u8]) -> Result<Option<Vec<(String, Bytes, u64)>>> {
+        Ok(match crate::api::txn_outcome("commit", "", body)? {
+            crate::api::TxnOutcome::Committed(entries) => {
+                Some(entries.into_iter().map(|e| (e.key, e.value, e.modify_index)).collect())
+            }
+            crate::api::TxnOutcome::RolledBack(_) => None,
+        })
+    }
+}
+
 /// The registered name of this store, also its URL scheme.
 pub const CONSUL: &str = "consul";

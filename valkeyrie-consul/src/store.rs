@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use valkeyrie_core::{
     Backend, Background, Capabilities, Error, ErrorKind, Key, KvPair, LockOptions, Locker, ReadOptions, Registration,
-    Result, Store, StoreSpec, Txn, TxnOp, TxnOutcome as Outcome, WatchStream, WriteOptions,
+    Result, Store, StoreSpec, Txn, TxnOutcome as Outcome, WatchStream, WriteOptions,
 };
 
 use crate::api::{Consistency, Entry, KvOp, TxnOutcome};
@@ -106,19 +106,10 @@ fn at_or_below(dir: &Key, key: &str) -> bool {
     key == dir.as_str() || dir.contains(key)
 }
 
-impl ConsulStore {
-    /// The TTL of `call`'s write and whether to keep it alive, checked against Consul's
-    /// limits.
-    fn ttl(&self, call: &'static str, key: &Key, opts: &WriteOptions) -> Result<Option<(std::time::Duration, bool)>> {
-        match opts.ttl {
-            Some(ttl) if ttl > self.config.max_ttl() => {
-                let reason = format!("a TTL of {ttl:?} exceeds Consul's limit (a 24 h session, so 48 h)");
-                Err(Error::backend(CONSUL, call, key.as_str(), false, reason))
-            }
-            Some(ttl) => Ok(Some((ttl, opts.keep_alive))),
-            None => Ok(None),
-        }
-    }
+/// The TTL of a write and whether to keep it alive (the store handle has checked the TTL
+/// against [`Capabilities::max_ttl`]).
+fn ttl(opts: &WriteOptions) -> Option<(std::time::Duration, bool)> {
+    opts.ttl.map(|ttl| (ttl, opts.keep_alive))
 }
 
 #[async_trait]
@@ -130,6 +121,8 @@ impl Backend for ConsulStore {
     fn capabilities(&self) -> Capabilities {
         let mut caps = Capabilities::all();
         caps.min_ttl = self.config.min_ttl();
+        // A TTL is carried by a session of half its length, and a session lasts at most 24 h.
+        caps.max_ttl = Some(self.config.max_ttl());
         caps.max_value_size = Some(self.config.max_value_size());
         caps.consistent_reads = true;
         caps.persistent = true;
@@ -142,7 +135,7 @@ impl Backend for ConsulStore {
     }
 
     async fn put(&self, key: &Key, value: Bytes, opts: &WriteOptions) -> Result<()> {
-        let ttl = self.ttl("put", key, opts)?;
+        let ttl = ttl(opts);
         let spawner = self.background.spawner();
         write(&self.client, &spawner, "put", key, &value, Expect::Anything, ttl).await?;
         Ok(())
@@ -234,7 +227,7 @@ impl Backend for ConsulStore {
         previous: Option<&KvPair>,
         opts: &WriteOptions,
     ) -> Result<KvPair> {
-        let ttl = self.ttl("atomic_put", key, opts)?;
+        let ttl = ttl(opts);
         let expect = previous.map_or(Expect::Absent, |previous| Expect::Index(previous.last_index));
         let spawner = self.background.spawner();
         let index = write(&self.client, &spawner, "atomic_put", key, &value, expect, ttl).await?;
@@ -256,11 +249,6 @@ impl Backend for ConsulStore {
     }
 
     async fn commit(&self, txn: &Txn) -> Result<Outcome> {
-        for op in &txn.ops {
-            if let TxnOp::Put { key, opts, .. } = op {
-                self.ttl("commit", key, opts)?;
-            }
-        }
         txn::commit(&self.client, txn).await
     }
 

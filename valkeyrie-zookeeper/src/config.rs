@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use std::path::PathBuf;
 
+use valkeyrie_core::config::check_duration;
 use valkeyrie_core::tls::TlsConfig;
 use valkeyrie_core::{BackendConfig, Error, Result, Secret};
 use zookeeper_client::{Acl, Acls, AuthId, Permission};
@@ -29,13 +30,13 @@ pub struct ZookeeperConfig {
     /// Session timeout asked of the server (which clamps it to 2–20 ticks). Ephemeral nodes
     /// (keep-alive keys, lock contenders) outlive a dead handle by about this long.
     /// Default 10 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "valkeyrie_core::config::duration")]
     pub session_timeout: Duration,
     /// How long connecting may take. Default 5 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "valkeyrie_core::config::duration")]
     pub connect_timeout: Duration,
     /// Deadline of each request. Default 5 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "valkeyrie_core::config::duration")]
     pub request_timeout: Duration,
     /// User for digest authentication, with `password`.
     pub username: Option<String>,
@@ -159,8 +160,18 @@ impl ZookeeperConfig {
         if self.session_timeout < Duration::from_millis(100) {
             return invalid("session_timeout", "must be at least 100 ms");
         }
-        if self.request_timeout.is_zero() || self.connect_timeout.is_zero() {
-            return invalid("request_timeout", "timeouts must be longer than zero");
+        if self.request_timeout.is_zero() {
+            return invalid("request_timeout", "must be longer than zero");
+        }
+        if self.connect_timeout.is_zero() {
+            return invalid("connect_timeout", "must be longer than zero");
+        }
+        for (field, value) in [
+            ("session_timeout", self.session_timeout),
+            ("connect_timeout", self.connect_timeout),
+            ("request_timeout", self.request_timeout),
+        ] {
+            check_duration(ZOOKEEPER, field, value)?;
         }
         if self.max_request_bytes <= REQUEST_OVERHEAD {
             return invalid("max_request_bytes", "must be larger than 4 KiB");
@@ -232,5 +243,46 @@ mod tests {
             ..user
         };
         assert_eq!(shared.node_acls(), Acls::anyone_all().to_vec());
+    }
+
+    /// Durations at and past their limits, through the URL: filled as humantime reads them
+    /// or refused, then accepted up to a year or refused naming the field.
+    mod limits {
+        use proptest::prelude::*;
+        use valkeyrie_core::testsuite::limits::{check_duration_param, duration_texts};
+
+        use super::super::*;
+
+        /// A duration field: its name, whether zero is allowed, and how to read it.
+        type Field = (&'static str, bool, fn(&ZookeeperConfig) -> Duration);
+
+        /// Every duration field whose only bound is the general one.
+        fn fields() -> Vec<Field> {
+            vec![
+                ("connect_timeout", false, |config| config.connect_timeout),
+                ("request_timeout", false, |config| config.request_timeout),
+            ]
+        }
+
+        fn check(text: &str) -> Result<(), String> {
+            for (field, zero_allowed, read) in fields() {
+                check_duration_param::<ZookeeperConfig>(field, text, zero_allowed, read, ZookeeperConfig::validate)?;
+            }
+            Ok(())
+        }
+
+        #[test]
+        fn durations_at_and_past_their_limits() {
+            for text in duration_texts() {
+                check(&text).unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn any_duration_text_fills_the_field_or_is_refused(text in "[0-9]{1,22} ?(ns|us|ms|s|m|h|d|w|M|y)") {
+                check(&text).map_err(TestCaseError::fail)?;
+            }
+        }
     }
 }

@@ -93,5 +93,33 @@ mod watch;
 pub use config::ZookeeperConfig;
 pub use store::ZookeeperStore;
 
+/// The crate-private node data codec and the config check, for the fuzz targets of
+/// `fuzz/` only (feature `fuzzing`); not part of the API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    use valkeyrie_core::{Bytes, Result};
+
+    use crate::ZookeeperConfig;
+
+    /// Checks a config as opening the store does, before connecting.
+    ///
+    /// # Errors
+    /// `InvalidConfiguration` naming the field.
+    pub fn validate(config: &ZookeeperConfig) -> Result<()> {
+        config.validate()
+    }
+
+    /// The value a node's data holds, `None` for a directory node.
+    pub fn decode(data: Vec<u8>) -> Option<Bytes> {
+        crate::client::decode(data)
+    }
+
+    /// The data a node is written with for `value`.
+    pub fn encode(value: &[u8]) -> Vec<u8> {
+        crate::client::encode(value)
+    }
+}
+
 /// The registered name of this store, also its URL scheme.
 pub const ZOOKEEPER: &str = "zookeeper";

@@ -61,6 +61,10 @@ impl ZookeeperConfig {
     }
 }
 
+/// The longest TTL a TTL node takes: 40 bits of milliseconds, about 34.8 years
+/// (ZooKeeper's `EphemeralType.TTL.maxValue()`); the server refuses longer ones.
+const MAX_TTL_NODE: Duration = Duration::from_millis(0xFF_FFFF_FFFF);
+
 /// What a write expects to find.
 #[derive(Clone, Copy)]
 enum Expect {
@@ -328,6 +332,7 @@ impl Backend for ZookeeperStore {
         caps.lock_ttl = false;
         // TTL nodes are removed by the server's periodic sweep; shorter TTLs are raised.
         caps.min_ttl = Duration::from_secs(1);
+        caps.max_ttl = Some(MAX_TTL_NODE);
         caps.max_value_size = Some(self.config.max_value_size());
         caps.persistent = true;
         caps

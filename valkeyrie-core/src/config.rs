@@ -130,7 +130,7 @@ pub mod duration {
                 _ => (31_557_600, 1),
             };
             rest = &rest[unit_len..];
-            total = total.saturating_add(number.saturating_mul(per_unit) / divisor + 1);
+            total = total.saturating_add((number.saturating_mul(per_unit) / divisor).saturating_add(1));
         }
         total
     }
@@ -688,6 +688,9 @@ mod tests {
             let err = duration::parse(text).unwrap_err();
             assert!(err.contains("too long"), "{text}: {err}");
         }
+        // Found by the config_dynamodb fuzz target: a number over 39 digits overflowed the bound.
+        assert!(duration::parse("18446744073709551111111111111111111111116s").is_err());
+        assert!(duration::parse(&"9".repeat(60)).is_err());
         assert_eq!(duration::parse("1h 30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(duration::parse("1y"), Ok(MAX_CONFIG_DURATION));
         assert_eq!(duration::parse("584000000ns"), Ok(Duration::from_millis(584)));

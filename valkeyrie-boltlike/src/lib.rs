@@ -40,5 +40,19 @@ mod store;
 pub use config::BoltlikeConfig;
 pub use store::BoltlikeStore;
 
+/// The crate-private config check, for the fuzz targets of `fuzz/` only (feature
+/// `fuzzing`); not part of the API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Checks a config as opening does, before touching the disk.
+    ///
+    /// # Errors
+    /// `InvalidConfiguration` naming the field.
+    pub fn validate(config: &crate::BoltlikeConfig) -> valkeyrie_core::Result<()> {
+        config.validate()
+    }
+}
+
 /// The registered name of this store.
 pub const BOLTLIKE: &str = "boltlike";

@@ -73,5 +73,101 @@ mod watch;
 pub use config::DynamoDbConfig;
 pub use store::DynamoDbStore;
 
+/// The crate-private decoders of server answers and the config check, for the fuzz targets
+/// of `fuzz/` only (feature `fuzzing`); not part of the API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::collections::HashMap;
+
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use aws_sdk_dynamodbstreams::types::{
+        AttributeValue as StreamValue, OperationType, Record as StreamRecord, StreamRecord as Change,
+    };
+    use valkeyrie_core::{Key, KvPair, Result, WatchEvent};
+
+    use crate::item::{Record, ID};
+
+    /// One attribute of an item or a stream image: name, whether it is a number (`N`, else
+    /// a string `S`), and its text.
+    pub type Attribute = (String, bool, String);
+
+    /// One stream record as plain data.
+    #[derive(Debug, Clone)]
+    pub struct StreamInput {
+        /// `INSERT`, `MODIFY`, `REMOVE`, or any other text.
+        pub event_name: String,
+        /// The `id` key attribute; `None` for a record without one.
+        pub key: Option<String>,
+        /// The image before the change.
+        pub old_image: Option<Vec<Attribute>>,
+        /// The image after the change.
+        pub new_image: Option<Vec<Attribute>>,
+    }
+
+    /// Checks a config as opening the store does, before any connection.
+    ///
+    /// # Errors
+    /// `InvalidConfiguration` naming the field.
+    pub fn validate(config: &crate::DynamoDbConfig) -> Result<()> {
+        config.validate()
+    }
+
+    /// Decodes an item of `attributes` as every read does: its pair, or a permanent
+    /// `Backend` error naming the key.
+    ///
+    /// # Errors
+    /// When the item is not one of the table's.
+    pub fn decode_item(attributes: &[Attribute]) -> Result<KvPair> {
+        let item: HashMap<String, AttributeValue> = attributes
+            .iter()
+            .map(|(name, number, text)| {
+                let value = if *number {
+                    AttributeValue::N(text.clone())
+                } else {
+                    AttributeValue::S(text.clone())
+                };
+                (name.clone(), value)
+            })
+            .collect();
+        Record::decode("fuzz", &item).map(Record::into_pair)
+    }
+
+    /// The events a watch of `key` (with `tree`, below it) reports for `records` read at
+    /// `now` (Unix seconds), starting from an empty table.
+    pub fn stream_events(key: &Key, tree: bool, records: &[StreamInput], now: u64) -> Vec<WatchEvent> {
+        let image = |attributes: &[Attribute]| -> HashMap<String, StreamValue> {
+            attributes
+                .iter()
+                .map(|(name, number, text)| {
+                    let value = if *number {
+                        StreamValue::N(text.clone())
+                    } else {
+                        StreamValue::S(text.clone())
+                    };
+                    (name.clone(), value)
+                })
+                .collect()
+        };
+        let records: Vec<StreamRecord> = records
+            .iter()
+            .map(|input| {
+                let mut change = Change::builder();
+                if let Some(key) = &input.key {
+                    change = change.keys(ID, StreamValue::S(key.clone()));
+                }
+                change = change
+                    .set_old_image(input.old_image.as_deref().map(image))
+                    .set_new_image(input.new_image.as_deref().map(image));
+                StreamRecord::builder()
+                    .event_name(OperationType::from(input.event_name.as_str()))
+                    .dynamodb(change.build())
+                    .build()
+            })
+            .collect();
+        crate::watch::replay(key, tree, &records, now)
+    }
+}
+
 /// The registered name of this store, also its URL scheme.
 pub const DYNAMODB: &str = "dynamodb";

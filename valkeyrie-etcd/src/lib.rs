@@ -64,5 +64,19 @@ mod watch;
 pub use config::EtcdConfig;
 pub use store::EtcdStore;
 
+/// The crate-private config check, for the fuzz targets of `fuzz/` only (feature
+/// `fuzzing`); not part of the API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Checks a config as connecting does, before any connection.
+    ///
+    /// # Errors
+    /// `InvalidConfiguration` naming the field.
+    pub fn validate(config: &crate::EtcdConfig) -> valkeyrie_core::Result<()> {
+        config.validate()
+    }
+}
+
 /// The registered name of this store, also its URL scheme.
 pub const ETCD: &str = "etcd";

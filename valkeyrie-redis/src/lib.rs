@@ -112,6 +112,44 @@ mod watch;
 pub use config::{RedisConfig, Topology, ValueEncoding};
 pub use store::RedisStore;
 
+/// The crate-private value decoders and the config check, for the fuzz targets of `fuzz/`
+/// only (feature `fuzzing`); not part of the API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    use valkeyrie_core::{Bytes, KvPair, Result};
+
+    use crate::{RedisConfig, ValueEncoding};
+
+    /// Checks a config opened on `endpoints` as opening the store does, before connecting.
+    ///
+    /// # Errors
+    /// `InvalidConfiguration` naming the field.
+    pub fn validate(config: &RedisConfig, endpoints: &[String]) -> Result<()> {
+        config.validate(endpoints)
+    }
+
+    /// The pair a read finds in the stored bytes of `key` (the envelope layout).
+    pub fn decode(key: &str, stored: &[u8]) -> KvPair {
+        crate::codec::decode(key, stored)
+    }
+
+    /// The pair a read finds in the raw layout: the value and its index key's bytes.
+    pub fn decode_raw(key: &str, value: Bytes, index: Option<&[u8]>) -> KvPair {
+        crate::codec::decode_raw(key, value, index)
+    }
+
+    /// What the scripts store for `value` at `key` once they append `index` (and, for the
+    /// envelope, its closing brace).
+    pub fn stored(encoding: ValueEncoding, key: &str, value: &Bytes, index: u64) -> Vec<u8> {
+        let mut stored = crate::codec::payload(encoding, key, value).to_vec();
+        if encoding == ValueEncoding::Envelope {
+            stored.extend_from_slice(format!("{index}}}").as_bytes());
+        }
+        stored
+    }
+}
+
 /// The registered name of this store, also its URL scheme.
 pub const REDIS: &str = "redis";
 /// The registered name for TLS connections (`rediss://`).

@@ -13,7 +13,9 @@ use valkeyrie_redis::ValueEncoding;
 fuzz_target!(|data: &[u8]| {
     let pair = fuzzing::decode("k", data);
     assert_eq!(pair.key, "k");
-    if serde_json::from_slice::<serde_json::Value>(data).is_err() {
+    // serde_json skips an unknown field's string without checking its UTF-8, so only text
+    // that is no JSON at all must come back raw.
+    if std::str::from_utf8(data).is_ok() && serde_json::from_slice::<serde_json::Value>(data).is_err() {
         assert_eq!(
             (pair.value.as_ref(), pair.last_index),
             (data, 0),

@@ -480,7 +480,7 @@ impl ConsulClient {
         }
         if let Some(blocking) = blocking {
             // A blocking query may last its wait, plus Consul's jitter (wait/16), plus a request.
-            let deadline = blocking.wait + blocking.wait / 16 + self.request_timeout();
+            let deadline = (blocking.wait + blocking.wait / 16).saturating_add(self.request_timeout());
             request = request
                 .param("index", blocking.index)
                 .param("wait", format!("{}ms", blocking.wait.as_millis()))

@@ -291,7 +291,7 @@ impl ConsulClient {
             })
         };
         let skips = u32::try_from(agents.saturating_sub(1)).unwrap_or(u32::MAX);
-        let deadline = deadline + self.inner.connect_timeout.saturating_mul(skips);
+        let deadline = deadline.saturating_add(self.inner.connect_timeout.saturating_mul(skips));
         match tokio::time::timeout(deadline, attempts).await {
             Ok(result) => result,
             Err(_) => Err(Error::Timeout {

@@ -50,7 +50,7 @@ impl ConsulConfig {
         self.validate()?;
         let endpoints: Vec<String> = endpoints.into_iter().map(Into::into).collect();
         let client = ConsulClient::new(&endpoints, &self)?;
-        let deadline = self.connect_timeout + self.request_timeout;
+        let deadline = self.connect_timeout.saturating_add(self.request_timeout);
         let leader = match client
             .send("connect", "", ApiRequest::get("status/leader").deadline(deadline))
             .await

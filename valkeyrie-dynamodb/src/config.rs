@@ -247,51 +247,35 @@ mod tests {
 
     /// Durations at and past their limits, through the URL: filled as humantime reads them
     /// or refused, then accepted up to a year or refused naming the field.
-    mod limits {
-        use proptest::prelude::*;
-        use valkeyrie_core::testsuite::limits::{check_duration_param, duration_texts};
+    #[test]
+    fn durations_at_and_past_their_limits() {
+        use valkeyrie_core::testsuite::limits::check_duration_fields;
 
-        use super::super::*;
-
-        /// A duration field: its name, whether zero is allowed, and how to read it.
-        type Field = (&'static str, bool, fn(&DynamoDbConfig) -> Duration);
-
-        /// Every duration field.
-        fn fields() -> Vec<Field> {
-            vec![
-                ("connect_timeout", false, |config| config.connect_timeout),
-                ("request_timeout", false, |config| config.request_timeout),
-                ("watch_poll_interval", false, |config| config.watch_poll_interval),
-                ("watch_retry_for", true, |config| config.watch_retry_for),
-                ("lock_poll_interval", false, |config| config.lock_poll_interval),
-            ]
-        }
-
-        fn check(text: &str) -> Result<(), String> {
-            for (field, zero_allowed, read) in fields() {
-                check_duration_param::<DynamoDbConfig>(field, text, zero_allowed, read, |config: &DynamoDbConfig| {
-                    DynamoDbConfig {
-                        table: "valkeyrie".into(),
-                        ..config.clone()
-                    }
-                    .validate()
-                })?;
-            }
-            Ok(())
-        }
-
-        #[test]
-        fn durations_at_and_past_their_limits() {
-            for text in duration_texts() {
-                check(&text).unwrap_or_else(|e| panic!("{e}"));
-            }
-        }
-
-        proptest! {
-            #[test]
-            fn any_duration_text_fills_the_field_or_is_refused(text in "[0-9]{1,22} ?(ns|us|ms|s|m|h|d|w|M|y)") {
-                check(&text).map_err(TestCaseError::fail)?;
-            }
-        }
+        check_duration_fields::<DynamoDbConfig>(
+            &[
+                ("connect_timeout", false, |config: &DynamoDbConfig| {
+                    config.connect_timeout
+                }),
+                ("request_timeout", false, |config: &DynamoDbConfig| {
+                    config.request_timeout
+                }),
+                ("watch_poll_interval", false, |config: &DynamoDbConfig| {
+                    config.watch_poll_interval
+                }),
+                ("watch_retry_for", true, |config: &DynamoDbConfig| {
+                    config.watch_retry_for
+                }),
+                ("lock_poll_interval", false, |config: &DynamoDbConfig| {
+                    config.lock_poll_interval
+                }),
+            ],
+            |config: &DynamoDbConfig| {
+                DynamoDbConfig {
+                    table: "valkeyrie".into(),
+                    ..config.clone()
+                }
+                .validate()
+            },
+        );
     }
 }

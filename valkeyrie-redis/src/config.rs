@@ -250,44 +250,16 @@ mod tests {
 
     /// Durations at and past their limits, through the URL: filled as humantime reads them
     /// or refused, then accepted up to a year or refused naming the field.
-    mod limits {
-        use proptest::prelude::*;
-        use valkeyrie_core::testsuite::limits::{check_duration_param, duration_texts};
+    #[test]
+    fn durations_at_and_past_their_limits() {
+        use valkeyrie_core::testsuite::limits::check_duration_fields;
 
-        use super::super::*;
-
-        /// A duration field: its name, whether zero is allowed, and how to read it.
-        type Field = (&'static str, bool, fn(&RedisConfig) -> Duration);
-
-        /// Every duration field.
-        fn fields() -> Vec<Field> {
-            vec![
-                ("connect_timeout", false, |config| config.connect_timeout),
-                ("request_timeout", false, |config| config.request_timeout),
-            ]
-        }
-
-        fn check(text: &str) -> Result<(), String> {
-            for (field, zero_allowed, read) in fields() {
-                check_duration_param::<RedisConfig>(field, text, zero_allowed, read, |config: &RedisConfig| {
-                    config.validate(&[])
-                })?;
-            }
-            Ok(())
-        }
-
-        #[test]
-        fn durations_at_and_past_their_limits() {
-            for text in duration_texts() {
-                check(&text).unwrap_or_else(|e| panic!("{e}"));
-            }
-        }
-
-        proptest! {
-            #[test]
-            fn any_duration_text_fills_the_field_or_is_refused(text in "[0-9]{1,22} ?(ns|us|ms|s|m|h|d|w|M|y)") {
-                check(&text).map_err(TestCaseError::fail)?;
-            }
-        }
+        check_duration_fields::<RedisConfig>(
+            &[
+                ("connect_timeout", false, |config: &RedisConfig| config.connect_timeout),
+                ("request_timeout", false, |config: &RedisConfig| config.request_timeout),
+            ],
+            |config: &RedisConfig| config.validate(&[]),
+        );
     }
 }

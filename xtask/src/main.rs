@@ -28,8 +28,9 @@ commands:
                                  (--publish: also to bench/results/, which the README shows).
                                  backends: boltlike consul dynamodb etcd redis zookeeper
   fuzz [--seconds N] [--target NAME]
-                                 run a cargo fuzz target of fuzz/ (default store_url, 60 s) on
-                                 nightly Rust, installing cargo-fuzz and nightly when missing
+                                 run the cargo fuzz targets of fuzz/ (every one, 20 s each by
+                                 default; --target: one) on nightly Rust, installing cargo-fuzz
+                                 and nightly when missing
   servers install [NAME ...]     install servers (all by default)
   servers start [--cluster] [NAME ...]
                                  start servers on loopback (all by default) and leave them

@@ -94,6 +94,36 @@ pub fn check_duration_param<C: BackendConfig>(
     }
 }
 
+/// A duration field of config `C`: its name, whether zero is a valid value, and how to
+/// read it out of a config.
+pub type DurationField<C> = (&'static str, bool, fn(&C) -> Duration);
+
+/// The shape of the random duration texts: up to 22 digits and any humantime unit.
+pub const DURATION_TEXT: &str = "[0-9]{1,22} ?(ns|us|ms|s|m|h|d|w|M|y)";
+
+/// Checks every field of `fields` with [`check_duration_param`] at each of
+/// [`duration_texts`] and at 256 random texts of the shape [`DURATION_TEXT`] (a property
+/// test), `validate` being the check opening the store makes.
+///
+/// # Panics
+/// With the first expectation that does not hold, and the text that broke it.
+pub fn check_duration_fields<C: BackendConfig>(fields: &[DurationField<C>], validate: impl Fn(&C) -> Result<()>) {
+    let check = |text: &str| {
+        fields.iter().try_for_each(|(field, zero_allowed, read)| {
+            check_duration_param::<C>(field, text, *zero_allowed, read, &validate)
+        })
+    };
+    for text in duration_texts() {
+        check(&text).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let mut runner = proptest::test_runner::TestRunner::default();
+    runner
+        .run(&DURATION_TEXT, |text| {
+            check(&text).map_err(proptest::test_runner::TestCaseError::fail)
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// `Ok` when `err` is `InvalidConfiguration` naming `field`.
 fn names_field(err: &Error, field: &str) -> Result<(), String> {
     match err {

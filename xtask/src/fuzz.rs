@@ -12,8 +12,8 @@ use crate::paths::workspace;
 use crate::say;
 use crate::servers::install::run as run_status;
 
-/// How long each target runs by default: with the seven targets, under two and a half minutes in all
-/// (plus the first build).
+/// How long each target runs by default: with the seven targets, under two and a half
+/// minutes in all (plus the first build).
 const DEFAULT_SECONDS: u64 = 20;
 
 fn has_nightly() -> bool {

@@ -16,12 +16,13 @@ use std::time::Duration;
 
 use futures_util::{stream, StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
-use valkeyrie_core::tls::{strip_scheme, TlsMaterial};
+use valkeyrie_core::tls::strip_scheme;
 use valkeyrie_core::{Error, Key, KvPair, Result};
 use zookeeper_client::{Acl, Acls, Client, Connector, CreateMode, MultiReadResult, SessionState, Stat, StateWatcher};
 
 use crate::config::ZookeeperConfig;
 use crate::error::map_error;
+use crate::tls::ZkTls;
 use crate::ZOOKEEPER;
 
 /// The data of a directory node made for its children, not written as a key.
@@ -53,8 +54,8 @@ struct SessionSpec {
     session_timeout: Duration,
     connect_timeout: Duration,
     auth: Option<Vec<u8>>,
-    /// The TLS files, read once, when the endpoints are reached over TLS.
-    tls: Option<TlsMaterial>,
+    /// The TLS settings, built once, when the endpoints are reached over TLS.
+    tls: Option<ZkTls>,
 }
 
 impl SessionSpec {
@@ -69,7 +70,7 @@ impl SessionSpec {
         };
         let tls_config = config.tls_config();
         let tls = if tls_config.use_tls(ZOOKEEPER, &endpoints)? {
-            Some(tls_config.load(ZOOKEEPER)?)
+            Some(ZkTls::new(tls_config.load(ZOOKEEPER)?)?)
         } else {
             None
         };
@@ -95,17 +96,17 @@ impl SessionSpec {
     }
 
     /// A connector with the session's timeouts, credentials and TLS settings.
-    fn connector(&self) -> Result<Connector> {
+    fn connector(&self) -> Connector {
         let mut connector = Client::connector()
             .with_session_timeout(self.session_timeout)
             .with_connection_timeout(self.connect_timeout);
         if let Some(auth) = &self.auth {
             connector = connector.with_auth("digest", auth);
         }
-        if let Some(material) = &self.tls {
-            connector = crate::tls::with_tls(connector, material)?;
+        if let Some(tls) = &self.tls {
+            connector = tls.apply(connector);
         }
-        Ok(connector)
+        connector
     }
 
     /// Opens a session under the chroot, or at the root with `at_root`, giving up after
@@ -116,7 +117,7 @@ impl SessionSpec {
             cluster.push_str(chroot);
         }
         let limit = self.connect_timeout.max(Duration::from_millis(100));
-        match tokio::time::timeout(limit, self.connector()?.connect(&cluster)).await {
+        match tokio::time::timeout(limit, self.connector().connect(&cluster)).await {
             Ok(Ok(client)) => Ok(client),
             Ok(Err(err)) => Err(self.connect_error(map_error("connect", "", err)).await),
             Err(_) => {
@@ -136,11 +137,11 @@ impl SessionSpec {
     /// handshake that failed (either side's certificate refused) only as a connection it
     /// could not make, so a second handshake asks the server why.
     async fn connect_error(&self, err: Error) -> Error {
-        let Some(material) = &self.tls else { return err };
+        let Some(tls) = &self.tls else { return err };
         if !err.is_temporary() {
             return err;
         }
-        match crate::tls::certificate_refusal(material, &self.hosts, self.connect_timeout).await {
+        match tls.certificate_refusal(&self.hosts, self.connect_timeout).await {
             Some(refusal) => Error::tls_verification(ZOOKEEPER, "connect", "", refusal),
             None => err,
         }

@@ -14,9 +14,9 @@
 //! and cannot be given another name, so `server_name` is refused.
 
 #[cfg(not(feature = "tls"))]
-pub(crate) use disabled::{certificate_refusal, with_tls};
+pub(crate) use disabled::ZkTls;
 #[cfg(feature = "tls")]
-pub(crate) use enabled::{certificate_refusal, with_tls};
+pub(crate) use enabled::ZkTls;
 
 #[cfg(feature = "tls")]
 mod enabled {
@@ -28,38 +28,48 @@ mod enabled {
 
     use crate::ZOOKEEPER;
 
-    /// `connector` with TLS from `material`, the CA files and client certificate read by
-    /// `TlsConfig::load`.
-    ///
-    /// # Errors
-    /// [`Error::InvalidConfiguration`] naming the field whose file zookeeper-client
-    /// cannot use.
-    pub(crate) fn with_tls(connector: Connector, material: &TlsMaterial) -> Result<Connector> {
-        install_ring_unless_a_provider_is_installed();
-        let roots = material.roots_pem();
-        let mut options = TlsOptions::new()
-            .with_pem_ca(text("ca_file", &roots)?)
-            .map_err(|e| Error::config(ZOOKEEPER, "ca_file", e.to_string()))?;
-        if let Some((cert, key)) = material.identity_pem() {
-            options = options
-                .with_pem_identity(text("cert_file", cert)?, text("key_file", key)?)
-                .map_err(|e| Error::config(ZOOKEEPER, "cert_file", e.to_string()))?;
-        }
-        Ok(connector.with_tls(options))
+    /// The TLS of a handle's sessions: zookeeper-client's options, built once from the
+    /// files `TlsConfig::load` read, and those files, for the refusal probe.
+    pub(crate) struct ZkTls {
+        options: TlsOptions,
+        material: TlsMaterial,
     }
 
-    /// Why a TLS connection to the first of `hosts` (`tcp+tls://h:p,…`) fails, when a
-    /// certificate is refused by either side.
-    ///
-    /// Cancel safe: dropping the future closes the probe's connection.
-    pub(crate) async fn certificate_refusal(
-        material: &TlsMaterial,
-        hosts: &str,
-        within: Duration,
-    ) -> Option<rustls::Error> {
-        let config = material.rustls_client_config(ZOOKEEPER).ok()?;
-        let first = hosts.split(',').next()?;
-        tls::certificate_refusal(&config, tls::strip_scheme(first), None, &[], within).await
+    impl ZkTls {
+        /// Builds the options, and installs ring as the process-wide provider unless one
+        /// is installed (see the [module docs](super)).
+        ///
+        /// # Errors
+        /// [`Error::InvalidConfiguration`] naming the field whose file zookeeper-client
+        /// cannot use.
+        pub(crate) fn new(material: TlsMaterial) -> Result<Self> {
+            install_ring_unless_a_provider_is_installed();
+            let roots = material.roots_pem();
+            let mut options = TlsOptions::new()
+                .with_pem_ca(text("ca_file", &roots)?)
+                .map_err(|e| Error::config(ZOOKEEPER, "ca_file", e.to_string()))?;
+            if let Some((cert, key)) = material.identity_pem() {
+                options = options
+                    .with_pem_identity(text("cert_file", cert)?, text("key_file", key)?)
+                    .map_err(|e| Error::config(ZOOKEEPER, "cert_file", e.to_string()))?;
+            }
+            Ok(ZkTls { options, material })
+        }
+
+        /// `connector` with these TLS settings.
+        pub(crate) fn apply(&self, connector: Connector) -> Connector {
+            connector.with_tls(self.options.clone())
+        }
+
+        /// Why a TLS connection to the first of `hosts` (`tcp+tls://h:p,…`) fails, when a
+        /// certificate is refused by either side.
+        ///
+        /// Cancel safe: dropping the future closes the probe's connection.
+        pub(crate) async fn certificate_refusal(&self, hosts: &str, within: Duration) -> Option<rustls::Error> {
+            let config = self.material.rustls_client_config(ZOOKEEPER).ok()?;
+            let first = hosts.split(',').next()?;
+            tls::certificate_refusal(&config, tls::strip_scheme(first), None, &[], within).await
+        }
     }
 
     /// Installs ring as the process-wide rustls provider unless one is installed: see the
@@ -105,25 +115,30 @@ mod disabled {
 
     use crate::ZOOKEEPER;
 
-    /// Without the `tls` feature a TLS setting is refused: the password would otherwise
-    /// travel in clear.
-    ///
-    /// # Errors
-    /// Always [`Error::InvalidConfiguration`] naming the feature.
-    pub(crate) fn with_tls(_connector: Connector, _material: &TlsMaterial) -> Result<Connector> {
-        Err(Error::config(
-            ZOOKEEPER,
-            "tls",
-            "ZooKeeper over TLS needs the `tls` feature of valkeyrie-zookeeper (`zookeeper-tls` of valkeyrie)",
-        ))
-    }
+    /// Without the `tls` feature there is no TLS: no value of this type exists.
+    pub(crate) enum ZkTls {}
 
-    /// Without the `tls` feature no TLS connection is made, so none was refused.
-    pub(crate) async fn certificate_refusal(
-        _material: &TlsMaterial,
-        _hosts: &str,
-        _within: Duration,
-    ) -> Option<Infallible> {
-        None
+    impl ZkTls {
+        /// Refuses TLS settings: the password would otherwise travel in clear.
+        ///
+        /// # Errors
+        /// Always [`Error::InvalidConfiguration`] naming the feature.
+        pub(crate) fn new(_material: TlsMaterial) -> Result<Self> {
+            Err(Error::config(
+                ZOOKEEPER,
+                "tls",
+                "ZooKeeper over TLS needs the `tls` feature of valkeyrie-zookeeper (`zookeeper-tls` of valkeyrie)",
+            ))
+        }
+
+        /// Never called: no value exists.
+        pub(crate) fn apply(&self, _connector: Connector) -> Connector {
+            match *self {}
+        }
+
+        /// Never called: no value exists.
+        pub(crate) async fn certificate_refusal(&self, _hosts: &str, _within: Duration) -> Option<Infallible> {
+            match *self {}
+        }
     }
 }

@@ -3,43 +3,14 @@
 //! are not base64, never panic.
 #![no_main]
 
-use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use valkeyrie_core::ErrorKind;
 use valkeyrie_dynamodb::fuzzing;
 
-/// An attribute name: mostly the table's own, sometimes anything.
-#[derive(Debug, Arbitrary)]
-enum Name {
-    Id,
-    Version,
-    Value,
-    Expiration,
-    Other(String),
-}
+#[path = "shared/dynamodb_attributes.rs"]
+mod dynamodb_attributes;
 
-impl Name {
-    fn text(&self) -> String {
-        match self {
-            Name::Id => "id".to_owned(),
-            Name::Version => "version".to_owned(),
-            Name::Value => "encoded_value".to_owned(),
-            Name::Expiration => "expiration_time".to_owned(),
-            Name::Other(name) => name.clone(),
-        }
-    }
-}
-
-/// An attribute: name, number (`N`) or string (`S`), and text.
-#[derive(Debug, Arbitrary)]
-struct Attr(Name, bool, String);
-
-fn attributes(attrs: &[Attr]) -> Vec<fuzzing::Attribute> {
-    attrs
-        .iter()
-        .map(|Attr(name, number, text)| (name.text(), *number, text.clone()))
-        .collect()
-}
+use dynamodb_attributes::{attributes, Attr};
 
 fuzz_target!(|attrs: Vec<Attr>| {
     let attributes = attributes(&attrs);

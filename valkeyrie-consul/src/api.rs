@@ -414,11 +414,10 @@ impl Drop for OwnedSession {
             self.call,
             std::mem::take(&mut self.key),
         );
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = client.session_destroy(call, &key, &id).await;
-            });
-        }
+        let spawner = client.spawner().clone();
+        spawner.spawn_cleanup(async move {
+            let _ = client.session_destroy(call, &key, &id).await;
+        });
     }
 }
 

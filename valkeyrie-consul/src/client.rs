@@ -21,7 +21,7 @@ use hyper_util::rt::TokioExecutor;
 use rs_consul::{Consul, ConsulError, HttpsClient};
 use rustls::pki_types::ServerName;
 use valkeyrie_core::tls::{self, strip_scheme, TlsMaterial};
-use valkeyrie_core::{Error, Result, Secret};
+use valkeyrie_core::{Error, Result, Secret, Spawner};
 
 use crate::config::ConsulConfig;
 use crate::error::{map_consul_error, map_status, not_reachable};
@@ -82,6 +82,8 @@ struct Inner {
     /// The TLS files, kept when the agents are reached over HTTPS (for
     /// [`ConsulClient::certificate_refusal`]).
     tls: Option<TlsMaterial>,
+    /// The handle's background, for cleanups a drop starts (an abandoned session).
+    spawner: Spawner,
 }
 
 /// One request to the HTTP API: a path under `/v1/`, query parameters, a body.
@@ -195,7 +197,7 @@ impl ConsulClient {
     /// # Errors
     /// [`Error::InvalidConfiguration`] for an endpoint that is no `http(s)://host:port`, an
     /// `http://` endpoint with TLS settings, or a TLS file that cannot be used.
-    pub(crate) fn new(endpoints: &[String], config: &ConsulConfig) -> Result<Self> {
+    pub(crate) fn new(endpoints: &[String], config: &ConsulConfig, spawner: Spawner) -> Result<Self> {
         let endpoints = if endpoints.is_empty() {
             vec!["127.0.0.1:8500".to_owned()]
         } else {
@@ -228,6 +230,7 @@ impl ConsulClient {
                 connect_timeout: config.connect_timeout,
                 request_timeout: config.request_timeout,
                 tls: use_tls.then_some(material),
+                spawner,
             }),
         })
     }
@@ -250,6 +253,11 @@ impl ConsulClient {
     /// The deadline of an ordinary request.
     pub(crate) fn request_timeout(&self) -> Duration {
         self.inner.request_timeout
+    }
+
+    /// The handle's background, for cleanups a drop starts.
+    pub(crate) fn spawner(&self) -> &Spawner {
+        &self.inner.spawner
     }
 
     /// The datacenter to address, `""` for the agent's own.
@@ -420,6 +428,7 @@ pub(crate) fn key_path(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use valkeyrie_core::Background;
 
     #[test]
     fn keys_are_escaped_for_urls() {
@@ -442,7 +451,7 @@ mod tests {
             token: Some("t0ken".into()),
             ..Default::default()
         };
-        let Err(err) = ConsulClient::new(&["http://127.0.0.1:8500".to_owned()], &config) else {
+        let Err(err) = ConsulClient::new(&["http://127.0.0.1:8500".to_owned()], &config, Background::new().spawner()) else {
             panic!("an http:// agent with a ca_file was accepted: the token would travel in clear");
         };
         assert_eq!(err.kind(), valkeyrie_core::ErrorKind::InvalidConfiguration, "{err}");
@@ -452,7 +461,7 @@ mod tests {
             ..Default::default()
         };
         assert!(
-            ConsulClient::new(&["http://127.0.0.1:8500".to_owned()], &config).is_err(),
+            ConsulClient::new(&["http://127.0.0.1:8500".to_owned()], &config, Background::new().spawner()).is_err(),
             "server_name alone asks for TLS too"
         );
     }

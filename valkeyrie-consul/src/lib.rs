@@ -94,7 +94,7 @@ pub mod fuzzing {
     /// `InvalidConfiguration` naming the field.
     pub fn validate(config: &ConsulConfig, endpoints: &[String]) -> Result<()> {
         config.validate()?;
-        crate::client::ConsulClient::new(endpoints, config).map(drop)
+        crate::client::ConsulClient::new(endpoints, config, valkeyrie_core::Background::new().spawner()).map(drop)
     }
 
     /// The entries of a KV answer: each key, value and `ModifyIndex`.

@@ -2,8 +2,8 @@
 //! other: a session (`Behavior=release`, TTL half the lock's TTL, lock delay 1 ms) acquires
 //! the key itself with the lock value and the Go lock flags.
 //!
-//! Each acquisition has its own session, renewed in the background every quarter of the
-//! TTL; Consul invalidates a session twice its TTL after the last renewal, so the lock is
+//! Each acquisition has its own session, renewed every quarter of the TTL by the handle's
+//! lock-holding driver; Consul invalidates a session twice its TTL after the last renewal, so the lock is
 //! held until the lock TTL has passed since the last renewal, which is the held-until
 //! deadline of the lost signal. A waiting contender blocks on the key until its holder
 //! lets go. Once held, the key is watched: the lost signal fires when the key is deleted,
@@ -19,21 +19,19 @@
 //! with `delete_on_unlock`, deletes it if the session still holds it; then the session is
 //! destroyed.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use rs_consul::CreateOrUpdateKeyRequest;
 use tokio::sync::oneshot;
-use tokio_util::sync::CancellationToken;
+use tokio::time::Instant;
 use valkeyrie_core::{
-    holding, Acquire, Error, Holding, Key, LockGuard, LockOptions, LockRelease, LostNotifier, LostReason, LostSignal,
-    Releasing, Result, Spawner,
+    Acquire, Error, Hold, Key, LockGuard, LockOptions, LockRelease, LostReason, LostSignal, Renew, Renewal, Result,
+    Spawner,
 };
 
-use crate::api::{Blocking, Consistency, Entry, KvOp, OwnedSession, SessionSpec, TxnOutcome, LOCK_FLAGS};
+use crate::api::{Blocking, Consistency, KvOp, OwnedSession, SessionSpec, TxnOutcome, LOCK_FLAGS};
 use crate::client::{key_path, ConsulClient};
 use crate::write::session_ttl;
 use crate::CONSUL;
@@ -85,7 +83,7 @@ impl ConsulLocker {
             return Err(self.closed(call));
         }
         let key = self.key.as_str();
-        let created_at = LostNotifier::now_ms();
+        let created_at = Instant::now();
         let spec = SessionSpec {
             behavior: "release",
             ttl: session_ttl(self.ttl),
@@ -95,37 +93,37 @@ impl ConsulLocker {
         // before a guard owns it.
         let mut pending = OwnedSession::create(&self.client, call, key, &spec).await?;
         let session = pending.id().to_owned();
-        let (holding, releasing, signal) = holding(self.ttl);
-        holding.held_for(created_at, self.ttl);
         let (acquired, acquired_at) = oneshot::channel();
-        let keeper = SessionKeeper {
+        let lock_session = LockSession {
             client: self.client.clone(),
             key: self.key.clone(),
             session: session.clone(),
             ttl: self.ttl,
-            watch_wait: self.watch_wait,
         };
-        self.spawner
-            .spawn_self_stopping(keeper.run(holding, acquired_at, self.spawner.token()));
+        let lost = lost_when_released(lock_session.clone(), acquired_at, self.watch_wait);
+        // Renewed while it waits too: a waiting contender's session must not expire.
+        let held = self.spawner.hold(
+            Hold::new(lock_session, created_at, self.ttl)
+                .every(self.ttl / 4)
+                .watching(lost),
+        );
         let release = ConsulRelease {
             client: self.client.clone(),
             key: self.key.clone(),
             session: session.clone(),
             value: self.value.clone(),
             delete_value: self.delete_on_unlock,
-            releasing,
         };
 
-        let Some(token) = self.acquire(call, &session, &signal, wait).await? else {
+        let Some(token) = self.acquire(call, &session, held.lost_signal(), wait).await? else {
             // Busy and not waiting: dropping `pending` destroys the session; dropping
-            // `release` stops its keeper.
-            drop(release);
+            // `held` stops its renewals.
             return Ok(None);
         };
         pending.arm(false);
         let _ = acquired.send(token);
         // The session names this acquisition: a fenced write checks it still holds the key.
-        let guard = LockGuard::new(CONSUL, key, token, signal, Box::new(release)).with_fence_record(session);
+        let guard = LockGuard::new(CONSUL, key, token, held, Box::new(release)).with_fence_record(session);
         Ok(Some(guard))
     }
 
@@ -207,113 +205,85 @@ impl Acquire for ConsulLocker {
     }
 }
 
-type Query = Pin<Box<dyn Future<Output = Result<(Vec<Entry>, u64)>> + Send>>;
-
-/// The background half of an acquisition: renews the session and, once the key is held,
-/// watches it, reporting a loss.
-struct SessionKeeper {
+/// The session of one acquisition, as the handle's lock-holding driver renews it.
+#[derive(Clone)]
+struct LockSession {
     client: ConsulClient,
     key: Key,
     session: String,
     ttl: Duration,
-    watch_wait: Duration,
 }
 
-impl SessionKeeper {
-    /// A blocking query on the key from `index`, after `delay`.
-    fn query(&self, index: u64, delay: Duration) -> Query {
-        let (client, key, wait) = (self.client.clone(), self.key.clone(), self.watch_wait);
-        Box::pin(async move {
-            tokio::time::sleep(delay).await;
-            let blocking = Blocking {
-                index: index.max(1),
-                wait,
-            };
-            client
-                .kv_read("lock", key.as_str(), false, Consistency::Default, Some(blocking))
-                .await
-        })
+#[async_trait]
+impl Renew for LockSession {
+    async fn renew(&self) -> Result<Renewal> {
+        Ok(
+            if self
+                .client
+                .session_renew("lock", self.key.as_str(), &self.session)
+                .await?
+            {
+                Renewal::Held(self.ttl)
+            } else {
+                Renewal::Lost(LostReason::Expired)
+            },
+        )
     }
 
-    async fn run(self, mut holding: Holding, mut acquired: oneshot::Receiver<u64>, closing: CancellationToken) {
-        let key = self.key.as_str();
-        let mut tick = tokio::time::interval(self.ttl / 4);
-        tick.tick().await;
-        let mut monitor: Option<Query> = None;
-        let mut waiting_for_acquisition = true;
-        loop {
-            let next_answer = async {
-                match monitor.as_mut() {
-                    Some(query) => query.await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                biased;
-                () = holding.stopped() => return,
-                () = closing.cancelled() => {
-                    holding.lose(LostReason::StoreClosed);
-                    let _ = self.client.session_destroy("unlock", key, &self.session).await;
-                    return;
-                }
-                index = &mut acquired, if waiting_for_acquisition => {
-                    waiting_for_acquisition = false;
-                    if let Ok(index) = index {
-                        monitor = Some(self.query(index, Duration::ZERO));
-                    }
-                }
-                answer = next_answer => match answer {
-                    Ok((entries, index)) => {
-                        let holder = entries.iter().find(|e| e.key == key).map(|e| e.session.as_deref());
-                        match holder {
-                            Some(Some(session)) if session == self.session => {
-                                monitor = Some(self.query(index, Duration::ZERO));
-                            }
-                            None => {
-                                holding.lose(LostReason::RecordDeleted);
-                                return;
-                            }
-                            // Released: our session ended (expired, destroyed), or someone
-                            // released it for us and may have taken it since.
-                            Some(_) => {
-                                let alive = self.client.session_renew("lock", key, &self.session).await;
-                                holding.lose(match alive {
-                                    Ok(false) => LostReason::Expired,
-                                    _ => LostReason::RecordDeleted,
-                                });
-                                return;
-                            }
-                        }
-                    }
-                    Err(err) => {
-                        tracing::debug!(store = CONSUL, key, error = %err, "lock watch failed; retrying");
-                        monitor = Some(self.query(0, Duration::from_millis(500)));
-                    }
-                },
-                _ = tick.tick() => {
-                    // Past the deadline the lock counts as lost: give it up (destroying the
-                    // session releases it at once) rather than let a late renewal keep it.
-                    if holding.expired() {
-                        let _ = self.client.session_destroy("lock", key, &self.session).await;
-                        return;
-                    }
-                    let started = LostNotifier::now_ms();
-                    match self.client.session_renew("lock", key, &self.session).await {
-                        Ok(true) => {
-                            if !holding.held_for(started, self.ttl) {
-                                let _ = self.client.session_destroy("lock", key, &self.session).await;
-                                return;
-                            }
-                        }
-                        Ok(false) => {
-                            holding.lose(LostReason::Expired);
-                            return;
-                        }
-                        Err(err) => {
-                            tracing::debug!(store = CONSUL, key, error = %err, "session renewal failed; retrying");
-                        }
-                    }
-                }
+    async fn give_up(&self) {
+        // Destroying the session releases the key at once, rather than letting a late
+        // renewal keep it for a holder that has let go.
+        let _ = self
+            .client
+            .session_destroy("lock", self.key.as_str(), &self.session)
+            .await;
+    }
+
+    async fn release_on_close(&self) {
+        let _ = self
+            .client
+            .session_destroy("unlock", self.key.as_str(), &self.session)
+            .await;
+    }
+}
+
+/// Once the key is acquired (at the index `acquired` delivers), follows it with blocking
+/// queries and resolves when it is deleted, taken by another session, or released because
+/// the session ended. Pending forever if the acquisition is abandoned.
+async fn lost_when_released(lock: LockSession, acquired: oneshot::Receiver<u64>, wait: Duration) -> LostReason {
+    let Ok(mut index) = acquired.await else {
+        return std::future::pending().await;
+    };
+    let key = lock.key.as_str();
+    loop {
+        let blocking = Blocking {
+            index: index.max(1),
+            wait,
+        };
+        let answer = lock
+            .client
+            .kv_read("lock", key, false, Consistency::Default, Some(blocking))
+            .await;
+        let (entries, next) = match answer {
+            Ok(answer) => answer,
+            Err(err) => {
+                tracing::debug!(store = CONSUL, key, error = %err, "lock watch failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                index = 0;
+                continue;
+            }
+        };
+        match entries.iter().find(|e| e.key == key).map(|e| e.session.as_deref()) {
+            Some(Some(session)) if session == lock.session => index = next,
+            None => return LostReason::RecordDeleted,
+            // Released: our session ended (expired, destroyed), or someone released it for
+            // us and may have taken it since.
+            Some(_) => {
+                let alive = lock.client.session_renew("lock", key, &lock.session).await;
+                return match alive {
+                    Ok(false) => LostReason::Expired,
+                    _ => LostReason::RecordDeleted,
+                };
             }
         }
     }
@@ -325,7 +295,6 @@ struct ConsulRelease {
     session: String,
     value: Bytes,
     delete_value: bool,
-    releasing: Releasing,
 }
 
 #[async_trait]
@@ -337,9 +306,7 @@ impl LockRelease for ConsulRelease {
             session,
             value,
             delete_value,
-            releasing,
         } = *self;
-        releasing.begin();
         let name = key.as_str();
         let released = if delete_value {
             let ops = [KvOp::check_session(name, &session), KvOp::delete(name)];

@@ -49,7 +49,8 @@ impl ConsulConfig {
     {
         self.validate()?;
         let endpoints: Vec<String> = endpoints.into_iter().map(Into::into).collect();
-        let client = ConsulClient::new(&endpoints, &self)?;
+        let background = Background::new();
+        let client = ConsulClient::new(&endpoints, &self, background.spawner())?;
         let deadline = self.connect_timeout.saturating_add(self.request_timeout);
         let leader = match client
             .send("connect", "", ApiRequest::get("status/leader").deadline(deadline))
@@ -80,7 +81,7 @@ impl ConsulConfig {
         Ok(ConsulStore {
             client,
             config: self,
-            background: Background::new(),
+            background,
         })
     }
 }

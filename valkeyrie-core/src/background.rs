@@ -2,24 +2,34 @@
 //!
 //! Keep-alives, lock renewals and watch feeders run as tasks tied to the handle that
 //! started them: [`Background::shutdown`] (called by `close`) and dropping the handle cancel
-//! them all, so nothing outlives the store. [`Background::len`] counts live tasks, which the
-//! conformance suite uses to prove that dropped watches and released locks leak nothing.
+//! them all, so nothing outlives the store. [`Background::len`] counts live work (tasks,
+//! held locks, open watch streams, cleanups under way), which the conformance suite uses to
+//! prove that dropped watches and released locks leak nothing.
+//!
+//! Besides plain tasks, a handle has one lock-holding driver ([`Spawner::hold`], see
+//! [`hold`](crate::hold)) that keeps all of its locks, and cleanups a `Drop` starts
+//! ([`Spawner::spawn_cleanup`]), which `close` waits for.
 
 use std::future::Future;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use tokio_util::task::TaskTracker;
+
+use crate::hold::{start_holding, Driver, Held, Hold};
 
 /// The tasks of one store handle, cancelled together.
 #[derive(Debug, Default)]
 pub struct Background {
     cancel: CancellationToken,
     tracker: TaskTracker,
+    /// Per-handle service tasks (the lock-holding driver): waited for, not counted.
+    services: TaskTracker,
+    driver: Arc<OnceLock<Driver>>,
     closing: AtomicBool,
-    /// Live work that is not a task (watch streams): counted, never waited for.
+    /// Live work that is not a task (watch streams, held locks): counted, never waited for.
     tracked: Arc<AtomicUsize>,
 }
 
@@ -44,6 +54,8 @@ impl Background {
         Spawner {
             cancel: self.cancel.clone(),
             tracker: self.tracker.clone(),
+            services: self.services.clone(),
+            driver: Arc::clone(&self.driver),
             tracked: Arc::clone(&self.tracked),
         }
     }
@@ -78,11 +90,16 @@ impl Background {
         self.len() == 0
     }
 
-    /// Cancels every task and waits until they have ended.
+    /// Cancels every task and waits until they have ended, including cleanups under way
+    /// and the lock-holding driver's releases of the locks still held.
+    ///
+    /// Cancel-safe: dropping the future leaves the tasks cancelled; they end by themselves.
     pub async fn shutdown(&self) {
         self.cancel.cancel();
         self.tracker.close();
+        self.services.close();
         self.tracker.wait().await;
+        self.services.wait().await;
     }
 }
 
@@ -97,6 +114,8 @@ impl Drop for Background {
 pub struct Spawner {
     cancel: CancellationToken,
     tracker: TaskTracker,
+    services: TaskTracker,
+    driver: Arc<OnceLock<Driver>>,
     tracked: Arc<AtomicUsize>,
 }
 
@@ -135,6 +154,38 @@ impl Spawner {
         F: Future<Output = ()> + Send + 'static,
     {
         self.tracker.spawn(task);
+    }
+
+    /// Runs `cleanup` in the background for a value being dropped (a released guard, an
+    /// abandoned attempt): counted in [`Background::len`], not cancelled by close, which
+    /// waits for it — so a cleanup must be bounded by a request deadline. Without a runtime
+    /// (the program is shutting down) it does not run, and what it would have removed is
+    /// left to expire by its TTL.
+    pub fn spawn_cleanup<F>(&self, cleanup: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.tracker.spawn(cleanup);
+        }
+    }
+
+    /// Keeps the acquisition `hold` describes held, on the handle's one lock-holding driver
+    /// (started by the first call); see [`hold`](crate::hold). Must be called from within a
+    /// runtime. On a closed handle the returned lock is already lost
+    /// ([`LostReason::StoreClosed`](crate::LostReason::StoreClosed)).
+    pub fn hold(&self, hold: Hold) -> Held {
+        let driver = self.driver.get_or_init(|| Driver::start(self));
+        start_holding(self, driver, hold)
+    }
+
+    /// Spawns a per-handle service task: waited for by `shutdown`, not counted in `len`;
+    /// it must watch [`Spawner::token`] and end by itself.
+    pub(crate) fn spawn_service<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.services.spawn(task);
     }
 
     /// A token cancelled when the handle closes.

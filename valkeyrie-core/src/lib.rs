@@ -54,12 +54,14 @@
 //! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
 //! ```
 
+pub mod backoff;
 pub mod background;
 pub mod capabilities;
 pub mod config;
 pub mod error;
 pub mod key;
 pub mod kv;
+pub mod hold;
 pub mod leadership;
 pub mod list;
 pub mod local;
@@ -74,6 +76,7 @@ pub mod txn;
 pub mod watch;
 
 pub use background::{Background, Spawner, TrackedWork};
+pub use backoff::Backoff;
 pub use bytes::Bytes;
 pub use capabilities::Capabilities;
 pub use config::{BackendConfig, Secret, StoreConfig, StoreUrl};
@@ -82,9 +85,8 @@ pub use key::Key;
 pub use kv::{KvPair, LockOptions, ReadOptions, WriteOptions, MAX_TTL};
 pub use list::{ListOptions, ListStream};
 pub use local::{LocalStore, LockRevocation, MemoryConfig, MemoryStore};
-pub use lock::{
-    holding, lost_signal, Acquire, Holding, LockGuard, LockRelease, Locker, LostNotifier, LostSignal, Releasing,
-};
+pub use hold::{Held, Hold, Renew, Renewal};
+pub use lock::{Acquire, LockGuard, LockRelease, Locker, LostSignal};
 pub use registry::{constructors, new_store, open, Registration, StoreSpec};
 pub use store::{Backend, Store};
 pub use txn::{Check, Compare, Fence, Transaction, Txn, TxnOp, TxnOutcome};

@@ -22,14 +22,17 @@
 //! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
 //! ```
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
+use tokio::time::Instant;
 
+use crate::background::Spawner;
 use crate::error::{Error, LostReason, Result};
+use crate::hold::{Held, Releasing};
 use crate::txn::Fence;
 
 /// A lock on one key, created by [`Store::new_lock`](crate::Store::new_lock). It holds
@@ -116,47 +119,95 @@ impl<T: Acquire> Locker for T {
 /// sees the same reason.
 ///
 /// Besides the reason the backend reports, the signal knows until when the lock is surely
-/// held (the last confirmed renewal plus the TTL): past that moment it reports
-/// [`LostReason::Expired`] even if the renewal task has not run, so a starved process never
-/// believes it still holds a lock that someone else may have taken. The loss is final: a
-/// renewal answered after the deadline (a server resuming from a pause) does not undo it.
+/// held (the last confirmed renewal plus the TTL, on tokio's monotonic clock): past that
+/// moment it reports [`LostReason::Expired`] even if the renewal has not run, so a starved
+/// process never believes it still holds a lock that someone else may have taken, and a
+/// wall-clock step changes nothing. The loss is final: a renewal answered after the
+/// deadline (a server resuming from a pause) does not undo it.
 #[derive(Debug, Clone)]
 pub struct LostSignal {
     receiver: watch::Receiver<Option<LostReason>>,
-    held_until: Arc<AtomicU64>,
+    held_until: Arc<Deadline>,
 }
 
-/// The backend's side of a [`LostSignal`]: it reports the loss once and extends the
+/// The holder's side of a [`LostSignal`]: it reports the loss once and extends the
 /// held-until deadline after each confirmed renewal. Dropping it without reporting means the
 /// lock was released normally ([`LostReason::Released`]).
 #[derive(Debug)]
-pub struct LostNotifier {
+pub(crate) struct LostNotifier {
     sender: watch::Sender<Option<LostReason>>,
-    held_until: Arc<AtomicU64>,
+    held_until: Arc<Deadline>,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+/// A moment on tokio's monotonic clock that only moves later, shared without a lock: kept
+/// as nanoseconds after a base instant.
+#[derive(Debug)]
+struct Deadline {
+    base: Instant,
+    nanos: AtomicU64,
 }
 
-/// A connected notifier and signal for one acquisition; the lock is held for `ttl` from now
-/// unless the notifier extends it.
-pub fn lost_signal(ttl: Duration) -> (LostNotifier, LostSignal) {
+impl Deadline {
+    /// The deadline `ttl` after `since`.
+    fn new(since: Instant, ttl: Duration) -> Self {
+        Deadline {
+            base: since,
+            nanos: AtomicU64::new(nanos(ttl)),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        nanos(Instant::now().saturating_duration_since(self.base))
+    }
+
+    fn passed(&self) -> bool {
+        self.now() >= self.nanos.load(Ordering::Acquire)
+    }
+
+    fn left(&self) -> Duration {
+        Duration::from_nanos(self.nanos.load(Ordering::Acquire).saturating_sub(self.now()))
+    }
+
+    /// Moves the deadline to `ttl` after `since` unless it already passed; `false` if it had.
+    fn extend(&self, since: Instant, ttl: Duration) -> bool {
+        let until = nanos(since.saturating_duration_since(self.base)).saturating_add(nanos(ttl));
+        let mut current = self.nanos.load(Ordering::Acquire);
+        loop {
+            if self.now() >= current {
+                return false;
+            }
+            if until <= current {
+                return true;
+            }
+            match self
+                .nanos
+                .compare_exchange_weak(current, until, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return true,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+}
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// A connected notifier and signal for one acquisition, held for `ttl` after `since`.
+pub(crate) fn lost_signal(since: Instant, ttl: Duration) -> (LostNotifier, LostSignal) {
     let (sender, receiver) = watch::channel(None);
-    let held_until = Arc::new(AtomicU64::new(0));
+    let held_until = Arc::new(Deadline::new(since, ttl));
     let notifier = LostNotifier {
         sender,
         held_until: Arc::clone(&held_until),
     };
-    notifier.extend(now_ms(), ttl);
     (notifier, LostSignal { receiver, held_until })
 }
 
 impl LostNotifier {
     /// Reports the loss; only the first reason is kept.
-    pub fn notify(&self, reason: LostReason) {
+    pub(crate) fn notify(&self, reason: LostReason) {
         self.sender.send_if_modified(|current| {
             if current.is_none() {
                 *current = Some(reason);
@@ -167,56 +218,18 @@ impl LostNotifier {
         });
     }
 
-    /// Records a confirmed renewal: the lock is held for `ttl` after `confirmed_at_ms` (Unix
-    /// milliseconds, taken *before* the renewal request was sent). Returns `false`, and
-    /// reports [`LostReason::Expired`], when the held-until deadline had already passed: the
-    /// guard may have seen the loss, and the server may have let someone else in, so a late
-    /// renewal (one answered after a pause, say) never makes the lock held again.
-    pub fn held_for(&self, confirmed_at_ms: u64, ttl: Duration) -> bool {
-        if self.extend(confirmed_at_ms, ttl) {
-            true
-        } else {
-            self.notify(LostReason::Expired);
-            false
-        }
-    }
-
-    /// Moves the deadline to `ttl` after `confirmed_at_ms` unless it already passed.
-    fn extend(&self, confirmed_at_ms: u64, ttl: Duration) -> bool {
-        let until = confirmed_at_ms.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
-        let mut current = self.held_until.load(Ordering::Acquire);
-        loop {
-            // 0: the first deadline, set at acquisition.
-            if current != 0 && now_ms() >= current {
-                return false;
-            }
-            if until <= current {
-                return true;
-            }
-            match self
-                .held_until
-                .compare_exchange_weak(current, until, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => return true,
-                Err(actual) => current = actual,
-            }
-        }
+    /// Records a confirmed renewal: the lock is held for `ttl` after `since` (taken *before*
+    /// the renewal request was sent). `false` when the deadline had already passed: the
+    /// guard may have seen the loss and the server may have let someone else in, so a late
+    /// renewal never makes the lock held again.
+    pub(crate) fn extend(&self, since: Instant, ttl: Duration) -> bool {
+        self.held_until.extend(since, ttl)
     }
 
     /// Whether the held-until deadline passed: the lock counts as lost whatever a renewal
-    /// answers later, and the holder task should stop renewing it.
-    pub fn past_deadline(&self) -> bool {
-        now_ms() >= self.held_until.load(Ordering::Acquire)
-    }
-
-    /// The current Unix time in milliseconds, to pass to [`LostNotifier::held_for`].
-    pub fn now_ms() -> u64 {
-        now_ms()
-    }
-
-    /// Whether a loss was already reported.
-    pub fn is_lost(&self) -> bool {
-        self.sender.borrow().is_some()
+    /// answers later.
+    pub(crate) fn past_deadline(&self) -> bool {
+        self.held_until.passed()
     }
 }
 
@@ -234,7 +247,7 @@ impl LostSignal {
             if let Some(reason) = self.reason() {
                 return reason;
             }
-            let left = self.held_until.load(Ordering::Acquire).saturating_sub(now_ms()).max(1);
+            let left = self.held_until.left().max(Duration::from_millis(1));
             tokio::select! {
                 changed = receiver.changed() => {
                     if changed.is_err() {
@@ -242,7 +255,7 @@ impl LostSignal {
                         return self.reason().unwrap_or(LostReason::Released);
                     }
                 }
-                () = tokio::time::sleep(Duration::from_millis(left)) => {}
+                () = tokio::time::sleep(left) => {}
             }
         }
     }
@@ -252,85 +265,7 @@ impl LostSignal {
         if let Some(reason) = self.receiver.borrow().clone() {
             return Some(reason);
         }
-        (now_ms() >= self.held_until.load(Ordering::Acquire)).then_some(LostReason::Expired)
-    }
-}
-
-/// The holder side of one acquisition, owned by the backend's renewal (or monitoring) task:
-/// it extends the held-until deadline, reports a loss — unless a release has begun, so a
-/// release is never mistaken for a loss — and learns when to stop.
-#[derive(Debug)]
-pub struct Holding {
-    lost: LostNotifier,
-    releasing: Arc<AtomicBool>,
-    stopped: oneshot::Receiver<()>,
-}
-
-/// The release side of one acquisition, owned by the backend's [`LockRelease`]: beginning
-/// the release stops the holder task and silences its loss reports.
-#[derive(Debug)]
-pub struct Releasing {
-    releasing: Arc<AtomicBool>,
-    stop: oneshot::Sender<()>,
-}
-
-/// The three parts of one acquisition: the holder task's [`Holding`], the release's
-/// [`Releasing`], and the guard's [`LostSignal`]. The lock counts as held for `ttl` from now.
-pub fn holding(ttl: Duration) -> (Holding, Releasing, LostSignal) {
-    let (lost, signal) = lost_signal(ttl);
-    let releasing = Arc::new(AtomicBool::new(false));
-    let (stop, stopped) = oneshot::channel();
-    let holding = Holding {
-        lost,
-        releasing: Arc::clone(&releasing),
-        stopped,
-    };
-    (holding, Releasing { releasing, stop }, signal)
-}
-
-impl Holding {
-    /// Reports the loss, unless a release has begun.
-    pub fn lose(&self, reason: LostReason) {
-        if !self.releasing.load(Ordering::Acquire) {
-            self.lost.notify(reason);
-        }
-    }
-
-    /// Records a confirmed renewal; `false` when it came too late to count (the deadline had
-    /// passed: the loss is reported and the holder task should give the lock up). See
-    /// [`LostNotifier::held_for`].
-    pub fn held_for(&self, confirmed_at_ms: u64, ttl: Duration) -> bool {
-        if self.lost.extend(confirmed_at_ms, ttl) {
-            true
-        } else {
-            self.lose(LostReason::Expired);
-            false
-        }
-    }
-
-    /// Whether the held-until deadline passed with no renewal confirmed in time: the lock is
-    /// lost (this reports it) and the holder task should stop renewing and give it up, so
-    /// that a server that comes back late never keeps it for a holder that has let go.
-    pub fn expired(&self) -> bool {
-        if self.lost.past_deadline() {
-            self.lose(LostReason::Expired);
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Resolves when the release began (or the release was dropped). Cancel-safe.
-    pub async fn stopped(&mut self) {
-        let _ = (&mut self.stopped).await;
-    }
-}
-
-impl Releasing {
-    /// Begins the release: from now on the holder task reports no loss, and it stops.
-    pub fn begin(self) {
-        self.releasing.store(true, Ordering::Release);
-        let _ = self.stop.send(());
+        self.held_until.passed().then_some(LostReason::Expired)
     }
 }
 
@@ -343,7 +278,7 @@ pub trait LockRelease: Send + 'static {
 }
 
 /// Proof that a lock is held. Release it with [`unlock`](LockGuard::unlock); dropping the
-/// guard releases it in the background (errors are then only logged).
+/// guard releases it in the background (errors are then only logged; `close` waits for it).
 #[must_use = "dropping the guard releases the lock"]
 pub struct LockGuard {
     store: &'static str,
@@ -351,9 +286,10 @@ pub struct LockGuard {
     fencing_token: u64,
     lost: LostSignal,
     fence_record: Option<String>,
+    spawner: Spawner,
     /// Behind a mutex only so the guard is `Sync` (fenced writes borrow it across an
     /// await); it is taken once, by `unlock` or `drop`, both with `&mut self`.
-    release: std::sync::Mutex<Option<Box<dyn LockRelease>>>,
+    release: std::sync::Mutex<Option<(Releasing, Box<dyn LockRelease>)>>,
 }
 
 impl std::fmt::Debug for LockGuard {
@@ -368,21 +304,29 @@ impl std::fmt::Debug for LockGuard {
 }
 
 impl LockGuard {
-    /// Builds the guard of one acquisition; for backends.
+    /// Builds the guard of one acquisition the handle's driver holds; for backends. The
+    /// guard begins the release (stopping the renewals, so the release is not reported as a
+    /// loss) before it calls `release`.
     pub fn new(
         store: &'static str,
         key: impl Into<String>,
         fencing_token: u64,
-        lost: LostSignal,
+        held: Held,
         release: Box<dyn LockRelease>,
     ) -> Self {
+        let Held {
+            signal,
+            releasing,
+            spawner,
+        } = held;
         LockGuard {
             store,
             key: key.into(),
             fencing_token,
-            lost,
+            lost: signal,
             fence_record: None,
-            release: std::sync::Mutex::new(Some(release)),
+            spawner,
+            release: std::sync::Mutex::new(Some((releasing, release))),
         }
     }
 
@@ -438,16 +382,24 @@ impl LockGuard {
         }
     }
 
-    fn take_release(&mut self) -> Option<Box<dyn LockRelease>> {
-        self.release
+    /// Begins the release (the renewals stop) and hands out the backend's release step.
+    fn begin_release(&mut self) -> Option<Box<dyn LockRelease>> {
+        let (releasing, release) = self
+            .release
             .get_mut()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
+            .take()?;
+        releasing.begin();
+        Some(release)
     }
 
     /// Releases the lock and reports the outcome.
+    ///
+    /// Not cancel-safe in the sense of "nothing happened": the renewals stop at once, so
+    /// dropping the future halfway leaves the lock to its TTL if the release request did not
+    /// reach the server.
     pub async fn unlock(mut self) -> Result<()> {
-        match self.take_release() {
+        match self.begin_release() {
             Some(release) => release.release().await,
             None => Ok(()),
         }
@@ -456,18 +408,15 @@ impl LockGuard {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        let Some(release) = self.take_release() else {
+        let Some(release) = self.begin_release() else {
             return;
         };
-        // Without a runtime (the program is shutting down) the lock is left to expire by TTL.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let (store, key) = (self.store, self.key.clone());
-            runtime.spawn(async move {
-                if let Err(err) = release.release().await {
-                    tracing::warn!(store, key, error = %err, "releasing a dropped lock guard failed");
-                }
-            });
-        }
+        let (store, key) = (self.store, self.key.clone());
+        self.spawner.spawn_cleanup(async move {
+            if let Err(err) = release.release().await {
+                tracing::warn!(store, key, error = %err, "releasing a dropped lock guard failed");
+            }
+        });
     }
 }
 
@@ -475,55 +424,61 @@ impl Drop for LockGuard {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn first_reason_wins_and_drop_means_released() {
-        let ttl = Duration::from_secs(60);
-        let (notifier, signal) = lost_signal(ttl);
-        assert_eq!(signal.reason(), None);
-        notifier.notify(LostReason::RecordDeleted);
-        notifier.notify(LostReason::Expired);
-        assert_eq!(signal.lost().await, LostReason::RecordDeleted);
-
-        let (notifier, signal) = lost_signal(ttl);
-        drop(notifier);
-        assert_eq!(signal.lost().await, LostReason::Released);
+    fn signal(ttl: Duration) -> (LostNotifier, LostSignal) {
+        lost_signal(Instant::now(), ttl)
     }
 
     #[tokio::test]
+    async fn first_reason_wins_and_drop_means_released() {
+        let ttl = Duration::from_secs(60);
+        let (notifier, lost) = signal(ttl);
+        assert_eq!(lost.reason(), None);
+        notifier.notify(LostReason::RecordDeleted);
+        notifier.notify(LostReason::Expired);
+        assert_eq!(lost.lost().await, LostReason::RecordDeleted);
+
+        let (notifier, lost) = signal(ttl);
+        drop(notifier);
+        assert_eq!(lost.lost().await, LostReason::Released);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn an_unrenewed_lock_counts_as_expired_even_if_nobody_says_so() {
-        let (notifier, signal) = lost_signal(Duration::from_millis(100));
-        assert_eq!(signal.reason(), None);
-        let reason = tokio::time::timeout(Duration::from_secs(2), signal.lost()).await;
-        assert_eq!(
-            reason.ok(),
-            Some(LostReason::Expired),
-            "lost() resolves at the deadline"
-        );
+        let (notifier, lost) = signal(Duration::from_millis(100));
+        assert_eq!(lost.reason(), None);
+        assert_eq!(lost.lost().await, LostReason::Expired, "lost() resolves at the deadline");
         assert!(
-            !notifier.held_for(LostNotifier::now_ms(), Duration::from_secs(60)),
+            !notifier.extend(Instant::now(), Duration::from_secs(60)),
             "a renewal confirmed after the deadline does not count"
         );
         assert_eq!(
-            signal.reason(),
+            lost.reason(),
             Some(LostReason::Expired),
             "once past its deadline a lock stays lost, whatever a late renewal answers"
         );
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_renewal_in_time_extends_the_deadline() {
-        let (holding, _releasing, signal) = holding(Duration::from_millis(300));
-        assert!(holding.held_for(LostNotifier::now_ms(), Duration::from_secs(60)));
+        let (notifier, lost) = signal(Duration::from_millis(300));
+        assert!(notifier.extend(Instant::now(), Duration::from_secs(60)));
         tokio::time::sleep(Duration::from_millis(400)).await;
-        assert_eq!(signal.reason(), None, "held past the first deadline after a renewal");
-        assert!(!holding.expired());
+        assert_eq!(lost.reason(), None, "held past the first deadline after a renewal");
+        assert!(!notifier.past_deadline());
     }
 
-    #[tokio::test]
-    async fn the_holder_learns_the_deadline_passed() {
-        let (holding, _releasing, signal) = holding(Duration::from_millis(50));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(holding.expired(), "the holder task sees the deadline pass and gives up");
-        assert_eq!(signal.lost().await, LostReason::Expired);
+    /// The deadline lives on tokio's clock: with time paused, the wall clock moving on (a
+    /// step forward or backward) changes nothing, and only tokio's clock expires the lock.
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_follows_the_monotonic_clock_not_the_wall_clock() {
+        let (_notifier, lost) = signal(Duration::from_secs(10));
+        let wall = std::time::SystemTime::now();
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(wall.elapsed().is_ok_and(|d| d >= Duration::from_millis(20)));
+        assert_eq!(lost.reason(), None, "wall time passing does not expire the lock");
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert_eq!(lost.reason(), None);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(lost.reason(), Some(LostReason::Expired));
     }
 }

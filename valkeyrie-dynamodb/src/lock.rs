@@ -21,23 +21,23 @@
 //!   signal says which. Without a successful heartbeat the signal also fires once the TTL
 //!   has passed since the last one.
 //! * A waiting `lock()` reads the item every `lock_poll_interval` and writes only when the
-//!   lease has run out (a refused write costs write capacity). Each heartbeat gets a third
-//!   of the TTL; when none succeeded for a whole TTL the signal says why renewal failed.
+//!   lease has run out (a refused write costs write capacity). The handle's lock-holding
+//!   driver sends the heartbeats, each bounded by a third of the TTL; when none succeeded
+//!   for a whole TTL the signal reports the lock expired.
 //! * Unlocking deletes the item with `delete_on_unlock`, and otherwise only removes the
 //!   expiry, keeping the value; both only if the version is still the token. The Go store
 //!   always deletes; its waiters cannot take a lock whose item stays, so use
 //!   `delete_on_unlock` for locks shared with Go services.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
 use bytes::Bytes;
-use tokio_util::sync::CancellationToken;
+use tokio::time::Instant;
 use valkeyrie_core::{
-    holding, Acquire, Error, Holding, Key, LockGuard, LockOptions, LockRelease, LostNotifier, LostReason, Releasing,
-    Result, Spawner,
+    Acquire, Error, Hold, Key, LockGuard, LockOptions, LockRelease, LostReason, Renew, Renewal, Result, Spawner,
 };
 
 use crate::client::{DynamoClient, Update};
@@ -150,19 +150,18 @@ impl Acquire for DynamoLocker {
 
     async fn acquire(&self, call: &'static str, wait: bool) -> Result<Option<LockGuard>> {
         let closing = self.spawner.token();
-        let (token, started, started_ms) = loop {
+        let (token, started) = loop {
             if self.spawner.is_closed() {
                 return Err(self.closed(call));
             }
             let started = Instant::now();
-            let started_ms = LostNotifier::now_ms();
             let current = self.read(call).await?;
             let free = current
                 .as_ref()
                 .is_none_or(|r| r.expires_at.is_none_or(|at| at <= now_secs()));
             if free {
                 if let Some(token) = self.try_acquire(call, current.as_ref()).await? {
-                    break (token, started, started_ms);
+                    break (token, started);
                 }
             }
             if !wait {
@@ -175,9 +174,6 @@ impl Acquire for DynamoLocker {
                 () = tokio::time::sleep(pause) => {}
             }
         };
-        // The lease was counted from before the request went out.
-        let (holding, releasing, signal) = holding(self.ttl.saturating_sub(started.elapsed()));
-        holding.held_for(started_ms, self.ttl);
         let heartbeat = Heartbeat {
             client: self.client.clone(),
             key: self.key.clone(),
@@ -185,26 +181,25 @@ impl Acquire for DynamoLocker {
             ttl: self.ttl,
             delete_item: self.delete_on_unlock,
         };
-        self.spawner
-            .spawn_self_stopping(heartbeat.run(holding, self.spawner.token()));
+        // The lease was counted from before the request went out.
+        let held = self.spawner.hold(Hold::new(heartbeat, started, self.ttl));
         let release = DynamoRelease {
             client: self.client.clone(),
             key: self.key.clone(),
             token,
             delete_item: self.delete_on_unlock,
-            releasing,
         };
         Ok(Some(LockGuard::new(
             DYNAMODB,
             self.key.as_str(),
             token,
-            signal,
+            held,
             Box::new(release),
         )))
     }
 }
 
-/// Pushes the lease forward every third of the TTL while the lock is held.
+/// Pushes the lease forward, each time the handle's lock-holding driver asks.
 struct Heartbeat {
     client: DynamoClient,
     key: Key,
@@ -213,85 +208,42 @@ struct Heartbeat {
     delete_item: bool,
 }
 
-impl Heartbeat {
-    async fn run(self, mut holding: Holding, closing: CancellationToken) {
+#[async_trait]
+impl Renew for Heartbeat {
+    async fn renew(&self) -> Result<Renewal> {
         let key = self.key.as_str();
-        // `Store::new_lock` refuses TTLs over `MAX_TTL`; the bound keeps a direct
-        // `Backend::new_lock` call with a huge TTL from overflowing the interval's `Instant`.
-        let period = self.ttl.min(valkeyrie_core::MAX_TTL) / 3;
-        let mut tick = tokio::time::interval(period);
-        tick.tick().await;
-        let mut renewed_at = Instant::now();
-        loop {
-            tokio::select! {
-                biased;
-                () = holding.stopped() => return,
-                () = closing.cancelled() => {
-                    holding.lose(LostReason::StoreClosed);
-                    // Released as the handle closes, so no other holder waits out the TTL of
-                    // a lock whose handle is gone.
-                    let _ = tokio::time::timeout(period, unlock(&self.client, &self.key, self.token, self.delete_item)).await;
-                    return;
-                }
-                _ = tick.tick() => {}
+        let request = self
+            .client
+            .sdk
+            .update_item()
+            .table_name(&self.client.table)
+            .key(ID, string(key))
+            .update_expression("SET expiration_time = :expires")
+            .condition_expression(unexpired_version(":token"))
+            .expression_attribute_values(":expires", number(expiry(self.ttl)))
+            .expression_attribute_values(":token", number(self.token))
+            .expression_attribute_values(":now", number(now_secs()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        Ok(match self.client.update("lock", key, request).await? {
+            Update::Written(_) => Renewal::Held(self.ttl),
+            Update::Refused(old) => {
+                let ours = old
+                    .as_ref()
+                    .and_then(|item| Record::decode("lock", item).ok())
+                    .is_some_and(|record| record.version == self.token);
+                Renewal::Lost(if ours {
+                    LostReason::Expired
+                } else {
+                    LostReason::RecordDeleted
+                })
             }
-            // Past the deadline the lock counts as lost: stop renewing, so the record expires.
-            if holding.expired() {
-                return;
-            }
-            let started = LostNotifier::now_ms();
-            let request = self
-                .client
-                .sdk
-                .update_item()
-                .table_name(&self.client.table)
-                .key(ID, string(key))
-                .update_expression("SET expiration_time = :expires")
-                .condition_expression(unexpired_version(":token"))
-                .expression_attribute_values(":expires", number(expiry(self.ttl)))
-                .expression_attribute_values(":token", number(self.token))
-                .expression_attribute_values(":now", number(now_secs()))
-                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-            // One slow request must not outlast the lease: it gets a third of it.
-            let answer = match tokio::time::timeout(period, self.client.update("lock", key, request)).await {
-                Ok(answer) => answer,
-                Err(_) => Err(Error::Timeout {
-                    store: DYNAMODB,
-                    call: "lock",
-                    key: key.to_owned(),
-                    after: period,
-                }),
-            };
-            match answer {
-                Ok(Update::Written(_)) => {
-                    renewed_at = Instant::now();
-                    // A renewal that came too late does not count: the lock is given up.
-                    if !holding.held_for(started, self.ttl) {
-                        return;
-                    }
-                }
-                Ok(Update::Refused(old)) => {
-                    let ours = old
-                        .as_ref()
-                        .and_then(|item| Record::decode("lock", item).ok())
-                        .is_some_and(|record| record.version == self.token);
-                    holding.lose(if ours {
-                        LostReason::Expired
-                    } else {
-                        LostReason::RecordDeleted
-                    });
-                    return;
-                }
-                Err(err) if renewed_at.elapsed() >= self.ttl => {
-                    // The lease ran out without a renewal: no later one can succeed.
-                    holding.lose(LostReason::RenewalFailed(err.to_string()));
-                    return;
-                }
-                Err(err) => {
-                    tracing::debug!(store = DYNAMODB, key, error = %err, "lock heartbeat failed; retrying");
-                }
-            }
-        }
+        })
+    }
+
+    async fn release_on_close(&self) {
+        // Released as the handle closes, so no other holder waits out the TTL of a lock
+        // whose handle is gone.
+        let _ = unlock(&self.client, &self.key, self.token, self.delete_item).await;
     }
 }
 
@@ -300,7 +252,6 @@ struct DynamoRelease {
     key: Key,
     token: u64,
     delete_item: bool,
-    releasing: Releasing,
 }
 
 #[async_trait]
@@ -311,9 +262,7 @@ impl LockRelease for DynamoRelease {
             key,
             token,
             delete_item,
-            releasing,
         } = *self;
-        releasing.begin();
         unlock(&client, &key, token, delete_item).await
     }
 }

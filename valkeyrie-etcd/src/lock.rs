@@ -7,8 +7,9 @@
 //! to `<key>` (bound to the lease with `delete_on_unlock`, so it also goes if the holder
 //! dies). The fencing token is the contender key's create revision.
 //!
-//! The lost signal fires when the lease cannot be renewed or has expired, or when the
-//! contender key is deleted behind the holder's back. Releasing deletes the contender key
+//! The handle's lock-holding driver keeps the lease alive. The lost signal fires when the
+//! lease cannot be renewed or has expired, or when the contender key is deleted behind the
+//! holder's back (a watch on it). Releasing deletes the contender key
 //! (and the value with `delete_on_unlock`) only if it is still ours, then revokes the lease.
 
 use std::time::Duration;
@@ -19,10 +20,11 @@ use etcd_client::{
     Compare, CompareOp, EventType, GetOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions, SortOrder, SortTarget,
     Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
 use valkeyrie_core::{
-    holding, Acquire, Error, Holding, Key, LockGuard, LockOptions, LockRelease, LostNotifier, LostReason, LostSignal,
-    Releasing, Result, Spawner,
+    Acquire, Backoff, Error, Hold, Key, LockGuard, LockOptions, LockRelease, LostReason, LostSignal, Renew, Renewal,
+    Result, Spawner,
 };
 
 use crate::client::{lease_seconds, EtcdClient};
@@ -58,6 +60,7 @@ struct Pending {
     client: EtcdClient,
     lease: i64,
     armed: bool,
+    spawner: Spawner,
 }
 
 impl Drop for Pending {
@@ -66,12 +69,10 @@ impl Drop for Pending {
             return;
         }
         let (client, lease) = (self.client.clone(), self.lease);
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let mut raw = client.raw();
-                let _ = client.request("unlock", "", raw.lease_revoke(lease)).await;
-            });
-        }
+        self.spawner.spawn_cleanup(async move {
+            let mut raw = client.raw();
+            let _ = client.request("unlock", "", raw.lease_revoke(lease)).await;
+        });
     }
 }
 
@@ -164,7 +165,7 @@ impl Acquire for EtcdLocker {
         }
         let key = self.key.as_str();
         let mut raw = self.client.raw();
-        let granted_at = LostNotifier::now_ms();
+        let granted_at = Instant::now();
         let lease = self
             .client
             .request(call, key, raw.lease_grant(lease_seconds(self.ttl), None))
@@ -174,6 +175,7 @@ impl Acquire for EtcdLocker {
             client: self.client.clone(),
             lease,
             armed: true,
+            spawner: self.spawner.clone(),
         };
         let prefix = contenders_prefix(key);
         let contender = format!("{prefix}{lease:x}");
@@ -203,17 +205,17 @@ impl Acquire for EtcdLocker {
             let reason = format!("no create revision for {contender}");
             return Err(Error::backend(ETCD, call, key, true, reason));
         }
-        let (holding, releasing, signal) = holding(self.ttl);
-        holding.held_for(granted_at, self.ttl);
         let session = Session {
             client: self.client.clone(),
             contender: contender.clone(),
-            own_revision,
             lease,
             ttl: self.ttl,
+            keeper: Mutex::new(None),
         };
-        self.spawner
-            .spawn_self_stopping(session.hold(holding, self.spawner.token()));
+        let deleted = lost_when_deleted(self.client.clone(), contender.clone(), own_revision);
+        let held = self
+            .spawner
+            .hold(Hold::new(session, granted_at, self.ttl).watching(deleted));
         let release = EtcdRelease {
             client: self.client.clone(),
             key: self.key.clone(),
@@ -221,13 +223,14 @@ impl Acquire for EtcdLocker {
             own_revision,
             lease,
             delete_value: self.delete_on_unlock,
-            releasing,
         };
 
-        if !self.wait_turn(call, &prefix, own_revision, &signal, wait).await? {
+        if !self
+            .wait_turn(call, &prefix, own_revision, held.lost_signal(), wait)
+            .await?
+        {
             // Busy and not waiting: dropping `pending` revokes the lease, which deletes the
-            // contender key; `release` stops the session.
-            drop(release);
+            // contender key; dropping `held` stops the renewals.
             return Ok(None);
         }
         let value_options = self.delete_on_unlock.then(|| PutOptions::new().with_lease(lease));
@@ -239,118 +242,52 @@ impl Acquire for EtcdLocker {
         // The store checks a fence on the contender key: it exists with this create revision
         // exactly as long as this acquisition holds the lock.
         Ok(Some(
-            LockGuard::new(ETCD, key, token, signal, Box::new(release)).with_fence_record(contender),
+            LockGuard::new(ETCD, key, token, held, Box::new(release)).with_fence_record(contender),
         ))
     }
 }
 
-/// The background half of an acquisition: keeps the lease alive and watches the contender
-/// key, reporting a loss.
+/// The lease of one acquisition, as the handle's lock-holding driver keeps it alive.
 struct Session {
     client: EtcdClient,
     contender: String,
-    own_revision: i64,
     lease: i64,
     ttl: Duration,
+    /// The keep-alive stream, opened at the first renewal and again after it breaks.
+    keeper: Mutex<Option<(LeaseKeeper, LeaseKeepAliveStream)>>,
+}
+
+#[async_trait]
+impl Renew for Session {
+    async fn renew(&self) -> Result<Renewal> {
+        let mut keeper = self.keeper.lock().await;
+        let renewed = self.keep_alive(&mut keeper).await;
+        if renewed.is_err() {
+            *keeper = None;
+        }
+        Ok(if renewed? {
+            Renewal::Held(self.ttl)
+        } else {
+            // etcd refuses to renew an expired lease.
+            Renewal::Lost(LostReason::Expired)
+        })
+    }
+
+    async fn release_on_close(&self) {
+        // Revoked as the handle closes (deleting the contender key, and the value bound with
+        // `delete_on_unlock`), so the next contender does not wait out the TTL of a lock
+        // whose handle is gone.
+        let mut raw = self.client.raw();
+        let _ = self
+            .client
+            .request("unlock", &self.contender, raw.lease_revoke(self.lease))
+            .await;
+    }
 }
 
 impl Session {
-    async fn hold(self, mut holding: Holding, closing: CancellationToken) {
-        // `Store::new_lock` refuses TTLs over `MAX_TTL`; the bound keeps a direct
-        // `Backend::new_lock` call with a huge TTL from overflowing the interval's `Instant`.
-        let period = self.ttl.min(valkeyrie_core::MAX_TTL) / 3;
-        let mut keeper: Option<(LeaseKeeper, LeaseKeepAliveStream)> = None;
-        let mut raw = self.client.raw();
-        let options = WatchOptions::new().with_start_revision(self.own_revision.saturating_add(1));
-        let mut deletions = raw.watch(self.contender.as_str(), Some(options)).await.ok();
-        let mut tick = tokio::time::interval(period);
-        tick.tick().await;
-        loop {
-            let deleted = async {
-                match deletions.as_mut() {
-                    Some(stream) => stream.message().await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                biased;
-                () = holding.stopped() => return,
-                () = closing.cancelled() => {
-                    holding.lose(LostReason::StoreClosed);
-                    // Revoked as the handle closes (deleting the contender key, and the value
-                    // bound with `delete_on_unlock`), so the next contender does not wait
-                    // out the TTL of a lock whose handle is gone.
-                    let revoke = self.client.request("unlock", &self.contender, raw.lease_revoke(self.lease));
-                    let _ = tokio::time::timeout(period, revoke).await;
-                    return;
-                }
-                message = deleted => match message {
-                    Ok(Some(response)) if response.events().iter().any(|e| e.event_type() == EventType::Delete) => {
-                        holding.lose(LostReason::RecordDeleted);
-                        return;
-                    }
-                    // A cancelled watch (its start revision compacted, say) is a broken one.
-                    Ok(Some(response)) if response.canceled() => deletions = None,
-                    Ok(Some(_)) => {}
-                    // The watch broke; the keep-alive still guards the lease.
-                    Ok(None) | Err(_) => deletions = None,
-                },
-                _ = tick.tick() => {
-                    // Past the deadline the lock counts as lost: stop renewing (etcd
-                    // refuses to renew an expired lease, and this one then expires).
-                    if holding.expired() {
-                        return;
-                    }
-                    let started = LostNotifier::now_ms();
-                    match self.renew(&mut keeper).await {
-                        Ok(true) => {
-                            if !holding.held_for(started, self.ttl) {
-                                return;
-                            }
-                        }
-                        Ok(false) => {
-                            holding.lose(LostReason::Expired);
-                            return;
-                        }
-                        Err(err) => {
-                            keeper = None;
-                            tracing::debug!(store = ETCD, key = self.contender, error = %err, "lease renewal failed; retrying");
-                        }
-                    }
-                }
-            }
-            if deletions.is_none() {
-                // Watch from now on, after checking that nothing deleted the key meanwhile.
-                match self.still_ours().await {
-                    Ok(true) => {
-                        let options = WatchOptions::new();
-                        deletions = raw.watch(self.contender.as_str(), Some(options)).await.ok();
-                    }
-                    Ok(false) => {
-                        holding.lose(LostReason::RecordDeleted);
-                        return;
-                    }
-                    Err(_) => {}
-                }
-            }
-        }
-    }
-
-    /// Whether our contender key still exists with our create revision.
-    async fn still_ours(&self) -> Result<bool> {
-        let mut raw = self.client.raw();
-        let current = self
-            .client
-            .request("lock", &self.contender, raw.get(self.contender.as_str(), None))
-            .await?;
-        Ok(current
-            .kvs()
-            .first()
-            .is_some_and(|kv| kv.create_revision() == self.own_revision))
-    }
-
     /// One keep-alive round trip: `Ok(false)` when the lease is gone.
-    async fn renew(&self, keeper: &mut Option<(LeaseKeeper, LeaseKeepAliveStream)>) -> Result<bool> {
+    async fn keep_alive(&self, keeper: &mut Option<(LeaseKeeper, LeaseKeepAliveStream)>) -> Result<bool> {
         let mut raw = self.client.raw();
         if keeper.is_none() {
             let opened = self
@@ -383,6 +320,41 @@ impl Session {
     }
 }
 
+/// Resolves when the contender key (created at `own_revision`) is deleted: a watch from just
+/// after its creation, opened again after it breaks once a read shows the key still ours.
+async fn lost_when_deleted(client: EtcdClient, contender: String, own_revision: i64) -> LostReason {
+    let mut from = own_revision.saturating_add(1);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    loop {
+        let mut raw = client.raw();
+        let options = WatchOptions::new().with_start_revision(from);
+        if let Ok(mut deletions) = raw.watch(contender.as_str(), Some(options)).await {
+            loop {
+                match deletions.message().await {
+                    Ok(Some(response)) if response.events().iter().any(|e| e.event_type() == EventType::Delete) => {
+                        return LostReason::RecordDeleted;
+                    }
+                    // A cancelled watch (its start revision compacted, say) is a broken one.
+                    Ok(Some(response)) if response.canceled() => break,
+                    Ok(Some(_)) => {}
+                    // The watch broke; the keep-alive still guards the lease.
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+        backoff.wait().await;
+        // Watch again from the revision a read shows the key still ours at.
+        let current = client.request("lock", &contender, raw.get(contender.as_str(), None)).await;
+        if let Ok(current) = current {
+            if current.kvs().first().is_none_or(|kv| kv.create_revision() != own_revision) {
+                return LostReason::RecordDeleted;
+            }
+            from = current.header().map_or(from, |h| h.revision().saturating_add(1));
+            backoff.reset();
+        }
+    }
+}
+
 struct EtcdRelease {
     client: EtcdClient,
     key: Key,
@@ -390,7 +362,6 @@ struct EtcdRelease {
     own_revision: i64,
     lease: i64,
     delete_value: bool,
-    releasing: Releasing,
 }
 
 #[async_trait]
@@ -403,9 +374,7 @@ impl LockRelease for EtcdRelease {
             own_revision,
             lease,
             delete_value,
-            releasing,
         } = *self;
-        releasing.begin();
         let mut deletes = vec![TxnOp::delete(contender.as_str(), None)];
         if delete_value {
             deletes.push(TxnOp::delete(key.as_str(), None));

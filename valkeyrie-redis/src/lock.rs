@@ -11,10 +11,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::oneshot;
-use tokio_util::sync::CancellationToken;
+use tokio::time::Instant;
 use valkeyrie_core::{
-    holding, Error, Holding, Key, LockGuard, LockOptions, LockRelease, Locker, LostNotifier, LostReason, Releasing,
-    Result, Spawner,
+    Error, Hold, Key, LockGuard, LockOptions, LockRelease, Locker, LostReason, Renew, Renewal, Result, Spawner,
 };
 
 use crate::client::{index_of, millis, RedisClient};
@@ -59,7 +58,7 @@ impl RedisLocker {
         if self.spawner.is_closed() {
             return Err(self.closed(call));
         }
-        let started = LostNotifier::now_ms();
+        let started = Instant::now();
         let status = self.run_lock_script(call).await?;
         if let Some(left) = status.strip_prefix("busy:") {
             return Ok(Err(Duration::from_millis(left.parse().unwrap_or(0))));
@@ -68,9 +67,7 @@ impl RedisLocker {
             let reason = format!("unexpected lock script answer {status:?}");
             return Err(Error::backend(REDIS, call, self.key.as_str(), false, reason));
         };
-        let (holding, releasing, signal) = holding(self.ttl);
-        holding.held_for(started, self.ttl);
-        let holder = Holder {
+        let acquisition = Acquisition {
             client: self.client.clone(),
             key: self.key.clone(),
             index,
@@ -82,15 +79,13 @@ impl RedisLocker {
             key: self.key.clone(),
             index,
             delete_value: self.delete_on_unlock,
-            releasing,
         };
-        self.spawner
-            .spawn_self_stopping(holder.renew(holding, self.spawner.token()));
+        let held = self.spawner.hold(Hold::new(acquisition, started, self.ttl));
         Ok(Ok(LockGuard::new(
             REDIS,
             self.key.as_str(),
             index,
-            signal,
+            held,
             Box::new(release),
         )))
     }
@@ -156,8 +151,8 @@ impl Locker for RedisLocker {
     }
 }
 
-/// The renewal side of a held lock.
-struct Holder {
+/// One held acquisition, as the handle's lock-holding driver renews it.
+struct Acquisition {
     client: RedisClient,
     key: Key,
     index: u64,
@@ -166,49 +161,23 @@ struct Holder {
     delete_value: bool,
 }
 
-impl Holder {
-    async fn renew(self, mut holding: Holding, closing: CancellationToken) {
-        // `Store::new_lock` refuses TTLs over `MAX_TTL`; the bound keeps a direct
-        // `Backend::new_lock` call with a huge TTL from overflowing the interval's `Instant`.
-        let mut tick = tokio::time::interval(self.ttl.min(valkeyrie_core::MAX_TTL) / 3);
-        tick.tick().await;
-        loop {
-            tokio::select! {
-                biased;
-                () = holding.stopped() => return,
-                () = closing.cancelled() => {
-                    holding.lose(LostReason::StoreClosed);
-                    // Released before the connection closes, so no other holder waits out
-                    // the TTL of a lock whose handle is gone.
-                    let _ = unlock(&self.client, &self.key, self.index, self.delete_value).await;
-                    return;
-                }
-                _ = tick.tick() => {}
-            }
-            // Past the deadline the lock counts as lost: stop renewing, so the record expires.
-            if holding.expired() {
-                return;
-            }
-            let started = LostNotifier::now_ms();
-            let args = vec![self.index.to_string(), millis(self.ttl)];
-            let outcome = self
-                .client
-                .script("lock", self.key.as_str(), &self.client.scripts.renew, args)
-                .await;
-            let reason = match outcome.as_deref() {
-                // A renewal that came too late does not count: the lock is given up.
-                Ok("ok") if holding.held_for(started, self.ttl) => continue,
-                Ok("ok") => return,
-                Ok("taken") => LostReason::RecordDeleted,
-                Ok(_) => LostReason::Expired,
-                Err(err) => {
-                    tracing::debug!(store = REDIS, key = self.key.as_str(), error = %err, "lock renewal failed; retrying");
-                    continue;
-                }
-            };
-            holding.lose(reason);
-            return;
-        }
+#[async_trait]
+impl Renew for Acquisition {
+    async fn renew(&self) -> Result<Renewal> {
+        let args = vec![self.index.to_string(), millis(self.ttl)];
+        let status = self
+            .client
+            .script("lock", self.key.as_str(), &self.client.scripts.renew, args)
+            .await?;
+        Ok(match status.as_str() {
+            "ok" => Renewal::Held(self.ttl),
+            "taken" => Renewal::Lost(LostReason::RecordDeleted),
+            _ => Renewal::Lost(LostReason::Expired),
+        })
+    }
+
+    async fn release_on_close(&self) {
+        let _ = unlock(&self.client, &self.key, self.index, self.delete_value).await;
     }
 }
 
@@ -228,7 +197,6 @@ struct RedisRelease {
     key: Key,
     index: u64,
     delete_value: bool,
-    releasing: Releasing,
 }
 
 #[async_trait]
@@ -239,9 +207,7 @@ impl LockRelease for RedisRelease {
             key,
             index,
             delete_value,
-            releasing,
         } = *self;
-        releasing.begin();
         match unlock(&client, &key, index, delete_value).await?.as_str() {
             "ok" => Ok(()),
             "taken" => Err(Error::LockLost {

@@ -15,7 +15,7 @@ use fred::interfaces::{ClientLike, ConfigInterface, EventInterface, PubsubInterf
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
-use valkeyrie_core::{Backend, Error, Key, KvPair, Result, WatchEvent, WatchStream};
+use valkeyrie_core::{Backend, Error, Key, KvPair, Result, Spawner, WatchEvent, WatchStream};
 
 use crate::client::{glob_escape, RedisClient};
 use crate::codec::is_index_key;
@@ -63,7 +63,7 @@ async fn ensure_notifications(store: &RedisStore, key: &Key) -> Result<()> {
 /// A watch on `key`, or with `tree` on everything below it.
 pub(crate) async fn watch(store: &RedisStore, key: &Key, tree: bool) -> Result<WatchStream> {
     ensure_notifications(store, key).await?;
-    let subscriber = Subscriber(store.client.subscriber().await?);
+    let subscriber = Subscriber(store.client.subscriber().await?, store.background().spawner());
     let channel = format!("__keyspace@{}__:{}", store.client.database, glob_escape(key.as_str()));
     let pattern = if tree { format!("{channel}/*") } else { channel };
     let events = subscriber.0.keyspace_event_rx();
@@ -92,16 +92,14 @@ pub(crate) async fn watch(store: &RedisStore, key: &Key, tree: bool) -> Result<W
 }
 
 /// Quits the subscriber connection when the watch ends, however it ends.
-struct Subscriber(SubscriberClient);
+struct Subscriber(SubscriberClient, Spawner);
 
 impl Drop for Subscriber {
     fn drop(&mut self) {
         let subscriber = self.0.clone();
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = subscriber.quit().await;
-            });
-        }
+        self.1.spawn_cleanup(async move {
+            let _ = subscriber.quit().await;
+        });
     }
 }
 

@@ -1,16 +1,18 @@
 //! Locks: acquisition, renewal, the lost signal and release.
 //!
 //! A real backend acquires through its server's primitive (a lease, a session, an
-//! ephemeral node, a conditional write), renews in a task spawned on the store's
-//! [`Background`](valkeyrie_core::Background), reports a loss through a
-//! [`LostNotifier`](valkeyrie_core::LostNotifier), and hands out a [`LockGuard`] whose fencing
-//! token comes from the server (a revision, a sequence number, a version). The stand-in
-//! server's locks already do that; the guard is re-issued under our store name.
+//! ephemeral node, a conditional write), describes the acquisition as a
+//! [`Hold`](valkeyrie_core::Hold) — its renewal step, optionally a future that sees the lock
+//! go — and hands it to [`Spawner::hold`](valkeyrie_core::Spawner::hold): the handle's
+//! lock-holding driver renews it and reports a loss. The guard's fencing token comes from
+//! the server (a revision, a sequence number, a version). The stand-in server's locks
+//! already do all that; the guard is re-issued under our store name
+//! ([`Held::mirroring`]).
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use valkeyrie_core::{LockGuard, LockRelease, Locker, Result};
+use valkeyrie_core::{Held, LockGuard, LockRelease, Locker, Result, Spawner};
 
 use crate::error::map_error;
 use crate::TEMPLATE;
@@ -19,6 +21,7 @@ use crate::TEMPLATE;
 pub(crate) struct TemplateLocker {
     pub(crate) inner: Box<dyn Locker>,
     pub(crate) request_timeout: Duration,
+    pub(crate) spawner: Spawner,
 }
 
 impl TemplateLocker {
@@ -28,7 +31,7 @@ impl TemplateLocker {
             TEMPLATE,
             self.key(),
             token,
-            lost,
+            Held::mirroring(lost, self.spawner.clone()),
             Box::new(Release {
                 guard,
                 timeout: self.request_timeout,

@@ -179,6 +179,7 @@ impl Backend for TemplateStore {
         Ok(Box::new(TemplateLocker {
             inner,
             request_timeout: self.config.request_timeout,
+            spawner: self.background.spawner(),
         }))
     }
 

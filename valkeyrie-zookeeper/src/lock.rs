@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio_util::sync::CancellationToken;
+use tokio::time::Instant;
 use valkeyrie_core::{
-    holding, Acquire, Error, Holding, Key, LockGuard, LockOptions, LockRelease, LostNotifier, LostReason, LostSignal,
-    Releasing, Result, Spawner,
+    Acquire, Backoff, Error, Hold, Key, LockGuard, LockOptions, LockRelease, LostReason, LostSignal, Renew, Renewal,
+    Result, Spawner,
 };
 use zookeeper_client::{CreateMode, EventType, SessionState};
 
@@ -43,6 +43,7 @@ struct Pending {
     parent: String,
     name_prefix: String,
     armed: bool,
+    spawner: Spawner,
 }
 
 impl Pending {
@@ -64,9 +65,7 @@ impl Drop for Pending {
             return;
         }
         let cleanup = Self::clean_up(self.zk.clone(), self.parent.clone(), self.name_prefix.clone());
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(cleanup);
-        }
+        self.spawner.spawn_cleanup(cleanup);
     }
 }
 
@@ -170,9 +169,10 @@ impl Acquire for ZkLocker {
             parent: path.clone(),
             name_prefix,
             armed: true,
+            spawner: self.spawner.clone(),
         };
         let options = CreateMode::EphemeralSequential.with_acls(self.zk.acls());
-        let started = LostNotifier::now_ms();
+        let started = Instant::now();
         let client = self.zk.client()?;
         // The key's directory node is made only when missing (also when another process
         // cleaned it up between making it and creating under it): make it and retry.
@@ -189,25 +189,30 @@ impl Acquire for ZkLocker {
         let node = format!("{prefix}{seq}");
         let own_name = node.rsplit('/').next().unwrap_or_default().to_owned();
 
-        let (holding, releasing, signal) = holding(self.session_timeout);
-        holding.held_for(started, self.session_timeout);
-        let holder = Holder {
+        let contender = Contender {
             zk: self.zk.clone(),
+            client: client.clone(),
             node: node.clone(),
-            session_timeout: self.session_timeout,
         };
+        let lost = lost_when_gone(contender.zk.clone(), client.clone(), node.clone());
+        let held = self.spawner.hold(
+            Hold::new(contender, started, self.session_timeout)
+                .every(self.session_timeout / 3)
+                .watching(lost),
+        );
         let release = ZkRelease {
             zk: self.zk.clone(),
             path: path.clone(),
             node: node.clone(),
             delete_value: self.delete_on_unlock,
-            releasing,
         };
-        self.spawner
-            .spawn_self_stopping(holder.hold(holding, self.spawner.token()));
 
-        if !self.wait_turn(call, &path, &own_name, &signal, wait).await? {
-            drop(release);
+        if !self
+            .wait_turn(call, &path, &own_name, held.lost_signal(), wait)
+            .await?
+        {
+            // Busy and not waiting: dropping `pending` deletes the node; dropping `held`
+            // stops following it.
             return Ok(None);
         }
         self.zk
@@ -218,7 +223,7 @@ impl Acquire for ZkLocker {
         // The store checks a fence on the contender node: it exists, with this creation
         // zxid, exactly as long as this acquisition holds the lock.
         Ok(Some(
-            LockGuard::new(ZOOKEEPER, key, token, signal, Box::new(release)).with_fence_record(node),
+            LockGuard::new(ZOOKEEPER, key, token, held, Box::new(release)).with_fence_record(node),
         ))
     }
 }
@@ -226,91 +231,73 @@ impl Acquire for ZkLocker {
 /// The next change of the contender node.
 type NodeChange = std::pin::Pin<Box<dyn std::future::Future<Output = zookeeper_client::WatchedEvent> + Send>>;
 
-/// The background side of a contender: follows the session and the node.
-struct Holder {
+/// A held contender node, as the handle's lock-holding driver proves its session alive.
+struct Contender {
     zk: ZkClient,
+    /// Its own handle on the session the node belongs to; dropped (letting the session go)
+    /// when the lock is.
+    client: zookeeper_client::Client,
     node: String,
-    session_timeout: Duration,
 }
 
-impl Holder {
-    async fn hold(self, mut holding: Holding, closing: CancellationToken) {
-        // This task's own handle on the session; it ends (and lets the session go) on close.
-        let Ok(client) = self.zk.client() else {
-            holding.lose(LostReason::StoreClosed);
-            return;
-        };
-        let mut states = client.state_watcher();
-        let mut tick = tokio::time::interval(self.session_timeout / 3);
-        let node_watch = client.check_and_watch_stat(&self.node);
-        let mut node_changed = match self.zk.request("lock", &self.node, node_watch).await {
-            Ok((Some(_), watcher)) => Box::pin(watcher.changed()) as NodeChange,
-            _ => {
-                holding.lose(LostReason::RecordDeleted);
-                return;
-            }
-        };
-        loop {
-            tokio::select! {
-                biased;
-                () = holding.stopped() => return,
-                () = closing.cancelled() => {
-                    holding.lose(LostReason::StoreClosed);
-                    return;
-                }
-                state = states.changed() => {
-                    if state.is_terminated() {
-                        holding.lose(if state == SessionState::Closed { LostReason::StoreClosed } else { LostReason::Expired });
-                        return;
-                    }
-                }
-                event = &mut node_changed => {
-                    if event.event_type == EventType::NodeDeleted {
-                        holding.lose(LostReason::RecordDeleted);
-                        return;
-                    }
-                    // Any other event (a session change): watch the node again.
-                    match self.zk.request("lock", &self.node, client.check_and_watch_stat(&self.node)).await {
-                        Ok((Some(_), watcher)) => node_changed = Box::pin(watcher.changed()),
-                        Ok((None, _)) => {
-                            holding.lose(LostReason::RecordDeleted);
-                            return;
-                        }
-                        Err(_) => node_changed = Box::pin(std::future::pending()),
-                    }
-                }
-                _ = tick.tick() => {
-                    if holding.expired() {
-                        self.give_up(&client, &closing).await;
-                        return;
-                    }
-                    // Only an answer from the server proves the session alive: held for the
-                    // negotiated session timeout after the request was sent.
-                    let sent = LostNotifier::now_ms();
-                    if let Ok(Some(_)) = self.zk.request("lock", &self.node, client.check_stat(&self.node)).await {
-                        if !holding.held_for(sent, client.session_timeout()) {
-                            self.give_up(&client, &closing).await;
-                            return;
-                        }
-                    }
-                }
-            }
-        }
+#[async_trait]
+impl Renew for Contender {
+    /// Only an answer from the server proves the session alive: held for the negotiated
+    /// session timeout after the request was sent.
+    async fn renew(&self) -> Result<Renewal> {
+        let stat = self
+            .zk
+            .request("lock", &self.node, self.client.check_stat(&self.node))
+            .await?;
+        Ok(match stat {
+            Some(_) => Renewal::Held(self.client.session_timeout()),
+            None => Renewal::Lost(LostReason::RecordDeleted),
+        })
     }
 
     /// After the deadline passed without a proof of life: deletes our contender node, so a
     /// session the server revives (a client reconnecting to a server that was frozen past
     /// the session timeout) does not keep the lock for a holder that has let it go.
-    async fn give_up(&self, client: &zookeeper_client::Client, closing: &CancellationToken) {
+    async fn give_up(&self) {
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
         loop {
-            let deleted = tokio::select! {
-                () = closing.cancelled() => return,
-                deleted = self.zk.request("lock", &self.node, client.delete(&self.node, None)) => deleted,
-            };
-            match deleted {
-                Err(err) if err.is_temporary() => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+            match self
+                .zk
+                .request("lock", &self.node, self.client.delete(&self.node, None))
+                .await
+            {
+                Err(err) if err.is_temporary() => backoff.wait().await,
                 // Deleted, already gone, or the session is over (its nodes with it).
                 _ => return,
+            }
+        }
+    }
+}
+
+/// Resolves when the session ends or the contender node is deleted.
+async fn lost_when_gone(zk: ZkClient, client: zookeeper_client::Client, node: String) -> LostReason {
+    let mut states = client.state_watcher();
+    let mut node_changed = match zk.request("lock", &node, client.check_and_watch_stat(&node)).await {
+        Ok((Some(_), watcher)) => Box::pin(watcher.changed()) as NodeChange,
+        _ => return LostReason::RecordDeleted,
+    };
+    loop {
+        tokio::select! {
+            state = states.changed() => {
+                if state.is_terminated() {
+                    return if state == SessionState::Closed { LostReason::StoreClosed } else { LostReason::Expired };
+                }
+            }
+            event = &mut node_changed => {
+                if event.event_type == EventType::NodeDeleted {
+                    return LostReason::RecordDeleted;
+                }
+                // Any other event (a session change): watch the node again.
+                match zk.request("lock", &node, client.check_and_watch_stat(&node)).await {
+                    Ok((Some(_), watcher)) => node_changed = Box::pin(watcher.changed()),
+                    Ok((None, _)) => return LostReason::RecordDeleted,
+                    Err(_) => node_changed = Box::pin(std::future::pending()),
+                }
             }
         }
     }
@@ -321,7 +308,6 @@ struct ZkRelease {
     path: String,
     node: String,
     delete_value: bool,
-    releasing: Releasing,
 }
 
 #[async_trait]
@@ -332,9 +318,7 @@ impl LockRelease for ZkRelease {
             path,
             node,
             delete_value,
-            releasing,
         } = *self;
-        releasing.begin();
         let key = path.trim_start_matches('/').to_owned();
         let client = zk.client()?;
         // A node left by a failed unlock would hold the lock for the whole session: retry

@@ -1,21 +1,21 @@
 //! Locks of the local engine: a lock record per key with owner, TTL and fencing token; the
-//! holder's handle renews it every third of the TTL, checks it whenever any lock changes,
-//! and reports a loss through the guard.
+//! handle's lock-holding driver renews it every third of the TTL, the holder checks it
+//! whenever any lock changes, and a loss is reported through the guard.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio_util::sync::CancellationToken;
+use tokio::time::Instant;
 
 use super::engine::{now_ms, Acquire, Engine};
 use super::Storage;
 use crate::background::Spawner;
 use crate::error::{Error, LostReason, Result};
+use crate::hold::{Hold, Renew, Renewal};
 use crate::key::Key;
-use crate::kv::MAX_TTL;
-use crate::lock::{holding, Holding, LockGuard, LockRelease, Locker, LostNotifier, Releasing};
+use crate::lock::{LockGuard, LockRelease, Locker};
 
 /// A lock on one key of a local engine.
 pub(crate) struct LocalLocker<S: Storage> {
@@ -28,8 +28,8 @@ pub(crate) struct LocalLocker<S: Storage> {
     pub(crate) spawner: Spawner,
 }
 
-/// One acquisition as the renewal task sees it.
-struct Hold<S: Storage> {
+/// One acquisition as the lock-holding driver sees it.
+struct LocalHold<S: Storage> {
     engine: Arc<Engine<S>>,
     key: Key,
     owner: u64,
@@ -56,12 +56,12 @@ impl<S: Storage> LocalLocker<S> {
             .storage
             .next_index()
             .map_err(|e| Error::backend(store, call, self.key.as_str(), false, e))?;
-        let acquired_at = LostNotifier::now_ms();
+        let acquired_at = Instant::now();
         let token = match self.engine.acquire(&self.key, owner, self.ttl, &self.value)? {
             Acquire::Busy(until) => return Ok(Err(until)),
             Acquire::Acquired(token) => token,
         };
-        let hold = Hold {
+        let hold = LocalHold {
             engine: Arc::clone(&self.engine),
             key: self.key.clone(),
             owner,
@@ -79,20 +79,19 @@ impl<S: Storage> LocalLocker<S> {
         Ok(Ok(guard))
     }
 
-    /// Starts renewing the acquisition and wraps it in a guard.
-    fn hold(&self, hold: Hold<S>, token: u64, acquired_at: u64) -> LockGuard {
-        let (holding, releasing, signal) = holding(self.ttl);
-        holding.held_for(acquired_at, self.ttl);
+    /// Hands the acquisition to the handle's lock-holding driver and wraps it in a guard.
+    fn hold(&self, hold: LocalHold<S>, token: u64, acquired_at: Instant) -> LockGuard {
         let release = LocalRelease {
             engine: Arc::clone(&hold.engine),
             key: hold.key.clone(),
             owner: hold.owner,
             delete_value: hold.delete_value,
-            releasing,
         };
-        self.spawner
-            .spawn_self_stopping(renew(hold, holding, self.spawner.token()));
-        LockGuard::new(self.engine.store(), self.key.as_str(), token, signal, Box::new(release))
+        let lost = lost_when_changed(Arc::clone(&hold.engine), hold.key.clone(), hold.owner);
+        let held = self
+            .spawner
+            .hold(Hold::new(hold, acquired_at, self.ttl).watching(lost));
+        LockGuard::new(self.engine.store(), self.key.as_str(), token, held, Box::new(release))
     }
 }
 
@@ -131,55 +130,34 @@ impl<S: Storage> Locker for LocalLocker<S> {
     }
 }
 
-/// Renews every third of the TTL and checks ownership whenever any lock changes, until the
-/// lock is released, lost, or the handle closes.
-async fn renew<S: Storage>(hold: Hold<S>, mut holding: Holding, closing: CancellationToken) {
-    // `Store::new_lock` refuses TTLs over `MAX_TTL`; the bound also keeps a direct
-    // `Backend::new_lock` call with a huge TTL from overflowing the `Instant` below.
-    let period = hold.ttl.min(MAX_TTL) / 3;
-    let mut next_renewal = tokio::time::Instant::now() + period;
+#[async_trait]
+impl<S: Storage> Renew for LocalHold<S> {
+    async fn renew(&self) -> Result<Renewal> {
+        Ok(match self.engine.renew(&self.key, self.owner, self.ttl)? {
+            Ok(()) => Renewal::Held(self.ttl),
+            Err(reason) => Renewal::Lost(reason),
+        })
+    }
+
+    async fn release_on_close(&self) {
+        // Released as the handle closes, so another handle on the database does not wait
+        // out the TTL of a lock whose holder is gone.
+        let _ = self.engine.release(&self.key, self.owner, self.delete_value);
+    }
+}
+
+/// Resolves when the lock record of `owner` is gone or taken, checked whenever any lock of
+/// the engine changes.
+async fn lost_when_changed<S: Storage>(engine: Arc<Engine<S>>, key: Key, owner: u64) -> LostReason {
     loop {
-        let changed = hold.engine.lock_changed.notified();
-        let due = tokio::select! {
-            biased;
-            () = holding.stopped() => return,
-            () = closing.cancelled() => {
-                holding.lose(LostReason::StoreClosed);
-                // Released as the handle closes, so another handle on the database does not
-                // wait out the TTL of a lock whose holder is gone.
-                let _ = hold.engine.release(&hold.key, hold.owner, hold.delete_value);
-                return;
-            }
-            () = changed => false,
-            () = tokio::time::sleep_until(next_renewal) => true,
-        };
-        // A starved process may wake past the deadline: the lock is lost then, and the
-        // record expires by itself.
-        if holding.expired() {
-            return;
-        }
-        let started = LostNotifier::now_ms();
-        let outcome = if due {
-            next_renewal = tokio::time::Instant::now() + period;
-            hold.engine.renew(&hold.key, hold.owner, hold.ttl)
-        } else {
-            hold.engine.check(&hold.key, hold.owner)
-        };
-        match outcome {
-            Ok(Ok(())) if due => {
-                if !holding.held_for(started, hold.ttl) {
-                    return;
-                }
-            }
-            Ok(Ok(())) => {}
-            Ok(Err(reason)) => {
-                holding.lose(reason);
-                return;
-            }
-            Err(err) => {
-                holding.lose(LostReason::RenewalFailed(err.to_string()));
-                return;
-            }
+        // Registered before the check, so a change in between is not missed.
+        let changed = engine.lock_changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        match engine.check(&key, owner) {
+            Ok(Ok(())) => changed.await,
+            Ok(Err(reason)) => return reason,
+            Err(err) => return LostReason::RenewalFailed(err.to_string()),
         }
     }
 }
@@ -189,7 +167,6 @@ struct LocalRelease<S: Storage> {
     key: Key,
     owner: u64,
     delete_value: bool,
-    releasing: Releasing,
 }
 
 #[async_trait]
@@ -200,9 +177,7 @@ impl<S: Storage> LockRelease for LocalRelease<S> {
             key,
             owner,
             delete_value,
-            releasing,
         } = *self;
-        releasing.begin();
         match engine.release(&key, owner, delete_value)? {
             Ok(()) => Ok(()),
             Err(reason) => Err(Error::LockLost {

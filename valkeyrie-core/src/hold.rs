@@ -1,0 +1,427 @@
+//! The lock-holding driver: one task per store handle keeps every acquisition of that handle
+//! held, so a backend writes only what is its own — one renewal request, and optionally a
+//! way to notice a loss between renewals — and never the loop around it.
+//!
+//! A backend describes an acquisition as a [`Hold`]: its [`Renew`] step, the time the
+//! acquisition was confirmed, the TTL it is held for, and optionally a future that resolves
+//! when the backend sees the lock go (a deleted record, an ended session). It hands the
+//! `Hold` to [`Spawner::hold`](crate::Spawner::hold) and gets back a [`Held`], which becomes
+//! part of the [`LockGuard`](crate::LockGuard). From then on the driver:
+//!
+//! - renews every `period` (a third of the TTL unless the backend says otherwise), each
+//!   renewal bounded by one period so a hung request cannot outlast the lease;
+//! - keeps the held-until deadline on tokio's monotonic clock: a confirmed renewal moves it
+//!   to `sent + held`, measured from when the request was *sent*; a renewal answered after
+//!   the deadline does not count (the lock is lost and [`Renew::give_up`] runs), so a
+//!   wall-clock step or a paused process never makes a holder believe it holds a lock that
+//!   someone else may have taken;
+//! - reports the first loss on the guard's lost signal, unless the guard's release began;
+//! - when the handle closes, reports [`LostReason::StoreClosed`] and runs
+//!   [`Renew::release_on_close`] for every acquisition still held (bounded by one period),
+//!   so other contenders do not wait out the TTL of a holder that is gone.
+//!
+//! One task serves every acquisition of the handle, however many: holding a lock costs an
+//! entry in that task, not a task of its own. The task starts with the first `hold` and ends
+//! when the handle closes; [`Background::len`](crate::Background::len) counts the
+//! acquisitions it holds, not the task.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::future::{join_all, BoxFuture, FutureExt};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use crate::background::{Spawner, TrackedWork};
+use crate::error::{LostReason, Result};
+use crate::kv::MAX_TTL;
+use crate::lock::{lost_signal, LostNotifier, LostSignal};
+
+/// What one renewal found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Renewal {
+    /// The server confirmed the hold for this long, counted from when the request was sent.
+    Held(Duration),
+    /// The lock is gone on the server, for this reason; no later renewal can bring it back.
+    Lost(LostReason),
+}
+
+/// A backend's steps for keeping one acquisition held; the driver decides when each runs.
+#[async_trait]
+pub trait Renew: Send + Sync + 'static {
+    /// One renewal request. `Err` means the outcome is unknown (a network error, say): the
+    /// driver tries again at the next period, and the lock is lost only if its deadline
+    /// passes first — or at once when the error is not [temporary](crate::Error::is_temporary)
+    /// (a revoked permission cannot heal by waiting). Cancel-safe: the driver drops the call
+    /// after one period.
+    async fn renew(&self) -> Result<Renewal>;
+
+    /// Runs once after the lock was lost through its deadline (no renewal confirmed in time)
+    /// or a permanent renewal error: undo whatever a late server could still keep for a
+    /// holder that has let go (a session it may revive, a record it may keep). Nothing by
+    /// default. Dropped, unfinished, if the handle closes meanwhile.
+    async fn give_up(&self) {}
+
+    /// Runs when the handle closes while the lock is held: release it, so the next contender
+    /// does not wait out the TTL. Bounded by one period. Nothing by default (the lock then
+    /// expires by itself).
+    async fn release_on_close(&self) {}
+}
+
+/// One acquisition to keep held; built by the backend, handed to
+/// [`Spawner::hold`](crate::Spawner::hold).
+pub struct Hold {
+    renew: Arc<dyn Renew>,
+    since: Instant,
+    ttl: Duration,
+    period: Duration,
+    loss: Option<BoxFuture<'static, LostReason>>,
+}
+
+impl std::fmt::Debug for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hold")
+            .field("ttl", &self.ttl)
+            .field("period", &self.period)
+            .field("watches_for_loss", &self.loss.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hold {
+    /// An acquisition the server confirmed for `ttl` from `since` (taken *before* the
+    /// acquiring request was sent), renewed by `renew` every third of the TTL.
+    pub fn new(renew: impl Renew, since: Instant, ttl: Duration) -> Self {
+        // `Store::new_lock` refuses TTLs over `MAX_TTL`; the bound keeps a direct
+        // `Backend::new_lock` call with a huge TTL from overflowing an `Instant`.
+        let ttl = ttl.min(MAX_TTL);
+        Hold {
+            renew: Arc::new(renew),
+            since,
+            ttl,
+            period: ttl / 3,
+            loss: None,
+        }
+    }
+
+    /// Renews every `period` instead of every third of the TTL (never more often than every
+    /// millisecond).
+    pub fn every(mut self, period: Duration) -> Self {
+        self.period = period.min(MAX_TTL);
+        self
+    }
+
+    /// Also watches `loss`, which resolves when the backend sees the lock go between
+    /// renewals (its record deleted, its session ended). It is dropped when the lock is
+    /// released, lost otherwise, or the handle closes.
+    pub fn watching(mut self, loss: impl Future<Output = LostReason> + Send + 'static) -> Self {
+        self.loss = Some(loss.boxed());
+        self
+    }
+}
+
+/// A lock the handle's driver now holds: the guard's lost signal and the means to stop
+/// holding it. Part of a [`LockGuard`](crate::LockGuard); dropping it without a guard (an
+/// attempt abandoned after all) stops the renewals.
+#[derive(Debug)]
+pub struct Held {
+    pub(crate) signal: LostSignal,
+    pub(crate) releasing: Releasing,
+    pub(crate) spawner: Spawner,
+}
+
+impl Held {
+    /// A lock held by another store handle that this one passes on under its own name (a
+    /// wrapper over another store, such as the template's stand-in server): the guard's lost
+    /// signal is that lock's, and nothing is renewed here. `spawner` runs the guard's
+    /// release when it is dropped.
+    pub fn mirroring(signal: LostSignal, spawner: Spawner) -> Self {
+        Held {
+            signal,
+            releasing: Releasing {
+                releasing: Arc::new(AtomicBool::new(false)),
+                _stop: CancellationToken::new().drop_guard(),
+            },
+            spawner,
+        }
+    }
+
+    /// The lost signal of this acquisition, for a backend that must notice a loss while it
+    /// is still finishing the acquisition (waiting for its turn, say).
+    pub fn lost_signal(&self) -> &LostSignal {
+        &self.signal
+    }
+}
+
+/// The release side of one acquisition: beginning the release stops the renewals and
+/// silences their loss reports, so a release is never mistaken for a loss.
+#[derive(Debug)]
+pub(crate) struct Releasing {
+    releasing: Arc<AtomicBool>,
+    _stop: DropGuard,
+}
+
+impl Releasing {
+    /// Begins the release: from now on nothing reports a loss, and the renewals stop.
+    pub(crate) fn begin(self) {
+        self.releasing.store(true, Ordering::Release);
+    }
+}
+
+/// One acquisition as the driver keeps it.
+struct Entry {
+    renew: Arc<dyn Renew>,
+    lost: LostNotifier,
+    releasing: Arc<AtomicBool>,
+    stop: CancellationToken,
+    period: Duration,
+    /// Counts the acquisition in `Background::len` while the driver holds it.
+    _work: TrackedWork,
+}
+
+impl Entry {
+    /// Reports the loss, unless a release has begun.
+    fn lose(&self, reason: LostReason) {
+        if !self.releasing.load(Ordering::Acquire) {
+            self.lost.notify(reason);
+        }
+    }
+}
+
+/// A new acquisition on its way to the driver task.
+struct Registration {
+    entry: Entry,
+    since: Instant,
+    loss: Option<BoxFuture<'static, LostReason>>,
+}
+
+/// What happened to one acquisition.
+enum Event {
+    /// Its next renewal is due.
+    Due,
+    /// A renewal sent at `sent` answered (or timed out: `None`).
+    Renewed { sent: Instant, outcome: Option<Result<Renewal>> },
+    /// The backend saw the lock go.
+    Lost(LostReason),
+    /// The release began, or the driver dropped the acquisition.
+    Stopped,
+    /// A `give_up` finished; nothing more to do.
+    GaveUp,
+}
+
+type Work = FuturesUnordered<BoxFuture<'static, (u64, Event)>>;
+
+/// The sending side of a handle's driver, kept by its `Spawner`s.
+#[derive(Debug)]
+pub(crate) struct Driver {
+    registrations: mpsc::UnboundedSender<Registration>,
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration").finish_non_exhaustive()
+    }
+}
+
+impl Driver {
+    /// Starts the driver task of a handle through `spawner`.
+    pub(crate) fn start(spawner: &Spawner) -> Driver {
+        let (registrations, received) = mpsc::unbounded_channel();
+        spawner.spawn_service(run(received, spawner.token()));
+        Driver { registrations }
+    }
+}
+
+/// Hands `hold` to the handle's driver; see [`Spawner::hold`](crate::Spawner::hold).
+pub(crate) fn start_holding(spawner: &Spawner, driver: &Driver, hold: Hold) -> Held {
+    let (lost, signal) = lost_signal(hold.since, hold.ttl);
+    let releasing = Arc::new(AtomicBool::new(false));
+    let stop = CancellationToken::new();
+    let entry = Entry {
+        renew: hold.renew,
+        lost,
+        releasing: Arc::clone(&releasing),
+        stop: stop.clone(),
+        period: hold.period.max(Duration::from_millis(1)),
+        _work: spawner.track(),
+    };
+    let registration = Registration {
+        entry,
+        since: hold.since,
+        loss: hold.loss,
+    };
+    if let Err(refused) = driver.registrations.send(registration) {
+        // The driver ended: the handle closed.
+        refused.0.entry.lose(LostReason::StoreClosed);
+    }
+    Held {
+        signal,
+        releasing: Releasing {
+            releasing,
+            _stop: stop.drop_guard(),
+        },
+        spawner: spawner.clone(),
+    }
+}
+
+/// `future`, ended early (as [`Event::Stopped`]) when `stop` is cancelled.
+fn stoppable(id: u64, stop: &CancellationToken, future: impl Future<Output = Event> + Send + 'static) -> BoxFuture<'static, (u64, Event)> {
+    let stop = stop.clone();
+    async move {
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => (id, Event::Stopped),
+            event = future => (id, event),
+        }
+    }
+    .boxed()
+}
+
+/// The time `period` after `from`, or far in the future if that cannot be represented.
+fn after(from: Instant, period: Duration) -> Instant {
+    from.checked_add(period)
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365 * 30))
+}
+
+/// The driver task: holds every registered acquisition until it is released, lost, or the
+/// handle closes.
+async fn run(mut registrations: mpsc::UnboundedReceiver<Registration>, closing: CancellationToken) {
+    let mut entries: std::collections::HashMap<u64, Entry> = std::collections::HashMap::new();
+    let mut work = Work::new();
+    let mut next_id: u64 = 0;
+    loop {
+        tokio::select! {
+            biased;
+            () = closing.cancelled() => break,
+            registration = registrations.recv() => {
+                let Some(Registration { entry, since, loss }) = registration else { break };
+                next_id += 1;
+                let id = next_id;
+                let due = after(since, entry.period);
+                work.push(stoppable(id, &entry.stop, async move {
+                    tokio::time::sleep_until(due).await;
+                    Event::Due
+                }));
+                if let Some(loss) = loss {
+                    work.push(stoppable(id, &entry.stop, loss.map(Event::Lost)));
+                }
+                entries.insert(id, entry);
+            }
+            Some((id, event)) = work.next(), if !work.is_empty() => {
+                handle(id, event, &mut entries, &mut work);
+            }
+        }
+    }
+    close(entries, registrations).await;
+}
+
+/// Takes one event of acquisition `id` into account.
+fn handle(id: u64, event: Event, entries: &mut std::collections::HashMap<u64, Entry>, work: &mut Work) {
+    let Some(entry) = entries.get(&id) else {
+        return;
+    };
+    match event {
+        Event::GaveUp => {}
+        Event::Stopped => drop(entries.remove(&id)),
+        Event::Lost(reason) => {
+            entry.lose(reason);
+            drop_entry(id, entries);
+        }
+        Event::Due => {
+            // A starved process may wake past the deadline: the lock is lost then, and no
+            // renewal is sent for a holder that has already let go.
+            if entry.lost.past_deadline() {
+                entry.lose(LostReason::Expired);
+                give_up(id, entries, work);
+                return;
+            }
+            let renew = Arc::clone(&entry.renew);
+            let period = entry.period;
+            work.push(stoppable(id, &entry.stop, async move {
+                let sent = Instant::now();
+                let outcome = tokio::time::timeout(period, renew.renew()).await.ok();
+                Event::Renewed { sent, outcome }
+            }));
+        }
+        Event::Renewed { sent, outcome } => match outcome {
+            Some(Ok(Renewal::Held(held))) => {
+                // A renewal answered after the deadline does not count: the lock is lost.
+                if !entry.lost.extend(sent, held) {
+                    entry.lose(LostReason::Expired);
+                    give_up(id, entries, work);
+                    return;
+                }
+                schedule(id, entry, after(sent, entry.period), work);
+            }
+            Some(Ok(Renewal::Lost(reason))) => {
+                entry.lose(reason);
+                drop_entry(id, entries);
+            }
+            Some(Err(err)) if !err.is_temporary() => {
+                entry.lose(LostReason::RenewalFailed(err.to_string()));
+                give_up(id, entries, work);
+            }
+            Some(Err(err)) => {
+                tracing::debug!(error = %err, "lock renewal failed; retrying");
+                schedule(id, entry, after(sent, entry.period), work);
+            }
+            None => {
+                tracing::debug!(period = ?entry.period, "lock renewal timed out; retrying");
+                schedule(id, entry, Instant::now(), work);
+            }
+        },
+    }
+}
+
+/// Schedules the next renewal of `entry` at `due`.
+fn schedule(id: u64, entry: &Entry, due: Instant, work: &mut Work) {
+    work.push(stoppable(id, &entry.stop, async move {
+        tokio::time::sleep_until(due).await;
+        Event::Due
+    }));
+}
+
+/// Stops holding `id`: its other pending work ends as `Stopped`, which finds no entry.
+fn drop_entry(id: u64, entries: &mut std::collections::HashMap<u64, Entry>) {
+    if let Some(entry) = entries.remove(&id) {
+        entry.stop.cancel();
+    }
+}
+
+/// Stops holding `id` after a loss and runs its `give_up`.
+fn give_up(id: u64, entries: &mut std::collections::HashMap<u64, Entry>, work: &mut Work) {
+    if let Some(entry) = entries.remove(&id) {
+        entry.stop.cancel();
+        let renew = Arc::clone(&entry.renew);
+        work.push(
+            async move {
+                renew.give_up().await;
+                (id, Event::GaveUp)
+            }
+            .boxed(),
+        );
+    }
+}
+
+/// The handle is closing: every acquisition still held is lost (`StoreClosed`) and released
+/// on the server, each bounded by one period, all at once.
+async fn close(entries: std::collections::HashMap<u64, Entry>, mut registrations: mpsc::UnboundedReceiver<Registration>) {
+    registrations.close();
+    let mut held: Vec<Entry> = entries.into_values().collect();
+    while let Ok(registration) = registrations.try_recv() {
+        held.push(registration.entry);
+    }
+    let releases = held.into_iter().filter(|entry| !entry.releasing.load(Ordering::Acquire)).map(|entry| {
+        entry.lose(LostReason::StoreClosed);
+        async move {
+            let _ = tokio::time::timeout(entry.period, entry.renew.release_on_close()).await;
+            drop(entry);
+        }
+    });
+    join_all(releases).await;
+}

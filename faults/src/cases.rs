@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use valkeyrie::{
-    Error, ErrorKind, Fence, KvPair, LockGuard, LockOptions, ReadOptions, Store, Transaction, TxnOutcome, WatchEvent,
+    Error, ErrorKind, ErrorStatus, Fence, KvPair, LockGuard, LockOptions, ReadOptions, Store, Transaction, TxnOutcome, WatchEvent,
     WatchStream, WriteOptions,
 };
 
@@ -213,6 +213,54 @@ pub async fn watch_across_dropped_connection(target: &Target) {
     write_sequence(writer.as_ref(), &dir, 2 * COUNT / 3..COUNT).await;
     judge(target, seen, COUNT, "a 3 s cut").await;
     let _ = writer.delete_tree(&dir).await;
+}
+
+/// Each error status on a real server, through a proxy that can cut the connection: a
+/// missing key is permanent; a call while the connection is cut is temporary; a watch that
+/// cannot resume for its `watch_retry_for` ends with a persistent error (retried already:
+/// an outer loop should not simply retry it). For the backends with `watch_retry_for`.
+pub async fn error_statuses(target: &Target) {
+    const RETRY_FOR: Duration = Duration::from_secs(2);
+    let name = target.backend.name();
+    let proxy = target.proxy().await;
+    let store = target
+        .open_via_with(&proxy.address(), &format!("watch_retry_for={}ms", RETRY_FOR.as_millis()))
+        .await;
+    let dir = unique("statuses");
+
+    let missing = store
+        .atomic_delete(&format!("{dir}/missing"), &KvPair::new(format!("{dir}/missing"), "v", 1))
+        .await
+        .expect_err("an atomic delete of a missing key");
+    assert_eq!(missing.status(), ErrorStatus::Permanent, "{name}: {missing}");
+
+    let mut events = store
+        .watch_tree(&dir, &ReadOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{name}: watch_tree: {e}"));
+    match tokio::time::timeout(SLACK, events.next()).await {
+        Ok(Some(Ok(WatchEvent::Snapshot(_)))) => {}
+        other => panic!("{name}: expected the first snapshot, got {other:?}"),
+    }
+    proxy.cut();
+    let cut_at = Instant::now();
+    let during = store
+        .get(&format!("{dir}/k"), &ReadOptions::default())
+        .await
+        .expect_err("a read while the connection is cut");
+    assert_eq!(during.status(), ErrorStatus::Temporary, "{name}: {during}");
+
+    let ended = loop {
+        match tokio::time::timeout(RETRY_FOR + REQUEST_TIMEOUT + SLACK, events.next()).await {
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(err))) => break err,
+            Ok(None) => panic!("{name}: the watch ended without an error"),
+            Err(_) => panic!("{name}: the watch went on {:.1?} into a cut", cut_at.elapsed()),
+        }
+    };
+    assert_eq!(ended.status(), ErrorStatus::Persistent, "{name}: {ended}");
+    assert!(!ended.is_temporary(), "{name}: a given-up error is not temporary");
+    proxy.restore();
 }
 
 /// The server freezes (SIGSTOP) for longer than the lock's TTL: the holder's lost signal

@@ -236,6 +236,11 @@ impl Target {
         open(&self.backend.url(address)).await
     }
 
+    /// [`Target::open_via`] with more URL parameters (`name=value&…`).
+    pub async fn open_via_with(&self, address: &str, parameters: &str) -> Arc<dyn Store> {
+        open(&format!("{}&{parameters}", self.backend.url(address))).await
+    }
+
     /// The server, for the cases that stop, restart or pause it.
     pub fn server(&self) -> Server {
         self.backend

@@ -34,6 +34,25 @@ macro_rules! server_cases {
 }
 
 server_cases!(Etcd, Redis, ZooKeeper, Consul);
+/// The error statuses, on the backends whose watches retry for `watch_retry_for`, then give up.
+mod error_statuses {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn etcd() {
+        cases::error_statuses(&Target::new(Backend::Etcd).await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn consul() {
+        cases::error_statuses(&Target::new(Backend::Consul).await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dynamodb() {
+        cases::error_statuses(&Target::new(Backend::DynamoDb).await).await;
+    }
+}
 // DynamoDB Local runs in memory, so a restart is a new, empty database: its outages are a
 // proxy's refused connections (`calls_while_down`, `cas_across_restart` use one for it).
 fault_cases!(DynamoDb:

@@ -141,8 +141,12 @@ impl Feeder {
                 }
                 Err(err) => {
                     let since = *failing_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() > self.retry_for || !(err.is_temporary() || is_transport(&err)) {
+                    if !(err.is_temporary() || is_transport(&err)) {
                         let _ = sender.send(Err(err)).await;
+                        return;
+                    }
+                    if since.elapsed() > self.retry_for {
+                        let _ = sender.send(Err(err.persisted(self.retry_for))).await;
                         return;
                     }
                     tracing::debug!(store = CONSUL, key = self.key.as_str(), error = %err, "watch query failed; retrying");

@@ -138,7 +138,7 @@ pub(crate) async fn write(
         });
     }
     let reason = format!("the key kept changing under {ATTEMPTS} attempts; last: {last_reason}");
-    Err(Error::backend(CONSUL, call, name, true, reason))
+    Err(Error::gave_up(CONSUL, call, name, reason))
 }
 
 /// The operations of one attempt.

@@ -3,8 +3,11 @@
 //! Every variant that concerns a key carries the store name and the key, so a
 //! message such as `etcd: key "config/db" was modified` can be acted on without
 //! a backtrace. Callers match on the variant (or on [`Error::kind`]) and ask
-//! [`Error::is_temporary`] whether retrying can help. Backend errors keep their
-//! source, so `std::error::Error::source` walks down to the client's error.
+//! [`Error::status`] (or [`Error::is_temporary`]) whether retrying can help: an error is
+//! temporary, permanent, or persistent — temporary by nature, but the library already
+//! retried it for as long as a setting allows and gave up, so an outer retry loop should not
+//! simply try again at once. Backend errors keep their source, so
+//! `std::error::Error::source` walks down to the client's error.
 //!
 //! Errors never contain values or secrets: only store names, keys, field names
 //! and the text of the underlying error.
@@ -43,6 +46,20 @@ impl std::fmt::Display for LostReason {
             LostReason::Released => f.write_str("it was released"),
         }
     }
+}
+
+/// Whether retrying a failed call can help; see [`Error::status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorStatus {
+    /// Retrying the same call later may succeed: network trouble, a timeout, contention.
+    Temporary,
+    /// Retrying cannot help: a logic error (a bad key, a missing key), or a refusal of
+    /// credentials, permissions or certificates.
+    Permanent,
+    /// Temporary by nature, but the library already retried it (for as long as a setting
+    /// such as `watch_retry_for` allows, or for a number of attempts) and gave up: the
+    /// trouble has lasted; retrying at once is unlikely to help.
+    Persistent,
 }
 
 /// What went wrong, without the context: handy for `match` and metrics.
@@ -311,7 +328,7 @@ pub enum Error {
         /// The key concerned.
         key: String,
         /// Whether retrying the same call may succeed.
-        temporary: bool,
+        status: ErrorStatus,
         /// The client's error.
         #[source]
         source: BoxError,
@@ -396,15 +413,21 @@ impl Error {
         }
     }
 
-    /// Whether retrying the same call later may succeed (network trouble, timeouts,
-    /// contention). Logic errors such as [`Error::InvalidKey`], and refusals of
-    /// credentials, permissions or certificates, are permanent.
-    pub fn is_temporary(&self) -> bool {
+    /// Whether retrying can help: see [`ErrorStatus`]. Network trouble and timeouts are
+    /// temporary; logic errors such as [`Error::InvalidKey`], and refusals of credentials,
+    /// permissions or certificates, are permanent; a backend error says which it is.
+    pub fn status(&self) -> ErrorStatus {
         match self {
-            Error::NotReachable { .. } | Error::Timeout { .. } => true,
-            Error::Backend { temporary, .. } => *temporary,
-            _ => false,
+            Error::NotReachable { .. } | Error::Timeout { .. } => ErrorStatus::Temporary,
+            Error::Backend { status, .. } => *status,
+            _ => ErrorStatus::Permanent,
         }
+    }
+
+    /// Whether retrying the same call later may succeed: [`ErrorStatus::Temporary`] only
+    /// (not an error the library already retried and gave up on).
+    pub fn is_temporary(&self) -> bool {
+        self.status() == ErrorStatus::Temporary
     }
 
     /// Builds [`Error::KeyNotFound`].
@@ -488,9 +511,67 @@ impl Error {
             store,
             call,
             key: key.into(),
-            temporary,
+            status: if temporary {
+                ErrorStatus::Temporary
+            } else {
+                ErrorStatus::Permanent
+            },
             source: source.into(),
         }
+    }
+
+    /// This error once the library has retried it for `retried` and gives up: a temporary
+    /// error becomes [persistent](ErrorStatus::Persistent), with the time in its message
+    /// (and the original as its source, for an error that was not a backend error); any
+    /// other error stays as it is.
+    #[must_use]
+    pub fn persisted(self, retried: Duration) -> Error {
+        match self {
+            Error::Backend {
+                store,
+                call,
+                key,
+                status: ErrorStatus::Temporary,
+                source,
+            } => Error::gave_up(store, call, key, format!("still failing after {retried:?} of retries: {source}")),
+            Error::NotReachable { store, call, ref key, .. } | Error::Timeout { store, call, ref key, .. } => {
+                let key = key.clone();
+                Error::gave_up(store, call, key, GaveUp { retried, last: self })
+            }
+            other => other,
+        }
+    }
+
+    /// Builds a persistent [`Error::Backend`]: a temporary trouble the library retried by
+    /// itself and gave up on; `source` says for how long or how many times, and the last
+    /// failure.
+    pub fn gave_up(store: &'static str, call: &'static str, key: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Error::Backend {
+            store,
+            call,
+            key: key.into(),
+            status: ErrorStatus::Persistent,
+            source: source.into(),
+        }
+    }
+}
+
+/// The source of a persistent error made from a temporary one that was not a backend error.
+#[derive(Debug)]
+struct GaveUp {
+    retried: Duration,
+    last: Error,
+}
+
+impl std::fmt::Display for GaveUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "still failing after {:?} of retries: {}", self.retried, self.last)
+    }
+}
+
+impl std::error::Error for GaveUp {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.last)
     }
 }
 
@@ -562,5 +643,27 @@ mod tests {
             "redis: permission denied for put on \"other/x\": NOPERM"
         );
         assert!(refused[2].to_string().contains("TLS verification failed"));
+    }
+
+    #[test]
+    fn given_up_errors_are_persistent_not_temporary() {
+        let retried = Duration::from_secs(60);
+        let unreachable = Error::NotReachable {
+            store: "etcd",
+            call: "watch",
+            key: "k".into(),
+            source: "connection refused".into(),
+        };
+        assert_eq!(unreachable.status(), ErrorStatus::Temporary);
+        let persistent = unreachable.persisted(retried);
+        assert_eq!(persistent.status(), ErrorStatus::Persistent);
+        assert!(!persistent.is_temporary());
+        assert_eq!(persistent.key(), Some("k"));
+        assert!(persistent.to_string().contains("still failing after 60s"), "{persistent}");
+        let backend = Error::backend("consul", "watch", "k", true, "EOF").persisted(retried);
+        assert_eq!(backend.status(), ErrorStatus::Persistent);
+        let permanent = Error::not_found("redis", "k");
+        assert_eq!(permanent.status(), ErrorStatus::Permanent);
+        assert_eq!(permanent.persisted(retried).status(), ErrorStatus::Permanent);
     }
 }

@@ -80,7 +80,7 @@ pub use backoff::Backoff;
 pub use bytes::Bytes;
 pub use capabilities::Capabilities;
 pub use config::{BackendConfig, Secret, StoreConfig, StoreUrl};
-pub use error::{BoxError, Error, ErrorKind, LostReason, Result};
+pub use error::{BoxError, Error, ErrorKind, ErrorStatus, LostReason, Result};
 pub use key::Key;
 pub use kv::{KvPair, LockOptions, ReadOptions, WriteOptions, MAX_TTL};
 pub use list::{ListOptions, ListStream};

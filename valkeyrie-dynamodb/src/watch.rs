@@ -496,7 +496,7 @@ impl Feeder {
     async fn failed(&self, err: Error, failing_since: &mut Option<Instant>, sender: &Sender) -> Option<()> {
         let since = *failing_since.get_or_insert_with(Instant::now);
         if since.elapsed() > self.retry_for {
-            let _ = sender.send(Err(err)).await;
+            let _ = sender.send(Err(err.persisted(self.retry_for))).await;
             return None;
         }
         tracing::debug!(store = DYNAMODB, key = self.key.as_str(), error = %err, "stream read failed; retrying");

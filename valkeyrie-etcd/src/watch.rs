@@ -230,7 +230,7 @@ impl Feeder {
             let since = *failing_since.get_or_insert_with(Instant::now);
             if since.elapsed() > self.retry_for {
                 let reason = format!("could not resume the watch for {:?}: {failure}", self.retry_for);
-                let _ = sender.send(Err(self.error(reason, true))).await;
+                let _ = sender.send(Err(Error::gave_up(ETCD, "watch", self.key.as_str(), reason))).await;
                 return;
             }
             tracing::debug!(

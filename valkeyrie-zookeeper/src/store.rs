@@ -205,7 +205,7 @@ impl ZookeeperStore {
             }
         }
         let reason = format!("gave up after {WRITE_ATTEMPTS} attempts racing other writers");
-        Err(Error::backend(ZOOKEEPER, call, key.as_str(), true, reason))
+        Err(Error::gave_up(ZOOKEEPER, call, key.as_str(), reason))
     }
 
     /// A plain put without reading the node first: sets its data in place, or creates it
@@ -371,7 +371,7 @@ impl Backend for ZookeeperStore {
             }
         }
         let reason = format!("gave up after {WRITE_ATTEMPTS} attempts racing other writers");
-        Err(Error::backend(ZOOKEEPER, "delete", key.as_str(), true, reason))
+        Err(Error::gave_up(ZOOKEEPER, "delete", key.as_str(), reason))
     }
 
     async fn get_many(&self, keys: &[Key], _opts: &ReadOptions) -> Result<Vec<Option<KvPair>>> {

@@ -63,7 +63,7 @@ pub(crate) async fn commit(store: &ZookeeperStore, txn: &Txn) -> Result<TxnOutco
         }
     }
     let reason = format!("gave up after {WRITE_ATTEMPTS} attempts racing other writers");
-    Err(Error::backend(ZOOKEEPER, "commit", call_key, true, reason))
+    Err(Error::gave_up(ZOOKEEPER, "commit", call_key, reason))
 }
 
 fn node<'s>(snapshot: &'s HashMap<String, Node>, key: &Key) -> Option<&'s (Vec<u8>, Stat)> {

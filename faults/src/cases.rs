@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use valkeyrie::{
-    Error, ErrorKind, ErrorStatus, Fence, KvPair, LockGuard, LockOptions, ReadOptions, Store, Transaction, TxnOutcome, WatchEvent,
-    WatchStream, WriteOptions,
+    Error, ErrorKind, ErrorStatus, Fence, KvPair, LockGuard, LockOptions, ReadOptions, Store, Transaction, TxnOutcome,
+    WatchEvent, WatchStream, WriteOptions,
 };
 
 use crate::proxy::Proxy;
@@ -224,12 +224,18 @@ pub async fn error_statuses(target: &Target) {
     let name = target.backend.name();
     let proxy = target.proxy().await;
     let store = target
-        .open_via_with(&proxy.address(), &format!("watch_retry_for={}ms", RETRY_FOR.as_millis()))
+        .open_via_with(
+            &proxy.address(),
+            &format!("watch_retry_for={}ms", RETRY_FOR.as_millis()),
+        )
         .await;
     let dir = unique("statuses");
 
     let missing = store
-        .atomic_delete(&format!("{dir}/missing"), &KvPair::new(format!("{dir}/missing"), "v", 1))
+        .atomic_delete(
+            &format!("{dir}/missing"),
+            &KvPair::new(format!("{dir}/missing"), "v", 1),
+        )
         .await
         .expect_err("an atomic delete of a missing key");
     assert_eq!(missing.status(), ErrorStatus::Permanent, "{name}: {missing}");

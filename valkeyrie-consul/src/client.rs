@@ -21,7 +21,7 @@ use hyper_util::rt::TokioExecutor;
 use rs_consul::{Consul, ConsulError, HttpsClient};
 use rustls::pki_types::ServerName;
 use valkeyrie_core::tls::{self, strip_scheme, TlsMaterial};
-use valkeyrie_core::{Error, Result, Secret, Spawner};
+use valkeyrie_core::{deadline, Error, Result, Secret, Spawner};
 
 use crate::config::ConsulConfig;
 use crate::error::{map_consul_error, map_status, not_reachable};
@@ -300,15 +300,7 @@ impl ConsulClient {
         };
         let skips = u32::try_from(agents.saturating_sub(1)).unwrap_or(u32::MAX);
         let deadline = deadline.saturating_add(self.inner.connect_timeout.saturating_mul(skips));
-        match tokio::time::timeout(deadline, attempts).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::Timeout {
-                store: CONSUL,
-                call,
-                key: key.to_owned(),
-                after: deadline,
-            }),
-        }
+        deadline::within(deadline, CONSUL, call, key, attempts).await
     }
 
     /// Sends `request` and reads the whole reply, within its deadline (the request timeout
@@ -451,7 +443,11 @@ mod tests {
             token: Some("t0ken".into()),
             ..Default::default()
         };
-        let Err(err) = ConsulClient::new(&["http://127.0.0.1:8500".to_owned()], &config, Background::new().spawner()) else {
+        let Err(err) = ConsulClient::new(
+            &["http://127.0.0.1:8500".to_owned()],
+            &config,
+            Background::new().spawner(),
+        ) else {
             panic!("an http:// agent with a ca_file was accepted: the token would travel in clear");
         };
         assert_eq!(err.kind(), valkeyrie_core::ErrorKind::InvalidConfiguration, "{err}");
@@ -461,7 +457,12 @@ mod tests {
             ..Default::default()
         };
         assert!(
-            ConsulClient::new(&["http://127.0.0.1:8500".to_owned()], &config, Background::new().spawner()).is_err(),
+            ConsulClient::new(
+                &["http://127.0.0.1:8500".to_owned()],
+                &config,
+                Background::new().spawner()
+            )
+            .is_err(),
             "server_name alone asks for TLS too"
         );
     }

@@ -6,15 +6,15 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::StatusCode;
 use valkeyrie_core::{
-    Backend, Background, Capabilities, Error, ErrorKind, Key, KvPair, LockOptions, Locker, ReadOptions, Registration,
-    Result, Store, StoreSpec, Txn, TxnOutcome as Outcome, WatchStream, WriteOptions,
+    Backend, Background, Capabilities, Error, ErrorKind, Expect, Key, KvPair, LockOptions, Locker, ReadOptions,
+    Registration, Result, Store, StoreSpec, Txn, TxnOutcome as Outcome, WatchStream, WriteOptions,
 };
 
 use crate::api::{Consistency, Entry, KvOp, TxnOutcome};
 use crate::client::{ApiRequest, ConsulClient};
 use crate::config::ConsulConfig;
 use crate::lock::ConsulLocker;
-use crate::write::{write, Expect};
+use crate::write::write;
 use crate::{txn, watch, CONSUL};
 
 /// A handle on a Consul cluster, through one or more agents.
@@ -229,7 +229,7 @@ impl Backend for ConsulStore {
         opts: &WriteOptions,
     ) -> Result<KvPair> {
         let ttl = ttl(opts);
-        let expect = previous.map_or(Expect::Absent, |previous| Expect::Index(previous.last_index));
+        let expect = Expect::previous(previous);
         let spawner = self.background.spawner();
         let index = write(&self.client, &spawner, "atomic_put", key, &value, expect, ttl).await?;
         Ok(KvPair::new(key.as_str(), value, index))

@@ -4,15 +4,16 @@
 //! Consul keeps no event log, so changes that land between two answers are coalesced: the
 //! watcher sees each key's latest state, in index order, never an older one after a newer.
 //! An answer whose index went backwards (the cluster's state was reset or restored) cannot
-//! be compared with the last one: a fresh `Snapshot` follows. A failed query is retried with
-//! backoff from the last index, so nothing is skipped; after `watch_retry_for` of failures
-//! the stream ends with the error. Dropping the stream aborts the query in flight.
+//! be compared with the last one: a fresh `Snapshot` follows. Core's feed driver retries a
+//! failed query with backoff from the last index, so nothing is skipped; after
+//! `watch_retry_for` of failures the stream ends with a persistent error. Dropping the
+//! stream aborts the query in flight.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use async_trait::async_trait;
+use valkeyrie_core::feed::{self, Batch, Feed};
 use valkeyrie_core::{Backend, Key, KvPair, ReadOptions, Result, WatchEvent, WatchStream};
 
 use crate::api::{Blocking, Consistency, Entry};
@@ -20,26 +21,28 @@ use crate::client::ConsulClient;
 use crate::store::{consistency, pair, ConsulStore};
 use crate::CONSUL;
 
-/// Items buffered between the feeder task and a slow consumer.
-const BUFFER: usize = 64;
-
 /// A watch on `key`, or with `tree` on everything below it.
 pub(crate) async fn watch(store: &ConsulStore, key: &Key, tree: bool, opts: &ReadOptions) -> Result<WatchStream> {
-    let feeder = Feeder {
+    let mut feeder = Feeder {
         client: store.client.clone(),
         key: key.clone(),
         tree,
         consistency: consistency(opts),
         wait: store.config.watch_wait,
-        retry_for: store.config.watch_retry_for,
+        seen: Seen::default(),
+        index: 0,
     };
     let (entries, index) = feeder.read(None).await?;
-    let (sender, receiver) = mpsc::channel(BUFFER);
-    let seen = Seen::from(&entries);
-    // The channel is new and empty: the snapshot always fits.
-    let _ = sender.try_send(Ok(WatchEvent::Snapshot(entries.into_iter().map(pair).collect())));
-    store.background().spawn(feeder.run(seen, index, sender));
-    Ok(Box::pin(ReceiverStream::new(receiver)))
+    feeder.seen = Seen::from(&entries);
+    feeder.index = index;
+    let snapshot = entries.into_iter().map(pair).collect();
+    let retry_for = store.config.watch_retry_for;
+    Ok(feed::start(
+        &store.background().spawner(),
+        Some(snapshot),
+        feeder,
+        retry_for,
+    ))
 }
 
 /// The modify index of every key the watcher has been told about.
@@ -78,16 +81,16 @@ impl Seen {
     }
 }
 
+/// One watch's last answer: its index and what it held.
 struct Feeder {
     client: ConsulClient,
     key: Key,
     tree: bool,
     consistency: Consistency,
     wait: Duration,
-    retry_for: Duration,
+    seen: Seen,
+    index: u64,
 }
-
-type Sender = mpsc::Sender<Result<WatchEvent>>;
 
 impl Feeder {
     /// What is watched, and the index of the answer.
@@ -100,73 +103,35 @@ impl Feeder {
         entries.retain(|e| e.key == self.key.as_str() || (self.tree && self.key.contains(&e.key)));
         Ok((entries, index))
     }
-
-    /// Asks again and again from `index` until the consumer goes away.
-    async fn run(self, mut seen: Seen, mut index: u64, sender: Sender) {
-        let mut failing_since: Option<Instant> = None;
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            // Consul's advice: never block on index 0, which answers at once.
-            let blocking = Blocking {
-                index: index.max(1),
-                wait: self.wait,
-            };
-            let answer = tokio::select! {
-                () = sender.closed() => return,
-                answer = self.read(Some(blocking)) => answer,
-            };
-            match answer {
-                Ok((entries, new_index)) => {
-                    failing_since = None;
-                    backoff = Duration::from_millis(100);
-                    let events = if new_index < index {
-                        tracing::debug!(
-                            store = CONSUL,
-                            key = self.key.as_str(),
-                            index,
-                            new_index,
-                            "index went backwards; resyncing"
-                        );
-                        seen = Seen::from(&entries);
-                        vec![WatchEvent::Snapshot(entries.into_iter().map(pair).collect())]
-                    } else {
-                        seen.advance(entries, new_index)
-                    };
-                    for event in events {
-                        if sender.send(Ok(event)).await.is_err() {
-                            return;
-                        }
-                    }
-                    index = new_index;
-                }
-                Err(err) => {
-                    let since = *failing_since.get_or_insert_with(Instant::now);
-                    if !(err.is_temporary() || is_transport(&err)) {
-                        let _ = sender.send(Err(err)).await;
-                        return;
-                    }
-                    if since.elapsed() > self.retry_for {
-                        let _ = sender.send(Err(err.persisted(self.retry_for))).await;
-                        return;
-                    }
-                    tracing::debug!(store = CONSUL, key = self.key.as_str(), error = %err, "watch query failed; retrying");
-                    tokio::select! {
-                        () = sender.closed() => return,
-                        () = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
-    }
 }
 
-/// Whether `err` is a lost connection or a deadline, which a later query may get past.
-fn is_transport(err: &valkeyrie_core::Error) -> bool {
-    matches!(
-        err.kind(),
-        valkeyrie_core::ErrorKind::NotReachable | valkeyrie_core::ErrorKind::Timeout
-    )
+#[async_trait]
+impl Feed for Feeder {
+    /// One blocking query from the last answer's index: the difference between the two
+    /// answers, or a resync when the index went backwards.
+    async fn next(&mut self) -> Result<Batch> {
+        // Consul's advice: never block on index 0, which answers at once.
+        let blocking = Blocking {
+            index: self.index.max(1),
+            wait: self.wait,
+        };
+        let (entries, index) = self.read(Some(blocking)).await?;
+        let batch = if index < self.index {
+            tracing::debug!(
+                store = CONSUL,
+                key = self.key.as_str(),
+                index = self.index,
+                new_index = index,
+                "index went backwards; resyncing"
+            );
+            self.seen = Seen::from(&entries);
+            Batch::Resync(entries.into_iter().map(pair).collect())
+        } else {
+            Batch::Events(self.seen.advance(entries, index))
+        };
+        self.index = index;
+        Ok(batch)
+    }
 }
 
 #[cfg(test)]

@@ -16,22 +16,13 @@
 
 use std::time::Duration;
 
-use valkeyrie_core::{Error, Key, Result, Spawner};
+use async_trait::async_trait;
+use tokio::time::Instant;
+use valkeyrie_core::{Error, Expect, Hold, Key, LostReason, Renew, Renewal, Result, Spawner};
 
 use crate::api::{Consistency, KvOp, OwnedSession, SessionSpec, TxnOutcome};
 use crate::client::ConsulClient;
 use crate::CONSUL;
-
-/// What a write assumes about the key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Expect {
-    /// Nothing: a plain put.
-    Anything,
-    /// The key does not exist.
-    Absent,
-    /// The key's `ModifyIndex` is this.
-    Index(u64),
-}
 
 /// The key as a read found it.
 #[derive(Debug)]
@@ -114,7 +105,8 @@ pub(crate) async fn write(
                         session: session.id().to_owned(),
                         ttl,
                     };
-                    spawner.spawn(renewer.run());
+                    let period = (ttl / 4).max(Duration::from_millis(500));
+                    spawner.keep_alive(Hold::new(renewer, Instant::now(), ttl).every(period));
                 }
                 return Ok(index);
             }
@@ -230,36 +222,25 @@ struct KeepAlive {
     ttl: Duration,
 }
 
-impl KeepAlive {
-    async fn run(self) {
+#[async_trait]
+impl Renew for KeepAlive {
+    async fn renew(&self) -> Result<Renewal> {
         let key = self.key.as_str();
-        let period = (self.ttl / 4).max(Duration::from_millis(500));
-        loop {
-            tokio::time::sleep(period).await;
-            let held = self
-                .client
-                .kv_read("keep_alive", key, false, Consistency::Default, None)
-                .await
-                .map(|(entries, _)| entries.iter().any(|e| e.session.as_deref() == Some(&self.session)));
-            match held {
-                Ok(true) => {}
-                Ok(false) => {
-                    // Rewritten or deleted: the session has nothing left to keep.
-                    let _ = self.client.session_destroy("keep_alive", key, &self.session).await;
-                    return;
-                }
-                Err(err) => {
-                    tracing::warn!(store = CONSUL, key, error = %err, "keep-alive check failed; retrying");
-                    continue;
-                }
-            }
-            match self.client.session_renew("keep_alive", key, &self.session).await {
-                Ok(true) => {}
-                // Expired already: the key went with it.
-                Ok(false) => return,
-                Err(err) => tracing::warn!(store = CONSUL, key, error = %err, "session renewal failed; retrying"),
-            }
+        let (entries, _) = self
+            .client
+            .kv_read("keep_alive", key, false, Consistency::Default, None)
+            .await?;
+        if !entries.iter().any(|e| e.session.as_deref() == Some(&self.session)) {
+            // Rewritten or deleted: the session has nothing left to keep.
+            let _ = self.client.session_destroy("keep_alive", key, &self.session).await;
+            return Ok(Renewal::Lost(LostReason::RecordDeleted));
         }
+        Ok(if self.client.session_renew("keep_alive", key, &self.session).await? {
+            Renewal::Held(self.ttl)
+        } else {
+            // Expired already: the key went with it.
+            Renewal::Lost(LostReason::Expired)
+        })
     }
 }
 

@@ -18,7 +18,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use tokio_util::task::TaskTracker;
 
-use crate::hold::{start_holding, Driver, Held, Hold};
+use crate::hold::{start_holding, start_keeping, Driver, Held, Hold};
 
 /// The tasks of one store handle, cancelled together.
 #[derive(Debug, Default)]
@@ -177,6 +177,15 @@ impl Spawner {
     pub fn hold(&self, hold: Hold) -> Held {
         let driver = self.driver.get_or_init(|| Driver::start(self));
         start_holding(self, driver, hold)
+    }
+
+    /// Renews the `keep_alive` write `hold` describes on the handle's lock-holding driver
+    /// until its renewal answers [`Renewal::Lost`](crate::Renewal::Lost) (the key was
+    /// rewritten or deleted), fails for good, or the handle closes; see
+    /// [`hold`](crate::hold). Must be called from within a runtime.
+    pub fn keep_alive(&self, hold: Hold) {
+        let driver = self.driver.get_or_init(|| Driver::start(self));
+        start_keeping(self, driver, hold);
     }
 
     /// Spawns a per-handle service task: waited for by `shutdown`, not counted in `len`;

@@ -533,8 +533,18 @@ impl Error {
                 key,
                 status: ErrorStatus::Temporary,
                 source,
-            } => Error::gave_up(store, call, key, format!("still failing after {retried:?} of retries: {source}")),
-            Error::NotReachable { store, call, ref key, .. } | Error::Timeout { store, call, ref key, .. } => {
+            } => Error::gave_up(
+                store,
+                call,
+                key,
+                format!("still failing after {retried:?} of retries: {source}"),
+            ),
+            Error::NotReachable {
+                store, call, ref key, ..
+            }
+            | Error::Timeout {
+                store, call, ref key, ..
+            } => {
                 let key = key.clone();
                 Error::gave_up(store, call, key, GaveUp { retried, last: self })
             }
@@ -545,7 +555,12 @@ impl Error {
     /// Builds a persistent [`Error::Backend`]: a temporary trouble the library retried by
     /// itself and gave up on; `source` says for how long or how many times, and the last
     /// failure.
-    pub fn gave_up(store: &'static str, call: &'static str, key: impl Into<String>, source: impl Into<BoxError>) -> Self {
+    pub fn gave_up(
+        store: &'static str,
+        call: &'static str,
+        key: impl Into<String>,
+        source: impl Into<BoxError>,
+    ) -> Self {
         Error::Backend {
             store,
             call,
@@ -659,7 +674,10 @@ mod tests {
         assert_eq!(persistent.status(), ErrorStatus::Persistent);
         assert!(!persistent.is_temporary());
         assert_eq!(persistent.key(), Some("k"));
-        assert!(persistent.to_string().contains("still failing after 60s"), "{persistent}");
+        assert!(
+            persistent.to_string().contains("still failing after 60s"),
+            "{persistent}"
+        );
         let backend = Error::backend("consul", "watch", "k", true, "EOF").persisted(retried);
         assert_eq!(backend.status(), ErrorStatus::Persistent);
         let permanent = Error::not_found("redis", "k");

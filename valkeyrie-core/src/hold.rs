@@ -20,8 +20,13 @@
 //!   [`Renew::release_on_close`] for every acquisition still held (bounded by one period),
 //!   so other contenders do not wait out the TTL of a holder that is gone.
 //!
-//! One task serves every acquisition of the handle, however many: holding a lock costs an
-//! entry in that task, not a task of its own. The task starts with the first `hold` and ends
+//! The same driver renews `keep_alive` writes ([`Spawner::keep_alive`](crate::Spawner::keep_alive)):
+//! a keep-alive is an acquisition nobody releases, renewed until its key is rewritten or
+//! deleted (the renewal answers [`Renewal::Lost`]) or the handle closes, and without a
+//! deadline of its own.
+//!
+//! One task serves every acquisition and keep-alive of the handle, however many: each costs
+//! an entry in that task, not a task of its own. The task starts with the first `hold` and ends
 //! when the handle closes; [`Background::len`](crate::Background::len) counts the
 //! acquisitions it holds, not the task.
 
@@ -205,7 +210,10 @@ enum Event {
     /// Its next renewal is due.
     Due,
     /// A renewal sent at `sent` answered (or timed out: `None`).
-    Renewed { sent: Instant, outcome: Option<Result<Renewal>> },
+    Renewed {
+        sent: Instant,
+        outcome: Option<Result<Renewal>>,
+    },
     /// The backend saw the lock go.
     Lost(LostReason),
     /// The release began, or the driver dropped the acquisition.
@@ -215,6 +223,9 @@ enum Event {
 }
 
 type Work = FuturesUnordered<BoxFuture<'static, (u64, Event)>>;
+
+/// The acquisitions the driver holds, by id.
+type Entries = std::collections::HashMap<u64, Entry>;
 
 /// The sending side of a handle's driver, kept by its `Spawner`s.
 #[derive(Debug)]
@@ -242,22 +253,9 @@ pub(crate) fn start_holding(spawner: &Spawner, driver: &Driver, hold: Hold) -> H
     let (lost, signal) = lost_signal(hold.since, hold.ttl);
     let releasing = Arc::new(AtomicBool::new(false));
     let stop = CancellationToken::new();
-    let entry = Entry {
-        renew: hold.renew,
-        lost,
-        releasing: Arc::clone(&releasing),
-        stop: stop.clone(),
-        period: hold.period.max(Duration::from_millis(1)),
-        _work: spawner.track(),
-    };
-    let registration = Registration {
-        entry,
-        since: hold.since,
-        loss: hold.loss,
-    };
-    if let Err(refused) = driver.registrations.send(registration) {
+    if let Err(refused) = register(spawner, driver, hold, lost, Arc::clone(&releasing), stop.clone()) {
         // The driver ended: the handle closed.
-        refused.0.entry.lose(LostReason::StoreClosed);
+        refused.lose(LostReason::StoreClosed);
     }
     Held {
         signal,
@@ -269,8 +267,51 @@ pub(crate) fn start_holding(spawner: &Spawner, driver: &Driver, hold: Hold) -> H
     }
 }
 
+/// Hands a keep-alive to the handle's driver; see
+/// [`Spawner::keep_alive`](crate::Spawner::keep_alive).
+pub(crate) fn start_keeping(spawner: &Spawner, driver: &Driver, hold: Hold) {
+    // A keep-alive has no deadline of its own: it is renewed until its key is gone (the
+    // renewal says `Lost`), a renewal fails for good, or the handle closes.
+    let (lost, _signal) = lost_signal(hold.since, MAX_TTL);
+    let releasing = Arc::new(AtomicBool::new(false));
+    // Refused only when the driver ended with the handle: nothing to keep alive then.
+    let _ = register(spawner, driver, hold, lost, releasing, CancellationToken::new());
+}
+
+/// Sends one entry to the driver; gives it back when the driver ended with the handle.
+fn register(
+    spawner: &Spawner,
+    driver: &Driver,
+    hold: Hold,
+    lost: LostNotifier,
+    releasing: Arc<AtomicBool>,
+    stop: CancellationToken,
+) -> std::result::Result<(), Entry> {
+    let entry = Entry {
+        renew: hold.renew,
+        lost,
+        releasing,
+        stop,
+        period: hold.period.max(Duration::from_millis(1)),
+        _work: spawner.track(),
+    };
+    let registration = Registration {
+        entry,
+        since: hold.since,
+        loss: hold.loss,
+    };
+    driver
+        .registrations
+        .send(registration)
+        .map_err(|refused| refused.0.entry)
+}
+
 /// `future`, ended early (as [`Event::Stopped`]) when `stop` is cancelled.
-fn stoppable(id: u64, stop: &CancellationToken, future: impl Future<Output = Event> + Send + 'static) -> BoxFuture<'static, (u64, Event)> {
+fn stoppable(
+    id: u64,
+    stop: &CancellationToken,
+    future: impl Future<Output = Event> + Send + 'static,
+) -> BoxFuture<'static, (u64, Event)> {
     let stop = stop.clone();
     async move {
         tokio::select! {
@@ -291,7 +332,7 @@ fn after(from: Instant, period: Duration) -> Instant {
 /// The driver task: holds every registered acquisition until it is released, lost, or the
 /// handle closes.
 async fn run(mut registrations: mpsc::UnboundedReceiver<Registration>, closing: CancellationToken) {
-    let mut entries: std::collections::HashMap<u64, Entry> = std::collections::HashMap::new();
+    let mut entries = Entries::new();
     let mut work = Work::new();
     let mut next_id: u64 = 0;
     loop {
@@ -321,7 +362,7 @@ async fn run(mut registrations: mpsc::UnboundedReceiver<Registration>, closing: 
 }
 
 /// Takes one event of acquisition `id` into account.
-fn handle(id: u64, event: Event, entries: &mut std::collections::HashMap<u64, Entry>, work: &mut Work) {
+fn handle(id: u64, event: Event, entries: &mut Entries, work: &mut Work) {
     let Some(entry) = entries.get(&id) else {
         return;
     };
@@ -387,14 +428,14 @@ fn schedule(id: u64, entry: &Entry, due: Instant, work: &mut Work) {
 }
 
 /// Stops holding `id`: its other pending work ends as `Stopped`, which finds no entry.
-fn drop_entry(id: u64, entries: &mut std::collections::HashMap<u64, Entry>) {
+fn drop_entry(id: u64, entries: &mut Entries) {
     if let Some(entry) = entries.remove(&id) {
         entry.stop.cancel();
     }
 }
 
 /// Stops holding `id` after a loss and runs its `give_up`.
-fn give_up(id: u64, entries: &mut std::collections::HashMap<u64, Entry>, work: &mut Work) {
+fn give_up(id: u64, entries: &mut Entries, work: &mut Work) {
     if let Some(entry) = entries.remove(&id) {
         entry.stop.cancel();
         let renew = Arc::clone(&entry.renew);
@@ -410,18 +451,167 @@ fn give_up(id: u64, entries: &mut std::collections::HashMap<u64, Entry>, work: &
 
 /// The handle is closing: every acquisition still held is lost (`StoreClosed`) and released
 /// on the server, each bounded by one period, all at once.
-async fn close(entries: std::collections::HashMap<u64, Entry>, mut registrations: mpsc::UnboundedReceiver<Registration>) {
+async fn close(entries: Entries, mut registrations: mpsc::UnboundedReceiver<Registration>) {
     registrations.close();
     let mut held: Vec<Entry> = entries.into_values().collect();
     while let Ok(registration) = registrations.try_recv() {
         held.push(registration.entry);
     }
-    let releases = held.into_iter().filter(|entry| !entry.releasing.load(Ordering::Acquire)).map(|entry| {
-        entry.lose(LostReason::StoreClosed);
-        async move {
-            let _ = tokio::time::timeout(entry.period, entry.renew.release_on_close()).await;
-            drop(entry);
-        }
-    });
+    let releases = held
+        .into_iter()
+        .filter(|entry| !entry.releasing.load(Ordering::Acquire))
+        .map(|entry| {
+            entry.lose(LostReason::StoreClosed);
+            async move {
+                let _ = tokio::time::timeout(entry.period, entry.renew.release_on_close()).await;
+                drop(entry);
+            }
+        });
     join_all(releases).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+    use crate::background::Background;
+    use crate::error::Error;
+
+    /// Counts its calls; renews while `healthy`, else fails with a temporary error.
+    #[derive(Clone, Default)]
+    struct Probe {
+        healthy: Arc<AtomicBool>,
+        renewals: Arc<AtomicUsize>,
+        give_ups: Arc<AtomicUsize>,
+        releases: Arc<AtomicUsize>,
+    }
+
+    #[async_trait]
+    impl Renew for Probe {
+        async fn renew(&self) -> Result<Renewal> {
+            self.renewals.fetch_add(1, Ordering::SeqCst);
+            if self.healthy.load(Ordering::SeqCst) {
+                Ok(Renewal::Held(Duration::from_secs(3)))
+            } else {
+                Err(Error::backend("test", "lock", "k", true, "server away"))
+            }
+        }
+
+        async fn give_up(&self) {
+            self.give_ups.fetch_add(1, Ordering::SeqCst);
+        }
+
+        async fn release_on_close(&self) {
+            self.releases.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn healthy_probe() -> Probe {
+        let probe = Probe::default();
+        probe.healthy.store(true, Ordering::SeqCst);
+        probe
+    }
+
+    /// With tokio's clock paused, the lock is renewed every third of its TTL and stays held;
+    /// once renewals fail it is lost exactly at its deadline (the last confirmed renewal plus
+    /// the TTL), whatever the wall clock does, and `give_up` runs.
+    #[tokio::test(start_paused = true)]
+    async fn renewals_keep_the_lock_until_they_fail_then_the_deadline_loses_it() {
+        let background = Background::new();
+        let probe = healthy_probe();
+        let held = background
+            .spawner()
+            .hold(Hold::new(probe.clone(), Instant::now(), Duration::from_secs(3)));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(probe.renewals.load(Ordering::SeqCst) >= 9, "renewed every second");
+        assert_eq!(held.lost_signal().reason(), None, "held while renewals succeed");
+        assert_eq!(background.len(), 1, "the held lock counts as background work");
+
+        probe.healthy.store(false, Ordering::SeqCst);
+        let failing_since = Instant::now();
+        assert_eq!(held.lost_signal().lost().await, LostReason::Expired);
+        let lost_after = failing_since.elapsed();
+        assert!(
+            lost_after <= Duration::from_secs(3),
+            "lost within one TTL: {lost_after:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(probe.give_ups.load(Ordering::SeqCst), 1, "gave up once");
+        assert_eq!(background.len(), 0, "a lost lock leaves nothing behind");
+    }
+
+    /// Releasing stops the renewals and reports `Released`, never a loss.
+    #[tokio::test(start_paused = true)]
+    async fn a_release_stops_the_renewals() {
+        let background = Background::new();
+        let probe = healthy_probe();
+        let held = background
+            .spawner()
+            .hold(Hold::new(probe.clone(), Instant::now(), Duration::from_secs(3)));
+        let signal = held.lost_signal().clone();
+        held.releasing.begin();
+        assert_eq!(signal.lost().await, LostReason::Released);
+        let renewals = probe.renewals.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(
+            probe.renewals.load(Ordering::SeqCst),
+            renewals,
+            "no renewal after the release"
+        );
+        assert_eq!(background.len(), 0);
+    }
+
+    /// Closing the handle reports `StoreClosed` and releases every lock still held.
+    #[tokio::test(start_paused = true)]
+    async fn closing_the_handle_releases_what_it_holds() {
+        let background = Background::new();
+        let probe = healthy_probe();
+        let held: Vec<Held> = (0..3)
+            .map(|_| {
+                background
+                    .spawner()
+                    .hold(Hold::new(probe.clone(), Instant::now(), Duration::from_secs(3)))
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        background.shutdown().await;
+        for held in &held {
+            assert_eq!(held.lost_signal().reason(), Some(LostReason::StoreClosed));
+        }
+        assert_eq!(probe.releases.load(Ordering::SeqCst), 3);
+    }
+
+    /// A lock taken on a closed handle is lost at once.
+    #[tokio::test]
+    async fn holding_on_a_closed_handle_is_lost_at_once() {
+        let background = Background::new();
+        background.shutdown().await;
+        let held = background
+            .spawner()
+            .hold(Hold::new(healthy_probe(), Instant::now(), Duration::from_secs(3)));
+        assert_eq!(held.lost_signal().lost().await, LostReason::StoreClosed);
+    }
+
+    /// Ten thousand keep-alives on one handle run on one task, renewed on schedule.
+    #[tokio::test(start_paused = true)]
+    async fn keep_alives_share_one_task() {
+        let background = Background::new();
+        let probe = healthy_probe();
+        let tasks_before = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+        for _ in 0..10_000 {
+            background
+                .spawner()
+                .keep_alive(Hold::new(probe.clone(), Instant::now(), Duration::from_secs(3)));
+        }
+        tokio::time::sleep(Duration::from_millis(3_500)).await;
+        let tasks = tokio::runtime::Handle::current().metrics().num_alive_tasks() - tasks_before;
+        assert_eq!(tasks, 1, "one driver task for every keep-alive of the handle");
+        assert_eq!(background.len(), 10_000, "each keep-alive counts as background work");
+        assert_eq!(
+            probe.renewals.load(Ordering::SeqCst),
+            30_000,
+            "three renewals each in 3.5 s"
+        );
+    }
 }

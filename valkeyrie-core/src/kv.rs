@@ -126,3 +126,23 @@ impl LockOptions {
         self.ttl.unwrap_or(Self::DEFAULT_TTL)
     }
 }
+
+/// What a single-key write expects to find on the server: anything (`put`), no key
+/// (`atomic_put` without a previous pair) or the pair it was given (`atomic_put` with one);
+/// for backends that build conditional requests from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Nothing: a plain put.
+    Anything,
+    /// No key (create only).
+    Absent,
+    /// The key at this [`last_index`](KvPair::last_index) (compare-and-set).
+    Index(u64),
+}
+
+impl Expect {
+    /// What `atomic_put` (or `atomic_delete`) given `previous` expects.
+    pub fn previous(previous: Option<&KvPair>) -> Self {
+        previous.map_or(Expect::Absent, |pair| Expect::Index(pair.last_index))
+    }
+}

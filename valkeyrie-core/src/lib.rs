@@ -54,14 +54,16 @@
 //! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
 //! ```
 
-pub mod backoff;
 pub mod background;
+pub mod backoff;
 pub mod capabilities;
 pub mod config;
+pub mod deadline;
 pub mod error;
+pub mod feed;
+pub mod hold;
 pub mod key;
 pub mod kv;
-pub mod hold;
 pub mod leadership;
 pub mod list;
 pub mod local;
@@ -81,11 +83,11 @@ pub use bytes::Bytes;
 pub use capabilities::Capabilities;
 pub use config::{BackendConfig, Secret, StoreConfig, StoreUrl};
 pub use error::{BoxError, Error, ErrorKind, ErrorStatus, LostReason, Result};
+pub use hold::{Held, Hold, Renew, Renewal};
 pub use key::Key;
-pub use kv::{KvPair, LockOptions, ReadOptions, WriteOptions, MAX_TTL};
+pub use kv::{Expect, KvPair, LockOptions, ReadOptions, WriteOptions, MAX_TTL};
 pub use list::{ListOptions, ListStream};
 pub use local::{LocalStore, LockRevocation, MemoryConfig, MemoryStore};
-pub use hold::{Held, Hold, Renew, Renewal};
 pub use lock::{Acquire, LockGuard, LockRelease, Locker, LostSignal};
 pub use registry::{constructors, new_store, open, Registration, StoreSpec};
 pub use store::{Backend, Store};

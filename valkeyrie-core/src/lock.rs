@@ -446,7 +446,11 @@ mod tests {
     async fn an_unrenewed_lock_counts_as_expired_even_if_nobody_says_so() {
         let (notifier, lost) = signal(Duration::from_millis(100));
         assert_eq!(lost.reason(), None);
-        assert_eq!(lost.lost().await, LostReason::Expired, "lost() resolves at the deadline");
+        assert_eq!(
+            lost.lost().await,
+            LostReason::Expired,
+            "lost() resolves at the deadline"
+        );
         assert!(
             !notifier.extend(Instant::now(), Duration::from_secs(60)),
             "a renewal confirmed after the deadline does not count"

@@ -41,7 +41,7 @@ pub struct StoreSpec {
 /// One backend's entry in the registry; submit it with `inventory::submit!`.
 ///
 /// ```ignore
-/// inventory::submit! { valkeyrie_core::Registration::new("etcd", |spec| Box::pin(open(spec))) }
+/// inventory::submit! { valkeyrie_core::Registration::new("etcd", None, |spec| Box::pin(open(spec))) }
 /// ```
 #[derive(Debug)]
 pub struct Registration {

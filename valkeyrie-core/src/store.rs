@@ -187,7 +187,9 @@ pub trait Backend: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// What this backend supports.
     fn capabilities(&self) -> Capabilities;
-    /// The tasks of this handle; [`Store::close`] shuts them down after [`Backend::close`].
+    /// The tasks of this handle; [`Store::close`] shuts them down (renewals report
+    /// `StoreClosed`, locks still held are released, watches end) *before* it calls
+    /// [`Backend::close`], so nothing runs on a half-closed client.
     fn background(&self) -> &Background;
 
     /// See [`Store::put`].
@@ -295,7 +297,7 @@ pub trait Backend: Send + Sync + 'static {
             key: txn.first_key().map(Key::to_string).unwrap_or_default(),
         })
     }
-    /// Releases the connection; background tasks are shut down right after.
+    /// Releases the connection; the handle's background work was shut down just before.
     async fn close(&self) -> Result<()>;
 }
 

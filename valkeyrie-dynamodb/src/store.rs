@@ -15,9 +15,10 @@ use aws_sdk_dynamodb::types::{
     AttributeValue, DeleteRequest, ReturnValue, ReturnValuesOnConditionCheckFailure, WriteRequest,
 };
 use bytes::Bytes;
+use tokio::time::Instant;
 use valkeyrie_core::{
-    Backend, Background, Capabilities, Error, Key, KvPair, LockOptions, Locker, ReadOptions, Registration, Result,
-    Store, StoreSpec, Txn, TxnOutcome, WatchStream, WriteOptions,
+    Backend, Background, Capabilities, Error, Hold, Key, KvPair, LockOptions, Locker, LostReason, ReadOptions,
+    Registration, Renew, Renewal, Result, Store, StoreSpec, Txn, TxnOutcome, WatchStream, WriteOptions,
 };
 
 use crate::client::{DynamoClient, Update};
@@ -141,39 +142,23 @@ impl DynamoDbStore {
         }
     }
 
-    /// With `keep_alive`, pushes the expiry of a TTL write forward every third of its TTL
-    /// while the item still has the version written (without bumping it).
+    /// With `keep_alive`, has the handle's driver push the expiry of a TTL write forward
+    /// every third of its TTL while the item still has the version written (without bumping
+    /// it).
     fn keep_alive_after_write(&self, key: &Key, version: u64, opts: &WriteOptions) {
         let (Some(ttl), true) = (opts.ttl, opts.keep_alive) else {
             return;
         };
-        let client = self.client.clone();
-        let key = key.clone();
-        self.background.spawn(async move {
-            let period = (ttl / 3).max(Duration::from_millis(500));
-            loop {
-                tokio::time::sleep(period).await;
-                let request = client
-                    .sdk
-                    .update_item()
-                    .table_name(&client.table)
-                    .key(ID, string(key.as_str()))
-                    .update_expression("SET expiration_time = :expires")
-                    // Never brings back a key that readers already saw expire.
-                    .condition_expression(unexpired_version(":version"))
-                    .expression_attribute_values(":now", number(now_secs()))
-                    .expression_attribute_values(":expires", number(expiry(ttl)))
-                    .expression_attribute_values(":version", number(version));
-                match client.update("keep_alive", key.as_str(), request).await {
-                    Ok(Update::Written(_)) => {}
-                    // Rewritten, deleted or already expired: nothing left to keep alive.
-                    Ok(Update::Refused(_)) => return,
-                    Err(err) => {
-                        tracing::warn!(store = DYNAMODB, key = key.as_str(), error = %err, "keep-alive failed; retrying");
-                    }
-                }
-            }
-        });
+        let refresh = Refresh {
+            client: self.client.clone(),
+            key: key.clone(),
+            version,
+            ttl,
+        };
+        let period = (ttl / 3).max(Duration::from_millis(500));
+        self.background
+            .spawner()
+            .keep_alive(Hold::new(refresh, Instant::now(), ttl).every(period));
     }
 
     /// Every live item whose key starts with `prefix`, page after page.
@@ -459,3 +444,34 @@ async fn open(spec: StoreSpec) -> Result<Arc<dyn Store>> {
 }
 
 inventory::submit! { Registration::new(DYNAMODB, None, |spec| Box::pin(open(spec))) }
+
+/// A `keep_alive` write, as the handle's driver renews it.
+struct Refresh {
+    client: DynamoClient,
+    key: Key,
+    version: u64,
+    ttl: Duration,
+}
+
+#[async_trait]
+impl Renew for Refresh {
+    async fn renew(&self) -> Result<Renewal> {
+        let client = &self.client;
+        let request = client
+            .sdk
+            .update_item()
+            .table_name(&client.table)
+            .key(ID, string(self.key.as_str()))
+            .update_expression("SET expiration_time = :expires")
+            // Never brings back a key that readers already saw expire.
+            .condition_expression(unexpired_version(":version"))
+            .expression_attribute_values(":now", number(now_secs()))
+            .expression_attribute_values(":expires", number(expiry(self.ttl)))
+            .expression_attribute_values(":version", number(self.version));
+        Ok(match client.update("keep_alive", self.key.as_str(), request).await? {
+            Update::Written(_) => Renewal::Held(self.ttl),
+            // Rewritten, deleted or already expired: nothing left to keep alive.
+            Update::Refused(_) => Renewal::Lost(LostReason::RecordDeleted),
+        })
+    }
+}

@@ -12,27 +12,25 @@
 //!
 //! A closed shard hands over to its children (split or rollover), read from their start.
 //! An iterator that expired or points at trimmed data cannot be resumed exactly: the watch
-//! starts over at the tips and sends a fresh `Snapshot`. Other failures are retried with
-//! backoff; after `watch_retry_for` the stream ends with the error.
+//! starts over at the tips and sends a fresh `Snapshot`. Core's feed driver retries other
+//! failures with backoff; after `watch_retry_for` the stream ends with a persistent error.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodbstreams::types::{
     AttributeValue as StreamValue, OperationType, Record as StreamRecord, ShardIteratorType,
 };
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::time::Instant;
+use valkeyrie_core::feed::{self, Batch, Feed};
 use valkeyrie_core::{Backend, Error, Key, KvPair, Result, WatchEvent, WatchStream};
 
 use crate::client::DynamoClient;
 use crate::item::{now_secs, Record, ID};
 use crate::store::DynamoDbStore;
 use crate::DYNAMODB;
-
-/// Items buffered between the feeder task and a slow consumer.
-const BUFFER: usize = 64;
 
 /// Records in a full `GetRecords` page: more are waiting.
 const PAGE: usize = 1000;
@@ -52,14 +50,22 @@ pub(crate) async fn watch(store: &DynamoDbStore, key: &Key, tree: bool) -> Resul
         key: key.clone(),
         tree,
         poll: store.config.watch_poll_interval,
-        retry_for: store.config.watch_retry_for,
     };
     let (shards, seen, snapshot) = feeder.start().await?;
-    let (sender, receiver) = mpsc::channel(BUFFER);
-    // The channel is new and empty: the snapshot always fits.
-    let _ = sender.try_send(Ok(WatchEvent::Snapshot(snapshot)));
-    store.background().spawn(feeder.run(shards, seen, sender));
-    Ok(Box::pin(ReceiverStream::new(receiver)))
+    let follower = Follower {
+        feeder,
+        position: Position::new(shards),
+        seen,
+        rest: false,
+        failure: None,
+    };
+    let retry_for = store.config.watch_retry_for;
+    Ok(feed::start(
+        &store.background().spawner(),
+        Some(snapshot),
+        follower,
+        retry_for,
+    ))
 }
 
 /// What the watcher has been told about one key that exists.
@@ -271,10 +277,7 @@ struct Feeder {
     key: Key,
     tree: bool,
     poll: Duration,
-    retry_for: Duration,
 }
-
-type Sender = mpsc::Sender<Result<WatchEvent>>;
 
 /// Why reading the stream stopped.
 enum Interruption {
@@ -384,12 +387,13 @@ impl Feeder {
         record_event(|key| self.watches(key), seen, record, now_secs())
     }
 
-    /// Reads every shard once; whether a shard has more records waiting (a full page).
+    /// Reads every shard once, adding what the records mean to `events`; whether a shard
+    /// has more records waiting (a full page).
     async fn poll_shards(
         &self,
         position: &mut Position,
         seen: &mut Seen,
-        sender: &Sender,
+        events: &mut Vec<WatchEvent>,
     ) -> std::result::Result<bool, Interruption> {
         let client = &self.client;
         let mut backlog = false;
@@ -413,13 +417,7 @@ impl Feeder {
                 }
             };
             backlog |= got.records().len() >= PAGE;
-            for record in got.records() {
-                if let Some(event) = self.events(seen, record) {
-                    if sender.send(Ok(event)).await.is_err() {
-                        return Ok(false);
-                    }
-                }
-            }
+            events.extend(got.records().iter().filter_map(|record| self.events(seen, record)));
             shard.iterator = got.next_shard_iterator().map(str::to_owned);
             if shard.iterator.is_none() {
                 position.orphans.insert(shard.id.clone());
@@ -429,78 +427,69 @@ impl Feeder {
         position.adopt_children(self).await.map_err(Interruption::Failed)?;
         Ok(backlog)
     }
+}
 
-    /// Reads the stream until the consumer goes away.
-    async fn run(self, shards: Vec<Shard>, mut seen: Seen, sender: Sender) {
-        let mut position = Position::new(shards);
-        let mut failing_since: Option<Instant> = None;
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let pause = match self.poll_shards(&mut position, &mut seen, &sender).await {
-                Ok(backlog) => {
-                    failing_since = None;
-                    backoff = Duration::from_millis(100);
-                    if backlog {
-                        // Records are waiting: read on, and judge expiries once caught up
-                        // (a heartbeat may be among them).
-                        continue;
-                    }
-                    self.poll
-                }
-                Err(Interruption::Resync(reason)) => {
-                    tracing::debug!(
-                        store = DYNAMODB,
-                        key = self.key.as_str(),
-                        reason,
-                        "stream position lost; resyncing"
-                    );
-                    match self.start().await {
-                        Ok((fresh, known, snapshot)) => {
-                            (position, seen) = (Position::new(fresh), known);
-                            if sender.send(Ok(WatchEvent::Snapshot(snapshot))).await.is_err() {
-                                return;
-                            }
-                            self.poll
-                        }
-                        Err(err) => match self.failed(err, &mut failing_since, &sender).await {
-                            Some(()) => backoff,
-                            None => return,
-                        },
-                    }
-                }
-                Err(Interruption::Failed(err)) => match self.failed(err, &mut failing_since, &sender).await {
-                    Some(()) => backoff,
-                    None => return,
-                },
-            };
-            if pause == backoff {
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
+/// A watch's place in the stream and what it has reported, fed by core's feed driver.
+struct Follower {
+    feeder: Feeder,
+    position: Position,
+    seen: Seen,
+    /// Caught up: wait for the poll interval (or the next expiry) before reading again.
+    rest: bool,
+    /// A failure met after some records were read: reported at the next call, once those
+    /// records' events are out.
+    failure: Option<Error>,
+}
+
+#[async_trait]
+impl Feed for Follower {
+    async fn next(&mut self) -> Result<Batch> {
+        if let Some(err) = self.failure.take() {
+            return Err(err);
+        }
+        if self.rest {
             let now = now_secs();
-            for event in seen.expire(now) {
-                if sender.send(Ok(event)).await.is_err() {
-                    return;
-                }
-            }
-            let until_expiry = seen
+            let until_expiry = self
+                .seen
                 .next_expiry()
-                .map_or(pause, |at| Duration::from_secs(at.saturating_sub(now)));
-            tokio::select! {
-                () = sender.closed() => return,
-                () = tokio::time::sleep(pause.min(until_expiry)) => {}
+                .map_or(self.feeder.poll, |at| Duration::from_secs(at.saturating_sub(now)));
+            tokio::time::sleep(self.feeder.poll.min(until_expiry)).await;
+        }
+        let mut events = Vec::new();
+        let polled = self
+            .feeder
+            .poll_shards(&mut self.position, &mut self.seen, &mut events)
+            .await;
+        match polled {
+            // Records are waiting: read on, and judge expiries once caught up (a heartbeat
+            // may be among them).
+            Ok(true) => self.rest = false,
+            Ok(false) => {
+                self.rest = true;
+                events.extend(self.seen.expire(now_secs()));
+            }
+            Err(Interruption::Resync(reason)) => {
+                tracing::debug!(
+                    store = DYNAMODB,
+                    key = self.feeder.key.as_str(),
+                    reason,
+                    "stream position lost; resyncing"
+                );
+                self.rest = false;
+                let (fresh, known, snapshot) = self.feeder.start().await?;
+                (self.position, self.seen) = (Position::new(fresh), known);
+                self.rest = true;
+                return Ok(Batch::Resync(snapshot));
+            }
+            Err(Interruption::Failed(err)) => {
+                self.rest = false;
+                if events.is_empty() {
+                    return Err(err);
+                }
+                self.failure = Some(err);
             }
         }
-    }
-
-    /// Records a failure: `None` when the watch must end (it has sent the error).
-    async fn failed(&self, err: Error, failing_since: &mut Option<Instant>, sender: &Sender) -> Option<()> {
-        let since = *failing_since.get_or_insert_with(Instant::now);
-        if since.elapsed() > self.retry_for {
-            let _ = sender.send(Err(err.persisted(self.retry_for))).await;
-            return None;
-        }
-        tracing::debug!(store = DYNAMODB, key = self.key.as_str(), error = %err, "stream read failed; retrying");
-        Some(())
+        Ok(Batch::Events(events))
     }
 }
 

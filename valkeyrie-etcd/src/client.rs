@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 use valkeyrie_core::tls::{self, strip_scheme, TlsMaterial};
-use valkeyrie_core::{Error, Result};
+use valkeyrie_core::{deadline, Error, Result};
 
 use crate::config::EtcdConfig;
 use crate::error::map_error;
@@ -125,15 +125,8 @@ impl EtcdClient {
     where
         F: Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
-        match tokio::time::timeout(self.request_timeout, request).await {
-            Ok(result) => result.map_err(|e| map_error(call, key, e)),
-            Err(_) => Err(Error::Timeout {
-                store: ETCD,
-                call,
-                key: key.to_owned(),
-                after: self.request_timeout,
-            }),
-        }
+        let request = async { request.await.map_err(|e| map_error(call, key, e)) };
+        deadline::within(self.request_timeout, ETCD, call, key, request).await
     }
 }
 

@@ -344,9 +344,15 @@ async fn lost_when_deleted(client: EtcdClient, contender: String, own_revision: 
         }
         backoff.wait().await;
         // Watch again from the revision a read shows the key still ours at.
-        let current = client.request("lock", &contender, raw.get(contender.as_str(), None)).await;
+        let current = client
+            .request("lock", &contender, raw.get(contender.as_str(), None))
+            .await;
         if let Ok(current) = current {
-            if current.kvs().first().is_none_or(|kv| kv.create_revision() != own_revision) {
+            if current
+                .kvs()
+                .first()
+                .is_none_or(|kv| kv.create_revision() != own_revision)
+            {
                 return LostReason::RecordDeleted;
             }
             from = current.header().map_or(from, |h| h.revision().saturating_add(1));

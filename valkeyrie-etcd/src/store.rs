@@ -7,9 +7,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use etcd_client::{Compare, CompareOp, DeleteOptions, GetOptions, KeyValue, PutOptions, Txn, TxnOp, TxnOpResponse};
+use tokio::time::Instant;
 use valkeyrie_core::{
-    Backend, Background, Capabilities, Error, Key, KvPair, LockOptions, Locker, ReadOptions, Registration, Result,
-    Store, StoreSpec, TxnOutcome, WatchStream, WriteOptions,
+    Backend, Background, Capabilities, Error, Hold, Key, KvPair, LockOptions, Locker, LostReason, ReadOptions,
+    Registration, Renew, Renewal, Result, Store, StoreSpec, TxnOutcome, WatchStream, WriteOptions,
 };
 
 use crate::client::{lease_seconds, prefix_end, EtcdClient};
@@ -136,57 +137,60 @@ impl EtcdStore {
         Ok(Some(self.client.request("put", key.as_str(), grant).await?.id()))
     }
 
-    /// With `keep_alive`, keeps the lease of a write that succeeded alive in the background
-    /// while `key` still uses it. Started only after the write, so its first check never
-    /// finds the key not attached yet.
+    /// With `keep_alive`, has the handle's driver keep the lease of a write that succeeded
+    /// alive while `key` still uses it. Started only after the write, so its first check
+    /// never finds the key not attached yet.
     fn keep_alive_after_write(&self, key: &Key, lease: Option<i64>, opts: &WriteOptions) {
         if let (Some(lease), Some(ttl), true) = (lease, opts.ttl, opts.keep_alive) {
+            let refresh = LeaseRefresh {
+                client: self.client.clone(),
+                key: key.clone(),
+                lease,
+                ttl,
+            };
+            let period = (ttl / 3).max(Duration::from_millis(500));
             self.background
-                .spawn(keep_lease_alive(self.client.clone(), key.clone(), lease, ttl));
+                .spawner()
+                .keep_alive(Hold::new(refresh, Instant::now(), ttl).every(period));
         }
     }
 }
 
-/// Keeps `lease` alive every third of `ttl` for as long as `key` is attached to it; when the
-/// key was rewritten or deleted, revokes the lease and ends.
-async fn keep_lease_alive(client: EtcdClient, key: Key, lease: i64, ttl: Duration) {
-    let period = (ttl / 3).max(Duration::from_millis(500));
-    let mut raw = client.raw();
-    loop {
-        tokio::time::sleep(period).await;
-        let attached = client
-            .request("keep_alive", key.as_str(), raw.get(key.as_str(), None))
-            .await;
-        match attached {
-            Ok(response) if response.kvs().first().is_some_and(|kv| kv.lease() == lease) => {}
-            Ok(_) => {
-                let _ = client
-                    .request("keep_alive", key.as_str(), raw.lease_revoke(lease))
-                    .await;
-                return;
-            }
-            Err(err) => {
-                tracing::warn!(store = ETCD, key = key.as_str(), error = %err, "keep-alive check failed; retrying");
-                continue;
-            }
+/// The lease of a `keep_alive` write, kept alive for as long as its key is attached to it;
+/// once the key was rewritten or deleted, the lease is revoked.
+struct LeaseRefresh {
+    client: EtcdClient,
+    key: Key,
+    lease: i64,
+    ttl: Duration,
+}
+
+#[async_trait]
+impl Renew for LeaseRefresh {
+    async fn renew(&self) -> Result<Renewal> {
+        let (client, key) = (&self.client, self.key.as_str());
+        let mut raw = client.raw();
+        let attached = client.request("keep_alive", key, raw.get(key, None)).await?;
+        if attached.kvs().first().is_none_or(|kv| kv.lease() != self.lease) {
+            let _ = client.request("keep_alive", key, raw.lease_revoke(self.lease)).await;
+            return Ok(Renewal::Lost(LostReason::RecordDeleted));
         }
         let renewed = async {
-            let (mut keeper, mut responses) = raw.lease_keep_alive(lease).await?;
+            let (mut keeper, mut responses) = raw.lease_keep_alive(self.lease).await?;
             keeper.keep_alive().await?;
             responses.message().await
         };
-        match client.request("keep_alive", key.as_str(), renewed).await {
-            Ok(Some(response)) if response.ttl() > 0 => {}
+        match client.request("keep_alive", key, renewed).await? {
+            Some(response) if response.ttl() > 0 => Ok(Renewal::Held(self.ttl)),
             // The lease is gone (expired or revoked): nothing left to keep alive.
-            Ok(Some(_)) => return,
-            Ok(None) => tracing::warn!(
-                store = ETCD,
-                key = key.as_str(),
-                "lease keep-alive stream closed; retrying"
-            ),
-            Err(err) => {
-                tracing::warn!(store = ETCD, key = key.as_str(), error = %err, "lease keep-alive failed; retrying")
-            }
+            Some(_) => Ok(Renewal::Lost(LostReason::Expired)),
+            None => Err(Error::backend(
+                ETCD,
+                "keep_alive",
+                key,
+                true,
+                "lease keep-alive stream closed",
+            )),
         }
     }
 }

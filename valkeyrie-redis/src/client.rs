@@ -14,7 +14,7 @@ use fred::types::MultipleValues;
 use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::Notify;
 use valkeyrie_core::tls::strip_scheme;
-use valkeyrie_core::{Error, KvPair, Result};
+use valkeyrie_core::{deadline, Error, KvPair, Result};
 
 use crate::codec;
 use crate::config::{RedisConfig, Topology, ValueEncoding};
@@ -179,10 +179,7 @@ impl RedisClient {
     where
         F: Future<Output = std::result::Result<T, fred::error::Error>>,
     {
-        match tokio::time::timeout(self.request_timeout, self.request(call, key, step)).await {
-            Ok(result) => result,
-            Err(_) => Err(self.timeout(call, key)),
-        }
+        deadline::within(self.request_timeout, REDIS, call, key, self.request(call, key, step)).await
     }
 
     fn timeout(&self, call: &'static str, key: &str) -> Error {

@@ -8,9 +8,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use fred::interfaces::{ClientLike, KeysInterface};
 use futures_util::{Stream, StreamExt};
+use tokio::time::Instant;
 use valkeyrie_core::{
-    Backend, Background, Capabilities, Error, Key, KvPair, LockOptions, Locker, ReadOptions, Registration, Result,
-    Store, StoreSpec, Txn, TxnOutcome, WatchStream, WriteOptions,
+    Backend, Background, Capabilities, Error, Hold, Key, KvPair, LockOptions, Locker, LostReason, ReadOptions,
+    Registration, Renew, Renewal, Result, Store, StoreSpec, Txn, TxnOutcome, WatchStream, WriteOptions,
 };
 
 use crate::client::{glob_escape, index_of, millis, RedisClient, BATCH};
@@ -120,24 +121,41 @@ pub(crate) async fn read_state(client: &RedisClient, key: &Key, tree: bool) -> R
 impl RedisStore {
     /// Keeps a TTL write alive while the handle lives and the key still holds that write.
     fn keep_alive(&self, key: &Key, index: u64, ttl: Duration) {
-        let client = self.client.clone();
-        let key = key.to_string();
-        self.background.spawn(async move {
-            let period = (ttl / 3).max(Duration::from_millis(50));
-            loop {
-                tokio::time::sleep(period).await;
-                let args = vec![index.to_string(), millis(ttl)];
-                match client
-                    .script("keep_alive", &key, &client.scripts.renew, args)
-                    .await
-                    .as_deref()
-                {
-                    Ok("ok") => {}
-                    Ok(_) => return,
-                    Err(err) => tracing::warn!(store = REDIS, key, error = %err, "keep-alive failed; retrying"),
-                }
-            }
-        });
+        let refresh = Refresh {
+            client: self.client.clone(),
+            key: key.to_string(),
+            index,
+            ttl,
+        };
+        let period = (ttl / 3).max(Duration::from_millis(50));
+        self.background
+            .spawner()
+            .keep_alive(Hold::new(refresh, Instant::now(), ttl).every(period));
+    }
+}
+
+/// A `keep_alive` write, as the handle's driver renews it: only while the key still holds
+/// the write's index.
+struct Refresh {
+    client: RedisClient,
+    key: String,
+    index: u64,
+    ttl: Duration,
+}
+
+#[async_trait]
+impl Renew for Refresh {
+    async fn renew(&self) -> Result<Renewal> {
+        let args = vec![self.index.to_string(), millis(self.ttl)];
+        let status = self
+            .client
+            .script("keep_alive", &self.key, &self.client.scripts.renew, args)
+            .await?;
+        Ok(if status == "ok" {
+            Renewal::Held(self.ttl)
+        } else {
+            Renewal::Lost(LostReason::RecordDeleted)
+        })
     }
 }
 

@@ -10,20 +10,18 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
+use async_trait::async_trait;
 use fred::clients::SubscriberClient;
 use fred::interfaces::{ClientLike, ConfigInterface, EventInterface, PubsubInterface};
+use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{broadcast, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
+use valkeyrie_core::feed::{self, Batch, Feed};
 use valkeyrie_core::{Backend, Error, Key, KvPair, Result, Spawner, WatchEvent, WatchStream};
 
 use crate::client::{glob_escape, RedisClient};
 use crate::codec::is_index_key;
 use crate::store::{read_state, RedisStore};
 use crate::REDIS;
-
-/// Items buffered between the feeder and a slow consumer.
-const BUFFER: usize = 64;
 
 /// The event classes a watch needs: keyspace (`K`), generic (`g`: del, rename, persist),
 /// string (`$`: set), expired (`x`) and evicted (`e`).
@@ -73,22 +71,25 @@ pub(crate) async fn watch(store: &RedisStore, key: &Key, tree: bool) -> Result<W
         .request("watch", key.as_str(), subscriber.0.psubscribe(pattern))
         .await?;
     let snapshot = read_state(&store.client, key, tree).await?;
-    let known = snapshot.iter().map(Seen::entry).collect();
-    let (sender, receiver) = mpsc::channel(BUFFER);
-    // The channel is new and empty: the snapshot always fits.
-    let _ = sender.try_send(Ok(WatchEvent::Snapshot(snapshot)));
     let feeder = Feeder {
         client: store.client.clone(),
         subscriber,
         key: key.clone(),
         tree,
-        known,
+        known: snapshot.iter().map(Seen::entry).collect(),
+        database: store.client.database,
+        events,
+        reconnects,
+        resubscribe: false,
+        resync: false,
     };
-    let database = store.client.database;
-    store
-        .background()
-        .spawn(feeder.run(database, events, reconnects, sender));
-    Ok(Box::pin(ReceiverStream::new(receiver)))
+    // Every failure ends the watch: there is nothing to resume from but a new subscription.
+    Ok(feed::start(
+        &store.background().spawner(),
+        Some(snapshot),
+        feeder,
+        std::time::Duration::ZERO,
+    ))
 }
 
 /// Quits the subscriber connection when the watch ends, however it ends.
@@ -128,6 +129,7 @@ impl Seen {
     }
 }
 
+/// One watch's subscription and what it has reported.
 struct Feeder {
     client: RedisClient,
     subscriber: Subscriber,
@@ -135,91 +137,88 @@ struct Feeder {
     tree: bool,
     /// What was last reported per existing key.
     known: HashMap<String, Seen>,
+    database: u8,
+    events: broadcast::Receiver<fred::types::KeyspaceEvent>,
+    reconnects: broadcast::Receiver<fred::types::config::Server>,
+    /// After a reconnect: subscribe again, then resync.
+    resubscribe: bool,
+    /// Notifications may have been lost: read everything again.
+    resync: bool,
 }
 
-type Sender = mpsc::Sender<Result<WatchEvent>>;
-
-impl Feeder {
-    async fn run(
-        mut self,
-        database: u8,
-        mut events: broadcast::Receiver<fred::types::KeyspaceEvent>,
-        mut reconnects: broadcast::Receiver<fred::types::config::Server>,
-        sender: Sender,
-    ) {
+#[async_trait]
+impl Feed for Feeder {
+    async fn next(&mut self) -> Result<Batch> {
         loop {
-            let item = tokio::select! {
-                () = sender.closed() => return,
-                reconnected = reconnects.recv() => match reconnected {
-                    Ok(_) | Err(RecvError::Lagged(_)) => self.resubscribe_and_resync().await,
-                    Err(RecvError::Closed) => return,
+            if self.resubscribe {
+                // Subscribe again first, then read, so no change falls between.
+                let resubscribed = self.subscriber.0.resubscribe_all().await;
+                resubscribed.map_err(|err| crate::error::map_error("watch", self.key.as_str(), err))?;
+                self.resubscribe = false;
+                self.resync = true;
+            }
+            if self.resync {
+                let pairs = read_state(&self.client, &self.key, self.tree).await?;
+                self.known = pairs.iter().map(Seen::entry).collect();
+                self.resync = false;
+                return Ok(Batch::Resync(pairs));
+            }
+            tokio::select! {
+                reconnected = self.reconnects.recv() => match reconnected {
+                    Ok(_) | Err(RecvError::Lagged(_)) => self.resubscribe = true,
+                    Err(RecvError::Closed) => return Err(self.closed()),
                 },
-                event = events.recv() => match event {
-                    Ok(event) if event.db == database => {
+                event = self.events.recv() => match event {
+                    Ok(event) if event.db == self.database => {
                         let key = event.key.as_str_lossy().into_owned();
-                        self.changed(&key).await
+                        if let Some(event) = self.changed(&key).await {
+                            return Ok(Batch::Events(vec![event]));
+                        }
                     }
-                    Ok(_) => continue,
+                    Ok(_) => {}
                     // Notifications were dropped for this slow watcher: read everything again.
-                    Err(RecvError::Lagged(_)) => self.resync().await,
-                    Err(RecvError::Closed) => {
-                        let reason = "the subscriber connection closed";
-                        Some(Err(Error::backend(REDIS, "watch", self.key.as_str(), true, reason)))
-                    }
+                    Err(RecvError::Lagged(_)) => self.resync = true,
+                    Err(RecvError::Closed) => return Err(self.closed()),
                 },
-            };
-            let Some(item) = item else { continue };
-            let last = item.is_err();
-            if sender.send(item).await.is_err() || last {
-                return;
             }
         }
     }
 
+    fn retryable(&self, _err: &Error) -> bool {
+        false
+    }
+}
+
+impl Feeder {
+    fn closed(&self) -> Error {
+        let reason = "the subscriber connection closed";
+        Error::backend(REDIS, "watch", self.key.as_str(), true, reason)
+    }
+
     /// The event for a notification on `key`, if it changed what the consumer knows.
-    async fn changed(&mut self, key: &str) -> Option<Result<WatchEvent>> {
+    async fn changed(&mut self, key: &str) -> Option<WatchEvent> {
         // The raw layout's index key changes with its key, whose own notification counts.
         if (!self.tree && key != self.key.as_str()) || is_index_key(key) {
             return None;
         }
         match self.client.read_one("watch", key).await {
             // The change is known but its value is not: start over from a snapshot.
-            Err(_) => self.resync().await,
+            Err(_) => {
+                self.resync = true;
+                None
+            }
             Ok(Some(pair)) => {
                 let seen = Seen::of(&pair);
                 let newer = self.known.get(key) != Some(&seen);
                 newer.then(|| {
                     self.known.insert(pair.key.clone(), seen);
-                    Ok(WatchEvent::Put(pair))
+                    WatchEvent::Put(pair)
                 })
             }
-            Ok(None) => self.known.remove(key).map(|seen| {
-                Ok(WatchEvent::Delete {
-                    key: key.to_owned(),
-                    last_index: seen.index,
-                })
+            Ok(None) => self.known.remove(key).map(|seen| WatchEvent::Delete {
+                key: key.to_owned(),
+                last_index: seen.index,
             }),
-        }
-    }
-
-    /// After a reconnect: subscribe again first, then read, so no change falls between.
-    async fn resubscribe_and_resync(&mut self) -> Option<Result<WatchEvent>> {
-        let resubscribed = self.subscriber.0.resubscribe_all().await;
-        if let Err(err) = resubscribed {
-            let err = crate::error::map_error("watch", self.key.as_str(), err);
-            return Some(Err(err));
-        }
-        self.resync().await
-    }
-
-    /// A fresh snapshot, after notifications may have been lost.
-    async fn resync(&mut self) -> Option<Result<WatchEvent>> {
-        match read_state(&self.client, &self.key, self.tree).await {
-            Ok(pairs) => {
-                self.known = pairs.iter().map(Seen::entry).collect();
-                Some(Ok(WatchEvent::Snapshot(pairs)))
-            }
-            Err(err) => Some(Err(err)),
         }
     }
 }

@@ -11,8 +11,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use valkeyrie_core::{
-    Backend, Background, Capabilities, Check, Error, Fence, Key, KvPair, ListOptions, LockOptions, Locker, ReadOptions,
-    Registration, Result, Store, StoreSpec, Transaction, Txn, TxnOp, TxnOutcome, WatchStream, WriteOptions,
+    deadline, Backend, Background, Capabilities, Check, Error, Fence, Key, KvPair, ListOptions, LockOptions, Locker,
+    ReadOptions, Registration, Result, Store, StoreSpec, Transaction, Txn, TxnOp, TxnOutcome, WatchStream,
+    WriteOptions,
 };
 
 use crate::client::TemplateClient;
@@ -59,16 +60,8 @@ impl TemplateStore {
 
     /// Runs one request with the configured deadline, mapping its error.
     async fn request<T>(&self, call: &'static str, key: &Key, request: impl Future<Output = Result<T>>) -> Result<T> {
-        let after = self.config.request_timeout;
-        match tokio::time::timeout(after, request).await {
-            Ok(result) => result.map_err(|err| map_error(call, key.as_str(), err)),
-            Err(_) => Err(Error::Timeout {
-                store: TEMPLATE,
-                call,
-                key: key.to_string(),
-                after,
-            }),
-        }
+        let request = async { request.await.map_err(|err| map_error(call, key.as_str(), err)) };
+        deadline::within(self.config.request_timeout, TEMPLATE, call, key.as_str(), request).await
     }
 }
 

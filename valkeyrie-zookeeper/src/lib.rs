@@ -85,8 +85,10 @@ mod client;
 mod config;
 mod error;
 mod lock;
+mod node;
 mod store;
 mod tls;
+mod tree;
 mod txn;
 mod watch;
 
@@ -112,12 +114,12 @@ pub mod fuzzing {
 
     /// The value a node's data holds, `None` for a directory node.
     pub fn decode(data: Vec<u8>) -> Option<Bytes> {
-        crate::client::decode(data)
+        crate::node::decode(data)
     }
 
     /// The data a node is written with for `value`.
     pub fn encode(value: &[u8]) -> Vec<u8> {
-        crate::client::encode(value)
+        crate::node::encode(value)
     }
 }
 

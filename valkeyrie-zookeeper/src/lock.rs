@@ -17,8 +17,9 @@ use valkeyrie_core::{
 };
 use zookeeper_client::{CreateMode, EventType, SessionState};
 
-use crate::client::{encode, is_lock_node, path_of, ZkClient};
+use crate::client::ZkClient;
 use crate::error::is_not_empty;
+use crate::node::{encode, is_lock_node, path_of};
 use crate::ZOOKEEPER;
 
 /// Tells contender names of this process apart.
@@ -207,10 +208,7 @@ impl Acquire for ZkLocker {
             delete_value: self.delete_on_unlock,
         };
 
-        if !self
-            .wait_turn(call, &path, &own_name, held.lost_signal(), wait)
-            .await?
-        {
+        if !self.wait_turn(call, &path, &own_name, held.lost_signal(), wait).await? {
             // Busy and not waiting: dropping `pending` deletes the node; dropping `held`
             // stops following it.
             return Ok(None);

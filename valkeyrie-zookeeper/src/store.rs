@@ -6,15 +6,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use valkeyrie_core::{
-    Backend, Background, Capabilities, Error, Key, KvPair, LockOptions, Locker, ReadOptions, Registration, Result,
-    Store, StoreSpec, Txn, TxnOutcome, WatchStream, WriteOptions,
+    Backend, Background, Capabilities, Error, Expect, Key, KvPair, LockOptions, Locker, ReadOptions, Registration,
+    Result, Store, StoreSpec, Txn, TxnOutcome, WatchStream, WriteOptions,
 };
 use zookeeper_client::{Acls, CreateMode, CreateOptions, MultiWriteResult, Stat};
 
-use crate::client::{checked_path, decode, encode, index_matches, index_of, key_of, ZkClient, DIR_MARKER};
+use crate::client::ZkClient;
 use crate::config::ZookeeperConfig;
 use crate::error::is_not_empty;
 use crate::lock::ZkLocker;
+use crate::node::{checked_path, decode, encode, index_matches, index_of, key_of, DIR_MARKER};
 use crate::{txn, watch, ZOOKEEPER};
 
 /// How often a write retries after racing another writer on the same node.
@@ -64,17 +65,6 @@ impl ZookeeperConfig {
 /// The longest TTL a TTL node takes: 40 bits of milliseconds, about 34.8 years
 /// (ZooKeeper's `EphemeralType.TTL.maxValue()`); the server refuses longer ones.
 const MAX_TTL_NODE: Duration = Duration::from_millis(0xFF_FFFF_FFFF);
-
-/// What a write expects to find.
-#[derive(Clone, Copy)]
-enum Expect {
-    /// Anything: a plain put.
-    Any,
-    /// No key (create-only).
-    Absent,
-    /// The key at this index (compare-and-set).
-    Index(u64),
-}
 
 /// How a key's node is created: with `acls`, a TTL or bound to the session.
 pub(crate) fn create_options(acls: Acls<'_>, ttl: Option<Duration>, ephemeral: bool) -> CreateOptions<'_> {
@@ -133,7 +123,7 @@ impl ZookeeperStore {
         let ephemeral = opts.keep_alive && opts.ttl.is_some();
         let ttl = opts.ttl.filter(|_| !ephemeral);
         let options = create_options(self.zk.acls(), ttl, ephemeral);
-        if matches!(expected, Expect::Any) && ttl.is_none() && !ephemeral {
+        if matches!(expected, Expect::Anything) && ttl.is_none() && !ephemeral {
             if let Some(index) = self.put_plain(call, key, &path, &data, &options).await? {
                 return Ok(KvPair::new(key.as_str(), Bytes::copy_from_slice(value), index));
             }
@@ -343,7 +333,7 @@ impl Backend for ZookeeperStore {
     }
 
     async fn put(&self, key: &Key, value: Bytes, opts: &WriteOptions) -> Result<()> {
-        self.write("put", key, &value, opts, Expect::Any).await.map(drop)
+        self.write("put", key, &value, opts, Expect::Anything).await.map(drop)
     }
 
     async fn get(&self, key: &Key, _opts: &ReadOptions) -> Result<KvPair> {
@@ -465,7 +455,7 @@ impl Backend for ZookeeperStore {
         previous: Option<&KvPair>,
         opts: &WriteOptions,
     ) -> Result<KvPair> {
-        let expected = previous.map_or(Expect::Absent, |previous| Expect::Index(previous.last_index));
+        let expected = Expect::previous(previous);
         self.write("atomic_put", key, &value, opts, expected).await
     }
 

@@ -19,8 +19,8 @@ use std::collections::HashMap;
 use valkeyrie_core::{Check, Error, Fence, Key, KvPair, Result, Txn, TxnOp, TxnOutcome};
 use zookeeper_client::{Acls, CreateMode, MultiWriteError, MultiWriter, Stat};
 
-use crate::client::{checked_path, decode, encode, index_of, key_of, path_of, Node, DIR_MARKER};
 use crate::error::{is_not_empty, map_error};
+use crate::node::{checked_path, decode, encode, index_of, key_of, path_of, Node, DIR_MARKER};
 use crate::store::{create_options, is_plain_node, ZookeeperStore, WRITE_ATTEMPTS};
 use crate::ZOOKEEPER;
 

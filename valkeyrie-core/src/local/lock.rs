@@ -88,9 +88,7 @@ impl<S: Storage> LocalLocker<S> {
             delete_value: hold.delete_value,
         };
         let lost = lost_when_changed(Arc::clone(&hold.engine), hold.key.clone(), hold.owner);
-        let held = self
-            .spawner
-            .hold(Hold::new(hold, acquired_at, self.ttl).watching(lost));
+        let held = self.spawner.hold(Hold::new(hold, acquired_at, self.ttl).watching(lost));
         LockGuard::new(self.engine.store(), self.key.as_str(), token, held, Box::new(release))
     }
 }

@@ -5,13 +5,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use tokio::time::Instant;
 
 use super::engine::Engine;
 use super::lock::LocalLocker;
 use super::{watch, Storage};
 use crate::background::Background;
 use crate::capabilities::Capabilities;
-use crate::error::{Error, Result};
+use crate::error::{Error, LostReason, Result};
+use crate::hold::{Hold, Renew, Renewal};
 use crate::key::Key;
 use crate::kv::{KvPair, LockOptions, ReadOptions, WriteOptions};
 use crate::lock::Locker;
@@ -90,28 +92,43 @@ impl<S: Storage> LocalStore<S> {
             .map_err(|e| Error::backend(store, "flush", key.as_str(), false, e))?
     }
 
-    /// Starts the sweeper for a TTL write and, with `keep_alive`, a task that refreshes it.
+    /// Starts the sweeper for a TTL write and, with `keep_alive`, has the handle's driver
+    /// refresh it.
     fn after_ttl_write(&self, pair: &KvPair, opts: &WriteOptions) {
         let Some(ttl) = opts.ttl else { return };
         self.engine.ensure_sweeper();
         if !opts.keep_alive {
             return;
         }
-        let engine = Arc::clone(&self.engine);
-        let (key, index) = (pair.key.clone(), pair.last_index);
-        self.background.spawn(async move {
-            let period = (ttl / 3).max(Duration::from_millis(10));
-            loop {
-                tokio::time::sleep(period).await;
-                match engine.refresh(&key, index, ttl) {
-                    Ok(true) => {}
-                    Ok(false) => return,
-                    Err(err) => {
-                        tracing::warn!(store = engine.store(), key, error = %err, "keep-alive failed; retrying")
-                    }
-                }
-            }
-        });
+        let refresh = Refresh {
+            engine: Arc::clone(&self.engine),
+            key: pair.key.clone(),
+            index: pair.last_index,
+            ttl,
+        };
+        let period = (ttl / 3).max(Duration::from_millis(10));
+        self.background
+            .spawner()
+            .keep_alive(Hold::new(refresh, Instant::now(), ttl).every(period));
+    }
+}
+
+/// A `keep_alive` write, as the handle's driver refreshes it.
+struct Refresh<S: Storage> {
+    engine: Arc<Engine<S>>,
+    key: String,
+    index: u64,
+    ttl: Duration,
+}
+
+#[async_trait]
+impl<S: Storage> Renew for Refresh<S> {
+    async fn renew(&self) -> Result<Renewal> {
+        Ok(if self.engine.refresh(&self.key, self.index, self.ttl)? {
+            Renewal::Held(self.ttl)
+        } else {
+            Renewal::Lost(LostReason::RecordDeleted)
+        })
     }
 }
 

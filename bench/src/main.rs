@@ -11,6 +11,7 @@
 
 mod driver;
 mod go;
+mod keep_alive;
 mod memory;
 mod raw;
 mod report;
@@ -41,6 +42,8 @@ struct Options {
     reps: usize,
     out: PathBuf,
     with_go: bool,
+    /// Keys the keep-alive measurement keeps alive on one handle.
+    keep_alive_keys: usize,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -50,6 +53,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         reps: 5,
         out: PathBuf::from("target/bench"),
         with_go: false,
+        keep_alive_keys: 10_000,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -65,6 +69,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--quick" => {
                 options.scale = Scale::QUICK;
                 options.reps = 3;
+                options.keep_alive_keys = 1_000;
             }
             "--reps" => {
                 options.reps = args
@@ -111,6 +116,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(options: &Options) -> BenchResult<()> {
+    keep_alive::count_renewals()?;
     let scratch = tempfile::tempdir().map_err(|e| format!("a scratch directory: {e}"))?;
     let mut report = Report::new(options.scale, options.reps);
     for backend in &options.backends {
@@ -144,6 +150,20 @@ async fn run(options: &Options) -> BenchResult<()> {
                 }
             }
         }
+        match keep_alive_scale(backend, &target, options.keep_alive_keys).await {
+            Ok(scale) => {
+                println!("  keep-alive: {}", scale.row().trim_end());
+                report.push_keep_alive(scale);
+            }
+            Err(error) => {
+                eprintln!("bench: {backend} / keep-alive: {error} (recorded; the run goes on)");
+                report.fail(Failure {
+                    backend,
+                    workload: "keep-alive",
+                    error,
+                });
+            }
+        }
         let root = format!("bench/{backend}");
         if let Err(err) = valkeyrie.store().delete_tree(&root).await {
             eprintln!("bench: cleaning up {root}: {err}");
@@ -160,6 +180,24 @@ async fn run(options: &Options) -> BenchResult<()> {
         );
     }
     Ok(())
+}
+
+/// [`keep_alive::measure`] on a handle of its own, so the tasks it adds are the
+/// keep-alives' alone; its keys are deleted afterwards.
+async fn keep_alive_scale(
+    backend: &'static str,
+    target: &Target,
+    keys: usize,
+) -> BenchResult<keep_alive::KeepAliveScale> {
+    let handle = Valkeyrie::open(&target.valkeyrie_url()).await?;
+    let store = handle.store();
+    let dir = format!("bench/{backend}/keep-alive");
+    let measured = keep_alive::measure(backend, store, &dir, keys).await;
+    if let Err(err) = store.delete_tree(&dir).await {
+        eprintln!("bench: cleaning up {dir}: {err}");
+    }
+    let _ = store.close().await;
+    measured
 }
 
 /// Runs one workload on both sides (and through the Go library, if given): warm-up, then

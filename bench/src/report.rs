@@ -8,6 +8,7 @@ use plotters::prelude::*;
 use serde::Serialize;
 
 use crate::driver::BenchResult;
+use crate::keep_alive::KeepAliveScale;
 use crate::workload::{Kind, Sample, Scale, Workload, WORKLOADS};
 
 /// One side's figures: medians over the measured rounds.
@@ -164,6 +165,7 @@ pub(crate) struct Report {
     machine: String,
     comparisons: Vec<Comparison>,
     failures: Vec<Failure>,
+    keep_alive: Vec<KeepAliveScale>,
 }
 
 impl Report {
@@ -175,7 +177,13 @@ impl Report {
             machine: machine(),
             comparisons: Vec::new(),
             failures: Vec::new(),
+            keep_alive: Vec::new(),
         }
+    }
+
+    /// Adds one keep-alive measurement.
+    pub(crate) fn push_keep_alive(&mut self, scale: KeepAliveScale) {
+        self.keep_alive.push(scale);
     }
 
     /// Adds one comparison.
@@ -240,6 +248,14 @@ impl Report {
                     }
                     _ => out.push_str(" – | – | – |\n"),
                 }
+            }
+        }
+        if !self.keep_alive.is_empty() {
+            out.push_str("\nKeep-alive writes on one handle (valkeyrie alone), kept for twice their TTL:\n\n");
+            out.push_str("| backend | keys | TTL | tasks added | background work | renewal requests/s | RSS added MiB | keys alive |\n");
+            out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+            for scale in &self.keep_alive {
+                out.push_str(&scale.row());
             }
         }
         if !self.failures.is_empty() {

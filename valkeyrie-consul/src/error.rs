@@ -3,7 +3,7 @@
 use http::StatusCode;
 use rs_consul::ConsulError;
 use valkeyrie_core::tls::certificate_failure;
-use valkeyrie_core::{BoxError, Error};
+use valkeyrie_core::{BoxError, Error, Summarized};
 
 use crate::CONSUL;
 
@@ -19,7 +19,8 @@ pub(crate) fn not_reachable(call: &'static str, key: &str, err: impl Into<BoxErr
         store: CONSUL,
         call,
         key: key.to_owned(),
-        source,
+        // hyper's own message is "client error (Connect)": its causes say what happened.
+        source: Box::new(Summarized::chain(source)),
     }
 }
 

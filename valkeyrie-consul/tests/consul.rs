@@ -390,6 +390,18 @@ async fn tokens_never_show() {
     let err = config.clone().connect(["127.0.0.1:1"]).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotReachable);
     assert!(!format!("{err} {err:?}").contains("s3cret"), "{err:?}");
+    // One line about no key that says what happened, not only hyper's "client error".
+    let message = err.to_string();
+    println!("{message}");
+    assert!(
+        message.starts_with("consul: server not reachable during connect: "),
+        "{message}"
+    );
+    assert!(message.to_lowercase().contains("connect"), "{message}");
+    assert!(
+        message.len() > "consul: server not reachable during connect: client error (Connect)".len(),
+        "{message}"
+    );
     // A token the cluster does not know is refused at connect, and not quoted.
     let err = config.connect(endpoints()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unauthenticated, "{err}");

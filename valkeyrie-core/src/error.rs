@@ -145,7 +145,7 @@ pub enum Error {
         key: String,
     },
     /// This backend does not implement the call; [`crate::Capabilities`] says so too.
-    #[error("{store}: {call} is not supported by this backend (key {key:?})")]
+    #[error("{store}: {call} is not supported by this backend{}", on_key(key))]
     CallNotSupported {
         /// Store name.
         store: &'static str,
@@ -155,7 +155,7 @@ pub enum Error {
         key: String,
     },
     /// The server could not be reached (connection refused, DNS, TLS handshake, ...).
-    #[error("{store}: server not reachable during {call} on {key:?}: {source}")]
+    #[error("{store}: server not reachable during {call}{}: {source}", on_key(key))]
     NotReachable {
         /// Store name.
         store: &'static str,
@@ -253,7 +253,7 @@ pub enum Error {
         limit: usize,
     },
     /// The call did not finish in time.
-    #[error("{store}: {call} on {key:?} timed out after {after:?}")]
+    #[error("{store}: {call}{} timed out after {after:?}", on_key(key))]
     Timeout {
         /// Store name.
         store: &'static str,
@@ -309,7 +309,7 @@ pub enum Error {
         source: BoxError,
     },
     /// The store handle was closed; open a new one.
-    #[error("{store}: store handle is closed ({call} on {key:?})")]
+    #[error("{store}: store handle is closed ({call}{})", on_key(key))]
     Closed {
         /// Store name.
         store: &'static str,
@@ -319,7 +319,7 @@ pub enum Error {
         key: String,
     },
     /// Any other error of the backend's client, kept as the source.
-    #[error("{store}: {call} on {key:?} failed: {source}")]
+    #[error("{store}: {call}{} failed: {source}", on_key(key))]
     Backend {
         /// Store name.
         store: &'static str,
@@ -396,18 +396,19 @@ impl Error {
             | Error::KeyModified { key, .. }
             | Error::KeyExists { key, .. }
             | Error::PreviousNotSpecified { key, .. }
-            | Error::CallNotSupported { key, .. }
-            | Error::NotReachable { key, .. }
             | Error::CannotLock { key, .. }
             | Error::LockLost { key, .. }
             | Error::LockNotHeld { key, .. }
             | Error::InvalidTransaction { key, .. }
             | Error::InvalidKey { key, .. }
-            | Error::ValueTooLarge { key, .. }
+            | Error::ValueTooLarge { key, .. } => Some(key),
+            // Empty for a call that concerns no key (connecting, closing).
+            Error::CallNotSupported { key, .. }
+            | Error::NotReachable { key, .. }
             | Error::Timeout { key, .. }
             | Error::Closed { key, .. }
-            | Error::Backend { key, .. } => Some(key),
-            Error::Unauthenticated { key, .. }
+            | Error::Backend { key, .. }
+            | Error::Unauthenticated { key, .. }
             | Error::PermissionDenied { key, .. }
             | Error::TlsVerification { key, .. } => (!key.is_empty()).then_some(key.as_str()),
         }
@@ -571,6 +572,61 @@ impl Error {
     }
 }
 
+/// A client's error with a one-line message for people: `Display` is the summary,
+/// `source()` the client's error with all its detail. For clients whose own messages are
+/// multi-level debug dumps.
+#[derive(Debug)]
+pub struct Summarized {
+    summary: String,
+    source: BoxError,
+}
+
+impl Summarized {
+    /// `source`, shown as `summary`.
+    pub fn new(summary: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Summarized {
+            summary: summary.into(),
+            source: source.into(),
+        }
+    }
+
+    /// `source`, shown as [`one_line`] makes its chain of sources.
+    pub fn chain(source: impl Into<BoxError>) -> Self {
+        let source = source.into();
+        Summarized {
+            summary: one_line(source.as_ref()),
+            source,
+        }
+    }
+}
+
+/// The messages of `err` and its chain of sources on one line, each only once (a wrapper
+/// that repeats its cause's text adds nothing): `a: b: c`.
+pub fn one_line(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(err) = next {
+        let text = err.to_string();
+        if !text.is_empty() && !parts.iter().any(|part| part.contains(&text)) {
+            parts.push(text);
+        }
+        next = err.source();
+    }
+    parts.join(": ")
+}
+
+impl std::fmt::Display for Summarized {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.summary)
+    }
+}
+
+impl std::error::Error for Summarized {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.source.as_ref())
+    }
+}
+
 /// The source of a persistent error made from a temporary one that was not a backend error.
 #[derive(Debug)]
 struct GaveUp {
@@ -614,6 +670,42 @@ mod tests {
         assert_eq!(err.key(), Some("config/db"));
         assert_eq!(err.kind(), ErrorKind::KeyModified);
         assert!(!err.is_temporary());
+    }
+
+    #[test]
+    fn a_call_on_no_key_says_nothing_about_a_key() {
+        let err = Error::NotReachable {
+            store: "consul",
+            call: "connect",
+            key: String::new(),
+            source: "connection refused".into(),
+        };
+        assert_eq!(
+            err.to_string(),
+            "consul: server not reachable during connect: connection refused"
+        );
+        assert_eq!(err.key(), None);
+        let on_key = Error::backend("etcd", "put", "a/b", true, "no leader");
+        assert_eq!(on_key.to_string(), "etcd: put on \"a/b\" failed: no leader");
+        assert_eq!(on_key.key(), Some("a/b"));
+    }
+
+    #[test]
+    fn a_summary_is_one_line_and_keeps_the_chain() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        let wrapped = Summarized::new("tcp connect error", io);
+        let outer = Summarized::chain(Summarized::new("transport error", wrapped));
+        assert_eq!(
+            outer.to_string(),
+            "transport error: tcp connect error: Connection refused"
+        );
+        let mut depth = 0;
+        let mut next = std::error::Error::source(&outer);
+        while let Some(err) = next {
+            depth += 1;
+            next = err.source();
+        }
+        assert_eq!(depth, 3, "the whole chain stays reachable through source()");
     }
 
     #[test]

@@ -385,6 +385,8 @@ fn handle(id: u64, event: Event, entries: &mut Entries, work: &mut Work) {
             let period = entry.period;
             work.push(stoppable(id, &entry.stop, async move {
                 let sent = Instant::now();
+                // One event per renewal sent: what `cargo xtask bench` counts.
+                tracing::trace!(target: "valkeyrie::renewal", "renewal sent");
                 let outcome = tokio::time::timeout(period, renew.renew()).await.ok();
                 Event::Renewed { sent, outcome }
             }));

@@ -82,7 +82,7 @@ pub use backoff::Backoff;
 pub use bytes::Bytes;
 pub use capabilities::Capabilities;
 pub use config::{BackendConfig, Secret, StoreConfig, StoreUrl};
-pub use error::{BoxError, Error, ErrorKind, ErrorStatus, LostReason, Result};
+pub use error::{BoxError, Error, ErrorKind, ErrorStatus, LostReason, Result, Summarized};
 pub use hold::{Held, Hold, Renew, Renewal};
 pub use key::Key;
 pub use kv::{Expect, KvPair, LockOptions, ReadOptions, WriteOptions, MAX_TTL};

@@ -1,7 +1,8 @@
 //! The one place etcd-client's errors become ours.
 
 use etcd_client::Error as ClientError;
-use valkeyrie_core::Error;
+use valkeyrie_core::error::one_line;
+use valkeyrie_core::{Error, Summarized};
 
 use crate::ETCD;
 
@@ -32,11 +33,33 @@ fn wrapped(err: &ClientError) -> Option<&(dyn std::error::Error + 'static)> {
     }
 }
 
+/// The client's error with a message on one line: a status as its message and code (tonic
+/// prints a status with its details and metadata), a transport or I/O error as its chain of
+/// causes (which etcd-client's error does not expose as `source()`).
+fn summarized(err: ClientError) -> valkeyrie_core::BoxError {
+    let summary = match &err {
+        ClientError::GRpcStatus(status) => {
+            let mut summary = status.message().to_owned();
+            // A status made by the client for a failed connection keeps the cause apart.
+            if let Some(cause) = std::error::Error::source(status).map(one_line) {
+                if cause.contains(&summary) {
+                    summary = cause;
+                } else if !summary.contains(&cause) {
+                    summary = format!("{summary}: {cause}");
+                }
+            }
+            format!("{summary} ({:?})", status.code())
+        }
+        _ => wrapped(&err).map_or_else(|| err.to_string(), one_line),
+    };
+    Box::new(Summarized::new(summary, err))
+}
+
 /// Maps an error of the client during `call` on `key`.
 pub(crate) fn map_error(call: &'static str, key: &str, err: ClientError) -> Error {
     let key = key.to_owned();
     if wrapped(&err).is_some_and(valkeyrie_core::tls::is_certificate_failure) {
-        return Error::tls_verification(ETCD, call, key, err);
+        return Error::tls_verification(ETCD, call, key, summarized(err));
     }
     match &err {
         ClientError::GRpcStatus(status) => {
@@ -44,11 +67,11 @@ pub(crate) fn map_error(call: &'static str, key: &str, err: ClientError) -> Erro
             let message = status.message();
             match status.code() {
                 // An invalid token reaches us only when logging in again failed too.
-                Code::Unauthenticated => Error::unauthenticated(ETCD, call, key, err),
+                Code::Unauthenticated => Error::unauthenticated(ETCD, call, key, summarized(err)),
                 Code::InvalidArgument if message.starts_with(AUTH_FAILED) => {
-                    Error::unauthenticated(ETCD, call, key, err)
+                    Error::unauthenticated(ETCD, call, key, summarized(err))
                 }
-                Code::PermissionDenied => Error::permission_denied(ETCD, call, key, err),
+                Code::PermissionDenied => Error::permission_denied(ETCD, call, key, summarized(err)),
                 // tonic reports a broken or timed-out connection as a status (Unknown or
                 // Cancelled) whose source is the transport error.
                 code if code == Code::Unavailable
@@ -58,10 +81,10 @@ pub(crate) fn map_error(call: &'static str, key: &str, err: ClientError) -> Erro
                         store: ETCD,
                         call,
                         key,
-                        source: Box::new(err),
+                        source: summarized(err),
                     }
                 }
-                Code::DeadlineExceeded => Error::backend(ETCD, call, key, true, err),
+                Code::DeadlineExceeded => Error::backend(ETCD, call, key, true, summarized(err)),
                 Code::InvalidArgument if message.contains("too large") => Error::backend(
                     ETCD,
                     call,
@@ -69,20 +92,22 @@ pub(crate) fn map_error(call: &'static str, key: &str, err: ClientError) -> Erro
                     false,
                     "the request is larger than the server's max-request-bytes",
                 ),
-                Code::ResourceExhausted | Code::Aborted => Error::backend(ETCD, call, key, true, err),
-                _ => Error::backend(ETCD, call, key, false, err),
+                Code::ResourceExhausted | Code::Aborted => Error::backend(ETCD, call, key, true, summarized(err)),
+                _ => Error::backend(ETCD, call, key, false, summarized(err)),
             }
         }
         ClientError::TransportError(_) | ClientError::IoError(_) => Error::NotReachable {
             store: ETCD,
             call,
             key,
-            source: Box::new(err),
+            source: summarized(err),
         },
         ClientError::InvalidArgs(_) | ClientError::InvalidUri(_) | ClientError::EndpointError(_) => {
             Error::config(ETCD, "endpoints", err.to_string())
         }
-        ClientError::WatchError(_) | ClientError::LeaseKeepAliveError(_) => Error::backend(ETCD, call, key, true, err),
-        _ => Error::backend(ETCD, call, key, false, err),
+        ClientError::WatchError(_) | ClientError::LeaseKeepAliveError(_) => {
+            Error::backend(ETCD, call, key, true, summarized(err))
+        }
+        _ => Error::backend(ETCD, call, key, false, summarized(err)),
     }
 }

@@ -178,6 +178,16 @@ async fn an_unreachable_cluster_is_not_reachable_within_the_connect_timeout() {
         started.elapsed() < Duration::from_secs(5),
         "bounded by the connect timeout"
     );
+    // One line a person can act on, about no key, without tonic's debug dump; the
+    // client's error stays reachable as the source.
+    let message = err.to_string();
+    println!("{message}");
+    assert!(
+        message.starts_with("etcd: server not reachable during connect: "),
+        "{message}"
+    );
+    assert!(!message.contains('\n') && !message.contains("MetadataMap"), "{message}");
+    assert!(std::error::Error::source(&err).is_some());
 }
 
 #[tokio::test]

@@ -11,17 +11,15 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use valkeyrie_core::{
-    deadline, Backend, Background, Capabilities, Check, Error, Fence, Key, KvPair, ListOptions, LockOptions, Locker,
-    ReadOptions, Registration, Result, Store, StoreSpec, Transaction, Txn, TxnOp, TxnOutcome, WatchStream,
-    WriteOptions,
+    deadline, Backend, Background, Capabilities, Error, Key, KvPair, ListOptions, LockOptions, Locker, ReadOptions,
+    Registration, Result, Store, StoreSpec, Txn, TxnOutcome, WatchStream, WriteOptions,
 };
 
 use crate::client::TemplateClient;
 use crate::config::TemplateConfig;
 use crate::error::map_error;
 use crate::lock::TemplateLocker;
-use crate::watch::map_stream;
-use crate::TEMPLATE;
+use crate::{txn, watch, TEMPLATE};
 
 /// A handle on a template server.
 #[derive(Debug)]
@@ -155,14 +153,14 @@ impl Backend for TemplateStore {
         let stream = self
             .request("watch", key, self.client.requests().watch(key.as_str(), opts))
             .await?;
-        Ok(map_stream(key, "watch", stream, self.background.spawner().track()))
+        watch::start(&self.background.spawner(), key, "watch", stream).await
     }
 
     async fn watch_tree(&self, dir: &Key, opts: &ReadOptions) -> Result<WatchStream> {
         let stream = self
             .request("watch_tree", dir, self.client.requests().watch_tree(dir.as_str(), opts))
             .await?;
-        Ok(map_stream(dir, "watch_tree", stream, self.background.spawner().track()))
+        watch::start(&self.background.spawner(), dir, "watch_tree", stream).await
     }
 
     async fn new_lock(&self, key: &Key, opts: LockOptions) -> Result<Box<dyn Locker>> {
@@ -201,32 +199,12 @@ impl Backend for TemplateStore {
     }
 
     async fn commit(&self, txn: &Txn) -> Result<TxnOutcome> {
-        // A real backend turns `txn` into its server's transaction request here. The
-        // stand-in server takes a `Transaction`, and checks fences under its own name.
-        let server = self.client.requests();
-        let mut request = Transaction::new();
-        for compare in &txn.compares {
-            let check = match &compare.check {
-                Check::HeldBy(fence) => Check::HeldBy(Fence::new(
-                    server.name(),
-                    fence.key(),
-                    fence.token(),
-                    fence.record().map(str::to_owned),
-                )),
-                check => check.clone(),
-            };
-            request = request.when(compare.key.as_str(), check);
-        }
-        for op in &txn.ops {
-            request = match op {
-                TxnOp::Put { key, value, opts } => request.put_with(key.as_str(), value.clone(), opts.clone()),
-                TxnOp::Delete { key } => request.delete(key.as_str()),
-            };
-        }
         let Some(key) = txn.first_key() else {
             return Ok(TxnOutcome::Committed);
         };
-        self.request("commit", key, server.commit(request)).await
+        let request = txn::request(self.client.requests().name(), txn);
+        self.request("commit", key, self.client.requests().commit(request))
+            .await
     }
 
     async fn close(&self) -> Result<()> {

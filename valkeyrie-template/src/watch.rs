@@ -1,24 +1,69 @@
-//! Watches: the server's change feed as a [`WatchStream`].
+//! Watches: the server's change feed as a [`Feed`], which core's feed driver turns into a
+//! [`WatchStream`].
 //!
 //! A real backend opens its server's watch here, starting from the revision of the initial
-//! read so no change in between is missed, sends the snapshot first, resumes after a
-//! reconnect from the last seen revision, and sends a fresh snapshot when it cannot. The
-//! stand-in server's feed already does all that; only errors need mapping.
-//!
-//! Every live stream holds a [`TrackedWork`] of the store's background (or runs its feeder
-//! task on it), so `background_tasks()` shows it and the conformance suite can check that a
-//! dropped watch leaves nothing behind.
+//! read so no change in between is missed, reads the snapshot, and implements
+//! [`Feed::next`]: wait for the changes after its position and move the position past them,
+//! or [`Batch::Resync`] when a gap cannot be ruled out. The driver does the rest (buffering,
+//! retries for `watch_retry_for`, cancellation, counting the feeder in
+//! `background_tasks()`). The stand-in server's feed already resumes by itself: the feed
+//! relays it and maps its errors.
 
+use async_trait::async_trait;
 use futures_util::StreamExt;
-use valkeyrie_core::{Key, TrackedWork, WatchStream};
+use valkeyrie_core::feed::{self, Batch, Feed};
+use valkeyrie_core::{Error, Key, Result, Spawner, WatchEvent, WatchStream};
 
 use crate::error::map_error;
+use crate::TEMPLATE;
 
-/// Maps a client watch stream's errors to ours; `tracked` lives as long as the stream.
-pub(crate) fn map_stream(key: &Key, call: &'static str, stream: WatchStream, tracked: TrackedWork) -> WatchStream {
-    let key = key.to_string();
-    Box::pin(stream.map(move |item| {
-        let _live = &tracked;
-        item.map_err(|err| map_error(call, &key, err))
-    }))
+/// Starts a watch on the stand-in server's `stream` for `call` on `key`: its first item is
+/// the snapshot, the rest is fed through core's feed driver.
+pub(crate) async fn start(
+    spawner: &Spawner,
+    key: &Key,
+    call: &'static str,
+    mut stream: WatchStream,
+) -> Result<WatchStream> {
+    let snapshot = match stream.next().await {
+        Some(Ok(WatchEvent::Snapshot(pairs))) => pairs,
+        Some(Ok(_)) | None => {
+            let reason = "the server's feed did not start with a snapshot";
+            return Err(Error::backend(TEMPLATE, call, key.as_str(), false, reason));
+        }
+        Some(Err(err)) => return Err(map_error(call, key.as_str(), err)),
+    };
+    let relay = Relay {
+        key: key.clone(),
+        call,
+        stream,
+    };
+    // The stand-in server resumes by itself: its errors are final.
+    Ok(feed::start(spawner, Some(snapshot), relay, std::time::Duration::ZERO))
+}
+
+/// The stand-in server's change feed, relayed.
+struct Relay {
+    key: Key,
+    call: &'static str,
+    stream: WatchStream,
+}
+
+#[async_trait]
+impl Feed for Relay {
+    async fn next(&mut self) -> Result<Batch> {
+        match self.stream.next().await {
+            Some(Ok(WatchEvent::Snapshot(pairs))) => Ok(Batch::Resync(pairs)),
+            Some(Ok(event)) => Ok(Batch::Events(vec![event])),
+            Some(Err(err)) => Err(map_error(self.call, self.key.as_str(), err)),
+            None => {
+                let reason = "the server ended the watch";
+                Err(Error::backend(TEMPLATE, self.call, self.key.as_str(), false, reason))
+            }
+        }
+    }
+
+    fn retryable(&self, _err: &Error) -> bool {
+        false
+    }
 }

@@ -24,7 +24,7 @@ use crate::memory;
 const CONCURRENCY: usize = 64;
 
 /// The shortest TTL the measurement uses (a backend's `min_ttl` may be longer).
-const TTL: Duration = Duration::from_secs(3);
+const TTL: Duration = Duration::from_secs(10);
 
 /// Renewal requests sent by every store handle of the process.
 static RENEWALS: AtomicU64 = AtomicU64::new(0);
@@ -77,21 +77,12 @@ pub(crate) async fn measure(
     keys: usize,
 ) -> BenchResult<KeepAliveScale> {
     let ttl = TTL.max(store.capabilities().min_ttl);
+    // Plain writes first, as many at once as below, so the connections they open (and
+    // their tasks) are there before counting.
+    put_all(store, &format!("{dir}/warm-up"), CONCURRENCY, &WriteOptions::default()).await?;
     let runtime = tokio::runtime::Handle::current().metrics();
     let (tasks_before, rss_before) = (runtime.num_alive_tasks(), memory::current_kib());
-    stream::iter(0..keys)
-        .map(|i| {
-            let key = format!("{dir}/{i:05}");
-            async move {
-                store
-                    .put(&key, Bytes::from_static(b"alive"), &WriteOptions::keep_alive(ttl))
-                    .await
-                    .map_err(|e| format!("put {key}: {e}"))
-            }
-        })
-        .buffer_unordered(CONCURRENCY)
-        .try_collect::<Vec<()>>()
-        .await?;
+    put_all(store, dir, keys, &WriteOptions::keep_alive(ttl)).await?;
     let renewals_before = RENEWALS.load(Ordering::Relaxed);
     let window = Instant::now();
     tokio::time::sleep(ttl * 2).await;
@@ -105,7 +96,9 @@ pub(crate) async fn measure(
         .list(dir, &ReadOptions::default())
         .await
         .map_err(|e| format!("list {dir}: {e}"))?
-        .len();
+        .iter()
+        .filter(|pair| !pair.key.contains("/warm-up/"))
+        .count();
     Ok(KeepAliveScale {
         backend,
         keys,
@@ -116,6 +109,24 @@ pub(crate) async fn measure(
         rss_mib,
         alive,
     })
+}
+
+/// Writes `count` keys below `dir` with `opts`, [`CONCURRENCY`] at a time.
+async fn put_all(store: &Arc<dyn Store>, dir: &str, count: usize, opts: &WriteOptions) -> BenchResult<()> {
+    stream::iter(0..count)
+        .map(|i| {
+            let key = format!("{dir}/{i:05}");
+            async move {
+                store
+                    .put(&key, Bytes::from_static(b"alive"), opts)
+                    .await
+                    .map_err(|e| format!("put {key}: {e}"))
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await
+        .map(drop)
 }
 
 impl KeepAliveScale {

@@ -26,21 +26,29 @@
 //! deadline of its own.
 //!
 //! One task serves every acquisition and keep-alive of the handle, however many: each costs
-//! an entry in that task, not a task of its own. The task starts with the first `hold` and ends
-//! when the handle closes; [`Background::len`](crate::Background::len) counts the
-//! acquisitions it holds, not the task.
+//! an entry in that task, not a task of its own. The task starts with the first `hold` and
+//! ends when the handle closes; [`Background::len`](crate::Background::len) counts the
+//! locks held and the keys kept alive, not the task.
+//!
+//! Handing an acquisition over is cheap, so a lock held briefly costs little: it waits in a
+//! queue, and the task adopts it only when it wakes anyway (for a renewal due, or because
+//! the new acquisition's first renewal is due before that). A release before then takes it
+//! back out of the queue; the task never hears of it. A future that watches for a loss
+//! starts when the task adopts the acquisition, at the latest when its first renewal is
+//! due; until then, the first renewal finds a loss.
 
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::future::{join_all, BoxFuture, FutureExt};
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio::time::Instant;
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::sync::CancellationToken;
 
 use crate::background::{Spawner, TrackedWork};
 use crate::error::{LostReason, Result};
@@ -150,7 +158,9 @@ impl Held {
             signal,
             releasing: Releasing {
                 releasing: Arc::new(AtomicBool::new(false)),
-                _stop: CancellationToken::new().drop_guard(),
+                stop: CancellationToken::new(),
+                queued: None,
+                _work: None,
             },
             spawner,
         }
@@ -163,12 +173,16 @@ impl Held {
     }
 }
 
-/// The release side of one acquisition: beginning the release stops the renewals and
-/// silences their loss reports, so a release is never mistaken for a loss.
+/// The release side of one acquisition: beginning the release (or dropping this) stops the
+/// renewals and silences their loss reports, so a release is never mistaken for a loss.
 #[derive(Debug)]
 pub(crate) struct Releasing {
     releasing: Arc<AtomicBool>,
-    _stop: DropGuard,
+    stop: CancellationToken,
+    /// The driver and the acquisition's id, to take it back out of the queue.
+    queued: Option<(Arc<Shared>, u64)>,
+    /// Counts the acquisition in `Background::len` until the release begins.
+    _work: Option<TrackedWork>,
 }
 
 impl Releasing {
@@ -178,15 +192,26 @@ impl Releasing {
     }
 }
 
-/// One acquisition as the driver keeps it.
+impl Drop for Releasing {
+    fn drop(&mut self) {
+        if let Some((shared, id)) = self.queued.take() {
+            // Still queued: the driver never hears of it (dropping it reports `Released`).
+            let queued = shared.lock_pending().queue.remove(&id);
+            drop(queued);
+        }
+        self.stop.cancel();
+    }
+}
+
+/// One acquisition (or keep-alive) as the driver keeps it.
 struct Entry {
     renew: Arc<dyn Renew>,
     lost: LostNotifier,
     releasing: Arc<AtomicBool>,
     stop: CancellationToken,
     period: Duration,
-    /// Counts the acquisition in `Background::len` while the driver holds it.
-    _work: TrackedWork,
+    /// For a keep-alive, which no guard counts: counts it in `Background::len`.
+    _work: Option<TrackedWork>,
 }
 
 impl Entry {
@@ -196,55 +221,97 @@ impl Entry {
             self.lost.notify(reason);
         }
     }
+
+    /// Whether the release began (or the acquisition was abandoned).
+    fn stopped(&self) -> bool {
+        self.stop.is_cancelled()
+    }
 }
 
-/// A new acquisition on its way to the driver task.
+/// An acquisition waiting in the queue for the driver to adopt it.
 struct Registration {
     entry: Entry,
-    since: Instant,
+    /// When its first renewal is due.
+    due: Instant,
     loss: Option<BoxFuture<'static, LostReason>>,
 }
 
-/// What happened to one acquisition.
-enum Event {
-    /// Its next renewal is due.
-    Due,
-    /// A renewal sent at `sent` answered (or timed out: `None`).
-    Renewed {
-        sent: Instant,
-        outcome: Option<Result<Renewal>>,
-    },
-    /// The backend saw the lock go.
-    Lost(LostReason),
-    /// The release began, or the driver dropped the acquisition.
-    Stopped,
-    /// A `give_up` finished; nothing more to do.
-    GaveUp,
+/// What the driver and the handle's spawners share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pending: Mutex<Pending>,
+    /// Wakes the driver for a registration due before it would wake anyway.
+    wake: Notify,
+    /// When the driver wakes next at the latest, in nanoseconds after `base`.
+    next_wake: AtomicU64,
+    base: Instant,
 }
 
-type Work = FuturesUnordered<BoxFuture<'static, (u64, Event)>>;
+/// The queue of acquisitions not adopted yet; closed when the driver ends.
+#[derive(Default)]
+struct Pending {
+    queue: HashMap<u64, Registration>,
+    next_id: u64,
+    closed: bool,
+}
 
-/// The acquisitions the driver holds, by id.
-type Entries = std::collections::HashMap<u64, Entry>;
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("queued", &self.queue.len())
+            .field("closed", &self.closed)
+            .finish()
+    }
+}
 
-/// The sending side of a handle's driver, kept by its `Spawner`s.
+impl Shared {
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        // The lock guards plain inserts and removals: a panic cannot leave it half-done.
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+/// A handle's driver, as its spawners reach it.
 #[derive(Debug)]
 pub(crate) struct Driver {
-    registrations: mpsc::UnboundedSender<Registration>,
-}
-
-impl std::fmt::Debug for Registration {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registration").finish_non_exhaustive()
-    }
+    shared: Arc<Shared>,
 }
 
 impl Driver {
     /// Starts the driver task of a handle through `spawner`.
     pub(crate) fn start(spawner: &Spawner) -> Driver {
-        let (registrations, received) = mpsc::unbounded_channel();
-        spawner.spawn_service(run(received, spawner.token()));
-        Driver { registrations }
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending::default()),
+            wake: Notify::new(),
+            next_wake: AtomicU64::new(u64::MAX),
+            base: Instant::now(),
+        });
+        spawner.spawn_service(run(Arc::clone(&shared), spawner.token()));
+        Driver { shared }
+    }
+
+    /// Queues `registration`; its id, or the registration back when the driver ended.
+    fn register(&self, registration: Registration) -> std::result::Result<u64, Registration> {
+        let due = self.shared.nanos(registration.due);
+        let id = {
+            let mut pending = self.shared.lock_pending();
+            if pending.closed {
+                return Err(registration);
+            }
+            pending.next_id += 1;
+            let id = pending.next_id;
+            pending.queue.insert(id, registration);
+            id
+        };
+        // Wake the driver only if it would not wake before this one's first renewal.
+        if self.shared.next_wake.fetch_min(due, Ordering::AcqRel) > due {
+            self.shared.wake.notify_one();
+        }
+        Ok(id)
     }
 }
 
@@ -253,15 +320,34 @@ pub(crate) fn start_holding(spawner: &Spawner, driver: &Driver, hold: Hold) -> H
     let (lost, signal) = lost_signal(hold.since, hold.ttl);
     let releasing = Arc::new(AtomicBool::new(false));
     let stop = CancellationToken::new();
-    if let Err(refused) = register(spawner, driver, hold, lost, Arc::clone(&releasing), stop.clone()) {
-        // The driver ended: the handle closed.
-        refused.lose(LostReason::StoreClosed);
-    }
+    let entry = Entry {
+        renew: hold.renew,
+        lost,
+        releasing: Arc::clone(&releasing),
+        stop: stop.clone(),
+        period: hold.period.max(Duration::from_millis(1)),
+        _work: None,
+    };
+    let registration = Registration {
+        due: after(hold.since, entry.period),
+        entry,
+        loss: hold.loss,
+    };
+    let queued = match driver.register(registration) {
+        Ok(id) => Some((Arc::clone(&driver.shared), id)),
+        Err(refused) => {
+            // The driver ended: the handle closed.
+            refused.entry.lose(LostReason::StoreClosed);
+            None
+        }
+    };
     Held {
         signal,
         releasing: Releasing {
             releasing,
-            _stop: stop.drop_guard(),
+            stop,
+            queued,
+            _work: Some(spawner.track()),
         },
         spawner: spawner.clone(),
     }
@@ -273,37 +359,45 @@ pub(crate) fn start_keeping(spawner: &Spawner, driver: &Driver, hold: Hold) {
     // A keep-alive has no deadline of its own: it is renewed until its key is gone (the
     // renewal says `Lost`), a renewal fails for good, or the handle closes.
     let (lost, _signal) = lost_signal(hold.since, MAX_TTL);
-    let releasing = Arc::new(AtomicBool::new(false));
-    // Refused only when the driver ended with the handle: nothing to keep alive then.
-    let _ = register(spawner, driver, hold, lost, releasing, CancellationToken::new());
-}
-
-/// Sends one entry to the driver; gives it back when the driver ended with the handle.
-fn register(
-    spawner: &Spawner,
-    driver: &Driver,
-    hold: Hold,
-    lost: LostNotifier,
-    releasing: Arc<AtomicBool>,
-    stop: CancellationToken,
-) -> std::result::Result<(), Entry> {
     let entry = Entry {
         renew: hold.renew,
         lost,
-        releasing,
-        stop,
+        releasing: Arc::new(AtomicBool::new(false)),
+        stop: CancellationToken::new(),
         period: hold.period.max(Duration::from_millis(1)),
-        _work: spawner.track(),
+        _work: Some(spawner.track()),
     };
     let registration = Registration {
+        due: after(hold.since, entry.period),
         entry,
-        since: hold.since,
         loss: hold.loss,
     };
-    driver
-        .registrations
-        .send(registration)
-        .map_err(|refused| refused.0.entry)
+    // Refused only when the driver ended with the handle: nothing to keep alive then.
+    let _ = driver.register(registration);
+}
+
+/// What happened to one acquisition, as its futures report it.
+enum Event {
+    /// A renewal sent at `sent` answered (or timed out: `None`).
+    Renewed {
+        sent: Instant,
+        outcome: Option<Result<Renewal>>,
+    },
+    /// The backend saw the lock go.
+    Lost(LostReason),
+    /// The release began.
+    Stopped,
+    /// A `give_up` finished; nothing more to do.
+    GaveUp,
+}
+
+type Work = FuturesUnordered<BoxFuture<'static, (u64, Event)>>;
+
+/// The acquisitions the driver holds, and when each one's next renewal is due.
+#[derive(Default)]
+struct Holding {
+    entries: HashMap<u64, Entry>,
+    due: BTreeSet<(Instant, u64)>,
 }
 
 /// `future`, ended early (as [`Event::Stopped`]) when `stop` is cancelled.
@@ -329,116 +423,150 @@ fn after(from: Instant, period: Duration) -> Instant {
         .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365 * 30))
 }
 
-/// The driver task: holds every registered acquisition until it is released, lost, or the
-/// handle closes.
-async fn run(mut registrations: mpsc::UnboundedReceiver<Registration>, closing: CancellationToken) {
-    let mut entries = Entries::new();
+/// How soon after adopting acquisitions the driver looks at its queue again at the latest:
+/// while acquisitions come and go, queuing one wakes the driver only if its first renewal
+/// is due before that.
+const QUEUE_CHECK: Duration = Duration::from_secs(1);
+
+/// The driver task: adopts queued acquisitions, renews each when due, follows their loss
+/// futures, until the handle closes.
+async fn run(shared: Arc<Shared>, closing: CancellationToken) {
+    let mut held = Holding::default();
     let mut work = Work::new();
-    let mut next_id: u64 = 0;
+    let mut check_queue: Option<Instant> = None;
     loop {
+        let now = Instant::now();
+        if adopt(&shared, &mut held, &mut work) > 0 {
+            check_queue = Some(now + QUEUE_CHECK);
+        } else if check_queue.is_some_and(|at| at <= now) {
+            check_queue = None;
+        }
+        let wake_at = held.due.first().map(|(at, _)| *at).into_iter().chain(check_queue).min();
+        if let Some(at) = wake_at {
+            shared.next_wake.fetch_min(shared.nanos(at), Ordering::AcqRel);
+        }
+        let sleep = async {
+            match wake_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             biased;
             () = closing.cancelled() => break,
-            registration = registrations.recv() => {
-                let Some(Registration { entry, since, loss }) = registration else { break };
-                next_id += 1;
-                let id = next_id;
-                let due = after(since, entry.period);
-                work.push(stoppable(id, &entry.stop, async move {
-                    tokio::time::sleep_until(due).await;
-                    Event::Due
-                }));
-                if let Some(loss) = loss {
-                    work.push(stoppable(id, &entry.stop, loss.map(Event::Lost)));
-                }
-                entries.insert(id, entry);
-            }
-            Some((id, event)) = work.next(), if !work.is_empty() => {
-                handle(id, event, &mut entries, &mut work);
-            }
+            () = shared.wake.notified() => {}
+            () = sleep => renew_due(&mut held, &mut work),
+            Some((id, event)) = work.next(), if !work.is_empty() => handle(id, event, &mut held, &mut work),
         }
     }
-    close(entries, registrations).await;
+    close(&shared, held).await;
+}
+
+/// Takes the queued acquisitions in, dropping those already released; how many it took.
+fn adopt(shared: &Shared, held: &mut Holding, work: &mut Work) -> usize {
+    // Reset before taking the queue: a registration queued after this wakes the driver.
+    shared.next_wake.store(u64::MAX, Ordering::Release);
+    let queued = std::mem::take(&mut shared.lock_pending().queue);
+    let taken = queued.len();
+    for (id, Registration { entry, due, loss }) in queued {
+        if entry.stopped() {
+            continue;
+        }
+        if let Some(loss) = loss {
+            work.push(stoppable(id, &entry.stop, loss.map(Event::Lost)));
+        }
+        held.due.insert((due, id));
+        held.entries.insert(id, entry);
+    }
+    taken
+}
+
+/// Sends the renewals that are due.
+fn renew_due(held: &mut Holding, work: &mut Work) {
+    let now = Instant::now();
+    while let Some(&(at, id)) = held.due.first() {
+        if at > now {
+            break;
+        }
+        held.due.remove(&(at, id));
+        let Some(entry) = held.entries.get(&id) else {
+            continue;
+        };
+        if entry.stopped() {
+            held.entries.remove(&id);
+            continue;
+        }
+        // A starved process may wake past the deadline: the lock is lost then, and no
+        // renewal is sent for a holder that has already let go.
+        if entry.lost.past_deadline() {
+            entry.lose(LostReason::Expired);
+            give_up(id, held, work);
+            continue;
+        }
+        let renew = Arc::clone(&entry.renew);
+        let period = entry.period;
+        work.push(stoppable(id, &entry.stop, async move {
+            let sent = Instant::now();
+            // One event per renewal sent: what `cargo xtask bench` counts.
+            tracing::trace!(target: "valkeyrie::renewal", "renewal sent");
+            let outcome = tokio::time::timeout(period, renew.renew()).await.ok();
+            Event::Renewed { sent, outcome }
+        }));
+    }
 }
 
 /// Takes one event of acquisition `id` into account.
-fn handle(id: u64, event: Event, entries: &mut Entries, work: &mut Work) {
-    let Some(entry) = entries.get(&id) else {
+fn handle(id: u64, event: Event, held: &mut Holding, work: &mut Work) {
+    let Some(entry) = held.entries.get(&id) else {
         return;
     };
     match event {
         Event::GaveUp => {}
-        Event::Stopped => drop(entries.remove(&id)),
+        Event::Stopped => drop(held.entries.remove(&id)),
         Event::Lost(reason) => {
             entry.lose(reason);
-            drop_entry(id, entries);
-        }
-        Event::Due => {
-            // A starved process may wake past the deadline: the lock is lost then, and no
-            // renewal is sent for a holder that has already let go.
-            if entry.lost.past_deadline() {
-                entry.lose(LostReason::Expired);
-                give_up(id, entries, work);
-                return;
-            }
-            let renew = Arc::clone(&entry.renew);
-            let period = entry.period;
-            work.push(stoppable(id, &entry.stop, async move {
-                let sent = Instant::now();
-                // One event per renewal sent: what `cargo xtask bench` counts.
-                tracing::trace!(target: "valkeyrie::renewal", "renewal sent");
-                let outcome = tokio::time::timeout(period, renew.renew()).await.ok();
-                Event::Renewed { sent, outcome }
-            }));
+            drop_entry(id, held);
         }
         Event::Renewed { sent, outcome } => match outcome {
-            Some(Ok(Renewal::Held(held))) => {
+            Some(Ok(Renewal::Held(confirmed))) => {
                 // A renewal answered after the deadline does not count: the lock is lost.
-                if !entry.lost.extend(sent, held) {
+                if entry.lost.extend(sent, confirmed) {
+                    held.due.insert((after(sent, entry.period), id));
+                } else {
                     entry.lose(LostReason::Expired);
-                    give_up(id, entries, work);
-                    return;
+                    give_up(id, held, work);
                 }
-                schedule(id, entry, after(sent, entry.period), work);
             }
             Some(Ok(Renewal::Lost(reason))) => {
                 entry.lose(reason);
-                drop_entry(id, entries);
+                drop_entry(id, held);
             }
             Some(Err(err)) if !err.is_temporary() => {
                 entry.lose(LostReason::RenewalFailed(err.to_string()));
-                give_up(id, entries, work);
+                give_up(id, held, work);
             }
             Some(Err(err)) => {
                 tracing::debug!(error = %err, "lock renewal failed; retrying");
-                schedule(id, entry, after(sent, entry.period), work);
+                held.due.insert((after(sent, entry.period), id));
             }
             None => {
                 tracing::debug!(period = ?entry.period, "lock renewal timed out; retrying");
-                schedule(id, entry, Instant::now(), work);
+                held.due.insert((Instant::now(), id));
             }
         },
     }
 }
 
-/// Schedules the next renewal of `entry` at `due`.
-fn schedule(id: u64, entry: &Entry, due: Instant, work: &mut Work) {
-    work.push(stoppable(id, &entry.stop, async move {
-        tokio::time::sleep_until(due).await;
-        Event::Due
-    }));
-}
-
 /// Stops holding `id`: its other pending work ends as `Stopped`, which finds no entry.
-fn drop_entry(id: u64, entries: &mut Entries) {
-    if let Some(entry) = entries.remove(&id) {
+fn drop_entry(id: u64, held: &mut Holding) {
+    if let Some(entry) = held.entries.remove(&id) {
         entry.stop.cancel();
     }
 }
 
 /// Stops holding `id` after a loss and runs its `give_up`.
-fn give_up(id: u64, entries: &mut Entries, work: &mut Work) {
-    if let Some(entry) = entries.remove(&id) {
+fn give_up(id: u64, held: &mut Holding, work: &mut Work) {
+    if let Some(entry) = held.entries.remove(&id) {
         entry.stop.cancel();
         let renew = Arc::clone(&entry.renew);
         work.push(
@@ -451,17 +579,20 @@ fn give_up(id: u64, entries: &mut Entries, work: &mut Work) {
     }
 }
 
-/// The handle is closing: every acquisition still held is lost (`StoreClosed`) and released
-/// on the server, each bounded by one period, all at once.
-async fn close(entries: Entries, mut registrations: mpsc::UnboundedReceiver<Registration>) {
-    registrations.close();
-    let mut held: Vec<Entry> = entries.into_values().collect();
-    while let Ok(registration) = registrations.try_recv() {
-        held.push(registration.entry);
-    }
-    let releases = held
-        .into_iter()
-        .filter(|entry| !entry.releasing.load(Ordering::Acquire))
+/// The handle is closing: the queue closes, and every acquisition still held is lost
+/// (`StoreClosed`) and released on the server, each bounded by one period, all at once.
+async fn close(shared: &Shared, held: Holding) {
+    let queued = {
+        let mut pending = shared.lock_pending();
+        pending.closed = true;
+        std::mem::take(&mut pending.queue)
+    };
+    let entries = held
+        .entries
+        .into_values()
+        .chain(queued.into_values().map(|registration| registration.entry));
+    let releases = entries
+        .filter(|entry| !entry.releasing.load(Ordering::Acquire) && !entry.stopped())
         .map(|entry| {
             entry.lose(LostReason::StoreClosed);
             async move {
@@ -540,6 +671,8 @@ mod tests {
         );
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert_eq!(probe.give_ups.load(Ordering::SeqCst), 1, "gave up once");
+        assert_eq!(background.len(), 1, "the guard of a lost lock counts until it goes");
+        drop(held);
         assert_eq!(background.len(), 0, "a lost lock leaves nothing behind");
     }
 
@@ -593,6 +726,23 @@ mod tests {
             .spawner()
             .hold(Hold::new(healthy_probe(), Instant::now(), Duration::from_secs(3)));
         assert_eq!(held.lost_signal().lost().await, LostReason::StoreClosed);
+    }
+
+    /// Locks taken and released in quick succession never reach the driver: it wakes once,
+    /// not once per lock.
+    #[tokio::test(start_paused = true)]
+    async fn brief_locks_stay_in_the_queue() {
+        let background = Background::new();
+        let probe = healthy_probe();
+        for _ in 0..1_000 {
+            let held = background
+                .spawner()
+                .hold(Hold::new(probe.clone(), Instant::now(), Duration::from_secs(3)));
+            held.releasing.begin();
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(probe.renewals.load(Ordering::SeqCst), 0, "nothing to renew");
+        assert_eq!(background.len(), 0);
     }
 
     /// Ten thousand keep-alives on one handle run on one task, renewed on schedule.

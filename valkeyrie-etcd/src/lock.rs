@@ -179,27 +179,37 @@ impl Acquire for EtcdLocker {
         };
         let prefix = contenders_prefix(key);
         let contender = format!("{prefix}{lease:x}");
+        // The oldest contender comes back with the creation: when it is ours, the lock is
+        // held without another round trip.
+        let oldest = || {
+            let options = GetOptions::new()
+                .with_prefix()
+                .with_sort(SortTarget::Create, SortOrder::Ascend)
+                .with_limit(1);
+            TxnOp::get(prefix.as_str(), Some(options))
+        };
         let create = Txn::new()
             .when([Compare::create_revision(contender.as_str(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(
-                contender.as_str(),
-                "",
-                Some(PutOptions::new().with_lease(lease)),
-            )])
-            .or_else([TxnOp::get(contender.as_str(), None)]);
+            .and_then([
+                TxnOp::put(contender.as_str(), "", Some(PutOptions::new().with_lease(lease))),
+                oldest(),
+            ])
+            .or_else([TxnOp::get(contender.as_str(), None), oldest()]);
         let created = self.client.request(call, key, raw.txn(create)).await?;
+        let gets: Vec<Option<i64>> = created
+            .op_responses()
+            .iter()
+            .filter_map(|op| match op {
+                TxnOpResponse::Get(get) => Some(get.kvs().first().map(|kv| kv.create_revision())),
+                _ => None,
+            })
+            .collect();
         let own_revision = if created.succeeded() {
             created.header().map_or(0, |h| h.revision())
         } else {
-            created
-                .op_responses()
-                .iter()
-                .find_map(|op| match op {
-                    TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.create_revision()),
-                    _ => None,
-                })
-                .unwrap_or(0)
+            gets.first().copied().flatten().unwrap_or(0)
         };
+        let first_in_line = gets.last().copied().flatten() == Some(own_revision);
 
         if own_revision <= 0 {
             let reason = format!("no create revision for {contender}");
@@ -225,9 +235,10 @@ impl Acquire for EtcdLocker {
             delete_value: self.delete_on_unlock,
         };
 
-        if !self
-            .wait_turn(call, &prefix, own_revision, held.lost_signal(), wait)
-            .await?
+        if !first_in_line
+            && !self
+                .wait_turn(call, &prefix, own_revision, held.lost_signal(), wait)
+                .await?
         {
             // Busy and not waiting: dropping `pending` revokes the lease, which deletes the
             // contender key; dropping `held` stops the renewals.

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 use valkeyrie_core::{
     Error, Hold, Key, LockGuard, LockOptions, LockRelease, Locker, LostReason, Renew, Renewal, Result, Spawner,
@@ -92,29 +91,53 @@ impl RedisLocker {
 }
 
 impl RedisLocker {
-    /// Runs the lock script in its own task, so that dropping `lock()` (a timeout, a
-    /// cancelled caller) mid-request cannot leave an acquisition nobody holds: if the caller
-    /// is gone when the script answers, the task releases what it took.
+    /// Runs the lock script. Dropping `lock()` (a timeout, a cancelled caller) mid-request
+    /// must not leave an acquisition nobody holds: the request then finishes in the
+    /// background ([`Unanswered`]), which releases what it took.
     async fn run_lock_script(&self, call: &'static str) -> Result<String> {
-        let (answer, answered) = oneshot::channel();
         let client = self.client.clone();
         let key = self.key.clone();
         let args = Vec::from(write_args(self.client.encoding, &self.key, &self.value, Some(self.ttl)));
-        let delete = if self.delete_on_unlock { "1" } else { "0" };
-        tokio::spawn(async move {
-            let status = client.script(call, key.as_str(), &client.scripts.lock, args).await;
-            if let Err(Ok(status)) = answer.send(status) {
-                if let Some(index) = index_of(&status) {
-                    let args = vec![index.to_string(), delete.to_owned()];
-                    let _ = client
-                        .script("unlock", key.as_str(), &client.scripts.unlock, args)
-                        .await;
-                }
+        let request = async move { client.script(call, key.as_str(), &client.scripts.lock, args).await };
+        let mut unanswered = Unanswered {
+            request: Some(Box::pin(request)),
+            client: self.client.clone(),
+            key: self.key.clone(),
+            delete_value: self.delete_on_unlock,
+            spawner: self.spawner.clone(),
+        };
+        let request = unanswered.request.as_mut().map(|request| request.as_mut());
+        let status = match request {
+            Some(request) => request.await,
+            // Set just above.
+            None => return Err(Error::backend(REDIS, call, self.key.as_str(), true, "no lock request")),
+        };
+        unanswered.request = None;
+        status
+    }
+}
+
+/// A lock script sent and not answered yet. Dropped before the answer (the caller gave up),
+/// it lets the request finish in the background and releases the lock if it was taken.
+struct Unanswered {
+    request: Option<std::pin::Pin<Box<dyn std::future::Future<Output = Result<String>> + Send>>>,
+    client: RedisClient,
+    key: Key,
+    delete_value: bool,
+    spawner: Spawner,
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        let Some(request) = self.request.take() else {
+            return;
+        };
+        let (client, key, delete_value) = (self.client.clone(), self.key.clone(), self.delete_value);
+        self.spawner.spawn_cleanup(async move {
+            if let Some(index) = request.await.ok().as_deref().and_then(index_of) {
+                let _ = unlock(&client, &key, index, delete_value).await;
             }
         });
-        answered
-            .await
-            .map_err(|e| Error::backend(REDIS, call, self.key.as_str(), true, e))?
     }
 }
 

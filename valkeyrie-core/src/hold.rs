@@ -181,8 +181,28 @@ pub(crate) struct Releasing {
     stop: CancellationToken,
     /// The driver and the acquisition's id, to take it back out of the queue.
     queued: Option<(Arc<Shared>, u64)>,
-    /// Counts the acquisition in `Background::len` until the release begins.
-    _work: Option<TrackedWork>,
+    /// Counts the acquisition in `Background::len` until the release begins or the lock is
+    /// lost, whichever comes first.
+    _work: Option<Counted>,
+}
+
+/// Counts one lock or keep-alive in [`Background::len`](crate::Background::len) until the
+/// first of its holders (the guard's release side, the driver's entry) lets go of it.
+#[derive(Debug, Clone)]
+struct Counted(Arc<Mutex<Option<TrackedWork>>>);
+
+impl Counted {
+    fn new(work: TrackedWork) -> Self {
+        Counted(Arc::new(Mutex::new(Some(work))))
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        // The lock guards one `take`: a panic cannot leave it half-done.
+        let work = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
+        drop(work);
+    }
 }
 
 impl Releasing {
@@ -210,8 +230,8 @@ struct Entry {
     releasing: Arc<AtomicBool>,
     stop: CancellationToken,
     period: Duration,
-    /// For a keep-alive, which no guard counts: counts it in `Background::len`.
-    _work: Option<TrackedWork>,
+    /// Counts it in `Background::len` while the driver holds it.
+    _work: Counted,
 }
 
 impl Entry {
@@ -320,13 +340,14 @@ pub(crate) fn start_holding(spawner: &Spawner, driver: &Driver, hold: Hold) -> H
     let (lost, signal) = lost_signal(hold.since, hold.ttl);
     let releasing = Arc::new(AtomicBool::new(false));
     let stop = CancellationToken::new();
+    let counted = Counted::new(spawner.track());
     let entry = Entry {
         renew: hold.renew,
         lost,
         releasing: Arc::clone(&releasing),
         stop: stop.clone(),
         period: hold.period.max(Duration::from_millis(1)),
-        _work: None,
+        _work: counted.clone(),
     };
     let registration = Registration {
         due: after(hold.since, entry.period),
@@ -347,7 +368,7 @@ pub(crate) fn start_holding(spawner: &Spawner, driver: &Driver, hold: Hold) -> H
             releasing,
             stop,
             queued,
-            _work: Some(spawner.track()),
+            _work: Some(counted),
         },
         spawner: spawner.clone(),
     }
@@ -365,7 +386,7 @@ pub(crate) fn start_keeping(spawner: &Spawner, driver: &Driver, hold: Hold) {
         releasing: Arc::new(AtomicBool::new(false)),
         stop: CancellationToken::new(),
         period: hold.period.max(Duration::from_millis(1)),
-        _work: Some(spawner.track()),
+        _work: Counted::new(spawner.track()),
     };
     let registration = Registration {
         due: after(hold.since, entry.period),
@@ -671,9 +692,9 @@ mod tests {
         );
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert_eq!(probe.give_ups.load(Ordering::SeqCst), 1, "gave up once");
-        assert_eq!(background.len(), 1, "the guard of a lost lock counts until it goes");
-        drop(held);
         assert_eq!(background.len(), 0, "a lost lock leaves nothing behind");
+        drop(held);
+        assert_eq!(background.len(), 0);
     }
 
     /// Releasing stops the renewals and reports `Released`, never a loss.

@@ -147,15 +147,6 @@ impl Spawner {
         });
     }
 
-    /// Spawns `task` without cancelling it on close: the task must watch [`Spawner::token`]
-    /// and end by itself, for tasks that report the close (a lock's lost signal) first.
-    pub fn spawn_self_stopping<F>(&self, task: F)
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        self.tracker.spawn(task);
-    }
-
     /// Runs `cleanup` in the background for a value being dropped (a released guard, an
     /// abandoned attempt): counted in [`Background::len`], not cancelled by close, which
     /// waits for it — so a cleanup must be bounded by a request deadline. Without a runtime

@@ -256,6 +256,25 @@ struct Registration {
     loss: Option<BoxFuture<'static, LostReason>>,
 }
 
+impl Registration {
+    /// The entry `hold` becomes, due for its first renewal one period after `hold.since`.
+    fn new(hold: Hold, lost: LostNotifier, releasing: Arc<AtomicBool>, stop: CancellationToken, work: Counted) -> Self {
+        let entry = Entry {
+            renew: hold.renew,
+            lost,
+            releasing,
+            stop,
+            period: hold.period.max(Duration::from_millis(1)),
+            _work: work,
+        };
+        Registration {
+            due: after(hold.since, entry.period),
+            entry,
+            loss: hold.loss,
+        }
+    }
+}
+
 /// What the driver and the handle's spawners share.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -341,19 +360,7 @@ pub(crate) fn start_holding(spawner: &Spawner, driver: &Driver, hold: Hold) -> H
     let releasing = Arc::new(AtomicBool::new(false));
     let stop = CancellationToken::new();
     let counted = Counted::new(spawner.track());
-    let entry = Entry {
-        renew: hold.renew,
-        lost,
-        releasing: Arc::clone(&releasing),
-        stop: stop.clone(),
-        period: hold.period.max(Duration::from_millis(1)),
-        _work: counted.clone(),
-    };
-    let registration = Registration {
-        due: after(hold.since, entry.period),
-        entry,
-        loss: hold.loss,
-    };
+    let registration = Registration::new(hold, lost, Arc::clone(&releasing), stop.clone(), counted.clone());
     let queued = match driver.register(registration) {
         Ok(id) => Some((Arc::clone(&driver.shared), id)),
         Err(refused) => {
@@ -380,19 +387,14 @@ pub(crate) fn start_keeping(spawner: &Spawner, driver: &Driver, hold: Hold) {
     // A keep-alive has no deadline of its own: it is renewed until its key is gone (the
     // renewal says `Lost`), a renewal fails for good, or the handle closes.
     let (lost, _signal) = lost_signal(hold.since, MAX_TTL);
-    let entry = Entry {
-        renew: hold.renew,
+    let releasing = Arc::new(AtomicBool::new(false));
+    let registration = Registration::new(
+        hold,
         lost,
-        releasing: Arc::new(AtomicBool::new(false)),
-        stop: CancellationToken::new(),
-        period: hold.period.max(Duration::from_millis(1)),
-        _work: Counted::new(spawner.track()),
-    };
-    let registration = Registration {
-        due: after(hold.since, entry.period),
-        entry,
-        loss: hold.loss,
-    };
+        releasing,
+        CancellationToken::new(),
+        Counted::new(spawner.track()),
+    );
     // Refused only when the driver ended with the handle: nothing to keep alive then.
     let _ = driver.register(registration);
 }

@@ -24,8 +24,9 @@
 //!   store (Consul ends a session twice its TTL after the last renewal). Sessions cannot be
 //!   shorter than the server's `session_ttl_min` (10 s by default), so TTLs below twice that
 //!   are raised to it: `capabilities().min_ttl` says how far. A write without TTL clears a
-//!   key's TTL. `keep_alive` renews the session while the handle lives;
-//!   after a close the key goes one TTL later.
+//!   key's TTL. `keep_alive` writes of one TTL share one session per handle, which the
+//!   handle renews with one request per period while it lives; after a close the keys go
+//!   one TTL later.
 //! * Transactions (`commit`, and the fenced `put_if_held` and `delete_if_held`) are one
 //!   `/v1/txn` request: one round trip, or two with value compares (their keys are read
 //!   first and the index read is checked), plus a session created per distinct TTL of its
@@ -70,6 +71,7 @@ mod api;
 mod client;
 mod config;
 mod error;
+mod keep_alive;
 mod lock;
 mod store;
 mod txn;

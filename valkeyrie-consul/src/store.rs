@@ -13,8 +13,9 @@ use valkeyrie_core::{
 use crate::api::{Consistency, Entry, KvOp, TxnOutcome};
 use crate::client::{ApiRequest, ConsulClient};
 use crate::config::ConsulConfig;
+use crate::keep_alive::KeepAliveSessions;
 use crate::lock::ConsulLocker;
-use crate::write::write;
+use crate::write::{write, KeepAlive};
 use crate::{txn, watch, CONSUL};
 
 /// A handle on a Consul cluster, through one or more agents.
@@ -22,6 +23,8 @@ pub struct ConsulStore {
     pub(crate) client: ConsulClient,
     pub(crate) config: ConsulConfig,
     background: Background,
+    /// The sessions `keep_alive` writes of one TTL share.
+    keep_alive: KeepAliveSessions,
 }
 
 impl std::fmt::Debug for ConsulStore {
@@ -82,6 +85,7 @@ impl ConsulConfig {
             client,
             config: self,
             background,
+            keep_alive: KeepAliveSessions::default(),
         })
     }
 }
@@ -138,7 +142,11 @@ impl Backend for ConsulStore {
     async fn put(&self, key: &Key, value: Bytes, opts: &WriteOptions) -> Result<()> {
         let ttl = ttl(opts);
         let spawner = self.background.spawner();
-        write(&self.client, &spawner, "put", key, &value, Expect::Anything, ttl).await?;
+        let keep_alive = KeepAlive {
+            sessions: &self.keep_alive,
+            spawner: &spawner,
+        };
+        write(&self.client, &keep_alive, "put", key, &value, Expect::Anything, ttl).await?;
         Ok(())
     }
 
@@ -231,7 +239,11 @@ impl Backend for ConsulStore {
         let ttl = ttl(opts);
         let expect = Expect::previous(previous);
         let spawner = self.background.spawner();
-        let index = write(&self.client, &spawner, "atomic_put", key, &value, expect, ttl).await?;
+        let keep_alive = KeepAlive {
+            sessions: &self.keep_alive,
+            spawner: &spawner,
+        };
+        let index = write(&self.client, &keep_alive, "atomic_put", key, &value, expect, ttl).await?;
         Ok(KvPair::new(key.as_str(), value, index))
     }
 

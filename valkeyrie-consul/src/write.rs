@@ -4,7 +4,8 @@
 //! atomic and returns the exact `ModifyIndex` it created (a KV `PUT` returns no index).
 //! A TTL is a session with `Behavior=delete` holding the key, as the Go store does: the
 //! session lasts half the TTL and Consul invalidates it after twice that, so the key goes
-//! when the TTL has passed since the last write (or renewal, with `keep_alive`).
+//! when the TTL has passed since the last write (or renewal, with `keep_alive`, whose
+//! writes of one TTL share one session per handle: `keep_alive.rs`).
 //!
 //! The first attempt assumes the common case (no session on the key). When Consul rolls it
 //! back, the key is read and the write planned again from what is there:
@@ -16,12 +17,13 @@
 
 use std::time::Duration;
 
-use async_trait::async_trait;
-use tokio::time::Instant;
-use valkeyrie_core::{Error, Expect, Hold, Key, LostReason, Renew, Renewal, Result, Spawner};
+use std::sync::Arc;
+
+use valkeyrie_core::{Backoff, Error, Expect, Key, Result, Spawner};
 
 use crate::api::{Consistency, KvOp, OwnedSession, SessionSpec, TxnOutcome};
 use crate::client::ConsulClient;
+use crate::keep_alive::KeepAliveSessions;
 use crate::CONSUL;
 
 /// The key as a read found it.
@@ -65,14 +67,43 @@ pub(crate) fn held_by_lock(call: &'static str, key: &str) -> Error {
     Error::backend(CONSUL, call, key, false, reason)
 }
 
-/// Writes `value` at `key` if `expect` holds, with a TTL when `ttl` is set (kept alive in
-/// the background with `keep_alive`); returns the new `ModifyIndex`.
+/// What carries a write's TTL.
+enum TtlSession {
+    /// A plain TTL write's own session, destroyed if the write certainly failed.
+    Own(OwnedSession),
+    /// The handle's session for `keep_alive` writes of this TTL.
+    Shared(Arc<str>, Duration),
+}
+
+impl TtlSession {
+    fn id(&self) -> &str {
+        match self {
+            TtlSession::Own(session) => session.id(),
+            TtlSession::Shared(id, _) => id,
+        }
+    }
+}
+
+/// The handle's pieces a write may need beside its client: the shared `keep_alive`
+/// sessions, and the spawner that hands a new one to the driver.
+pub(crate) struct KeepAlive<'a> {
+    pub(crate) sessions: &'a KeepAliveSessions,
+    pub(crate) spawner: &'a Spawner,
+}
+
+/// Writes `value` at `key` if `expect` holds, with a TTL when `ttl` is set (`(ttl, true)`
+/// for a `keep_alive` write, on the handle's shared session of that TTL); returns the new
+/// `ModifyIndex`.
+///
+/// Cancel-safe in the sense of every write: dropped before Consul answered, the write may or
+/// may not have happened, and a session of its own is destroyed only when it certainly did
+/// not.
 ///
 /// # Errors
 /// `KeyExists`, `KeyNotFound` or `KeyModified` when `expect` does not hold.
 pub(crate) async fn write(
     client: &ConsulClient,
-    spawner: &Spawner,
+    keep_alive: &KeepAlive<'_>,
     call: &'static str,
     key: &Key,
     value: &[u8],
@@ -80,51 +111,53 @@ pub(crate) async fn write(
     ttl: Option<(Duration, bool)>,
 ) -> Result<u64> {
     let name = key.as_str();
+    let shared = |ttl| keep_alive.sessions.session(client, keep_alive.spawner, call, name, ttl);
     let mut session = match ttl {
-        Some((ttl, _)) => Some(OwnedSession::create(client, call, name, &ttl_session(ttl)).await?),
+        Some((ttl, true)) => Some(TtlSession::Shared(shared(ttl).await?, ttl)),
+        Some((ttl, false)) => Some(TtlSession::Own(
+            OwnedSession::create(client, call, name, &ttl_session(ttl)).await?,
+        )),
         None => None,
     };
-    let new_session = session.as_ref().map(|s| s.id().to_owned());
     let mut found: Option<Found> = None;
-    let mut backoff = Duration::from_millis(10);
+    let mut backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(250));
     let mut last_reason = String::new();
     for _ in 0..ATTEMPTS {
-        let ops = plan(call, name, value, expect, new_session.as_deref(), found.as_ref())?;
+        let ops = plan(
+            call,
+            name,
+            value,
+            expect,
+            session.as_ref().map(TtlSession::id),
+            found.as_ref(),
+        )?;
         // Until Consul answers, the write may have attached the session: keep it.
-        if let Some(session) = session.as_mut() {
+        if let Some(TtlSession::Own(session)) = session.as_mut() {
             session.arm(false);
         }
-        let outcome = client.txn(call, name, &ops).await?;
-        let errors = match outcome {
-            TxnOutcome::Committed(entries) => {
-                let index = entries.last().map_or(0, |entry| entry.modify_index);
-                if let (Some(session), Some((ttl, true))) = (session.as_ref(), ttl) {
-                    let renewer = KeepAlive {
-                        client: client.clone(),
-                        key: key.clone(),
-                        session: session.id().to_owned(),
-                        ttl,
-                    };
-                    let period = (ttl / 4).max(Duration::from_millis(500));
-                    spawner.keep_alive(Hold::new(renewer, Instant::now(), ttl).every(period));
-                }
-                return Ok(index);
-            }
+        let errors = match client.txn(call, name, &ops).await? {
+            TxnOutcome::Committed(entries) => return Ok(entries.last().map_or(0, |entry| entry.modify_index)),
             TxnOutcome::RolledBack(errors) => errors,
         };
-        // Certainly not applied: the session holds nothing.
-        if let Some(session) = session.as_mut() {
-            session.arm(true);
-        }
         last_reason = errors.iter().map(|e| e.what.as_str()).collect::<Vec<_>>().join("; ");
+        match session.as_mut() {
+            // Certainly not applied: the session holds nothing.
+            Some(TtlSession::Own(session)) => session.arm(true),
+            Some(TtlSession::Shared(id, ttl)) if last_reason.to_ascii_lowercase().contains("invalid session") => {
+                // The shared session ended while Consul was away: the key gets a new one.
+                keep_alive.sessions.forget(*ttl, id).await;
+                *id = shared(*ttl).await?;
+                continue;
+            }
+            _ => {}
+        }
         found = Some(if found.is_none() && last_reason.contains("doesn't exist") {
             // The optimistic attempt's index check found no key.
             Found::Absent
         } else {
             if found.is_some() {
                 // A planned attempt lost a race (or a lock delay is running): let it pass.
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_millis(500));
+                backoff.wait().await;
             }
             read(client, call, name).await?
         });
@@ -210,38 +243,6 @@ pub(crate) async fn read(client: &ConsulClient, call: &'static str, key: &str) -
         index: entry.modify_index,
         session,
     })
-}
-
-/// Renews a `keep_alive` write's session while the key still holds it and the store is
-/// open. When the store closes, renewals stop: the session, and the key with it, end one
-/// TTL later, as with every store.
-struct KeepAlive {
-    client: ConsulClient,
-    key: Key,
-    session: String,
-    ttl: Duration,
-}
-
-#[async_trait]
-impl Renew for KeepAlive {
-    async fn renew(&self) -> Result<Renewal> {
-        let key = self.key.as_str();
-        let (entries, _) = self
-            .client
-            .kv_read("keep_alive", key, false, Consistency::Default, None)
-            .await?;
-        if !entries.iter().any(|e| e.session.as_deref() == Some(&self.session)) {
-            // Rewritten or deleted: the session has nothing left to keep.
-            let _ = self.client.session_destroy("keep_alive", key, &self.session).await;
-            return Ok(Renewal::Lost(LostReason::RecordDeleted));
-        }
-        Ok(if self.client.session_renew("keep_alive", key, &self.session).await? {
-            Renewal::Held(self.ttl)
-        } else {
-            // Expired already: the key went with it.
-            Renewal::Lost(LostReason::Expired)
-        })
-    }
 }
 
 #[cfg(test)]

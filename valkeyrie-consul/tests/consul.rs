@@ -337,6 +337,56 @@ async fn keep_alive_renews_until_the_handle_closes() {
 }
 
 #[tokio::test]
+async fn keep_alive_writes_of_one_ttl_share_one_session() {
+    let store = store().await;
+    let agent = Agent::new();
+    let [a, b, c, plain, again] = ["a", "b", "c", "plain", "again"].map(|name| unique(&format!("shared-{name}")));
+    let session_of = |key: &str| {
+        let (agent, key) = (&agent, key.to_owned());
+        async move {
+            let entry = agent.entry(&key).await.expect("the key exists");
+            entry["Session"].as_str().expect("a session holds it").to_owned()
+        }
+    };
+    let twenty = WriteOptions::keep_alive(Duration::from_secs(20));
+    store.put(&a, "a".into(), &twenty).await.unwrap();
+    store.put(&b, "b".into(), &twenty).await.unwrap();
+    let thirty = WriteOptions::keep_alive(Duration::from_secs(30));
+    store.put(&c, "c".into(), &thirty).await.unwrap();
+    let with_ttl = WriteOptions::with_ttl(Duration::from_secs(20));
+    store.put(&plain, "plain".into(), &with_ttl).await.unwrap();
+    let shared = session_of(&a).await;
+    assert_eq!(session_of(&b).await, shared, "one session for the keys of one TTL");
+    assert_ne!(session_of(&c).await, shared, "another TTL, another session");
+    assert_ne!(
+        session_of(&plain).await,
+        shared,
+        "a plain TTL write has its own, as in Go"
+    );
+    let info = agent.session(&shared).await.expect("the session exists");
+    assert_eq!(
+        (info["Behavior"].as_str(), info["TTL"].as_str()),
+        (Some("delete"), Some("10s"))
+    );
+
+    // A shared session that ended behind the handle's back (while Consul was away, say)
+    // takes its keys with it; the next write of its TTL gets a new one and does not fail.
+    agent.destroy_session(&shared).await;
+    assert!(agent.entry(&a).await.is_none() && agent.entry(&b).await.is_none());
+    store.put(&again, "again".into(), &twenty).await.unwrap();
+    let replaced = session_of(&again).await;
+    assert_ne!(replaced, shared, "a new session");
+    store.put(&a, "a".into(), &twenty).await.unwrap();
+    assert_eq!(session_of(&a).await, replaced, "shared again");
+
+    let sessions = [replaced, session_of(&c).await, session_of(&plain).await];
+    store.close().await.unwrap();
+    for session in &sessions {
+        agent.destroy_session(session).await;
+    }
+}
+
+#[tokio::test]
 async fn list_of_a_missing_dir_with_siblings_is_not_found() {
     let store = store().await;
     let dir = unique("sib");

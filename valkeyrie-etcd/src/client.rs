@@ -151,6 +151,54 @@ pub(crate) fn lease_seconds(ttl: Duration) -> i64 {
     i64::try_from(seconds.max(1)).unwrap_or(i64::MAX)
 }
 
+/// A lease kept alive through one keep-alive stream, opened at the first renewal and again
+/// after it breaks.
+pub(crate) struct KeptLease {
+    id: i64,
+    keeper: tokio::sync::Mutex<Option<(etcd_client::LeaseKeeper, etcd_client::LeaseKeepAliveStream)>>,
+}
+
+impl KeptLease {
+    /// The lease `id`, with no stream open yet.
+    pub(crate) fn new(id: i64) -> Self {
+        KeptLease {
+            id,
+            keeper: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The lease's ID.
+    pub(crate) fn id(&self) -> i64 {
+        self.id
+    }
+
+    /// One keep-alive round trip for `call` on `name`: `Ok(false)` when the lease is gone.
+    /// Cancel-safe: a round trip dropped halfway opens a new stream next time.
+    pub(crate) async fn renew(&self, client: &EtcdClient, call: &'static str, name: &str) -> Result<bool> {
+        let mut keeper = self.keeper.lock().await;
+        // Taken out while in use: a round trip dropped halfway leaves no stream behind.
+        let (mut sender, mut responses) = match keeper.take() {
+            Some(open) => open,
+            None => match client.request(call, name, client.raw().lease_keep_alive(self.id)).await {
+                Ok(opened) => opened,
+                Err(err) if err.to_string().contains("lease not found") => return Ok(false),
+                Err(err) => return Err(err),
+            },
+        };
+        let round_trip = async {
+            sender.keep_alive().await?;
+            responses.message().await
+        };
+        match client.request(call, name, round_trip).await? {
+            Some(response) => {
+                *keeper = Some((sender, responses));
+                Ok(response.ttl() > 0)
+            }
+            None => Err(Error::backend(ETCD, call, name, true, "keep-alive stream closed")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

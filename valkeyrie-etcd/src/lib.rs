@@ -8,8 +8,10 @@
 //!   `last_index` is the key's mod revision.
 //! * `consistent` reads are linearizable, others serializable. `list` reads `dir` and the
 //!   range `dir/…` at one revision, in pages.
-//! * A TTL write gets its own lease (whole seconds, at least etcd's 2 s minimum);
-//!   `keep_alive` keeps that lease alive while the handle lives.
+//! * A TTL write gets its own lease (whole seconds, at least etcd's 2 s minimum).
+//!   `keep_alive` writes of one TTL share one lease per handle, which the handle's driver
+//!   keeps alive with one request per period however many keys use it, and revokes once no
+//!   key does.
 //! * `atomic_put`/`atomic_delete` are transactions on `mod_revision` (or `create_revision == 0`
 //!   to create); failures are `KeyExists`, `KeyModified` or `KeyNotFound`.
 //! * `commit` is one etcd `Txn`: compares on version, mod revision, value, and for lock
@@ -56,6 +58,7 @@
 mod client;
 mod config;
 mod error;
+mod lease;
 mod lock;
 mod store;
 mod txn;

@@ -17,17 +17,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use etcd_client::{
-    Compare, CompareOp, EventType, GetOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions, SortOrder, SortTarget,
-    Txn, TxnOp, TxnOpResponse, WatchOptions,
+    Compare, CompareOp, EventType, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
+    WatchOptions,
 };
-use tokio::sync::Mutex;
 use tokio::time::Instant;
 use valkeyrie_core::{
     Acquire, Backoff, Error, Hold, Key, LockGuard, LockOptions, LockRelease, LostReason, LostSignal, Renew, Renewal,
     Result, Spawner,
 };
 
-use crate::client::{lease_seconds, EtcdClient};
+use crate::client::{lease_seconds, EtcdClient, KeptLease};
 use crate::ETCD;
 
 /// A lock on one key.
@@ -218,9 +217,8 @@ impl Acquire for EtcdLocker {
         let session = Session {
             client: self.client.clone(),
             contender: contender.clone(),
-            lease,
+            lease: KeptLease::new(lease),
             ttl: self.ttl,
-            keeper: Mutex::new(None),
         };
         let deleted = lost_when_deleted(self.client.clone(), contender.clone(), own_revision);
         let held = self
@@ -262,21 +260,14 @@ impl Acquire for EtcdLocker {
 struct Session {
     client: EtcdClient,
     contender: String,
-    lease: i64,
+    lease: KeptLease,
     ttl: Duration,
-    /// The keep-alive stream, opened at the first renewal and again after it breaks.
-    keeper: Mutex<Option<(LeaseKeeper, LeaseKeepAliveStream)>>,
 }
 
 #[async_trait]
 impl Renew for Session {
     async fn renew(&self) -> Result<Renewal> {
-        let mut keeper = self.keeper.lock().await;
-        let renewed = self.keep_alive(&mut keeper).await;
-        if renewed.is_err() {
-            *keeper = None;
-        }
-        Ok(if renewed? {
+        Ok(if self.lease.renew(&self.client, "lock", &self.contender).await? {
             Renewal::Held(self.ttl)
         } else {
             // etcd refuses to renew an expired lease.
@@ -291,43 +282,8 @@ impl Renew for Session {
         let mut raw = self.client.raw();
         let _ = self
             .client
-            .request("unlock", &self.contender, raw.lease_revoke(self.lease))
+            .request("unlock", &self.contender, raw.lease_revoke(self.lease.id()))
             .await;
-    }
-}
-
-impl Session {
-    /// One keep-alive round trip: `Ok(false)` when the lease is gone.
-    async fn keep_alive(&self, keeper: &mut Option<(LeaseKeeper, LeaseKeepAliveStream)>) -> Result<bool> {
-        let mut raw = self.client.raw();
-        if keeper.is_none() {
-            let opened = self
-                .client
-                .request("lock", &self.contender, raw.lease_keep_alive(self.lease))
-                .await;
-            match opened {
-                Ok(opened) => *keeper = Some(opened),
-                Err(err) if err.to_string().contains("lease not found") => return Ok(false),
-                Err(err) => return Err(err),
-            }
-        }
-        let Some((sender, responses)) = keeper.as_mut() else {
-            return Ok(false);
-        };
-        let round_trip = async {
-            sender.keep_alive().await?;
-            responses.message().await
-        };
-        match self.client.request("lock", &self.contender, round_trip).await? {
-            Some(response) => Ok(response.ttl() > 0),
-            None => Err(Error::backend(
-                ETCD,
-                "lock",
-                self.contender.as_str(),
-                true,
-                "keep-alive stream closed",
-            )),
-        }
     }
 }
 

@@ -7,14 +7,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use etcd_client::{Compare, CompareOp, DeleteOptions, GetOptions, KeyValue, PutOptions, Txn, TxnOp, TxnOpResponse};
-use tokio::time::Instant;
 use valkeyrie_core::{
-    Backend, Background, Capabilities, Error, Hold, Key, KvPair, LockOptions, Locker, LostReason, ReadOptions,
-    Registration, Renew, Renewal, Result, Store, StoreSpec, TxnOutcome, WatchStream, WriteOptions,
+    Backend, Background, Capabilities, Error, Key, KvPair, LockOptions, Locker, ReadOptions, Registration, Result,
+    Store, StoreSpec, TxnOutcome, WatchStream, WriteOptions,
 };
 
-use crate::client::{lease_seconds, prefix_end, EtcdClient};
+use crate::client::{prefix_end, EtcdClient};
 use crate::config::EtcdConfig;
+use crate::lease::{is_lease_gone, Leases, WriteLease};
 use crate::lock::{is_bookkeeping, EtcdLocker};
 use crate::{txn, watch, ETCD};
 
@@ -23,6 +23,7 @@ pub struct EtcdStore {
     pub(crate) client: EtcdClient,
     pub(crate) config: EtcdConfig,
     background: Background,
+    leases: Leases,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -52,6 +53,7 @@ impl EtcdConfig {
             client,
             config: self,
             background: Background::new(),
+            leases: Leases::default(),
         })
     }
 }
@@ -129,68 +131,30 @@ pub(crate) async fn get_at(client: &EtcdClient, key: &Key) -> Result<(Vec<KvPair
 }
 
 impl EtcdStore {
-    /// Grants a lease for a TTL write.
-    async fn lease_for(&self, key: &Key, opts: &WriteOptions) -> Result<Option<i64>> {
-        let Some(ttl) = opts.ttl else { return Ok(None) };
-        let mut client = self.client.raw();
-        let grant = client.lease_grant(lease_seconds(ttl), None);
-        Ok(Some(self.client.request("put", key.as_str(), grant).await?.id()))
+    /// The lease for a write with `opts`; see [`Leases::for_write`].
+    async fn lease_for(&self, call: &'static str, key: &Key, opts: &WriteOptions) -> Result<Option<WriteLease>> {
+        let spawner = self.background.spawner();
+        self.leases.for_write(&self.client, &spawner, call, key, opts).await
     }
 
-    /// With `keep_alive`, has the handle's driver keep the lease of a write that succeeded
-    /// alive while `key` still uses it. Started only after the write, so its first check
-    /// never finds the key not attached yet.
-    fn keep_alive_after_write(&self, key: &Key, lease: Option<i64>, opts: &WriteOptions) {
-        if let (Some(lease), Some(ttl), true) = (lease, opts.ttl, opts.keep_alive) {
-            let refresh = LeaseRefresh {
-                client: self.client.clone(),
-                key: key.clone(),
-                lease,
-                ttl,
-            };
-            let period = (ttl / 3).max(Duration::from_millis(500));
-            self.background
-                .spawner()
-                .keep_alive(Hold::new(refresh, Instant::now(), ttl).every(period));
-        }
-    }
-}
-
-/// The lease of a `keep_alive` write, kept alive for as long as its key is attached to it;
-/// once the key was rewritten or deleted, the lease is revoked.
-struct LeaseRefresh {
-    client: EtcdClient,
-    key: Key,
-    lease: i64,
-    ttl: Duration,
-}
-
-#[async_trait]
-impl Renew for LeaseRefresh {
-    async fn renew(&self) -> Result<Renewal> {
-        let (client, key) = (&self.client, self.key.as_str());
-        let mut raw = client.raw();
-        let attached = client.request("keep_alive", key, raw.get(key, None)).await?;
-        if attached.kvs().first().is_none_or(|kv| kv.lease() != self.lease) {
-            let _ = client.request("keep_alive", key, raw.lease_revoke(self.lease)).await;
-            return Ok(Renewal::Lost(LostReason::RecordDeleted));
-        }
-        let renewed = async {
-            let (mut keeper, mut responses) = raw.lease_keep_alive(self.lease).await?;
-            keeper.keep_alive().await?;
-            responses.message().await
-        };
-        match client.request("keep_alive", key, renewed).await? {
-            Some(response) if response.ttl() > 0 => Ok(Renewal::Held(self.ttl)),
-            // The lease is gone (expired or revoked): nothing left to keep alive.
-            Some(_) => Ok(Renewal::Lost(LostReason::Expired)),
-            None => Err(Error::backend(
-                ETCD,
-                "keep_alive",
-                key,
-                true,
-                "lease keep-alive stream closed",
-            )),
+    /// Runs `write` with the lease for `opts`; a shared lease found gone (it expired while
+    /// the server was away) is replaced once.
+    async fn with_lease<T, F, Fut>(&self, call: &'static str, key: &Key, opts: &WriteOptions, write: F) -> Result<T>
+    where
+        F: Fn(Option<i64>) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let lease = self.lease_for(call, key, opts).await?;
+        match write(lease.as_ref().map(|l| l.id)).await {
+            Err(err) if lease.as_ref().is_some_and(WriteLease::is_shared) && is_lease_gone(&err) => {
+                if let Some(lease) = &lease {
+                    self.leases.forget(lease).await;
+                }
+                drop(lease);
+                let lease = self.lease_for(call, key, opts).await?;
+                write(lease.as_ref().map(|l| l.id)).await
+            }
+            outcome => outcome,
         }
     }
 }
@@ -220,14 +184,18 @@ impl Backend for EtcdStore {
     }
 
     async fn put(&self, key: &Key, value: Bytes, opts: &WriteOptions) -> Result<()> {
-        let lease = self.lease_for(key, opts).await?;
-        let options = lease.map(|id| PutOptions::new().with_lease(id));
-        let mut client = self.client.raw();
-        self.client
-            .request("put", key.as_str(), client.put(key.as_str(), value.to_vec(), options))
-            .await?;
-        self.keep_alive_after_write(key, lease, opts);
-        Ok(())
+        self.with_lease("put", key, opts, |lease| {
+            let value = value.clone();
+            async move {
+                let options = lease.map(|id| PutOptions::new().with_lease(id));
+                let mut client = self.client.raw();
+                self.client
+                    .request("put", key.as_str(), client.put(key.as_str(), value.to_vec(), options))
+                    .await
+                    .map(drop)
+            }
+        })
+        .await
     }
 
     async fn get(&self, key: &Key, opts: &ReadOptions) -> Result<KvPair> {
@@ -381,42 +349,47 @@ impl Backend for EtcdStore {
         previous: Option<&KvPair>,
         opts: &WriteOptions,
     ) -> Result<KvPair> {
-        let lease = self.lease_for(key, opts).await?;
         let condition = match previous {
             None => Compare::create_revision(key.as_str(), CompareOp::Equal, 0),
             Some(previous) => Compare::mod_revision(key.as_str(), CompareOp::Equal, revision(previous.last_index)),
         };
-        let put = TxnOp::put(
-            key.as_str(),
-            value.to_vec(),
-            lease.map(|id| PutOptions::new().with_lease(id)),
-        );
-        let txn = Txn::new()
-            .when([condition])
-            .and_then([put])
-            .or_else([TxnOp::get(key.as_str(), None)]);
-        let mut client = self.client.raw();
-        let response = self.client.request("atomic_put", key.as_str(), client.txn(txn)).await?;
-        if response.succeeded() {
-            self.keep_alive_after_write(key, lease, opts);
-            let index = response.header().map_or(0, |h| h.revision());
-            return Ok(KvPair::new(key.as_str(), value, u64::try_from(index).unwrap_or(0)));
-        }
-        if let Some(lease) = lease {
-            let _ = self
-                .client
-                .request("atomic_put", key.as_str(), client.lease_revoke(lease))
-                .await;
-        }
-        let current_exists = response
-            .op_responses()
-            .iter()
-            .any(|op| matches!(op, TxnOpResponse::Get(get) if !get.kvs().is_empty()));
-        Err(match (previous, current_exists) {
-            (None, _) => Error::exists(ETCD, key.as_str()),
-            (Some(_), false) => Error::not_found(ETCD, key.as_str()),
-            (Some(_), true) => Error::modified(ETCD, key.as_str()),
+        self.with_lease("atomic_put", key, opts, |lease| {
+            let (condition, value) = (condition.clone(), value.clone());
+            async move {
+                let put = TxnOp::put(
+                    key.as_str(),
+                    value.to_vec(),
+                    lease.map(|id| PutOptions::new().with_lease(id)),
+                );
+                let txn = Txn::new()
+                    .when([condition])
+                    .and_then([put])
+                    .or_else([TxnOp::get(key.as_str(), None)]);
+                let mut client = self.client.raw();
+                let response = self.client.request("atomic_put", key.as_str(), client.txn(txn)).await?;
+                if response.succeeded() {
+                    let index = response.header().map_or(0, |h| h.revision());
+                    return Ok(KvPair::new(key.as_str(), value, u64::try_from(index).unwrap_or(0)));
+                }
+                // A lease granted for this write alone goes with it; a shared one stays.
+                if let Some(lease) = lease.filter(|_| !opts.keep_alive) {
+                    let _ = self
+                        .client
+                        .request("atomic_put", key.as_str(), client.lease_revoke(lease))
+                        .await;
+                }
+                let current_exists = response
+                    .op_responses()
+                    .iter()
+                    .any(|op| matches!(op, TxnOpResponse::Get(get) if !get.kvs().is_empty()));
+                Err(match (previous, current_exists) {
+                    (None, _) => Error::exists(ETCD, key.as_str()),
+                    (Some(_), false) => Error::not_found(ETCD, key.as_str()),
+                    (Some(_), true) => Error::modified(ETCD, key.as_str()),
+                })
+            }
         })
+        .await
     }
 
     async fn atomic_delete(&self, key: &Key, previous: &KvPair) -> Result<()> {

@@ -238,3 +238,57 @@ async fn a_watch_resumed_past_the_compaction_starts_with_a_snapshot() {
     assert!(matches!(&next, WatchEvent::Put(pair) if pair.value == "3"), "{next:?}");
     store.delete_tree(&dir).await.unwrap();
 }
+
+async fn lease_of(raw: &mut Client, key: &str) -> i64 {
+    raw.get(key, None).await.expect("read the key").kvs()[0].lease()
+}
+
+#[tokio::test]
+async fn keep_alive_writes_of_one_ttl_share_one_lease_until_no_key_uses_it() {
+    let store = EtcdConfig::default().connect(endpoints()).await.unwrap();
+    let mut raw = raw().await;
+    let [a, b, c, d] = ["a", "b", "c", "d"].map(|name| unique(&format!("shared-{name}")));
+    let three = WriteOptions::keep_alive(Duration::from_secs(3));
+    let four = WriteOptions::keep_alive(Duration::from_secs(4));
+    store.put(&a, Bytes::from_static(b"a"), &three).await.unwrap();
+    store.put(&b, Bytes::from_static(b"b"), &three).await.unwrap();
+    store.put(&c, Bytes::from_static(b"c"), &four).await.unwrap();
+    let shared = lease_of(&mut raw, &a).await;
+    assert_eq!(
+        lease_of(&mut raw, &b).await,
+        shared,
+        "one lease for the keys of one TTL"
+    );
+    let other = lease_of(&mut raw, &c).await;
+    assert_ne!(other, shared, "another TTL, another lease");
+
+    // Once no key is attached any more, the next renewal revokes the lease.
+    store
+        .put(&a, Bytes::from_static(b"plain"), &WriteOptions::default())
+        .await
+        .unwrap();
+    store.delete(&b).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while raw.lease_time_to_live(shared, None).await.unwrap().ttl() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the unused lease was not revoked"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A shared lease gone behind the handle's back (it expired while the server was away)
+    // is replaced by the next write of its TTL, which does not fail.
+    raw.lease_revoke(other).await.unwrap();
+    store.put(&d, Bytes::from_static(b"d"), &four).await.unwrap();
+    let replaced = lease_of(&mut raw, &d).await;
+    assert_ne!(replaced, other, "a new lease");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let options = LeaseTimeToLiveOptions::new().with_keys();
+    let live = raw.lease_time_to_live(replaced, Some(options)).await.unwrap();
+    assert!(live.ttl() > 0, "the new lease is kept alive past its TTL");
+    assert_eq!(live.keys(), [d.as_bytes().to_vec()], "the key is attached to it");
+    store.delete(&a).await.unwrap();
+    store.delete(&d).await.unwrap();
+    store.close().await.unwrap();
+}

@@ -33,7 +33,8 @@ use workload::{Keys, Kind, Sample, Scale, Workload, WORKLOADS};
 #[global_allocator]
 static ALLOCATOR: memory::CountingAllocator = memory::CountingAllocator;
 
-const USAGE: &str = "usage: valkeyrie-bench [--backend NAME ...] [--quick] [--with-go] [--reps N] [--out DIR]
+const USAGE: &str = "usage: valkeyrie-bench [--backend NAME ...] [--workload TEXT ...] [--quick] [--with-go] [--reps N] [--out DIR]
+  --workload TEXT  only the workloads whose name contains TEXT (\"lock cycles\", \"keep-alive\")
   (run it through `cargo xtask bench`, which starts the servers)";
 
 struct Options {
@@ -44,6 +45,15 @@ struct Options {
     with_go: bool,
     /// Keys the keep-alive measurement keeps alive on one handle.
     keep_alive_keys: usize,
+    /// Texts a workload's name must contain one of to run; every workload when empty.
+    workloads: Vec<String>,
+}
+
+impl Options {
+    /// Whether the workload named `name` runs.
+    fn selects(&self, name: &str) -> bool {
+        self.workloads.is_empty() || self.workloads.iter().any(|text| name.contains(text.as_str()))
+    }
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -54,6 +64,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         out: PathBuf::from("target/bench"),
         with_go: false,
         keep_alive_keys: 10_000,
+        workloads: Vec::new(),
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -66,6 +77,9 @@ fn parse(args: &[String]) -> Result<Options, String> {
                     .ok_or_else(|| format!("unknown backend {name}; known: {}", BACKENDS.join(", ")))?;
                 options.backends.push(known);
             }
+            "--workload" => options
+                .workloads
+                .push(args.next().ok_or("--workload needs a text")?.clone()),
             "--quick" => {
                 options.scale = Scale::QUICK;
                 options.reps = 3;
@@ -129,7 +143,7 @@ async fn run(options: &Options) -> BenchResult<()> {
             Some(go) => Some(go?),
             None => None,
         };
-        for workload in WORKLOADS {
+        for workload in WORKLOADS.into_iter().filter(|w| options.selects(w.name)) {
             let begun = std::time::Instant::now();
             match compare(backend, workload, &valkeyrie, raw.as_ref(), go.as_ref(), options).await {
                 Ok(comparison) => {
@@ -150,18 +164,20 @@ async fn run(options: &Options) -> BenchResult<()> {
                 }
             }
         }
-        match keep_alive_scale(backend, &target, options.keep_alive_keys).await {
-            Ok(scale) => {
-                println!("  keep-alive: {}", scale.row().trim_end());
-                report.push_keep_alive(scale);
-            }
-            Err(error) => {
-                eprintln!("bench: {backend} / keep-alive: {error} (recorded; the run goes on)");
-                report.fail(Failure {
-                    backend,
-                    workload: "keep-alive",
-                    error,
-                });
+        if options.selects("keep-alive") {
+            match keep_alive_scale(backend, &target, options.keep_alive_keys).await {
+                Ok(scale) => {
+                    println!("  keep-alive: {}", scale.row().trim_end());
+                    report.push_keep_alive(scale);
+                }
+                Err(error) => {
+                    eprintln!("bench: {backend} / keep-alive: {error} (recorded; the run goes on)");
+                    report.fail(Failure {
+                        backend,
+                        workload: "keep-alive",
+                        error,
+                    });
+                }
             }
         }
         let root = format!("bench/{backend}");

@@ -84,7 +84,7 @@ impl Default for ConsulConfig {
             key_file: None,
             server_name: None,
             watch_wait: Duration::from_secs(60),
-            watch_retry_for: Duration::from_secs(60),
+            watch_retry_for: valkeyrie_core::feed::DEFAULT_RETRY_FOR,
             session_ttl_min: Duration::from_secs(10),
             kv_max_value_size: 512 * 1024,
             txn_max_req_len: 512 * 1024,

@@ -27,7 +27,7 @@ use rs_consul::CreateOrUpdateKeyRequest;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use valkeyrie_core::{
-    Acquire, Error, Hold, Key, LockGuard, LockOptions, LockRelease, LostReason, LostSignal, Renew, Renewal, Result,
+    Acquire, Backoff, Error, Hold, Key, LockGuard, LockOptions, LockRelease, LostReason, LostSignal, Renew, Renewal, Result,
     Spawner,
 };
 
@@ -134,7 +134,7 @@ impl ConsulLocker {
         let closing = self.spawner.token();
         let acquire = [KvOp::lock(key, session, &self.value)];
         // For a key free but not taken: a lock delay is running, or someone was quicker.
-        let mut pause = Duration::from_millis(20);
+        let mut pause = Backoff::new(Duration::from_millis(20), Duration::from_secs(1));
         loop {
             if let TxnOutcome::Committed(entries) = self.client.txn(call, key, &acquire).await? {
                 return Ok(Some(entries.last().map_or(0, |entry| entry.modify_index)));
@@ -148,9 +148,8 @@ impl ConsulLocker {
                 .await?;
             let held = entries.iter().any(|e| e.key == key && e.session.is_some());
             if held {
-                pause = Duration::from_millis(20);
+                pause.reset();
             }
-            let wait_free = pause;
             let blocked = async {
                 if held {
                     // Until the key changes (its holder releases it, most likely).
@@ -163,13 +162,10 @@ impl ConsulLocker {
                         .await
                         .map(drop)
                 } else {
-                    tokio::time::sleep(wait_free).await;
+                    pause.wait().await;
                     Ok(())
                 }
             };
-            if !held {
-                pause = (pause * 2).min(Duration::from_secs(1));
-            }
             tokio::select! {
                 biased;
                 () = closing.cancelled() => return Err(self.closed(call)),

@@ -29,6 +29,10 @@ use crate::watch::{WatchEvent, WatchStream};
 /// Items buffered between a feeder task and a slow consumer.
 const BUFFER: usize = 64;
 
+/// How long a watch keeps retrying a failing feed by default: the default of every
+/// backend's `watch_retry_for` setting.
+pub const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(60);
+
 /// The first and the longest pause between two failed attempts.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 

@@ -42,6 +42,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
+use crate::backoff::Backoff;
 use crate::error::Result;
 use crate::kv::{LockOptions, ReadOptions};
 use crate::store::Store;
@@ -226,21 +227,19 @@ impl Run {
         }
     }
 
-    /// Reports a failed store call, then waits `backoff` (doubled for the next failure).
-    async fn setback(&mut self, err: crate::error::Error, backoff: &mut Duration) -> Next {
+    /// Reports a failed store call, then waits `backoff`'s next delay.
+    async fn setback(&mut self, err: crate::error::Error, backoff: &mut Backoff) -> Next {
         if let Next::Stop = self.tell(Err(err)) {
             return Next::Stop;
         }
-        let next = self.pause(*backoff).await;
-        *backoff = (*backoff * 2).min(BACKOFF.1);
-        next
+        self.pause(backoff.next_delay()).await
     }
 
     async fn campaign(mut self) {
         if let Next::Stop = self.tell(Ok(Leadership::NotElected)) {
             return;
         }
-        let mut backoff = BACKOFF.0;
+        let mut backoff = Backoff::new(BACKOFF.0, BACKOFF.1);
         loop {
             let locker = match self.store.new_lock(&self.key, self.opts.clone()).await {
                 Ok(locker) => locker,
@@ -265,7 +264,7 @@ impl Run {
                     Next::Stop => return,
                 },
             };
-            backoff = BACKOFF.0;
+            backoff.reset();
             let fencing_token = guard.fencing_token();
             self.token.store(fencing_token, Ordering::Release);
             let mut next = self.tell(Ok(Leadership::Elected { fencing_token }));
@@ -378,7 +377,7 @@ impl Follower {
 
 async fn follow(store: Arc<dyn Store>, key: String, names: mpsc::UnboundedSender<Result<String>>) {
     let mut last: Option<String> = None;
-    let mut backoff = BACKOFF.0;
+    let mut backoff = Backoff::new(BACKOFF.0, BACKOFF.1);
     let read = ReadOptions::default();
     loop {
         let watched = tokio::select! {
@@ -393,7 +392,7 @@ async fn follow(store: Arc<dyn Store>, key: String, names: mpsc::UnboundedSender
                 };
                 match event {
                     Some(Ok(event)) => {
-                        backoff = BACKOFF.0;
+                        backoff.reset();
                         let Some(name) = leader_in(&event) else { continue };
                         if last.as_ref() != Some(&name) {
                             last = Some(name.clone());
@@ -419,8 +418,7 @@ async fn follow(store: Arc<dyn Store>, key: String, names: mpsc::UnboundedSender
         }
         tokio::select! {
             () = names.closed() => return,
-            () = tokio::time::sleep(backoff) => {}
+            () = backoff.wait() => {}
         }
-        backoff = (backoff * 2).min(BACKOFF.1);
     }
 }

@@ -12,11 +12,10 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use futures_util::{stream, StreamExt, TryStreamExt};
-use valkeyrie_core::{Error, Key, KvPair, Result};
+use valkeyrie_core::{Backoff, Error, Key, KvPair, Result};
 
 use crate::client::DynamoClient;
 use crate::item::{now_secs, string, Record, ID};
-use crate::txn::jittered;
 use crate::DYNAMODB;
 
 /// The most keys one `BatchGetItem` reads.
@@ -28,7 +27,7 @@ const IN_FLIGHT: usize = 4;
 /// Sends of a request's unprocessed keys before giving up.
 const RETRIES: u32 = 10;
 
-/// The pause before the first resend, doubled after each up to [`MAX_BACKOFF`].
+/// The pause before the first resend, about doubled after each up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(20);
 
 /// The longest pause between two resends.
@@ -62,7 +61,7 @@ async fn read(client: &DynamoClient, keys: &[&Key], consistent: bool) -> Result<
         .map(|key| HashMap::from([(ID.to_owned(), string(key.as_str()))]))
         .collect();
     let mut pairs = Vec::with_capacity(keys.len());
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
     for retry in 0.. {
         let request = KeysAndAttributes::builder()
             .set_keys(Some(pending))
@@ -100,8 +99,7 @@ async fn read(client: &DynamoClient, keys: &[&Key], consistent: bool) -> Result<
             );
             return Err(Error::backend(DYNAMODB, "get_many", first_key, true, reason));
         }
-        tokio::time::sleep(jittered(backoff)).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        backoff.wait().await;
     }
     Ok(pairs)
 }

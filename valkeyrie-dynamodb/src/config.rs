@@ -111,7 +111,7 @@ impl Default for DynamoDbConfig {
             request_timeout: Duration::from_secs(10),
             max_attempts: 5,
             watch_poll_interval: Duration::from_millis(250),
-            watch_retry_for: Duration::from_secs(60),
+            watch_retry_for: valkeyrie_core::feed::DEFAULT_RETRY_FOR,
             lock_poll_interval: Duration::from_millis(100),
             tls: false,
             ca_file: None,

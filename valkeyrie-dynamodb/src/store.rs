@@ -17,7 +17,7 @@ use aws_sdk_dynamodb::types::{
 use bytes::Bytes;
 use tokio::time::Instant;
 use valkeyrie_core::{
-    Backend, Background, Capabilities, Error, Hold, Key, KvPair, LockOptions, Locker, LostReason, ReadOptions,
+    Backend, Background, Backoff, Capabilities, Error, Hold, Key, KvPair, LockOptions, Locker, LostReason, ReadOptions,
     Registration, Renew, Renewal, Result, Store, StoreSpec, Txn, TxnOutcome, WatchStream, WriteOptions,
 };
 
@@ -211,7 +211,7 @@ impl DynamoDbStore {
                         .map_err(|e| Error::backend(DYNAMODB, "delete_tree", key.as_str(), false, e))
                 })
                 .collect::<Result<_>>()?;
-            let mut backoff = Duration::from_millis(50);
+            let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
             for attempt in 0.. {
                 let written = self
                     .client
@@ -233,8 +233,7 @@ impl DynamoDbStore {
                     let reason = format!("{} deletes still unprocessed after {attempt} retries", requests.len());
                     return Err(Error::backend(DYNAMODB, "delete_tree", dir.as_str(), true, reason));
                 }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                backoff.wait().await;
             }
         }
         Ok(())

@@ -13,9 +13,8 @@
 //! says nothing about the compares, so the whole transaction is sent again after a short
 //! jittered pause.
 
-use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
+
 use std::time::Duration;
 
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -23,7 +22,7 @@ use aws_sdk_dynamodb::types::{
     AttributeValue, CancellationReason, ConditionCheck, Delete, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
     Update,
 };
-use valkeyrie_core::{Check, Compare, Error, Key, KvPair, Result, Txn, TxnOp, TxnOutcome};
+use valkeyrie_core::{Backoff, Check, Compare, Error, Key, KvPair, Result, Txn, TxnOp, TxnOutcome};
 
 use crate::client::DynamoClient;
 use crate::item::{
@@ -45,8 +44,11 @@ const PUT_OVERHEAD: usize = 64;
 /// Sends of one transaction while concurrent transactions keep cancelling it.
 const ATTEMPTS: u32 = 8;
 
-/// The pause after the first conflict, doubled after each.
+/// The pause after the first conflict, about doubled after each up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+
+/// The longest pause between two sends.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// The cancellation reason of an action whose condition failed.
 const CONDITION_FAILED: &str = "ConditionalCheckFailed";
@@ -72,14 +74,13 @@ pub(crate) async fn commit(client: &DynamoClient, txn: &Txn) -> Result<TxnOutcom
     let first_key = txn.first_key().map_or("", Key::as_str);
     check_size(txn, first_key)?;
     let targets = targets(txn)?;
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
     for attempt in 1..=ATTEMPTS {
         if let Some(outcome) = send(client, &targets, first_key).await? {
             return Ok(outcome);
         }
         if attempt < ATTEMPTS {
-            tokio::time::sleep(jittered(backoff)).await;
-            backoff *= 2;
+            backoff.wait().await;
         }
     }
     Err(Error::backend(
@@ -334,14 +335,6 @@ fn holds(check: &Check, record: Option<&Record>, pair: Option<&KvPair>) -> bool 
     }
 }
 
-/// `backoff` give or take a half, at random, so conflicting writers (and readers resending
-/// unprocessed keys) do not retry in step.
-pub(crate) fn jittered(backoff: Duration) -> Duration {
-    let half = backoff / 2;
-    let span = u64::try_from(backoff.as_micros()).unwrap_or(u64::MAX).max(1);
-    half + Duration::from_micros(RandomState::new().build_hasher().finish() % span)
-}
-
 #[cfg(test)]
 mod tests {
     use valkeyrie_core::Fence;
@@ -500,16 +493,5 @@ mod tests {
         };
         let err = check_size(&over, "k0").unwrap_err().to_string();
         assert!(err.contains(&MAX_TRANSACTION_BYTES.to_string()), "{err}");
-    }
-
-    #[test]
-    fn backoff_is_jittered_around_its_base() {
-        let base = Duration::from_millis(40);
-        let pauses: Vec<Duration> = (0..50).map(|_| jittered(base)).collect();
-        assert!(
-            pauses.iter().all(|p| (base / 2..base * 3 / 2).contains(p)),
-            "{pauses:?}"
-        );
-        assert!(pauses.iter().any(|p| *p != pauses[0]), "not all alike");
     }
 }

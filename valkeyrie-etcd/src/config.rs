@@ -79,7 +79,7 @@ impl Default for EtcdConfig {
             server_name: None,
             max_request_bytes: 1_572_864,
             list_page_size: 1000,
-            watch_retry_for: Duration::from_secs(60),
+            watch_retry_for: valkeyrie_core::feed::DEFAULT_RETRY_FOR,
         }
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use valkeyrie_core::tls::strip_scheme;
-use valkeyrie_core::{deadline, Error, Result};
+use valkeyrie_core::{deadline, Backoff, Error, Result};
 use zookeeper_client::{Acl, Acls, Client, Connector, CreateMode, MultiReadResult, SessionState, StateWatcher};
 
 use crate::config::ZookeeperConfig;
@@ -157,7 +157,7 @@ async fn renew_expired_sessions(
             _ => continue,
         }
         tracing::warn!(store = ZOOKEEPER, "the session expired; opening a new one");
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let client = loop {
             let opened = tokio::select! {
                 () = closed.cancelled() => return,
@@ -169,9 +169,8 @@ async fn renew_expired_sessions(
                     tracing::debug!(store = ZOOKEEPER, error = %err, "no new session yet; retrying");
                     tokio::select! {
                         () = closed.cancelled() => return,
-                        () = tokio::time::sleep(backoff) => {}
+                        () = backoff.wait() => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         };

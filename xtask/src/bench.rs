@@ -18,8 +18,8 @@ fn servers_for(backends: &[&str]) -> Vec<Server> {
         .collect()
 }
 
-/// Runs `cargo xtask bench` with its arguments (`--backend NAME …`, `--quick`, `--with-go`,
-/// `--reps N`, `--publish`); `--with-go` also builds the Go interop program, the Go
+/// Runs `cargo xtask bench` with its arguments (`--backend NAME …`, `--workload TEXT …`,
+/// `--quick`, `--with-go`, `--reps N`, `--publish`); `--with-go` also builds the Go interop program, the Go
 /// library's side, and `--publish` copies the results to `bench/results/` for the README.
 pub fn run(args: &[&str]) -> Result<(), String> {
     let mut backends = Vec::new();
@@ -32,9 +32,9 @@ pub fn run(args: &[&str]) -> Result<(), String> {
                 backends.push(*name);
                 passed.extend(["--backend".to_owned(), (*name).to_owned()]);
             }
-            "--reps" => {
-                let n = rest.next().ok_or("--reps needs a number")?;
-                passed.extend(["--reps".to_owned(), (*n).to_owned()]);
+            "--reps" | "--workload" => {
+                let value = rest.next().ok_or_else(|| format!("{arg} needs a value"))?;
+                passed.extend([(*arg).to_owned(), (*value).to_owned()]);
             }
             "--quick" | "--with-go" => passed.push((*arg).to_owned()),
             "--publish" => {}

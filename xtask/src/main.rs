@@ -20,7 +20,7 @@ commands:
                                  template facade interop servers security faults.
                                  --docker takes the servers from containers
                                  (testcontainers) instead of local processes
-  bench [--backend NAME ...] [--quick] [--with-go] [--reps N] [--publish]
+  bench [--backend NAME ...] [--workload TEXT ...] [--quick] [--with-go] [--reps N] [--publish]
                                  every backend through valkeyrie and through its raw client, in
                                  one process, alternating (--with-go: and through the Go library
                                  on etcd, redis, zookeeper, consul); prints the table and writes

@@ -75,7 +75,11 @@ impl GoLibrary {
             Kind::WatchLatency => ("watch", vec![flag("notifications", scale.notifications)]),
             Kind::Lock { contenders } => (
                 "lock",
-                vec![flag("contenders", contenders), flag("cycles", scale.lock_cycles)],
+                // The Go side takes cycles per contender.
+                vec![
+                    flag("contenders", contenders),
+                    flag("cycles", scale.lock_cycles / contenders),
+                ],
             ),
         };
         let mut args: Vec<String> = flags.into_iter().flatten().collect();

@@ -33,7 +33,8 @@ use workload::{Keys, Kind, Sample, Scale, Workload, WORKLOADS};
 #[global_allocator]
 static ALLOCATOR: memory::CountingAllocator = memory::CountingAllocator;
 
-const USAGE: &str = "usage: valkeyrie-bench [--backend NAME ...] [--workload TEXT ...] [--quick] [--with-go] [--reps N] [--out DIR]
+const USAGE: &str =
+    "usage: valkeyrie-bench [--backend NAME ...] [--workload TEXT ...] [--quick] [--with-go] [--reps N] [--out DIR]
   --workload TEXT  only the workloads whose name contains TEXT (\"lock cycles\", \"keep-alive\")
   (run it through `cargo xtask bench`, which starts the servers)";
 

@@ -136,7 +136,9 @@ pub(crate) struct Scale {
     pub(crate) lists: usize,
     /// Notifications per watch run.
     pub(crate) notifications: usize,
-    /// Lock cycles per contender.
+    /// Lock cycles per run, across its contenders (a multiple of 8, so that 8 contenders
+    /// share it evenly). Uncontended cycles take a few round trips each: fewer than a
+    /// couple of hundred measure mostly noise.
     pub(crate) lock_cycles: usize,
 }
 
@@ -147,7 +149,7 @@ impl Scale {
         increments: 25,
         lists: 5,
         notifications: 100,
-        lock_cycles: 25,
+        lock_cycles: 200,
     };
     /// `--quick`.
     pub(crate) const QUICK: Scale = Scale {
@@ -155,7 +157,7 @@ impl Scale {
         increments: 8,
         lists: 1,
         notifications: 25,
-        lock_cycles: 6,
+        lock_cycles: 48,
     };
 
     /// A much smaller run, to warm connections, caches and the server up.
@@ -165,7 +167,7 @@ impl Scale {
             increments: 2,
             lists: 1,
             notifications: 3,
-            lock_cycles: 2,
+            lock_cycles: 8,
         }
     }
 }
@@ -338,7 +340,7 @@ pub(crate) async fn run(
         }
         Kind::WatchLatency => watch_latency(driver, keys, scale.notifications, round).await?,
         Kind::Lock { contenders } => {
-            spread(contenders, contenders * scale.lock_cycles, |_, _| {
+            spread(contenders, scale.lock_cycles, |_, _| {
                 let key = keys.lock();
                 async move { driver.lock_cycle(&key).await }
             })

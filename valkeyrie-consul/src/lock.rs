@@ -27,8 +27,8 @@ use rs_consul::CreateOrUpdateKeyRequest;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use valkeyrie_core::{
-    Acquire, Backoff, Error, Hold, Key, LockGuard, LockOptions, LockRelease, LostReason, LostSignal, Renew, Renewal, Result,
-    Spawner,
+    Acquire, Backoff, Error, Hold, Key, LockGuard, LockOptions, LockRelease, LostReason, LostSignal, Renew, Renewal,
+    Result, Spawner,
 };
 
 use crate::api::{Blocking, Consistency, KvOp, OwnedSession, SessionSpec, TxnOutcome, LOCK_FLAGS};

@@ -17,9 +17,9 @@ pub(crate) fn open_error(path: &Path, err: sled::Error) -> Error {
              (share it within the process by opening the same path again)",
             path.display()
         );
-        return Error::backend(BOLTLIKE, "open", "", true, reason);
+        return Error::backend(BOLTLIKE, "", true, reason);
     }
-    Error::backend(BOLTLIKE, "open", "", false, storage_error(err))
+    Error::backend(BOLTLIKE, "", false, storage_error(err))
 }
 
 /// Keeps a sled error as the source of a storage error.

@@ -23,9 +23,11 @@ impl BoltlikeConfig {
     pub async fn open(self) -> Result<BoltlikeStore> {
         self.validate()?;
         let sync_writes = self.sync_writes;
-        let engine = tokio::task::spawn_blocking(move || engine(&self))
+        let opened = tokio::task::spawn_blocking(move || engine(&self))
             .await
-            .map_err(|e| Error::backend(BOLTLIKE, "open", "", false, e))??;
+            .map_err(|e| Error::backend(BOLTLIKE, "", false, e))
+            .and_then(|opened| opened);
+        let engine = opened.map_err(|e| e.in_call("open", ""))?;
         Ok(LocalStore::from_engine(engine, sync_writes))
     }
 }

@@ -88,9 +88,9 @@ where
 }
 
 impl RawEntry {
-    fn decode(self, call: &'static str) -> Result<Entry> {
+    fn decode(self) -> Result<Entry> {
         let value = match self.value {
-            Some(decoded) => decoded.map_err(|e| Error::backend(CONSUL, call, self.key.as_str(), false, e))?,
+            Some(decoded) => decoded.map_err(|e| Error::backend(CONSUL, self.key.as_str(), false, e))?,
             None => Bytes::new(),
         };
         Ok(Entry {
@@ -369,24 +369,17 @@ pub(crate) fn go_duration_string(duration: Duration) -> String {
 pub(crate) struct OwnedSession {
     client: ConsulClient,
     id: String,
-    /// The call and key that created it, for the destroy's errors.
-    call: &'static str,
+    /// The key it was created for, for the destroy's errors.
     key: String,
     armed: bool,
 }
 
 impl OwnedSession {
-    /// Creates a session as `spec` says, armed.
-    pub(crate) async fn create(
-        client: &ConsulClient,
-        call: &'static str,
-        key: &str,
-        spec: &SessionSpec,
-    ) -> Result<Self> {
+    /// Creates a session for `key` (which its errors name) as `spec` says, armed.
+    pub(crate) async fn create(client: &ConsulClient, key: &str, spec: &SessionSpec) -> Result<Self> {
         Ok(OwnedSession {
-            id: client.session_create(call, key, spec).await?,
+            id: client.session_create(key, spec).await?,
             client: client.clone(),
-            call,
             key: key.to_owned(),
             armed: true,
         })
@@ -408,15 +401,14 @@ impl Drop for OwnedSession {
         if !self.armed {
             return;
         }
-        let (client, id, call, key) = (
+        let (client, id, key) = (
             self.client.clone(),
             std::mem::take(&mut self.id),
-            self.call,
             std::mem::take(&mut self.key),
         );
         let spawner = client.spawner().clone();
         spawner.spawn_cleanup(async move {
-            let _ = client.session_destroy(call, &key, &id).await;
+            let _ = client.session_destroy(&key, &id).await;
         });
     }
 }
@@ -432,10 +424,10 @@ struct CreatedSession {
 ///
 /// # Errors
 /// A backend error for an answer that is no such array, or a value that is no base64.
-pub(crate) fn kv_entries(call: &'static str, key: &str, body: Bytes) -> Result<Vec<Entry>> {
-    let raw: Vec<RawEntry> = parse(call, key, &body)?;
+pub(crate) fn kv_entries(key: &str, body: Bytes) -> Result<Vec<Entry>> {
+    let raw: Vec<RawEntry> = parse(key, &body)?;
     drop(body);
-    raw.into_iter().map(|entry| entry.decode(call)).collect()
+    raw.into_iter().map(RawEntry::decode).collect()
 }
 
 /// What a transaction's answer says: 200 with results, or 409 (a rollback) with the
@@ -444,12 +436,12 @@ pub(crate) fn kv_entries(call: &'static str, key: &str, body: Bytes) -> Result<V
 ///
 /// # Errors
 /// `PermissionDenied`, or a backend error for an answer of another shape.
-pub(crate) fn txn_outcome(call: &'static str, key: &str, body: &[u8]) -> Result<TxnOutcome> {
-    let answer: TxnReply = parse(call, key, body)?;
+pub(crate) fn txn_outcome(key: &str, body: &[u8]) -> Result<TxnOutcome> {
+    let answer: TxnReply = parse(key, body)?;
     if let Some(errors) = answer.errors.filter(|e| !e.is_empty()) {
         if let Some(denied) = errors.iter().find(|e| e.what.contains("Permission denied")) {
             let reason = format!("the ACL token's policies do not allow this ({})", denied.what);
-            return Err(Error::permission_denied(CONSUL, call, key, reason));
+            return Err(Error::permission_denied(CONSUL, key, reason));
         }
         return Ok(TxnOutcome::RolledBack(errors));
     }
@@ -458,15 +450,15 @@ pub(crate) fn txn_outcome(call: &'static str, key: &str, body: &[u8]) -> Result<
         .unwrap_or_default()
         .into_iter()
         .filter_map(|result| result.kv)
-        .map(|entry| entry.decode(call))
+        .map(RawEntry::decode)
         .collect::<Result<Vec<_>>>()?;
     Ok(TxnOutcome::Committed(entries))
 }
 
-fn parse<T: serde::de::DeserializeOwned>(call: &'static str, key: &str, body: &[u8]) -> Result<T> {
+fn parse<T: serde::de::DeserializeOwned>(key: &str, body: &[u8]) -> Result<T> {
     serde_json::from_slice(body).map_err(|e| {
         let reason = format!("unexpected answer from the agent: {e}");
-        Error::backend(CONSUL, call, key, false, reason)
+        Error::backend(CONSUL, key, false, reason)
     })
 }
 
@@ -492,7 +484,6 @@ impl ConsulClient {
     /// the index of the answer; an empty vector when there is none.
     pub(crate) async fn kv_read(
         &self,
-        call: &'static str,
         key: &str,
         recurse: bool,
         consistency: Consistency,
@@ -502,30 +493,25 @@ impl ConsulClient {
         if recurse {
             request = request.flag("recurse");
         }
-        let reply = self.send(call, key, request).await?;
+        let reply = self.send(key, request).await?;
         if reply.status == StatusCode::NOT_FOUND {
             return Ok((Vec::new(), reply.index));
         }
-        Ok((kv_entries(call, key, reply.body)?, reply.index))
+        Ok((kv_entries(key, reply.body)?, reply.index))
     }
 
     /// The value at `key` and its `ModifyIndex`, `None` when there is none. A `raw` read:
     /// the body is the value itself (no JSON, no base64), and for one existing key Consul
     /// sets `X-Consul-Index` to the key's `ModifyIndex`.
-    pub(crate) async fn kv_value(
-        &self,
-        call: &'static str,
-        key: &str,
-        consistency: Consistency,
-    ) -> Result<Option<(Bytes, u64)>> {
+    pub(crate) async fn kv_value(&self, key: &str, consistency: Consistency) -> Result<Option<(Bytes, u64)>> {
         let request = self.read_request(format!("kv/{}", key_path(key)), consistency, None);
-        let reply = self.send(call, key, request.flag("raw")).await?;
+        let reply = self.send(key, request.flag("raw")).await?;
         if reply.status == StatusCode::NOT_FOUND {
             return Ok(None);
         }
         if reply.index == 0 {
             let reason = "the agent's answer has no X-Consul-Index";
-            return Err(Error::backend(CONSUL, call, key, false, reason));
+            return Err(Error::backend(CONSUL, key, false, reason));
         }
         Ok(Some((reply.body, reply.index)))
     }
@@ -534,7 +520,6 @@ impl ConsulClient {
     /// with a `separator`, each cut after the first one that follows the prefix.
     pub(crate) async fn kv_keys(
         &self,
-        call: &'static str,
         prefix: &str,
         separator: Option<&str>,
         consistency: Consistency,
@@ -545,62 +530,57 @@ impl ConsulClient {
         if let Some(separator) = separator {
             request = request.param("separator", separator);
         }
-        let reply = self.send(call, prefix, request).await?;
+        let reply = self.send(prefix, request).await?;
         if reply.status == StatusCode::NOT_FOUND {
             return Ok(Vec::new());
         }
-        parse(call, prefix, &reply.body)
+        parse(prefix, &reply.body)
     }
 
     /// Applies `ops` all or nothing.
-    pub(crate) async fn txn(&self, call: &'static str, key: &str, ops: &[KvOp]) -> Result<TxnOutcome> {
-        let body = txn_body(ops).map_err(|e| Error::backend(CONSUL, call, key, false, e))?;
+    pub(crate) async fn txn(&self, key: &str, ops: &[KvOp]) -> Result<TxnOutcome> {
+        let body = txn_body(ops).map_err(|e| Error::backend(CONSUL, key, false, e))?;
         let mut request = ApiRequest::put("txn", body);
         if !ops.iter().any(KvOp::writes) {
             // Consul serves a read-only transaction in its default mode (no leadership
             // check) unless asked; checks must not be answered by a deposed leader.
             request = request.flag("consistent");
         }
-        let reply = self.send(call, key, request).await?;
-        txn_outcome(call, key, &reply.body)
+        let reply = self.send(key, request).await?;
+        txn_outcome(key, &reply.body)
     }
 
     /// Creates a session on the agent's node.
-    pub(crate) async fn session_create(&self, call: &'static str, key: &str, spec: &SessionSpec) -> Result<String> {
-        let body = serde_json::to_vec(spec).map_err(|e| Error::backend(CONSUL, call, key, false, e))?;
-        let reply = self.send(call, key, ApiRequest::put("session/create", body)).await?;
+    pub(crate) async fn session_create(&self, key: &str, spec: &SessionSpec) -> Result<String> {
+        let body = serde_json::to_vec(spec).map_err(|e| Error::backend(CONSUL, key, false, e))?;
+        let reply = self.send(key, ApiRequest::put("session/create", body)).await?;
         if reply.status == StatusCode::NOT_FOUND {
-            return Err(Error::backend(CONSUL, call, key, false, "the agent has no session API"));
+            return Err(Error::backend(CONSUL, key, false, "the agent has no session API"));
         }
-        Ok(parse::<CreatedSession>(call, key, &reply.body)?.id)
+        Ok(parse::<CreatedSession>(key, &reply.body)?.id)
     }
 
     /// Renews a session; `false` when it no longer exists.
-    pub(crate) async fn session_renew(&self, call: &'static str, key: &str, session: &str) -> Result<bool> {
+    pub(crate) async fn session_renew(&self, key: &str, session: &str) -> Result<bool> {
         let request = ApiRequest::put(format!("session/renew/{session}"), Bytes::new());
-        Ok(self.send(call, key, request).await?.status == StatusCode::OK)
+        Ok(self.send(key, request).await?.status == StatusCode::OK)
     }
 
     /// Ends a session: keys it holds are released or deleted, as its behavior says.
-    pub(crate) async fn session_destroy(&self, call: &'static str, key: &str, session: &str) -> Result<()> {
+    pub(crate) async fn session_destroy(&self, key: &str, session: &str) -> Result<()> {
         let request = ApiRequest::put(format!("session/destroy/{session}"), Bytes::new());
-        self.send(call, key, request).await?;
+        self.send(key, request).await?;
         Ok(())
     }
 
     /// What a session is, or `None` when it no longer exists.
-    pub(crate) async fn session_info(
-        &self,
-        call: &'static str,
-        key: &str,
-        session: &str,
-    ) -> Result<Option<SessionInfo>> {
+    pub(crate) async fn session_info(&self, key: &str, session: &str) -> Result<Option<SessionInfo>> {
         let request = self.read_request(format!("session/info/{session}"), Consistency::Consistent, None);
-        let reply = self.send(call, key, request).await?;
+        let reply = self.send(key, request).await?;
         if reply.status == StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        let sessions: Option<Vec<SessionInfo>> = parse(call, key, &reply.body)?;
+        let sessions: Option<Vec<SessionInfo>> = parse(key, &reply.body)?;
         Ok(sessions.and_then(|s| s.into_iter().next()))
     }
 }
@@ -661,13 +641,13 @@ mod tests {
             r#"[{"Key":"k","Value":"AP8=","ModifyIndex":9,"CreateIndex":3,"LockIndex":0,"Flags":1,"Session":""},{"Key":"e","Value":null,"ModifyIndex":2}]"#,
         )
         .unwrap();
-        let entries: Vec<Entry> = raw.into_iter().map(|e| e.decode("get").unwrap()).collect();
+        let entries: Vec<Entry> = raw.into_iter().map(|e| e.decode().unwrap()).collect();
         assert_eq!(entries[0].value.as_ref(), b"\x00\xff");
         assert_eq!(entries[0].modify_index, 9);
         assert_eq!(entries[0].session, None);
         assert!(entries[1].value.is_empty());
         let bad: Vec<RawEntry> = serde_json::from_str(r#"[{"Key":"bad-key","Value":"not base64!"}]"#).unwrap();
-        let err = bad.into_iter().next().unwrap().decode("get").unwrap_err();
+        let err = bad.into_iter().next().unwrap().decode().unwrap_err();
         assert!(err.to_string().contains("bad-key"), "{err}");
     }
 }

@@ -267,13 +267,7 @@ impl ConsulClient {
 
     /// Runs `attempt` on the agents in turn, from the last one that answered, until one
     /// can be reached, within `deadline` plus a connect timeout per agent skipped.
-    pub(crate) async fn on_agents<T, F, Fut>(
-        &self,
-        call: &'static str,
-        key: &str,
-        deadline: Duration,
-        attempt: F,
-    ) -> Result<T>
+    pub(crate) async fn on_agents<T, F, Fut>(&self, key: &str, deadline: Duration, attempt: F) -> Result<T>
     where
         F: Fn(usize) -> Fut,
         Fut: Future<Output = std::result::Result<T, Failed>>,
@@ -294,42 +288,42 @@ impl ConsulClient {
                 }
             }
             Err(match last_failure {
-                Some(err) => not_reachable(call, key, err),
+                Some(err) => not_reachable(key, err),
                 None => Error::config(CONSUL, "endpoints", "no agent address"),
             })
         };
         let skips = u32::try_from(agents.saturating_sub(1)).unwrap_or(u32::MAX);
         let deadline = deadline.saturating_add(self.inner.connect_timeout.saturating_mul(skips));
-        deadline::within(deadline, CONSUL, call, key, attempts).await
+        deadline::within(deadline, CONSUL, key, attempts).await
     }
 
     /// Sends `request` and reads the whole reply, within its deadline (the request timeout
     /// unless it says otherwise). Statuses other than 200, 404 and 409 (a rolled-back
     /// transaction) are errors; 404 and 409 are the caller's to interpret.
-    pub(crate) async fn send(&self, call: &'static str, key: &str, request: ApiRequest) -> Result<Reply> {
-        let reply = self.send_any(call, key, request).await?;
+    pub(crate) async fn send(&self, key: &str, request: ApiRequest) -> Result<Reply> {
+        let reply = self.send_any(key, request).await?;
         match reply.status {
             StatusCode::OK | StatusCode::NOT_FOUND | StatusCode::CONFLICT => Ok(reply),
-            status => Err(self.status_error(call, key, status, &reply.body)),
+            status => Err(self.status_error(key, status, &reply.body)),
         }
     }
 
     /// The error an answer with `status` is.
-    pub(crate) fn status_error(&self, call: &'static str, key: &str, status: StatusCode, body: &[u8]) -> Error {
-        map_status(call, key, status, body, self.inner.token.is_none())
+    pub(crate) fn status_error(&self, key: &str, status: StatusCode, body: &[u8]) -> Error {
+        map_status(key, status, body, self.inner.token.is_none())
     }
 
     /// Sends `request` like [`send`](Self::send), and returns the reply whatever its status.
-    pub(crate) async fn send_any(&self, call: &'static str, key: &str, request: ApiRequest) -> Result<Reply> {
+    pub(crate) async fn send_any(&self, key: &str, request: ApiRequest) -> Result<Reply> {
         let query = self.query_string(&request.query);
         let deadline = request.deadline.unwrap_or(self.inner.request_timeout);
-        self.on_agents(call, key, deadline, |agent| {
+        self.on_agents(key, deadline, |agent| {
             let mut uri = format!("{}/v1/{}", self.inner.agents[agent].base, request.path);
             if !query.is_empty() {
                 uri.push('?');
                 uri.push_str(&query);
             }
-            self.exchange(call, key, request.method.clone(), uri, request.body.clone())
+            self.exchange(key, request.method.clone(), uri, request.body.clone())
         })
         .await
     }
@@ -353,7 +347,6 @@ impl ConsulClient {
     /// One request and its whole reply.
     async fn exchange(
         &self,
-        call: &'static str,
         key: &str,
         method: Method,
         uri: String,
@@ -365,11 +358,11 @@ impl ConsulClient {
         }
         let request = request
             .body(Full::new(body).map_err(|never| match never {}).boxed())
-            .map_err(|e| Failed::Error(Error::backend(CONSUL, call, key, false, e)))?;
+            .map_err(|e| Failed::Error(Error::backend(CONSUL, key, false, e)))?;
         let response = match self.inner.http.request(request).await {
             Ok(response) => response,
             Err(err) if err.is_connect() => return Err(Failed::Unsent(err)),
-            Err(err) => return Err(Failed::Error(not_reachable(call, key, err))),
+            Err(err) => return Err(Failed::Error(not_reachable(key, err))),
         };
         let status = response.status();
         let index = response
@@ -380,24 +373,24 @@ impl ConsulClient {
             .unwrap_or(0);
         let body = read_body(response.into_body())
             .await
-            .map_err(|e| Failed::Error(not_reachable(call, key, e)))?;
+            .map_err(|e| Failed::Error(not_reachable(key, e)))?;
         Ok(Reply { status, index, body })
     }
 
     /// Runs an `rs-consul` call on the agents in turn, within the request timeout.
-    pub(crate) async fn with_consul<'a, T, F, Fut>(&'a self, call: &'static str, key: &str, request: F) -> Result<T>
+    pub(crate) async fn with_consul<'a, T, F, Fut>(&'a self, key: &str, request: F) -> Result<T>
     where
         F: Fn(&'a Consul) -> Fut,
         Fut: Future<Output = std::result::Result<T, ConsulError>> + 'a,
     {
         let anonymous = self.inner.token.is_none();
-        self.on_agents(call, key, self.inner.request_timeout, |agent| {
+        self.on_agents(key, self.inner.request_timeout, |agent| {
             let result = request(&self.inner.agents[agent].consul);
             async move {
                 match result.await {
                     Ok(value) => Ok(value),
                     Err(ConsulError::ResponseError(err)) if err.is_connect() => Err(Failed::Unsent(err)),
-                    Err(err) => Err(Failed::Error(map_consul_error(call, key, err, anonymous))),
+                    Err(err) => Err(Failed::Error(map_consul_error(key, err, anonymous))),
                 }
             }
         })

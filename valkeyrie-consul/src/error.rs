@@ -9,19 +9,14 @@ use crate::CONSUL;
 
 /// The agent could not be reached, or the connection broke mid-request; or a certificate
 /// was refused during the TLS handshake (either side's), which no retry mends.
-pub(crate) fn not_reachable(call: &'static str, key: &str, err: impl Into<BoxError>) -> Error {
+pub(crate) fn not_reachable(key: &str, err: impl Into<BoxError>) -> Error {
     let source = err.into();
     // hyper's error says only that the request failed; the rustls error inside says why.
     if let Some(why) = certificate_failure(source.as_ref()) {
-        return Error::tls_verification(CONSUL, call, key, why);
+        return Error::tls_verification(CONSUL, key, why);
     }
-    Error::NotReachable {
-        store: CONSUL,
-        call,
-        key: key.to_owned(),
-        // hyper's own message is "client error (Connect)": its causes say what happened.
-        source: Box::new(Summarized::chain(source)),
-    }
+    // hyper's own message is "client error (Connect)": its causes say what happened.
+    Error::not_reachable(CONSUL, key, Summarized::chain(source))
 }
 
 /// Consul's answer (403) to a token it does not know (`acl.ErrNotFound` in Consul's
@@ -30,7 +25,7 @@ const ACL_NOT_FOUND: &str = "ACL not found";
 
 /// An answer other than 200 (or a 404 the caller interprets), with Consul's explanation.
 /// `anonymous` says the request carried no token.
-pub(crate) fn map_status(call: &'static str, key: &str, status: StatusCode, body: &[u8], anonymous: bool) -> Error {
+pub(crate) fn map_status(key: &str, status: StatusCode, body: &[u8], anonymous: bool) -> Error {
     let said = String::from_utf8_lossy(body);
     let said = said.trim();
     let (temporary, reason) = match status {
@@ -43,7 +38,6 @@ pub(crate) fn map_status(call: &'static str, key: &str, status: StatusCode, body
         StatusCode::FORBIDDEN if said.contains(ACL_NOT_FOUND) => {
             return Error::unauthenticated(
                 CONSUL,
-                call,
                 key,
                 format!("the ACL token is not one Consul knows: wrong, deleted or expired ({said})"),
             )
@@ -51,7 +45,6 @@ pub(crate) fn map_status(call: &'static str, key: &str, status: StatusCode, body
         StatusCode::FORBIDDEN => {
             return Error::permission_denied(
                 CONSUL,
-                call,
                 key,
                 format!("the ACL token's policies do not allow this ({said})"),
             )
@@ -67,24 +60,19 @@ pub(crate) fn map_status(call: &'static str, key: &str, status: StatusCode, body
         | StatusCode::GATEWAY_TIMEOUT => (true, format!("HTTP {status}: {said}")),
         _ => (false, format!("HTTP {status}: {said}")),
     };
-    Error::backend(CONSUL, call, key, temporary, reason)
+    Error::backend(CONSUL, key, temporary, reason)
 }
 
-/// Maps an error of `rs-consul` during `call` on `key`; `anonymous` as in [`map_status`].
-pub(crate) fn map_consul_error(call: &'static str, key: &str, err: ConsulError, anonymous: bool) -> Error {
+/// Maps an error of `rs-consul` on `key`; `anonymous` as in [`map_status`].
+pub(crate) fn map_consul_error(key: &str, err: ConsulError, anonymous: bool) -> Error {
     match err {
-        ConsulError::ResponseError(err) => not_reachable(call, key, err),
-        ConsulError::InvalidResponse(err) => not_reachable(call, key, err),
+        ConsulError::ResponseError(err) => not_reachable(key, err),
+        ConsulError::InvalidResponse(err) => not_reachable(key, err),
         ConsulError::UnexpectedResponseCode(status, body) => {
-            map_status(call, key, status, body.unwrap_or_default().as_bytes(), anonymous)
+            map_status(key, status, body.unwrap_or_default().as_bytes(), anonymous)
         }
-        ConsulError::TimeoutExceeded(after) => Error::Timeout {
-            store: CONSUL,
-            call,
-            key: key.to_owned(),
-            after,
-        },
-        other => Error::backend(CONSUL, call, key, false, other),
+        ConsulError::TimeoutExceeded(after) => Error::timeout(CONSUL, key, after),
+        other => Error::backend(CONSUL, key, false, other),
     }
 }
 
@@ -96,26 +84,20 @@ mod tests {
 
     #[test]
     fn statuses_say_what_to_do() {
-        let denied = map_status("put", "app/x", StatusCode::FORBIDDEN, b"Permission denied", false);
+        let denied = map_status("app/x", StatusCode::FORBIDDEN, b"Permission denied", false);
         assert_eq!(denied.kind(), ErrorKind::PermissionDenied, "{denied}");
         assert!(denied.to_string().contains("ACL token"), "{denied}");
         assert!(!denied.is_temporary());
-        let unknown = map_status("get", "app/x", StatusCode::FORBIDDEN, b"ACL not found", false);
+        let unknown = map_status("app/x", StatusCode::FORBIDDEN, b"ACL not found", false);
         assert_eq!(unknown.kind(), ErrorKind::Unauthenticated, "{unknown}");
         assert!(
             !unknown.is_temporary(),
             "a wrong token is not worth retrying: {unknown}"
         );
-        let starting = map_status("get", "app/x", StatusCode::FORBIDDEN, b"ACL not found", true);
+        let starting = map_status("app/x", StatusCode::FORBIDDEN, b"ACL not found", true);
         assert!(starting.is_temporary(), "{starting}");
         assert!(starting.to_string().contains("still starting"), "{starting}");
-        let busy = map_status(
-            "get",
-            "app/x",
-            StatusCode::SERVICE_UNAVAILABLE,
-            b"No cluster leader",
-            false,
-        );
+        let busy = map_status("app/x", StatusCode::SERVICE_UNAVAILABLE, b"No cluster leader", false);
         assert!(busy.is_temporary());
         assert_eq!(busy.kind(), ErrorKind::Backend);
         assert_eq!(busy.key(), Some("app/x"));

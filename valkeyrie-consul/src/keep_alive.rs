@@ -32,9 +32,9 @@ pub(crate) struct KeepAliveSessions {
 }
 
 impl KeepAliveSessions {
-    /// The session for a `keep_alive` write of `ttl` (for `call` on `key`, which name the
-    /// errors): the handle's shared one, created and handed to the driver through `spawner`
-    /// by the first such write.
+    /// The session for a `keep_alive` write of `ttl` (on `key`, which its errors name): the
+    /// handle's shared one, created and handed to the driver through `spawner` by the first
+    /// such write.
     ///
     /// Cancel-safe: dropped while creating, no session is shared (the one created, if any,
     /// holds nothing and ends unrenewed).
@@ -42,7 +42,6 @@ impl KeepAliveSessions {
         &self,
         client: &ConsulClient,
         spawner: &Spawner,
-        call: &'static str,
         key: &str,
         ttl: Duration,
     ) -> Result<Arc<str>> {
@@ -50,7 +49,7 @@ impl KeepAliveSessions {
         if let Some(id) = by_ttl.get(&ttl) {
             return Ok(Arc::clone(id));
         }
-        let id: Arc<str> = client.session_create(call, key, &ttl_session(ttl)).await?.into();
+        let id: Arc<str> = client.session_create(key, &ttl_session(ttl)).await?.into();
         by_ttl.insert(ttl, Arc::clone(&id));
         let renewal = SharedRenewal {
             client: client.clone(),
@@ -89,7 +88,7 @@ struct SharedRenewal {
 #[async_trait]
 impl Renew for SharedRenewal {
     async fn renew(&self) -> Result<Renewal> {
-        if self.client.session_renew("keep_alive", "", &self.id).await? {
+        if self.client.session_renew("", &self.id).await? {
             Ok(Renewal::Held(self.ttl))
         } else {
             // Ended already: its keys went with it.

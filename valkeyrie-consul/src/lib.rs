@@ -104,7 +104,7 @@ pub mod fuzzing {
     /// # Errors
     /// A backend error for an answer of another shape, or a value that is no base64.
     pub fn kv_entries(body: &[u8]) -> Result<Vec<(String, Bytes, u64)>> {
-        let entries = crate::api::kv_entries("list", "", Bytes::copy_from_slice(body))?;
+        let entries = crate::api::kv_entries("", Bytes::copy_from_slice(body))?;
         Ok(entries.into_iter().map(|e| (e.key, e.value, e.modify_index)).collect())
     }
 
@@ -113,7 +113,7 @@ pub mod fuzzing {
     /// # Errors
     /// `PermissionDenied`, or a backend error for an answer of another shape.
     pub fn txn_outcome(body: &[u8]) -> Result<Option<Vec<(String, Bytes, u64)>>> {
-        Ok(match crate::api::txn_outcome("commit", "", body)? {
+        Ok(match crate::api::txn_outcome("", body)? {
             crate::api::TxnOutcome::Committed(entries) => {
                 Some(entries.into_iter().map(|e| (e.key, e.value, e.modify_index)).collect())
             }

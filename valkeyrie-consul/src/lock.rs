@@ -69,18 +69,14 @@ impl ConsulLocker {
         }
     }
 
-    fn closed(&self, call: &'static str) -> Error {
-        Error::Closed {
-            store: CONSUL,
-            call,
-            key: self.key.to_string(),
-        }
+    fn closed(&self) -> Error {
+        Error::closed(CONSUL, self.key.as_str())
     }
 
     /// One acquisition attempt; with `wait`, until held, else `None` when someone holds it.
-    async fn attempt(&self, call: &'static str, wait: bool) -> Result<Option<LockGuard>> {
+    async fn attempt(&self, wait: bool) -> Result<Option<LockGuard>> {
         if self.spawner.is_closed() {
-            return Err(self.closed(call));
+            return Err(self.closed());
         }
         let key = self.key.as_str();
         let created_at = Instant::now();
@@ -91,7 +87,7 @@ impl ConsulLocker {
         };
         // Destroyed if the attempt is abandoned (the `lock` future dropped, or the lock busy)
         // before a guard owns it.
-        let mut pending = OwnedSession::create(&self.client, call, key, &spec).await?;
+        let mut pending = OwnedSession::create(&self.client, key, &spec).await?;
         let session = pending.id().to_owned();
         let (acquired, acquired_at) = oneshot::channel();
         let lock_session = LockSession {
@@ -115,7 +111,7 @@ impl ConsulLocker {
             delete_value: self.delete_on_unlock,
         };
 
-        let Some(token) = self.acquire(call, &session, held.lost_signal(), wait).await? else {
+        let Some(token) = self.acquire(&session, held.lost_signal(), wait).await? else {
             // Busy and not waiting: dropping `pending` destroys the session; dropping
             // `held` stops its renewals.
             return Ok(None);
@@ -129,23 +125,20 @@ impl ConsulLocker {
 
     /// Acquires the key with `session`, waiting for its holder to let go if `wait`; the
     /// index of the acquiring write, or `None` when busy and not waiting.
-    async fn acquire(&self, call: &'static str, session: &str, lost: &LostSignal, wait: bool) -> Result<Option<u64>> {
+    async fn acquire(&self, session: &str, lost: &LostSignal, wait: bool) -> Result<Option<u64>> {
         let key = self.key.as_str();
         let closing = self.spawner.token();
         let acquire = [KvOp::lock(key, session, &self.value)];
         // For a key free but not taken: a lock delay is running, or someone was quicker.
         let mut pause = Backoff::new(Duration::from_millis(20), Duration::from_secs(1));
         loop {
-            if let TxnOutcome::Committed(entries) = self.client.txn(call, key, &acquire).await? {
+            if let TxnOutcome::Committed(entries) = self.client.txn(key, &acquire).await? {
                 return Ok(Some(entries.last().map_or(0, |entry| entry.modify_index)));
             }
             if !wait {
                 return Ok(None);
             }
-            let (entries, index) = self
-                .client
-                .kv_read(call, key, false, Consistency::Default, None)
-                .await?;
+            let (entries, index) = self.client.kv_read(key, false, Consistency::Default, None).await?;
             let held = entries.iter().any(|e| e.key == key && e.session.is_some());
             if held {
                 pause.reset();
@@ -158,7 +151,7 @@ impl ConsulLocker {
                         wait: self.watch_wait,
                     };
                     self.client
-                        .kv_read(call, key, false, Consistency::Default, Some(until_changed))
+                        .kv_read(key, false, Consistency::Default, Some(until_changed))
                         .await
                         .map(drop)
                 } else {
@@ -168,7 +161,7 @@ impl ConsulLocker {
             };
             tokio::select! {
                 biased;
-                () = closing.cancelled() => return Err(self.closed(call)),
+                () = closing.cancelled() => return Err(self.closed()),
                 reason = lost.lost() => return Err(Error::LockLost { store: CONSUL, key: key.to_owned(), reason }),
                 result = blocked => result?,
             }
@@ -186,9 +179,9 @@ impl Acquire for ConsulLocker {
         CONSUL
     }
 
-    async fn acquire(&self, call: &'static str, wait: bool) -> Result<Option<LockGuard>> {
+    async fn acquire(&self, wait: bool) -> Result<Option<LockGuard>> {
         loop {
-            match self.attempt(call, wait).await {
+            match self.attempt(wait).await {
                 // The waiting session ended (renewals failed for a whole TTL, or it was
                 // destroyed) before the lock was ours: wait again with a new one.
                 Err(Error::LockLost { reason, .. }) if wait => {
@@ -213,33 +206,21 @@ struct LockSession {
 #[async_trait]
 impl Renew for LockSession {
     async fn renew(&self) -> Result<Renewal> {
-        Ok(
-            if self
-                .client
-                .session_renew("lock", self.key.as_str(), &self.session)
-                .await?
-            {
-                Renewal::Held(self.ttl)
-            } else {
-                Renewal::Lost(LostReason::Expired)
-            },
-        )
+        Ok(if self.client.session_renew(self.key.as_str(), &self.session).await? {
+            Renewal::Held(self.ttl)
+        } else {
+            Renewal::Lost(LostReason::Expired)
+        })
     }
 
     async fn give_up(&self) {
         // Destroying the session releases the key at once, rather than letting a late
         // renewal keep it for a holder that has let go.
-        let _ = self
-            .client
-            .session_destroy("lock", self.key.as_str(), &self.session)
-            .await;
+        let _ = self.client.session_destroy(self.key.as_str(), &self.session).await;
     }
 
     async fn release_on_close(&self) {
-        let _ = self
-            .client
-            .session_destroy("unlock", self.key.as_str(), &self.session)
-            .await;
+        let _ = self.client.session_destroy(self.key.as_str(), &self.session).await;
     }
 }
 
@@ -258,7 +239,7 @@ async fn lost_when_released(lock: LockSession, acquired: oneshot::Receiver<u64>,
         };
         let answer = lock
             .client
-            .kv_read("lock", key, false, Consistency::Default, Some(blocking))
+            .kv_read(key, false, Consistency::Default, Some(blocking))
             .await;
         let (entries, next) = match answer {
             Ok(answer) => answer,
@@ -275,7 +256,7 @@ async fn lost_when_released(lock: LockSession, acquired: oneshot::Receiver<u64>,
             // Released: our session ended (expired, destroyed), or someone released it for
             // us and may have taken it since.
             Some(_) => {
-                let alive = lock.client.session_renew("lock", key, &lock.session).await;
+                let alive = lock.client.session_renew(key, &lock.session).await;
                 return match alive {
                     Ok(false) => LostReason::Expired,
                     _ => LostReason::RecordDeleted,
@@ -307,13 +288,13 @@ impl LockRelease for ConsulRelease {
         let released = if delete_value {
             let ops = [KvOp::check_session(name, &session), KvOp::delete(name)];
             client
-                .txn("unlock", name, &ops)
+                .txn(name, &ops)
                 .await
                 .map(|outcome| matches!(outcome, TxnOutcome::Committed(_)))
         } else {
             let path = key_path(name);
             client
-                .with_consul("unlock", name, |consul| {
+                .with_consul(name, |consul| {
                     let request = CreateOrUpdateKeyRequest {
                         key: &path,
                         datacenter: client.datacenter(),
@@ -327,7 +308,7 @@ impl LockRelease for ConsulRelease {
                 .map(|(released, _)| released)
         };
         // Ending the session releases whatever it still holds; it is done either way.
-        let destroyed = client.session_destroy("unlock", name, &session).await;
+        let destroyed = client.session_destroy(name, &session).await;
         if !released? {
             return Err(Error::LockLost {
                 store: CONSUL,

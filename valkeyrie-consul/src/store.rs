@@ -50,18 +50,26 @@ impl ConsulConfig {
         I: IntoIterator<Item = E>,
         E: Into<String>,
     {
-        self.validate()?;
         let endpoints: Vec<String> = endpoints.into_iter().map(Into::into).collect();
+        // Not called through the store handle: its errors are named here, once.
+        self.connect_agents(&endpoints)
+            .await
+            .map_err(|e| e.in_call("connect", ""))
+    }
+
+    /// [`ConsulConfig::connect`], with errors that do not name the call yet.
+    async fn connect_agents(self, endpoints: &[String]) -> Result<ConsulStore> {
+        self.validate()?;
         let background = Background::new();
-        let client = ConsulClient::new(&endpoints, &self, background.spawner())?;
+        let client = ConsulClient::new(endpoints, &self, background.spawner())?;
         let deadline = self.connect_timeout.saturating_add(self.request_timeout);
         let leader = match client
-            .send("connect", "", ApiRequest::get("status/leader").deadline(deadline))
+            .send("", ApiRequest::get("status/leader").deadline(deadline))
             .await
         {
             Ok(leader) => leader,
             Err(err) if err.kind() == ErrorKind::NotReachable => match client.certificate_refusal().await {
-                Some(refusal) => return Err(Error::tls_verification(CONSUL, "connect", "", refusal)),
+                Some(refusal) => return Err(Error::tls_verification(CONSUL, "", refusal)),
                 None => return Err(err),
             },
             Err(err) => return Err(err),
@@ -69,16 +77,16 @@ impl ConsulConfig {
         // `""` while the cluster has no leader, which no write can get past.
         if leader.body.as_ref() == b"\"\"" {
             let reason = "the agent answers but its cluster has no leader";
-            return Err(Error::backend(CONSUL, "connect", "", true, reason));
+            return Err(Error::backend(CONSUL, "", true, reason));
         }
         if self.token.is_some() {
             // Any token may read itself; an unknown one is refused here, at connect, rather
             // than by the first call. 401 means the agent has ACLs off: the token is unused.
             let reply = client
-                .send_any("connect", "", ApiRequest::get("acl/token/self").deadline(deadline))
+                .send_any("", ApiRequest::get("acl/token/self").deadline(deadline))
                 .await?;
             if !matches!(reply.status, StatusCode::OK | StatusCode::UNAUTHORIZED) {
-                return Err(client.status_error("connect", "", reply.status, &reply.body));
+                return Err(client.status_error("", reply.status, &reply.body));
             }
         }
         Ok(ConsulStore {
@@ -146,14 +154,14 @@ impl Backend for ConsulStore {
             sessions: &self.keep_alive,
             spawner: &spawner,
         };
-        write(&self.client, &keep_alive, "put", key, &value, Expect::Anything, ttl).await?;
+        write(&self.client, &keep_alive, key, &value, Expect::Anything, ttl).await?;
         Ok(())
     }
 
     async fn get(&self, key: &Key, opts: &ReadOptions) -> Result<KvPair> {
         let (value, index) = self
             .client
-            .kv_value("get", key.as_str(), consistency(opts))
+            .kv_value(key.as_str(), consistency(opts))
             .await?
             .ok_or_else(|| Error::not_found(CONSUL, key.as_str()))?;
         Ok(KvPair::new(key.as_str(), value, index))
@@ -162,17 +170,14 @@ impl Backend for ConsulStore {
     async fn delete(&self, key: &Key) -> Result<()> {
         // `get` fails the transaction when the key is absent, so nothing is deleted twice.
         let ops = [KvOp::get(key.as_str()), KvOp::delete(key.as_str())];
-        match self.client.txn("delete", key.as_str(), &ops).await? {
+        match self.client.txn(key.as_str(), &ops).await? {
             TxnOutcome::Committed(_) => Ok(()),
             TxnOutcome::RolledBack(_) => Err(Error::not_found(CONSUL, key.as_str())),
         }
     }
 
     async fn list(&self, dir: &Key, opts: &ReadOptions) -> Result<Vec<KvPair>> {
-        let (entries, _) = self
-            .client
-            .kv_read("list", dir.as_str(), true, consistency(opts), None)
-            .await?;
+        let (entries, _) = self.client.kv_read(dir.as_str(), true, consistency(opts), None).await?;
         Ok(entries
             .into_iter()
             .filter(|e| at_or_below(dir, &e.key))
@@ -183,10 +188,7 @@ impl Backend for ConsulStore {
     // Keys only, filtered as `list` filters its entries: `list_stream` then reads the
     // values page by page with `get_many`.
     async fn list_keys(&self, dir: &Key, opts: &ReadOptions) -> Result<Vec<String>> {
-        let names = self
-            .client
-            .kv_keys("list_stream", dir.as_str(), None, consistency(opts))
-            .await?;
+        let names = self.client.kv_keys(dir.as_str(), None, consistency(opts)).await?;
         Ok(names.into_iter().filter(|name| at_or_below(dir, name)).collect())
     }
 
@@ -196,17 +198,17 @@ impl Backend for ConsulStore {
         let prefix = dir.dir_prefix();
         let names = self
             .client
-            .kv_keys("delete_tree", dir.as_str(), Some("/"), Consistency::Default)
+            .kv_keys(dir.as_str(), Some("/"), Consistency::Default)
             .await?;
         if !names.iter().any(|name| name == dir.as_str() || *name == prefix) {
             return Err(Error::not_found(CONSUL, dir.as_str()));
         }
         let ops = [KvOp::delete(dir.as_str()), KvOp::delete_tree(&prefix)];
-        match self.client.txn("delete_tree", dir.as_str(), &ops).await? {
+        match self.client.txn(dir.as_str(), &ops).await? {
             TxnOutcome::Committed(_) => Ok(()),
             TxnOutcome::RolledBack(errors) => {
                 let reason = format!("the transaction was rolled back: {errors:?}");
-                Err(Error::backend(CONSUL, "delete_tree", dir.as_str(), true, reason))
+                Err(Error::backend(CONSUL, dir.as_str(), true, reason))
             }
         }
     }
@@ -243,7 +245,7 @@ impl Backend for ConsulStore {
             sessions: &self.keep_alive,
             spawner: &spawner,
         };
-        let index = write(&self.client, &keep_alive, "atomic_put", key, &value, expect, ttl).await?;
+        let index = write(&self.client, &keep_alive, key, &value, expect, ttl).await?;
         Ok(KvPair::new(key.as_str(), value, index))
     }
 
@@ -252,7 +254,7 @@ impl Backend for ConsulStore {
             KvOp::get(key.as_str()),
             KvOp::delete_cas(key.as_str(), previous.last_index),
         ];
-        match self.client.txn("atomic_delete", key.as_str(), &ops).await? {
+        match self.client.txn(key.as_str(), &ops).await? {
             TxnOutcome::Committed(_) => Ok(()),
             TxnOutcome::RolledBack(errors) if errors.iter().any(|e| e.op_index == 0) => {
                 Err(Error::not_found(CONSUL, key.as_str()))
@@ -278,3 +280,27 @@ async fn open(spec: StoreSpec) -> Result<Arc<dyn Store>> {
 }
 
 inventory::submit! { Registration::new(CONSUL, None, |spec| Box::pin(open(spec))) }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// `connect` is not called through the store handle: it names the call itself.
+    #[tokio::test]
+    async fn connect_errors_name_the_call() {
+        let config = ConsulConfig {
+            connect_timeout: Duration::from_millis(300),
+            ..Default::default()
+        };
+        let err = config.connect(["127.0.0.1:1"]).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotReachable, "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("consul: server not reachable during connect: "),
+            "{err}"
+        );
+        assert_eq!(err.key(), None);
+    }
+}

@@ -45,8 +45,6 @@ use crate::CONSUL;
 /// operations of one commit.
 pub(crate) const MAX_TXN_OPS: usize = 64;
 
-const CALL: &str = "commit";
-
 /// Commits `txn` (validated by the core, within [`MAX_TXN_OPS`]).
 pub(crate) async fn commit(client: &ConsulClient, txn: &Txn) -> Result<TxnOutcome> {
     Commit {
@@ -94,7 +92,7 @@ impl<'a> Commit<'a> {
             }
         }
         let reason = format!("the keys kept changing under {ATTEMPTS} attempts; last: {last_reason}");
-        Err(Error::backend(CONSUL, CALL, self.name, true, reason))
+        Err(Error::backend(CONSUL, self.name, true, reason))
     }
 
     /// Sends the transaction once, as planned from what is known of its keys.
@@ -112,7 +110,7 @@ impl<'a> Commit<'a> {
         }
         // Until Consul answers, the writes may have attached the sessions: keep them.
         self.sessions.arm(false);
-        match self.client.txn(CALL, self.name, &ops).await? {
+        match self.client.txn(self.name, &ops).await? {
             api::TxnOutcome::Committed(_) => {
                 Ok(Step::Done(doomed.map_or(TxnOutcome::Committed, |compare| {
                     TxnOutcome::Failed { compare }
@@ -169,7 +167,7 @@ impl<'a> Commit<'a> {
             if matches!(compare.check, Check::ValueIs(_)) && !values.contains_key(&compare.key) {
                 let read = self
                     .client
-                    .kv_value(CALL, compare.key.as_str(), Consistency::Consistent)
+                    .kv_value(compare.key.as_str(), Consistency::Consistent)
                     .await?;
                 values.insert(&compare.key, read);
             }
@@ -210,7 +208,7 @@ impl<'a> Commit<'a> {
         let mut written = HashMap::with_capacity(self.txn.ops.len());
         for op in &self.txn.ops {
             if let TxnOp::Put { key, .. } = op {
-                written.insert(key, read(self.client, CALL, key.as_str()).await?);
+                written.insert(key, read(self.client, key.as_str()).await?);
             }
         }
         Ok(written)
@@ -263,7 +261,7 @@ fn put_ops(key: &str, value: &[u8], session: Option<&str>, found: Option<&Found>
         // A TTL session lets go of the key: it becomes permanent, or the new session takes it.
         (None, Some((old, Some(true)))) => vec![KvOp::unlock(key, old, value)],
         (Some(new), Some((old, Some(true)))) => vec![KvOp::unlock(key, old, b""), KvOp::lock(key, new, value)],
-        (Some(_), Some((_, Some(false)))) => return Err(held_by_lock(CALL, key)),
+        (Some(_), Some((_, Some(false)))) => return Err(held_by_lock(key)),
         // A lock holder keeps its lock, as with `put`; a session that just ended releases or
         // deletes the key, which moves its index.
         (None, _) => vec![KvOp::cas(key, index, value)],
@@ -301,7 +299,7 @@ impl TtlSessions<'_> {
         if let Some((_, session)) = self.by_ttl.iter().find(|(existing, _)| *existing == ttl) {
             return Ok(session.id().to_owned());
         }
-        let session = OwnedSession::create(self.client, CALL, key.as_str(), &ttl_session(ttl)).await?;
+        let session = OwnedSession::create(self.client, key.as_str(), &ttl_session(ttl)).await?;
         let id = session.id().to_owned();
         self.by_ttl.push((ttl, session));
         Ok(id)

@@ -97,7 +97,7 @@ impl Feeder {
     async fn read(&self, blocking: Option<Blocking>) -> Result<(Vec<Entry>, u64)> {
         let (mut entries, index) = self
             .client
-            .kv_read("watch", self.key.as_str(), self.tree, self.consistency, blocking)
+            .kv_read(self.key.as_str(), self.tree, self.consistency, blocking)
             .await?;
         // A recursive read of `dir` also returns siblings such as `dir2/x`.
         entries.retain(|e| e.key == self.key.as_str() || (self.tree && self.key.contains(&e.key)));

@@ -62,9 +62,9 @@ pub(crate) fn ttl_session(ttl: Duration) -> SessionSpec {
 }
 
 /// The refusal of a write with a TTL on a key a lock holds.
-pub(crate) fn held_by_lock(call: &'static str, key: &str) -> Error {
+pub(crate) fn held_by_lock(key: &str) -> Error {
     let reason = "the key is held by a lock; a write with a TTL would take it from its holder";
-    Error::backend(CONSUL, call, key, false, reason)
+    Error::backend(CONSUL, key, false, reason)
 }
 
 /// What carries a write's TTL.
@@ -104,18 +104,17 @@ pub(crate) struct KeepAlive<'a> {
 pub(crate) async fn write(
     client: &ConsulClient,
     keep_alive: &KeepAlive<'_>,
-    call: &'static str,
     key: &Key,
     value: &[u8],
     expect: Expect,
     ttl: Option<(Duration, bool)>,
 ) -> Result<u64> {
     let name = key.as_str();
-    let shared = |ttl| keep_alive.sessions.session(client, keep_alive.spawner, call, name, ttl);
+    let shared = |ttl| keep_alive.sessions.session(client, keep_alive.spawner, name, ttl);
     let mut session = match ttl {
         Some((ttl, true)) => Some(TtlSession::Shared(shared(ttl).await?, ttl)),
         Some((ttl, false)) => Some(TtlSession::Own(
-            OwnedSession::create(client, call, name, &ttl_session(ttl)).await?,
+            OwnedSession::create(client, name, &ttl_session(ttl)).await?,
         )),
         None => None,
     };
@@ -124,7 +123,6 @@ pub(crate) async fn write(
     let mut last_reason = String::new();
     for _ in 0..ATTEMPTS {
         let ops = plan(
-            call,
             name,
             value,
             expect,
@@ -135,7 +133,7 @@ pub(crate) async fn write(
         if let Some(TtlSession::Own(session)) = session.as_mut() {
             session.arm(false);
         }
-        let errors = match client.txn(call, name, &ops).await? {
+        let errors = match client.txn(name, &ops).await? {
             TxnOutcome::Committed(entries) => return Ok(entries.last().map_or(0, |entry| entry.modify_index)),
             TxnOutcome::RolledBack(errors) => errors,
         };
@@ -159,16 +157,15 @@ pub(crate) async fn write(
                 // A planned attempt lost a race (or a lock delay is running): let it pass.
                 backoff.wait().await;
             }
-            read(client, call, name).await?
+            read(client, name).await?
         });
     }
     let reason = format!("the key kept changing under {ATTEMPTS} attempts; last: {last_reason}");
-    Err(Error::gave_up(CONSUL, call, name, reason))
+    Err(Error::gave_up(CONSUL, name, reason))
 }
 
 /// The operations of one attempt.
 fn plan(
-    call: &'static str,
     key: &str,
     value: &[u8],
     expect: Expect,
@@ -217,7 +214,7 @@ fn plan(
             // A TTL session: it lets go of the key here (the next op writes the value).
             ops.push(KvOp::unlock(key, old, b""));
         }
-        Some((_, Some(false))) if new_session.is_some() => return Err(held_by_lock(call, key)),
+        Some((_, Some(false))) if new_session.is_some() => return Err(held_by_lock(key)),
         // A lock holder keeps its lock, as with the Go store; a session that just ended
         // releases or deletes the key shortly, which the index check will notice.
         Some((_, _)) => {}
@@ -227,14 +224,14 @@ fn plan(
 }
 
 /// Reads the key and, if a session holds it, what kind of session.
-pub(crate) async fn read(client: &ConsulClient, call: &'static str, key: &str) -> Result<Found> {
-    let (entries, _) = client.kv_read(call, key, false, Consistency::Consistent, None).await?;
+pub(crate) async fn read(client: &ConsulClient, key: &str) -> Result<Found> {
+    let (entries, _) = client.kv_read(key, false, Consistency::Consistent, None).await?;
     let Some(entry) = entries.into_iter().find(|e| e.key == key) else {
         return Ok(Found::Absent);
     };
     let session = match entry.session {
         Some(id) => {
-            let info = client.session_info(call, key, &id).await?;
+            let info = client.session_info(key, &id).await?;
             Some((id, info.map(|info| info.behavior == "delete")))
         }
         None => None,
@@ -252,11 +249,11 @@ mod tests {
 
     #[test]
     fn first_attempts_assume_no_session() {
-        let ops = plan("put", "k", b"v", Expect::Anything, None, None).unwrap();
+        let ops = plan("k", b"v", Expect::Anything, None, None).unwrap();
         assert_eq!(verbs(&ops), "set,check-session");
-        let ops = plan("put", "k", b"v", Expect::Absent, None, None).unwrap();
+        let ops = plan("k", b"v", Expect::Absent, None, None).unwrap();
         assert_eq!(verbs(&ops), "check-not-exists,set");
-        let ops = plan("put", "k", b"v", Expect::Index(4), Some("s"), None).unwrap();
+        let ops = plan("k", b"v", Expect::Index(4), Some("s"), None).unwrap();
         assert_eq!(verbs(&ops), "check-index,lock");
     }
 
@@ -266,34 +263,27 @@ mod tests {
             index: 9,
             session: Some(("old".into(), Some(true))),
         };
-        let ops = plan("put", "k", b"v", Expect::Anything, None, Some(&ttl_held)).unwrap();
+        let ops = plan("k", b"v", Expect::Anything, None, Some(&ttl_held)).unwrap();
         assert_eq!(verbs(&ops), "check-index,unlock,set");
         let lock_held = Found::Present {
             index: 9,
             session: Some(("holder".into(), Some(false))),
         };
-        let ops = plan("atomic_put", "k", b"v", Expect::Index(9), None, Some(&lock_held)).unwrap();
+        let ops = plan("k", b"v", Expect::Index(9), None, Some(&lock_held)).unwrap();
         assert_eq!(verbs(&ops), "check-index,set");
-        assert!(plan("put", "k", b"v", Expect::Anything, Some("new"), Some(&lock_held)).is_err());
+        assert!(plan("k", b"v", Expect::Anything, Some("new"), Some(&lock_held)).is_err());
         let kind = |r: Result<Vec<KvOp>>| r.unwrap_err().kind();
         use valkeyrie_core::ErrorKind;
         assert_eq!(
-            kind(plan("atomic_put", "k", b"v", Expect::Absent, None, Some(&lock_held))),
+            kind(plan("k", b"v", Expect::Absent, None, Some(&lock_held))),
             ErrorKind::KeyExists
         );
         assert_eq!(
-            kind(plan("atomic_put", "k", b"v", Expect::Index(3), None, Some(&lock_held))),
+            kind(plan("k", b"v", Expect::Index(3), None, Some(&lock_held))),
             ErrorKind::KeyModified
         );
         assert_eq!(
-            kind(plan(
-                "atomic_put",
-                "k",
-                b"v",
-                Expect::Index(3),
-                None,
-                Some(&Found::Absent)
-            )),
+            kind(plan("k", b"v", Expect::Index(3), None, Some(&Found::Absent))),
             ErrorKind::KeyNotFound
         );
     }

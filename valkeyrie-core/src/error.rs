@@ -155,11 +155,12 @@ pub enum Error {
         key: String,
     },
     /// The server could not be reached (connection refused, DNS, TLS handshake, ...).
-    #[error("{store}: server not reachable during {call}{}: {source}", on_key(key))]
+    #[error("{store}: server not reachable{}{}: {source}", during(call), on_key(key))]
     NotReachable {
         /// Store name.
         store: &'static str,
-        /// The call that failed.
+        /// The call that failed (empty until the store handle names it: see
+        /// [`Error::in_call`]).
         call: &'static str,
         /// The key concerned (empty when connecting).
         key: String,
@@ -253,11 +254,11 @@ pub enum Error {
         limit: usize,
     },
     /// The call did not finish in time.
-    #[error("{store}: {call}{} timed out after {after:?}", on_key(key))]
+    #[error("{store}: {}{} timed out after {after:?}", call_name(call), on_key(key))]
     Timeout {
         /// Store name.
         store: &'static str,
-        /// The call that timed out.
+        /// The call that timed out (empty until the store handle names it).
         call: &'static str,
         /// The key concerned.
         key: String,
@@ -267,11 +268,12 @@ pub enum Error {
     /// The store refused the credentials: a wrong user name or password, an unknown token,
     /// or an expired one that could not be renewed. Permanent: retrying with the same
     /// credentials fails the same way. The message never holds the credentials.
-    #[error("{store}: authentication failed during {call}{}: {source}", on_key(key))]
+    #[error("{store}: authentication failed{}{}: {source}", during(call), on_key(key))]
     Unauthenticated {
         /// Store name.
         store: &'static str,
-        /// The call that failed.
+        /// The call that failed (empty until the store handle names it: see
+        /// [`Error::in_call`]).
         call: &'static str,
         /// The key concerned (empty when connecting).
         key: String,
@@ -281,11 +283,11 @@ pub enum Error {
     },
     /// The credentials are valid but not allowed this call on this key (an ACL, a role, a
     /// policy refused it). Permanent; nothing was written.
-    #[error("{store}: permission denied for {call}{}: {source}", on_key(key))]
+    #[error("{store}: permission denied for {}{}: {source}", call_name(call), on_key(key))]
     PermissionDenied {
         /// Store name.
         store: &'static str,
-        /// The call refused.
+        /// The call refused (empty until the store handle names it).
         call: &'static str,
         /// The key concerned (empty when the call concerns none).
         key: String,
@@ -296,11 +298,12 @@ pub enum Error {
     /// The TLS handshake failed on a certificate: the server's could not be verified
     /// (unknown CA, expired, another name), or the server refused the client's (missing,
     /// unknown or expired). Permanent: a configuration mistake, not a network fault.
-    #[error("{store}: TLS verification failed during {call}{}: {source}", on_key(key))]
+    #[error("{store}: TLS verification failed{}{}: {source}", during(call), on_key(key))]
     TlsVerification {
         /// Store name.
         store: &'static str,
-        /// The call that failed.
+        /// The call that failed (empty until the store handle names it: see
+        /// [`Error::in_call`]).
         call: &'static str,
         /// The key concerned (empty when connecting).
         key: String,
@@ -309,21 +312,22 @@ pub enum Error {
         source: BoxError,
     },
     /// The store handle was closed; open a new one.
-    #[error("{store}: store handle is closed ({call}{})", on_key(key))]
+    #[error("{store}: store handle is closed ({}{})", call_name(call), on_key(key))]
     Closed {
         /// Store name.
         store: &'static str,
-        /// The call refused.
+        /// The call refused (empty until the store handle names it).
         call: &'static str,
         /// The key concerned.
         key: String,
     },
     /// Any other error of the backend's client, kept as the source.
-    #[error("{store}: {call}{} failed: {source}", on_key(key))]
+    #[error("{store}: {}{} failed: {source}", call_name(call), on_key(key))]
     Backend {
         /// Store name.
         store: &'static str,
-        /// The call that failed.
+        /// The call that failed (empty until the store handle names it: see
+        /// [`Error::in_call`]).
         call: &'static str,
         /// The key concerned.
         key: String,
@@ -455,62 +459,73 @@ impl Error {
         }
     }
 
-    /// Builds [`Error::Unauthenticated`].
-    pub fn unauthenticated(
-        store: &'static str,
-        call: &'static str,
-        key: impl Into<String>,
-        source: impl Into<BoxError>,
-    ) -> Self {
+    /// Builds [`Error::Unauthenticated`] for `key` (empty when the call concerns none).
+    pub fn unauthenticated(store: &'static str, key: impl Into<String>, source: impl Into<BoxError>) -> Self {
         Error::Unauthenticated {
             store,
-            call,
+            call: "",
             key: key.into(),
             source: source.into(),
         }
     }
 
-    /// Builds [`Error::PermissionDenied`].
-    pub fn permission_denied(
-        store: &'static str,
-        call: &'static str,
-        key: impl Into<String>,
-        source: impl Into<BoxError>,
-    ) -> Self {
+    /// Builds [`Error::PermissionDenied`] for `key` (empty when the call concerns none).
+    pub fn permission_denied(store: &'static str, key: impl Into<String>, source: impl Into<BoxError>) -> Self {
         Error::PermissionDenied {
             store,
-            call,
+            call: "",
             key: key.into(),
             source: source.into(),
         }
     }
 
-    /// Builds [`Error::TlsVerification`].
-    pub fn tls_verification(
-        store: &'static str,
-        call: &'static str,
-        key: impl Into<String>,
-        source: impl Into<BoxError>,
-    ) -> Self {
+    /// Builds [`Error::TlsVerification`] for `key` (empty when the call concerns none).
+    pub fn tls_verification(store: &'static str, key: impl Into<String>, source: impl Into<BoxError>) -> Self {
         Error::TlsVerification {
             store,
-            call,
+            call: "",
             key: key.into(),
             source: source.into(),
         }
     }
 
-    /// Builds [`Error::Backend`] from a client error.
-    pub fn backend(
-        store: &'static str,
-        call: &'static str,
-        key: impl Into<String>,
-        temporary: bool,
-        source: impl Into<BoxError>,
-    ) -> Self {
+    /// Builds [`Error::NotReachable`] for `key` (empty when the call concerns none).
+    pub fn not_reachable(store: &'static str, key: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Error::NotReachable {
+            store,
+            call: "",
+            key: key.into(),
+            source: source.into(),
+        }
+    }
+
+    /// Builds [`Error::Timeout`]: a request on `key` (empty when it concerns none) that did
+    /// not finish within `after`.
+    pub fn timeout(store: &'static str, key: impl Into<String>, after: Duration) -> Self {
+        Error::Timeout {
+            store,
+            call: "",
+            key: key.into(),
+            after,
+        }
+    }
+
+    /// Builds [`Error::Closed`]: a request on `key` (empty when it concerns none) after the
+    /// handle was closed.
+    pub fn closed(store: &'static str, key: impl Into<String>) -> Self {
+        Error::Closed {
+            store,
+            call: "",
+            key: key.into(),
+        }
+    }
+
+    /// Builds [`Error::Backend`] from a client error on `key` (empty when the call concerns
+    /// none), [temporary](ErrorStatus::Temporary) or [permanent](ErrorStatus::Permanent).
+    pub fn backend(store: &'static str, key: impl Into<String>, temporary: bool, source: impl Into<BoxError>) -> Self {
         Error::Backend {
             store,
-            call,
+            call: "",
             key: key.into(),
             status: if temporary {
                 ErrorStatus::Temporary
@@ -519,6 +534,33 @@ impl Error {
             },
             source: source.into(),
         }
+    }
+
+    /// This error as the call `call` on `key` reports it: the call and the key are filled in
+    /// where the error does not name them yet, and kept where it does (a backend may name
+    /// the one key of a multi-key call that failed). The store handle stamps every error of
+    /// its calls, so a backend builds errors without naming the call; work a backend runs
+    /// on its own (a renewal, a watch) is stamped by the kit that runs it.
+    #[must_use]
+    pub fn in_call(mut self, call: &'static str, key: &str) -> Self {
+        let (named_call, named_key) = match &mut self {
+            Error::CallNotSupported { call, key, .. }
+            | Error::NotReachable { call, key, .. }
+            | Error::Timeout { call, key, .. }
+            | Error::Unauthenticated { call, key, .. }
+            | Error::PermissionDenied { call, key, .. }
+            | Error::TlsVerification { call, key, .. }
+            | Error::Closed { call, key, .. }
+            | Error::Backend { call, key, .. } => (call, key),
+            _ => return self,
+        };
+        if named_call.is_empty() {
+            *named_call = call;
+        }
+        if named_key.is_empty() && !key.is_empty() {
+            key.clone_into(named_key);
+        }
+        self
     }
 
     /// This error once the library has retried it for `retried` and gives up: a temporary
@@ -536,10 +578,10 @@ impl Error {
                 source,
             } => Error::gave_up(
                 store,
-                call,
                 key,
                 format!("still failing after {retried:?} of retries: {source}"),
-            ),
+            )
+            .in_call(call, ""),
             Error::NotReachable {
                 store, call, ref key, ..
             }
@@ -547,7 +589,7 @@ impl Error {
                 store, call, ref key, ..
             } => {
                 let key = key.clone();
-                Error::gave_up(store, call, key, GaveUp { retried, last: self })
+                Error::gave_up(store, key, GaveUp { retried, last: self }).in_call(call, "")
             }
             other => other,
         }
@@ -556,15 +598,10 @@ impl Error {
     /// Builds a persistent [`Error::Backend`]: a temporary trouble the library retried by
     /// itself and gave up on; `source` says for how long or how many times, and the last
     /// failure.
-    pub fn gave_up(
-        store: &'static str,
-        call: &'static str,
-        key: impl Into<String>,
-        source: impl Into<BoxError>,
-    ) -> Self {
+    pub fn gave_up(store: &'static str, key: impl Into<String>, source: impl Into<BoxError>) -> Self {
         Error::Backend {
             store,
-            call,
+            call: "",
             key: key.into(),
             status: ErrorStatus::Persistent,
             source: source.into(),
@@ -646,6 +683,25 @@ impl std::error::Error for GaveUp {
     }
 }
 
+/// A call's name in a message; "request" for an error no call has stamped (see
+/// [`Error::in_call`]).
+fn call_name(call: &str) -> &str {
+    if call.is_empty() {
+        "request"
+    } else {
+        call
+    }
+}
+
+/// " during <call>", or nothing for an error no call has stamped.
+fn during(call: &str) -> String {
+    if call.is_empty() {
+        String::new()
+    } else {
+        format!(" during {call}")
+    }
+}
+
 /// ` on "key"`, or nothing for an error that concerns no key.
 fn on_key(key: &str) -> String {
     if key.is_empty() {
@@ -685,9 +741,26 @@ mod tests {
             "consul: server not reachable during connect: connection refused"
         );
         assert_eq!(err.key(), None);
-        let on_key = Error::backend("etcd", "put", "a/b", true, "no leader");
+        let on_key = Error::backend("etcd", "a/b", true, "no leader").in_call("put", "a/b");
         assert_eq!(on_key.to_string(), "etcd: put on \"a/b\" failed: no leader");
         assert_eq!(on_key.key(), Some("a/b"));
+    }
+
+    #[test]
+    fn the_handle_stamps_the_call_and_fills_a_missing_key() {
+        let unstamped = Error::timeout("zookeeper", "", Duration::from_secs(1));
+        assert_eq!(unstamped.to_string(), "zookeeper: request timed out after 1s");
+        let stamped = unstamped.in_call("get", "a/b");
+        assert_eq!(stamped.to_string(), "zookeeper: get on \"a/b\" timed out after 1s");
+        let named = Error::backend("etcd", "k2", true, "no leader").in_call("get_many", "k1");
+        assert_eq!(named.key(), Some("k2"), "the key the backend named is kept");
+        let again = named.in_call("other", "k3");
+        assert!(
+            again.to_string().starts_with("etcd: get_many on"),
+            "the first stamp stays: {again}"
+        );
+        let unrelated = Error::not_found("etcd", "k").in_call("get", "other");
+        assert_eq!(unrelated.key(), Some("k"));
     }
 
     #[test]
@@ -722,7 +795,7 @@ mod tests {
     #[test]
     fn backend_errors_keep_their_source() {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
-        let err = Error::backend("redis", "get", "a", true, io);
+        let err = Error::backend("redis", "a", true, io);
         assert!(err.is_temporary());
         let source = std::error::Error::source(&err).map(|s| s.to_string());
         assert_eq!(source.as_deref(), Some("reset"));
@@ -731,9 +804,9 @@ mod tests {
     #[test]
     fn refusals_are_permanent_and_name_what_they_concern() {
         let refused = [
-            Error::unauthenticated("etcd", "connect", "", "authentication failed"),
-            Error::permission_denied("redis", "put", "other/x", "NOPERM"),
-            Error::tls_verification("consul", "connect", "", "invalid peer certificate: UnknownIssuer"),
+            Error::unauthenticated("etcd", "", "authentication failed").in_call("connect", ""),
+            Error::permission_denied("redis", "other/x", "NOPERM").in_call("put", "x"),
+            Error::tls_verification("consul", "", "invalid peer certificate: UnknownIssuer"),
         ];
         for err in &refused {
             assert!(!err.is_temporary(), "{err}");
@@ -770,7 +843,7 @@ mod tests {
             persistent.to_string().contains("still failing after 60s"),
             "{persistent}"
         );
-        let backend = Error::backend("consul", "watch", "k", true, "EOF").persisted(retried);
+        let backend = Error::backend("consul", "k", true, "EOF").persisted(retried);
         assert_eq!(backend.status(), ErrorStatus::Persistent);
         let permanent = Error::not_found("redis", "k");
         assert_eq!(permanent.status(), ErrorStatus::Permanent);

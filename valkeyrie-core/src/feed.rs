@@ -90,13 +90,13 @@ async fn run(mut feed: impl Feed, sender: Sender, retry_for: Duration) {
             Ok(Batch::Events(events)) => events,
             Ok(Batch::Resync(pairs)) => vec![WatchEvent::Snapshot(pairs)],
             Err(err) if !feed.retryable(&err) => {
-                let _ = sender.send(Err(err)).await;
+                let _ = sender.send(Err(err.in_call("watch", ""))).await;
                 return;
             }
             Err(err) => {
                 let since = *failing_since.get_or_insert_with(Instant::now);
                 if since.elapsed() > retry_for {
-                    let _ = sender.send(Err(err.persisted(retry_for))).await;
+                    let _ = sender.send(Err(err.persisted(retry_for).in_call("watch", ""))).await;
                     return;
                 }
                 tracing::debug!(store = err.store(), key = err.key(), error = %err, "watch interrupted; resuming");
@@ -135,7 +135,7 @@ mod tests {
         async fn next(&mut self) -> Result<Batch> {
             if self.failures > 0 {
                 self.failures -= 1;
-                return Err(Error::backend("test", "watch", "k", self.temporary, "scripted failure"));
+                return Err(Error::backend("test", "k", self.temporary, "scripted failure"));
             }
             self.next_index += 1;
             Ok(Batch::Events(vec![WatchEvent::Put(KvPair::new(

@@ -565,7 +565,7 @@ fn handle(id: u64, event: Event, held: &mut Holding, work: &mut Work) {
                 drop_entry(id, held);
             }
             Some(Err(err)) if !err.is_temporary() => {
-                entry.lose(LostReason::RenewalFailed(err.to_string()));
+                entry.lose(LostReason::RenewalFailed(err.in_call("renew", "").to_string()));
                 give_up(id, held, work);
             }
             Some(Err(err)) => {
@@ -650,7 +650,7 @@ mod tests {
             if self.healthy.load(Ordering::SeqCst) {
                 Ok(Renewal::Held(Duration::from_secs(3)))
             } else {
-                Err(Error::backend("test", "lock", "k", true, "server away"))
+                Err(Error::backend("test", "k", true, "server away"))
             }
         }
 

@@ -81,10 +81,10 @@ pub trait Acquire: Send + Sync {
     /// The name of the store the lock lives in.
     fn store_name(&self) -> &'static str;
 
-    /// One acquisition for `call` (`"lock"` or `"try_lock"`, for errors). With `wait`, it
-    /// returns once the lock is held (`Some`); without, `None` when someone else holds it.
-    /// Cancel-safe, as [`Locker::lock`].
-    async fn acquire(&self, call: &'static str, wait: bool) -> Result<Option<LockGuard>>;
+    /// One acquisition. With `wait`, it returns once the lock is held (`Some`); without,
+    /// `None` when someone else holds it. Its errors need not name the call: the store
+    /// handle's `lock` or `try_lock` stamps them ([`Error::in_call`]). Cancel-safe, as [`Locker::lock`].
+    async fn acquire(&self, wait: bool) -> Result<Option<LockGuard>>;
 }
 
 #[async_trait]
@@ -94,7 +94,7 @@ impl<T: Acquire> Locker for T {
     }
 
     async fn lock(&self) -> Result<LockGuard> {
-        match self.acquire("lock", true).await? {
+        match self.acquire(true).await? {
             Some(guard) => Ok(guard),
             // `acquire` with `wait` returns only once the lock is held; a backend breaking
             // that gets an error naming the lock rather than a panic.
@@ -107,7 +107,7 @@ impl<T: Acquire> Locker for T {
     }
 
     async fn try_lock(&self) -> Result<Option<LockGuard>> {
-        self.acquire("try_lock", false).await
+        self.acquire(false).await
     }
 
     fn store_name(&self) -> &'static str {
@@ -400,7 +400,7 @@ impl LockGuard {
     /// reach the server.
     pub async fn unlock(mut self) -> Result<()> {
         match self.begin_release() {
-            Some(release) => release.release().await,
+            Some(release) => release.release().await.map_err(|e| e.in_call("unlock", &self.key)),
             None => Ok(()),
         }
     }
@@ -413,7 +413,7 @@ impl Drop for LockGuard {
         };
         let (store, key) = (self.store, self.key.clone());
         self.spawner.spawn_cleanup(async move {
-            if let Err(err) = release.release().await {
+            if let Err(err) = release.release().await.map_err(|e| e.in_call("unlock", &key)) {
                 tracing::warn!(store, key, error = %err, "releasing a dropped lock guard failed");
             }
         });

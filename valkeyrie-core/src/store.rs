@@ -318,7 +318,7 @@ where
                 call,
                 key: raw_key.to_owned(),
             }),
-            Ok(key) => body(key).await,
+            Ok(key) => body(key).await.map_err(|e| e.in_call(call, raw_key)),
         };
         if let Err(err) = &result {
             tracing::debug!(error = %err, "call failed");
@@ -366,7 +366,7 @@ where
                 key: first_key.to_owned(),
             })
         } else {
-            body().await
+            body().await.map_err(|e| e.in_call(call, first_key))
         };
         if let Err(err) = &result {
             tracing::debug!(error = %err, "call failed");
@@ -587,11 +587,13 @@ impl<B: Backend> Store for B {
                 key: dir.to_string(),
             });
         }
-        Ok(if Backend::capabilities(self).native_list_paging {
+        let name = dir.to_string();
+        let pages = if Backend::capabilities(self).native_list_paging {
             list::native_pages(self, dir, opts)
         } else {
             list::key_pages(self, dir, opts)
-        })
+        };
+        Ok(Box::pin(pages.map_err(move |e| e.in_call("list_stream", &name))))
     }
 
     async fn delete_tree(&self, dir: &str) -> Result<()> {
@@ -720,7 +722,7 @@ impl<B: Backend> Store for B {
             // Background work first (renewals report `StoreClosed`, watches end), then the
             // connection: nothing runs on a half-closed client.
             self.background().shutdown().await;
-            Backend::close(self).await
+            Backend::close(self).await.map_err(|e| e.in_call("close", ""))
         }
         .instrument(span)
         .await
@@ -731,7 +733,7 @@ impl<B: Backend> Store for B {
     }
 }
 
-/// Gives `lock` and `try_lock` a span like every other call.
+/// Gives `lock` and `try_lock` a span like every other call, and stamps their errors.
 struct TracedLocker {
     inner: Box<dyn Locker>,
 }
@@ -748,7 +750,8 @@ impl Locker for TracedLocker {
 
     async fn lock(&self) -> Result<LockGuard> {
         let span = tracing::info_span!("valkeyrie", store = self.store_name(), call = "lock", key = self.key());
-        self.inner.lock().instrument(span).await
+        let locked = self.inner.lock().instrument(span).await;
+        locked.map_err(|e| e.in_call("lock", self.key()))
     }
 
     async fn try_lock(&self) -> Result<Option<LockGuard>> {
@@ -758,6 +761,7 @@ impl Locker for TracedLocker {
             call = "try_lock",
             key = self.key()
         );
-        self.inner.try_lock().instrument(span).await
+        let locked = self.inner.try_lock().instrument(span).await;
+        locked.map_err(|e| e.in_call("try_lock", self.key()))
     }
 }

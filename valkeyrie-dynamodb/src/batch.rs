@@ -67,21 +67,21 @@ async fn read(client: &DynamoClient, keys: &[&Key], consistent: bool) -> Result<
             .set_keys(Some(pending))
             .consistent_read(consistent)
             .build()
-            .map_err(|e| Error::backend(DYNAMODB, "get_many", first_key, false, e))?;
+            .map_err(|e| Error::backend(DYNAMODB, first_key, false, e))?;
         let read = client
             .sdk
             .batch_get_item()
             .request_items(&client.table, request)
             .send()
             .await
-            .map_err(|e| client.error("get_many", first_key, e))?;
+            .map_err(|e| client.error(first_key, e))?;
         let now = now_secs();
         for item in read
             .responses
             .and_then(|mut r| r.remove(&client.table))
             .unwrap_or_default()
         {
-            pairs.extend(Record::decode_live("get_many", &item, now)?.map(Record::into_pair));
+            pairs.extend(Record::decode_live(&item, now)?.map(Record::into_pair));
         }
         pending = read
             .unprocessed_keys
@@ -97,7 +97,7 @@ async fn read(client: &DynamoClient, keys: &[&Key], consistent: bool) -> Result<
                 pending.len(),
                 keys.len()
             );
-            return Err(Error::backend(DYNAMODB, "get_many", first_key, true, reason));
+            return Err(Error::backend(DYNAMODB, first_key, true, reason));
         }
         backoff.wait().await;
     }

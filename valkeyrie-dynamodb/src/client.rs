@@ -78,7 +78,8 @@ fn tls_context(config: &DynamoDbConfig) -> Result<TlsContext> {
 }
 
 impl DynamoClient {
-    /// Builds the client and checks the table (creating it if asked to).
+    /// Builds the client and checks the table (creating it if asked to). Its errors name no
+    /// call: [`DynamoDbConfig::connect`] stamps them.
     pub(crate) async fn connect(config: &DynamoDbConfig) -> Result<Self> {
         let http = aws_smithy_http_client::Builder::new()
             .tls_provider(Provider::Rustls(CryptoMode::Ring))
@@ -128,29 +129,24 @@ impl DynamoClient {
         Ok(client)
     }
 
-    /// Maps an SDK error of `call` on `key`.
-    pub(crate) fn error<E, R>(&self, call: &'static str, key: &str, err: SdkError<E, R>) -> Error
+    /// Maps an SDK error on `key`.
+    pub(crate) fn error<E, R>(&self, key: &str, err: SdkError<E, R>) -> Error
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
         R: std::fmt::Debug + Send + Sync + 'static,
     {
-        map_error(call, key, self.request_timeout, err)
+        map_error(key, self.request_timeout, err)
     }
 
     /// Sends an `UpdateItem`; a failed condition is an answer, not an error.
-    pub(crate) async fn update(
-        &self,
-        call: &'static str,
-        key: &str,
-        request: UpdateItemFluentBuilder,
-    ) -> Result<Update> {
+    pub(crate) async fn update(&self, key: &str, request: UpdateItemFluentBuilder) -> Result<Update> {
         match request.send().await {
             Ok(written) => Ok(Update::Written(written.attributes)),
             Err(err) => match err.as_service_error() {
                 Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
                     Ok(Update::Refused(failed.item.clone()))
                 }
-                _ => Err(self.error(call, key, err)),
+                _ => Err(self.error(key, err)),
             },
         }
     }
@@ -171,7 +167,7 @@ impl DynamoClient {
                         .as_service_error()
                         .is_none_or(|e| !e.is_resource_not_found_exception()) =>
             {
-                return Err(self.error("connect", "", err));
+                return Err(self.error("", err));
             }
             Err(_) => {}
         }
@@ -184,14 +180,14 @@ impl DynamoClient {
                     .attribute_name(ID)
                     .attribute_type(ScalarAttributeType::S)
                     .build()
-                    .map_err(|e| Error::backend(DYNAMODB, "connect", "", false, e))?,
+                    .map_err(|e| Error::backend(DYNAMODB, "", false, e))?,
             )
             .key_schema(
                 KeySchemaElement::builder()
                     .attribute_name(ID)
                     .key_type(KeyType::Hash)
                     .build()
-                    .map_err(|e| Error::backend(DYNAMODB, "connect", "", false, e))?,
+                    .map_err(|e| Error::backend(DYNAMODB, "", false, e))?,
             )
             .billing_mode(BillingMode::PayPerRequest)
             .stream_specification(
@@ -199,7 +195,7 @@ impl DynamoClient {
                     .stream_enabled(true)
                     .stream_view_type(StreamViewType::NewAndOldImages)
                     .build()
-                    .map_err(|e| Error::backend(DYNAMODB, "connect", "", false, e))?,
+                    .map_err(|e| Error::backend(DYNAMODB, "", false, e))?,
             )
             .send()
             .await;
@@ -207,14 +203,14 @@ impl DynamoClient {
             Ok(_) => {}
             // Someone else created it meanwhile: wait for it like for ours.
             Err(err) if err.as_service_error().is_some_and(|e| e.is_resource_in_use_exception()) => {}
-            Err(err) => return Err(self.error("connect", "", err)),
+            Err(err) => return Err(self.error("", err)),
         }
         let table = self.wait_until_active().await?;
         let ttl = TimeToLiveSpecification::builder()
             .enabled(true)
             .attribute_name(EXPIRATION)
             .build()
-            .map_err(|e| Error::backend(DYNAMODB, "connect", "", false, e))?;
+            .map_err(|e| Error::backend(DYNAMODB, "", false, e))?;
         match self
             .sdk
             .update_time_to_live()
@@ -233,12 +229,12 @@ impl DynamoClient {
             {
                 Ok(table)
             }
-            Err(err) => Err(self.error("connect", "", err)),
+            Err(err) => Err(self.error("", err)),
         }
     }
 
     fn description(&self, table: Option<TableDescription>) -> Result<TableDescription> {
-        table.ok_or_else(|| Error::backend(DYNAMODB, "connect", "", false, "DescribeTable returned no table"))
+        table.ok_or_else(|| Error::backend(DYNAMODB, "", false, "DescribeTable returned no table"))
     }
 
     async fn wait_until_active(&self) -> Result<TableDescription> {
@@ -250,13 +246,13 @@ impl DynamoClient {
                 .table_name(&self.table)
                 .send()
                 .await
-                .map_err(|e| self.error("connect", "", e))?;
+                .map_err(|e| self.error("", e))?;
             if described.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
                 return self.description(described.table);
             }
             if tokio::time::Instant::now() > deadline {
                 let reason = format!("table {} not active after {TABLE_READY_WITHIN:?}", self.table);
-                return Err(Error::backend(DYNAMODB, "connect", "", true, reason));
+                return Err(Error::backend(DYNAMODB, "", true, reason));
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }

@@ -19,51 +19,33 @@ const TEMPORARY: [&str; 6] = [
     "TransactionConflictException",
 ];
 
-/// Maps an error of the SDK during `call` on `key` (after the SDK's own retries).
-/// `after` is the call's deadline, reported by a timeout.
-pub(crate) fn map_error<E, R>(call: &'static str, key: &str, after: Duration, err: SdkError<E, R>) -> Error
+/// Maps an error of the SDK on `key` (after the SDK's own retries); the store handle names
+/// the call. `after` is the request's deadline, reported by a timeout.
+pub(crate) fn map_error<E, R>(key: &str, after: Duration, err: SdkError<E, R>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
-    let key = key.to_owned();
     // A certificate refused in the handshake (unknown CA, expired, another name): no retry
     // mends it. The SDK's error says only "dispatch failure"; the rustls error is inside.
     if let SdkError::DispatchFailure(_) = &err {
         if let Some(why) = certificate_failure(&err) {
-            return Error::tls_verification(DYNAMODB, call, key, why);
+            return Error::tls_verification(DYNAMODB, key, why);
         }
     }
     match &err {
-        SdkError::TimeoutError(_) => Error::Timeout {
-            store: DYNAMODB,
-            call,
-            key,
-            after,
-        },
-        SdkError::DispatchFailure(failure) if failure.is_timeout() => Error::Timeout {
-            store: DYNAMODB,
-            call,
-            key,
-            after,
-        },
+        SdkError::TimeoutError(_) => Error::timeout(DYNAMODB, key, after),
+        SdkError::DispatchFailure(failure) if failure.is_timeout() => Error::timeout(DYNAMODB, key, after),
         // An I/O failure, or a connection the server closed mid-request (reported as
         // "other" with a transient kind): the server is unreachable for now.
         SdkError::DispatchFailure(failure)
             if failure.is_io() || failure.as_other() == Some(RetryKind::TransientError) =>
         {
-            Error::NotReachable {
-                store: DYNAMODB,
-                call,
-                key,
-                source: DisplayErrorContext(&err).to_string().into(),
-            }
+            Error::not_reachable(DYNAMODB, key, DisplayErrorContext(&err).to_string())
         }
         // No credentials, a bad endpoint URL, …: the cause is in the context, not in "dispatch failure".
-        SdkError::DispatchFailure(_) => {
-            Error::backend(DYNAMODB, call, key, false, DisplayErrorContext(&err).to_string())
-        }
-        SdkError::ResponseError(_) => Error::backend(DYNAMODB, call, key, true, err),
+        SdkError::DispatchFailure(_) => Error::backend(DYNAMODB, key, false, DisplayErrorContext(&err).to_string()),
+        SdkError::ResponseError(_) => Error::backend(DYNAMODB, key, true, err),
         SdkError::ServiceError(service) => {
             let inner = service.err();
             let code = inner.code().unwrap_or("unknown");
@@ -77,8 +59,8 @@ where
                 }
                 _ => format!("{code}: {message}"),
             };
-            Error::backend(DYNAMODB, call, key, TEMPORARY.contains(&code), reason)
+            Error::backend(DYNAMODB, key, TEMPORARY.contains(&code), reason)
         }
-        _ => Error::backend(DYNAMODB, call, key, false, err),
+        _ => Error::backend(DYNAMODB, key, false, err),
     }
 }

@@ -57,20 +57,12 @@ pub(crate) struct Record {
 
 impl Record {
     /// Decodes an item of the table.
-    pub(crate) fn decode(call: &'static str, item: &HashMap<String, AttributeValue>) -> Result<Record> {
+    pub(crate) fn decode(item: &HashMap<String, AttributeValue>) -> Result<Record> {
         let key = match item.get(ID) {
             Some(AttributeValue::S(key)) => key.clone(),
-            _ => {
-                return Err(Error::backend(
-                    DYNAMODB,
-                    call,
-                    "",
-                    false,
-                    "an item without a string `id`",
-                ))
-            }
+            _ => return Err(Error::backend(DYNAMODB, "", false, "an item without a string `id`")),
         };
-        let invalid = |what: String| Error::backend(DYNAMODB, call, key.as_str(), false, what);
+        let invalid = |what: String| Error::backend(DYNAMODB, key.as_str(), false, what);
         let number = |name: &str| -> Result<Option<u64>> {
             match item.get(name) {
                 None => Ok(None),
@@ -99,12 +91,8 @@ impl Record {
 
     /// Decodes an item read at `now` (Unix seconds); `None` when it has expired, as every
     /// read of a key answers.
-    pub(crate) fn decode_live(
-        call: &'static str,
-        item: &HashMap<String, AttributeValue>,
-        now: u64,
-    ) -> Result<Option<Record>> {
-        let record = Record::decode(call, item)?;
+    pub(crate) fn decode_live(item: &HashMap<String, AttributeValue>, now: u64) -> Result<Option<Record>> {
+        let record = Record::decode(item)?;
         Ok(record.is_live(now).then_some(record))
     }
 
@@ -270,16 +258,16 @@ mod tests {
             (VALUE.to_owned(), encoded(b"\x00\xff")),
             (EXPIRATION.to_owned(), number(100)),
         ]);
-        let record = Record::decode("get", &item).unwrap();
+        let record = Record::decode(&item).unwrap();
         assert_eq!(record.value.as_ref(), b"\x00\xff");
         assert_eq!((record.version, record.expires_at), (3, Some(100)));
         assert!(record.is_live(99));
         assert!(!record.is_live(100));
         let empty = HashMap::from([(ID.to_owned(), string("e")), (VERSION.to_owned(), number(1))]);
-        let record = Record::decode("get", &empty).unwrap();
+        let record = Record::decode(&empty).unwrap();
         assert!(record.value.is_empty() && record.is_live(u64::MAX));
         let broken = HashMap::from([(ID.to_owned(), string("x")), (VALUE.to_owned(), string("%%"))]);
-        let err = Record::decode("get", &broken).unwrap_err().to_string();
+        let err = Record::decode(&broken).unwrap_err().to_string();
         assert!(err.contains("base64") && err.contains("\"x\""), "{err}");
     }
 
@@ -346,7 +334,7 @@ mod tests {
                 attribute in prop_oneof![Just(VERSION), Just(EXPIRATION)],
             ) {
                 let item = HashMap::from([(ID.to_owned(), string("k")), (attribute.to_owned(), number_text(&text))]);
-                match (Record::decode("get", &item), text.parse::<u64>()) {
+                match (Record::decode(&item), text.parse::<u64>()) {
                     (Ok(record), Ok(n)) => {
                         let got = if attribute == VERSION { Some(record.version) } else { record.expires_at };
                         prop_assert_eq!(got, Some(n));

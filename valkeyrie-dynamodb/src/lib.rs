@@ -130,7 +130,7 @@ pub mod fuzzing {
                 (name.clone(), value)
             })
             .collect();
-        Record::decode("fuzz", &item).map(Record::into_pair)
+        Record::decode(&item).map(Record::into_pair)
     }
 
     /// The events a watch of `key` (with `tree`, below it) reports for `records` read at

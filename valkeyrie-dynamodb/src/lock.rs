@@ -69,16 +69,12 @@ impl DynamoLocker {
         }
     }
 
-    fn closed(&self, call: &'static str) -> Error {
-        Error::Closed {
-            store: DYNAMODB,
-            call,
-            key: self.key.to_string(),
-        }
+    fn closed(&self) -> Error {
+        Error::closed(DYNAMODB, self.key.as_str())
     }
 
     /// The lock's item, read consistently.
-    async fn read(&self, call: &'static str) -> Result<Option<Record>> {
+    async fn read(&self) -> Result<Option<Record>> {
         let read = self
             .client
             .sdk
@@ -88,13 +84,13 @@ impl DynamoLocker {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| self.client.error(call, self.key.as_str(), e))?;
-        read.item().map(|item| Record::decode(call, item)).transpose()
+            .map_err(|e| self.client.error(self.key.as_str(), e))?;
+        read.item().map(Record::decode).transpose()
     }
 
     /// Takes a free lease with one write conditional on the item being as `current` shows
     /// it; the new version (the fencing token), or `None` when someone was quicker.
-    async fn try_acquire(&self, call: &'static str, current: Option<&Record>) -> Result<Option<u64>> {
+    async fn try_acquire(&self, current: Option<&Record>) -> Result<Option<u64>> {
         // Past every version the key had, whoever wrote it (Go counts from 1), and past the
         // clock, so tokens keep growing across deletes; unique in this process, so a
         // contender never mistakes another's write for its own below.
@@ -123,11 +119,11 @@ impl DynamoLocker {
             &self.value,
             Some(expires_at),
         );
-        match self.client.update(call, self.key.as_str(), request).await? {
+        match self.client.update(self.key.as_str(), request).await? {
             Update::Written(_) => Ok(Some(version)),
             // The SDK retried a write whose answer was lost: the item is this attempt's.
             Update::Refused(Some(old))
-                if Record::decode(call, &old).is_ok_and(|r| {
+                if Record::decode(&old).is_ok_and(|r| {
                     r.version == version && r.expires_at == Some(expires_at) && r.value == self.value
                 }) =>
             {
@@ -148,19 +144,19 @@ impl Acquire for DynamoLocker {
         DYNAMODB
     }
 
-    async fn acquire(&self, call: &'static str, wait: bool) -> Result<Option<LockGuard>> {
+    async fn acquire(&self, wait: bool) -> Result<Option<LockGuard>> {
         let closing = self.spawner.token();
         let (token, started) = loop {
             if self.spawner.is_closed() {
-                return Err(self.closed(call));
+                return Err(self.closed());
             }
             let started = Instant::now();
-            let current = self.read(call).await?;
+            let current = self.read().await?;
             let free = current
                 .as_ref()
                 .is_none_or(|r| r.expires_at.is_none_or(|at| at <= now_secs()));
             if free {
-                if let Some(token) = self.try_acquire(call, current.as_ref()).await? {
+                if let Some(token) = self.try_acquire(current.as_ref()).await? {
                     break (token, started);
                 }
             }
@@ -170,7 +166,7 @@ impl Acquire for DynamoLocker {
             // Only reads while the lease runs: a refused write costs write capacity.
             let pause = if free { Duration::from_millis(10) } else { self.poll };
             tokio::select! {
-                () = closing.cancelled() => return Err(self.closed(call)),
+                () = closing.cancelled() => return Err(self.closed()),
                 () = tokio::time::sleep(pause) => {}
             }
         };
@@ -224,12 +220,12 @@ impl Renew for Heartbeat {
             .expression_attribute_values(":token", number(self.token))
             .expression_attribute_values(":now", number(now_secs()))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        Ok(match self.client.update("lock", key, request).await? {
+        Ok(match self.client.update(key, request).await? {
             Update::Written(_) => Renewal::Held(self.ttl),
             Update::Refused(old) => {
                 let ours = old
                     .as_ref()
-                    .and_then(|item| Record::decode("lock", item).ok())
+                    .and_then(|item| Record::decode(item).ok())
                     .is_some_and(|record| record.version == self.token);
                 Renewal::Lost(if ours {
                     LostReason::Expired
@@ -295,7 +291,7 @@ async fn unlock(client: &DynamoClient, key: &Key, token: u64, delete_item: bool)
             {
                 Err(lost())
             }
-            Err(err) => Err(client.error("unlock", name, err)),
+            Err(err) => Err(client.error(name, err)),
         };
     }
     let request = client
@@ -306,7 +302,7 @@ async fn unlock(client: &DynamoClient, key: &Key, token: u64, delete_item: bool)
         .update_expression("REMOVE expiration_time")
         .condition_expression("version = :token")
         .expression_attribute_values(":token", number(token));
-    match client.update("unlock", name, request).await? {
+    match client.update(name, request).await? {
         Update::Written(_) => Ok(()),
         Update::Refused(_) => Err(lost()),
     }

@@ -54,7 +54,9 @@ impl DynamoDbConfig {
     /// the table does not exist (and `create_table` is off) or the credentials are refused.
     pub async fn connect(self) -> Result<DynamoDbStore> {
         self.validate()?;
-        let client = DynamoClient::connect(&self).await?;
+        let client = DynamoClient::connect(&self)
+            .await
+            .map_err(|e| e.in_call("connect", ""))?;
         Ok(DynamoDbStore {
             client,
             config: self,
@@ -66,7 +68,7 @@ impl DynamoDbConfig {
 /// How a conditional write's failure reads, from the item as it was (`ALL_OLD`).
 pub(crate) fn condition_failure(key: &str, old: Option<&HashMap<String, AttributeValue>>) -> Error {
     let live = old
-        .and_then(|item| Record::decode("atomic", item).ok())
+        .and_then(|item| Record::decode(item).ok())
         .is_some_and(|record| record.is_live(now_secs()));
     if live {
         Error::modified(DYNAMODB, key)
@@ -123,18 +125,13 @@ impl DynamoDbStore {
     }
 
     /// The `version` an `UpdateItem` returned.
-    pub(crate) fn written_version(
-        call: &'static str,
-        key: &Key,
-        attributes: Option<&HashMap<String, AttributeValue>>,
-    ) -> Result<u64> {
+    pub(crate) fn written_version(key: &Key, attributes: Option<&HashMap<String, AttributeValue>>) -> Result<u64> {
         match attributes.and_then(|a| a.get("version")) {
             Some(AttributeValue::N(n)) => n
                 .parse()
-                .map_err(|_| Error::backend(DYNAMODB, call, key.as_str(), false, "the new version is not a number")),
+                .map_err(|_| Error::backend(DYNAMODB, key.as_str(), false, "the new version is not a number")),
             _ => Err(Error::backend(
                 DYNAMODB,
-                call,
                 key.as_str(),
                 false,
                 "the write returned no version",
@@ -164,7 +161,6 @@ impl DynamoDbStore {
     /// Every live item whose key starts with `prefix`, page after page.
     pub(crate) async fn scan_prefix(
         client: &DynamoClient,
-        call: &'static str,
         prefix: &Key,
         consistent: bool,
         keys_only: bool,
@@ -184,9 +180,9 @@ impl DynamoDbStore {
             if keys_only {
                 scan = scan.projection_expression("id, expiration_time");
             }
-            let page = scan.send().await.map_err(|e| client.error(call, prefix.as_str(), e))?;
+            let page = scan.send().await.map_err(|e| client.error(prefix.as_str(), e))?;
             for item in page.items() {
-                let record = Record::decode(call, item)?;
+                let record = Record::decode(item)?;
                 if record.key == prefix.as_str() || prefix.contains(&record.key) {
                     records.push(record);
                 }
@@ -208,7 +204,7 @@ impl DynamoDbStore {
                         .key(ID, string(key.as_str()))
                         .build()
                         .map(|delete| WriteRequest::builder().delete_request(delete).build())
-                        .map_err(|e| Error::backend(DYNAMODB, "delete_tree", key.as_str(), false, e))
+                        .map_err(|e| Error::backend(DYNAMODB, key.as_str(), false, e))
                 })
                 .collect::<Result<_>>()?;
             let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
@@ -220,7 +216,7 @@ impl DynamoDbStore {
                     .request_items(&self.client.table, requests)
                     .send()
                     .await
-                    .map_err(|e| self.client.error("delete_tree", dir.as_str(), e))?;
+                    .map_err(|e| self.client.error(dir.as_str(), e))?;
                 requests = written
                     .unprocessed_items()
                     .and_then(|unprocessed| unprocessed.get(&self.client.table))
@@ -231,7 +227,7 @@ impl DynamoDbStore {
                 }
                 if attempt == 10 {
                     let reason = format!("{} deletes still unprocessed after {attempt} retries", requests.len());
-                    return Err(Error::backend(DYNAMODB, "delete_tree", dir.as_str(), true, reason));
+                    return Err(Error::backend(DYNAMODB, dir.as_str(), true, reason));
                 }
                 backoff.wait().await;
             }
@@ -268,11 +264,8 @@ impl Backend for DynamoDbStore {
 
     async fn put(&self, key: &Key, value: Bytes, opts: &WriteOptions) -> Result<()> {
         let request = Self::write(&self.client, key, &value, opts.ttl.map(expiry));
-        let written = request
-            .send()
-            .await
-            .map_err(|e| self.client.error("put", key.as_str(), e))?;
-        let version = Self::written_version("put", key, written.attributes())?;
+        let written = request.send().await.map_err(|e| self.client.error(key.as_str(), e))?;
+        let version = Self::written_version(key, written.attributes())?;
         self.keep_alive_after_write(key, version, opts);
         Ok(())
     }
@@ -287,9 +280,9 @@ impl Backend for DynamoDbStore {
             .consistent_read(opts.consistent)
             .send()
             .await
-            .map_err(|e| self.client.error("get", key.as_str(), e))?;
+            .map_err(|e| self.client.error(key.as_str(), e))?;
         read.item()
-            .map(|item| Record::decode_live("get", item, now_secs()))
+            .map(|item| Record::decode_live(item, now_secs()))
             .transpose()?
             .flatten()
             .map(Record::into_pair)
@@ -320,23 +313,23 @@ impl Backend for DynamoDbStore {
             {
                 Err(Error::not_found(DYNAMODB, key.as_str()))
             }
-            Err(err) => Err(self.client.error("delete", key.as_str(), err)),
+            Err(err) => Err(self.client.error(key.as_str(), err)),
         }
     }
 
     async fn list(&self, dir: &Key, opts: &ReadOptions) -> Result<Vec<KvPair>> {
-        let records = Self::scan_prefix(&self.client, "list", dir, opts.consistent, false).await?;
+        let records = Self::scan_prefix(&self.client, dir, opts.consistent, false).await?;
         Ok(records.into_iter().map(Record::into_pair).collect())
     }
 
     // Keys only: `list_stream` then reads the values page by page with `get_many`.
     async fn list_keys(&self, dir: &Key, opts: &ReadOptions) -> Result<Vec<String>> {
-        let records = Self::scan_prefix(&self.client, "list_stream", dir, opts.consistent, true).await?;
+        let records = Self::scan_prefix(&self.client, dir, opts.consistent, true).await?;
         Ok(records.into_iter().map(|record| record.key).collect())
     }
 
     async fn delete_tree(&self, dir: &Key) -> Result<()> {
-        let records = Self::scan_prefix(&self.client, "delete_tree", dir, true, true).await?;
+        let records = Self::scan_prefix(&self.client, dir, true, true).await?;
         if records.is_empty() {
             return Err(Error::not_found(DYNAMODB, dir.as_str()));
         }
@@ -380,12 +373,12 @@ impl Backend for DynamoDbStore {
                 .condition_expression(version_is(":previous"))
                 .expression_attribute_values(":previous", number(previous.last_index)),
         };
-        let attributes = match self.client.update("atomic_put", key.as_str(), request).await? {
+        let attributes = match self.client.update(key.as_str(), request).await? {
             Update::Written(attributes) => attributes,
             Update::Refused(_) if previous.is_none() => return Err(Error::exists(DYNAMODB, key.as_str())),
             Update::Refused(old) => return Err(condition_failure(key.as_str(), old.as_ref())),
         };
-        let version = Self::written_version("atomic_put", key, attributes.as_ref())?;
+        let version = Self::written_version(key, attributes.as_ref())?;
         self.keep_alive_after_write(key, version, opts);
         Ok(KvPair::new(key.as_str(), value, version))
     }
@@ -409,7 +402,7 @@ impl Backend for DynamoDbStore {
                 Some(DeleteItemError::ConditionalCheckFailedException(failed)) => {
                     Err(condition_failure(key.as_str(), failed.item()))
                 }
-                _ => Err(self.client.error("atomic_delete", key.as_str(), err)),
+                _ => Err(self.client.error(key.as_str(), err)),
             },
         }
     }
@@ -467,7 +460,7 @@ impl Renew for Refresh {
             .expression_attribute_values(":now", number(now_secs()))
             .expression_attribute_values(":expires", number(expiry(self.ttl)))
             .expression_attribute_values(":version", number(self.version));
-        Ok(match client.update("keep_alive", self.key.as_str(), request).await? {
+        Ok(match client.update(self.key.as_str(), request).await? {
             Update::Written(_) => Renewal::Held(self.ttl),
             // Rewritten, deleted or already expired: nothing left to keep alive.
             Update::Refused(_) => Renewal::Lost(LostReason::RecordDeleted),

@@ -85,7 +85,6 @@ pub(crate) async fn commit(client: &DynamoClient, txn: &Txn) -> Result<TxnOutcom
     }
     Err(Error::backend(
         DYNAMODB,
-        "commit",
         first_key,
         true,
         format!("TransactionConflict: cancelled by concurrent transactions {ATTEMPTS} times"),
@@ -169,7 +168,7 @@ async fn send(client: &DynamoClient, targets: &[Target<'_>], first_key: &str) ->
     };
     let reasons = match err.as_service_error() {
         Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => cancelled.cancellation_reasons(),
-        _ => return Err(client.error("commit", first_key, err)),
+        _ => return Err(client.error(first_key, err)),
     };
     match cancellation(targets, reasons, now)? {
         Cancellation::Failed(compare) => Ok(Some(TxnOutcome::Failed { compare })),
@@ -181,7 +180,7 @@ async fn send(client: &DynamoClient, targets: &[Target<'_>], first_key: &str) ->
             );
             Ok(None)
         }
-        Cancellation::Refused => Err(client.error("commit", first_key, err)),
+        Cancellation::Refused => Err(client.error(first_key, err)),
     }
 }
 
@@ -251,7 +250,7 @@ fn action(client: &DynamoClient, target: &Target<'_>, now: u64) -> Result<Transa
             .build()
             .map(|check| TransactWriteItem::builder().condition_check(check).build()),
     };
-    built.map_err(|e| Error::backend(DYNAMODB, "commit", target.key.as_str(), false, e))
+    built.map_err(|e| Error::backend(DYNAMODB, target.key.as_str(), false, e))
 }
 
 /// The condition of an item's action: each of its compares, ANDed, and the values they
@@ -306,7 +305,7 @@ fn first_failed(targets: &[Target<'_>], reasons: &[CancellationReason], now: u64
         }
         let record = reason
             .item()
-            .map(|item| Record::decode("commit", item))
+            .map(Record::decode)
             .transpose()?
             .filter(|record| record.is_live(now));
         let pair = record.clone().map(Record::into_pair);

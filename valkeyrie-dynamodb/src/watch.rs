@@ -185,12 +185,12 @@ fn record_event(
         OperationType::Remove => {
             let version = change
                 .old_image()
-                .and_then(|old| Record::decode("watch", &image(old)).ok())
+                .and_then(|old| Record::decode(&image(old)).ok())
                 .map(|old| old.version);
             seen.removed(&key, version)
         }
         _ => {
-            let new = Record::decode("watch", &image(change.new_image()?)).ok()?;
+            let new = Record::decode(&image(change.new_image()?)).ok()?;
             // The watch checked the record's key, so an image naming another key (which
             // DynamoDB never sends, and the fuzz target does) is no news of it.
             (new.key == key).then(|| seen.written(new, now))?
@@ -304,7 +304,7 @@ impl Feeder {
     async fn read_state(&self) -> Result<Vec<Record>> {
         let client = &self.client;
         if self.tree {
-            return DynamoDbStore::scan_prefix(client, "watch", &self.key, true, false).await;
+            return DynamoDbStore::scan_prefix(client, &self.key, true, false).await;
         }
         let read = client
             .sdk
@@ -314,10 +314,10 @@ impl Feeder {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| client.error("watch", self.key.as_str(), e))?;
+            .map_err(|e| client.error(self.key.as_str(), e))?;
         Ok(read
             .item()
-            .map(|item| Record::decode_live("watch", item, now_secs()))
+            .map(|item| Record::decode_live(item, now_secs()))
             .transpose()?
             .flatten()
             .into_iter()
@@ -337,7 +337,7 @@ impl Feeder {
                 .set_exclusive_start_shard_id(start.take())
                 .send()
                 .await
-                .map_err(|e| client.error("watch", self.key.as_str(), e))?;
+                .map_err(|e| client.error(self.key.as_str(), e))?;
             let Some(description) = described.stream_description() else {
                 return Ok(shards);
             };
@@ -366,7 +366,7 @@ impl Feeder {
             .shard_iterator_type(kind)
             .send()
             .await
-            .map_err(|e| client.error("watch", self.key.as_str(), e))?;
+            .map_err(|e| client.error(self.key.as_str(), e))?;
         Ok(got.shard_iterator().map(str::to_owned))
     }
 
@@ -407,7 +407,7 @@ impl Feeder {
                     let lost = err
                         .as_service_error()
                         .is_some_and(|e| e.is_expired_iterator_exception() || e.is_trimmed_data_access_exception());
-                    let err = client.error("watch", self.key.as_str(), err);
+                    let err = client.error(self.key.as_str(), err);
                     // Otherwise the iterator stays valid (15 minutes) for the next try.
                     return Err(if lost {
                         Interruption::Resync(err.to_string())

@@ -47,7 +47,8 @@ async fn certificate_refusal(material: &TlsMaterial, endpoint: &str, within: Dur
 }
 
 impl EtcdClient {
-    /// Connects and proves the connection with one request, within `connect_timeout`.
+    /// Connects and proves the connection with one request, within `connect_timeout`. Its
+    /// errors name no call: [`EtcdConfig::connect`] stamps them.
     pub(crate) async fn connect(endpoints: &[String], config: &EtcdConfig) -> Result<Self> {
         let tls_config = config.tls_config();
         let use_tls = tls_config.use_tls(ETCD, endpoints)?;
@@ -87,10 +88,10 @@ impl EtcdClient {
         let client = match tokio::time::timeout(config.connect_timeout, connecting).await {
             Ok(Ok(client)) => client,
             Ok(Err(err)) => {
-                let err = map_error("connect", "", err);
+                let err = map_error("", err);
                 if let (Some(material), true) = (&material, err.is_temporary()) {
                     if let Some(refusal) = certificate_refusal(material, &endpoints[0], config.connect_timeout).await {
-                        return Err(Error::tls_verification(ETCD, "connect", "", refusal));
+                        return Err(Error::tls_verification(ETCD, "", refusal));
                     }
                 }
                 return Err(err);
@@ -101,12 +102,7 @@ impl EtcdClient {
                     endpoints.join(", "),
                     config.connect_timeout
                 );
-                return Err(Error::NotReachable {
-                    store: ETCD,
-                    call: "connect",
-                    key: String::new(),
-                    source: reason.into(),
-                });
+                return Err(Error::not_reachable(ETCD, "", reason));
             }
         };
         Ok(EtcdClient {
@@ -120,13 +116,14 @@ impl EtcdClient {
         self.client.clone()
     }
 
-    /// Runs one request within the request timeout, mapping its error.
-    pub(crate) async fn request<T, F>(&self, call: &'static str, key: &str, request: F) -> Result<T>
+    /// Runs one request on `key` (empty when it concerns none) within the request timeout,
+    /// mapping its error.
+    pub(crate) async fn request<T, F>(&self, key: &str, request: F) -> Result<T>
     where
         F: Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
-        let request = async { request.await.map_err(|e| map_error(call, key, e)) };
-        deadline::within(self.request_timeout, ETCD, call, key, request).await
+        let request = async { request.await.map_err(|e| map_error(key, e)) };
+        deadline::within(self.request_timeout, ETCD, key, request).await
     }
 }
 
@@ -172,14 +169,15 @@ impl KeptLease {
         self.id
     }
 
-    /// One keep-alive round trip for `call` on `name`: `Ok(false)` when the lease is gone.
-    /// Cancel-safe: a round trip dropped halfway opens a new stream next time.
-    pub(crate) async fn renew(&self, client: &EtcdClient, call: &'static str, name: &str) -> Result<bool> {
+    /// One keep-alive round trip, with errors on `name` (empty when it concerns no key):
+    /// `Ok(false)` when the lease is gone. Cancel-safe: a round trip dropped halfway opens a
+    /// new stream next time.
+    pub(crate) async fn renew(&self, client: &EtcdClient, name: &str) -> Result<bool> {
         let mut keeper = self.keeper.lock().await;
         // Taken out while in use: a round trip dropped halfway leaves no stream behind.
         let (mut sender, mut responses) = match keeper.take() {
             Some(open) => open,
-            None => match client.request(call, name, client.raw().lease_keep_alive(self.id)).await {
+            None => match client.request(name, client.raw().lease_keep_alive(self.id)).await {
                 Ok(opened) => opened,
                 Err(err) if err.to_string().contains("lease not found") => return Ok(false),
                 Err(err) => return Err(err),
@@ -189,12 +187,12 @@ impl KeptLease {
             sender.keep_alive().await?;
             responses.message().await
         };
-        match client.request(call, name, round_trip).await? {
+        match client.request(name, round_trip).await? {
             Some(response) => {
                 *keeper = Some((sender, responses));
                 Ok(response.ttl() > 0)
             }
-            None => Err(Error::backend(ETCD, call, name, true, "keep-alive stream closed")),
+            None => Err(Error::backend(ETCD, name, true, "keep-alive stream closed")),
         }
     }
 }

@@ -55,11 +55,11 @@ fn summarized(err: ClientError) -> valkeyrie_core::BoxError {
     Box::new(Summarized::new(summary, err))
 }
 
-/// Maps an error of the client during `call` on `key`.
-pub(crate) fn map_error(call: &'static str, key: &str, err: ClientError) -> Error {
+/// Maps an error of the client on `key` (empty when the request concerns none).
+pub(crate) fn map_error(key: &str, err: ClientError) -> Error {
     let key = key.to_owned();
     if wrapped(&err).is_some_and(valkeyrie_core::tls::is_certificate_failure) {
-        return Error::tls_verification(ETCD, call, key, summarized(err));
+        return Error::tls_verification(ETCD, key, summarized(err));
     }
     match &err {
         ClientError::GRpcStatus(status) => {
@@ -67,47 +67,36 @@ pub(crate) fn map_error(call: &'static str, key: &str, err: ClientError) -> Erro
             let message = status.message();
             match status.code() {
                 // An invalid token reaches us only when logging in again failed too.
-                Code::Unauthenticated => Error::unauthenticated(ETCD, call, key, summarized(err)),
+                Code::Unauthenticated => Error::unauthenticated(ETCD, key, summarized(err)),
                 Code::InvalidArgument if message.starts_with(AUTH_FAILED) => {
-                    Error::unauthenticated(ETCD, call, key, summarized(err))
+                    Error::unauthenticated(ETCD, key, summarized(err))
                 }
-                Code::PermissionDenied => Error::permission_denied(ETCD, call, key, summarized(err)),
+                Code::PermissionDenied => Error::permission_denied(ETCD, key, summarized(err)),
                 // tonic reports a broken or timed-out connection as a status (Unknown or
                 // Cancelled) whose source is the transport error.
                 code if code == Code::Unavailable
                     || (matches!(code, Code::Unknown | Code::Cancelled) && is_transport(status)) =>
                 {
-                    Error::NotReachable {
-                        store: ETCD,
-                        call,
-                        key,
-                        source: summarized(err),
-                    }
+                    Error::not_reachable(ETCD, key, summarized(err))
                 }
-                Code::DeadlineExceeded => Error::backend(ETCD, call, key, true, summarized(err)),
+                Code::DeadlineExceeded => Error::backend(ETCD, key, true, summarized(err)),
                 Code::InvalidArgument if message.contains("too large") => Error::backend(
                     ETCD,
-                    call,
                     key,
                     false,
                     "the request is larger than the server's max-request-bytes",
                 ),
-                Code::ResourceExhausted | Code::Aborted => Error::backend(ETCD, call, key, true, summarized(err)),
-                _ => Error::backend(ETCD, call, key, false, summarized(err)),
+                Code::ResourceExhausted | Code::Aborted => Error::backend(ETCD, key, true, summarized(err)),
+                _ => Error::backend(ETCD, key, false, summarized(err)),
             }
         }
-        ClientError::TransportError(_) | ClientError::IoError(_) => Error::NotReachable {
-            store: ETCD,
-            call,
-            key,
-            source: summarized(err),
-        },
+        ClientError::TransportError(_) | ClientError::IoError(_) => Error::not_reachable(ETCD, key, summarized(err)),
         ClientError::InvalidArgs(_) | ClientError::InvalidUri(_) | ClientError::EndpointError(_) => {
             Error::config(ETCD, "endpoints", err.to_string())
         }
         ClientError::WatchError(_) | ClientError::LeaseKeepAliveError(_) => {
-            Error::backend(ETCD, call, key, true, summarized(err))
+            Error::backend(ETCD, key, true, summarized(err))
         }
-        _ => Error::backend(ETCD, call, key, false, summarized(err)),
+        _ => Error::backend(ETCD, key, false, summarized(err)),
     }
 }

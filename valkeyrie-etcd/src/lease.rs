@@ -71,13 +71,12 @@ impl Leases {
         &self,
         client: &EtcdClient,
         spawner: &Spawner,
-        call: &'static str,
         key: &Key,
         opts: &WriteOptions,
     ) -> Result<Option<WriteLease>> {
         let Some(ttl) = opts.ttl else { return Ok(None) };
         if !opts.keep_alive {
-            let id = grant(client, call, key, ttl).await?;
+            let id = grant(client, key, ttl).await?;
             return Ok(Some(WriteLease { id, ttl, shared: None }));
         }
         let mut by_ttl = self.by_ttl.lock().await;
@@ -85,7 +84,7 @@ impl Leases {
             Some(shared) => Arc::clone(shared),
             None => {
                 let shared = Arc::new(SharedLease {
-                    id: grant(client, call, key, ttl).await?,
+                    id: grant(client, key, ttl).await?,
                     writes: AtomicUsize::new(0),
                 });
                 by_ttl.insert(ttl, Arc::clone(&shared));
@@ -116,10 +115,10 @@ impl Leases {
     }
 }
 
-async fn grant(client: &EtcdClient, call: &'static str, key: &Key, ttl: Duration) -> Result<i64> {
+async fn grant(client: &EtcdClient, key: &Key, ttl: Duration) -> Result<i64> {
     let mut raw = client.raw();
     let granted = client
-        .request(call, key.as_str(), raw.lease_grant(lease_seconds(ttl), None))
+        .request(key.as_str(), raw.lease_grant(lease_seconds(ttl), None))
         .await?;
     Ok(granted.id())
 }
@@ -147,7 +146,7 @@ impl Renew for SharedRefresh {
         if self.unused().await? {
             return Ok(Renewal::Lost(LostReason::RecordDeleted));
         }
-        if self.kept.renew(&self.client, "keep_alive", "").await? {
+        if self.kept.renew(&self.client, "").await? {
             Ok(Renewal::Held(self.ttl))
         } else {
             // Expired while renewals failed: the keys went with it.
@@ -175,7 +174,7 @@ impl SharedRefresh {
         let options = LeaseTimeToLiveOptions::new().with_keys();
         let live = self
             .client
-            .request("keep_alive", "", raw.lease_time_to_live(self.lease.id, Some(options)))
+            .request("", raw.lease_time_to_live(self.lease.id, Some(options)))
             .await?;
         if !live.keys().is_empty() && live.ttl() > 0 {
             return Ok(false);
@@ -184,10 +183,7 @@ impl SharedRefresh {
             by_ttl.remove(&self.ttl);
         }
         drop(by_ttl);
-        let _ = self
-            .client
-            .request("keep_alive", "", raw.lease_revoke(self.lease.id))
-            .await;
+        let _ = self.client.request("", raw.lease_revoke(self.lease.id)).await;
         Ok(true)
     }
 }

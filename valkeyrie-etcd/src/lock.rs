@@ -70,7 +70,7 @@ impl Drop for Pending {
         let (client, lease) = (self.client.clone(), self.lease);
         self.spawner.spawn_cleanup(async move {
             let mut raw = client.raw();
-            let _ = client.request("unlock", "", raw.lease_revoke(lease)).await;
+            let _ = client.request("", raw.lease_revoke(lease)).await;
         });
     }
 }
@@ -87,23 +87,12 @@ impl EtcdLocker {
         }
     }
 
-    fn closed(&self, call: &'static str) -> Error {
-        Error::Closed {
-            store: ETCD,
-            call,
-            key: self.key.to_string(),
-        }
+    fn closed(&self) -> Error {
+        Error::closed(ETCD, self.key.as_str())
     }
 
     /// Waits until no contender older than ours remains; `false` if one does and `wait` is off.
-    async fn wait_turn(
-        &self,
-        call: &'static str,
-        prefix: &str,
-        own_revision: i64,
-        session: &LostSignal,
-        wait: bool,
-    ) -> Result<bool> {
+    async fn wait_turn(&self, prefix: &str, own_revision: i64, session: &LostSignal, wait: bool) -> Result<bool> {
         let key = self.key.as_str();
         let closing = self.spawner.token();
         loop {
@@ -113,7 +102,7 @@ impl EtcdLocker {
                 .with_max_create_revision(own_revision - 1)
                 .with_sort(SortTarget::Create, SortOrder::Descend)
                 .with_limit(1);
-            let response = self.client.request(call, key, raw.get(prefix, Some(older))).await?;
+            let response = self.client.request(key, raw.get(prefix, Some(older))).await?;
             let Some(predecessor) = response.kvs().first() else {
                 return Ok(true);
             };
@@ -124,11 +113,11 @@ impl EtcdLocker {
             let options = WatchOptions::new().with_start_revision(after);
             let mut deletion = self
                 .client
-                .request(call, key, raw.watch(predecessor.key().to_vec(), Some(options)))
+                .request(key, raw.watch(predecessor.key().to_vec(), Some(options)))
                 .await?;
             loop {
                 tokio::select! {
-                    () = closing.cancelled() => return Err(self.closed(call)),
+                    () = closing.cancelled() => return Err(self.closed()),
                     reason = session.lost() => return Err(Error::LockLost { store: ETCD, key: key.to_owned(), reason }),
                     message = deletion.message() => match message {
                         Ok(Some(response)) => {
@@ -158,16 +147,16 @@ impl Acquire for EtcdLocker {
         ETCD
     }
 
-    async fn acquire(&self, call: &'static str, wait: bool) -> Result<Option<LockGuard>> {
+    async fn acquire(&self, wait: bool) -> Result<Option<LockGuard>> {
         if self.spawner.is_closed() {
-            return Err(self.closed(call));
+            return Err(self.closed());
         }
         let key = self.key.as_str();
         let mut raw = self.client.raw();
         let granted_at = Instant::now();
         let lease = self
             .client
-            .request(call, key, raw.lease_grant(lease_seconds(self.ttl), None))
+            .request(key, raw.lease_grant(lease_seconds(self.ttl), None))
             .await?
             .id();
         let mut pending = Pending {
@@ -194,7 +183,7 @@ impl Acquire for EtcdLocker {
                 oldest(),
             ])
             .or_else([TxnOp::get(contender.as_str(), None), oldest()]);
-        let created = self.client.request(call, key, raw.txn(create)).await?;
+        let created = self.client.request(key, raw.txn(create)).await?;
         let gets: Vec<Option<i64>> = created
             .op_responses()
             .iter()
@@ -212,7 +201,7 @@ impl Acquire for EtcdLocker {
 
         if own_revision <= 0 {
             let reason = format!("no create revision for {contender}");
-            return Err(Error::backend(ETCD, call, key, true, reason));
+            return Err(Error::backend(ETCD, key, true, reason));
         }
         let session = Session {
             client: self.client.clone(),
@@ -233,18 +222,14 @@ impl Acquire for EtcdLocker {
             delete_value: self.delete_on_unlock,
         };
 
-        if !first_in_line
-            && !self
-                .wait_turn(call, &prefix, own_revision, held.lost_signal(), wait)
-                .await?
-        {
+        if !first_in_line && !self.wait_turn(&prefix, own_revision, held.lost_signal(), wait).await? {
             // Busy and not waiting: dropping `pending` revokes the lease, which deletes the
             // contender key; dropping `held` stops the renewals.
             return Ok(None);
         }
         let value_options = self.delete_on_unlock.then(|| PutOptions::new().with_lease(lease));
         self.client
-            .request(call, key, raw.put(key, self.value.to_vec(), value_options))
+            .request(key, raw.put(key, self.value.to_vec(), value_options))
             .await?;
         pending.armed = false;
         let token = u64::try_from(own_revision).unwrap_or(0);
@@ -267,7 +252,7 @@ struct Session {
 #[async_trait]
 impl Renew for Session {
     async fn renew(&self) -> Result<Renewal> {
-        Ok(if self.lease.renew(&self.client, "lock", &self.contender).await? {
+        Ok(if self.lease.renew(&self.client, &self.contender).await? {
             Renewal::Held(self.ttl)
         } else {
             // etcd refuses to renew an expired lease.
@@ -282,7 +267,7 @@ impl Renew for Session {
         let mut raw = self.client.raw();
         let _ = self
             .client
-            .request("unlock", &self.contender, raw.lease_revoke(self.lease.id()))
+            .request(&self.contender, raw.lease_revoke(self.lease.id()))
             .await;
     }
 }
@@ -311,9 +296,7 @@ async fn lost_when_deleted(client: EtcdClient, contender: String, own_revision: 
         }
         backoff.wait().await;
         // Watch again from the revision a read shows the key still ours at.
-        let current = client
-            .request("lock", &contender, raw.get(contender.as_str(), None))
-            .await;
+        let current = client.request(&contender, raw.get(contender.as_str(), None)).await;
         if let Ok(current) = current {
             if current
                 .kvs()
@@ -355,14 +338,10 @@ impl LockRelease for EtcdRelease {
         let still_ours = Compare::create_revision(contender.as_str(), CompareOp::Equal, own_revision);
         let mut raw = client.raw();
         let released = client
-            .request(
-                "unlock",
-                key.as_str(),
-                raw.txn(Txn::new().when([still_ours]).and_then(deletes)),
-            )
+            .request(key.as_str(), raw.txn(Txn::new().when([still_ours]).and_then(deletes)))
             .await;
         // Revoking the lease deletes whatever is still bound to it; it is done either way.
-        let revoked = client.request("unlock", key.as_str(), raw.lease_revoke(lease)).await;
+        let revoked = client.request(key.as_str(), raw.lease_revoke(lease)).await;
         if !released?.succeeded() {
             return Err(Error::LockLost {
                 store: ETCD,

@@ -48,7 +48,9 @@ impl EtcdConfig {
     {
         self.validate()?;
         let endpoints: Vec<String> = endpoints.into_iter().map(Into::into).collect();
-        let client = EtcdClient::connect(&endpoints, &self).await?;
+        let client = EtcdClient::connect(&endpoints, &self)
+            .await
+            .map_err(|e| e.in_call("connect", ""))?;
         Ok(EtcdStore {
             client,
             config: self,
@@ -93,7 +95,7 @@ pub(crate) async fn list_at(
 ) -> Result<(Vec<KvPair>, i64)> {
     let mut raw = client.raw();
     let own = client
-        .request("list", dir.as_str(), raw.get(dir.as_str(), Some(read_options(opts))))
+        .request(dir.as_str(), raw.get(dir.as_str(), Some(read_options(opts))))
         .await?;
     let revision = own.header().map_or(0, |h| h.revision());
     let mut pairs: Vec<KvPair> = own.kvs().iter().map(pair).collect();
@@ -105,9 +107,7 @@ pub(crate) async fn list_at(
             .with_range(end.clone())
             .with_limit(i64::from(page_size))
             .with_revision(revision);
-        let response = client
-            .request("list", dir.as_str(), raw.get(start.clone(), Some(page)))
-            .await?;
+        let response = client.request(dir.as_str(), raw.get(start.clone(), Some(page))).await?;
         pairs.extend(response.kvs().iter().filter(|kv| !is_bookkeeping(kv.key())).map(pair));
         match response.kvs().last() {
             Some(last) if response.more() => {
@@ -123,35 +123,33 @@ pub(crate) async fn list_at(
 /// `key` alone, with the revision it was read at.
 pub(crate) async fn get_at(client: &EtcdClient, key: &Key) -> Result<(Vec<KvPair>, i64)> {
     let mut raw = client.raw();
-    let response = client
-        .request("watch", key.as_str(), raw.get(key.as_str(), None))
-        .await?;
+    let response = client.request(key.as_str(), raw.get(key.as_str(), None)).await?;
     let revision = response.header().map_or(0, |h| h.revision());
     Ok((response.kvs().iter().map(pair).collect(), revision))
 }
 
 impl EtcdStore {
     /// The lease for a write with `opts`; see [`Leases::for_write`].
-    async fn lease_for(&self, call: &'static str, key: &Key, opts: &WriteOptions) -> Result<Option<WriteLease>> {
+    async fn lease_for(&self, key: &Key, opts: &WriteOptions) -> Result<Option<WriteLease>> {
         let spawner = self.background.spawner();
-        self.leases.for_write(&self.client, &spawner, call, key, opts).await
+        self.leases.for_write(&self.client, &spawner, key, opts).await
     }
 
     /// Runs `write` with the lease for `opts`; a shared lease found gone (it expired while
     /// the server was away) is replaced once.
-    async fn with_lease<T, F, Fut>(&self, call: &'static str, key: &Key, opts: &WriteOptions, write: F) -> Result<T>
+    async fn with_lease<T, F, Fut>(&self, key: &Key, opts: &WriteOptions, write: F) -> Result<T>
     where
         F: Fn(Option<i64>) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
-        let lease = self.lease_for(call, key, opts).await?;
+        let lease = self.lease_for(key, opts).await?;
         match write(lease.as_ref().map(|l| l.id)).await {
             Err(err) if lease.as_ref().is_some_and(WriteLease::is_shared) && is_lease_gone(&err) => {
                 if let Some(lease) = &lease {
                     self.leases.forget(lease).await;
                 }
                 drop(lease);
-                let lease = self.lease_for(call, key, opts).await?;
+                let lease = self.lease_for(key, opts).await?;
                 write(lease.as_ref().map(|l| l.id)).await
             }
             outcome => outcome,
@@ -184,13 +182,13 @@ impl Backend for EtcdStore {
     }
 
     async fn put(&self, key: &Key, value: Bytes, opts: &WriteOptions) -> Result<()> {
-        self.with_lease("put", key, opts, |lease| {
+        self.with_lease(key, opts, |lease| {
             let value = value.clone();
             async move {
                 let options = lease.map(|id| PutOptions::new().with_lease(id));
                 let mut client = self.client.raw();
                 self.client
-                    .request("put", key.as_str(), client.put(key.as_str(), value.to_vec(), options))
+                    .request(key.as_str(), client.put(key.as_str(), value.to_vec(), options))
                     .await
                     .map(drop)
             }
@@ -202,7 +200,7 @@ impl Backend for EtcdStore {
         let mut client = self.client.raw();
         let response = self
             .client
-            .request("get", key.as_str(), client.get(key.as_str(), Some(read_options(opts))))
+            .request(key.as_str(), client.get(key.as_str(), Some(read_options(opts))))
             .await?;
         response
             .kvs()
@@ -215,7 +213,7 @@ impl Backend for EtcdStore {
         let mut client = self.client.raw();
         let response = self
             .client
-            .request("delete", key.as_str(), client.delete(key.as_str(), None))
+            .request(key.as_str(), client.delete(key.as_str(), None))
             .await?;
         if response.deleted() == 0 {
             return Err(Error::not_found(ETCD, key.as_str()));
@@ -239,10 +237,7 @@ impl Backend for EtcdStore {
                 .map(|key| TxnOp::get(key.as_str(), Some(options.clone())))
                 .collect();
             let first = chunk.first().map_or("", Key::as_str);
-            let response = self
-                .client
-                .request("get_many", first, raw.txn(Txn::new().and_then(reads)))
-                .await?;
+            let response = self.client.request(first, raw.txn(Txn::new().and_then(reads))).await?;
             at_revision = at_revision.or_else(|| response.header().map(|h| h.revision()));
             for op in response.op_responses() {
                 if let TxnOpResponse::Get(get) = op {
@@ -261,7 +256,7 @@ impl Backend for EtcdStore {
         let options = read_options(opts).with_count_only();
         let response = self
             .client
-            .request("exists", key.as_str(), client.get(key.as_str(), Some(options)))
+            .request(key.as_str(), client.get(key.as_str(), Some(options)))
             .await?;
         Ok(response.count() > 0)
     }
@@ -285,7 +280,7 @@ impl Backend for EtcdStore {
             let range = read_options(opts).with_range(end.clone()).with_limit(wanted);
             let response = self
                 .client
-                .request("list_stream", dir.as_str(), raw.get(start.clone(), Some(range)))
+                .request(dir.as_str(), raw.get(start.clone(), Some(range)))
                 .await?;
             pairs.extend(response.kvs().iter().filter(|kv| !is_bookkeeping(kv.key())).map(pair));
             match response.kvs().last() {
@@ -303,10 +298,7 @@ impl Backend for EtcdStore {
             TxnOp::delete(prefix, Some(DeleteOptions::new().with_prefix())),
         ]);
         let mut client = self.client.raw();
-        let response = self
-            .client
-            .request("delete_tree", dir.as_str(), client.txn(txn))
-            .await?;
+        let response = self.client.request(dir.as_str(), client.txn(txn)).await?;
         let deleted: i64 = response
             .op_responses()
             .iter()
@@ -353,7 +345,7 @@ impl Backend for EtcdStore {
             None => Compare::create_revision(key.as_str(), CompareOp::Equal, 0),
             Some(previous) => Compare::mod_revision(key.as_str(), CompareOp::Equal, revision(previous.last_index)),
         };
-        self.with_lease("atomic_put", key, opts, |lease| {
+        self.with_lease(key, opts, |lease| {
             let (condition, value) = (condition.clone(), value.clone());
             async move {
                 let put = TxnOp::put(
@@ -366,17 +358,14 @@ impl Backend for EtcdStore {
                     .and_then([put])
                     .or_else([TxnOp::get(key.as_str(), None)]);
                 let mut client = self.client.raw();
-                let response = self.client.request("atomic_put", key.as_str(), client.txn(txn)).await?;
+                let response = self.client.request(key.as_str(), client.txn(txn)).await?;
                 if response.succeeded() {
                     let index = response.header().map_or(0, |h| h.revision());
                     return Ok(KvPair::new(key.as_str(), value, u64::try_from(index).unwrap_or(0)));
                 }
                 // A lease granted for this write alone goes with it; a shared one stays.
                 if let Some(lease) = lease.filter(|_| !opts.keep_alive) {
-                    let _ = self
-                        .client
-                        .request("atomic_put", key.as_str(), client.lease_revoke(lease))
-                        .await;
+                    let _ = self.client.request(key.as_str(), client.lease_revoke(lease)).await;
                 }
                 let current_exists = response
                     .op_responses()
@@ -399,10 +388,7 @@ impl Backend for EtcdStore {
             .and_then([TxnOp::delete(key.as_str(), None)])
             .or_else([TxnOp::get(key.as_str(), None)]);
         let mut client = self.client.raw();
-        let response = self
-            .client
-            .request("atomic_delete", key.as_str(), client.txn(txn))
-            .await?;
+        let response = self.client.request(key.as_str(), client.txn(txn)).await?;
         if response.succeeded() {
             return Ok(());
         }

@@ -97,7 +97,7 @@ async fn send(client: &EtcdClient, call_key: &str, txn: &Txn, leases: &BTreeMap<
             .collect::<Vec<_>>(),
     );
     let mut raw = client.raw();
-    let response = client.request("commit", call_key, raw.txn(request)).await?;
+    let response = client.request(call_key, raw.txn(request)).await?;
     if response.succeeded() {
         return Ok(TxnOutcome::Committed);
     }
@@ -133,7 +133,7 @@ async fn grant_leases(client: &EtcdClient, call_key: &str, txn: &Txn) -> Result<
             continue;
         }
         let mut raw = client.raw();
-        match client.request("commit", call_key, raw.lease_grant(seconds, None)).await {
+        match client.request(call_key, raw.lease_grant(seconds, None)).await {
             Ok(grant) => {
                 leases.insert(seconds, grant.id());
             }
@@ -150,7 +150,7 @@ async fn grant_leases(client: &EtcdClient, call_key: &str, txn: &Txn) -> Result<
 async fn revoke(client: &EtcdClient, call_key: &str, leases: impl Iterator<Item = i64>) {
     let mut raw = client.raw();
     for lease in leases {
-        if let Err(err) = client.request("commit", call_key, raw.lease_revoke(lease)).await {
+        if let Err(err) = client.request(call_key, raw.lease_revoke(lease)).await {
             tracing::debug!(error = %err, lease, "revoking an unused transaction lease failed; it expires by itself");
         }
     }

@@ -21,7 +21,7 @@ pub(crate) async fn watch(store: &EtcdStore, key: &Key, tree: bool, opts: &ReadO
     let mut feeder = Feeder::new(store, key, tree, opts, 0);
     let live = store
         .client
-        .request("watch", key.as_str(), feeder.open(None))
+        .request(key.as_str(), feeder.open(None))
         .await?
         .map_err(|reason| feeder.refusal(reason))?;
     let (snapshot, revision) = read(&store.client, feeder.page_size, key, tree, opts).await?;
@@ -98,11 +98,11 @@ impl Feeder {
     /// The server refused the watch: retrying the same watch cannot help.
     fn refusal(&self, reason: String) -> Error {
         let reason = format!("the server cancelled the watch: {reason}");
-        Error::backend(ETCD, "watch", self.key.as_str(), false, reason)
+        Error::backend(ETCD, self.key.as_str(), false, reason)
     }
 
     fn interrupted(&self, reason: impl Into<valkeyrie_core::BoxError>) -> Error {
-        Error::backend(ETCD, "watch", self.key.as_str(), true, reason)
+        Error::backend(ETCD, self.key.as_str(), true, reason)
     }
 
     /// Creates etcd's watch, from revision `start` or else from the server's current one, and
@@ -140,7 +140,7 @@ impl Feeder {
         // Set just above when it was not.
         self.stream
             .as_mut()
-            .ok_or_else(|| Error::backend(ETCD, "watch", self.key.as_str(), true, "no watch stream"))
+            .ok_or_else(|| Error::backend(ETCD, self.key.as_str(), true, "no watch stream"))
     }
 
     /// The events of one answer, moving the resume revision past them.

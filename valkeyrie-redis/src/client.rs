@@ -108,7 +108,7 @@ impl RedisClient {
         let client = RedisClient {
             pool: Self::builder(&builder_config, config.connect_timeout, config.request_timeout)
                 .build_pool(config.pool_size)
-                .map_err(|e| map_error("connect", "", e))?,
+                .map_err(|e| map_error("", e))?,
             builder_config,
             connect_timeout: config.connect_timeout,
             request_timeout: config.request_timeout,
@@ -136,16 +136,11 @@ impl RedisClient {
     async fn init(&self, client: &impl ClientLike) -> Result<()> {
         match tokio::time::timeout(self.connect_timeout, client.init()).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(err)) => Err(map_error("connect", "", err)),
+            Ok(Err(err)) => Err(map_error("", err)),
             Err(_) => {
                 let _ = client.quit().await;
                 let reason = format!("no answer within {:?}", self.connect_timeout);
-                Err(Error::NotReachable {
-                    store: REDIS,
-                    call: "connect",
-                    key: String::new(),
-                    source: reason.into(),
-                })
+                Err(Error::not_reachable(REDIS, "", reason))
             }
         }
     }
@@ -154,61 +149,49 @@ impl RedisClient {
     pub(crate) async fn subscriber(&self) -> Result<fred::clients::SubscriberClient> {
         let subscriber = Self::builder(&self.builder_config, self.connect_timeout, self.request_timeout)
             .build_subscriber_client()
-            .map_err(|e| map_error("watch", "", e))?;
+            .map_err(|e| map_error("", e))?;
         self.init(&subscriber).await?;
         Ok(subscriber)
     }
 
-    /// Runs one fred command, mapping its error. fred bounds it by the request timeout (its
-    /// `default_command_timeout`), also while it waits in fred's queue for a connection that
-    /// is down; a timer of our own on top cost a measurable share of throughput at high
-    /// concurrency.
-    pub(crate) async fn request<T, F>(&self, call: &'static str, key: &str, request: F) -> Result<T>
+    /// Runs one fred command on `key` (empty when it concerns none), mapping its error. fred
+    /// bounds it by the request timeout (its `default_command_timeout`), also while it waits
+    /// in fred's queue for a connection that is down; a timer of our own on top cost a
+    /// measurable share of throughput at high concurrency.
+    pub(crate) async fn request<T, F>(&self, key: &str, request: F) -> Result<T>
     where
         F: Future<Output = std::result::Result<T, fred::error::Error>>,
     {
         match request.await {
-            Err(err) if *err.kind() == fred::error::ErrorKind::Timeout => Err(self.timeout(call, key)),
-            result => result.map_err(|e| map_error(call, key, e)),
+            Err(err) if *err.kind() == fred::error::ErrorKind::Timeout => Err(self.timeout(key)),
+            result => result.map_err(|e| map_error(key, e)),
         }
     }
 
     /// Polls a step of a fred stream (a SCAN page) within the request timeout: unlike a
     /// command, the stream waits forever on a dead server.
-    pub(crate) async fn step<T, F>(&self, call: &'static str, key: &str, step: F) -> Result<T>
+    pub(crate) async fn step<T, F>(&self, key: &str, step: F) -> Result<T>
     where
         F: Future<Output = std::result::Result<T, fred::error::Error>>,
     {
-        deadline::within(self.request_timeout, REDIS, call, key, self.request(call, key, step)).await
+        deadline::within(self.request_timeout, REDIS, key, self.request(key, step)).await
     }
 
-    fn timeout(&self, call: &'static str, key: &str) -> Error {
-        Error::Timeout {
-            store: REDIS,
-            call,
-            key: key.to_owned(),
-            after: self.request_timeout,
-        }
+    fn timeout(&self, key: &str) -> Error {
+        Error::timeout(REDIS, key, self.request_timeout)
     }
 
     /// Runs a script on `key` with `args`; returns its status string.
-    pub(crate) async fn script<V>(&self, call: &'static str, key: &str, script: &Script, args: V) -> Result<String>
+    pub(crate) async fn script<V>(&self, key: &str, script: &Script, args: V) -> Result<String>
     where
         V: TryInto<MultipleValues> + Send,
         V::Error: Into<fred::error::Error> + Send,
     {
-        self.eval(call, key, script, vec![key.to_owned()], args).await
+        self.eval(key, script, vec![key.to_owned()], args).await
     }
 
     /// Runs a script on `keys` with `args`, errors naming `key`; returns its status string.
-    pub(crate) async fn eval<V>(
-        &self,
-        call: &'static str,
-        key: &str,
-        script: &Script,
-        keys: Vec<String>,
-        args: V,
-    ) -> Result<String>
+    pub(crate) async fn eval<V>(&self, key: &str, script: &Script, keys: Vec<String>, args: V) -> Result<String>
     where
         V: TryInto<MultipleValues> + Send,
         V::Error: Into<fred::error::Error> + Send,
@@ -217,28 +200,24 @@ impl RedisClient {
             self.check_key(key)?;
         }
         let client = self.pool.next();
-        self.request(
-            call,
-            key,
-            script.evalsha_with_reload::<String, _, _>(client, keys, args),
-        )
-        .await
+        self.request(key, script.evalsha_with_reload::<String, _, _>(client, keys, args))
+            .await
     }
 }
 
 impl RedisClient {
     /// The pair at `key`, if any: one GET (an envelope), or one MGET of the key and its index
     /// key (raw).
-    pub(crate) async fn read_one(&self, call: &'static str, key: &str) -> Result<Option<KvPair>> {
+    pub(crate) async fn read_one(&self, key: &str) -> Result<Option<KvPair>> {
         self.check_key(key)?;
         match self.encoding {
             ValueEncoding::Envelope => {
-                let stored: Option<Bytes> = self.request(call, key, self.pool.get(key)).await?;
+                let stored: Option<Bytes> = self.request(key, self.pool.get(key)).await?;
                 Ok(stored.map(|stored| codec::decode(key, &stored)))
             }
             ValueEncoding::Raw => {
                 let names = vec![key.to_owned(), codec::index_key(key)];
-                let stored: Vec<Option<Bytes>> = self.request(call, key, self.pool.mget(names)).await?;
+                let stored: Vec<Option<Bytes>> = self.request(key, self.pool.mget(names)).await?;
                 Ok(self.decode(&[key], stored).pop().flatten())
             }
         }
@@ -247,14 +226,9 @@ impl RedisClient {
     /// The pairs at `keys` (`None` where missing), errors naming `name`: an MGET per
     /// [`BATCH`] keys, or key by key ([`CLUSTER_READS`] at a time) on a cluster, whose MGET
     /// takes keys of one slot only.
-    pub(crate) async fn read_many<K: AsRef<str>>(
-        &self,
-        call: &'static str,
-        name: &str,
-        keys: &[K],
-    ) -> Result<Vec<Option<KvPair>>> {
+    pub(crate) async fn read_many<K: AsRef<str>>(&self, name: &str, keys: &[K]) -> Result<Vec<Option<KvPair>>> {
         if self.cluster {
-            let reads: Vec<_> = keys.iter().map(|key| self.read_one(call, key.as_ref())).collect();
+            let reads: Vec<_> = keys.iter().map(|key| self.read_one(key.as_ref())).collect();
             return futures_util::stream::iter(reads)
                 .buffered(CLUSTER_READS)
                 .try_collect()
@@ -269,7 +243,7 @@ impl RedisClient {
                     .flat_map(|key| [key.as_ref().to_owned(), codec::index_key(key.as_ref())])
                     .collect(),
             };
-            let stored: Vec<Option<Bytes>> = self.request(call, name, self.pool.mget(names)).await?;
+            let stored: Vec<Option<Bytes>> = self.request(name, self.pool.mget(names)).await?;
             pairs.extend(self.decode(batch, stored));
         }
         Ok(pairs)

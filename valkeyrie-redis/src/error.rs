@@ -13,29 +13,25 @@ use crate::REDIS;
 /// inside another error's text counts too.
 const NO_PERMISSION: &str = "NOPERM";
 
-/// Maps an error of the client during `call` on `key`.
-pub(crate) fn map_error(call: &'static str, key: &str, err: ClientError) -> Error {
+/// Maps an error of the client on `key` (empty when the request concerns none); the store
+/// handle names the call ([`Error::in_call`]).
+pub(crate) fn map_error(key: &str, err: ClientError) -> Error {
     let key = key.to_owned();
     // fred keeps a TLS error's text only (the `Debug` text of the I/O or rustls error).
     if matches!(err.kind(), ClientKind::IO | ClientKind::Tls) && text_is_certificate_failure(err.details()) {
-        return Error::tls_verification(REDIS, call, key, err);
+        return Error::tls_verification(REDIS, key, err);
     }
     if err.details().contains(NO_PERMISSION) {
-        return Error::permission_denied(REDIS, call, key, err);
+        return Error::permission_denied(REDIS, key, err);
     }
     match err.kind() {
-        ClientKind::IO | ClientKind::Canceled => Error::NotReachable {
-            store: REDIS,
-            call,
-            key,
-            source: Box::new(err),
-        },
-        ClientKind::Timeout => Error::backend(REDIS, call, key, true, err),
-        ClientKind::Auth => Error::unauthenticated(REDIS, call, key, err),
+        ClientKind::IO | ClientKind::Canceled => Error::not_reachable(REDIS, key, err),
+        ClientKind::Timeout => Error::backend(REDIS, key, true, err),
+        ClientKind::Auth => Error::unauthenticated(REDIS, key, err),
         ClientKind::Config | ClientKind::Url | ClientKind::Tls => Error::config(REDIS, "config", err.to_string()),
         ClientKind::Cluster | ClientKind::Routing | ClientKind::Sentinel | ClientKind::Backpressure => {
-            Error::backend(REDIS, call, key, true, err)
+            Error::backend(REDIS, key, true, err)
         }
-        _ => Error::backend(REDIS, call, key, false, err),
+        _ => Error::backend(REDIS, key, false, err),
     }
 }

@@ -44,27 +44,23 @@ impl RedisLocker {
         }
     }
 
-    fn closed(&self, call: &'static str) -> Error {
-        Error::Closed {
-            store: REDIS,
-            call,
-            key: self.key.to_string(),
-        }
+    fn closed(&self) -> Error {
+        Error::closed(REDIS, self.key.as_str())
     }
 
     /// One attempt: the guard, or how long the current holder's expiry is away.
-    async fn attempt(&self, call: &'static str) -> Result<std::result::Result<LockGuard, Duration>> {
+    async fn attempt(&self) -> Result<std::result::Result<LockGuard, Duration>> {
         if self.spawner.is_closed() {
-            return Err(self.closed(call));
+            return Err(self.closed());
         }
         let started = Instant::now();
-        let status = self.run_lock_script(call).await?;
+        let status = self.run_lock_script().await?;
         if let Some(left) = status.strip_prefix("busy:") {
             return Ok(Err(Duration::from_millis(left.parse().unwrap_or(0))));
         }
         let Some(index) = index_of(&status) else {
             let reason = format!("unexpected lock script answer {status:?}");
-            return Err(Error::backend(REDIS, call, self.key.as_str(), false, reason));
+            return Err(Error::backend(REDIS, self.key.as_str(), false, reason));
         };
         let acquisition = Acquisition {
             client: self.client.clone(),
@@ -94,11 +90,11 @@ impl RedisLocker {
     /// Runs the lock script. Dropping `lock()` (a timeout, a cancelled caller) mid-request
     /// must not leave an acquisition nobody holds: the request then finishes in the
     /// background ([`Unanswered`]), which releases what it took.
-    async fn run_lock_script(&self, call: &'static str) -> Result<String> {
+    async fn run_lock_script(&self) -> Result<String> {
         let client = self.client.clone();
         let key = self.key.clone();
         let args = Vec::from(write_args(self.client.encoding, &self.key, &self.value, Some(self.ttl)));
-        let request = async move { client.script(call, key.as_str(), &client.scripts.lock, args).await };
+        let request = async move { client.script(key.as_str(), &client.scripts.lock, args).await };
         let mut unanswered = Unanswered {
             request: Some(Box::pin(request)),
             client: self.client.clone(),
@@ -110,7 +106,7 @@ impl RedisLocker {
         let status = match request {
             Some(request) => request.await,
             // Set just above.
-            None => return Err(Error::backend(REDIS, call, self.key.as_str(), true, "no lock request")),
+            None => return Err(Error::backend(REDIS, self.key.as_str(), true, "no lock request")),
         };
         unanswered.request = None;
         status
@@ -157,12 +153,12 @@ impl Locker for RedisLocker {
             // Registered before the attempt, so a release between the attempt and the
             // sleep still wakes this waiter.
             let released = self.client.lock_released.notified();
-            let wait = match self.attempt("lock").await? {
+            let wait = match self.attempt().await? {
                 Ok(guard) => return Ok(guard),
                 Err(left) => left.clamp(Duration::from_millis(5), POLL),
             };
             tokio::select! {
-                () = closing.cancelled() => return Err(self.closed("lock")),
+                () = closing.cancelled() => return Err(self.closed()),
                 () = released => {}
                 () = tokio::time::sleep(wait) => {}
             }
@@ -170,7 +166,7 @@ impl Locker for RedisLocker {
     }
 
     async fn try_lock(&self) -> Result<Option<LockGuard>> {
-        Ok(self.attempt("try_lock").await?.ok())
+        Ok(self.attempt().await?.ok())
     }
 }
 
@@ -190,7 +186,7 @@ impl Renew for Acquisition {
         let args = vec![self.index.to_string(), millis(self.ttl)];
         let status = self
             .client
-            .script("lock", self.key.as_str(), &self.client.scripts.renew, args)
+            .script(self.key.as_str(), &self.client.scripts.renew, args)
             .await?;
         Ok(match status.as_str() {
             "ok" => Renewal::Held(self.ttl),
@@ -208,9 +204,7 @@ impl Renew for Acquisition {
 /// `delete_value`) and wakes this handle's waiters; the script's status.
 async fn unlock(client: &RedisClient, key: &Key, index: u64, delete_value: bool) -> Result<String> {
     let args = vec![index.to_string(), if delete_value { "1" } else { "0" }.to_owned()];
-    let status = client
-        .script("unlock", key.as_str(), &client.scripts.unlock, args)
-        .await;
+    let status = client.script(key.as_str(), &client.scripts.unlock, args).await;
     client.lock_released.notify_waiters();
     status
 }

@@ -50,7 +50,10 @@ impl RedisConfig {
     {
         let endpoints: Vec<String> = endpoints.into_iter().map(Into::into).collect();
         self.validate(&endpoints)?;
-        let client = RedisClient::connect(&endpoints, &self).await?;
+        // Not called through the store handle: its errors are named here, once.
+        let client = RedisClient::connect(&endpoints, &self)
+            .await
+            .map_err(|e| e.in_call("connect", ""))?;
         Ok(RedisStore {
             client,
             config: self,
@@ -64,7 +67,6 @@ fn written(key: &Key, value: Bytes, status: &str) -> Result<KvPair> {
         Some(index) => Ok(KvPair::new(key.as_str(), value, index)),
         None => Err(Error::backend(
             REDIS,
-            "put",
             key.as_str(),
             false,
             format!("unexpected script answer {status:?}"),
@@ -85,7 +87,7 @@ pub(crate) async fn keys_below(client: &RedisClient, dir: &Key) -> Result<Vec<St
     };
     let mut found = BTreeSet::new();
     while let Some(key) = client
-        .step("list", dir.as_str(), async { keys.next().await.transpose() })
+        .step(dir.as_str(), async { keys.next().await.transpose() })
         .await?
     {
         let key = key.as_str_lossy();
@@ -97,13 +99,8 @@ pub(crate) async fn keys_below(client: &RedisClient, dir: &Key) -> Result<Vec<St
 }
 
 /// The pairs at `keys`, skipping those deleted meanwhile.
-pub(crate) async fn read_many(
-    client: &RedisClient,
-    call: &'static str,
-    dir: &Key,
-    keys: &[String],
-) -> Result<Vec<KvPair>> {
-    let pairs = client.read_many(call, dir.as_str(), keys).await?;
+pub(crate) async fn read_many(client: &RedisClient, dir: &Key, keys: &[String]) -> Result<Vec<KvPair>> {
+    let pairs = client.read_many(dir.as_str(), keys).await?;
     Ok(pairs.into_iter().flatten().collect())
 }
 
@@ -115,7 +112,7 @@ pub(crate) async fn read_state(client: &RedisClient, key: &Key, tree: bool) -> R
         Vec::new()
     };
     keys.push(key.to_string());
-    read_many(client, "watch", key, &keys).await
+    read_many(client, key, &keys).await
 }
 
 impl RedisStore {
@@ -147,10 +144,7 @@ struct Refresh {
 impl Renew for Refresh {
     async fn renew(&self) -> Result<Renewal> {
         let args = vec![self.index.to_string(), millis(self.ttl)];
-        let status = self
-            .client
-            .script("keep_alive", &self.key, &self.client.scripts.renew, args)
-            .await?;
+        let status = self.client.script(&self.key, &self.client.scripts.renew, args).await?;
         Ok(if status == "ok" {
             Renewal::Held(self.ttl)
         } else {
@@ -186,10 +180,7 @@ impl Backend for RedisStore {
 
     async fn put(&self, key: &Key, value: Bytes, opts: &WriteOptions) -> Result<()> {
         let args = Vec::from(write_args(self.client.encoding, key, &value, opts.ttl));
-        let status = self
-            .client
-            .script("put", key.as_str(), &self.client.scripts.put, args)
-            .await?;
+        let status = self.client.script(key.as_str(), &self.client.scripts.put, args).await?;
         let pair = written(key, value, &status)?;
         if let (Some(ttl), true) = (opts.ttl, opts.keep_alive) {
             self.keep_alive(key, pair.last_index, ttl);
@@ -199,7 +190,7 @@ impl Backend for RedisStore {
 
     async fn get(&self, key: &Key, _opts: &ReadOptions) -> Result<KvPair> {
         self.client
-            .read_one("get", key.as_str())
+            .read_one(key.as_str())
             .await?
             .ok_or_else(|| Error::not_found(REDIS, key.as_str()))
     }
@@ -207,7 +198,7 @@ impl Backend for RedisStore {
     async fn get_many(&self, keys: &[Key], _opts: &ReadOptions) -> Result<Vec<Option<KvPair>>> {
         let first = keys.first().map(Key::as_str).unwrap_or_default();
         let names: Vec<&str> = keys.iter().map(Key::as_str).collect();
-        self.client.read_many("get_many", first, &names).await
+        self.client.read_many(first, &names).await
     }
 
     async fn delete(&self, key: &Key) -> Result<()> {
@@ -215,17 +206,14 @@ impl Backend for RedisStore {
             ValueEncoding::Envelope => {
                 let deleted: i64 = self
                     .client
-                    .request("delete", key.as_str(), self.client.pool.del(key.as_str()))
+                    .request(key.as_str(), self.client.pool.del(key.as_str()))
                     .await?;
                 deleted > 0
             }
             // The key and its index key at once: a script.
             ValueEncoding::Raw => {
                 let delete = &self.client.scripts.delete;
-                self.client
-                    .script("delete", key.as_str(), delete, Vec::<String>::new())
-                    .await?
-                    == "ok"
+                self.client.script(key.as_str(), delete, Vec::<String>::new()).await? == "ok"
             }
         };
         if !deleted {
@@ -237,7 +225,7 @@ impl Backend for RedisStore {
     async fn exists(&self, key: &Key, _opts: &ReadOptions) -> Result<bool> {
         let count: i64 = self
             .client
-            .request("exists", key.as_str(), self.client.pool.exists(key.as_str()))
+            .request(key.as_str(), self.client.pool.exists(key.as_str()))
             .await?;
         Ok(count > 0)
     }
@@ -245,7 +233,7 @@ impl Backend for RedisStore {
     async fn list(&self, dir: &Key, _opts: &ReadOptions) -> Result<Vec<KvPair>> {
         let mut keys = keys_below(&self.client, dir).await?;
         keys.push(dir.to_string());
-        read_many(&self.client, "list", dir, &keys).await
+        read_many(&self.client, dir, &keys).await
     }
 
     async fn list_keys(&self, dir: &Key, _opts: &ReadOptions) -> Result<Vec<String>> {
@@ -260,12 +248,12 @@ impl Backend for RedisStore {
         let batch_size = if self.client.cluster { 1 } else { BATCH };
         for batch in keys.chunks(batch_size) {
             let unlink = self.client.pool.unlink::<i64, _>(batch.to_vec());
-            deleted += self.client.request("delete_tree", dir.as_str(), unlink).await?;
+            deleted += self.client.request(dir.as_str(), unlink).await?;
             if self.client.encoding == ValueEncoding::Raw {
                 // Counted apart: an index key left by another client's delete is no key.
                 let indexes: Vec<String> = batch.iter().map(|key| codec::index_key(key)).collect();
                 let unlink = self.client.pool.unlink::<i64, _>(indexes);
-                self.client.request("delete_tree", dir.as_str(), unlink).await?;
+                self.client.request(dir.as_str(), unlink).await?;
             }
         }
         if deleted == 0 {
@@ -307,7 +295,7 @@ impl Backend for RedisStore {
                 &scripts.cas
             }
         };
-        let status = self.client.script("atomic_put", key.as_str(), script, args).await?;
+        let status = self.client.script(key.as_str(), script, args).await?;
         match status.as_str() {
             "exists" => Err(Error::exists(REDIS, key.as_str())),
             "notfound" => Err(Error::not_found(REDIS, key.as_str())),
@@ -326,7 +314,7 @@ impl Backend for RedisStore {
         let args = vec![previous.last_index.to_string()];
         match self
             .client
-            .script("atomic_delete", key.as_str(), &self.client.scripts.cad, args)
+            .script(key.as_str(), &self.client.scripts.cad, args)
             .await?
             .as_str()
         {
@@ -341,7 +329,7 @@ impl Backend for RedisStore {
     }
 
     async fn close(&self) -> Result<()> {
-        self.client.request("close", "", self.client.pool.quit()).await
+        self.client.request("", self.client.pool.quit()).await
     }
 }
 

@@ -20,7 +20,7 @@ pub(crate) async fn commit(client: &RedisClient, txn: &Txn) -> Result<TxnOutcome
         same_slot(&keys)?;
     }
     let args = args(txn, client.encoding);
-    let status = client.eval("commit", first, &client.scripts.commit, keys, args).await?;
+    let status = client.eval(first, &client.scripts.commit, keys, args).await?;
     outcome(first, &status)
 }
 
@@ -100,7 +100,6 @@ fn outcome(key: &str, status: &str) -> Result<TxnOutcome> {
         Some(compare) => Ok(TxnOutcome::Failed { compare }),
         None => Err(Error::backend(
             REDIS,
-            "commit",
             key,
             false,
             format!("unexpected script answer {status:?}"),

@@ -32,7 +32,7 @@ const NEEDED: [char; 4] = ['g', '$', 'x', 'e'];
 async fn ensure_notifications(store: &RedisStore, key: &Key) -> Result<()> {
     let client = &store.client;
     let read = client
-        .request("watch", key.as_str(), client.pool.config_get("notify-keyspace-events"))
+        .request(key.as_str(), client.pool.config_get("notify-keyspace-events"))
         .await;
     let current: HashMap<String, String> = match read {
         Ok(current) => current,
@@ -49,13 +49,13 @@ async fn ensure_notifications(store: &RedisStore, key: &Key) -> Result<()> {
     if store.config.enable_keyspace_events {
         let wanted = format!("{flags}Kg$xe");
         let set = client.pool.config_set("notify-keyspace-events", wanted);
-        return client.request("watch", key.as_str(), set).await;
+        return client.request(key.as_str(), set).await;
     }
     let reason = format!(
         "the server has keyspace notifications off (notify-keyspace-events={flags:?}); watches need K, g, $, x and e: \
          run `CONFIG SET notify-keyspace-events KEA` (or set it in redis.conf), or set enable_keyspace_events=true"
     );
-    Err(Error::backend(REDIS, "watch", key.as_str(), false, reason))
+    Err(Error::backend(REDIS, key.as_str(), false, reason))
 }
 
 /// A watch on `key`, or with `tree` on everything below it.
@@ -68,7 +68,7 @@ pub(crate) async fn watch(store: &RedisStore, key: &Key, tree: bool) -> Result<W
     let reconnects = subscriber.0.reconnect_rx();
     store
         .client
-        .request("watch", key.as_str(), subscriber.0.psubscribe(pattern))
+        .request(key.as_str(), subscriber.0.psubscribe(pattern))
         .await?;
     let snapshot = read_state(&store.client, key, tree).await?;
     let feeder = Feeder {
@@ -153,7 +153,7 @@ impl Feed for Feeder {
             if self.resubscribe {
                 // Subscribe again first, then read, so no change falls between.
                 let resubscribed = self.subscriber.0.resubscribe_all().await;
-                resubscribed.map_err(|err| crate::error::map_error("watch", self.key.as_str(), err))?;
+                resubscribed.map_err(|err| crate::error::map_error(self.key.as_str(), err))?;
                 self.resubscribe = false;
                 self.resync = true;
             }
@@ -192,7 +192,7 @@ impl Feed for Feeder {
 impl Feeder {
     fn closed(&self) -> Error {
         let reason = "the subscriber connection closed";
-        Error::backend(REDIS, "watch", self.key.as_str(), true, reason)
+        Error::backend(REDIS, self.key.as_str(), true, reason)
     }
 
     /// The event for a notification on `key`, if it changed what the consumer knows.
@@ -201,7 +201,7 @@ impl Feeder {
         if (!self.tree && key != self.key.as_str()) || is_index_key(key) {
             return None;
         }
-        match self.client.read_one("watch", key).await {
+        match self.client.read_one(key).await {
             // The change is known but its value is not: start over from a snapshot.
             Err(_) => {
                 self.resync = true;

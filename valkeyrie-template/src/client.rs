@@ -35,7 +35,7 @@ impl TemplateClient {
             name: Some(name.clone()),
             max_value_size: config.max_value_size,
         })
-        .map_err(|err| map_error("connect", "", err))?;
+        .map_err(|err| map_error("", err))?;
         Ok(TemplateClient { server })
     }
 

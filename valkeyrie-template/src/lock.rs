@@ -51,16 +51,12 @@ impl Locker for TemplateLocker {
     }
 
     async fn lock(&self) -> Result<LockGuard> {
-        let guard = self.inner.lock().await.map_err(|e| map_error("lock", self.key(), e))?;
+        let guard = self.inner.lock().await.map_err(|e| map_error(self.key(), e))?;
         Ok(self.wrap(guard))
     }
 
     async fn try_lock(&self) -> Result<Option<LockGuard>> {
-        let guard = self
-            .inner
-            .try_lock()
-            .await
-            .map_err(|e| map_error("try_lock", self.key(), e))?;
+        let guard = self.inner.try_lock().await.map_err(|e| map_error(self.key(), e))?;
         Ok(guard.map(|guard| self.wrap(guard)))
     }
 }
@@ -76,13 +72,8 @@ impl LockRelease for Release {
     async fn release(self: Box<Self>) -> Result<()> {
         let key = self.guard.key().to_owned();
         match tokio::time::timeout(self.timeout, self.guard.unlock()).await {
-            Ok(result) => result.map_err(|e| map_error("unlock", &key, e)),
-            Err(_) => Err(valkeyrie_core::Error::Timeout {
-                store: TEMPLATE,
-                call: "unlock",
-                key,
-                after: self.timeout,
-            }),
+            Ok(result) => result.map_err(|e| map_error(&key, e)),
+            Err(_) => Err(valkeyrie_core::Error::timeout(TEMPLATE, key, self.timeout)),
         }
     }
 }

@@ -1,8 +1,8 @@
 //! [`TemplateStore`]: the [`Backend`] implementation and the registration.
 //!
 //! Each call is one request through the client, bounded by the request timeout, its errors
-//! mapped by [`map_error`]. Keys arrive validated and normalized; list and watch_tree
-//! results are sorted and filtered by valkeyrie-core.
+//! mapped by [`map_error`] (the store handle names the call on them). Keys arrive validated
+//! and normalized; list and watch_tree results are sorted and filtered by valkeyrie-core.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -41,7 +41,8 @@ impl TemplateConfig {
     {
         self.validate()?;
         let endpoints: Vec<String> = endpoints.into_iter().map(Into::into).collect();
-        let client = TemplateClient::connect(&endpoints, &self)?;
+        // The one place this backend names a call: `connect` is not a call of the handle.
+        let client = TemplateClient::connect(&endpoints, &self).map_err(|e| e.in_call("connect", ""))?;
         Ok(TemplateStore {
             client,
             config: self,
@@ -56,10 +57,10 @@ impl TemplateStore {
         &self.client
     }
 
-    /// Runs one request with the configured deadline, mapping its error.
-    async fn request<T>(&self, call: &'static str, key: &Key, request: impl Future<Output = Result<T>>) -> Result<T> {
-        let request = async { request.await.map_err(|err| map_error(call, key.as_str(), err)) };
-        deadline::within(self.config.request_timeout, TEMPLATE, call, key.as_str(), request).await
+    /// Runs one request on `key` with the configured deadline, mapping its error.
+    async fn request<T>(&self, key: &Key, request: impl Future<Output = Result<T>>) -> Result<T> {
+        let request = async { request.await.map_err(|err| map_error(key.as_str(), err)) };
+        deadline::within(self.config.request_timeout, TEMPLATE, key.as_str(), request).await
     }
 }
 
@@ -80,13 +81,12 @@ impl Backend for TemplateStore {
     }
 
     async fn put(&self, key: &Key, value: Bytes, opts: &WriteOptions) -> Result<()> {
-        self.request("put", key, self.client.requests().put(key.as_str(), value, opts))
+        self.request(key, self.client.requests().put(key.as_str(), value, opts))
             .await
     }
 
     async fn get(&self, key: &Key, opts: &ReadOptions) -> Result<KvPair> {
-        self.request("get", key, self.client.requests().get(key.as_str(), opts))
-            .await
+        self.request(key, self.client.requests().get(key.as_str(), opts)).await
     }
 
     async fn get_many(&self, keys: &[Key], opts: &ReadOptions) -> Result<Vec<Option<KvPair>>> {
@@ -96,27 +96,22 @@ impl Backend for TemplateStore {
         let Some(first) = keys.first() else {
             return Ok(Vec::new());
         };
-        self.request("get_many", first, self.client.requests().get_many(&names, opts))
-            .await
+        self.request(first, self.client.requests().get_many(&names, opts)).await
     }
 
     async fn delete(&self, key: &Key) -> Result<()> {
-        self.request("delete", key, self.client.requests().delete(key.as_str()))
-            .await
+        self.request(key, self.client.requests().delete(key.as_str())).await
     }
 
     async fn exists(&self, key: &Key, opts: &ReadOptions) -> Result<bool> {
-        self.request("exists", key, self.client.requests().exists(key.as_str(), opts))
+        self.request(key, self.client.requests().exists(key.as_str(), opts))
             .await
     }
 
     async fn list(&self, dir: &Key, opts: &ReadOptions) -> Result<Vec<KvPair>> {
         // The shared rules want `dir` itself and everything below; the server's list gives
         // what is below, and its `KeyNotFound` means "nothing below".
-        let below = match self
-            .request("list", dir, self.client.requests().list(dir.as_str(), opts))
-            .await
-        {
+        let below = match self.request(dir, self.client.requests().list(dir.as_str(), opts)).await {
             Ok(pairs) => pairs,
             Err(Error::KeyNotFound { .. }) => Vec::new(),
             Err(err) => return Err(err),
@@ -141,31 +136,31 @@ impl Backend for TemplateStore {
             let stream = self.client.requests().list_stream(dir.as_str(), opts)?;
             stream.take(limit).try_collect().await
         };
-        self.request("list_stream", dir, page).await
+        self.request(dir, page).await
     }
 
     async fn delete_tree(&self, dir: &Key) -> Result<()> {
-        self.request("delete_tree", dir, self.client.requests().delete_tree(dir.as_str()))
+        self.request(dir, self.client.requests().delete_tree(dir.as_str()))
             .await
     }
 
     async fn watch(&self, key: &Key, opts: &ReadOptions) -> Result<WatchStream> {
         let stream = self
-            .request("watch", key, self.client.requests().watch(key.as_str(), opts))
+            .request(key, self.client.requests().watch(key.as_str(), opts))
             .await?;
-        watch::start(&self.background.spawner(), key, "watch", stream).await
+        watch::start(&self.background.spawner(), key, stream).await
     }
 
     async fn watch_tree(&self, dir: &Key, opts: &ReadOptions) -> Result<WatchStream> {
         let stream = self
-            .request("watch_tree", dir, self.client.requests().watch_tree(dir.as_str(), opts))
+            .request(dir, self.client.requests().watch_tree(dir.as_str(), opts))
             .await?;
-        watch::start(&self.background.spawner(), dir, "watch_tree", stream).await
+        watch::start(&self.background.spawner(), dir, stream).await
     }
 
     async fn new_lock(&self, key: &Key, opts: LockOptions) -> Result<Box<dyn Locker>> {
         let inner = self
-            .request("new_lock", key, self.client.requests().new_lock(key.as_str(), opts))
+            .request(key, self.client.requests().new_lock(key.as_str(), opts))
             .await?;
         Ok(Box::new(TemplateLocker {
             inner,
@@ -182,7 +177,6 @@ impl Backend for TemplateStore {
         opts: &WriteOptions,
     ) -> Result<KvPair> {
         self.request(
-            "atomic_put",
             key,
             self.client.requests().atomic_put(key.as_str(), value, previous, opts),
         )
@@ -190,12 +184,8 @@ impl Backend for TemplateStore {
     }
 
     async fn atomic_delete(&self, key: &Key, previous: &KvPair) -> Result<()> {
-        self.request(
-            "atomic_delete",
-            key,
-            self.client.requests().atomic_delete(key.as_str(), previous),
-        )
-        .await
+        self.request(key, self.client.requests().atomic_delete(key.as_str(), previous))
+            .await
     }
 
     async fn commit(&self, txn: &Txn) -> Result<TxnOutcome> {
@@ -203,8 +193,7 @@ impl Backend for TemplateStore {
             return Ok(TxnOutcome::Committed);
         };
         let request = txn::request(self.client.requests().name(), txn);
-        self.request("commit", key, self.client.requests().commit(request))
-            .await
+        self.request(key, self.client.requests().commit(request)).await
     }
 
     async fn close(&self) -> Result<()> {

@@ -17,25 +17,19 @@ use valkeyrie_core::{Error, Key, Result, Spawner, WatchEvent, WatchStream};
 use crate::error::map_error;
 use crate::TEMPLATE;
 
-/// Starts a watch on the stand-in server's `stream` for `call` on `key`: its first item is
-/// the snapshot, the rest is fed through core's feed driver.
-pub(crate) async fn start(
-    spawner: &Spawner,
-    key: &Key,
-    call: &'static str,
-    mut stream: WatchStream,
-) -> Result<WatchStream> {
+/// Starts a watch on the stand-in server's `stream` on `key`: its first item is the
+/// snapshot, the rest is fed through core's feed driver.
+pub(crate) async fn start(spawner: &Spawner, key: &Key, mut stream: WatchStream) -> Result<WatchStream> {
     let snapshot = match stream.next().await {
         Some(Ok(WatchEvent::Snapshot(pairs))) => pairs,
         Some(Ok(_)) | None => {
             let reason = "the server's feed did not start with a snapshot";
-            return Err(Error::backend(TEMPLATE, call, key.as_str(), false, reason));
+            return Err(Error::backend(TEMPLATE, key.as_str(), false, reason));
         }
-        Some(Err(err)) => return Err(map_error(call, key.as_str(), err)),
+        Some(Err(err)) => return Err(map_error(key.as_str(), err)),
     };
     let relay = Relay {
         key: key.clone(),
-        call,
         stream,
     };
     // The stand-in server resumes by itself: its errors are final.
@@ -45,7 +39,6 @@ pub(crate) async fn start(
 /// The stand-in server's change feed, relayed.
 struct Relay {
     key: Key,
-    call: &'static str,
     stream: WatchStream,
 }
 
@@ -55,10 +48,10 @@ impl Feed for Relay {
         match self.stream.next().await {
             Some(Ok(WatchEvent::Snapshot(pairs))) => Ok(Batch::Resync(pairs)),
             Some(Ok(event)) => Ok(Batch::Events(vec![event])),
-            Some(Err(err)) => Err(map_error(self.call, self.key.as_str(), err)),
+            Some(Err(err)) => Err(map_error(self.key.as_str(), err)),
             None => {
                 let reason = "the server ended the watch";
-                Err(Error::backend(TEMPLATE, self.call, self.key.as_str(), false, reason))
+                Err(Error::backend(TEMPLATE, self.key.as_str(), false, reason))
             }
         }
     }

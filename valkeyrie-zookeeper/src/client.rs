@@ -109,16 +109,10 @@ impl SessionSpec {
         let limit = self.connect_timeout.max(Duration::from_millis(100));
         match tokio::time::timeout(limit, self.connector().connect(&cluster)).await {
             Ok(Ok(client)) => Ok(client),
-            Ok(Err(err)) => Err(self.connect_error(map_error("connect", "", err)).await),
+            Ok(Err(err)) => Err(self.connect_error(map_error("", err)).await),
             Err(_) => {
                 let reason = format!("no session with {} within {limit:?}", self.hosts);
-                let err = Error::NotReachable {
-                    store: ZOOKEEPER,
-                    call: "connect",
-                    key: String::new(),
-                    source: reason.into(),
-                };
-                Err(self.connect_error(err).await)
+                Err(self.connect_error(Error::not_reachable(ZOOKEEPER, "", reason)).await)
             }
         }
     }
@@ -132,7 +126,7 @@ impl SessionSpec {
             return err;
         }
         match tls.certificate_refusal(&self.hosts, self.connect_timeout).await {
-            Some(refusal) => Error::tls_verification(ZOOKEEPER, "connect", "", refusal),
+            Some(refusal) => Error::tls_verification(ZOOKEEPER, "", refusal),
             None => err,
         }
     }
@@ -226,11 +220,7 @@ impl ZkClient {
     /// The session's client, for one request; `Closed` after [`ZkClient::close`].
     pub(crate) fn client(&self) -> Result<Client> {
         let slot = self.slot.read().unwrap_or_else(PoisonError::into_inner);
-        slot.clone().ok_or(Error::Closed {
-            store: ZOOKEEPER,
-            call: "request",
-            key: String::new(),
-        })
+        slot.clone().ok_or_else(|| Error::closed(ZOOKEEPER, ""))
     }
 
     /// Lets the session end: no new request gets the client.
@@ -239,30 +229,24 @@ impl ZkClient {
         self.closed.cancel();
     }
 
-    /// Runs one request within the request timeout, mapping its error.
-    pub(crate) async fn request<T, F>(&self, call: &'static str, key: &str, request: F) -> Result<T>
+    /// Runs one request on `key` within the request timeout, mapping its error.
+    pub(crate) async fn request<T, F>(&self, key: &str, request: F) -> Result<T>
     where
         F: Future<Output = std::result::Result<T, zookeeper_client::Error>>,
     {
-        let request = async { request.await.map_err(|e| map_error(call, key, e)) };
-        deadline::within(self.request_timeout, ZOOKEEPER, call, key, request).await
+        let request = async { request.await.map_err(|e| map_error(key, e)) };
+        deadline::within(self.request_timeout, ZOOKEEPER, key, request).await
     }
 
-    /// Every node in `paths`, read in one multi-read: one snapshot, one round trip.
-    pub(crate) async fn read_nodes(
-        &self,
-        call: &'static str,
-        call_key: &str,
-        paths: &[String],
-    ) -> Result<HashMap<String, Node>> {
+    /// Every node in `paths`, read in one multi-read: one snapshot, one round trip. An
+    /// error of the whole read names `call_key`, one of a node names its key.
+    pub(crate) async fn read_nodes(&self, call_key: &str, paths: &[String]) -> Result<HashMap<String, Node>> {
         let client = self.client()?;
         let mut reader = client.new_multi_reader();
         for path in paths {
-            reader
-                .add_get_data(path)
-                .map_err(|e| map_error(call, &key_of(path), e))?;
+            reader.add_get_data(path).map_err(|e| map_error(&key_of(path), e))?;
         }
-        let results = self.request(call, call_key, reader.commit()).await?;
+        let results = self.request(call_key, reader.commit()).await?;
         let mut snapshot = HashMap::with_capacity(paths.len());
         for (path, result) in paths.iter().zip(results) {
             let node = match result {
@@ -270,10 +254,10 @@ impl ZkClient {
                 MultiReadResult::Error {
                     err: zookeeper_client::Error::NoNode,
                 } => None,
-                MultiReadResult::Error { err } => return Err(map_error(call, &key_of(path), err)),
+                MultiReadResult::Error { err } => return Err(map_error(&key_of(path), err)),
                 other => {
                     let reason = format!("the multi-read answered a data read with {other:?}");
-                    return Err(Error::backend(ZOOKEEPER, call, key_of(path), false, reason));
+                    return Err(Error::backend(ZOOKEEPER, key_of(path), false, reason));
                 }
             };
             snapshot.insert(path.clone(), node);
@@ -282,7 +266,7 @@ impl ZkClient {
     }
 
     /// Creates the missing ancestors of `path` as directory nodes.
-    pub(crate) async fn ensure_parents(&self, call: &'static str, path: &str) -> Result<()> {
+    pub(crate) async fn ensure_parents(&self, path: &str) -> Result<()> {
         /// How often to start over when a directory node is removed under our feet.
         const ATTEMPTS: usize = 16;
         let Some((parent, _)) = path.rsplit_once('/') else {
@@ -299,7 +283,7 @@ impl ZkClient {
                 prefix.push('/');
                 prefix.push_str(segment);
                 match self
-                    .request(call, &prefix, client.create(&prefix, DIR_MARKER, &options))
+                    .request(&prefix, client.create(&prefix, DIR_MARKER, &options))
                     .await
                 {
                     Ok(_) | Err(Error::KeyExists { .. }) => {}
@@ -311,6 +295,6 @@ impl ZkClient {
             return Ok(());
         }
         let reason = format!("directory nodes above {path} kept vanishing");
-        Err(Error::backend(ZOOKEEPER, call, path, true, reason))
+        Err(Error::backend(ZOOKEEPER, path, true, reason))
     }
 }

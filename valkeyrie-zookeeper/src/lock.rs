@@ -50,12 +50,12 @@ struct Pending {
 impl Pending {
     async fn clean_up(zk: ZkClient, parent: String, name_prefix: String) {
         let Ok(client) = zk.client() else { return };
-        let Ok(children) = zk.request("unlock", &parent, client.list_children(&parent)).await else {
+        let Ok(children) = zk.request(&parent, client.list_children(&parent)).await else {
             return;
         };
         for name in children.iter().filter(|name| name.starts_with(&name_prefix)) {
             let node = format!("{parent}/{name}");
-            let _ = zk.request("unlock", &node, client.delete(&node, None)).await;
+            let _ = zk.request(&node, client.delete(&node, None)).await;
         }
     }
 }
@@ -90,29 +90,15 @@ impl ZkLocker {
         }
     }
 
-    fn closed(&self, call: &'static str) -> Error {
-        Error::Closed {
-            store: ZOOKEEPER,
-            call,
-            key: self.key.to_string(),
-        }
+    fn closed(&self) -> Error {
+        Error::closed(ZOOKEEPER, self.key.as_str())
     }
 
     /// Waits until our node has the lowest sequence; `false` if it does not and `wait` is off.
-    async fn wait_turn(
-        &self,
-        call: &'static str,
-        path: &str,
-        own: &str,
-        session: &LostSignal,
-        wait: bool,
-    ) -> Result<bool> {
+    async fn wait_turn(&self, path: &str, own: &str, session: &LostSignal, wait: bool) -> Result<bool> {
         let closing = self.spawner.token();
         loop {
-            let children = self
-                .zk
-                .request(call, path, self.zk.client()?.list_children(path))
-                .await?;
+            let children = self.zk.request(path, self.zk.client()?.list_children(path)).await?;
             let mut contenders: Vec<&String> = children.iter().filter(|name| is_lock_node(name)).collect();
             contenders.sort_by_key(|name| sequence(name));
             let Some(position) = contenders.iter().position(|name| *name == own) else {
@@ -131,13 +117,13 @@ impl ZkLocker {
             }
             let (stat, watcher) = self
                 .zk
-                .request(call, path, self.zk.client()?.check_and_watch_stat(&predecessor))
+                .request(path, self.zk.client()?.check_and_watch_stat(&predecessor))
                 .await?;
             if stat.is_none() {
                 continue;
             }
             tokio::select! {
-                () = closing.cancelled() => return Err(self.closed(call)),
+                () = closing.cancelled() => return Err(self.closed()),
                 reason = session.lost() => return Err(Error::LockLost { store: ZOOKEEPER, key: self.key.to_string(), reason }),
                 _ = watcher.changed() => {}
             }
@@ -155,9 +141,9 @@ impl Acquire for ZkLocker {
         ZOOKEEPER
     }
 
-    async fn acquire(&self, call: &'static str, wait: bool) -> Result<Option<LockGuard>> {
+    async fn acquire(&self, wait: bool) -> Result<Option<LockGuard>> {
         if self.spawner.is_closed() {
-            return Err(self.closed(call));
+            return Err(self.closed());
         }
         let key = self.key.as_str();
         let path = path_of(key);
@@ -179,10 +165,10 @@ impl Acquire for ZkLocker {
         // cleaned it up between making it and creating under it): make it and retry.
         let mut attempts = 0;
         let (stat, seq) = loop {
-            match self.zk.request(call, key, client.create(&prefix, &[], &options)).await {
+            match self.zk.request(key, client.create(&prefix, &[], &options)).await {
                 Err(Error::KeyNotFound { .. }) if attempts < 16 => {
                     attempts += 1;
-                    self.zk.ensure_parents(call, &format!("{path}/_")).await?;
+                    self.zk.ensure_parents(&format!("{path}/_")).await?;
                 }
                 created => break created?,
             }
@@ -208,13 +194,13 @@ impl Acquire for ZkLocker {
             delete_value: self.delete_on_unlock,
         };
 
-        if !self.wait_turn(call, &path, &own_name, held.lost_signal(), wait).await? {
+        if !self.wait_turn(&path, &own_name, held.lost_signal(), wait).await? {
             // Busy and not waiting: dropping `pending` deletes the node; dropping `held`
             // stops following it.
             return Ok(None);
         }
         self.zk
-            .request(call, key, self.zk.client()?.set_data(&path, &encode(&self.value), None))
+            .request(key, self.zk.client()?.set_data(&path, &encode(&self.value), None))
             .await?;
         pending.armed = false;
         let token = u64::try_from(stat.czxid).unwrap_or(0);
@@ -243,10 +229,7 @@ impl Renew for Contender {
     /// Only an answer from the server proves the session alive: held for the negotiated
     /// session timeout after the request was sent.
     async fn renew(&self) -> Result<Renewal> {
-        let stat = self
-            .zk
-            .request("lock", &self.node, self.client.check_stat(&self.node))
-            .await?;
+        let stat = self.zk.request(&self.node, self.client.check_stat(&self.node)).await?;
         Ok(match stat {
             Some(_) => Renewal::Held(self.client.session_timeout()),
             None => Renewal::Lost(LostReason::RecordDeleted),
@@ -259,11 +242,7 @@ impl Renew for Contender {
     async fn give_up(&self) {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
         loop {
-            match self
-                .zk
-                .request("lock", &self.node, self.client.delete(&self.node, None))
-                .await
-            {
+            match self.zk.request(&self.node, self.client.delete(&self.node, None)).await {
                 Err(err) if err.is_temporary() => backoff.wait().await,
                 // Deleted, already gone, or the session is over (its nodes with it).
                 _ => return,
@@ -275,7 +254,7 @@ impl Renew for Contender {
 /// Resolves when the session ends or the contender node is deleted.
 async fn lost_when_gone(zk: ZkClient, client: zookeeper_client::Client, node: String) -> LostReason {
     let mut states = client.state_watcher();
-    let mut node_changed = match zk.request("lock", &node, client.check_and_watch_stat(&node)).await {
+    let mut node_changed = match zk.request(&node, client.check_and_watch_stat(&node)).await {
         Ok((Some(_), watcher)) => Box::pin(watcher.changed()) as NodeChange,
         _ => return LostReason::RecordDeleted,
     };
@@ -291,7 +270,7 @@ async fn lost_when_gone(zk: ZkClient, client: zookeeper_client::Client, node: St
                     return LostReason::RecordDeleted;
                 }
                 // Any other event (a session change): watch the node again.
-                match zk.request("lock", &node, client.check_and_watch_stat(&node)).await {
+                match zk.request(&node, client.check_and_watch_stat(&node)).await {
                     Ok((Some(_), watcher)) => node_changed = Box::pin(watcher.changed()),
                     Ok((None, _)) => return LostReason::RecordDeleted,
                     Err(_) => node_changed = Box::pin(std::future::pending()),
@@ -323,7 +302,7 @@ impl LockRelease for ZkRelease {
         // what may be passing trouble.
         let mut attempt = 0;
         loop {
-            match zk.request("unlock", &key, client.delete(&node, None)).await {
+            match zk.request(&key, client.delete(&node, None)).await {
                 Ok(()) => break,
                 Err(Error::KeyNotFound { .. }) => {
                     return Err(Error::LockLost {
@@ -341,15 +320,15 @@ impl LockRelease for ZkRelease {
         }
         if delete_value {
             // Other contenders' nodes keep the key's node alive: then the value stays.
-            match zk.request("unlock", &key, client.delete(&path, None)).await {
-                Ok(()) => zk.cleanup_parents("unlock", &path).await,
+            match zk.request(&key, client.delete(&path, None)).await {
+                Ok(()) => zk.cleanup_parents(&path).await,
                 Err(Error::KeyNotFound { .. }) => {}
                 Err(err) if is_not_empty(&err) => {}
                 Err(err) => return Err(err),
             }
             return Ok(());
         }
-        zk.cleanup_parents("unlock", &node).await;
+        zk.cleanup_parents(&node).await;
         Ok(())
     }
 }

@@ -53,7 +53,9 @@ impl ZookeeperConfig {
     {
         self.validate()?;
         let endpoints: Vec<String> = endpoints.into_iter().map(Into::into).collect();
-        let zk = ZkClient::connect(&endpoints, &self).await?;
+        let zk = ZkClient::connect(&endpoints, &self)
+            .await
+            .map_err(|e| e.in_call("connect", ""))?;
         Ok(ZookeeperStore {
             zk,
             config: self,
@@ -95,12 +97,8 @@ impl ZookeeperStore {
     }
 
     /// The node's data and stat, `None` when there is no node.
-    async fn read(&self, call: &'static str, key: &Key, path: &str) -> Result<Option<(Vec<u8>, Stat)>> {
-        match self
-            .zk
-            .request(call, key.as_str(), self.zk.client()?.get_data(path))
-            .await
-        {
+    async fn read(&self, key: &Key, path: &str) -> Result<Option<(Vec<u8>, Stat)>> {
+        match self.zk.request(key.as_str(), self.zk.client()?.get_data(path)).await {
             Ok(found) => Ok(Some(found)),
             Err(Error::KeyNotFound { .. }) => Ok(None),
             Err(err) => Err(err),
@@ -110,40 +108,33 @@ impl ZookeeperStore {
     /// Writes `key` as `expected` allows. A plain write on a plain node sets its data in
     /// place; a write that changes the node's type (to or from TTL or ephemeral) replaces a
     /// childless node in one transaction (delete at its version, create with the new type).
-    async fn write(
-        &self,
-        call: &'static str,
-        key: &Key,
-        value: &[u8],
-        opts: &WriteOptions,
-        expected: Expect,
-    ) -> Result<KvPair> {
+    async fn write(&self, key: &Key, value: &[u8], opts: &WriteOptions, expected: Expect) -> Result<KvPair> {
         let path = checked_path(key)?;
         let data = encode(value);
         let ephemeral = opts.keep_alive && opts.ttl.is_some();
         let ttl = opts.ttl.filter(|_| !ephemeral);
         let options = create_options(self.zk.acls(), ttl, ephemeral);
         if matches!(expected, Expect::Anything) && ttl.is_none() && !ephemeral {
-            if let Some(index) = self.put_plain(call, key, &path, &data, &options).await? {
+            if let Some(index) = self.put_plain(key, &path, &data, &options).await? {
                 return Ok(KvPair::new(key.as_str(), Bytes::copy_from_slice(value), index));
             }
         }
         let client = self.zk.client()?;
         for _ in 0..WRITE_ATTEMPTS {
-            let Some((current, stat)) = self.read(call, key, &path).await? else {
+            let Some((current, stat)) = self.read(key, &path).await? else {
                 if let Expect::Index(_) = expected {
                     return Err(Error::not_found(ZOOKEEPER, key.as_str()));
                 }
-                self.zk.ensure_parents(call, &path).await?;
+                self.zk.ensure_parents(&path).await?;
                 let client = self.zk.client()?;
                 match self
                     .zk
-                    .request(call, key.as_str(), client.create(&path, &data, &options))
+                    .request(key.as_str(), client.create(&path, &data, &options))
                     .await
                 {
                     Ok((stat, _)) => {
                         if ttl.is_some() {
-                            self.mark_ttl(call, key, &path).await?;
+                            self.mark_ttl(key, &path).await?;
                         }
                         return Ok(KvPair::new(
                             key.as_str(),
@@ -169,19 +160,16 @@ impl ZookeeperStore {
             let outcome = if wants_plain && (stat.num_children > 0 || is_plain_node(&stat)) {
                 // In place, so the node's version keeps growing and checks on it stay exact.
                 let set = client.set_data(&path, &data, Some(stat.version));
-                self.zk
-                    .request(call, key.as_str(), set)
-                    .await
-                    .map(|stat| index_of(&stat))
+                self.zk.request(key.as_str(), set).await.map(|stat| index_of(&stat))
             } else if stat.num_children == 0 {
-                self.replace(call, key, &path, &data, &options, stat.version).await
+                self.replace(key, &path, &data, &options, stat.version).await
             } else {
                 let reason =
                     "a key with keys below it cannot take a TTL or keep-alive on ZooKeeper (its node must stay)";
-                return Err(Error::backend(ZOOKEEPER, call, key.as_str(), false, reason));
+                return Err(Error::backend(ZOOKEEPER, key.as_str(), false, reason));
             };
             if outcome.is_ok() && ttl.is_some() {
-                self.mark_ttl(call, key, &path).await?;
+                self.mark_ttl(key, &path).await?;
             }
             match outcome {
                 Ok(index) => return Ok(KvPair::new(key.as_str(), Bytes::copy_from_slice(value), index)),
@@ -195,27 +183,16 @@ impl ZookeeperStore {
             }
         }
         let reason = format!("gave up after {WRITE_ATTEMPTS} attempts racing other writers");
-        Err(Error::gave_up(ZOOKEEPER, call, key.as_str(), reason))
+        Err(Error::gave_up(ZOOKEEPER, key.as_str(), reason))
     }
 
     /// A plain put without reading the node first: sets its data in place, or creates it
     /// (its parents only when they are missing). `None` when the read-then-write path must
     /// decide: the node is a TTL or ephemeral one (now holding the new data) that a plain
     /// node must replace, or it was created or removed meanwhile.
-    async fn put_plain(
-        &self,
-        call: &'static str,
-        key: &Key,
-        path: &str,
-        data: &[u8],
-        options: &CreateOptions<'_>,
-    ) -> Result<Option<u64>> {
+    async fn put_plain(&self, key: &Key, path: &str, data: &[u8], options: &CreateOptions<'_>) -> Result<Option<u64>> {
         let client = self.zk.client()?;
-        match self
-            .zk
-            .request(call, key.as_str(), client.set_data(path, data, None))
-            .await
-        {
+        match self.zk.request(key.as_str(), client.set_data(path, data, None)).await {
             // As `write` decides: a node with children stays, a plain node is set in place.
             Ok(stat) if stat.num_children > 0 || is_plain_node(&stat) => return Ok(Some(index_of(&stat))),
             Ok(_) => return Ok(None),
@@ -224,15 +201,11 @@ impl ZookeeperStore {
         }
         let mut made_parents = false;
         loop {
-            match self
-                .zk
-                .request(call, key.as_str(), client.create(path, data, options))
-                .await
-            {
+            match self.zk.request(key.as_str(), client.create(path, data, options)).await {
                 Ok((stat, _)) => return Ok(Some(index_of(&stat))),
                 Err(Error::KeyNotFound { .. }) if !made_parents => {
                     made_parents = true;
-                    self.zk.ensure_parents(call, path).await?;
+                    self.zk.ensure_parents(path).await?;
                 }
                 Err(Error::KeyExists { .. } | Error::KeyNotFound { .. }) => return Ok(None),
                 Err(err) => return Err(err),
@@ -241,13 +214,13 @@ impl ZookeeperStore {
     }
 
     /// Marks a TTL node this store created (see `write`).
-    pub(crate) async fn mark_ttl(&self, call: &'static str, key: &Key, path: &str) -> Result<()> {
+    pub(crate) async fn mark_ttl(&self, key: &Key, path: &str) -> Result<()> {
         // The node's own ACL, set again: only its version changes.
         let acls = self.zk.acls();
         let client = self.zk.client()?;
         match self
             .zk
-            .request(call, key.as_str(), client.set_acl(path, &acls, Some(0)))
+            .request(key.as_str(), client.set_acl(path, &acls, Some(0)))
             .await
         {
             // Rewritten or deleted meanwhile: the newer write decides the node's type.
@@ -259,7 +232,6 @@ impl ZookeeperStore {
     /// Deletes the node at `version` and creates it again with `options`, in one transaction.
     async fn replace(
         &self,
-        call: &'static str,
         key: &Key,
         path: &str,
         data: &[u8],
@@ -274,9 +246,9 @@ impl ZookeeperStore {
             .add_delete(path, Some(version))
             .and_then(|()| writer.add_create(path, data, options))
             .and_then(|()| writer.add_set_data(path, data, Some(0)));
-        staged.map_err(|e| crate::error::map_error(call, key.as_str(), e))?;
+        staged.map_err(|e| crate::error::map_error(key.as_str(), e))?;
         let commit = async { writer.commit().await.map_err(zookeeper_client::Error::from) };
-        let results = self.zk.request(call, key.as_str(), commit).await?;
+        let results = self.zk.request(key.as_str(), commit).await?;
         let written = results.iter().find_map(|result| match result {
             MultiWriteResult::SetData { stat } => Some(index_of(stat)),
             _ => None,
@@ -284,7 +256,6 @@ impl ZookeeperStore {
         written.ok_or_else(|| {
             Error::backend(
                 ZOOKEEPER,
-                call,
                 key.as_str(),
                 false,
                 format!("the transaction returned no stat: {results:?}"),
@@ -295,16 +266,16 @@ impl ZookeeperStore {
     /// Removes the key whose node has `stat`, at its version: a childless node is deleted
     /// (with directory nodes left empty above it); a node with children stays for them and
     /// becomes a directory node again.
-    async fn remove_key(&self, call: &'static str, key: &Key, path: &str, stat: &Stat) -> Result<()> {
+    async fn remove_key(&self, key: &Key, path: &str, stat: &Stat) -> Result<()> {
         let client = self.zk.client()?;
         if stat.num_children > 0 {
             let set = client.set_data(path, DIR_MARKER, Some(stat.version));
-            return self.zk.request(call, key.as_str(), set).await.map(drop);
+            return self.zk.request(key.as_str(), set).await.map(drop);
         }
         self.zk
-            .request(call, key.as_str(), client.delete(path, Some(stat.version)))
+            .request(key.as_str(), client.delete(path, Some(stat.version)))
             .await?;
-        self.zk.cleanup_parents(call, path).await;
+        self.zk.cleanup_parents(path).await;
         Ok(())
     }
 }
@@ -333,12 +304,12 @@ impl Backend for ZookeeperStore {
     }
 
     async fn put(&self, key: &Key, value: Bytes, opts: &WriteOptions) -> Result<()> {
-        self.write("put", key, &value, opts, Expect::Anything).await.map(drop)
+        self.write(key, &value, opts, Expect::Anything).await.map(drop)
     }
 
     async fn get(&self, key: &Key, _opts: &ReadOptions) -> Result<KvPair> {
         let path = checked_path(key)?;
-        let found = self.read("get", key, &path).await?;
+        let found = self.read(key, &path).await?;
         let pair =
             found.and_then(|(data, stat)| decode(data).map(|value| KvPair::new(key.as_str(), value, index_of(&stat))));
         pair.ok_or_else(|| Error::not_found(ZOOKEEPER, key.as_str()))
@@ -347,13 +318,13 @@ impl Backend for ZookeeperStore {
     async fn delete(&self, key: &Key) -> Result<()> {
         let path = checked_path(key)?;
         for _ in 0..WRITE_ATTEMPTS {
-            let Some((data, stat)) = self.read("delete", key, &path).await? else {
+            let Some((data, stat)) = self.read(key, &path).await? else {
                 return Err(Error::not_found(ZOOKEEPER, key.as_str()));
             };
             if decode(data).is_none() {
                 return Err(Error::not_found(ZOOKEEPER, key.as_str()));
             }
-            match self.remove_key("delete", key, &path, &stat).await {
+            match self.remove_key(key, &path, &stat).await {
                 // Written, given a child or removed in between: look again.
                 Err(Error::KeyModified { .. } | Error::KeyNotFound { .. }) => continue,
                 Err(err) if is_not_empty(&err) => continue,
@@ -361,7 +332,7 @@ impl Backend for ZookeeperStore {
             }
         }
         let reason = format!("gave up after {WRITE_ATTEMPTS} attempts racing other writers");
-        Err(Error::gave_up(ZOOKEEPER, "delete", key.as_str(), reason))
+        Err(Error::gave_up(ZOOKEEPER, key.as_str(), reason))
     }
 
     async fn get_many(&self, keys: &[Key], _opts: &ReadOptions) -> Result<Vec<Option<KvPair>>> {
@@ -371,7 +342,7 @@ impl Backend for ZookeeperStore {
         for chunk in keys.chunks(GET_MANY_CHUNK) {
             let paths = chunk.iter().map(checked_path).collect::<Result<Vec<_>>>()?;
             let first = chunk.first().map_or("", Key::as_str);
-            let nodes = self.zk.read_nodes("get_many", first, &paths).await?;
+            let nodes = self.zk.read_nodes(first, &paths).await?;
             pairs.extend(chunk.iter().zip(&paths).map(|(key, path)| {
                 let (data, stat) = nodes.get(path).cloned().flatten()?;
                 decode(data).map(|value| KvPair::new(key.as_str(), value, index_of(&stat)))
@@ -383,42 +354,38 @@ impl Backend for ZookeeperStore {
     async fn exists(&self, key: &Key, _opts: &ReadOptions) -> Result<bool> {
         let path = checked_path(key)?;
         Ok(self
-            .read("exists", key, &path)
+            .read(key, &path)
             .await?
             .is_some_and(|(data, _)| decode(data).is_some()))
     }
 
     async fn list(&self, dir: &Key, _opts: &ReadOptions) -> Result<Vec<KvPair>> {
         checked_path(dir)?;
-        self.zk.list_keys("list", dir, self.config.concurrency).await
+        self.zk.list_keys(dir, self.config.concurrency).await
     }
 
     async fn list_keys(&self, dir: &Key, _opts: &ReadOptions) -> Result<Vec<String>> {
         // The tree walk reads children only; directory nodes among them are not keys, and
         // `list_stream` skips them when their values are read.
         checked_path(dir)?;
-        let paths = self.zk.walk("list_stream", dir, false, self.config.concurrency).await?;
+        let paths = self.zk.walk(dir, false, self.config.concurrency).await?;
         Ok(paths.iter().map(|path| key_of(path)).collect())
     }
 
     async fn delete_tree(&self, dir: &Key) -> Result<()> {
         let path = checked_path(dir)?;
         let concurrency = self.config.concurrency;
-        let paths = self.zk.walk("delete_tree", dir, true, concurrency).await?;
-        let existed = !self
-            .zk
-            .read_keys("delete_tree", paths.clone(), concurrency)
-            .await?
-            .is_empty();
+        let paths = self.zk.walk(dir, true, concurrency).await?;
+        let existed = !self.zk.read_keys(paths.clone(), concurrency).await?.is_empty();
         // Parents come before children in the walk: delete in reverse.
         let client = self.zk.client()?;
         for node in paths.iter().rev() {
-            match self.zk.request("delete_tree", node, client.delete(node, None)).await {
+            match self.zk.request(node, client.delete(node, None)).await {
                 Ok(()) | Err(Error::KeyNotFound { .. }) => {}
                 Err(err) => return Err(err),
             }
         }
-        self.zk.cleanup_parents("delete_tree", &path).await;
+        self.zk.cleanup_parents(&path).await;
         if existed {
             Ok(())
         } else {
@@ -456,19 +423,19 @@ impl Backend for ZookeeperStore {
         opts: &WriteOptions,
     ) -> Result<KvPair> {
         let expected = Expect::previous(previous);
-        self.write("atomic_put", key, &value, opts, expected).await
+        self.write(key, &value, opts, expected).await
     }
 
     async fn atomic_delete(&self, key: &Key, previous: &KvPair) -> Result<()> {
         let path = checked_path(key)?;
-        let found = self.read("atomic_delete", key, &path).await?;
+        let found = self.read(key, &path).await?;
         let Some((_, stat)) = found.filter(|(data, _)| data != DIR_MARKER) else {
             return Err(Error::not_found(ZOOKEEPER, key.as_str()));
         };
         if !index_matches(&stat, previous.last_index) {
             return Err(Error::modified(ZOOKEEPER, key.as_str()));
         }
-        match self.remove_key("atomic_delete", key, &path, &stat).await {
+        match self.remove_key(key, &path, &stat).await {
             Ok(()) => Ok(()),
             Err(Error::KeyModified { .. }) => Err(Error::modified(ZOOKEEPER, key.as_str())),
             Err(Error::KeyNotFound { .. }) => Err(Error::not_found(ZOOKEEPER, key.as_str())),

@@ -10,19 +10,13 @@ use crate::node::{decode, index_of, is_lock_node, key_of, path_of, DIR_MARKER};
 impl ZkClient {
     /// The paths of `dir` and every node below it, parents before children; lock contender
     /// nodes only with `with_locks`. At most `concurrency` requests in flight.
-    pub(crate) async fn walk(
-        &self,
-        call: &'static str,
-        dir: &Key,
-        with_locks: bool,
-        concurrency: usize,
-    ) -> Result<Vec<String>> {
+    pub(crate) async fn walk(&self, dir: &Key, with_locks: bool, concurrency: usize) -> Result<Vec<String>> {
         let mut paths = Vec::new();
         let mut level = vec![path_of(dir.as_str())];
         while !level.is_empty() {
             let children: Vec<(String, Vec<String>)> = stream::iter(level.clone())
                 .map(|path| async move {
-                    match self.request(call, &path, self.client()?.list_children(&path)).await {
+                    match self.request(&path, self.client()?.list_children(&path)).await {
                         Ok(children) => Ok((path, children)),
                         Err(Error::KeyNotFound { .. }) => Ok((path, Vec::new())),
                         Err(err) => Err(err),
@@ -47,14 +41,14 @@ impl ZkClient {
     /// whether the listing is empty or not found), lock contender nodes excluded. Each
     /// node's stat, read with its data, says whether it has children to list, so leaves
     /// cost one read. At most `concurrency` requests in flight.
-    pub(crate) async fn list_keys(&self, call: &'static str, dir: &Key, concurrency: usize) -> Result<Vec<KvPair>> {
+    pub(crate) async fn list_keys(&self, dir: &Key, concurrency: usize) -> Result<Vec<KvPair>> {
         let root = path_of(dir.as_str());
         let mut pairs = Vec::new();
         let mut parents = vec![root.clone()];
         while !parents.is_empty() {
             let children: Vec<String> = stream::iter(parents)
                 .map(|parent| async move {
-                    let names = match self.request(call, &parent, self.client()?.list_children(&parent)).await {
+                    let names = match self.request(&parent, self.client()?.list_children(&parent)).await {
                         Ok(names) => names,
                         Err(Error::KeyNotFound { .. }) => Vec::new(),
                         Err(err) => return Err(err),
@@ -67,7 +61,7 @@ impl ZkClient {
                 .await?;
             let nodes: Vec<Option<(String, Option<KvPair>, bool)>> = stream::iter(children)
                 .map(|path| async move {
-                    match self.request(call, &path, self.client()?.get_data(&path)).await {
+                    match self.request(&path, self.client()?.get_data(&path)).await {
                         Ok((data, stat)) => {
                             let pair = decode(data).map(|value| KvPair::new(key_of(&path), value, index_of(&stat)));
                             Ok(Some((path, pair, stat.num_children > 0)))
@@ -88,21 +82,16 @@ impl ZkClient {
             }
         }
         if pairs.is_empty() {
-            return self.read_keys(call, vec![root], concurrency).await;
+            return self.read_keys(vec![root], concurrency).await;
         }
         Ok(pairs)
     }
 
     /// The keys at `paths`, skipping nodes that are not keys or are gone.
-    pub(crate) async fn read_keys(
-        &self,
-        call: &'static str,
-        paths: Vec<String>,
-        concurrency: usize,
-    ) -> Result<Vec<KvPair>> {
+    pub(crate) async fn read_keys(&self, paths: Vec<String>, concurrency: usize) -> Result<Vec<KvPair>> {
         let pairs: Vec<Option<KvPair>> = stream::iter(paths)
             .map(|path| async move {
-                match self.request(call, &path, self.client()?.get_data(&path)).await {
+                match self.request(&path, self.client()?.get_data(&path)).await {
                     Ok((data, stat)) => {
                         Ok(decode(data).map(|value| KvPair::new(key_of(&path), value, index_of(&stat))))
                     }
@@ -119,21 +108,21 @@ impl ZkClient {
     /// After the node at `path` was deleted: removes its ancestors that are directory nodes
     /// with no children left, bottom-up. Best effort: a node that gained a child or a value
     /// meanwhile stays (the delete is conditional on its version and emptiness).
-    pub(crate) async fn cleanup_parents(&self, call: &'static str, path: &str) {
+    pub(crate) async fn cleanup_parents(&self, path: &str) {
         let Ok(client) = self.client() else { return };
         let mut current = path.to_owned();
         while let Some((parent, _)) = current.rsplit_once('/') {
             if parent.is_empty() {
                 return;
             }
-            let Ok((data, stat)) = self.request(call, parent, client.get_data(parent)).await else {
+            let Ok((data, stat)) = self.request(parent, client.get_data(parent)).await else {
                 return;
             };
             if data != DIR_MARKER || stat.num_children > 0 {
                 return;
             }
             if self
-                .request(call, parent, client.delete(parent, Some(stat.version)))
+                .request(parent, client.delete(parent, Some(stat.version)))
                 .await
                 .is_err()
             {

@@ -50,12 +50,12 @@ pub(crate) async fn commit(store: &ZookeeperStore, txn: &Txn) -> Result<TxnOutco
         }
     }
     for _ in 0..WRITE_ATTEMPTS {
-        let snapshot = store.zk.read_nodes("commit", call_key, &paths).await?;
+        let snapshot = store.zk.read_nodes(call_key, &paths).await?;
         if let Some(compare) = first_failed(txn, &snapshot) {
             return Ok(TxnOutcome::Failed { compare });
         }
         for path in paths_to_create(txn, &snapshot)? {
-            store.zk.ensure_parents("commit", &path).await?;
+            store.zk.ensure_parents(&path).await?;
         }
         if write(store, call_key, txn, &snapshot).await? {
             after_commit(store, txn, &snapshot).await?;
@@ -63,7 +63,7 @@ pub(crate) async fn commit(store: &ZookeeperStore, txn: &Txn) -> Result<TxnOutco
         }
     }
     let reason = format!("gave up after {WRITE_ATTEMPTS} attempts racing other writers");
-    Err(Error::gave_up(ZOOKEEPER, "commit", call_key, reason))
+    Err(Error::gave_up(ZOOKEEPER, call_key, reason))
 }
 
 fn node<'s>(snapshot: &'s HashMap<String, Node>, key: &Key) -> Option<&'s (Vec<u8>, Stat)> {
@@ -122,24 +122,24 @@ async fn write(store: &ZookeeperStore, call_key: &str, txn: &Txn, snapshot: &Has
     let mut writer = client.new_multi_writer();
     stage(&mut writer, txn, snapshot, store.zk.acls())?;
     let sent = async { Ok::<_, zookeeper_client::Error>(writer.commit().await) };
-    match store.zk.request("commit", call_key, sent).await? {
+    match store.zk.request(call_key, sent).await? {
         Ok(_) => Ok(true),
         Err(MultiWriteError::OperationFailed { source, .. }) => {
-            let err = map_error("commit", call_key, source);
+            let err = map_error(call_key, source);
             match err {
                 Error::KeyNotFound { .. } | Error::KeyExists { .. } | Error::KeyModified { .. } => Ok(false),
                 err if is_not_empty(&err) => Ok(false),
                 err => Err(err),
             }
         }
-        Err(MultiWriteError::RequestFailed { source }) => Err(map_error("commit", call_key, source)),
+        Err(MultiWriteError::RequestFailed { source }) => Err(map_error(call_key, source)),
     }
 }
 
 /// Maps an error of staging an operation on `path` (the client validates paths there),
 /// naming its key.
 fn staging(path: &str) -> impl FnOnce(zookeeper_client::Error) -> Error + '_ {
-    move |err| map_error("commit", &key_of(path), err)
+    move |err| map_error(&key_of(path), err)
 }
 
 fn stage(writer: &mut MultiWriter<'_>, txn: &Txn, snapshot: &HashMap<String, Node>, acls: Acls<'_>) -> Result<()> {
@@ -181,7 +181,7 @@ fn stage(writer: &mut MultiWriter<'_>, txn: &Txn, snapshot: &HashMap<String, Nod
                     }
                     Some((_, stat)) if stat.num_children > 0 => {
                         let reason = "a key with keys below it cannot take a TTL on ZooKeeper (its node must stay)";
-                        return Err(Error::backend(ZOOKEEPER, "commit", op.key().as_str(), false, reason));
+                        return Err(Error::backend(ZOOKEEPER, op.key().as_str(), false, reason));
                     }
                     Some((_, stat)) => writer
                         .add_delete(&path, Some(stat.version))
@@ -211,9 +211,9 @@ async fn after_commit(store: &ZookeeperStore, txn: &Txn, snapshot: &HashMap<Stri
     for op in &txn.ops {
         let path = path_of(op.key().as_str());
         match op {
-            TxnOp::Put { key, opts, .. } if opts.ttl.is_some() => store.mark_ttl("commit", key, &path).await?,
+            TxnOp::Put { key, opts, .. } if opts.ttl.is_some() => store.mark_ttl(key, &path).await?,
             TxnOp::Delete { key } if node(snapshot, key).is_some_and(|(_, stat)| stat.num_children == 0) => {
-                store.zk.cleanup_parents("commit", &path).await;
+                store.zk.cleanup_parents(&path).await;
             }
             _ => {}
         }

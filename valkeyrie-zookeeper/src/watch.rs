@@ -70,11 +70,11 @@ impl Feeder {
     /// The current state, remembered as what the consumer knows.
     async fn read(&mut self) -> Result<Vec<KvPair>> {
         let paths = if self.tree {
-            self.zk.walk("watch", &self.key, false, self.concurrency).await?
+            self.zk.walk(&self.key, false, self.concurrency).await?
         } else {
             vec![path_of(self.key.as_str())]
         };
-        let pairs = self.zk.read_keys("watch", paths, self.concurrency).await?;
+        let pairs = self.zk.read_keys(paths, self.concurrency).await?;
         self.known = pairs.iter().map(|p| (p.key.clone(), p.last_index)).collect();
         Ok(pairs)
     }
@@ -83,7 +83,7 @@ impl Feeder {
     async fn set_watch(&self) -> Result<PersistentWatcher> {
         let client = self.zk.client()?;
         self.zk
-            .request("watch", self.key.as_str(), client.watch(&self.path, self.mode))
+            .request(self.key.as_str(), client.watch(&self.path, self.mode))
             .await
     }
 
@@ -101,7 +101,7 @@ impl Feeder {
                 return Err(err);
             }
         };
-        Ok(match self.zk.request("watch", &key, client.get_data(path)).await {
+        Ok(match self.zk.request(&key, client.get_data(path)).await {
             Ok((data, stat)) => match decode(data) {
                 Some(value) => {
                     let index = index_of(&stat);
@@ -141,7 +141,7 @@ impl Feed for Feeder {
             }
             let Some(watcher) = self.watcher.as_mut() else {
                 let reason = "the watch was never set";
-                return Err(Error::backend(ZOOKEEPER, "watch", self.key.as_str(), false, reason));
+                return Err(Error::backend(ZOOKEEPER, self.key.as_str(), false, reason));
             };
             let event = watcher.changed().await;
             match event.event_type {
@@ -159,7 +159,7 @@ impl Feed for Feeder {
                     }
                     state if state.is_terminated() => {
                         let reason = format!("the ZooKeeper session ended ({state:?})");
-                        return Err(Error::backend(ZOOKEEPER, "watch", self.key.as_str(), false, reason));
+                        return Err(Error::backend(ZOOKEEPER, self.key.as_str(), false, reason));
                     }
                     _ => {}
                 },

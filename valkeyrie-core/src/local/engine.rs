@@ -102,7 +102,7 @@ impl<S: Storage> Engine<S> {
         let mut writer = Writer::default();
         let all = storage
             .scan_prefix("")
-            .map_err(|e| Error::backend(options.store, "open", "", false, e))?;
+            .map_err(|e| Error::backend(options.store, "", false, e))?;
         for (key, record) in all {
             if let Some(at) = record.expires_at {
                 writer.expiries.insert((at, key));
@@ -140,17 +140,17 @@ impl<S: Storage> Engine<S> {
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn fail(&self, call: &'static str, key: &str, err: BoxError) -> Error {
-        Error::backend(self.options.store, call, key, false, err)
+    fn fail(&self, key: &str, err: BoxError) -> Error {
+        Error::backend(self.options.store, key, false, err)
     }
 
-    fn read(&self, call: &'static str, key: &str) -> Result<Option<Record>> {
-        let record = self.storage.get(key).map_err(|e| self.fail(call, key, e))?;
+    fn read(&self, key: &str) -> Result<Option<Record>> {
+        let record = self.storage.get(key).map_err(|e| self.fail(key, e))?;
         Ok(record.and_then(live_now))
     }
 
-    fn next_index(&self, call: &'static str, key: &str) -> Result<u64> {
-        self.storage.next_index().map_err(|e| self.fail(call, key, e))
+    fn next_index(&self, key: &str) -> Result<u64> {
+        self.storage.next_index().map_err(|e| self.fail(key, e))
     }
 
     /// Callers hold the writer lock, as `subscribe` does: a watcher subscribing later reads
@@ -169,7 +169,7 @@ impl<S: Storage> Engine<S> {
 
     /// Reads `key`.
     pub(crate) fn get(&self, key: &Key) -> Result<KvPair> {
-        match self.read("get", key.as_str())? {
+        match self.read(key.as_str())? {
             Some(record) => Ok(KvPair::new(key.as_str(), record.value, record.index)),
             None => Err(Error::not_found(self.store(), key.as_str())),
         }
@@ -180,7 +180,7 @@ impl<S: Storage> Engine<S> {
         let _writer = self.writer();
         keys.iter()
             .map(|key| {
-                let record = self.read("get_many", key.as_str())?;
+                let record = self.read(key.as_str())?;
                 Ok(record.map(|r| KvPair::new(key.as_str(), r.value, r.index)))
             })
             .collect()
@@ -188,20 +188,20 @@ impl<S: Storage> Engine<S> {
 
     /// Whether `key` exists.
     pub(crate) fn exists(&self, key: &Key) -> Result<bool> {
-        Ok(self.read("exists", key.as_str())?.is_some())
+        Ok(self.read(key.as_str())?.is_some())
     }
 
     /// `dir` and every live record below it.
     pub(crate) fn list(&self, dir: &Key) -> Result<Vec<KvPair>> {
         let now = now_ms();
         let mut pairs = Vec::new();
-        if let Some(record) = self.read("list", dir.as_str())? {
+        if let Some(record) = self.read(dir.as_str())? {
             pairs.push(KvPair::new(dir.as_str(), record.value, record.index));
         }
         let below = self
             .storage
             .scan_prefix(&dir.dir_prefix())
-            .map_err(|e| self.fail("list", dir.as_str(), e))?;
+            .map_err(|e| self.fail(dir.as_str(), e))?;
         pairs.extend(
             below
                 .into_iter()
@@ -222,7 +222,7 @@ impl<S: Storage> Engine<S> {
             let scanned = self
                 .storage
                 .scan_page(&prefix, after.as_deref(), wanted)
-                .map_err(|e| self.fail("list_stream", dir.as_str(), e))?;
+                .map_err(|e| self.fail(dir.as_str(), e))?;
             let exhausted = scanned.len() < wanted;
             after = scanned.last().map(|(key, _)| key.clone());
             pairs.extend(
@@ -237,22 +237,15 @@ impl<S: Storage> Engine<S> {
         Ok(pairs)
     }
 
-    fn write(
-        &self,
-        writer: &mut Writer,
-        call: &'static str,
-        key: &str,
-        value: Bytes,
-        ttl: Option<Duration>,
-    ) -> Result<KvPair> {
-        let index = self.next_index(call, key)?;
+    fn write(&self, writer: &mut Writer, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<KvPair> {
+        let index = self.next_index(key)?;
         let expires_at = ttl.map(ms_after);
         let record = Record {
             index,
             expires_at,
             value,
         };
-        let previous_expiry = self.storage.insert(key, &record).map_err(|e| self.fail(call, key, e))?;
+        let previous_expiry = self.storage.insert(key, &record).map_err(|e| self.fail(key, e))?;
         if let Some(at) = previous_expiry {
             writer.expiries.remove(&(at, key.to_owned()));
         }
@@ -265,8 +258,8 @@ impl<S: Storage> Engine<S> {
         Ok(pair)
     }
 
-    fn remove(&self, writer: &mut Writer, call: &'static str, key: &str) -> Result<bool> {
-        let removed = self.storage.remove(key).map_err(|e| self.fail(call, key, e))?;
+    fn remove(&self, writer: &mut Writer, key: &str) -> Result<bool> {
+        let removed = self.storage.remove(key).map_err(|e| self.fail(key, e))?;
         let Some(record) = removed else {
             return Ok(false);
         };
@@ -274,7 +267,7 @@ impl<S: Storage> Engine<S> {
             writer.expiries.remove(&(at, key.to_owned()));
         }
         let was_live = live_now(record).is_some();
-        let index = self.next_index(call, key)?;
+        let index = self.next_index(key)?;
         self.publish(key, None, index);
         Ok(was_live)
     }
@@ -282,13 +275,13 @@ impl<S: Storage> Engine<S> {
     /// Writes `key`.
     pub(crate) fn put(&self, key: &Key, value: Bytes, ttl: Option<Duration>) -> Result<KvPair> {
         let mut writer = self.writer();
-        self.write(&mut writer, "put", key.as_str(), value, ttl)
+        self.write(&mut writer, key.as_str(), value, ttl)
     }
 
     /// Deletes `key`.
     pub(crate) fn delete(&self, key: &Key) -> Result<()> {
         let mut writer = self.writer();
-        if self.remove(&mut writer, "delete", key.as_str())? {
+        if self.remove(&mut writer, key.as_str())? {
             Ok(())
         } else {
             Err(Error::not_found(self.store(), key.as_str()))
@@ -301,10 +294,10 @@ impl<S: Storage> Engine<S> {
         let below = self
             .storage
             .scan_prefix(&dir.dir_prefix())
-            .map_err(|e| self.fail("delete_tree", dir.as_str(), e))?;
-        let mut any = self.remove(&mut writer, "delete_tree", dir.as_str())?;
+            .map_err(|e| self.fail(dir.as_str(), e))?;
+        let mut any = self.remove(&mut writer, dir.as_str())?;
         for (key, _) in below {
-            any |= self.remove(&mut writer, "delete_tree", &key)?;
+            any |= self.remove(&mut writer, &key)?;
         }
         if any {
             Ok(())
@@ -322,7 +315,7 @@ impl<S: Storage> Engine<S> {
         ttl: Option<Duration>,
     ) -> Result<KvPair> {
         let mut writer = self.writer();
-        let current = self.read("atomic_put", key.as_str())?;
+        let current = self.read(key.as_str())?;
         match (previous, current) {
             (None, Some(_)) => return Err(Error::exists(self.store(), key.as_str())),
             (Some(_), None) => return Err(Error::not_found(self.store(), key.as_str())),
@@ -331,16 +324,16 @@ impl<S: Storage> Engine<S> {
             }
             _ => {}
         }
-        self.write(&mut writer, "atomic_put", key.as_str(), value, ttl)
+        self.write(&mut writer, key.as_str(), value, ttl)
     }
 
     /// Compare-and-delete; see [`crate::Store::atomic_delete`].
     pub(crate) fn atomic_delete(&self, key: &Key, previous: &KvPair) -> Result<()> {
         let mut writer = self.writer();
-        match self.read("atomic_delete", key.as_str())? {
+        match self.read(key.as_str())? {
             None => Err(Error::not_found(self.store(), key.as_str())),
             Some(current) if current.index != previous.last_index => Err(Error::modified(self.store(), key.as_str())),
-            Some(_) => self.remove(&mut writer, "atomic_delete", key.as_str()).map(drop),
+            Some(_) => self.remove(&mut writer, key.as_str()).map(drop),
         }
     }
 
@@ -352,7 +345,7 @@ impl<S: Storage> Engine<S> {
         let mut current = Vec::with_capacity(txn.compares.len());
         for compare in &txn.compares {
             let pair = self
-                .read("commit", compare.key.as_str())?
+                .read(compare.key.as_str())?
                 .map(|r| KvPair::new(compare.key.as_str(), r.value, r.index));
             current.push((compare.key.clone(), pair));
         }
@@ -362,7 +355,7 @@ impl<S: Storage> Engine<S> {
                 let record = self
                     .storage
                     .get_lock(fence.key())
-                    .map_err(|e| self.fail("commit", fence.key(), e))?;
+                    .map_err(|e| self.fail(fence.key(), e))?;
                 let holds = record.is_some_and(|r| r.owner != 0 && r.token == fence.token() && r.expires_at > now);
                 held.push((fence.token(), holds));
             }
@@ -382,7 +375,7 @@ impl<S: Storage> Engine<S> {
         for op in &txn.ops {
             let record = match op {
                 TxnOp::Put { key, value, opts } => Some(Record {
-                    index: self.next_index("commit", key.as_str())?,
+                    index: self.next_index(key.as_str())?,
                     expires_at: opts.ttl.map(ms_after),
                     value: value.clone(),
                 }),
@@ -391,7 +384,7 @@ impl<S: Storage> Engine<S> {
             let previous = self
                 .storage
                 .get(op.key().as_str())
-                .map_err(|e| self.fail("commit", op.key().as_str(), e))?;
+                .map_err(|e| self.fail(op.key().as_str(), e))?;
             records.push((op.key(), previous, record));
         }
         let writes: Vec<(&str, Option<&Record>)> = records
@@ -400,7 +393,7 @@ impl<S: Storage> Engine<S> {
             .map(|(key, _, record)| (key.as_str(), record.as_ref()))
             .collect();
         let first = txn.ops.first().map_or("", |op| op.key().as_str());
-        self.storage.apply(&writes).map_err(|e| self.fail("commit", first, e))?;
+        self.storage.apply(&writes).map_err(|e| self.fail(first, e))?;
 
         for (key, previous, record) in records {
             let key = key.as_str();
@@ -417,7 +410,7 @@ impl<S: Storage> Engine<S> {
                     self.publish(key, Some(&pair), record.index);
                 }
                 None if previous.is_some() => {
-                    let index = self.next_index("commit", key)?;
+                    let index = self.next_index(key)?;
                     self.publish(key, None, index);
                 }
                 None => {}
@@ -430,13 +423,11 @@ impl<S: Storage> Engine<S> {
     /// Returns `false` once the key was rewritten, deleted or expired.
     pub(crate) fn refresh(&self, key: &str, index: u64, ttl: Duration) -> Result<bool> {
         let mut writer = self.writer();
-        match self.read("keep_alive", key)? {
+        match self.read(key)? {
             Some(mut record) if record.index == index => {
                 let old = record.expires_at;
                 record.expires_at = Some(ms_after(ttl));
-                self.storage
-                    .insert(key, &record)
-                    .map_err(|e| self.fail("keep_alive", key, e))?;
+                self.storage.insert(key, &record).map_err(|e| self.fail(key, e))?;
                 if let Some(at) = old {
                     writer.expiries.remove(&(at, key.to_owned()));
                 }
@@ -457,7 +448,7 @@ impl<S: Storage> Engine<S> {
         let snapshot = if tree {
             self.list(key)?
         } else {
-            self.read("watch", key.as_str())?
+            self.read(key.as_str())?
                 .map(|r| KvPair::new(key.as_str(), r.value, r.index))
                 .into_iter()
                 .collect()
@@ -475,10 +466,10 @@ impl<S: Storage> Engine<S> {
                 return Ok(Some(at));
             }
             writer.expiries.pop_first();
-            let record = self.storage.get(&key).map_err(|e| self.fail("expire", &key, e))?;
+            let record = self.storage.get(&key).map_err(|e| self.fail(&key, e))?;
             if record.as_ref().is_some_and(|r| r.expires_at.is_some_and(|e| e <= now)) {
-                self.storage.remove(&key).map_err(|e| self.fail("expire", &key, e))?;
-                let index = self.next_index("expire", &key)?;
+                self.storage.remove(&key).map_err(|e| self.fail(&key, e))?;
+                let index = self.next_index(&key)?;
                 self.publish(&key, None, index);
             }
         }
@@ -510,12 +501,12 @@ impl<S: Storage> Engine<S> {
         let current = self
             .storage
             .get_lock(key.as_str())
-            .map_err(|e| self.fail("lock", key.as_str(), e))?;
+            .map_err(|e| self.fail(key.as_str(), e))?;
         let current = current.unwrap_or_default();
         if current.owner != 0 && current.expires_at > now_ms() {
             return Ok(Acquire::Busy(current.expires_at));
         }
-        let token = self.next_index("lock", key.as_str())?;
+        let token = self.next_index(key.as_str())?;
         let record = LockRecord {
             owner,
             token,
@@ -523,8 +514,8 @@ impl<S: Storage> Engine<S> {
         };
         self.storage
             .put_lock(key.as_str(), &record)
-            .map_err(|e| self.fail("lock", key.as_str(), e))?;
-        self.write(&mut writer, "lock", key.as_str(), value.clone(), None)?;
+            .map_err(|e| self.fail(key.as_str(), e))?;
+        self.write(&mut writer, key.as_str(), value.clone(), None)?;
         Ok(Acquire::Acquired(token))
     }
 
@@ -533,7 +524,7 @@ impl<S: Storage> Engine<S> {
         let current = self
             .storage
             .get_lock(key.as_str())
-            .map_err(|e| self.fail("renew", key.as_str(), e))?;
+            .map_err(|e| self.fail(key.as_str(), e))?;
         Ok(match current.filter(|r| r.owner == owner) {
             None => Err(LostReason::RecordDeleted),
             Some(record) if record.expires_at <= now_ms() => Err(LostReason::Expired),
@@ -550,12 +541,12 @@ impl<S: Storage> Engine<S> {
         let current = self
             .storage
             .get_lock(key.as_str())
-            .map_err(|e| self.fail("renew", key.as_str(), e))?;
+            .map_err(|e| self.fail(key.as_str(), e))?;
         let mut record = current.unwrap_or_default();
         record.expires_at = ms_after(ttl);
         self.storage
             .put_lock(key.as_str(), &record)
-            .map_err(|e| self.fail("renew", key.as_str(), e))?;
+            .map_err(|e| self.fail(key.as_str(), e))?;
         Ok(Ok(()))
     }
 
@@ -565,7 +556,7 @@ impl<S: Storage> Engine<S> {
         let current = self
             .storage
             .get_lock(key.as_str())
-            .map_err(|e| self.fail("unlock", key.as_str(), e))?;
+            .map_err(|e| self.fail(key.as_str(), e))?;
         let Some(mut record) = current.filter(|r| r.owner == owner) else {
             return Ok(Err(LostReason::RecordDeleted));
         };
@@ -573,9 +564,9 @@ impl<S: Storage> Engine<S> {
         record.owner = 0;
         self.storage
             .put_lock(key.as_str(), &record)
-            .map_err(|e| self.fail("unlock", key.as_str(), e))?;
+            .map_err(|e| self.fail(key.as_str(), e))?;
         if delete_value && !expired {
-            self.remove(&mut writer, "unlock", key.as_str())?;
+            self.remove(&mut writer, key.as_str())?;
         }
         drop(writer);
         self.lock_changed.notify_waiters();
@@ -589,7 +580,7 @@ impl<S: Storage> Engine<S> {
         let current = self
             .storage
             .get_lock(key.as_str())
-            .map_err(|e| self.fail("revoke", key.as_str(), e))?;
+            .map_err(|e| self.fail(key.as_str(), e))?;
         let Some(mut record) = current.filter(|r| r.owner != 0) else {
             return Ok(false);
         };
@@ -600,14 +591,14 @@ impl<S: Storage> Engine<S> {
         }
         self.storage
             .put_lock(key.as_str(), &record)
-            .map_err(|e| self.fail("revoke", key.as_str(), e))?;
+            .map_err(|e| self.fail(key.as_str(), e))?;
         drop(writer);
         self.lock_changed.notify_waiters();
         Ok(true)
     }
 
     pub(crate) fn flush(&self, key: &str) -> Result<()> {
-        self.storage.flush().map_err(|e| self.fail("flush", key, e))
+        self.storage.flush().map_err(|e| self.fail(key, e))
     }
 }
 

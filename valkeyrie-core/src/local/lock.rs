@@ -38,24 +38,20 @@ struct LocalHold<S: Storage> {
 }
 
 impl<S: Storage> LocalLocker<S> {
-    fn closed(&self, call: &'static str) -> Error {
-        Error::Closed {
-            store: self.engine.store(),
-            call,
-            key: self.key.to_string(),
-        }
+    fn closed(&self) -> Error {
+        Error::closed(self.engine.store(), self.key.as_str())
     }
 
-    async fn attempt(&self, call: &'static str) -> Result<std::result::Result<LockGuard, u64>> {
+    async fn attempt(&self) -> Result<std::result::Result<LockGuard, u64>> {
         if self.spawner.is_closed() {
-            return Err(self.closed(call));
+            return Err(self.closed());
         }
         let store = self.engine.store();
         let owner = self
             .engine
             .storage
             .next_index()
-            .map_err(|e| Error::backend(store, call, self.key.as_str(), false, e))?;
+            .map_err(|e| Error::backend(store, self.key.as_str(), false, e))?;
         let acquired_at = Instant::now();
         let token = match self.engine.acquire(&self.key, owner, self.ttl, &self.value)? {
             Acquire::Busy(until) => return Ok(Err(until)),
@@ -74,7 +70,7 @@ impl<S: Storage> LocalLocker<S> {
             let key = self.key.to_string();
             tokio::task::spawn_blocking(move || engine.flush(&key))
                 .await
-                .map_err(|e| Error::backend(store, call, self.key.as_str(), false, e))??;
+                .map_err(|e| Error::backend(store, self.key.as_str(), false, e))??;
         }
         Ok(Ok(guard))
     }
@@ -110,7 +106,7 @@ impl<S: Storage> Locker for LocalLocker<S> {
             let changed = self.engine.lock_changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            let until = match self.attempt("lock").await? {
+            let until = match self.attempt().await? {
                 Ok(guard) => return Ok(guard),
                 Err(until) => until,
             };
@@ -118,13 +114,13 @@ impl<S: Storage> Locker for LocalLocker<S> {
             tokio::select! {
                 () = changed => {}
                 () = tokio::time::sleep(wait) => {}
-                () = closing.cancelled() => return Err(self.closed("lock")),
+                () = closing.cancelled() => return Err(self.closed()),
             }
         }
     }
 
     async fn try_lock(&self) -> Result<Option<LockGuard>> {
-        Ok(self.attempt("try_lock").await?.ok())
+        Ok(self.attempt().await?.ok())
     }
 }
 

@@ -89,7 +89,7 @@ impl<S: Storage> LocalStore<S> {
         let store = self.engine.store();
         tokio::task::spawn_blocking(move || engine.flush(&key_text))
             .await
-            .map_err(|e| Error::backend(store, "flush", key.as_str(), false, e))?
+            .map_err(|e| Error::backend(store, key.as_str(), false, e))?
     }
 
     /// Starts the sweeper for a TTL write and, with `keep_alive`, has the handle's driver
@@ -258,6 +258,6 @@ impl<S: Storage> Backend for LocalStore<S> {
         let store = engine.store();
         tokio::task::spawn_blocking(move || engine.flush(""))
             .await
-            .map_err(|e| Error::backend(store, "close", "", false, e))?
+            .map_err(|e| Error::backend(store, "", false, e))?
     }
 }

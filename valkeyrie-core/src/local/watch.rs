@@ -55,7 +55,7 @@ impl<S: Storage> WatchState<S> {
                 () = self.closed.cancelled() => {
                     self.done = true;
                     let store = self.engine.store();
-                    return Some(Err(Error::Closed { store, call: "watch", key: self.key.to_string() }));
+                    return Some(Err(Error::closed(store, self.key.as_str()).in_call("watch", "")));
                 }
                 received = self.receiver.recv() => received,
             };

@@ -328,7 +328,8 @@ impl LockRelease for ZkRelease {
             }
             return Ok(());
         }
-        zk.cleanup_parents(&node).await;
+        // Nothing to clean up: the key's node holds the lock value (written when the lock
+        // was taken), so it is no bare directory marker, and it stays.
         Ok(())
     }
 }

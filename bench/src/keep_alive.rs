@@ -133,7 +133,7 @@ impl KeepAliveScale {
     /// One row of the report's keep-alive table.
     pub(crate) fn row(&self) -> String {
         format!(
-            "| {} | {} | {:?} | {} | {} | {:.0} | {:.1} | {} |\n",
+            "| {} | {} | {:?} | {} | {} | {:.1} | {:.1} | {} |\n",
             self.backend,
             self.keys,
             self.ttl,

@@ -220,6 +220,7 @@ impl Acquire for EtcdLocker {
             own_revision,
             lease,
             delete_value: self.delete_on_unlock,
+            spawner: self.spawner.clone(),
         };
 
         if !first_in_line && !self.wait_turn(&prefix, own_revision, held.lost_signal(), wait).await? {
@@ -318,6 +319,8 @@ struct EtcdRelease {
     own_revision: i64,
     lease: i64,
     delete_value: bool,
+    /// Revokes the lease once the release is done.
+    spawner: Spawner,
 }
 
 #[async_trait]
@@ -330,6 +333,7 @@ impl LockRelease for EtcdRelease {
             own_revision,
             lease,
             delete_value,
+            spawner,
         } = *self;
         let mut deletes = vec![TxnOp::delete(contender.as_str(), None)];
         if delete_value {
@@ -340,8 +344,17 @@ impl LockRelease for EtcdRelease {
         let released = client
             .request(key.as_str(), raw.txn(Txn::new().when([still_ours]).and_then(deletes)))
             .await;
-        // Revoking the lease deletes whatever is still bound to it; it is done either way.
-        let revoked = client.request(key.as_str(), raw.lease_revoke(lease)).await;
+        // The lock is free once the contender key is gone: the next contender waits for that
+        // alone. Revoking the lease (which deletes whatever is still bound to it) is cleanup,
+        // done after the release returns, so an unlock costs one write; `close` waits for it.
+        let name = key.to_string();
+        spawner.spawn_cleanup(async move {
+            let mut raw = client.raw();
+            if let Err(err) = client.request(&name, raw.lease_revoke(lease)).await {
+                // Gone already, or the server is away: the lease expires unrenewed.
+                tracing::debug!(error = %err, lease, "revoking a released lock's lease failed");
+            }
+        });
         if !released?.succeeded() {
             return Err(Error::LockLost {
                 store: ETCD,
@@ -349,11 +362,6 @@ impl LockRelease for EtcdRelease {
                 reason: LostReason::RecordDeleted,
             });
         }
-        match revoked {
-            Ok(_) => Ok(()),
-            // Already gone with its keys: the release itself succeeded.
-            Err(err) if err.to_string().contains("requested lease not found") => Ok(()),
-            Err(err) => Err(err),
-        }
+        Ok(())
     }
 }

@@ -84,11 +84,15 @@ async fn locks_use_the_go_layout() {
             .await
             .unwrap();
         assert!(contenders.kvs().is_empty(), "unlock removes the contender key");
-        let ttl = raw
-            .lease_time_to_live(lease, Some(LeaseTimeToLiveOptions::new()))
-            .await
-            .unwrap();
-        assert!(ttl.ttl() <= 0, "unlock revokes the session lease");
+        // The revoke follows the release in the background.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while raw.lease_time_to_live(lease, None).await.unwrap().ttl() > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "unlock revokes the session lease"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let value = raw.get(key.as_str(), None).await.unwrap();
         assert_eq!(
             value.kvs().is_empty(),

@@ -328,8 +328,7 @@ impl LockRelease for ZkRelease {
             }
             return Ok(());
         }
-        // Nothing to clean up: the key's node holds the lock value (written when the lock
-        // was taken), so it is no bare directory marker, and it stays.
+        zk.cleanup_parents(&node).await;
         Ok(())
     }
 }

@@ -96,7 +96,7 @@ async fn run(mut feed: impl Feed, sender: Sender, retry_for: Duration) {
             Err(err) => {
                 let since = *failing_since.get_or_insert_with(Instant::now);
                 if since.elapsed() > retry_for {
-                    let _ = sender.send(Err(err.persisted(retry_for).in_call("watch", ""))).await;
+                    let _ = sender.send(Err(err.in_call("watch", "").persisted(retry_for))).await;
                     return;
                 }
                 tracing::debug!(store = err.store(), key = err.key(), error = %err, "watch interrupted; resuming");

@@ -143,16 +143,16 @@ struct SharedRefresh {
 #[async_trait]
 impl Renew for SharedRefresh {
     async fn renew(&self) -> Result<Renewal> {
-        if self.unused().await? {
-            return Ok(Renewal::Lost(LostReason::RecordDeleted));
-        }
-        if self.kept.renew(&self.client, "").await? {
-            Ok(Renewal::Held(self.ttl))
-        } else {
+        if !self.kept.renew(&self.client, "").await? {
             // Expired while renewals failed: the keys went with it.
             forget(&self.by_ttl, self.ttl, self.lease.id).await;
-            Ok(Renewal::Lost(LostReason::Expired))
+            return Ok(Renewal::Lost(LostReason::Expired));
         }
+        // Renewed first: the keep-alive never waits for this check.
+        if self.unused().await {
+            return Ok(Renewal::Lost(LostReason::RecordDeleted));
+        }
+        Ok(Renewal::Held(self.ttl))
     }
 
     /// No renewal was confirmed in time (or one failed for good): the next `keep_alive`
@@ -164,26 +164,38 @@ impl Renew for SharedRefresh {
 
 impl SharedRefresh {
     /// Whether no key and no write uses the lease any more; it is then forgotten (no new
-    /// write takes it: they wait on the same lock) and revoked.
-    async fn unused(&self) -> Result<bool> {
-        let mut by_ttl = self.by_ttl.lock().await;
+    /// write takes it: they wait on the same lock) and revoked. In doubt (the map is busy,
+    /// the check fails), the lease counts as used until the next period.
+    async fn unused(&self) -> bool {
+        // A write of any TTL holds the map while it grants a lease (a raft write, slow on a
+        // slow disk): the check skips a period rather than wait for it.
+        let Ok(mut by_ttl) = self.by_ttl.try_lock() else {
+            return false;
+        };
         if self.lease.writes.load(Ordering::Acquire) > 0 {
-            return Ok(false);
+            return false;
         }
         let mut raw = self.client.raw();
         let options = LeaseTimeToLiveOptions::new().with_keys();
-        let live = self
+        let live = match self
             .client
             .request("", raw.lease_time_to_live(self.lease.id, Some(options)))
-            .await?;
+            .await
+        {
+            Ok(live) => live,
+            Err(err) => {
+                tracing::debug!(error = %err, lease = self.lease.id, "checking a shared lease's keys failed");
+                return false;
+            }
+        };
         if !live.keys().is_empty() && live.ttl() > 0 {
-            return Ok(false);
+            return false;
         }
         if by_ttl.get(&self.ttl).is_some_and(|shared| shared.id == self.lease.id) {
             by_ttl.remove(&self.ttl);
         }
         drop(by_ttl);
         let _ = self.client.request("", raw.lease_revoke(self.lease.id)).await;
-        Ok(true)
+        true
     }
 }

@@ -85,14 +85,13 @@ async fn locks_use_the_go_layout() {
             .unwrap();
         assert!(contenders.kvs().is_empty(), "unlock removes the contender key");
         // The revoke follows the release in the background.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while raw.lease_time_to_live(lease, None).await.unwrap().ttl() > 0 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "unlock revokes the session lease"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        until_revoked(
+            &mut raw,
+            lease,
+            Duration::from_secs(5),
+            "unlock revokes the session lease",
+        )
+        .await;
         let value = raw.get(key.as_str(), None).await.unwrap();
         assert_eq!(
             value.kvs().is_empty(),
@@ -243,6 +242,15 @@ async fn a_watch_resumed_past_the_compaction_starts_with_a_snapshot() {
     store.delete_tree(&dir).await.unwrap();
 }
 
+/// Waits until `lease` is gone, failing with `what` after `within`.
+async fn until_revoked(raw: &mut Client, lease: i64, within: Duration, what: &str) {
+    let deadline = tokio::time::Instant::now() + within;
+    while raw.lease_time_to_live(lease, None).await.expect("read the lease").ttl() > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn lease_of(raw: &mut Client, key: &str) -> i64 {
     raw.get(key, None).await.expect("read the key").kvs()[0].lease()
 }
@@ -272,14 +280,13 @@ async fn keep_alive_writes_of_one_ttl_share_one_lease_until_no_key_uses_it() {
         .await
         .unwrap();
     store.delete(&b).await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while raw.lease_time_to_live(shared, None).await.unwrap().ttl() > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the unused lease was not revoked"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until_revoked(
+        &mut raw,
+        shared,
+        Duration::from_secs(10),
+        "the unused lease was not revoked",
+    )
+    .await;
 
     // A shared lease gone behind the handle's back (it expired while the server was away)
     // is replaced by the next write of its TTL, which does not fail.

@@ -151,7 +151,7 @@ async fn lost_when_changed<S: Storage>(engine: Arc<Engine<S>>, key: Key, owner: 
         match engine.check(&key, owner) {
             Ok(Ok(())) => changed.await,
             Ok(Err(reason)) => return reason,
-            Err(err) => return LostReason::RenewalFailed(err.in_call("renew", "").to_string()),
+            Err(err) => return LostReason::renewal_failed(err),
         }
     }
 }

@@ -5,15 +5,17 @@
 //! the expiry in Unix milliseconds, 0 for none, both little-endian `u64`) followed by the
 //! value. The Go BoltDB store writes an 8-byte index before the value; the expiry joins it
 //! here so that one read sees a value and its expiry together (the files are not
-//! interchangeable anyway: sled is not bbolt). Lock records live in `<bucket>.__locks` (key →
-//! owner, fencing token, expiry: 3 × 8 bytes), so `list` never sees them.
+//! interchangeable anyway: sled is not bbolt). Lock records are not written: sled lets one
+//! process open a database at a time, so the engine keeps them in memory (see
+//! [`valkeyrie_core::local`]); a lock's fencing token comes from sled's persistent id
+//! generator, so tokens still grow across restarts.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use bytes::Bytes;
-use valkeyrie_core::local::{Engine, EngineOptions, LockRecord, Record, Storage};
+use valkeyrie_core::local::{Engine, EngineOptions, Record, Storage};
 use valkeyrie_core::{BoxError, Error, Result};
 
 use crate::config::BoltlikeConfig;
@@ -28,7 +30,6 @@ const HEADER: usize = 16;
 pub struct SledStorage {
     db: sled::Db,
     data: sled::Tree,
-    locks: sled::Tree,
     cache_capacity: Option<u64>,
 }
 
@@ -63,7 +64,6 @@ impl SledStorage {
     fn open(db: sled::Db, bucket: &str, cache_capacity: Option<u64>) -> Result<Self, sled::Error> {
         Ok(SledStorage {
             data: db.open_tree(bucket)?,
-            locks: db.open_tree(format!("{bucket}.__locks"))?,
             db,
             cache_capacity,
         })
@@ -129,28 +129,6 @@ impl Storage for SledStorage {
             records.push((key, record));
         }
         Ok(records)
-    }
-
-    fn get_lock(&self, key: &str) -> Result<Option<LockRecord>, BoxError> {
-        let Some(raw) = self.locks.get(key).map_err(storage_error)? else {
-            return Ok(None);
-        };
-        match (u64_at(&raw, 0), u64_at(&raw, 8), u64_at(&raw, 16)) {
-            (Some(owner), Some(token), Some(expires_at)) => Ok(Some(LockRecord {
-                owner,
-                token,
-                expires_at,
-            })),
-            _ => Err(corrupt("lock", key)),
-        }
-    }
-
-    fn put_lock(&self, key: &str, record: &LockRecord) -> Result<(), BoxError> {
-        let mut raw = [0u8; 24];
-        raw[..8].copy_from_slice(&record.owner.to_le_bytes());
-        raw[8..16].copy_from_slice(&record.token.to_le_bytes());
-        raw[16..].copy_from_slice(&record.expires_at.to_le_bytes());
-        self.locks.insert(key, &raw).map(drop).map_err(storage_error)
     }
 
     fn next_index(&self) -> Result<u64, BoxError> {

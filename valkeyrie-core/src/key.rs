@@ -23,11 +23,15 @@
 //! assert!(Key::parse("memory", "a//b").is_err());
 //! ```
 
+use std::sync::Arc;
+
 use crate::error::{Error, Result};
 
 /// A validated, normalized key: no leading or trailing `/`, no empty, `.` or `..` segment.
+/// Cheap to clone: a call's key is shared by the parts of the call that keep it (a lock's
+/// renewal, release and guard, say) rather than copied into each.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Key(String);
+pub struct Key(Arc<str>);
 
 impl Key {
     /// Validates and normalizes `raw` for `store`.
@@ -56,7 +60,7 @@ impl Key {
                 _ => {}
             }
         }
-        Ok(Key(trimmed.to_owned()))
+        Ok(Key(trimmed.into()))
     }
 
     /// The normalized key, for example `a/b`.
@@ -71,7 +75,7 @@ impl Key {
 
     /// Whether `other` (a normalized key) is strictly below this key.
     pub fn contains(&self, other: &str) -> bool {
-        other.len() > self.0.len() + 1 && other.starts_with(&self.0) && other.as_bytes()[self.0.len()] == b'/'
+        other.len() > self.0.len() + 1 && other.starts_with(&*self.0) && other.as_bytes()[self.0.len()] == b'/'
     }
 
     /// The segments of the key, from the root down.
@@ -81,7 +85,7 @@ impl Key {
 
     /// The parent key, or `None` for a top-level key.
     pub fn parent(&self) -> Option<Key> {
-        self.0.rsplit_once('/').map(|(parent, _)| Key(parent.to_owned()))
+        self.0.rsplit_once('/').map(|(parent, _)| Key(parent.into()))
     }
 
     /// Appends a validated relative path: `Key(a).join("b/c") == Key(a/b/c)`.
@@ -90,7 +94,7 @@ impl Key {
     /// [`Error::InvalidKey`] when `child` breaks a key rule.
     pub fn join(&self, store: &'static str, child: &str) -> Result<Key> {
         let child = Key::parse(store, child)?;
-        Ok(Key(format!("{}/{}", self.0, child.0)))
+        Ok(Key(format!("{}/{}", self.0, child.0).into()))
     }
 }
 
@@ -108,7 +112,7 @@ impl AsRef<str> for Key {
 
 impl From<Key> for String {
     fn from(key: Key) -> String {
-        key.0
+        key.0.as_ref().to_owned()
     }
 }
 

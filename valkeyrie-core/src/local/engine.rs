@@ -1,7 +1,7 @@
 //! The engine: one writer at a time over a [`Storage`], with expiry, change broadcast and
 //! lock records.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tokio::sync::{broadcast, Notify};
 
-use super::{LockRecord, Record, Storage};
+use super::{Record, Storage};
 use crate::error::{BoxError, Error, LostReason, Result};
 use crate::key::Key;
 use crate::kv::KvPair;
@@ -41,7 +41,7 @@ pub(crate) struct Change {
 
 /// The outcome of a lock acquisition attempt.
 pub(crate) enum Acquire {
-    /// Acquired with this fencing token.
+    /// Acquired with this fencing token, which is also the owner of the lock record.
     Acquired(u64),
     /// Held by someone else until (at the latest) this Unix time in milliseconds.
     Busy(u64),
@@ -52,6 +52,29 @@ pub(crate) enum Acquire {
 struct Writer {
     /// (expiry in Unix ms, key) of every record with a TTL.
     expiries: BTreeSet<(u64, String)>,
+    /// The locks held, or held until an expiry that may have passed, by key. They live in
+    /// memory only: every handle on a storage shares this engine, so every holder is in
+    /// this process (sled lets one process open a database at a time), and a lock record
+    /// that outlived its process would only make the next one wait out the TTL of a holder
+    /// known to be gone. What must survive, the fencing tokens' order, comes from the
+    /// storage's persistent index.
+    locks: HashMap<String, LockRecord>,
+}
+
+/// One held lock.
+#[derive(Debug, Clone, Copy)]
+struct LockRecord {
+    /// The fencing token of the acquisition, which also names it.
+    token: u64,
+    /// When the holder's TTL runs out, as Unix time in milliseconds.
+    expires_at: u64,
+}
+
+impl Writer {
+    /// The lock record of `key`, if a holder has not released it.
+    fn lock(&self, key: &str) -> Option<LockRecord> {
+        self.locks.get(key).copied()
+    }
 }
 
 /// The shared state of every handle on one store.
@@ -352,11 +375,8 @@ impl<S: Storage> Engine<S> {
         let mut held = Vec::new();
         for compare in &txn.compares {
             if let Check::HeldBy(fence) = &compare.check {
-                let record = self
-                    .storage
-                    .get_lock(fence.key())
-                    .map_err(|e| self.fail(fence.key(), e))?;
-                let holds = record.is_some_and(|r| r.owner != 0 && r.token == fence.token() && r.expires_at > now);
+                let record = writer.lock(fence.key());
+                let holds = record.is_some_and(|r| r.token == fence.token() && r.expires_at > now);
                 held.push((fence.token(), holds));
             }
         }
@@ -493,81 +513,52 @@ impl<S: Storage> Engine<S> {
         runtime.spawn(sweep_loop(engine, scheduled, running));
     }
 
-    /// Tries to take the lock on `key` for `owner`, writing `value` to the key when taken.
-    /// The fencing token comes from the storage's persistent index, so it grows across
-    /// acquisitions, releases and restarts alike.
-    pub(crate) fn acquire(&self, key: &Key, owner: u64, ttl: Duration, value: &Bytes) -> Result<Acquire> {
+    /// Tries to take the lock on `key`, writing `value` to the key when taken. The fencing
+    /// token comes from the storage's persistent index, so it grows across acquisitions,
+    /// releases and restarts alike; being unique, it also names the acquisition.
+    pub(crate) fn acquire(&self, key: &Key, ttl: Duration, value: &Bytes) -> Result<Acquire> {
         let mut writer = self.writer();
-        let current = self
-            .storage
-            .get_lock(key.as_str())
-            .map_err(|e| self.fail(key.as_str(), e))?;
-        let current = current.unwrap_or_default();
-        if current.owner != 0 && current.expires_at > now_ms() {
+        if let Some(current) = writer.lock(key.as_str()).filter(|r| r.expires_at > now_ms()) {
             return Ok(Acquire::Busy(current.expires_at));
         }
         let token = self.next_index(key.as_str())?;
+        self.write(&mut writer, key.as_str(), value.clone(), None)?;
         let record = LockRecord {
-            owner,
             token,
             expires_at: ms_after(ttl),
         };
-        self.storage
-            .put_lock(key.as_str(), &record)
-            .map_err(|e| self.fail(key.as_str(), e))?;
-        self.write(&mut writer, key.as_str(), value.clone(), None)?;
+        writer.locks.insert(key.as_str().to_owned(), record);
         Ok(Acquire::Acquired(token))
     }
 
-    /// Whether `owner` still holds `key`, without extending it.
-    pub(crate) fn check(&self, key: &Key, owner: u64) -> Result<Result<(), LostReason>> {
-        let current = self
-            .storage
-            .get_lock(key.as_str())
-            .map_err(|e| self.fail(key.as_str(), e))?;
-        Ok(match current.filter(|r| r.owner == owner) {
-            None => Err(LostReason::RecordDeleted),
-            Some(record) if record.expires_at <= now_ms() => Err(LostReason::Expired),
-            Some(_) => Ok(()),
-        })
+    /// Whether the acquisition `token` still holds `key`, without extending it.
+    pub(crate) fn check(&self, key: &Key, token: u64) -> Result<(), LostReason> {
+        held_by(&self.writer(), key, token).map(drop)
     }
 
-    /// Extends `owner`'s hold on `key`, or says why it is gone.
-    pub(crate) fn renew(&self, key: &Key, owner: u64, ttl: Duration) -> Result<Result<(), LostReason>> {
-        let _writer = self.writer();
-        if let Err(reason) = self.check(key, owner)? {
-            return Ok(Err(reason));
-        }
-        let current = self
-            .storage
-            .get_lock(key.as_str())
-            .map_err(|e| self.fail(key.as_str(), e))?;
-        let mut record = current.unwrap_or_default();
-        record.expires_at = ms_after(ttl);
-        self.storage
-            .put_lock(key.as_str(), &record)
-            .map_err(|e| self.fail(key.as_str(), e))?;
-        Ok(Ok(()))
-    }
-
-    /// Releases `owner`'s hold on `key`, deleting the key's value when asked.
-    pub(crate) fn release(&self, key: &Key, owner: u64, delete_value: bool) -> Result<Result<(), LostReason>> {
+    /// Extends the hold of acquisition `token` on `key`, or says why it is gone.
+    pub(crate) fn renew(&self, key: &Key, token: u64, ttl: Duration) -> Result<(), LostReason> {
         let mut writer = self.writer();
-        let current = self
-            .storage
-            .get_lock(key.as_str())
-            .map_err(|e| self.fail(key.as_str(), e))?;
-        let Some(mut record) = current.filter(|r| r.owner == owner) else {
+        held_by(&writer, key, token)?;
+        let record = LockRecord {
+            token,
+            expires_at: ms_after(ttl),
+        };
+        writer.locks.insert(key.as_str().to_owned(), record);
+        Ok(())
+    }
+
+    /// Releases the hold of acquisition `token` on `key`, deleting the key's value when asked.
+    pub(crate) fn release(&self, key: &Key, token: u64, delete_value: bool) -> Result<Result<(), LostReason>> {
+        let mut writer = self.writer();
+        let Some(record) = writer.lock(key.as_str()).filter(|r| r.token == token) else {
             return Ok(Err(LostReason::RecordDeleted));
         };
         let expired = record.expires_at <= now_ms();
-        record.owner = 0;
-        self.storage
-            .put_lock(key.as_str(), &record)
-            .map_err(|e| self.fail(key.as_str(), e))?;
         if delete_value && !expired {
             self.remove(&mut writer, key.as_str())?;
         }
+        writer.locks.remove(key.as_str());
         drop(writer);
         self.lock_changed.notify_waiters();
         Ok(if expired { Err(LostReason::Expired) } else { Ok(()) })
@@ -575,30 +566,35 @@ impl<S: Storage> Engine<S> {
 
     /// Takes the lock on `key` away from its holder: `expire` ends its TTL now, otherwise
     /// the record is deleted. Returns whether a holder lost it.
-    pub(crate) fn revoke(&self, key: &Key, expire: bool) -> Result<bool> {
-        let writer = self.writer();
-        let current = self
-            .storage
-            .get_lock(key.as_str())
-            .map_err(|e| self.fail(key.as_str(), e))?;
-        let Some(mut record) = current.filter(|r| r.owner != 0) else {
-            return Ok(false);
-        };
-        if expire {
-            record.expires_at = now_ms();
+    pub(crate) fn revoke(&self, key: &Key, expire: bool) -> bool {
+        let mut writer = self.writer();
+        let revoked = if expire {
+            writer
+                .locks
+                .get_mut(key.as_str())
+                .map(|record| record.expires_at = now_ms())
+                .is_some()
         } else {
-            record.owner = 0;
-        }
-        self.storage
-            .put_lock(key.as_str(), &record)
-            .map_err(|e| self.fail(key.as_str(), e))?;
+            writer.locks.remove(key.as_str()).is_some()
+        };
         drop(writer);
-        self.lock_changed.notify_waiters();
-        Ok(true)
+        if revoked {
+            self.lock_changed.notify_waiters();
+        }
+        revoked
     }
 
     pub(crate) fn flush(&self, key: &str) -> Result<()> {
         self.storage.flush().map_err(|e| self.fail(key, e))
+    }
+}
+
+/// The record by which acquisition `token` holds `key`, or why it does not (any more).
+fn held_by(writer: &Writer, key: &Key, token: u64) -> Result<LockRecord, LostReason> {
+    match writer.lock(key.as_str()).filter(|r| r.token == token) {
+        None => Err(LostReason::RecordDeleted),
+        Some(record) if record.expires_at <= now_ms() => Err(LostReason::Expired),
+        Some(record) => Ok(record),
     }
 }
 

@@ -1,4 +1,4 @@
-//! Locks of the local engine: a lock record per key with owner, TTL and fencing token; the
+//! Locks of the local engine: a lock record per key with fencing token and TTL; the
 //! handle's lock-holding driver renews it every third of the TTL, the holder checks it
 //! whenever any lock changes, and a loss is reported through the guard.
 
@@ -32,7 +32,7 @@ pub(crate) struct LocalLocker<S: Storage> {
 struct LocalHold<S: Storage> {
     engine: Arc<Engine<S>>,
     key: Key,
-    owner: u64,
+    token: u64,
     ttl: Duration,
     delete_value: bool,
 }
@@ -47,24 +47,19 @@ impl<S: Storage> LocalLocker<S> {
             return Err(self.closed());
         }
         let store = self.engine.store();
-        let owner = self
-            .engine
-            .storage
-            .next_index()
-            .map_err(|e| Error::backend(store, self.key.as_str(), false, e))?;
         let acquired_at = Instant::now();
-        let token = match self.engine.acquire(&self.key, owner, self.ttl, &self.value)? {
+        let token = match self.engine.acquire(&self.key, self.ttl, &self.value)? {
             Acquire::Busy(until) => return Ok(Err(until)),
             Acquire::Acquired(token) => token,
         };
         let hold = LocalHold {
             engine: Arc::clone(&self.engine),
             key: self.key.clone(),
-            owner,
+            token,
             ttl: self.ttl,
             delete_value: self.delete_on_unlock,
         };
-        let guard = self.hold(hold, token, acquired_at);
+        let guard = self.hold(hold, acquired_at);
         if self.sync_writes {
             let engine = Arc::clone(&self.engine);
             let key = self.key.to_string();
@@ -76,14 +71,15 @@ impl<S: Storage> LocalLocker<S> {
     }
 
     /// Hands the acquisition to the handle's lock-holding driver and wraps it in a guard.
-    fn hold(&self, hold: LocalHold<S>, token: u64, acquired_at: Instant) -> LockGuard {
+    fn hold(&self, hold: LocalHold<S>, acquired_at: Instant) -> LockGuard {
+        let token = hold.token;
         let release = LocalRelease {
             engine: Arc::clone(&hold.engine),
             key: hold.key.clone(),
-            owner: hold.owner,
+            token,
             delete_value: hold.delete_value,
         };
-        let lost = lost_when_changed(Arc::clone(&hold.engine), hold.key.clone(), hold.owner);
+        let lost = lost_when_changed(Arc::clone(&hold.engine), hold.key.clone(), hold.token);
         let held = self.spawner.hold(Hold::new(hold, acquired_at, self.ttl).watching(lost));
         LockGuard::new(self.engine.store(), self.key.as_str(), token, held, Box::new(release))
     }
@@ -127,7 +123,7 @@ impl<S: Storage> Locker for LocalLocker<S> {
 #[async_trait]
 impl<S: Storage> Renew for LocalHold<S> {
     async fn renew(&self) -> Result<Renewal> {
-        Ok(match self.engine.renew(&self.key, self.owner, self.ttl)? {
+        Ok(match self.engine.renew(&self.key, self.token, self.ttl) {
             Ok(()) => Renewal::Held(self.ttl),
             Err(reason) => Renewal::Lost(reason),
         })
@@ -136,22 +132,21 @@ impl<S: Storage> Renew for LocalHold<S> {
     async fn release_on_close(&self) {
         // Released as the handle closes, so another handle on the database does not wait
         // out the TTL of a lock whose holder is gone.
-        let _ = self.engine.release(&self.key, self.owner, self.delete_value);
+        let _ = self.engine.release(&self.key, self.token, self.delete_value);
     }
 }
 
-/// Resolves when the lock record of `owner` is gone or taken, checked whenever any lock of
+/// Resolves when the lock record of acquisition `token` is gone or taken, checked whenever any lock of
 /// the engine changes.
-async fn lost_when_changed<S: Storage>(engine: Arc<Engine<S>>, key: Key, owner: u64) -> LostReason {
+async fn lost_when_changed<S: Storage>(engine: Arc<Engine<S>>, key: Key, token: u64) -> LostReason {
     loop {
         // Registered before the check, so a change in between is not missed.
         let changed = engine.lock_changed.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
-        match engine.check(&key, owner) {
-            Ok(Ok(())) => changed.await,
-            Ok(Err(reason)) => return reason,
-            Err(err) => return LostReason::renewal_failed(err),
+        match engine.check(&key, token) {
+            Ok(()) => changed.await,
+            Err(reason) => return reason,
         }
     }
 }
@@ -159,7 +154,7 @@ async fn lost_when_changed<S: Storage>(engine: Arc<Engine<S>>, key: Key, owner: 
 struct LocalRelease<S: Storage> {
     engine: Arc<Engine<S>>,
     key: Key,
-    owner: u64,
+    token: u64,
     delete_value: bool,
 }
 
@@ -169,10 +164,10 @@ impl<S: Storage> LockRelease for LocalRelease<S> {
         let LocalRelease {
             engine,
             key,
-            owner,
+            token,
             delete_value,
         } = *self;
-        match engine.release(&key, owner, delete_value)? {
+        match engine.release(&key, token, delete_value)? {
             Ok(()) => Ok(()),
             Err(reason) => Err(Error::LockLost {
                 store: engine.store(),

@@ -1,13 +1,13 @@
 //! The in-memory store (`memory://`): every call, including watch, TTL and locks, with no
 //! server, so programs can unit-test their own code against the real semantics.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 
 use serde::Deserialize;
 
-use super::{Engine, EngineOptions, LocalStore, LockRecord, Record, Storage};
+use super::{Engine, EngineOptions, LocalStore, Record, Storage};
 use crate::config::BackendConfig;
 use crate::error::{BoxError, Error, Result};
 use crate::registry::{Registration, StoreSpec};
@@ -19,7 +19,6 @@ pub const MEMORY: &str = "memory";
 #[derive(Debug, Default)]
 pub struct MemoryStorage {
     data: RwLock<BTreeMap<String, Record>>,
-    locks: Mutex<HashMap<String, LockRecord>>,
     index: AtomicU64,
 }
 
@@ -79,23 +78,6 @@ impl Storage for MemoryStorage {
             .take(limit)
             .map(|(key, record)| (key.clone(), record.clone()))
             .collect())
-    }
-
-    fn get_lock(&self, key: &str) -> Result<Option<LockRecord>, BoxError> {
-        Ok(self
-            .locks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(key)
-            .copied())
-    }
-
-    fn put_lock(&self, key: &str, record: &LockRecord) -> Result<(), BoxError> {
-        self.locks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key.to_owned(), *record);
-        Ok(())
     }
 
     fn next_index(&self) -> Result<u64, BoxError> {

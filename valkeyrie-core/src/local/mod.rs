@@ -36,18 +36,6 @@ pub struct Record {
     pub value: Bytes,
 }
 
-/// A lock's bookkeeping record, kept apart from the data so `list` never shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct LockRecord {
-    /// The acquisition holding it; 0 when free.
-    pub owner: u64,
-    /// The fencing token of the latest acquisition; kept when the lock is released so the
-    /// next one is larger.
-    pub token: u64,
-    /// When the holder's TTL runs out, as Unix time in milliseconds.
-    pub expires_at: u64,
-}
-
 /// Where the engine keeps records. Calls are made one writer at a time by the engine, so a
 /// storage needs no transactions; reads may run concurrently with a write.
 pub trait Storage: Send + Sync + 'static {
@@ -66,10 +54,6 @@ pub trait Storage: Send + Sync + 'static {
     /// Up to `limit` records whose key starts with `prefix` and sorts after `after` (from
     /// the start of the prefix when `None`), sorted by key (bytewise).
     fn scan_page(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<(String, Record)>, BoxError>;
-    /// The lock record of `key`.
-    fn get_lock(&self, key: &str) -> Result<Option<LockRecord>, BoxError>;
-    /// Writes the lock record of `key`.
-    fn put_lock(&self, key: &str, record: &LockRecord) -> Result<(), BoxError>;
     /// A number larger than every one returned before, never 0; persistent storages keep
     /// this across restarts.
     fn next_index(&self) -> Result<u64, BoxError>;

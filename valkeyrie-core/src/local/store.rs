@@ -74,10 +74,10 @@ impl<S: Storage> LocalStore<S> {
     /// and the next contender can take it. Returns whether someone held it.
     ///
     /// # Errors
-    /// [`Error::InvalidKey`] for a bad key, or the storage's error.
+    /// [`Error::InvalidKey`] for a bad key.
     pub fn revoke_lock(&self, key: &str, how: LockRevocation) -> Result<bool> {
         let key = Key::parse(self.engine.store(), key)?;
-        self.engine.revoke(&key, how == LockRevocation::Expire)
+        Ok(self.engine.revoke(&key, how == LockRevocation::Expire))
     }
 
     async fn durable(&self, key: &Key) -> Result<()> {

@@ -24,7 +24,8 @@ use crate::config::ValueEncoding;
 
 /// How the envelope layout (the default, the Go JSON codec's) stores a pair: the key holds
 /// `{"Key":…,"Value":"<base64>","LastIndex":<n>}`. Each layout defines the same functions:
-/// `current_index`, `store`, `remove`, `set_expiry`, `clear_expiry` and `value_is`.
+/// `current_index`, `latest_index`, `index_state`, `store`, `remove`, `set_expiry`,
+/// `clear_expiry` and `value_is`.
 const ENVELOPE_LAYOUT: &str = r#"
 local function current_index(key)
   -- The envelope's last bytes first: both this store and Go's write `LastIndex` as the
@@ -40,6 +41,24 @@ local function current_index(key)
     return tonumber(decoded['LastIndex'])
   end
   return 0
+end
+-- An index at least as large as the key's, for choosing the next one: the envelope's tail
+-- alone (an over-estimate from a value that merely ends like an envelope only makes the
+-- next index larger), else what `current_index` finds.
+local function latest_index(key)
+  local tail = redis.call('GETRANGE', key, -48, -1)
+  local found = string.match(tail, '"LastIndex":(%d+)}$')
+  if found then return tonumber(found) end
+  if tail == '' and redis.call('EXISTS', key) == 0 then return nil end
+  return current_index(key)
+end
+-- 'ok' while the key holds the write that assigned `index` (decimal text), else 'gone' or
+-- 'taken'. Indexes never repeat, so the envelope's tail ending in that index is that write.
+local function index_state(key, index)
+  local tail = '"LastIndex":' .. index .. '}'
+  if redis.call('GETRANGE', key, -#tail, -1) == tail then return 'ok' end
+  if redis.call('EXISTS', key) == 0 then return 'gone' end
+  return 'taken'
 end
 local function store(key, prefix, ttl, index)
   local body = prefix .. text(index) .. '}'
@@ -85,6 +104,13 @@ local function current_index(key)
   if redis.call('EXISTS', key) == 0 then return nil end
   return tonumber(redis.call('GET', index_key(key))) or 0
 end
+local function latest_index(key) return current_index(key) end
+local function index_state(key, index)
+  local current = current_index(key)
+  if not current then return 'gone' end
+  if text(current) ~= index then return 'taken' end
+  return 'ok'
+end
 local function store(key, value, ttl, index)
   if tonumber(ttl) > 0 then
     redis.call('SET', key, value, 'PX', ttl)
@@ -113,19 +139,20 @@ local function text(index) return string.format('%.0f', index) end
 
 /// After the layout: the helpers built on it.
 const PRELUDE: &str = r#"
-local function next_index(key)
+-- The next index of `key`: the server's clock in microseconds, or one more than the key's
+-- index if that is not smaller. `absent` says the caller knows the key does not exist.
+local function next_index(key, absent)
   local time = redis.call('TIME')
   local index = tonumber(time[1]) * 1000000 + tonumber(time[2])
-  local last = current_index(key)
+  local last = not absent and latest_index(key)
   if last and last >= index then index = last + 1 end
   return index
 end
 -- 'ok' while the lock acquisition that wrote `index` holds the key, else 'gone' or 'taken'.
 -- A key without an expiry was released (or rewritten without a TTL): nobody holds it.
 local function lock_state(key, index)
-  local current = current_index(key)
-  if not current then return 'gone' end
-  if text(current) ~= index then return 'taken' end
+  local state = index_state(key, index)
+  if state ~= 'ok' then return state end
   if redis.call('PTTL', key) < 0 then return 'gone' end
   return 'ok'
 end
@@ -141,7 +168,7 @@ return 'ok:' .. text(index)
 /// `CREATE key | payload, ttl_ms` → `ok:<index>` or `exists`.
 const CREATE: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'exists' end
-local index = next_index(KEYS[1])
+local index = next_index(KEYS[1], true)
 store(KEYS[1], ARGV[1], ARGV[2], index)
 return 'ok:' .. text(index)
 "#;
@@ -177,7 +204,7 @@ return 'ok'
 const LOCK: &str = r#"
 local left = redis.call('PTTL', KEYS[1])
 if left >= 0 then return 'busy:' .. left end
-local index = next_index(KEYS[1])
+local index = next_index(KEYS[1], left == -2)
 store(KEYS[1], ARGV[1], ARGV[2], index)
 return 'ok:' .. text(index)
 "#;
@@ -194,9 +221,8 @@ return 'ok'
 /// `UNLOCK key | expected, delete ("1"/"0")` → `ok`, `gone` or `taken`. Without delete, the
 /// value stays and loses its expiry, which frees the lock.
 const UNLOCK: &str = r#"
-local current = current_index(KEYS[1])
-if not current then return 'gone' end
-if text(current) ~= ARGV[1] then return 'taken' end
+local state = index_state(KEYS[1], ARGV[1])
+if state ~= 'ok' then return state end
 if ARGV[2] == '1' then remove(KEYS[1]) else clear_expiry(KEYS[1]) end
 return 'ok'
 "#;

@@ -10,9 +10,17 @@
 //! reads the keys with MGET, 500 at a time, like the backend. A watch subscribes to the
 //! key's keyspace notifications and, in a task of its own as the backend does, reads the
 //! key again on each. A lock is the key itself, written with `SET NX PX 20000` (the
-//! backend's default lock TTL), retried every few milliseconds while held, and released by
-//! a compare-and-delete on the `LastIndex` written. (The backend's release keeps the value
-//! and drops its expiry, which its lock script reads as free; `SET NX` needs the key gone.)
+//! backend's default lock TTL) by a script that takes `LastIndex` from the server's clock
+//! first, retried every few milliseconds while held, and released by a compare-and-delete
+//! on the `LastIndex` written. (The backend's release keeps the value and drops its expiry,
+//! which its lock script reads as free; `SET NX` needs the key gone.)
+//!
+//! The lock's `LastIndex` is its fencing token, which must grow across clients: taken from
+//! each client's own clock, a token from a client whose clock lags would be smaller than
+//! the holder's before it, and a resource checking tokens would refuse the new holder (or,
+//! the other way round, accept a stale one). So the lock takes it from the server, as the
+//! backend does; a plain `SET NX` would skip that round through Lua and measure a lock
+//! that gives no fencing guarantee.
 
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -23,8 +31,7 @@ use base64::Engine;
 use bytes::Bytes;
 use fred::clients::SubscriberClient;
 use fred::prelude::{
-    Builder, ClientLike, Config, ConfigInterface, EventInterface, Expiration, Key, KeysInterface, Pool,
-    PubsubInterface, SetOptions,
+    Builder, ClientLike, Config, ConfigInterface, EventInterface, Key, KeysInterface, Pool, PubsubInterface,
 };
 use fred::types::scripts::Script;
 use fred::types::KeyspaceEvent;
@@ -72,6 +79,15 @@ const COMPARE_AND_SET: &str = r#"
 if stored_index(KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2])
 return 1
+"#;
+
+/// `KEYS[1]`, `ARGV[1]` = the envelope up to its `LastIndex`, `ARGV[2]` = TTL in ms → the
+/// index taken from the server's clock if the key was absent and is now locked, else nil.
+const LOCK: &str = r#"
+local time = redis.call('TIME')
+local index = string.format('%.0f', tonumber(time[1]) * 1000000 + tonumber(time[2]))
+if not redis.call('SET', KEYS[1], ARGV[1] .. index .. '}', 'NX', 'PX', ARGV[2]) then return false end
+return index
 "#;
 
 /// `KEYS[1]`, `ARGV[1]` = expected index → 1 if deleted, else 0.
@@ -144,6 +160,8 @@ pub(crate) struct RawRedis {
     builder: Builder,
     /// The compare-and-set script.
     compare_and_set: Script,
+    /// The lock acquisition script.
+    lock: Script,
     /// The lock release script.
     compare_and_delete: Script,
 }
@@ -166,6 +184,7 @@ impl RawRedis {
             pool,
             builder,
             compare_and_set: Script::from_lua(format!("{STORED_INDEX}{COMPARE_AND_SET}")),
+            lock: Script::from_lua(LOCK),
             compare_and_delete: Script::from_lua(format!("{STORED_INDEX}{COMPARE_AND_DELETE}")),
         })
     }
@@ -271,28 +290,26 @@ impl Driver for RawRedis {
     }
 
     async fn lock_cycle(&self, key: &str) -> BenchResult<()> {
+        let envelope = encode(key, LOCK_VALUE, 0)?;
+        // The envelope up to its index: `LastIndex` is its last field.
+        let prefix = envelope
+            .strip_suffix("0}")
+            .ok_or_else(|| format!("unexpected envelope {envelope}"))?
+            .to_owned();
         let index = loop {
-            let index = now_micros();
-            let envelope = encode(key, LOCK_VALUE, index)?;
             let taken: Option<String> = self
-                .pool
-                .set(
-                    key,
-                    envelope,
-                    Some(Expiration::PX(LOCK_TTL_MS)),
-                    Some(SetOptions::NX),
-                    false,
-                )
+                .lock
+                .evalsha_with_reload(self.pool.next(), key, vec![prefix.clone(), LOCK_TTL_MS.to_string()])
                 .await
                 .map_err(failed("lock", key))?;
-            if taken.is_some() {
+            if let Some(index) = taken {
                 break index;
             }
             tokio::time::sleep(LOCK_RETRY).await;
         };
         let released: i64 = self
             .compare_and_delete
-            .evalsha_with_reload(self.pool.next(), key, vec![index.to_string()])
+            .evalsha_with_reload(self.pool.next(), key, vec![index])
             .await
             .map_err(failed("unlock", key))?;
         if released == 1 {

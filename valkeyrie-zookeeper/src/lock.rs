@@ -187,22 +187,23 @@ impl Acquire for ZkLocker {
                 .every(self.session_timeout / 3)
                 .watching(lost),
         );
-        let release = ZkRelease {
-            zk: self.zk.clone(),
-            path: path.clone(),
-            node: node.clone(),
-            delete_value: self.delete_on_unlock,
-        };
-
         if !self.wait_turn(&path, &own_name, held.lost_signal(), wait).await? {
             // Busy and not waiting: dropping `pending` deletes the node; dropping `held`
             // stops following it.
             return Ok(None);
         }
-        self.zk
+        let written = self
+            .zk
             .request(key, self.zk.client()?.set_data(&path, &encode(&self.value), None))
             .await?;
         pending.armed = false;
+        let release = ZkRelease {
+            zk: self.zk.clone(),
+            path,
+            node: node.clone(),
+            value_version: written.version,
+            delete_value: self.delete_on_unlock,
+        };
         let token = u64::try_from(stat.czxid).unwrap_or(0);
         // The store checks a fence on the contender node: it exists, with this creation
         // zxid, exactly as long as this acquisition holds the lock.
@@ -284,19 +285,44 @@ struct ZkRelease {
     zk: ZkClient,
     path: String,
     node: String,
+    /// The version of the key's node after the lock value was written.
+    value_version: i32,
     delete_value: bool,
+}
+
+impl ZkRelease {
+    /// Deletes the contender node if the key's node still has the lock value's version, in
+    /// one `multi`: the key then holds a value, not a bare directory node, so nothing above
+    /// the contender needs cleaning up, and the unlock is one round trip. `false` when the
+    /// key changed meanwhile (or the request failed): nothing was deleted.
+    async fn release_untouched(&self, key: &str) -> bool {
+        let Ok(client) = self.zk.client() else { return false };
+        let mut writer = client.new_multi_writer();
+        let staged = writer
+            .add_delete(&self.node, None)
+            .and_then(|()| writer.add_check_version(&self.path, self.value_version));
+        if staged.is_err() {
+            return false;
+        }
+        let commit = async { writer.commit().await.map_err(zookeeper_client::Error::from) };
+        self.zk.request(key, commit).await.is_ok()
+    }
 }
 
 #[async_trait]
 impl LockRelease for ZkRelease {
     async fn release(self: Box<Self>) -> Result<()> {
+        let key = self.path.trim_start_matches('/').to_owned();
+        if !self.delete_value && self.release_untouched(&key).await {
+            return Ok(());
+        }
         let ZkRelease {
             zk,
             path,
             node,
             delete_value,
+            ..
         } = *self;
-        let key = path.trim_start_matches('/').to_owned();
         let client = zk.client()?;
         // A node left by a failed unlock would hold the lock for the whole session: retry
         // what may be passing trouble.

@@ -73,6 +73,41 @@ async fn locks_use_the_go_layout() {
     store.delete(&key).await.unwrap();
 }
 
+/// An unlock is one round trip while the key still holds the lock value; a key deleted
+/// while its lock was held stays a directory node for the contender, and the unlock then
+/// removes it with the contender, leaving no bare directory behind.
+#[tokio::test]
+async fn an_unlock_removes_a_key_deleted_while_the_lock_was_held() {
+    let store = ZookeeperConfig::default().connect(endpoints()).await.unwrap();
+    let client = store.client().unwrap();
+    let dir = unique("unlock-cleanup");
+    let key = format!("{dir}/job");
+    let locker = store.new_lock(&key, LockOptions::with_value("me")).await.unwrap();
+
+    locker.lock().await.unwrap().unlock().await.unwrap();
+    let (value, _) = client.get_data(&format!("/{key}")).await.unwrap();
+    assert_eq!(value, b"me", "an untouched key keeps the lock value");
+    assert!(client.list_children(&format!("/{key}")).await.unwrap().is_empty());
+
+    let guard = locker.lock().await.unwrap();
+    store.delete(&key).await.unwrap();
+    let (marker, _) = client.get_data(&format!("/{key}")).await.unwrap();
+    assert_eq!(
+        marker,
+        [0x01],
+        "the contender keeps the deleted key's node as a directory"
+    );
+    guard.unlock().await.unwrap();
+    assert!(
+        client.get_data(&format!("/{key}")).await.is_err(),
+        "the unlock removes the bare directory node"
+    );
+    assert!(
+        client.get_data(&format!("/{dir}")).await.is_err(),
+        "and the directories left empty above it"
+    );
+}
+
 #[tokio::test]
 async fn directories_are_not_keys_and_vanish_with_their_last_child() {
     let store = ZookeeperConfig::default().connect(endpoints()).await.unwrap();

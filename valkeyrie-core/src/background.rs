@@ -29,8 +29,22 @@ pub struct Background {
     services: TaskTracker,
     driver: Arc<OnceLock<Driver>>,
     closing: AtomicBool,
+    /// How far closing the handle got; held by the one `close` running.
+    close_phase: tokio::sync::Mutex<ClosePhase>,
     /// Live work that is not a task (watch streams, held locks): counted, never waited for.
     tracked: Arc<AtomicUsize>,
+}
+
+/// How far closing a handle got: a `close` dropped halfway leaves the rest to the next one.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ClosePhase {
+    /// Nothing shut down yet (or a shutdown was interrupted).
+    #[default]
+    Open,
+    /// The background work ended; the connection is not released yet.
+    Drained,
+    /// The connection was released (or its release ran to an error).
+    Closed,
 }
 
 impl Background {
@@ -70,9 +84,32 @@ impl Background {
         self.cancel.clone()
     }
 
-    /// Marks the handle as closing; `true` only for the first caller, who then shuts down.
-    pub fn begin_close(&self) -> bool {
-        !self.closing.swap(true, Ordering::AcqRel)
+    /// Closes the handle: from now on [`is_closed`](Background::is_closed) is true, then
+    /// [`shutdown`](Background::shutdown) ends the background work, then `release` (the
+    /// backend's own close) runs once, and its outcome is returned. A later close returns
+    /// `Ok(())` without running anything.
+    ///
+    /// Cancel-safe: a close dropped halfway leaves the handle refusing calls, and the next
+    /// close finishes what it did not (the shutdown, or `release`, again from its start, so
+    /// `release` must tolerate a run that was dropped before it ended). Concurrent closes
+    /// run one after the other.
+    pub async fn close<F, Fut>(&self, release: F) -> crate::Result<()>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = crate::Result<()>>,
+    {
+        self.closing.store(true, Ordering::Release);
+        let mut phase = self.close_phase.lock().await;
+        if *phase == ClosePhase::Open {
+            self.shutdown().await;
+            *phase = ClosePhase::Drained;
+        }
+        if *phase == ClosePhase::Closed {
+            return Ok(());
+        }
+        let released = release().await;
+        *phase = ClosePhase::Closed;
+        released
     }
 
     /// Whether the handle is closing or closed (or dropped).
@@ -206,5 +243,52 @@ impl Spawner {
     /// Whether the handle is closed.
     pub fn is_closed(&self) -> bool {
         self.cancel.is_cancelled()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A close dropped while the background work winds down, or while the connection is
+    /// being released, leaves the handle closed to calls; the next close finishes the job,
+    /// releasing the connection exactly once.
+    #[tokio::test(start_paused = true)]
+    async fn a_close_dropped_halfway_is_finished_by_the_next() {
+        let background = Background::new();
+        let released = AtomicUsize::new(0);
+        let slow_release = AtomicBool::new(true);
+        let release = || async {
+            if slow_release.swap(false, Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            released.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        };
+        // A cleanup that takes 2 s to end: the shutdown waits for it.
+        background
+            .spawner()
+            .spawn_cleanup(tokio::time::sleep(Duration::from_secs(2)));
+
+        let during_shutdown = tokio::time::timeout(Duration::from_secs(1), background.close(release)).await;
+        assert!(during_shutdown.is_err(), "dropped while the cleanup runs");
+        assert!(background.is_closed(), "calls are refused from the first close on");
+        assert_eq!(background.len(), 1, "the cleanup is still winding down");
+
+        let during_release = tokio::time::timeout(Duration::from_secs(3), background.close(release)).await;
+        assert!(during_release.is_err(), "dropped while the connection is released");
+        assert_eq!(background.len(), 0, "the second close finished the shutdown");
+        assert_eq!(released.load(Ordering::SeqCst), 0);
+
+        background.close(release).await.unwrap();
+        assert_eq!(
+            released.load(Ordering::SeqCst),
+            1,
+            "the third close releases the connection"
+        );
+        background.close(release).await.unwrap();
+        assert_eq!(released.load(Ordering::SeqCst), 1, "once");
     }
 }

@@ -30,6 +30,20 @@ use crate::watch::{tree_view, WatchStream};
 ///
 /// Every call validates its key first ([`crate::key`]); a bad key is
 /// [`Error::InvalidKey`] and nothing is sent.
+///
+/// # Cancel safety
+///
+/// Every call may be dropped at any `.await` (a timeout around it, a `select!` that chose
+/// another branch):
+/// - a read (`get`, `exists`, `list`, `get_many`, opening a watch) leaves nothing behind;
+/// - a dropped write (`put`, `delete`, `atomic_put`, `atomic_delete`, `put_if_held`,
+///   `delete_if_held`) may or may not have been applied, as after [`Error::Timeout`]: read
+///   the key to learn which;
+/// - a dropped `commit`, `put_many` or `delete_many` is still all or nothing;
+/// - a dropped `delete_tree` may have deleted part of the tree where the store deletes it
+///   in several steps (Redis, ZooKeeper, DynamoDB; etcd and Consul delete it in one);
+/// - `new_lock` sends nothing, and [`Locker::lock`] says what a dropped acquisition leaves;
+/// - [`Store::close`] dropped halfway is finished by the next `close`.
 #[async_trait]
 pub trait Store: Send + Sync {
     /// The registered name of the backend, such as `"etcd"`.
@@ -166,7 +180,12 @@ pub trait Store: Send + Sync {
     }
 
     /// Closes the handle: stops keep-alives, lock renewals and watches it started, then
-    /// releases the connection. Later calls return [`Error::Closed`].
+    /// releases the connection. Later calls return [`Error::Closed`]; a later `close`
+    /// returns `Ok(())`.
+    ///
+    /// Cancel-safe: the handle refuses calls from the first poll on, and a `close` dropped
+    /// halfway (a timeout around it, say) leaves the rest to the next `close`, which
+    /// finishes the shutdown and releases the connection.
     async fn close(&self) -> Result<()>;
 
     /// Background work this handle holds now: tasks (keep-alives, renewals, watch feeders)
@@ -298,6 +317,8 @@ pub trait Backend: Send + Sync + 'static {
         })
     }
     /// Releases the connection; the handle's background work was shut down just before.
+    /// Runs once, unless a `close` was dropped while it ran: then the next `close` runs it
+    /// again from the start, so it must tolerate an earlier run that did not finish.
     async fn close(&self) -> Result<()>;
 }
 
@@ -714,18 +735,10 @@ impl<B: Backend> Store for B {
 
     async fn close(&self) -> Result<()> {
         let span = tracing::info_span!("valkeyrie", store = Backend::name(self), call = "close");
-        async {
-            // Only the first close does the work; later ones find the handle closed.
-            if !self.background().begin_close() {
-                return Ok(());
-            }
-            // Background work first (renewals report `StoreClosed`, watches end), then the
-            // connection: nothing runs on a half-closed client.
-            self.background().shutdown().await;
-            Backend::close(self).await.map_err(|e| e.in_call("close", ""))
-        }
-        .instrument(span)
-        .await
+        // Background work first (renewals report `StoreClosed`, watches end), then the
+        // connection: nothing runs on a half-closed client.
+        let release = || async { Backend::close(self).await.map_err(|e| e.in_call("close", "")) };
+        self.background().close(release).instrument(span).await
     }
 
     fn background_tasks(&self) -> usize {

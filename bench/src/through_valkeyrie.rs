@@ -70,7 +70,7 @@ impl Driver for Valkeyrie {
             match event {
                 Ok(WatchEvent::Put(pair)) => Some(Ok(pair.value)),
                 Ok(WatchEvent::Snapshot(pairs)) => pairs.into_iter().next().map(|pair| Ok(pair.value)),
-                Ok(WatchEvent::Delete { .. }) => None,
+                Ok(_) => None,
                 Err(err) => Some(Err(err.to_string())),
             }
         });

@@ -92,7 +92,8 @@ impl Seen {
                     self.order.push(Some(n));
                 }
             }
-            WatchEvent::Delete { .. } => {}
+            // Nothing deletes below the directory.
+            _ => {}
         }
     }
 
@@ -278,10 +279,7 @@ pub async fn lock_across_pause(target: &Target) {
     // What the backend makes of the suite's TTL (Consul raises it to twice its shortest session).
     let ttl = target.backend.lock_ttl().max(holder.capabilities().min_ttl);
     let key = format!("{}/lock", unique("lock-pause"));
-    let options = LockOptions {
-        ttl: holder.capabilities().lock_ttl.then_some(ttl),
-        ..LockOptions::with_value("old holder")
-    };
+    let options = LockOptions::with_value("old holder").ttl(holder.capabilities().lock_ttl.then_some(ttl));
     let guard = lock(holder.as_ref(), &key, options)
         .await
         .unwrap_or_else(|e| panic!("{name}: lock {key}: {e}"));
@@ -876,10 +874,8 @@ pub async fn lock_across_failover(target: &Target) {
     let (holder, contender) = (target.open().await, target.open().await);
     let ttl = target.backend.lock_ttl().max(holder.capabilities().min_ttl);
     let key = format!("{}/lock", unique("lock-failover"));
-    let options = |value: &'static str| LockOptions {
-        ttl: holder.capabilities().lock_ttl.then_some(ttl),
-        ..LockOptions::with_value(value)
-    };
+    let options =
+        |value: &'static str| LockOptions::with_value(value).ttl(holder.capabilities().lock_ttl.then_some(ttl));
     let guard = lock(holder.as_ref(), &key, options("first holder"))
         .await
         .unwrap_or_else(|e| panic!("{name}: lock {key}: {e}"));
@@ -979,10 +975,7 @@ pub async fn close_under_load(target: &Target) {
             async move { while let Some(Ok(_)) = events.next().await {} },
         ));
     }
-    let options = LockOptions {
-        ttl,
-        ..LockOptions::default()
-    };
+    let options = LockOptions::default().ttl(ttl);
     let held = lock(store.as_ref(), &lock_key, options.clone())
         .await
         .unwrap_or_else(|e| panic!("{name}: lock: {e}"));

@@ -333,7 +333,7 @@ async fn rust_watch_sees_go_writes(backend: Backend) {
                 Some(pair) => pair.value,
                 None => continue,
             },
-            WatchEvent::Delete { .. } => panic!("nothing deletes {key}"),
+            other => panic!("nothing deletes {key}: {other:?}"),
         };
         let value = String::from_utf8_lossy(&value).into_owned();
         if seen.last() != Some(&value) {

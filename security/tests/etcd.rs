@@ -35,25 +35,15 @@ async fn the_token_outlives_its_ttl() {
     let locker = kv
         .new_lock(
             &format!("{dir}-lock"),
-            LockOptions {
-                ttl: Some(Duration::from_secs(2)),
-                ..LockOptions::with_value("node-a")
-            },
+            LockOptions::with_value("node-a").ttl(Duration::from_secs(2)),
         )
         .await
         .expect("new_lock");
     let guard = locker.lock().await.expect("lock");
     let kept = format!("{dir}-kept");
-    kv.put(
-        &kept,
-        "alive".into(),
-        &WriteOptions {
-            ttl: Some(Duration::from_secs(2)),
-            keep_alive: true,
-        },
-    )
-    .await
-    .expect("a keep-alive put");
+    kv.put(&kept, "alive".into(), &WriteOptions::keep_alive(Duration::from_secs(2)))
+        .await
+        .expect("a keep-alive put");
 
     tokio::time::sleep(idle_for).await;
 

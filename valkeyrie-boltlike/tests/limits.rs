@@ -27,13 +27,7 @@ async fn ttls_up_to_the_maximum_work_and_past_it_are_refused() {
         value
     );
     let locker = store
-        .new_lock(
-            "limits/lock",
-            LockOptions {
-                ttl: Some(MAX_TTL),
-                ..LockOptions::default()
-            },
-        )
+        .new_lock("limits/lock", LockOptions::default().ttl(MAX_TTL))
         .await
         .unwrap();
     let guard = locker.try_lock().await.unwrap().expect("a free lock is taken");
@@ -48,10 +42,7 @@ async fn ttls_up_to_the_maximum_work_and_past_it_are_refused() {
             let err = store.put("limits/over", value.clone(), &opts).await.unwrap_err();
             assert!(names_ttl_and_key(&err, "limits/over"), "{err:?}");
         }
-        let opts = LockOptions {
-            ttl: Some(ttl),
-            ..LockOptions::default()
-        };
+        let opts = LockOptions::default().ttl(ttl);
         let err = store.new_lock("limits/lock", opts).await.err().expect("refused");
         assert!(names_ttl_and_key(&err, "limits/lock"), "{err:?}");
     }

@@ -158,7 +158,7 @@ mod tests {
             .map(|event| match event {
                 WatchEvent::Put(pair) => format!("put {}@{}", pair.key, pair.last_index),
                 WatchEvent::Delete { key, last_index } => format!("delete {key}@{last_index}"),
-                WatchEvent::Snapshot(_) => "snapshot".into(),
+                other => format!("{other:?}"),
             })
             .collect();
         assert_eq!(described, ["put d/e@7", "put d/a@9", "delete d/c@10"]);

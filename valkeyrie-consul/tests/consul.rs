@@ -252,11 +252,9 @@ async fn locks_use_the_go_layout_and_exclude_a_raw_holder() {
     let agent = Agent::new();
     let key = unique("lock");
     for delete_on_unlock in [false, true] {
-        let opts = LockOptions {
-            value: Bytes::from_static(b"owner1"),
-            ttl: Some(Duration::from_secs(30)),
-            delete_on_unlock,
-        };
+        let opts = LockOptions::with_value("owner1")
+            .ttl(Duration::from_secs(30))
+            .delete_on_unlock(delete_on_unlock);
         let locker = store.new_lock(&key, opts).await.unwrap();
         let guard = locker.lock().await.unwrap();
         let entry = agent.entry(&key).await.expect("the lock key");

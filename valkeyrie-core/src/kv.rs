@@ -4,8 +4,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-/// A key, its value and the backend's modification index for it.
+/// A key, its value and the backend's modification index for it. Built with
+/// [`KvPair::new`]; more fields may come, so it is `#[non_exhaustive]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct KvPair {
     /// The normalized key (no leading or trailing `/`).
     pub key: String,
@@ -41,7 +43,10 @@ impl KvPair {
 pub const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
 
 /// Options of [`put`](crate::Store::put) and [`atomic_put`](crate::Store::atomic_put).
+/// Built from [`Default`] or a constructor, then by setting fields: more may come, so it is
+/// `#[non_exhaustive]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct WriteOptions {
     /// The key disappears this long after the write. `None` writes a key without expiry
     /// (and clears an earlier TTL on that key). Backends round up to their granularity
@@ -72,8 +77,9 @@ impl WriteOptions {
     }
 }
 
-/// Options of the read calls.
+/// Options of the read calls; `#[non_exhaustive]`, as more may come.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ReadOptions {
     /// Read through the consensus leader (linearizable) rather than from any replica.
     /// Defaults to `true`, the safe choice; `false` trades freshness for latency on
@@ -92,10 +98,20 @@ impl ReadOptions {
     pub fn stale() -> Self {
         ReadOptions { consistent: false }
     }
+
+    /// These options with [`consistent`](ReadOptions::consistent) set.
+    #[must_use]
+    pub fn consistent(mut self, consistent: bool) -> Self {
+        self.consistent = consistent;
+        self
+    }
 }
 
-/// Options of [`new_lock`](crate::Store::new_lock).
+/// Options of [`new_lock`](crate::Store::new_lock), built with chained setters:
+/// `LockOptions::with_value("node-a").ttl(Duration::from_secs(10)).delete_on_unlock(true)`.
+/// More may come, so it is `#[non_exhaustive]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LockOptions {
     /// Written to the lock's key when the lock is taken, so others can read who holds it
     /// (leader election reads the leader's name this way).
@@ -119,6 +135,27 @@ impl LockOptions {
             value: value.into(),
             ..LockOptions::default()
         }
+    }
+
+    /// These options with `value` written to the key while held.
+    #[must_use]
+    pub fn value(mut self, value: impl Into<Bytes>) -> Self {
+        self.value = value.into();
+        self
+    }
+
+    /// These options with [`ttl`](LockOptions::ttl) set (`None`: the backend's default).
+    #[must_use]
+    pub fn ttl(mut self, ttl: impl Into<Option<Duration>>) -> Self {
+        self.ttl = ttl.into();
+        self
+    }
+
+    /// These options with [`delete_on_unlock`](LockOptions::delete_on_unlock) set.
+    #[must_use]
+    pub fn delete_on_unlock(mut self, delete: bool) -> Self {
+        self.delete_on_unlock = delete;
+        self
     }
 
     /// The TTL to use: the given one or [`LockOptions::DEFAULT_TTL`].

@@ -26,7 +26,7 @@
 //! for n in 0..10 {
 //!     store.put(&format!("jobs/{n:03}"), "queued".into(), &WriteOptions::default()).await?;
 //! }
-//! let opts = ListOptions { page_size: 4, start_after: Some("jobs/006".into()), ..ListOptions::default() };
+//! let opts = ListOptions::default().page_size(4).start_after("jobs/006".to_owned());
 //! let rest: Vec<_> = store.list_stream("jobs", opts)?.try_collect().await?;
 //! let keys: Vec<_> = rest.iter().map(|pair| pair.key.as_str()).collect();
 //! assert_eq!(keys, ["jobs/007", "jobs/008", "jobs/009"]);
@@ -48,8 +48,10 @@ use crate::store::Backend;
 /// store handle.
 pub type ListStream<'a> = Pin<Box<dyn Stream<Item = Result<KvPair>> + Send + 'a>>;
 
-/// Options of [`Store::list_stream`](crate::Store::list_stream).
+/// Options of [`Store::list_stream`](crate::Store::list_stream), built with chained setters;
+/// `#[non_exhaustive]`, as more may come.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ListOptions {
     /// Pairs per page read from the store (at least 1); default 500.
     pub page_size: usize,
@@ -67,6 +69,29 @@ impl Default for ListOptions {
             start_after: None,
             read: ReadOptions::default(),
         }
+    }
+}
+
+impl ListOptions {
+    /// These options with [`page_size`](ListOptions::page_size) set.
+    #[must_use]
+    pub fn page_size(mut self, page_size: usize) -> Self {
+        self.page_size = page_size;
+        self
+    }
+
+    /// These options with [`start_after`](ListOptions::start_after) set.
+    #[must_use]
+    pub fn start_after(mut self, key: impl Into<Option<String>>) -> Self {
+        self.start_after = key.into();
+        self
+    }
+
+    /// These options with [`read`](ListOptions::read) set.
+    #[must_use]
+    pub fn read(mut self, read: ReadOptions) -> Self {
+        self.read = read;
+        self
     }
 }
 

@@ -37,8 +37,10 @@ use crate::error::Result;
 use crate::key::Key;
 use crate::kv::KvPair;
 
-/// One item of a watch stream.
+/// One item of a watch stream. More kinds of event may come (a match needs a `_` arm), so
+/// it is `#[non_exhaustive]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WatchEvent {
     /// The current state, sorted by key: the first item, and again after a resync.
     /// For `watch` it holds zero or one pair; for `watch_tree`, every key below the directory.

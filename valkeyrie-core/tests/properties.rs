@@ -228,7 +228,7 @@ proptest! {
             let opts = WriteOptions::with_ttl(ttl);
             let put = store.put(key, Bytes::from_static(b"v"), &opts).await;
             let atomic = store.atomic_put("limits/new", Bytes::from_static(b"v"), None, &opts).await;
-            let lock = match store.new_lock("limits/lock", LockOptions { ttl: Some(ttl), ..LockOptions::default() }).await {
+            let lock = match store.new_lock("limits/lock", LockOptions::default().ttl(ttl)).await {
                 Ok(locker) => {
                     let guard = locker.try_lock().await.map_err(|e| e.to_string())?.ok_or("the free lock was not taken")?;
                     guard.unlock().await.map_err(|e| e.to_string())?;

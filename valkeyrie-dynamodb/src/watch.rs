@@ -512,7 +512,7 @@ mod tests {
         match event {
             Some(WatchEvent::Put(pair)) => format!("put {}@{}", pair.key, pair.last_index),
             Some(WatchEvent::Delete { key, last_index }) => format!("delete {key}@{last_index}"),
-            Some(WatchEvent::Snapshot(_)) => "snapshot".into(),
+            Some(other) => format!("{other:?}"),
             None => "-".into(),
         }
     }

@@ -179,7 +179,10 @@ async fn get_many_reads_in_batches_of_100_hides_expired_items_and_answers_repeat
     asked.insert(150, &missing);
     asked.extend([keys[0].as_str(), keys[249].as_str(), keys[0].as_str(), gone.as_str()]);
     for consistent in [false, true] {
-        let read = store.get_many(&asked, &ReadOptions { consistent }).await.unwrap();
+        let read = store
+            .get_many(&asked, &ReadOptions::default().consistent(consistent))
+            .await
+            .unwrap();
         assert_eq!(read.len(), asked.len(), "one answer per key asked");
         for (key, answer) in asked.iter().zip(&read) {
             if *key == gone || *key == missing {
@@ -237,11 +240,9 @@ async fn locks_are_leases_on_the_item_with_growing_tokens() {
     let key = unique("lock");
     let mut last_token = 0;
     for delete_on_unlock in [true, true, false, false] {
-        let opts = LockOptions {
-            value: Bytes::from_static(b"owner1"),
-            ttl: Some(Duration::from_secs(6)),
-            delete_on_unlock,
-        };
+        let opts = LockOptions::with_value("owner1")
+            .ttl(Duration::from_secs(6))
+            .delete_on_unlock(delete_on_unlock);
         let guard = store.new_lock(&key, opts).await.unwrap().lock().await.unwrap();
         let held = item(&client, &key).await.expect("the lock item");
         assert_eq!(held["encoded_value"].as_s().unwrap(), "b3duZXIx");
@@ -484,10 +485,7 @@ async fn watches_read_the_stream_and_report_expiry_themselves() {
     // A lock's heartbeats move the expiry without events; its expiry is reported when it
     // passes, before DynamoDB removes the item.
     let key = format!("{dir}/lease");
-    let opts = LockOptions {
-        ttl: Some(Duration::from_secs(3)),
-        ..LockOptions::with_value("holder")
-    };
+    let opts = LockOptions::with_value("holder").ttl(Duration::from_secs(3));
     let guard = store.new_lock(&key, opts).await.unwrap().lock().await.unwrap();
     match next(&mut events).await {
         WatchEvent::Put(pair) => assert_eq!(pair.last_index, guard.fencing_token()),

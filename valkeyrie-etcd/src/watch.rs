@@ -192,9 +192,7 @@ impl Feed for Feeder {
             // Revisions from `next` on are gone: changes may have been missed. Read the
             // current state and go on from there with a fresh snapshot.
             self.stream = None;
-            let opts = ReadOptions {
-                consistent: self.consistent,
-            };
+            let opts = ReadOptions::default().consistent(self.consistent);
             let (pairs, revision) = read(&self.client, self.page_size, &self.key, self.tree, &opts).await?;
             tracing::debug!(
                 store = ETCD,

@@ -66,11 +66,9 @@ async fn values_and_locks_use_the_go_json_envelope() {
     assert_eq!(ttl, -1, "no expiry without a TTL");
 
     let lock_key = unique("lock");
-    let opts = LockOptions {
-        value: Bytes::from_static(b"owner1"),
-        ttl: Some(Duration::from_secs(6)),
-        delete_on_unlock: true,
-    };
+    let opts = LockOptions::with_value("owner1")
+        .ttl(Duration::from_secs(6))
+        .delete_on_unlock(true);
     let guard = store.new_lock(&lock_key, opts).await.unwrap().lock().await.unwrap();
     let stored: String = raw.get(lock_key.as_str()).await.unwrap();
     let json: serde_json::Value = serde_json::from_str(&stored).unwrap();
@@ -321,7 +319,7 @@ async fn watches_see_committed_puts_and_deletes() {
         seen.push(match next_change(&mut watch).await {
             WatchEvent::Put(pair) => (pair.key, Some(pair.value)),
             WatchEvent::Delete { key, .. } => (key, None),
-            WatchEvent::Snapshot(pairs) => panic!("an unexpected snapshot {pairs:?}"),
+            other => panic!("an unexpected {other:?}"),
         });
     }
     seen.sort();
@@ -479,11 +477,7 @@ async fn raw_locks_exclude_a_go_raw_codec_lock() {
         taken.is_some()
     };
     assert!(go_lock().await, "Go takes the free lock");
-    let opts = LockOptions {
-        value: Bytes::from_static(b"rust-owner"),
-        ttl: Some(Duration::from_secs(6)),
-        delete_on_unlock: false,
-    };
+    let opts = LockOptions::with_value("rust-owner").ttl(Duration::from_secs(6));
     let locker = store.new_lock(&key, opts).await.unwrap();
     assert!(locker.try_lock().await.unwrap().is_none(), "Go holds it");
     raw.del::<i64, _>(key.as_str()).await.unwrap();

@@ -127,11 +127,10 @@ impl Backend for TemplateStore {
     async fn list_page(&self, dir: &Key, after: Option<&str>, limit: usize, opts: &ReadOptions) -> Result<Vec<KvPair>> {
         // A real backend reads one ordered range here (a range request with a limit). The
         // stand-in server pages by itself: one page of its stream is the range.
-        let opts = ListOptions {
-            page_size: limit,
-            start_after: after.map(str::to_owned),
-            read: opts.clone(),
-        };
+        let opts = ListOptions::default()
+            .page_size(limit)
+            .start_after(after.map(str::to_owned))
+            .read(opts.clone());
         let page = async {
             let stream = self.client.requests().list_stream(dir.as_str(), opts)?;
             stream.take(limit).try_collect().await

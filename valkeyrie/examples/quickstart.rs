@@ -33,6 +33,7 @@ async fn main() -> valkeyrie::Result<()> {
                     println!("  watch: put {} = {:?}", pair.key, pair.value)
                 }
                 Ok(WatchEvent::Delete { key, .. }) => println!("  watch: delete {key}"),
+                Ok(other) => println!("  watch: {other:?}"),
                 Err(err) => println!("  watch: ended with {err}"),
             }
         }

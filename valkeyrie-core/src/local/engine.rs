@@ -41,7 +41,7 @@ pub(crate) struct Change {
 
 /// The outcome of a lock acquisition attempt.
 pub(crate) enum Acquire {
-    /// Acquired with this fencing token, which is also the owner of the lock record.
+    /// Acquired with this fencing token, which also names the acquisition.
     Acquired(u64),
     /// Held by someone else until (at the latest) this Unix time in milliseconds.
     Busy(u64),

@@ -36,14 +36,6 @@ pub enum LostReason {
     Released,
 }
 
-impl LostReason {
-    /// A loss to a renewal that failed for good (or a check that did): the error, named as
-    /// the renewal's (`renew`), as its text.
-    pub(crate) fn renewal_failed(err: Error) -> Self {
-        LostReason::RenewalFailed(err.in_call("renew", "").to_string())
-    }
-}
-
 impl std::fmt::Display for LostReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -565,7 +565,7 @@ fn handle(id: u64, event: Event, held: &mut Holding, work: &mut Work) {
                 drop_entry(id, held);
             }
             Some(Err(err)) if !err.is_temporary() => {
-                entry.lose(LostReason::renewal_failed(err));
+                entry.lose(LostReason::RenewalFailed(err.in_call("renew", "").to_string()));
                 give_up(id, held, work);
             }
             Some(Err(err)) => {

@@ -294,7 +294,9 @@ impl ZkRelease {
     /// Deletes the contender node if the key's node still has the lock value's version, in
     /// one `multi`: the key then holds a value, not a bare directory node, so nothing above
     /// the contender needs cleaning up, and the unlock is one round trip. `false` when the
-    /// key changed meanwhile (or the request failed): nothing was deleted.
+    /// key changed meanwhile, which deleted nothing, or when the request failed: then the
+    /// node may be gone if the server applied the `multi` unanswered, and the plain delete
+    /// that follows reports it as a retried delete would (`LockLost`).
     async fn release_untouched(&self, key: &str) -> bool {
         let Ok(client) = self.zk.client() else { return false };
         let mut writer = client.new_multi_writer();

@@ -568,14 +568,16 @@ impl<S: Storage> Engine<S> {
     /// the record is deleted. Returns whether a holder lost it.
     pub(crate) fn revoke(&self, key: &Key, expire: bool) -> bool {
         let mut writer = self.writer();
-        let revoked = if expire {
-            writer
-                .locks
-                .get_mut(key.as_str())
-                .map(|record| record.expires_at = now_ms())
-                .is_some()
-        } else {
-            writer.locks.remove(key.as_str()).is_some()
+        let revoked = match writer.locks.get_mut(key.as_str()) {
+            Some(record) if expire => {
+                record.expires_at = now_ms();
+                true
+            }
+            Some(_) => {
+                writer.locks.remove(key.as_str());
+                true
+            }
+            None => false,
         };
         drop(writer);
         if revoked {

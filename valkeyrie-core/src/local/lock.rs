@@ -136,8 +136,8 @@ impl<S: Storage> Renew for LocalHold<S> {
     }
 }
 
-/// Resolves when the lock record of acquisition `token` is gone or taken, checked whenever any lock of
-/// the engine changes.
+/// Resolves when the lock record of acquisition `token` is gone or taken, checked whenever
+/// any lock of the engine changes.
 async fn lost_when_changed<S: Storage>(engine: Arc<Engine<S>>, key: Key, token: u64) -> LostReason {
     loop {
         // Registered before the check, so a change in between is not missed.

@@ -22,12 +22,12 @@
 //! use futures_util::TryStreamExt;
 //! use valkeyrie_core::{ListOptions, MemoryStore, Store, WriteOptions};
 //!
-//! let store = MemoryStore::new();
+//! let store = std::sync::Arc::new(MemoryStore::new());
 //! for n in 0..10 {
 //!     store.put(&format!("jobs/{n:03}"), "queued".into(), &WriteOptions::default()).await?;
 //! }
 //! let opts = ListOptions::default().page_size(4).start_after("jobs/006".to_owned());
-//! let rest: Vec<_> = store.list_stream("jobs", opts)?.try_collect().await?;
+//! let rest: Vec<_> = store.clone().list_stream("jobs", opts)?.try_collect().await?;
 //! let keys: Vec<_> = rest.iter().map(|pair| pair.key.as_str()).collect();
 //! assert_eq!(keys, ["jobs/007", "jobs/008", "jobs/009"]);
 //! # Ok(()) }
@@ -35,18 +35,20 @@
 //! ```
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use futures_core::Stream;
 use futures_util::{stream, TryStreamExt};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::kv::{KvPair, ReadOptions};
 use crate::store::Backend;
 
-/// The stream [`Store::list_stream`](crate::Store::list_stream) returns; it borrows the
-/// store handle.
-pub type ListStream<'a> = Pin<Box<dyn Stream<Item = Result<KvPair>> + Send + 'a>>;
+/// The stream [`Store::list_stream`](crate::Store::list_stream) returns. It owns a share of
+/// the store handle, so it can be moved into a task; once the handle is closed, the next
+/// page is [`Error::Closed`](crate::Error::Closed) and the stream ends.
+pub type ListStream = Pin<Box<dyn Stream<Item = Result<KvPair>> + Send>>;
 
 /// Options of [`Store::list_stream`](crate::Store::list_stream), built with chained setters;
 /// `#[non_exhaustive]`, as more may come.
@@ -101,17 +103,30 @@ enum Cursor {
     Done,
 }
 
+/// Refuses to read a page on a closed handle: a stream may outlive its handle's `close`.
+fn ensure_open<B: Backend>(backend: &B, dir: &Key) -> Result<()> {
+    if backend.background().is_closed() {
+        return Err(Error::Closed {
+            store: backend.name(),
+            call: "list_stream",
+            key: dir.to_string(),
+        });
+    }
+    Ok(())
+}
+
 /// Pages through `dir` with the backend's ordered range reads.
-pub(crate) fn native_pages<B: Backend + ?Sized>(backend: &B, dir: Key, opts: ListOptions) -> ListStream<'_> {
+pub(crate) fn native_pages<B: Backend>(backend: Arc<B>, dir: Key, opts: ListOptions) -> ListStream {
     let page_size = opts.page_size.max(1);
     let read = opts.read;
     let pages = stream::try_unfold(Cursor::After(opts.start_after), move |cursor| {
-        let (dir, read) = (dir.clone(), read.clone());
+        let (backend, dir, read) = (Arc::clone(&backend), dir.clone(), read.clone());
         async move {
             let Cursor::After(after) = cursor else {
                 return Ok(None);
             };
-            let page = Backend::list_page(backend, &dir, after.as_deref(), page_size, &read).await?;
+            ensure_open(&*backend, &dir)?;
+            let page = Backend::list_page(&*backend, &dir, after.as_deref(), page_size, &read).await?;
             let next = match page.last() {
                 Some(last) if page.len() >= page_size => Cursor::After(Some(last.key.clone())),
                 _ => Cursor::Done,
@@ -123,32 +138,35 @@ pub(crate) fn native_pages<B: Backend + ?Sized>(backend: &B, dir: Key, opts: Lis
 }
 
 /// Lists the keys of `dir` once, then reads their values page by page.
-pub(crate) fn key_pages<B: Backend + ?Sized>(backend: &B, dir: Key, opts: ListOptions) -> ListStream<'_> {
+pub(crate) fn key_pages<B: Backend>(backend: Arc<B>, dir: Key, opts: ListOptions) -> ListStream {
     let page_size = opts.page_size.max(1);
     let read = opts.read;
     let start_after = opts.start_after;
     let keys = async move {
-        let mut keys: Vec<Key> = Backend::list_keys(backend, &dir, &read)
+        ensure_open(&*backend, &dir)?;
+        let mut keys: Vec<Key> = Backend::list_keys(&*backend, &dir, &read)
             .await?
             .into_iter()
             .filter(|key| dir.contains(key) && start_after.as_ref().is_none_or(|after| key > after))
             // A key the store holds but the key rules refuse cannot be read by key; `list`
             // still returns it.
-            .filter_map(|key| Key::parse(Backend::name(backend), &key).ok())
+            .filter_map(|key| Key::parse(Backend::name(&*backend), &key).ok())
             .collect();
         keys.sort_unstable();
         keys.dedup();
         let pages = stream::unfold(keys.into_iter(), move |mut keys| {
-            let read = read.clone();
+            let (backend, dir, read) = (Arc::clone(&backend), dir.clone(), read.clone());
             async move {
                 let chunk: Vec<Key> = keys.by_ref().take(page_size).collect();
                 if chunk.is_empty() {
                     return None;
                 }
                 // A key deleted since it was listed is skipped.
-                let page = Backend::get_many(backend, &chunk, &read)
-                    .await
-                    .map(|pairs| stream::iter(pairs.into_iter().flatten().map(Ok)));
+                let page = match ensure_open(&*backend, &dir) {
+                    Ok(()) => Backend::get_many(&*backend, &chunk, &read).await,
+                    Err(err) => Err(err),
+                }
+                .map(|pairs| stream::iter(pairs.into_iter().flatten().map(Ok)));
                 Some((page, keys))
             }
         });

@@ -9,6 +9,7 @@
 //! call carrying the store, the call and the key (never the value).
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -72,8 +73,9 @@ pub trait Store: Send + Sync {
     /// The pairs of [`Store::list`], streamed page by page so that at most one page of values
     /// is held, optionally resuming after a key; see [`crate::list`]. An empty or missing
     /// directory is an empty stream. The directory is validated now, the pages are read as
-    /// the stream is polled.
-    fn list_stream(&self, dir: &str, opts: ListOptions) -> Result<ListStream<'_>>;
+    /// the stream is polled. The stream owns a share of the handle (`self: Arc<Self>`), so
+    /// it may move into a task; after [`Store::close`], its next page is [`Error::Closed`].
+    fn list_stream(self: Arc<Self>, dir: &str, opts: ListOptions) -> Result<ListStream>;
 
     /// Deletes `dir` and everything below it; [`Error::KeyNotFound`] when nothing existed.
     async fn delete_tree(&self, dir: &str) -> Result<()>;
@@ -599,17 +601,17 @@ impl<B: Backend> Store for B {
         .await
     }
 
-    fn list_stream(&self, dir: &str, opts: ListOptions) -> Result<ListStream<'_>> {
-        let dir = Key::parse(Backend::name(self), dir)?;
+    fn list_stream(self: Arc<Self>, dir: &str, opts: ListOptions) -> Result<ListStream> {
+        let dir = Key::parse(Backend::name(&*self), dir)?;
         if self.background().is_closed() {
             return Err(Error::Closed {
-                store: Backend::name(self),
+                store: Backend::name(&*self),
                 call: "list_stream",
                 key: dir.to_string(),
             });
         }
         let name = dir.to_string();
-        let pages = if Backend::capabilities(self).native_list_paging {
+        let pages = if Backend::capabilities(&*self).native_list_paging {
             list::native_pages(self, dir, opts)
         } else {
             list::key_pages(self, dir, opts)

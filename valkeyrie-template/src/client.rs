@@ -5,6 +5,8 @@
 //! this process: every client made with the same endpoint name sees the same data, the way
 //! clients of one real server do.
 
+use std::sync::Arc;
+
 use valkeyrie_core::{Error, MemoryConfig, MemoryStore, Result, Store};
 
 use crate::config::TemplateConfig;
@@ -15,7 +17,7 @@ use crate::TEMPLATE;
 #[derive(Debug)]
 pub struct TemplateClient {
     /// The stand-in server connection.
-    server: MemoryStore,
+    server: Arc<MemoryStore>,
 }
 
 impl TemplateClient {
@@ -36,7 +38,9 @@ impl TemplateClient {
             max_value_size: config.max_value_size,
         })
         .map_err(|err| map_error("", err))?;
-        Ok(TemplateClient { server })
+        Ok(TemplateClient {
+            server: Arc::new(server),
+        })
     }
 
     /// The server connection, for administration (tests use it to revoke locks).
@@ -46,6 +50,11 @@ impl TemplateClient {
 
     /// The requests the server answers.
     pub(crate) fn requests(&self) -> &dyn Store {
-        &self.server
+        &*self.server
+    }
+
+    /// The same, shared, for the requests whose answer outlives the call (a paged listing).
+    pub(crate) fn shared_requests(&self) -> Arc<dyn Store> {
+        Arc::clone(&self.server) as Arc<dyn Store>
     }
 }

@@ -132,7 +132,7 @@ impl Backend for TemplateStore {
             .start_after(after.map(str::to_owned))
             .read(opts.clone());
         let page = async {
-            let stream = self.client.requests().list_stream(dir.as_str(), opts)?;
+            let stream = self.client.shared_requests().list_stream(dir.as_str(), opts)?;
             stream.take(limit).try_collect().await
         };
         self.request(dir, page).await

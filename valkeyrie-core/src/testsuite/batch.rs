@@ -231,36 +231,30 @@ pub async fn list_stream_pages(target: &dyn TestTarget) {
     let full = ok(store.list(&dir, &ReadOptions::default()).await, "list");
     assert_eq!(full.len(), KEYS, "list sees every key");
     assert_eq!(
-        paged(store, &dir, 333, None).await,
+        paged(&case.store, &dir, 333, None).await,
         full,
         "pages of 333 are list, in order"
     );
     let resume_at = full[4321].key.clone();
     assert_eq!(
-        paged(store, &dir, 1000, Some(resume_at)).await,
+        paged(&case.store, &dir, 1000, Some(resume_at)).await,
         full[4322..],
         "start_after resumes exactly"
     );
     assert_eq!(
-        paged(store, &dir, 500, Some(dir.clone())).await,
+        paged(&case.store, &dir, 500, Some(dir.clone())).await,
         full,
         "after the directory itself: everything"
     );
     assert_eq!(
-        paged(store, &dir, 7, Some(full[KEYS - 1].key.clone())).await,
+        paged(&case.store, &dir, 7, Some(full[KEYS - 1].key.clone())).await,
         Vec::new(),
         "after the last key: nothing"
     );
     let small = case.key("dir/03");
     let one_by_one = ok(
         ok(
-            store.list_stream(
-                &small,
-                ListOptions {
-                    page_size: 1,
-                    ..ListOptions::default()
-                },
-            ),
+            Arc::clone(&case.store).list_stream(&small, ListOptions::default().page_size(1)),
             "list_stream",
         )
         .try_collect::<Vec<_>>()
@@ -272,7 +266,7 @@ pub async fn list_stream_pages(target: &dyn TestTarget) {
         ok(store.list(&small, &ReadOptions::default()).await, "list")
     );
     let missing = ok(
-        store.list_stream(&case.key("missing"), ListOptions::default()),
+        Arc::clone(&case.store).list_stream(&case.key("missing"), ListOptions::default()),
         "list_stream",
     );
     assert_eq!(
@@ -280,7 +274,9 @@ pub async fn list_stream_pages(target: &dyn TestTarget) {
         Vec::new()
     );
     fails(
-        store.list_stream("bad//dir", ListOptions::default()).map(drop),
+        Arc::clone(&case.store)
+            .list_stream("bad//dir", ListOptions::default())
+            .map(drop),
         ErrorKind::InvalidKey,
         "list_stream of an invalid directory",
     );
@@ -288,12 +284,8 @@ pub async fn list_stream_pages(target: &dyn TestTarget) {
 }
 
 /// Everything `list_stream` yields for `dir` with these options.
-async fn paged(store: &dyn Store, dir: &str, page_size: usize, start_after: Option<String>) -> Vec<crate::KvPair> {
-    let opts = ListOptions {
-        page_size,
-        start_after,
-        ..ListOptions::default()
-    };
-    let stream = ok(store.list_stream(dir, opts), "list_stream");
+async fn paged(store: &Arc<dyn Store>, dir: &str, page_size: usize, start_after: Option<String>) -> Vec<crate::KvPair> {
+    let opts = ListOptions::default().page_size(page_size).start_after(start_after);
+    let stream = ok(Arc::clone(store).list_stream(dir, opts), "list_stream");
     ok(stream.try_collect::<Vec<_>>().await, "list_stream pages")
 }

@@ -1326,7 +1326,9 @@ pub async fn closed_handle_refuses_calls(target: &dyn TestTarget) {
         "get_many",
     );
     fails(
-        other.list_stream(&key, crate::ListOptions::default()).map(drop),
+        Arc::clone(&other)
+            .list_stream(&key, crate::ListOptions::default())
+            .map(drop),
         ErrorKind::Closed,
         "list_stream",
     );

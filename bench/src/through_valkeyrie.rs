@@ -18,8 +18,8 @@ pub(crate) struct Valkeyrie {
 impl Valkeyrie {
     /// Opens `url` through the registry.
     pub(crate) async fn open(url: &str) -> BenchResult<Self> {
-        let store = valkeyrie::open(url).await.map_err(|e| format!("open {url}: {e}"))?;
-        Ok(Valkeyrie { store })
+        let kv = valkeyrie::open(url).await.map_err(|e| format!("open {url}: {e}"))?;
+        Ok(Valkeyrie { store: kv.into() })
     }
 
     /// The store handle, for setting up and cleaning up data.

@@ -253,4 +253,5 @@ async fn open(url: &str) -> Arc<dyn Store> {
     valkeyrie::open(url)
         .await
         .unwrap_or_else(|e| panic!("open {url}: {e} (run the suite through `cargo xtask test --backend faults`)"))
+        .into()
 }

@@ -99,6 +99,7 @@ impl Backend {
         let url = self.rust_url()?;
         valkeyrie::open(&url)
             .await
+            .map(Into::into)
             .map_err(|e| GoError::Setup(format!("open {url}: {e}")))
     }
 

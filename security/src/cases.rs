@@ -165,9 +165,7 @@ pub async fn unencoded_password_in_the_url_works(store: Secured) {
             panic!("{}: the unencoded password was not understood: {err}", store.name());
         }
     };
-    kv.put(&app_key("unencoded"), "1".into(), &WriteOptions::default())
-        .await
-        .expect("put");
+    kv.put(&app_key("unencoded"), "1").await.expect("put");
     kv.delete(&app_key("unencoded")).await.expect("delete");
     kv.close().await.expect("close");
 }

@@ -215,7 +215,7 @@ impl Secured {
     /// # Errors
     /// What opening the store returns: the refusals the suite checks.
     pub async fn open(self, connection: &Connection) -> valkeyrie::Result<Arc<dyn Store>> {
-        valkeyrie::open(&self.url(connection)).await
+        valkeyrie::open(&self.url(connection)).await.map(Into::into)
     }
 
     /// A store as `connection`, or a panic naming what failed.

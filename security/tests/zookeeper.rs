@@ -116,7 +116,7 @@ async fn the_chroot_is_the_users_alone() {
     let app = valkeyrie::open(&url(&Connection::app(Secured::ZooKeeper)))
         .await
         .expect("the app opens its chroot");
-    app.put("k", "1".into(), &WriteOptions::default()).await.expect("put");
+    app.put("k", "1").await.expect("put");
     let app_root = Secured::ZooKeeper.connect(&Connection::app(Secured::ZooKeeper)).await;
     assert_eq!(
         app_root

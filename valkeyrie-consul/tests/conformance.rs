@@ -20,6 +20,7 @@ impl TestTarget for ConsulTarget {
         valkeyrie_core::open(&url)
             .await
             .unwrap_or_else(|e| panic!("open {url}: {e}"))
+            .into()
     }
 
     async fn revoke_lock(&self, key: &str, how: LockRevocation) {

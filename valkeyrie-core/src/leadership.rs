@@ -18,13 +18,13 @@
 //! use futures_util::StreamExt;
 //! use valkeyrie_core::leadership::{Candidate, Follower, Leadership};
 //!
-//! let store = valkeyrie_core::open("memory://").await?;
-//! let candidate = Candidate::new(store.clone(), "service/leader", "node-a", Duration::from_secs(15));
+//! let kv = valkeyrie_core::open("memory://").await?;
+//! let candidate = Candidate::new(kv.clone(), "service/leader", "node-a", Duration::from_secs(15));
 //! let mut terms = candidate.campaign();
 //! assert_eq!(terms.next().await.transpose()?, Some(Leadership::NotElected));
 //! assert!(matches!(terms.next().await.transpose()?, Some(Leadership::Elected { .. })));
 //!
-//! let mut leaders = Follower::new(store, "service/leader").follow();
+//! let mut leaders = Follower::new(kv, "service/leader").follow();
 //! assert_eq!(leaders.next().await.transpose()?.as_deref(), Some("node-a"));
 //! candidate.stop().await;
 //! # Ok(()) }
@@ -44,8 +44,8 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::backoff::Backoff;
 use crate::error::Result;
-use crate::kv::{LockOptions, ReadOptions};
-use crate::store::Store;
+use crate::handle::Kv;
+use crate::kv::LockOptions;
 use crate::watch::WatchEvent;
 
 /// Where a candidate stands.
@@ -83,7 +83,7 @@ struct Campaign {
 
 /// One node running for leader on a key.
 pub struct Candidate {
-    store: Arc<dyn Store>,
+    kv: Kv,
     key: String,
     node: String,
     ttl: Duration,
@@ -95,7 +95,7 @@ pub struct Candidate {
 impl std::fmt::Debug for Candidate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Candidate")
-            .field("store", &self.store.name())
+            .field("store", &self.kv.name())
             .field("key", &self.key)
             .field("node", &self.node)
             .field("ttl", &self.ttl)
@@ -107,9 +107,9 @@ impl Candidate {
     /// A candidate named `node_name` for the election on `key`; a leader that stops
     /// renewing loses its term `ttl` later (on stores whose locks take a TTL; elsewhere when
     /// its session ends).
-    pub fn new(store: Arc<dyn Store>, key: impl Into<String>, node_name: impl Into<String>, ttl: Duration) -> Self {
+    pub fn new(kv: impl Into<Kv>, key: impl Into<String>, node_name: impl Into<String>, ttl: Duration) -> Self {
         Candidate {
-            store,
+            kv: kv.into(),
             key: key.into(),
             node: node_name.into(),
             ttl,
@@ -123,15 +123,13 @@ impl Candidate {
     pub fn campaign(&self) -> LeadershipStream {
         let (events, received) = mpsc::unbounded_channel();
         let (commands, orders) = mpsc::unbounded_channel();
-        let ttl = self.store.capabilities().lock_ttl.then_some(self.ttl);
+        let ttl = self.kv.capabilities().lock_ttl.then_some(self.ttl);
         let run = Run {
-            store: Arc::clone(&self.store),
+            kv: self.kv.clone(),
             key: self.key.clone(),
-            opts: LockOptions {
-                value: self.node.clone().into(),
-                ttl,
-                delete_on_unlock: true,
-            },
+            opts: LockOptions::with_value(self.node.clone())
+                .ttl(ttl)
+                .delete_on_unlock(true),
             node: self.node.clone(),
             patience: self.ttl,
             events,
@@ -184,7 +182,7 @@ impl Candidate {
 
 /// The campaign task's state.
 struct Run {
-    store: Arc<dyn Store>,
+    kv: Kv,
     key: String,
     opts: LockOptions,
     node: String,
@@ -241,7 +239,7 @@ impl Run {
         }
         let mut backoff = Backoff::new(BACKOFF.0, BACKOFF.1);
         loop {
-            let locker = match self.store.new_lock(&self.key, self.opts.clone()).await {
+            let locker = match self.kv.lock(&self.key).options(self.opts.clone()).locker().await {
                 Ok(locker) => locker,
                 Err(err) => match self.setback(err, &mut backoff).await {
                     Next::Go => continue,
@@ -307,7 +305,7 @@ impl Run {
     async fn wait_for_successor(&mut self) -> Next {
         let deadline = tokio::time::sleep(self.patience);
         tokio::pin!(deadline);
-        let mut watch = self.store.watch(&self.key, &ReadOptions::default()).await.ok();
+        let mut watch = self.kv.watch(&self.key).await.ok();
         loop {
             let event = async {
                 match watch.as_mut() {
@@ -346,14 +344,14 @@ fn leader_in(event: &WatchEvent) -> Option<String> {
 
 /// Reports who leads the election on a key.
 pub struct Follower {
-    store: Arc<dyn Store>,
+    kv: Kv,
     key: String,
 }
 
 impl std::fmt::Debug for Follower {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Follower")
-            .field("store", &self.store.name())
+            .field("store", &self.kv.name())
             .field("key", &self.key)
             .finish()
     }
@@ -361,8 +359,11 @@ impl std::fmt::Debug for Follower {
 
 impl Follower {
     /// A follower of the election on `key`.
-    pub fn new(store: Arc<dyn Store>, key: impl Into<String>) -> Self {
-        Follower { store, key: key.into() }
+    pub fn new(kv: impl Into<Kv>, key: impl Into<String>) -> Self {
+        Follower {
+            kv: kv.into(),
+            key: key.into(),
+        }
     }
 
     /// The current leader's name, or the first one's once elected, then every new leader's.
@@ -370,19 +371,18 @@ impl Follower {
     /// Must be called within a Tokio runtime.
     pub fn follow(&self) -> LeaderStream {
         let (names, received) = mpsc::unbounded_channel();
-        tokio::spawn(follow(Arc::clone(&self.store), self.key.clone(), names));
+        tokio::spawn(follow(self.kv.clone(), self.key.clone(), names));
         Box::pin(UnboundedReceiverStream::new(received))
     }
 }
 
-async fn follow(store: Arc<dyn Store>, key: String, names: mpsc::UnboundedSender<Result<String>>) {
+async fn follow(kv: Kv, key: String, names: mpsc::UnboundedSender<Result<String>>) {
     let mut last: Option<String> = None;
     let mut backoff = Backoff::new(BACKOFF.0, BACKOFF.1);
-    let read = ReadOptions::default();
     loop {
         let watched = tokio::select! {
             () = names.closed() => return,
-            watched = store.watch(&key, &read) => watched,
+            watched = kv.watch(&key) => watched,
         };
         match watched {
             Ok(mut events) => loop {

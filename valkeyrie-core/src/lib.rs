@@ -7,8 +7,11 @@
 //!
 //! This crate holds what every backend shares:
 //!
-//! * the [`Store`] trait users call (`Arc<dyn Store>`) and the [`Backend`] trait backends
-//!   implement, with the shared checks applied once between them ([`store`]);
+//! * [`Kv`], the handle applications use: cloneable, with one builder per call
+//!   (`kv.put("k", v).ttl(d).await?`, `kv.get("k").await?` → `Option`), over
+//! * the [`Store`] trait (`Arc<dyn Store>`, for code written against a trait object) and
+//!   the [`Backend`] trait backends implement, with the shared checks applied once between
+//!   them ([`store`]);
 //! * [`KvPair`] and the per-call options, [`Capabilities`], and one [`Error`] enum whose
 //!   variants name the store and the key;
 //! * the [key rules](key), [watch streams](watch) and [locks](lock) with a lost signal and
@@ -32,22 +35,19 @@
 //!
 //! ```
 //! # async fn demo() -> valkeyrie_core::Result<()> {
-//! use valkeyrie_core::{open, LockOptions, ReadOptions, WriteOptions};
-//!
-//! let store = open("memory://").await?;
-//! store.put("services/web/1", "10.0.0.1:80".into(), &WriteOptions::default()).await?;
-//! store.put("services/web/2", "10.0.0.2:80".into(), &WriteOptions::default()).await?;
-//! let web = store.list("services/web", &ReadOptions::default()).await?;
+//! let kv = valkeyrie_core::open("memory://").await?;
+//! kv.put("services/web/1", "10.0.0.1:80").await?;
+//! kv.put("services/web/2", "10.0.0.2:80").await?;
+//! let web = kv.list("services/web").await?;
 //! assert_eq!(web.len(), 2);
 //!
 //! // Compare-and-set: only one of two racing writers wins.
-//! let current = store.get("services/web/1", &ReadOptions::default()).await?;
-//! store.atomic_put("services/web/1", "10.0.0.9:80".into(), Some(&current), &WriteOptions::default()).await?;
-//! assert!(store.atomic_put("services/web/1", "x".into(), Some(&current), &WriteOptions::default()).await.is_err());
+//! let index = web[0].last_index;
+//! kv.put("services/web/1", "10.0.0.9:80").if_index(index).await?;
+//! assert!(kv.put("services/web/1", "x").if_index(index).await.is_err());
 //!
 //! // A lock with a fencing token.
-//! let locker = store.new_lock("jobs/compact", LockOptions::with_value("node-a")).await?;
-//! let guard = locker.lock().await?;
+//! let guard = kv.lock("jobs/compact").value("node-a").await?;
 //! assert!(guard.fencing_token() > 0);
 //! guard.unlock().await?;
 //! # Ok(()) }
@@ -61,6 +61,7 @@ pub mod config;
 pub mod deadline;
 pub mod error;
 pub mod feed;
+pub mod handle;
 pub mod hold;
 pub mod key;
 pub mod kv;
@@ -83,6 +84,7 @@ pub use bytes::Bytes;
 pub use capabilities::Capabilities;
 pub use config::{BackendConfig, Secret, StoreConfig, StoreUrl};
 pub use error::{BoxError, Error, ErrorKind, ErrorStatus, LostReason, Result, Summarized};
+pub use handle::Kv;
 pub use hold::{Held, Hold, Renew, Renewal};
 pub use key::Key;
 pub use kv::{Expect, KvPair, LockOptions, ReadOptions, WriteOptions, MAX_TTL};

@@ -7,12 +7,12 @@
 //!
 //! ```
 //! # async fn demo() -> valkeyrie_core::Result<()> {
-//! use valkeyrie_core::{constructors, open, ReadOptions, Store, WriteOptions};
+//! use valkeyrie_core::{constructors, open};
 //!
 //! assert!(constructors().contains(&"memory"));
-//! let store = open("memory://").await?;
-//! store.put("greeting", "hello".into(), &WriteOptions::default()).await?;
-//! assert_eq!(store.get("greeting", &ReadOptions::default()).await?.value, "hello");
+//! let kv = open("memory://").await?;
+//! kv.put("greeting", "hello").await?;
+//! assert_eq!(kv.get("greeting").await?.map(|pair| pair.value), Some("hello".into()));
 //! # Ok(()) }
 //! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
 //! ```
@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use crate::config::{StoreConfig, StoreUrl};
 use crate::error::{Error, Result};
+use crate::handle::Kv;
 use crate::store::Store;
 
 /// The future a constructor returns.
@@ -89,13 +90,16 @@ pub fn constructors() -> Vec<&'static str> {
 }
 
 /// Opens the store registered as `name` with `endpoints` and `config` (a typed config such
-/// as `BoltlikeConfig`, or `StoreConfig::Default`).
+/// as `BoltlikeConfig`, or `StoreConfig::Default`), and returns a handle on it.
+///
+/// Cancel safety: dropping it abandons the connection being opened; opening writes nothing
+/// to the store.
 ///
 /// # Errors
 /// [`Error::UnknownStore`] when no linked crate registers `name`;
 /// [`Error::InvalidConfiguration`] for a config of another store or a bad field; whatever
 /// the backend's constructor returns.
-pub async fn new_store<I, E>(name: &str, endpoints: I, config: impl Into<StoreConfig>) -> Result<Arc<dyn Store>>
+pub async fn new_store<I, E>(name: &str, endpoints: I, config: impl Into<StoreConfig>) -> Result<Kv>
 where
     I: IntoIterator<Item = E>,
     E: Into<String>,
@@ -105,18 +109,20 @@ where
         endpoints: endpoints.into_iter().map(Into::into).collect(),
         config: config.into(),
     };
-    (registration.open)(spec).await
+    (registration.open)(spec).await.map(Kv::from)
 }
 
 /// Opens a store from a URL: `etcd://h1:2379,h2:2379/?connect_timeout=5s`,
 /// `boltlike:///var/lib/app/kv.db?sync_writes=true`, `memory://`. The scheme is the store
 /// name, the hosts are the endpoints, the path and the query parameters fill the store's
-/// typed config exactly as the same fields set in code would.
+/// typed config exactly as the same fields set in code would. Returns a handle on it.
+///
+/// Cancel-safe, as [`new_store`].
 ///
 /// # Errors
 /// As [`new_store`], plus [`Error::InvalidConfiguration`] for a malformed URL or a path given
 /// to a store that takes none.
-pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+pub async fn open(url: &str) -> Result<Kv> {
     let url = StoreUrl::parse(url)?;
     let registration = find(&url.scheme)?;
     let mut params = url.params;
@@ -134,7 +140,7 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
         endpoints: url.endpoints,
         config: StoreConfig::Params(params),
     };
-    (registration.open)(spec).await
+    (registration.open)(spec).await.map(Kv::from)
 }
 
 #[cfg(test)]

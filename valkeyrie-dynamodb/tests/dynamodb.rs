@@ -16,6 +16,7 @@ async fn store() -> std::sync::Arc<dyn Store> {
     valkeyrie_core::open(&support::url())
         .await
         .expect("open the test table")
+        .into()
 }
 
 fn number(item: &std::collections::HashMap<String, AttributeValue>, name: &str) -> Option<u64> {

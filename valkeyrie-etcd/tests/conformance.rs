@@ -28,6 +28,7 @@ impl TestTarget for EtcdTarget {
         valkeyrie_core::open(&url)
             .await
             .unwrap_or_else(|e| panic!("open {url}: {e}"))
+            .into()
     }
 
     async fn revoke_lock(&self, key: &str, how: LockRevocation) {

@@ -31,6 +31,7 @@ impl TestTarget for RedisTarget {
         valkeyrie_core::open(&self.url)
             .await
             .unwrap_or_else(|e| panic!("open {}: {e}", self.url))
+            .into()
     }
 
     async fn revoke_lock(&self, key: &str, how: LockRevocation) {

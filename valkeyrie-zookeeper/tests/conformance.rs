@@ -26,6 +26,7 @@ impl TestTarget for ZookeeperTarget {
         valkeyrie_core::open(&url)
             .await
             .unwrap_or_else(|e| panic!("open {url}: {e}"))
+            .into()
     }
 
     /// ZooKeeper cannot expire another client's session from outside; deleting the holder's

@@ -13,11 +13,11 @@ use valkeyrie::leadership::{Candidate, Follower, Leadership};
 #[tokio::main]
 async fn main() -> valkeyrie::Result<()> {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let store = valkeyrie::open(&format!("boltlike://{}", dir.path().join("kv.db").display())).await?;
+    let kv = valkeyrie::open(&format!("boltlike://{}", dir.path().join("kv.db").display())).await?;
     let key = "services/scheduler/leader";
 
     // The follower names each new leader.
-    let mut leaders = Follower::new(Arc::clone(&store), key).follow();
+    let mut leaders = Follower::new(kv.clone(), key).follow();
     let follower = tokio::spawn(async move {
         let mut named = Vec::new();
         while let Some(leader) = leaders.next().await {
@@ -34,7 +34,7 @@ async fn main() -> valkeyrie::Result<()> {
     // Three candidates; each reports its own terms.
     let candidates: Vec<Arc<Candidate>> = ["node-a", "node-b", "node-c"]
         .into_iter()
-        .map(|node| Arc::new(Candidate::new(Arc::clone(&store), key, node, Duration::from_secs(10))))
+        .map(|node| Arc::new(Candidate::new(kv.clone(), key, node, Duration::from_secs(10))))
         .collect();
     let (elected_tx, mut elected) = tokio::sync::mpsc::unbounded_channel();
     for (index, candidate) in candidates.iter().enumerate() {

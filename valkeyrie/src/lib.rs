@@ -32,18 +32,14 @@
 //!
 //! ```
 //! # async fn demo() -> valkeyrie::Result<()> {
-//! use valkeyrie::{ReadOptions, WriteOptions};
-//!
 //! // `memory://` is in every build; with feature `boltlike` (the default), for example
 //! // `valkeyrie::open("boltlike:///var/lib/app/kv.db")`.
-//! let store = valkeyrie::open("memory://").await?;
-//! store.put("config/mode", "blue".into(), &WriteOptions::default()).await?;
-//! assert_eq!(store.get("config/mode", &ReadOptions::default()).await?.value, "blue");
+//! let kv = valkeyrie::open("memory://").await?;
+//! kv.put("config/mode", "blue").await?;
+//! assert_eq!(kv.get("config/mode").await?.map(|pair| pair.value), Some("blue".into()));
 //! # Ok(()) }
 //! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
 //! ```
-
-use std::sync::Arc;
 
 pub use valkeyrie_core::*;
 
@@ -96,22 +92,22 @@ fn link_backends() {
     std::hint::black_box(std::any::type_name::<valkeyrie_zookeeper::ZookeeperStore>());
 }
 
-/// Opens a store by URL, such as `etcd://10.0.0.1:2379?request_timeout=2s`; see
-/// [`valkeyrie_core::open`].
+/// Opens a store by URL, such as `etcd://10.0.0.1:2379?request_timeout=2s`, and returns a
+/// handle on it; see [`valkeyrie_core::open`]. Cancel safety as there.
 ///
 /// # Errors
 /// As [`valkeyrie_core::open`]: an unknown scheme lists the stores this build has.
-pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+pub async fn open(url: &str) -> Result<Kv> {
     link_backends();
     valkeyrie_core::open(url).await
 }
 
-/// Opens the store registered as `name` on `endpoints` with `config` (typed or parameters);
-/// see [`valkeyrie_core::new_store`].
+/// Opens the store registered as `name` on `endpoints` with `config` (typed or parameters),
+/// and returns a handle on it; see [`valkeyrie_core::new_store`]. Cancel safety as there.
 ///
 /// # Errors
 /// As [`valkeyrie_core::new_store`].
-pub async fn new_store<I, E>(name: &str, endpoints: I, config: impl Into<StoreConfig>) -> Result<Arc<dyn Store>>
+pub async fn new_store<I, E>(name: &str, endpoints: I, config: impl Into<StoreConfig>) -> Result<Kv>
 where
     I: IntoIterator<Item = E>,
     E: Into<String>,

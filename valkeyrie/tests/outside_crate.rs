@@ -8,9 +8,9 @@ const MAIN: &str = r#"
 #[tokio::main]
 async fn main() {
     let path = std::env::args().nth(1).expect("a database path");
-    let store = valkeyrie::open(&format!("boltlike://{path}")).await.expect("open by URL");
-    store.put("greeting", "hello".into(), &Default::default()).await.expect("put");
-    let pair = store.get("greeting", &Default::default()).await.expect("get");
+    let kv = valkeyrie::open(&format!("boltlike://{path}")).await.expect("open by URL");
+    kv.put("greeting", "hello").await.expect("put");
+    let pair = kv.get("greeting").await.expect("get").expect("the key was written");
     println!("{}", String::from_utf8_lossy(&pair.value));
 }
 "#;

@@ -108,6 +108,41 @@ pub enum ErrorKind {
     Backend,
 }
 
+impl ErrorKind {
+    /// The kind in snake case (`"key_not_found"`, `"timeout"`, …): stable, for metric
+    /// labels and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::KeyNotFound => "key_not_found",
+            ErrorKind::KeyModified => "key_modified",
+            ErrorKind::KeyExists => "key_exists",
+            ErrorKind::PreviousNotSpecified => "previous_not_specified",
+            ErrorKind::CallNotSupported => "call_not_supported",
+            ErrorKind::NotReachable => "not_reachable",
+            ErrorKind::CannotLock => "cannot_lock",
+            ErrorKind::LockLost => "lock_lost",
+            ErrorKind::LockNotHeld => "lock_not_held",
+            ErrorKind::InvalidTransaction => "invalid_transaction",
+            ErrorKind::UnknownStore => "unknown_store",
+            ErrorKind::InvalidConfiguration => "invalid_configuration",
+            ErrorKind::InvalidKey => "invalid_key",
+            ErrorKind::ValueTooLarge => "value_too_large",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::PermissionDenied => "permission_denied",
+            ErrorKind::TlsVerification => "tls_verification",
+            ErrorKind::Closed => "closed",
+            ErrorKind::Backend => "backend",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Every error the library returns.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

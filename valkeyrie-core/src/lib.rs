@@ -65,6 +65,7 @@ pub mod handle;
 pub mod hold;
 pub mod key;
 pub mod kv;
+pub mod layers;
 pub mod leadership;
 pub mod list;
 pub mod local;

@@ -46,14 +46,12 @@ macro_rules! read_options {
         impl $builder<'_> {
             /// Allows a possibly stale read, served by any replica
             /// ([`ReadOptions::consistent`]).
-            #[must_use]
             pub fn stale(mut self) -> Self {
                 self.read.consistent = false;
                 self
             }
 
             /// Replaces the read options as a whole.
-            #[must_use]
             pub fn options(mut self, read: ReadOptions) -> Self {
                 self.read = read;
                 self
@@ -67,7 +65,6 @@ macro_rules! write_options {
     ($builder:ident) => {
         impl $builder<'_> {
             /// The key expires this long after the write ([`WriteOptions::ttl`]).
-            #[must_use]
             pub fn ttl(mut self, ttl: Duration) -> Self {
                 self.write.ttl = Some(ttl);
                 self
@@ -75,14 +72,12 @@ macro_rules! write_options {
 
             /// Keeps the TTL key alive for as long as the store is open
             /// ([`WriteOptions::keep_alive`]); it needs a [`ttl`](Self::ttl).
-            #[must_use]
             pub fn keep_alive(mut self) -> Self {
                 self.write.keep_alive = true;
                 self
             }
 
             /// Replaces the write options as a whole.
-            #[must_use]
             pub fn options(mut self, write: WriteOptions) -> Self {
                 self.write = write;
                 self
@@ -347,7 +342,6 @@ impl<'a> PutMany<'a> {
     }
 
     /// Every key expires this long after the write.
-    #[must_use]
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.write.ttl = Some(ttl);
         self
@@ -390,28 +384,24 @@ impl<'a> List<'a> {
     }
 
     /// Allows possibly stale pages, served by any replica.
-    #[must_use]
     pub fn stale(mut self) -> Self {
         self.opts.read.consistent = false;
         self
     }
 
     /// Pairs per page read from the store ([`ListOptions::page_size`]).
-    #[must_use]
     pub fn page_size(mut self, page_size: usize) -> Self {
         self.opts.page_size = page_size;
         self
     }
 
     /// Only keys after `key` ([`ListOptions::start_after`]), to resume a listing.
-    #[must_use]
     pub fn start_after(mut self, key: impl Into<String>) -> Self {
         self.opts.start_after = Some(key.into());
         self
     }
 
     /// Replaces the list options as a whole.
-    #[must_use]
     pub fn options(mut self, opts: ListOptions) -> Self {
         self.opts = opts;
         self
@@ -470,7 +460,6 @@ impl<'a> Watch<'a> {
     /// Resumes after `index`, the `last_index` of the last change handled: every later
     /// change, or a snapshot first where the store cannot replay that far
     /// ([`Store::watch_from`](crate::Store::watch_from)).
-    #[must_use]
     pub fn from(mut self, index: u64) -> Self {
         self.from = Some(index);
         self
@@ -523,28 +512,24 @@ impl<'a> Lock<'a> {
     }
 
     /// Written to the lock's key while held ([`LockOptions::value`]).
-    #[must_use]
     pub fn value(mut self, value: impl Into<Bytes>) -> Self {
         self.opts.value = value.into();
         self
     }
 
     /// How long the lock outlives a holder that stops renewing it ([`LockOptions::ttl`]).
-    #[must_use]
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.opts.ttl = Some(ttl);
         self
     }
 
     /// Deletes the lock's key on unlock ([`LockOptions::delete_on_unlock`]).
-    #[must_use]
     pub fn delete_on_unlock(mut self) -> Self {
         self.opts.delete_on_unlock = true;
         self
     }
 
     /// Replaces the lock options as a whole.
-    #[must_use]
     pub fn options(mut self, opts: LockOptions) -> Self {
         self.opts = opts;
         self
@@ -552,7 +537,6 @@ impl<'a> Lock<'a> {
 
     /// Gives up waiting after `timeout`, with [`Error::Timeout`]
     /// ([`Locker::lock_timeout`]).
-    #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self

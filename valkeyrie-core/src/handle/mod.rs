@@ -41,6 +41,7 @@ pub use calls::{
 
 use crate::capabilities::Capabilities;
 use crate::error::Result;
+use crate::layers::Layer;
 use crate::store::Store;
 use crate::txn::{Transaction, TxnOutcome};
 
@@ -184,6 +185,15 @@ impl Kv {
     /// Cancel-safe: a `close` dropped halfway leaves the rest to the next `close`.
     pub async fn close(&self) -> Result<()> {
         self.store.close().await
+    }
+
+    /// This handle with `layer` wrapped around its store: calls through the result go
+    /// through the layer, then through the layers added before it ([`crate::layers`]).
+    /// Other clones of this handle keep their own stack; all share the store underneath.
+    pub fn layer(self, layer: impl Layer) -> Kv {
+        Kv {
+            store: layer.layer(self.store),
+        }
     }
 
     /// Background work the store holds now ([`Store::background_tasks`]).

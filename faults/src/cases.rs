@@ -3,16 +3,17 @@
 //! it saw rather than hang, and it leaves the server running.
 
 use std::collections::BTreeSet;
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use valkeyrie::layers::{Call, Intercept, Next, RetryLayer, TimeoutLayer};
 use valkeyrie::{
-    Error, ErrorKind, ErrorStatus, Fence, KvPair, LockGuard, LockOptions, ReadOptions, Store, Transaction, TxnOutcome,
-    WatchEvent, WatchStream, WriteOptions,
+    Error, ErrorKind, ErrorStatus, Fence, Kv, KvPair, LockGuard, LockOptions, ReadOptions, Store, Transaction,
+    TxnOutcome, WatchEvent, WatchStream, WriteOptions,
 };
 
 use crate::proxy::Proxy;
@@ -1044,4 +1045,94 @@ pub async fn close_under_load(target: &Target) {
     println!("{name}: close under load returned in {closed_in:.2?}; every task ended; the lock was free at once");
     let _ = other.delete_tree(&dir).await;
     let _ = other.close().await;
+}
+
+/// Attempts per call, counted below the retry layer: a layer written as an application
+/// would write one.
+#[derive(Debug, Clone, Default)]
+struct Attempts(Arc<std::sync::Mutex<Vec<&'static str>>>);
+
+impl Attempts {
+    fn of(&self, call: &str) -> usize {
+        let seen = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        seen.iter().filter(|name| **name == call).count()
+    }
+}
+
+impl Intercept for Attempts {
+    async fn intercept<'a, T: Send + 'a>(&'a self, call: Call<'a>, next: Next<'a, T>) -> valkeyrie::Result<T> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(call.name);
+        next.run().await
+    }
+}
+
+/// The application's layers across outages. With a [`RetryLayer`] over a per-attempt
+/// [`TimeoutLayer`]: a read made while the connection is cut fails its attempts, then
+/// succeeds once the connection is back; a write made while the server is paused (sent,
+/// never answered) comes back as `Timeout` after one attempt and is never sent again.
+pub async fn retry_layer_across_outages(target: &Target) {
+    let name = target.backend.name();
+    let proxy = target.proxy().await;
+    let attempts = Attempts::default();
+    let per_attempt = REQUEST_TIMEOUT + SLACK;
+    let kv = Kv::from(target.open_via(&proxy.address()).await)
+        .layer(attempts.clone())
+        .layer(TimeoutLayer::new(per_attempt))
+        .layer(
+            RetryLayer::new()
+                .max_attempts(100)
+                .max_elapsed(RECOVERY)
+                .delays(Duration::from_millis(100), Duration::from_secs(1)),
+        );
+    let key = format!("{}/k", unique("retry-layer"));
+    until_ok("put", || kv.put(&key, "before").into_future()).await;
+
+    proxy.cut();
+    let reader = tokio::spawn({
+        let (kv, key) = (kv.clone(), key.clone());
+        async move { kv.get(&key).await }
+    });
+    // Long enough that every backend fails an attempt: the timeout layer ends one at the latest.
+    tokio::time::sleep(per_attempt * 2).await;
+    proxy.restore();
+    let read = reader.await.expect("the reader task");
+    let read = read.unwrap_or_else(|e| panic!("{name}: the read did not recover through retries: {e}"));
+    assert_eq!(read.map(|pair| pair.value), Some(Bytes::from("before")), "{name}");
+    assert!(
+        attempts.of("get") >= 2,
+        "{name}: the read was not retried ({} attempts)",
+        attempts.of("get")
+    );
+
+    let puts_before = attempts.of("put");
+    let paused = server::pause(target.server()).await;
+    let started = Instant::now();
+    let written = kv.put(&key, "during").await;
+    let waited = started.elapsed();
+    paused.resume().await;
+    let err = written.expect_err("a write to a paused server");
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{name}: {err}");
+    assert_eq!(
+        err.status(),
+        ErrorStatus::Temporary,
+        "{name}: returned as is, not given up on: {err}"
+    );
+    assert_eq!(
+        attempts.of("put") - puts_before,
+        1,
+        "{name}: the write was sent again after it timed out"
+    );
+    assert!(waited <= per_attempt + SLACK, "{name}: the write took {waited:?}");
+    // Sent, so possibly applied: either value is right; the caller settles it by reading.
+    let after = until_ok("get", || kv.get(&key).into_future())
+        .await
+        .map(|pair| pair.value);
+    assert!(
+        after == Some(Bytes::from("before")) || after == Some(Bytes::from("during")),
+        "{name}: {after:?}"
+    );
+    until_ok("close", || kv.close()).await;
 }

@@ -29,6 +29,7 @@ macro_rules! server_cases {
             calls_while_down,
             cas_across_restart,
             close_under_load,
+            retry_layer_across_outages,
         );)+
     };
 }
@@ -61,6 +62,7 @@ fault_cases!(DynamoDb:
     calls_while_down,
     cas_across_restart,
     close_under_load,
+    retry_layer_across_outages,
 );
 fault_cases!(Boltlike: close_under_load);
 

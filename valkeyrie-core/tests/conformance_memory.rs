@@ -29,3 +29,12 @@ impl TestTarget for MemoryTarget {
 valkeyrie_core::conformance_suite!(MemoryTarget {
     first: MemoryStore::new()
 });
+
+/// The same suite through every layer (`testsuite::Layered`).
+mod layered {
+    use super::*;
+
+    valkeyrie_core::conformance_suite!(valkeyrie_core::testsuite::Layered(MemoryTarget {
+        first: MemoryStore::new()
+    }));
+}

@@ -61,3 +61,11 @@ impl TestTarget for EtcdTarget {
 }
 
 valkeyrie_core::conformance_suite!(EtcdTarget);
+
+/// The same suite through every layer an application may add (`testsuite::Layered`): on
+/// one real backend, as on the memory store.
+mod layered {
+    use super::*;
+
+    valkeyrie_core::conformance_suite!(valkeyrie_core::testsuite::Layered(EtcdTarget));
+}

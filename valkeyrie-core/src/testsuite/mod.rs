@@ -27,6 +27,7 @@
 
 mod batch;
 mod cases;
+mod layered;
 mod leadership;
 pub mod limits;
 mod resume;
@@ -40,6 +41,7 @@ use async_trait::async_trait;
 
 pub use batch::*;
 pub use cases::*;
+pub use layered::{ErrorsNameTheirCall, Layered};
 pub use leadership::*;
 pub use limits::ttls_and_indexes_at_their_limits;
 pub use resume::*;

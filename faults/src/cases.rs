@@ -280,7 +280,7 @@ pub async fn lock_across_pause(target: &Target) {
     // What the backend makes of the suite's TTL (Consul raises it to twice its shortest session).
     let ttl = target.backend.lock_ttl().max(holder.capabilities().min_ttl);
     let key = format!("{}/lock", unique("lock-pause"));
-    let options = LockOptions::with_value("old holder").ttl(holder.capabilities().lock_ttl.then_some(ttl));
+    let options = LockOptions::with_value("old holder").ttl(ttl);
     let guard = lock(holder.as_ref(), &key, options)
         .await
         .unwrap_or_else(|e| panic!("{name}: lock {key}: {e}"));
@@ -875,8 +875,7 @@ pub async fn lock_across_failover(target: &Target) {
     let (holder, contender) = (target.open().await, target.open().await);
     let ttl = target.backend.lock_ttl().max(holder.capabilities().min_ttl);
     let key = format!("{}/lock", unique("lock-failover"));
-    let options =
-        |value: &'static str| LockOptions::with_value(value).ttl(holder.capabilities().lock_ttl.then_some(ttl));
+    let options = |value: &'static str| LockOptions::with_value(value).ttl(ttl);
     let guard = lock(holder.as_ref(), &key, options("first holder"))
         .await
         .unwrap_or_else(|e| panic!("{name}: lock {key}: {e}"));
@@ -964,8 +963,7 @@ pub async fn close_under_load(target: &Target) {
     let store = target.open().await;
     let dir = unique("close");
     let lock_key = format!("{dir}/lock");
-    // A TTL where the backend takes one (ZooKeeper's locks live as long as the session).
-    let ttl = store.capabilities().lock_ttl.then(|| target.backend.lock_ttl());
+    let ttl = target.backend.lock_ttl();
     let mut work = Vec::new();
     for watched in [format!("{dir}/watched"), dir.clone()] {
         let mut events = store

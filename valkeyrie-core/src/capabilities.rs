@@ -28,8 +28,10 @@ pub struct Capabilities {
     pub watch_tree: bool,
     /// `new_lock` and the lock calls.
     pub lock: bool,
-    /// Locks honour [`LockOptions::ttl`](crate::LockOptions::ttl): a holder that stops
-    /// renewing loses the lock after it.
+    /// Others take a lock over [`LockOptions::ttl`](crate::LockOptions::ttl) after its holder
+    /// stops renewing it. Every store with locks accepts a TTL, and every holder's lost
+    /// signal fires within it; where this is `false` (ZooKeeper), the lock lives as long as
+    /// the holder's session, so a takeover waits for the server to expire the session.
     pub lock_ttl: bool,
     /// `put`/`atomic_put` honour [`WriteOptions::ttl`](crate::WriteOptions::ttl).
     pub ttl: bool,

@@ -120,6 +120,11 @@ pub struct LockOptions {
     /// `None` uses the backend's default (20 s, as in the Go library). One over [`MAX_TTL`]
     /// (or the backend's [`Capabilities::max_ttl`](crate::Capabilities::max_ttl)) is
     /// [`Error::InvalidConfiguration`](crate::Error::InvalidConfiguration).
+    ///
+    /// Every store with locks accepts it, and a holder that cannot renew learns of its loss
+    /// within it. Where [`Capabilities::lock_ttl`](crate::Capabilities::lock_ttl) is false
+    /// (ZooKeeper), the lock lives as long as the holder's session: others take over once
+    /// the server expires the session, however short the TTL.
     pub ttl: Option<Duration>,
     /// Delete the lock's key (and so its value) on unlock instead of leaving it in place.
     pub delete_on_unlock: bool,

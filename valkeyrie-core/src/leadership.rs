@@ -104,9 +104,10 @@ impl std::fmt::Debug for Candidate {
 }
 
 impl Candidate {
-    /// A candidate named `node_name` for the election on `key`; a leader that stops
-    /// renewing loses its term `ttl` later (on stores whose locks take a TTL; elsewhere when
-    /// its session ends).
+    /// A candidate named `node_name` for the election on `key`. A leader that cannot renew
+    /// its lock ends its term `ttl` later; others take over then too where
+    /// [`Capabilities::lock_ttl`](crate::Capabilities::lock_ttl) holds, and once the server
+    /// ends its session elsewhere (ZooKeeper).
     pub fn new(kv: impl Into<Kv>, key: impl Into<String>, node_name: impl Into<String>, ttl: Duration) -> Self {
         Candidate {
             kv: kv.into(),
@@ -123,12 +124,11 @@ impl Candidate {
     pub fn campaign(&self) -> LeadershipStream {
         let (events, received) = mpsc::unbounded_channel();
         let (commands, orders) = mpsc::unbounded_channel();
-        let ttl = self.kv.capabilities().lock_ttl.then_some(self.ttl);
         let run = Run {
             kv: self.kv.clone(),
             key: self.key.clone(),
             opts: LockOptions::with_value(self.node.clone())
-                .ttl(ttl)
+                .ttl(self.ttl)
                 .delete_on_unlock(true),
             node: self.node.clone(),
             patience: self.ttl,

@@ -664,7 +664,6 @@ impl<B: Backend> Store for B {
         call(self, "new_lock", key, |key| async move {
             let caps = Backend::capabilities(self);
             require(self, &key, "new_lock", caps.lock)?;
-            require(self, &key, "new_lock with a ttl", opts.ttl.is_none() || caps.lock_ttl)?;
             check_value(self, &key, &opts.value)?;
             // A TTL below the backend's minimum would let renewal fall behind expiry.
             let ttl = Some(bounded_ttl(Backend::name(self), &caps, &key, opts.ttl_or_default())?);

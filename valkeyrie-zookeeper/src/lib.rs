@@ -35,9 +35,12 @@
 //!   changed node; a reconnect sends a fresh snapshot; session expiry ends them with an error.
 //! * Locks are the Go layout: ephemeral sequential children `<key>/_c_<32 hex>-lock-<seq>`;
 //!   the lowest holds, each waiter watches only its predecessor. The lock value is written
-//!   to `<key>`. A lock lives as long as the holder's session, so `LockOptions::ttl` is not
-//!   supported (`capabilities().lock_ttl` is false); the fencing token is the contender
-//!   node's creation zxid.
+//!   to `<key>`. A lock lives as long as the holder's session: others take it over once the
+//!   server expires the session, so `capabilities().lock_ttl` is false. A
+//!   `LockOptions::ttl` is accepted and honoured in the safe direction: the holder's lost
+//!   signal fires once it has not reached the server for the TTL or the session timeout,
+//!   whichever is shorter, so code written for every store runs here unchanged. The
+//!   fencing token is the contender node's creation zxid.
 //!
 //! ## Credentials, ACLs and TLS
 //!

@@ -216,7 +216,7 @@ pub async fn list_excludes_lock_bookkeeping(target: &dyn TestTarget) {
         put(store, &key, "val").await;
         let opts = LockOptions {
             value: bytes("locked"),
-            ttl: case.lock_ttl(case.ttl() * 2),
+            ttl: Some(case.ttl() * 2),
             delete_on_unlock: false,
         };
         let locker = ok(store.new_lock(&key, opts).await, "new_lock");
@@ -683,7 +683,7 @@ pub async fn lock_unlock(target: &dyn TestTarget) {
     }
     let opts = LockOptions {
         value: bytes("bar"),
-        ttl: case.lock_ttl(case.ttl() * 2),
+        ttl: Some(case.ttl() * 2),
         delete_on_unlock: true,
     };
     let locker = ok(store.new_lock(&key, opts).await, "new_lock");
@@ -772,7 +772,7 @@ pub async fn lock_ttl(target: &dyn TestTarget) {
                 &key,
                 LockOptions {
                     value: bytes("bar"),
-                    ttl: case.lock_ttl(ttl),
+                    ttl: Some(ttl),
                     delete_on_unlock: false,
                 },
             )
@@ -789,7 +789,7 @@ pub async fn lock_ttl(target: &dyn TestTarget) {
                 &key,
                 LockOptions {
                     value: bytes("foobar"),
-                    ttl: case.lock_ttl(ttl),
+                    ttl: Some(ttl),
                     delete_on_unlock: false,
                 },
             )
@@ -883,7 +883,7 @@ async fn lock_lost_when(target: &dyn TestTarget, name: &str, how: LockRevocation
                 &key,
                 LockOptions {
                     value: bytes("v"),
-                    ttl: case.lock_ttl(ttl),
+                    ttl: Some(ttl),
                     delete_on_unlock: false,
                 },
             )
@@ -1412,7 +1412,7 @@ pub async fn tiny_ttls_are_raised_to_the_minimum(target: &dyn TestTarget) {
         )
         .await;
     }
-    if caps.lock && caps.lock_ttl {
+    if caps.lock {
         let key = case.key("lock");
         let other = case.target.open().await;
         let zero = LockOptions {
@@ -1466,7 +1466,7 @@ pub async fn unsupported_calls_match_capabilities(target: &dyn TestTarget) {
         ),
         (
             "new_lock with a ttl",
-            caps.lock && caps.lock_ttl,
+            caps.lock,
             store
                 .new_lock(
                     &key,

@@ -58,7 +58,13 @@ impl Intercept for ErrorsNameTheirCall {
     async fn intercept<'a, T: Send + 'a>(&'a self, call: Call<'a>, next: Next<'a, T>) -> Result<T> {
         let result = next.run().await;
         if let Err(err) = &result {
-            assert_eq!(err.store(), call.store, "{} on {:?} failed with {err}", call.name, call.key);
+            assert_eq!(
+                err.store(),
+                call.store,
+                "{} on {:?} failed with {err}",
+                call.name,
+                call.key
+            );
         }
         result
     }

@@ -180,7 +180,7 @@ pub async fn ttls_and_indexes_at_their_limits(target: &dyn TestTarget) {
                 "nothing was written",
             );
         }
-        if caps.lock && caps.lock_ttl {
+        if caps.lock {
             let opts = LockOptions {
                 ttl: Some(ttl),
                 ..LockOptions::default()

@@ -53,12 +53,6 @@ impl<'t> Case<'t> {
         self.store.capabilities().min_ttl.max(Duration::from_secs(1))
     }
 
-    /// `Some(ttl)` for a lock if the backend supports lock TTLs, else `None` (its locks live
-    /// as long as the holder's session).
-    pub fn lock_ttl(&self, ttl: Duration) -> Option<Duration> {
-        self.store.capabilities().lock_ttl.then_some(ttl)
-    }
-
     /// Deletes everything the case wrote and closes its handle.
     pub async fn finish(self) {
         match self.store.delete_tree(&self.prefix).await {

@@ -7,7 +7,6 @@
 //! nothing else, so the other workloads run as they would without it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -15,7 +14,7 @@ use futures_util::{stream, StreamExt, TryStreamExt};
 use serde::Serialize;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::Layer;
-use valkeyrie::{ReadOptions, Store, WriteOptions};
+use valkeyrie::Kv;
 
 use crate::driver::BenchResult;
 use crate::memory;
@@ -70,19 +69,14 @@ pub(crate) struct KeepAliveScale {
 }
 
 /// Writes `keys` keys with `keep_alive` below `dir`, waits twice their TTL, and measures.
-pub(crate) async fn measure(
-    backend: &'static str,
-    store: &Arc<dyn Store>,
-    dir: &str,
-    keys: usize,
-) -> BenchResult<KeepAliveScale> {
-    let ttl = TTL.max(store.capabilities().min_ttl);
+pub(crate) async fn measure(backend: &'static str, kv: &Kv, dir: &str, keys: usize) -> BenchResult<KeepAliveScale> {
+    let ttl = TTL.max(kv.capabilities().min_ttl);
     // Plain writes first, as many at once as below, so the connections they open (and
     // their tasks) are there before counting.
-    put_all(store, &format!("{dir}/warm-up"), CONCURRENCY, &WriteOptions::default()).await?;
+    put_all(kv, &format!("{dir}/warm-up"), CONCURRENCY, None).await?;
     let runtime = tokio::runtime::Handle::current().metrics();
     let (tasks_before, rss_before) = (runtime.num_alive_tasks(), memory::current_kib());
-    put_all(store, dir, keys, &WriteOptions::keep_alive(ttl)).await?;
+    put_all(kv, dir, keys, Some(ttl)).await?;
     let renewals_before = RENEWALS.load(Ordering::Relaxed);
     let window = Instant::now();
     tokio::time::sleep(ttl * 2).await;
@@ -90,10 +84,10 @@ pub(crate) async fn measure(
     let renewals_per_sec = renewals as f64 / window.elapsed().as_secs_f64();
     let tasks =
         i64::try_from(runtime.num_alive_tasks()).unwrap_or(i64::MAX) - i64::try_from(tasks_before).unwrap_or(i64::MAX);
-    let background_work = store.background_tasks();
+    let background_work = kv.background_tasks();
     let rss_mib = memory::current_kib().saturating_sub(rss_before) as f64 / 1024.0;
-    let alive = store
-        .list(dir, &ReadOptions::default())
+    let alive = kv
+        .list(dir)
         .await
         .map_err(|e| format!("list {dir}: {e}"))?
         .iter()
@@ -111,16 +105,19 @@ pub(crate) async fn measure(
     })
 }
 
-/// Writes `count` keys below `dir` with `opts`, [`CONCURRENCY`] at a time.
-async fn put_all(store: &Arc<dyn Store>, dir: &str, count: usize, opts: &WriteOptions) -> BenchResult<()> {
+/// Writes `count` keys below `dir`, [`CONCURRENCY`] at a time; with `keep_alive`, keys of
+/// that TTL kept alive by the handle.
+async fn put_all(kv: &Kv, dir: &str, count: usize, keep_alive: Option<Duration>) -> BenchResult<()> {
     stream::iter(0..count)
         .map(|i| {
             let key = format!("{dir}/{i:05}");
             async move {
-                store
-                    .put(&key, Bytes::from_static(b"alive"), opts)
-                    .await
-                    .map_err(|e| format!("put {key}: {e}"))
+                let put = kv.put(&key, Bytes::from_static(b"alive"));
+                let put = match keep_alive {
+                    Some(ttl) => put.ttl(ttl).keep_alive(),
+                    None => put,
+                };
+                put.await.map_err(|e| format!("put {key}: {e}"))
             }
         })
         .buffer_unordered(CONCURRENCY)

@@ -13,6 +13,7 @@ mod driver;
 mod go;
 mod keep_alive;
 mod memory;
+mod overhead;
 mod raw;
 mod report;
 mod target;
@@ -35,7 +36,9 @@ static ALLOCATOR: memory::CountingAllocator = memory::CountingAllocator;
 
 const USAGE: &str =
     "usage: valkeyrie-bench [--backend NAME ...] [--workload TEXT ...] [--quick] [--with-go] [--reps N] [--out DIR]
+       valkeyrie-bench --overhead [--reps N] [--out DIR]
   --workload TEXT  only the workloads whose name contains TEXT (\"lock cycles\", \"keep-alive\")
+  --overhead       what the handle and its layers add per call, on the memory store
   (run it through `cargo xtask bench`, which starts the servers)";
 
 struct Options {
@@ -48,6 +51,8 @@ struct Options {
     keep_alive_keys: usize,
     /// Texts a workload's name must contain one of to run; every workload when empty.
     workloads: Vec<String>,
+    /// Measure the handle's and the layers' cost per call instead (`overhead.rs`).
+    overhead: bool,
 }
 
 impl Options {
@@ -66,6 +71,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         with_go: false,
         keep_alive_keys: 10_000,
         workloads: Vec::new(),
+        overhead: false,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -94,6 +100,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
                     .ok_or("--reps needs a positive number")?;
             }
             "--with-go" => options.with_go = true,
+            "--overhead" => options.overhead = true,
             "--out" => options.out = PathBuf::from(args.next().ok_or("--out needs a directory")?),
             "--help" | "-h" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
@@ -121,7 +128,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(&options)) {
+    let finished = if options.overhead {
+        runtime.block_on(overhead::run(options.reps, &options.out))
+    } else {
+        runtime.block_on(run(&options))
+    };
+    match finished {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("bench: {message}");
@@ -182,10 +194,10 @@ async fn run(options: &Options) -> BenchResult<()> {
             }
         }
         let root = format!("bench/{backend}");
-        if let Err(err) = valkeyrie.store().delete_tree(&root).await {
+        if let Err(err) = valkeyrie.kv().delete_tree(&root).await {
             eprintln!("bench: cleaning up {root}: {err}");
         }
-        let _ = valkeyrie.store().close().await;
+        let _ = valkeyrie.kv().close().await;
     }
     report.print();
     report.write(&options.out)?;
@@ -207,13 +219,13 @@ async fn keep_alive_scale(
     keys: usize,
 ) -> BenchResult<keep_alive::KeepAliveScale> {
     let handle = Valkeyrie::open(&target.valkeyrie_url()).await?;
-    let store = handle.store();
+    let kv = handle.kv();
     let dir = format!("bench/{backend}/keep-alive");
-    let measured = keep_alive::measure(backend, store, &dir, keys).await;
-    if let Err(err) = store.delete_tree(&dir).await {
+    let measured = keep_alive::measure(backend, kv, &dir, keys).await;
+    if let Err(err) = kv.delete_tree(&dir).await {
         eprintln!("bench: cleaning up {dir}: {err}");
     }
-    let _ = store.close().await;
+    let _ = kv.close().await;
     measured
 }
 

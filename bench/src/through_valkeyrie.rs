@@ -1,30 +1,28 @@
-//! The valkeyrie side of every comparison: the operations through `Arc<dyn Store>`, the way
-//! a user's code calls them.
-
-use std::sync::Arc;
+//! The valkeyrie side of every comparison: the operations through the [`Kv`] handle, the
+//! way a user's code calls them.
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use valkeyrie::{Error, KvPair, LockOptions, ReadOptions, Store, WatchEvent, WriteOptions};
+use valkeyrie::{Error, Kv, WatchEvent};
 
 use crate::driver::{BenchResult, Driver, ValueStream};
 
 /// A store opened through valkeyrie's registry.
 pub(crate) struct Valkeyrie {
-    store: Arc<dyn Store>,
+    kv: Kv,
 }
 
 impl Valkeyrie {
     /// Opens `url` through the registry.
     pub(crate) async fn open(url: &str) -> BenchResult<Self> {
         let kv = valkeyrie::open(url).await.map_err(|e| format!("open {url}: {e}"))?;
-        Ok(Valkeyrie { store: kv.into() })
+        Ok(Valkeyrie { kv })
     }
 
     /// The store handle, for setting up and cleaning up data.
-    pub(crate) fn store(&self) -> &Arc<dyn Store> {
-        &self.store
+    pub(crate) fn kv(&self) -> &Kv {
+        &self.kv
     }
 }
 
@@ -35,25 +33,22 @@ fn text(err: Error) -> String {
 #[async_trait]
 impl Driver for Valkeyrie {
     async fn put(&self, key: &str, value: Bytes) -> BenchResult<()> {
-        self.store.put(key, value, &WriteOptions::default()).await.map_err(text)
+        self.kv.put(key, value).await.map_err(text)
     }
 
     async fn get(&self, key: &str) -> BenchResult<Bytes> {
-        Ok(self.store.get(key, &ReadOptions::default()).await.map_err(text)?.value)
+        Ok(self.get_indexed(key).await?.0)
     }
 
     async fn get_indexed(&self, key: &str) -> BenchResult<(Bytes, u64)> {
-        let pair = self.store.get(key, &ReadOptions::default()).await.map_err(text)?;
-        Ok((pair.value, pair.last_index))
+        match self.kv.get(key).await.map_err(text)? {
+            Some(pair) => Ok((pair.value, pair.last_index)),
+            None => Err(format!("{key} is missing")),
+        }
     }
 
     async fn compare_and_set(&self, key: &str, value: Bytes, index: u64) -> BenchResult<bool> {
-        let previous = KvPair::new(key, Bytes::new(), index);
-        match self
-            .store
-            .atomic_put(key, value, Some(&previous), &WriteOptions::default())
-            .await
-        {
+        match self.kv.put(key, value).if_index(index).await {
             Ok(_) => Ok(true),
             Err(Error::KeyModified { .. }) => Ok(false),
             Err(err) => Err(err.to_string()),
@@ -61,11 +56,11 @@ impl Driver for Valkeyrie {
     }
 
     async fn list(&self, dir: &str) -> BenchResult<usize> {
-        Ok(self.store.list(dir, &ReadOptions::default()).await.map_err(text)?.len())
+        Ok(self.kv.list(dir).await.map_err(text)?.len())
     }
 
     async fn watch(&self, key: &str) -> BenchResult<ValueStream> {
-        let events = self.store.watch(key, &ReadOptions::default()).await.map_err(text)?;
+        let events = self.kv.watch(key).await.map_err(text)?;
         let values = events.filter_map(|event| async move {
             match event {
                 Ok(WatchEvent::Put(pair)) => Some(Ok(pair.value)),
@@ -78,12 +73,7 @@ impl Driver for Valkeyrie {
     }
 
     async fn lock_cycle(&self, key: &str) -> BenchResult<()> {
-        let locker = self
-            .store
-            .new_lock(key, LockOptions::with_value("bench"))
-            .await
-            .map_err(text)?;
-        let guard = locker.lock().await.map_err(text)?;
+        let guard = self.kv.lock(key).value("bench").await.map_err(text)?;
         guard.unlock().await.map_err(text)
     }
 }

@@ -19,7 +19,7 @@ fn servers_for(backends: &[&str]) -> Vec<Server> {
 }
 
 /// Runs `cargo xtask bench` with its arguments (`--backend NAME …`, `--workload TEXT …`,
-/// `--quick`, `--with-go`, `--reps N`, `--publish`); `--with-go` also builds the Go interop program, the Go
+/// `--quick`, `--with-go`, `--reps N`, `--publish`, or `--overhead` alone); `--with-go` also builds the Go interop program, the Go
 /// library's side, and `--publish` copies the results to `bench/results/` for the README.
 pub fn run(args: &[&str]) -> Result<(), String> {
     let mut backends = Vec::new();
@@ -36,12 +36,17 @@ pub fn run(args: &[&str]) -> Result<(), String> {
                 let value = rest.next().ok_or_else(|| format!("{arg} needs a value"))?;
                 passed.extend([(*arg).to_owned(), (*value).to_owned()]);
             }
-            "--quick" | "--with-go" => passed.push((*arg).to_owned()),
+            "--quick" | "--with-go" | "--overhead" => passed.push((*arg).to_owned()),
             "--publish" => {}
             other => return Err(format!("unknown argument {other}; see `cargo xtask help`")),
         }
     }
-    let servers = servers_for(&backends);
+    // The overhead measurement runs on the memory store: no server.
+    let servers = if args.contains(&"--overhead") {
+        Vec::new()
+    } else {
+        servers_for(&backends)
+    };
     let with_go = args.contains(&"--with-go");
     crate::setup::run(&servers, with_go)?;
     let out = target_dir().join("bench");

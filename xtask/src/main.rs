@@ -27,6 +27,8 @@ commands:
                                  target/bench/results.json, results.md and ratios.svg
                                  (--publish: also to bench/results/, which the README shows).
                                  backends: boltlike consul dynamodb etcd redis zookeeper
+  bench --overhead [--reps N]    what the Kv handle and its layers add per call: 1 million gets
+                                 on the memory store per path and round (target/bench/overhead.md)
   fuzz [--seconds N] [--target NAME]
                                  run the cargo fuzz targets of fuzz/ (every one, 20 s each by
                                  default; --target: one) on nightly Rust, installing cargo-fuzz

@@ -1,5 +1,9 @@
 //! [`MetricsLayer`]: counts, latencies and errors of every call, through the `metrics` facade.
 
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use metrics::{Counter, Histogram};
 use tokio::time::Instant;
 
 use super::{Call, Intercept, Next};
@@ -30,9 +34,30 @@ const ERRORS: &str = "valkeyrie_errors_total";
 ///
 /// Placed outermost, it measures what the application waits for, retries included; placed
 /// below a [`RetryLayer`](super::RetryLayer), each attempt.
-#[derive(Debug, Clone, Copy)]
+///
+/// It registers each store and call's counter and histogram with the recorder on that
+/// call's first use and keeps the handles (what the `metrics` crate recommends: a lookup by
+/// labels costs more than the recording), so install the recorder before the first call.
+#[derive(Debug, Clone)]
 pub struct MetricsLayer {
-    _private: (),
+    handles: Arc<RwLock<HashMap<(&'static str, &'static str), CallMetrics>>>,
+}
+
+/// The registered metrics of one store and call.
+#[derive(Debug, Clone)]
+struct CallMetrics {
+    calls: Counter,
+    duration: Histogram,
+}
+
+impl CallMetrics {
+    fn register(store: &'static str, call: &'static str) -> Self {
+        let labels = [("store", store), ("call", call)];
+        CallMetrics {
+            calls: metrics::counter!(CALLS, &labels),
+            duration: metrics::histogram!(DURATION, &labels),
+        }
+    }
 }
 
 impl MetricsLayer {
@@ -42,7 +67,27 @@ impl MetricsLayer {
         metrics::describe_counter!(CALLS, "Calls made, by store and call.");
         metrics::describe_histogram!(DURATION, metrics::Unit::Seconds, "Call latencies, by store and call.");
         metrics::describe_counter!(ERRORS, "Failed calls, by store, call and error kind.");
-        MetricsLayer { _private: () }
+        MetricsLayer {
+            handles: Arc::default(),
+        }
+    }
+
+    /// The handles of `call`, registered on first use.
+    fn of(&self, call: &Call<'_>) -> CallMetrics {
+        let id = (call.store, call.name);
+        let known = self
+            .handles
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+            .cloned();
+        known.unwrap_or_else(|| {
+            let mut handles = self.handles.write().unwrap_or_else(PoisonError::into_inner);
+            handles
+                .entry(id)
+                .or_insert_with(|| CallMetrics::register(call.store, call.name))
+                .clone()
+        })
     }
 }
 
@@ -54,11 +99,11 @@ impl Default for MetricsLayer {
 
 impl Intercept for MetricsLayer {
     async fn intercept<'a, T: Send + 'a>(&'a self, call: Call<'a>, next: Next<'a, T>) -> Result<T> {
-        let labels = [("store", call.store), ("call", call.name)];
-        metrics::counter!(CALLS, &labels).increment(1);
+        let handles = self.of(&call);
+        handles.calls.increment(1);
         let started = Instant::now();
         let result = next.run().await;
-        metrics::histogram!(DURATION, &labels).record(started.elapsed().as_secs_f64());
+        handles.duration.record(started.elapsed().as_secs_f64());
         if let Err(err) = &result {
             let labels = [
                 ("store", call.store),

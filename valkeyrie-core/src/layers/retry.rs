@@ -90,7 +90,8 @@ impl RetryLayer {
 impl Intercept for RetryLayer {
     async fn intercept<'a, T: Send + 'a>(&'a self, call: Call<'a>, next: Next<'a, T>) -> Result<T> {
         let started = Instant::now();
-        let mut backoff = Backoff::new(self.first_delay, self.max_delay);
+        // Built at the first failure: most calls succeed at once and need no schedule.
+        let mut backoff = None;
         let mut attempts = 1;
         loop {
             let err = match next.run().await {
@@ -100,7 +101,9 @@ impl Intercept for RetryLayer {
             if !Self::retries(&call, err.kind(), err.is_temporary()) {
                 return Err(err);
             }
-            let delay = backoff.next_delay();
+            let delay = backoff
+                .get_or_insert_with(|| Backoff::new(self.first_delay, self.max_delay))
+                .next_delay();
             if attempts >= self.max_attempts || started.elapsed() + delay > self.max_elapsed {
                 return Err(err.persisted(started.elapsed()));
             }

@@ -42,10 +42,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use crate::backoff::Backoff;
 use crate::error::Result;
 use crate::handle::Kv;
 use crate::kv::LockOptions;
+use crate::raw::backoff::Backoff;
 use crate::watch::WatchEvent;
 
 /// Where a candidate stands.

@@ -9,19 +9,19 @@
 //!
 //! * [`Kv`], the handle applications use: cloneable, with one builder per call
 //!   (`kv.put("k", v).ttl(d).await?`, `kv.get("k").await?` → `Option`), over
-//! * the [`Store`] trait (`Arc<dyn Store>`, for code written against a trait object) and
-//!   the [`Backend`] trait backends implement, with the shared checks applied once between
-//!   them ([`store`]);
+//! * the [`Store`] trait (`Arc<dyn Store>`, for code written against a trait object) and,
+//!   in [`raw`], the [`raw::Backend`] trait backends implement, with the shared
+//!   checks applied once between them, and the mechanics backends share;
 //! * [`KvPair`] and the per-call options, [`Capabilities`], and one [`Error`] enum whose
 //!   variants name the store and the key;
 //! * the [key rules](key), [watch streams](watch) and [locks](lock) with a lost signal and
 //!   fencing tokens;
 //! * [transactions](txn): compares and writes on several keys committed all-or-nothing,
 //!   and writes fenced by a held lock that the store itself refuses once the lock is gone;
-//! * the [registry]: [`open`]`("etcd://h1:2379?connect_timeout=5s")`,
+//! * the registry: [`open`]`("etcd://h1:2379?connect_timeout=5s")`,
 //!   [`new_store`]`(name, endpoints, typed_config)`, [`constructors`];
 //! * [`MemoryStore`] (`memory://`), a complete store without a server for unit tests, built on
-//!   the [local engine](local) that the embedded backend also uses;
+//!   the [local engine](raw::local) that the embedded backend also uses;
 //! * [leader election](leadership): [`Candidate`](leadership::Candidate) and
 //!   [`Follower`](leadership::Follower), on any store with locks and watch;
 //! * with feature `tls`, the [TLS settings](tls) every network backend shares;
@@ -54,24 +54,19 @@
 //! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
 //! ```
 
-pub mod background;
-pub mod backoff;
 pub mod capabilities;
 pub mod config;
-pub mod deadline;
 pub mod error;
-pub mod feed;
 pub mod handle;
-pub mod hold;
 pub mod key;
 pub mod kv;
 pub mod layers;
 pub mod leadership;
 pub mod list;
-pub mod local;
 pub mod lock;
-pub mod registry;
-pub mod store;
+pub mod raw;
+mod registry;
+mod store;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
 #[cfg(feature = "tls")]
@@ -79,23 +74,24 @@ pub mod tls;
 pub mod txn;
 pub mod watch;
 
-pub use background::{Background, Spawner, TrackedWork};
-pub use backoff::Backoff;
 pub use bytes::Bytes;
 pub use capabilities::Capabilities;
-pub use config::{BackendConfig, Secret, StoreConfig, StoreUrl};
-pub use error::{BoxError, Error, ErrorKind, ErrorStatus, LostReason, Result, Summarized};
+pub use config::{Secret, StoreConfig};
+pub use error::{BoxError, Error, ErrorKind, ErrorStatus, LostReason, Result};
 pub use handle::Kv;
-pub use hold::{Held, Hold, Renew, Renewal};
-pub use key::Key;
-pub use kv::{Expect, KvPair, LockOptions, ReadOptions, WriteOptions, MAX_TTL};
+pub use kv::{KvPair, LockOptions, ReadOptions, WriteOptions, MAX_TTL};
 pub use list::{ListOptions, ListStream};
-pub use local::{LocalStore, LockRevocation, MemoryConfig, MemoryStore};
-pub use lock::{Acquire, LockGuard, LockRelease, Locker, LostSignal};
-pub use registry::{constructors, new_store, open, Registration, StoreSpec};
-pub use store::{Backend, Store};
-pub use txn::{Check, Compare, Fence, Transaction, Txn, TxnOp, TxnOutcome};
+pub use lock::{LockGuard, Locker, LostSignal};
+pub use raw::local::{MemoryConfig, MemoryStore};
+pub use registry::{constructors, new_store, open};
+pub use store::Store;
+pub use txn::{Check, Fence, Transaction, TxnOutcome};
 pub use watch::{WatchEvent, WatchStream};
 
-/// Re-exported for backend crates' `inventory::submit!`.
-pub use inventory;
+// Until the backend crates import them from `raw`: the paths they use today.
+#[doc(hidden)]
+pub use raw::{
+    background, backoff, deadline, feed, hold, inventory, local, Acquire, Backend, BackendConfig, Background, Backoff,
+    Compare, Expect, Held, Hold, Key, LocalStore, LockRelease, LockRevocation, Registration, Renew, Renewal, Spawner,
+    StoreSpec, StoreUrl, Summarized, TrackedWork, Txn, TxnOp,
+};

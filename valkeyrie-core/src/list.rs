@@ -47,7 +47,7 @@ use crate::store::Backend;
 
 /// The stream [`Store::list_stream`](crate::Store::list_stream) returns. It owns a share of
 /// the store handle, so it can be moved into a task; once the handle is closed, the next
-/// page is [`Error::Closed`](crate::Error::Closed) and the stream ends.
+/// page is [`Error::Closed`] and the stream ends.
 pub type ListStream = Pin<Box<dyn Stream<Item = Result<KvPair>> + Send>>;
 
 /// Options of [`Store::list_stream`](crate::Store::list_stream), built with chained setters;

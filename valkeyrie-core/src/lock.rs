@@ -30,9 +30,9 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::background::Spawner;
 use crate::error::{Error, LostReason, Result};
-use crate::hold::{Held, Releasing};
+use crate::raw::background::Spawner;
+use crate::raw::hold::{Held, Releasing};
 use crate::txn::Fence;
 
 /// A lock on one key, created by [`Store::new_lock`](crate::Store::new_lock). It holds

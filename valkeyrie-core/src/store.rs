@@ -17,13 +17,13 @@ use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use tracing::Instrument;
 
-use crate::background::Background;
 use crate::capabilities::Capabilities;
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::kv::{KvPair, LockOptions, ReadOptions, WriteOptions, MAX_TTL};
 use crate::list::{self, ListOptions, ListStream};
 use crate::lock::{LockGuard, Locker};
+use crate::raw::background::Background;
 use crate::txn::{Check, Compare, RawOp, Transaction, Txn, TxnOp, TxnOutcome};
 use crate::watch::{tree_view, WatchStream};
 

@@ -23,7 +23,7 @@
 //!
 //! [`Kv`] is a thin layer over [`Store`]: every call becomes one `Store` call, with the
 //! shared checks and the tracing span of every store. Where a `Store` call signals an absent
-//! key with [`Error::KeyNotFound`], the handle answers in its type instead (`get` is
+//! key with [`Error::KeyNotFound`](crate::Error::KeyNotFound), the handle answers in its type instead (`get` is
 //! `None`, `delete` is `false`, `list` is empty). Code that wants the trait object takes
 //! [`Kv::store`].
 

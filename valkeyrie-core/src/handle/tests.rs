@@ -4,7 +4,7 @@ use futures_util::{StreamExt, TryStreamExt};
 
 use super::Kv;
 use crate::error::ErrorKind;
-use crate::local::MemoryStore;
+use crate::raw::local::MemoryStore;
 use crate::watch::WatchEvent;
 
 fn kv() -> Kv {

@@ -5,8 +5,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{Call, CallKind, Intercept, Next};
-use crate::backoff::Backoff;
 use crate::error::{ErrorKind, Result};
+use crate::raw::backoff::Backoff;
 
 /// Retries a call that failed with a [temporary](crate::ErrorStatus::Temporary) error,
 /// waiting a jittered, doubling delay between attempts, at most

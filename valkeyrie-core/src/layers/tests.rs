@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use super::*;
 use crate::error::{Error, ErrorKind, ErrorStatus};
 use crate::handle::Kv;
-use crate::local::MemoryStore;
+use crate::raw::local::MemoryStore;
 
 /// Fails the first `failures` attempts of each call with the error `fail` makes, and
 /// records every attempt's call name.

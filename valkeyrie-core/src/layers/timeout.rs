@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use super::{Call, Intercept, Next};
-use crate::deadline;
 use crate::error::Result;
+use crate::raw::deadline;
 
 /// Gives each call at most `timeout` (on tokio's monotonic clock), then fails it with
 /// [`Error::Timeout`](crate::Error::Timeout): a read may simply be tried again, a write so

@@ -16,7 +16,7 @@ use super::support::{
 use super::TestTarget;
 use crate::error::{ErrorKind, LostReason};
 use crate::kv::{KvPair, LockOptions, ReadOptions, WriteOptions};
-use crate::local::LockRevocation;
+use crate::raw::local::LockRevocation;
 use crate::watch::WatchEvent;
 
 fn read() -> ReadOptions {

@@ -11,7 +11,7 @@ use super::TestTarget;
 use crate::error::Result;
 use crate::handle::Kv;
 use crate::layers::{Call, ConcurrencyLimitLayer, Intercept, MetricsLayer, Next, RetryLayer, TimeoutLayer};
-use crate::local::LockRevocation;
+use crate::raw::local::LockRevocation;
 use crate::store::Store;
 
 /// `target`'s handles, each wrapped as an application would wrap it: a concurrency limit,

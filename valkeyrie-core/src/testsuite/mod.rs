@@ -48,7 +48,7 @@ pub use resume::*;
 pub use support::Case;
 pub use transactions::*;
 
-use crate::local::LockRevocation;
+use crate::raw::local::LockRevocation;
 use crate::store::Store;
 
 /// The longest a case may run before it fails as hung (the slowest cases wait for TTLs of

@@ -406,7 +406,7 @@ pub async fn fenced_writes(target: &dyn TestTarget) {
     // Taken away behind the holder's back: whether or not it noticed, its write is refused.
     let deposed = next.fence();
     case.target
-        .revoke_lock(&lock_key, crate::local::LockRevocation::DeleteRecord)
+        .revoke_lock(&lock_key, crate::raw::local::LockRevocation::DeleteRecord)
         .await;
     let third = ok(
         ok(

@@ -20,10 +20,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::background::Spawner;
-use crate::backoff::Backoff;
 use crate::error::{Error, Result};
 use crate::kv::KvPair;
+use crate::raw::background::Spawner;
+use crate::raw::backoff::Backoff;
 use crate::watch::{WatchEvent, WatchStream};
 
 /// Items buffered between a feeder task and a slow consumer.
@@ -120,7 +120,7 @@ async fn run(mut feed: impl Feed, sender: Sender, retry_for: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::background::Background;
+    use crate::raw::background::Background;
     use futures_util::StreamExt;
 
     /// Fails `failures` times with `err`, then brings one put per call.

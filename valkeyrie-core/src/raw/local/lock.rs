@@ -11,11 +11,11 @@ use tokio::time::Instant;
 
 use super::engine::{now_ms, Acquire, Engine};
 use super::Storage;
-use crate::background::Spawner;
 use crate::error::{Error, LostReason, Result};
-use crate::hold::{Hold, Renew, Renewal};
 use crate::key::Key;
 use crate::lock::{LockGuard, LockRelease, Locker};
+use crate::raw::background::Spawner;
+use crate::raw::hold::{Hold, Renew, Renewal};
 
 /// A lock on one key of a local engine.
 pub(crate) struct LocalLocker<S: Storage> {

@@ -10,9 +10,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::engine::{Change, Engine};
 use super::Storage;
-use crate::background::{Background, TrackedWork};
 use crate::error::{Error, Result};
 use crate::key::Key;
+use crate::raw::background::{Background, TrackedWork};
 use crate::watch::{WatchEvent, WatchStream};
 
 struct WatchState<S: Storage> {

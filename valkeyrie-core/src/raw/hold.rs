@@ -50,10 +50,10 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::background::{Spawner, TrackedWork};
 use crate::error::{LostReason, Result};
 use crate::kv::MAX_TTL;
 use crate::lock::{lost_signal, LostNotifier, LostSignal};
+use crate::raw::background::{Spawner, TrackedWork};
 
 /// What one renewal found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -631,8 +631,8 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     use super::*;
-    use crate::background::Background;
     use crate::error::Error;
+    use crate::raw::background::Background;
 
     /// Counts its calls; renews while `healthy`, else fails with a temporary error.
     #[derive(Clone, Default)]

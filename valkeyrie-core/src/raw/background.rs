@@ -7,7 +7,7 @@
 //! prove that dropped watches and released locks leak nothing.
 //!
 //! Besides plain tasks, a handle has one lock-holding driver ([`Spawner::hold`], see
-//! [`hold`](crate::hold)) that keeps all of its locks, and cleanups a `Drop` starts
+//! [`hold`](crate::raw::hold)) that keeps all of its locks, and cleanups a `Drop` starts
 //! ([`Spawner::spawn_cleanup`]), which `close` waits for.
 
 use std::future::Future;
@@ -18,7 +18,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use tokio_util::task::TaskTracker;
 
-use crate::hold::{start_holding, start_keeping, Driver, Held, Hold};
+use crate::raw::hold::{start_holding, start_keeping, Driver, Held, Hold};
 
 /// The tasks of one store handle, cancelled together.
 #[derive(Debug, Default)]
@@ -199,7 +199,7 @@ impl Spawner {
     }
 
     /// Keeps the acquisition `hold` describes held, on the handle's one lock-holding driver
-    /// (started by the first call); see [`hold`](crate::hold). Must be called from within a
+    /// (started by the first call); see [`hold`](crate::raw::hold). Must be called from within a
     /// runtime. On a closed handle the returned lock is already lost
     /// ([`LostReason::StoreClosed`](crate::LostReason::StoreClosed)).
     pub fn hold(&self, hold: Hold) -> Held {
@@ -210,7 +210,7 @@ impl Spawner {
     /// Renews the `keep_alive` write `hold` describes on the handle's lock-holding driver
     /// until its renewal answers [`Renewal::Lost`](crate::Renewal::Lost) (the key was
     /// rewritten or deleted), fails for good, or the handle closes; see
-    /// [`hold`](crate::hold). Must be called from within a runtime.
+    /// [`hold`](crate::raw::hold). Must be called from within a runtime.
     pub fn keep_alive(&self, hold: Hold) {
         let driver = self.driver.get_or_init(|| Driver::start(self));
         start_keeping(self, driver, hold);

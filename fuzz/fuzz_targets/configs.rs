@@ -6,7 +6,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use valkeyrie_core::{BackendConfig, ErrorKind, Result, StoreConfig, StoreUrl};
+use valkeyrie_core::raw::{BackendConfig, StoreUrl};
+use valkeyrie_core::{ErrorKind, Result, StoreConfig};
 
 /// One store's path through `text`: the URL, its config, the checks opening makes (given
 /// the URL's endpoints).

@@ -5,7 +5,8 @@
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
-use valkeyrie_core::{Key, WatchEvent};
+use valkeyrie_core::raw::Key;
+use valkeyrie_core::WatchEvent;
 use valkeyrie_dynamodb::fuzzing;
 
 #[path = "shared/dynamodb_attributes.rs"]

@@ -6,7 +6,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use valkeyrie_core::config::from_params;
-use valkeyrie_core::{ErrorKind, Key, MemoryConfig, StoreUrl};
+use valkeyrie_core::raw::{Key, StoreUrl};
+use valkeyrie_core::{ErrorKind, MemoryConfig};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -172,7 +172,7 @@ pub async fn unencoded_password_in_the_url_works(store: Secured) {
 
 /// No password shows in the `Debug` output of a parsed URL or of the typed config it fills.
 pub async fn debug_output_keeps_secrets(store: Secured) {
-    let url = valkeyrie::StoreUrl::parse(&store.url(&Connection::app(store))).expect("the URL parses");
+    let url = valkeyrie::raw::StoreUrl::parse(&store.url(&Connection::app(store))).expect("the URL parses");
     assert_no_secret("a parsed URL's Debug", &format!("{url:?}"));
     let params = valkeyrie::StoreConfig::Params(url.params);
     let config = match store {

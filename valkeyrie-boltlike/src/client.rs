@@ -7,7 +7,7 @@
 //! here so that one read sees a value and its expiry together (the files are not
 //! interchangeable anyway: sled is not bbolt). Lock records are not written: sled lets one
 //! process open a database at a time, so the engine keeps them in memory (see
-//! [`valkeyrie_core::local`]); a lock's fencing token comes from sled's persistent id
+//! [`valkeyrie_core::raw::local`]); a lock's fencing token comes from sled's persistent id
 //! generator, so tokens still grow across restarts.
 
 use std::collections::BTreeMap;
@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use bytes::Bytes;
-use valkeyrie_core::local::{Engine, EngineOptions, Record, Storage};
+use valkeyrie_core::raw::local::{Engine, EngineOptions, Record, Storage};
 use valkeyrie_core::{BoxError, Error, Result};
 
 use crate::config::BoltlikeConfig;

@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use serde::Deserialize;
-use valkeyrie_core::{BackendConfig, Error, Result};
+use valkeyrie_core::raw::BackendConfig;
+use valkeyrie_core::{Error, Result};
 
 use crate::BOLTLIKE;
 
@@ -11,7 +12,7 @@ use crate::BOLTLIKE;
 /// `boltlike:///var/lib/app/kv.db?bucket=app&sync_writes=true`.
 ///
 /// ```
-/// use valkeyrie_core::StoreUrl;
+/// use valkeyrie_core::raw::StoreUrl;
 /// use valkeyrie_boltlike::BoltlikeConfig;
 ///
 /// let config = BoltlikeConfig { path: Some("/var/lib/app/kv.db".into()), sync_writes: true, ..Default::default() };
@@ -106,7 +107,8 @@ impl BoltlikeConfig {
 
 #[cfg(test)]
 mod tests {
-    use valkeyrie_core::{ErrorKind, StoreConfig, StoreUrl};
+    use valkeyrie_core::raw::StoreUrl;
+    use valkeyrie_core::{ErrorKind, StoreConfig};
 
     use super::*;
 

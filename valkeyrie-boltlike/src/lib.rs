@@ -4,7 +4,7 @@
 //! local directory, no server. Unlike the Go BoltDB store it implements every call,
 //! including `watch`, `watch_tree`, TTLs and locks (with TTL, fencing tokens and a lost
 //! signal), within one process: it runs on valkeyrie-core's [local
-//! engine](valkeyrie_core::local), which also gives the in-memory store its semantics.
+//! engine](valkeyrie_core::raw::local), which also gives the in-memory store its semantics.
 //!
 //! * Handles opened on one path in one process share the database (and its watches and
 //!   locks); a second process opening the same path gets a clear error, never corruption.

@@ -2,8 +2,9 @@
 
 use std::sync::Arc;
 
-use valkeyrie_core::local::LocalStore;
-use valkeyrie_core::{Error, Registration, Result, Store, StoreSpec};
+use valkeyrie_core::raw::local::LocalStore;
+use valkeyrie_core::raw::{Registration, StoreSpec};
+use valkeyrie_core::{Error, Result, Store};
 
 use crate::client::{engine, SledStorage};
 use crate::config::BoltlikeConfig;

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use valkeyrie_boltlike::BoltlikeConfig;
+use valkeyrie_core::raw::LockRevocation;
 use valkeyrie_core::testsuite::TestTarget;
-use valkeyrie_core::{LockRevocation, Store};
+use valkeyrie_core::Store;
 
 /// Handles opened on one database path, as separate parts of a program would open them.
 struct BoltlikeTarget {

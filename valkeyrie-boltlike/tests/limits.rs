@@ -6,9 +6,8 @@
 use std::time::Duration;
 
 use valkeyrie_boltlike::BoltlikeConfig;
-use valkeyrie_core::{
-    Bytes, Error, ErrorKind, LockOptions, ReadOptions, Store, StoreConfig, StoreUrl, WriteOptions, MAX_TTL,
-};
+use valkeyrie_core::raw::StoreUrl;
+use valkeyrie_core::{Bytes, Error, ErrorKind, LockOptions, ReadOptions, Store, StoreConfig, WriteOptions, MAX_TTL};
 
 fn names_ttl_and_key(err: &Error, key: &str) -> bool {
     matches!(err, Error::InvalidConfiguration { field, reason, .. } if field == "ttl" && reason.contains(key))

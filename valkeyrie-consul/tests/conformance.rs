@@ -6,8 +6,9 @@ mod support;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use valkeyrie_core::raw::LockRevocation;
 use valkeyrie_core::testsuite::TestTarget;
-use valkeyrie_core::{LockRevocation, Store};
+use valkeyrie_core::Store;
 // Opened by URL only: link the backend so it registers itself.
 use valkeyrie_consul as _;
 

@@ -87,7 +87,6 @@ pub use registry::{constructors, new_store, open};
 pub use store::Store;
 pub use txn::{Check, Fence, Transaction, TxnOutcome};
 pub use watch::{WatchEvent, WatchStream};
-
 // Until the backend crates import them from `raw`: the paths they use today.
 #[doc(hidden)]
 pub use raw::{

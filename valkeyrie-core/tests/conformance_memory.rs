@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use valkeyrie_core::raw::LockRevocation;
 use valkeyrie_core::testsuite::TestTarget;
-use valkeyrie_core::{LockRevocation, MemoryStore, Store};
+use valkeyrie_core::{MemoryStore, Store};
 
 /// Handles on one private in-memory store.
 struct MemoryTarget {

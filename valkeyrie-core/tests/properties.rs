@@ -11,9 +11,9 @@ use std::time::Duration;
 use proptest::prelude::*;
 use serde::Deserialize;
 use valkeyrie_core::config::{check_duration, duration, from_params, BackendConfig, Secret, MAX_CONFIG_DURATION};
+use valkeyrie_core::raw::{Key, StoreUrl};
 use valkeyrie_core::{
-    Bytes, Error, ErrorKind, Key, KvPair, LockOptions, MemoryStore, ReadOptions, Store, StoreConfig, StoreUrl,
-    WriteOptions, MAX_TTL,
+    Bytes, Error, ErrorKind, KvPair, LockOptions, MemoryStore, ReadOptions, Store, StoreConfig, WriteOptions, MAX_TTL,
 };
 
 const STORE: &str = "prop";

@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
+use valkeyrie_core::raw::LockRevocation;
 use valkeyrie_core::testsuite::TestTarget;
-use valkeyrie_core::{LockRevocation, Store};
+use valkeyrie_core::Store;
 // Opened by URL only: link the backend so it registers itself.
 use valkeyrie_dynamodb as _;
 

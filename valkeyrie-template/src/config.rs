@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use valkeyrie_core::config::check_duration;
-use valkeyrie_core::{BackendConfig, Error, Result, Secret};
+use valkeyrie_core::raw::BackendConfig;
+use valkeyrie_core::{Error, Result, Secret};
 
 use crate::TEMPLATE;
 
@@ -66,7 +67,8 @@ impl TemplateConfig {
 
 #[cfg(test)]
 mod tests {
-    use valkeyrie_core::{StoreConfig, StoreUrl};
+    use valkeyrie_core::raw::StoreUrl;
+    use valkeyrie_core::StoreConfig;
 
     use super::*;
 

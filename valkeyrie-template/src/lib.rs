@@ -11,10 +11,10 @@
 //! | `config.rs` | the serde config with defaults, secrets hidden from `Debug`, URL mapping test |
 //! | `client.rs` | the connection: building the client from the config |
 //! | `error.rs` | ONE function mapping the client's errors to [`valkeyrie_core::Error`] |
-//! | `store.rs` | the [`Backend`](valkeyrie_core::Backend) implementation and the registration |
-//! | `watch.rs` | the server's change feed as a [`Feed`](valkeyrie_core::feed::Feed) that core's feed driver turns into a [`WatchStream`](valkeyrie_core::WatchStream) |
-//! | `lock.rs` | locks: acquisition, then a [`Hold`](valkeyrie_core::Hold) (the renewal step) for the handle's lock-holding driver, release (the stand-in server holds its locks itself: the guard mirrors them) |
-//! | `txn.rs` | a [`Txn`](valkeyrie_core::Txn) as the server's own transaction request |
+//! | `store.rs` | the [`Backend`](valkeyrie_core::raw::Backend) implementation and the registration |
+//! | `watch.rs` | the server's change feed as a [`Feed`](valkeyrie_core::raw::feed::Feed) that core's feed driver turns into a [`WatchStream`](valkeyrie_core::WatchStream) |
+//! | `lock.rs` | locks: acquisition, then a [`Hold`](valkeyrie_core::raw::Hold) (the renewal step) for the handle's lock-holding driver, release (the stand-in server holds its locks itself: the guard mirrors them) |
+//! | `txn.rs` | a [`Txn`](valkeyrie_core::raw::Txn) as the server's own transaction request |
 //!
 //! README.md says step by step how to copy it into a new backend.
 //!

@@ -2,8 +2,8 @@
 //!
 //! A real backend acquires through its server's primitive (a lease, a session, an
 //! ephemeral node, a conditional write), describes the acquisition as a
-//! [`Hold`](valkeyrie_core::Hold) — its renewal step, optionally a future that sees the lock
-//! go — and hands it to [`Spawner::hold`](valkeyrie_core::Spawner::hold): the handle's
+//! [`Hold`](valkeyrie_core::raw::Hold) — its renewal step, optionally a future that sees the lock
+//! go — and hands it to [`Spawner::hold`](valkeyrie_core::raw::Spawner::hold): the handle's
 //! lock-holding driver renews it and reports a loss. The guard's fencing token comes from
 //! the server (a revision, a sequence number, a version). The stand-in server's locks
 //! already do all that; the guard is re-issued under our store name
@@ -12,7 +12,8 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use valkeyrie_core::{Held, LockGuard, LockRelease, Locker, Result, Spawner};
+use valkeyrie_core::raw::{Held, LockRelease, Spawner};
+use valkeyrie_core::{LockGuard, Locker, Result};
 
 use crate::error::map_error;
 use crate::TEMPLATE;

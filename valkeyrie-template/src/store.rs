@@ -10,9 +10,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
+use valkeyrie_core::raw::{deadline, Backend, Background, Key, Registration, StoreSpec, Txn};
 use valkeyrie_core::{
-    deadline, Backend, Background, Capabilities, Error, Key, KvPair, ListOptions, LockOptions, Locker, ReadOptions,
-    Registration, Result, Store, StoreSpec, Txn, TxnOutcome, WatchStream, WriteOptions,
+    Capabilities, Error, KvPair, ListOptions, LockOptions, Locker, ReadOptions, Result, Store, TxnOutcome, WatchStream,
+    WriteOptions,
 };
 
 use crate::client::TemplateClient;

@@ -6,7 +6,8 @@
 //! `Failed` with the first compare that did not hold. The stand-in server takes a
 //! [`Transaction`], and checks lock fences under its own name.
 
-use valkeyrie_core::{Check, Fence, Transaction, Txn, TxnOp};
+use valkeyrie_core::raw::{Txn, TxnOp};
+use valkeyrie_core::{Check, Fence, Transaction};
 
 /// The stand-in server's transaction for `txn`, with fences renamed to `server`.
 pub(crate) fn request(server: &'static str, txn: &Txn) -> Transaction {

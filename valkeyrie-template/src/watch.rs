@@ -11,8 +11,9 @@
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use valkeyrie_core::feed::{self, Batch, Feed};
-use valkeyrie_core::{Error, Key, Result, Spawner, WatchEvent, WatchStream};
+use valkeyrie_core::raw::feed::{self, Batch, Feed};
+use valkeyrie_core::raw::{Key, Spawner};
+use valkeyrie_core::{Error, Result, WatchEvent, WatchStream};
 
 use crate::error::map_error;
 use crate::TEMPLATE;

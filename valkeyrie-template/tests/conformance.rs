@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use valkeyrie_core::raw::LockRevocation;
 use valkeyrie_core::testsuite::TestTarget;
-use valkeyrie_core::{LockRevocation, Store};
+use valkeyrie_core::Store;
 use valkeyrie_template::TemplateConfig;
 
 /// Handles on one template server, named uniquely per case.

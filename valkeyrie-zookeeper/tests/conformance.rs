@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use valkeyrie_core::raw::LockRevocation;
 use valkeyrie_core::testsuite::TestTarget;
-use valkeyrie_core::{LockRevocation, Store};
+use valkeyrie_core::Store;
 use valkeyrie_zookeeper::ZookeeperConfig;
 
 const ENDPOINTS: &str = "VALKEYRIE_ZOOKEEPER_ENDPOINTS";

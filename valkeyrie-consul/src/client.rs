@@ -20,11 +20,12 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use rs_consul::{Consul, ConsulError, HttpsClient};
 use rustls::pki_types::ServerName;
+use valkeyrie_core::raw::{deadline, Spawner};
 use valkeyrie_core::tls::{self, strip_scheme, TlsMaterial};
-use valkeyrie_core::{deadline, Error, Result, Secret, Spawner};
+use valkeyrie_core::{BoxError, Error, Result, Secret};
 
 use crate::config::ConsulConfig;
-use crate::error::{map_consul_error, map_status, not_reachable};
+use crate::error::{map_consul_error, map_status, not_reachable, outcome_unknown};
 use crate::CONSUL;
 
 /// The whole body in one buffer. A body of one frame (most answers) is kept as it came; a
@@ -94,6 +95,8 @@ pub(crate) struct ApiRequest {
     query: Vec<(&'static str, String)>,
     body: Bytes,
     deadline: Option<Duration>,
+    /// Sent while connecting: see [`ApiRequest::connecting`].
+    connecting: bool,
 }
 
 impl ApiRequest {
@@ -105,6 +108,7 @@ impl ApiRequest {
             query: Vec::new(),
             body: Bytes::new(),
             deadline: None,
+            connecting: false,
         }
     }
 
@@ -132,6 +136,14 @@ impl ApiRequest {
     /// Gives the request this deadline instead of the request timeout.
     pub(crate) fn deadline(mut self, deadline: Duration) -> Self {
         self.deadline = Some(deadline);
+        self
+    }
+
+    /// Marks a request that proves a new connection: one that fails on the way, even after
+    /// it was sent, is [`Error::NotReachable`] (connecting applies nothing), not the
+    /// [`Error::Timeout`] of an outcome unknown.
+    pub(crate) fn connecting(mut self) -> Self {
+        self.connecting = true;
         self
     }
 }
@@ -323,7 +335,13 @@ impl ConsulClient {
                 uri.push('?');
                 uri.push_str(&query);
             }
-            self.exchange(key, request.method.clone(), uri, request.body.clone())
+            self.exchange(
+                key,
+                request.method.clone(),
+                uri,
+                request.body.clone(),
+                request.connecting,
+            )
         })
         .await
     }
@@ -344,14 +362,24 @@ impl ConsulClient {
         params.finish()
     }
 
-    /// One request and its whole reply.
+    /// One request and its whole reply. A failure once connected may have reached the
+    /// agent: an outcome unknown, unless `connecting`.
     async fn exchange(
         &self,
         key: &str,
         method: Method,
         uri: String,
         body: Bytes,
+        connecting: bool,
     ) -> std::result::Result<Reply, Failed> {
+        let started = tokio::time::Instant::now();
+        let failed = |err: BoxError| {
+            Failed::Error(if connecting {
+                not_reachable(key, err)
+            } else {
+                outcome_unknown(key, started.elapsed(), err)
+            })
+        };
         let mut request = Request::builder().method(method).uri(uri);
         if let Some(token) = &self.inner.token {
             request = request.header("X-Consul-Token", token.expose());
@@ -362,7 +390,9 @@ impl ConsulClient {
         let response = match self.inner.http.request(request).await {
             Ok(response) => response,
             Err(err) if err.is_connect() => return Err(Failed::Unsent(err)),
-            Err(err) => return Err(Failed::Error(not_reachable(key, err))),
+            // hyper-util already sent again, on a new connection, a request a reused one
+            // closed on before writing it; what is left may have been written.
+            Err(err) => return Err(failed(err.into())),
         };
         let status = response.status();
         let index = response
@@ -371,9 +401,7 @@ impl ConsulClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        let body = read_body(response.into_body())
-            .await
-            .map_err(|e| Failed::Error(not_reachable(key, e)))?;
+        let body = read_body(response.into_body()).await.map_err(|e| failed(e.into()))?;
         Ok(Reply { status, index, body })
     }
 
@@ -385,12 +413,13 @@ impl ConsulClient {
     {
         let anonymous = self.inner.token.is_none();
         self.on_agents(key, self.inner.request_timeout, |agent| {
+            let started = tokio::time::Instant::now();
             let result = request(&self.inner.agents[agent].consul);
             async move {
                 match result.await {
                     Ok(value) => Ok(value),
                     Err(ConsulError::ResponseError(err)) if err.is_connect() => Err(Failed::Unsent(err)),
-                    Err(err) => Err(Failed::Error(map_consul_error(key, err, anonymous))),
+                    Err(err) => Err(Failed::Error(map_consul_error(key, err, anonymous, started.elapsed()))),
                 }
             }
         })
@@ -413,7 +442,87 @@ pub(crate) fn key_path(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use valkeyrie_core::Background;
+    use valkeyrie_core::raw::Background;
+    use valkeyrie_core::ErrorKind;
+
+    /// The address of a listener that reads the start of each request and closes the
+    /// connection unanswered: a request that reached the other side, with no outcome known.
+    fn hanging_up() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut start = [0_u8; 64];
+                let _ = std::io::Read::read(&mut stream, &mut start);
+            }
+        });
+        address
+    }
+
+    /// An address nothing listens on.
+    fn refusing() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    }
+
+    fn client(endpoint: String) -> ConsulClient {
+        let config = ConsulConfig {
+            connect_timeout: Duration::from_secs(2),
+            ..Default::default()
+        };
+        ConsulClient::new(&[endpoint], &config, Background::new().spawner()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_request_cut_off_after_it_was_sent_has_an_unknown_outcome() {
+        let client = client(hanging_up());
+        let err = client
+            .send("k", ApiRequest::put("kv/k", "v"))
+            .await
+            .err()
+            .expect("the connection was closed unanswered");
+        assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+        assert_eq!(err.key(), Some("k"));
+        let err = client
+            .send("", ApiRequest::get("status/leader").connecting())
+            .await
+            .err()
+            .expect("the connection was closed unanswered");
+        assert_eq!(err.kind(), ErrorKind::NotReachable, "connecting applies nothing: {err}");
+        let err = client
+            .with_consul("k", |consul| {
+                let request = rs_consul::CreateOrUpdateKeyRequest {
+                    key: "k",
+                    ..Default::default()
+                };
+                consul.create_or_update_key(request, b"v".to_vec())
+            })
+            .await
+            .expect_err("the connection was closed unanswered");
+        assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_request_no_agent_could_be_connected_for_was_not_sent() {
+        let client = client(refusing());
+        let err = client
+            .send("k", ApiRequest::put("kv/k", "v"))
+            .await
+            .err()
+            .expect("nothing listens there");
+        assert_eq!(err.kind(), ErrorKind::NotReachable, "{err}");
+        let err = client
+            .with_consul("k", |consul| {
+                consul.read_key(rs_consul::ReadKeyRequest {
+                    key: "k",
+                    ..Default::default()
+                })
+            })
+            .await
+            .expect_err("nothing listens there");
+        assert_eq!(err.kind(), ErrorKind::NotReachable, "{err}");
+    }
 
     #[test]
     fn keys_are_escaped_for_urls() {

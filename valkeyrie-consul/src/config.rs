@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use valkeyrie_core::config::check_duration;
+use valkeyrie_core::raw::BackendConfig;
 use valkeyrie_core::tls::TlsConfig;
-use valkeyrie_core::{BackendConfig, Error, Result, Secret};
+use valkeyrie_core::{Error, Result, Secret};
 
 use crate::CONSUL;
 
@@ -84,7 +85,7 @@ impl Default for ConsulConfig {
             key_file: None,
             server_name: None,
             watch_wait: Duration::from_secs(60),
-            watch_retry_for: valkeyrie_core::feed::DEFAULT_RETRY_FOR,
+            watch_retry_for: valkeyrie_core::raw::feed::DEFAULT_RETRY_FOR,
             session_ttl_min: Duration::from_secs(10),
             kv_max_value_size: 512 * 1024,
             txn_max_req_len: 512 * 1024,
@@ -167,7 +168,8 @@ impl ConsulConfig {
 
 #[cfg(test)]
 mod tests {
-    use valkeyrie_core::{StoreConfig, StoreUrl};
+    use valkeyrie_core::raw::StoreUrl;
+    use valkeyrie_core::StoreConfig;
 
     use super::*;
 

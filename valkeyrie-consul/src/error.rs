@@ -1,14 +1,22 @@
 //! The one place where HTTP statuses, transport failures and `rs-consul`'s errors become ours.
+//!
+//! A request no agent could even be connected to is [`Error::NotReachable`]: nothing was
+//! sent. One that failed once a connection was made (hyper could not send it whole, the
+//! connection broke, the answer's body could not be read) may have been applied: its
+//! outcome is unknown, and it is an [`Error::Timeout`].
+
+use std::time::Duration;
 
 use http::StatusCode;
 use rs_consul::ConsulError;
+use valkeyrie_core::raw::Summarized;
 use valkeyrie_core::tls::certificate_failure;
-use valkeyrie_core::{BoxError, Error, Summarized};
+use valkeyrie_core::{BoxError, Error};
 
 use crate::CONSUL;
 
-/// The agent could not be reached, or the connection broke mid-request; or a certificate
-/// was refused during the TLS handshake (either side's), which no retry mends.
+/// No agent could be connected to (or, while connecting, one failed mid-request); or a
+/// certificate was refused during the TLS handshake (either side's), which no retry mends.
 pub(crate) fn not_reachable(key: &str, err: impl Into<BoxError>) -> Error {
     let source = err.into();
     // hyper's error says only that the request failed; the rustls error inside says why.
@@ -17,6 +25,17 @@ pub(crate) fn not_reachable(key: &str, err: impl Into<BoxError>) -> Error {
     }
     // hyper's own message is "client error (Connect)": its causes say what happened.
     Error::not_reachable(CONSUL, key, Summarized::chain(source))
+}
+
+/// A request on `key` that failed after `waited`, once a connection was made: it may have
+/// reached the agent, so its outcome is unknown; or a certificate was refused, as in
+/// [`not_reachable`].
+pub(crate) fn outcome_unknown(key: &str, waited: Duration, err: impl Into<BoxError>) -> Error {
+    let source = err.into();
+    if let Some(why) = certificate_failure(source.as_ref()) {
+        return Error::tls_verification(CONSUL, key, why);
+    }
+    Error::outcome_unknown(CONSUL, key, waited, Summarized::chain(source))
 }
 
 /// Consul's answer (403) to a token it does not know (`acl.ErrNotFound` in Consul's
@@ -63,11 +82,14 @@ pub(crate) fn map_status(key: &str, status: StatusCode, body: &[u8], anonymous: 
     Error::backend(CONSUL, key, temporary, reason)
 }
 
-/// Maps an error of `rs-consul` on `key`; `anonymous` as in [`map_status`].
-pub(crate) fn map_consul_error(key: &str, err: ConsulError, anonymous: bool) -> Error {
+/// Maps an error of `rs-consul` on `key`, for a request that ran for `waited`; `anonymous`
+/// as in [`map_status`].
+pub(crate) fn map_consul_error(key: &str, err: ConsulError, anonymous: bool, waited: Duration) -> Error {
     match err {
-        ConsulError::ResponseError(err) => not_reachable(key, err),
-        ConsulError::InvalidResponse(err) => not_reachable(key, err),
+        ConsulError::ResponseError(err) if err.is_connect() => not_reachable(key, err),
+        // Sent, or being sent, when it failed; or the answer's body could not be read.
+        ConsulError::ResponseError(err) => outcome_unknown(key, waited, err),
+        ConsulError::InvalidResponse(err) => outcome_unknown(key, waited, err),
         ConsulError::UnexpectedResponseCode(status, body) => {
             map_status(key, status, body.unwrap_or_default().as_bytes(), anonymous)
         }

@@ -16,7 +16,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
-use valkeyrie_core::{Hold, LostReason, Renew, Renewal, Result, Spawner};
+use valkeyrie_core::raw::{Hold, Renew, Renewal, Spawner};
+use valkeyrie_core::{LostReason, Result};
 
 use crate::client::ConsulClient;
 use crate::write::ttl_session;

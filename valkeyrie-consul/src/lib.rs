@@ -96,7 +96,7 @@ pub mod fuzzing {
     /// `InvalidConfiguration` naming the field.
     pub fn validate(config: &ConsulConfig, endpoints: &[String]) -> Result<()> {
         config.validate()?;
-        crate::client::ConsulClient::new(endpoints, config, valkeyrie_core::Background::new().spawner()).map(drop)
+        crate::client::ConsulClient::new(endpoints, config, valkeyrie_core::raw::Background::new().spawner()).map(drop)
     }
 
     /// The entries of a KV answer: each key, value and `ModifyIndex`.

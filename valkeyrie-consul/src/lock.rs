@@ -26,10 +26,8 @@ use bytes::Bytes;
 use rs_consul::CreateOrUpdateKeyRequest;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
-use valkeyrie_core::{
-    Acquire, Backoff, Error, Hold, Key, LockGuard, LockOptions, LockRelease, LostReason, LostSignal, Renew, Renewal,
-    Result, Spawner,
-};
+use valkeyrie_core::raw::{Acquire, Backoff, Hold, Key, LockRelease, Renew, Renewal, Spawner};
+use valkeyrie_core::{Error, LockGuard, LockOptions, LostReason, LostSignal, Result};
 
 use crate::api::{Blocking, Consistency, KvOp, OwnedSession, SessionSpec, TxnOutcome, LOCK_FLAGS};
 use crate::client::{key_path, ConsulClient};

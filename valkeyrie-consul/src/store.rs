@@ -5,9 +5,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::StatusCode;
+use valkeyrie_core::raw::{Backend, Background, Expect, Key, Registration, StoreSpec, Txn};
 use valkeyrie_core::{
-    Backend, Background, Capabilities, Error, ErrorKind, Expect, Key, KvPair, LockOptions, Locker, ReadOptions,
-    Registration, Result, Store, StoreSpec, Txn, TxnOutcome as Outcome, WatchStream, WriteOptions,
+    Capabilities, Error, ErrorKind, KvPair, LockOptions, Locker, ReadOptions, Result, Store, TxnOutcome as Outcome,
+    WatchStream, WriteOptions,
 };
 
 use crate::api::{Consistency, Entry, KvOp, TxnOutcome};
@@ -64,7 +65,7 @@ impl ConsulConfig {
         let client = ConsulClient::new(endpoints, &self, background.spawner())?;
         let deadline = self.connect_timeout.saturating_add(self.request_timeout);
         let leader = match client
-            .send("", ApiRequest::get("status/leader").deadline(deadline))
+            .send("", ApiRequest::get("status/leader").deadline(deadline).connecting())
             .await
         {
             Ok(leader) => leader,
@@ -83,7 +84,7 @@ impl ConsulConfig {
             // Any token may read itself; an unknown one is refused here, at connect, rather
             // than by the first call. 401 means the agent has ACLs off: the token is unused.
             let reply = client
-                .send_any("", ApiRequest::get("acl/token/self").deadline(deadline))
+                .send_any("", ApiRequest::get("acl/token/self").deadline(deadline).connecting())
                 .await?;
             if !matches!(reply.status, StatusCode::OK | StatusCode::UNAUTHORIZED) {
                 return Err(client.status_error("", reply.status, &reply.body));

@@ -34,7 +34,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use valkeyrie_core::{Check, Error, Key, Result, Txn, TxnOp, TxnOutcome};
+use valkeyrie_core::raw::{Key, Txn, TxnOp};
+use valkeyrie_core::{Check, Error, Result, TxnOutcome};
 
 use crate::api::{self, Consistency, KvOp, OwnedSession, TxnError};
 use crate::client::ConsulClient;

@@ -13,8 +13,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use valkeyrie_core::feed::{self, Batch, Feed};
-use valkeyrie_core::{Backend, Key, KvPair, ReadOptions, Result, WatchEvent, WatchStream};
+use valkeyrie_core::raw::feed::{self, Batch, Feed};
+use valkeyrie_core::raw::{Backend, Key};
+use valkeyrie_core::{KvPair, ReadOptions, Result, WatchEvent, WatchStream};
 
 use crate::api::{Blocking, Consistency, Entry};
 use crate::client::ConsulClient;

@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use valkeyrie_core::{Backoff, Error, Expect, Key, Result, Spawner};
+use valkeyrie_core::raw::{Backoff, Expect, Key, Spawner};
+use valkeyrie_core::{Error, Result};
 
 use crate::api::{Consistency, KvOp, OwnedSession, SessionSpec, TxnOutcome};
 use crate::client::ConsulClient;

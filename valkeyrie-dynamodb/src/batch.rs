@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use futures_util::{stream, StreamExt, TryStreamExt};
-use valkeyrie_core::{Backoff, Error, Key, KvPair, Result};
+use valkeyrie_core::raw::{Backoff, Key};
+use valkeyrie_core::{Error, KvPair, Result};
 
 use crate::client::DynamoClient;
 use crate::item::{now_secs, string, Record, ID};

@@ -135,7 +135,17 @@ impl DynamoClient {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
         R: std::fmt::Debug + Send + Sync + 'static,
     {
-        map_error(key, self.request_timeout, err)
+        map_error(key, self.request_timeout, err, false)
+    }
+
+    /// Maps an SDK error of checking (or creating) the table while connecting: failing to
+    /// reach the endpoint in any way is [`Error::NotReachable`] there.
+    fn connect_error<E, R>(&self, err: SdkError<E, R>) -> Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        map_error("", self.request_timeout, err, true)
     }
 
     /// Sends an `UpdateItem`; a failed condition is an answer, not an error.
@@ -167,7 +177,7 @@ impl DynamoClient {
                         .as_service_error()
                         .is_none_or(|e| !e.is_resource_not_found_exception()) =>
             {
-                return Err(self.error("", err));
+                return Err(self.connect_error(err));
             }
             Err(_) => {}
         }
@@ -203,7 +213,7 @@ impl DynamoClient {
             Ok(_) => {}
             // Someone else created it meanwhile: wait for it like for ours.
             Err(err) if err.as_service_error().is_some_and(|e| e.is_resource_in_use_exception()) => {}
-            Err(err) => return Err(self.error("", err)),
+            Err(err) => return Err(self.connect_error(err)),
         }
         let table = self.wait_until_active().await?;
         let ttl = TimeToLiveSpecification::builder()
@@ -229,7 +239,7 @@ impl DynamoClient {
             {
                 Ok(table)
             }
-            Err(err) => Err(self.error("", err)),
+            Err(err) => Err(self.connect_error(err)),
         }
     }
 
@@ -246,7 +256,7 @@ impl DynamoClient {
                 .table_name(&self.table)
                 .send()
                 .await
-                .map_err(|e| self.error("", e))?;
+                .map_err(|e| self.connect_error(e))?;
             if described.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
                 return self.description(described.table);
             }

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use valkeyrie_core::config::check_duration;
+use valkeyrie_core::raw::BackendConfig;
 use valkeyrie_core::tls::TlsConfig;
-use valkeyrie_core::{BackendConfig, Error, Result, Secret};
+use valkeyrie_core::{Error, Result, Secret};
 
 use crate::DYNAMODB;
 
@@ -111,7 +112,7 @@ impl Default for DynamoDbConfig {
             request_timeout: Duration::from_secs(10),
             max_attempts: 5,
             watch_poll_interval: Duration::from_millis(250),
-            watch_retry_for: valkeyrie_core::feed::DEFAULT_RETRY_FOR,
+            watch_retry_for: valkeyrie_core::raw::feed::DEFAULT_RETRY_FOR,
             lock_poll_interval: Duration::from_millis(100),
             tls: false,
             ca_file: None,
@@ -200,7 +201,8 @@ impl DynamoDbConfig {
 
 #[cfg(test)]
 mod tests {
-    use valkeyrie_core::{StoreConfig, StoreUrl};
+    use valkeyrie_core::raw::StoreUrl;
+    use valkeyrie_core::StoreConfig;
 
     use super::*;
 

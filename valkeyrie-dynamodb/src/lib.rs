@@ -84,7 +84,8 @@ pub mod fuzzing {
     use aws_sdk_dynamodbstreams::types::{
         AttributeValue as StreamValue, OperationType, Record as StreamRecord, StreamRecord as Change,
     };
-    use valkeyrie_core::{Key, KvPair, Result, WatchEvent};
+    use valkeyrie_core::raw::Key;
+    use valkeyrie_core::{KvPair, Result, WatchEvent};
 
     use crate::item::{Record, ID};
 

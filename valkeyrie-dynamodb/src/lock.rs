@@ -36,9 +36,8 @@ use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
 use bytes::Bytes;
 use tokio::time::Instant;
-use valkeyrie_core::{
-    Acquire, Error, Hold, Key, LockGuard, LockOptions, LockRelease, LostReason, Renew, Renewal, Result, Spawner,
-};
+use valkeyrie_core::raw::{Acquire, Hold, Key, LockRelease, Renew, Renewal, Spawner};
+use valkeyrie_core::{Error, LockGuard, LockOptions, LostReason, Result};
 
 use crate::client::{DynamoClient, Update};
 use crate::item::{expiry, now_secs, number, string, unexpired_version, unique_version, Record, ID};

@@ -16,9 +16,10 @@ use aws_sdk_dynamodb::types::{
 };
 use bytes::Bytes;
 use tokio::time::Instant;
+use valkeyrie_core::raw::{Backend, Background, Backoff, Hold, Key, Registration, Renew, Renewal, StoreSpec, Txn};
 use valkeyrie_core::{
-    Backend, Background, Backoff, Capabilities, Error, Hold, Key, KvPair, LockOptions, Locker, LostReason, ReadOptions,
-    Registration, Renew, Renewal, Result, Store, StoreSpec, Txn, TxnOutcome, WatchStream, WriteOptions,
+    Capabilities, Error, KvPair, LockOptions, Locker, LostReason, ReadOptions, Result, Store, TxnOutcome, WatchStream,
+    WriteOptions,
 };
 
 use crate::client::{DynamoClient, Update};

@@ -22,7 +22,8 @@ use aws_sdk_dynamodb::types::{
     AttributeValue, CancellationReason, ConditionCheck, Delete, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
     Update,
 };
-use valkeyrie_core::{Backoff, Check, Compare, Error, Key, KvPair, Result, Txn, TxnOp, TxnOutcome};
+use valkeyrie_core::raw::{Backoff, Compare, Key, Txn, TxnOp};
+use valkeyrie_core::{Check, Error, KvPair, Result, TxnOutcome};
 
 use crate::client::DynamoClient;
 use crate::item::{

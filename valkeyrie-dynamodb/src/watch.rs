@@ -24,8 +24,9 @@ use aws_sdk_dynamodbstreams::types::{
     AttributeValue as StreamValue, OperationType, Record as StreamRecord, ShardIteratorType,
 };
 use tokio::time::Instant;
-use valkeyrie_core::feed::{self, Batch, Feed};
-use valkeyrie_core::{Backend, Error, Key, KvPair, Result, WatchEvent, WatchStream};
+use valkeyrie_core::raw::feed::{self, Batch, Feed};
+use valkeyrie_core::raw::{Backend, Key};
+use valkeyrie_core::{Error, KvPair, Result, WatchEvent, WatchStream};
 
 use crate::client::DynamoClient;
 use crate::item::{now_secs, Record, ID};

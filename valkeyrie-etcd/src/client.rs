@@ -5,11 +5,12 @@ use std::future::Future;
 use std::time::Duration;
 
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+use valkeyrie_core::raw::deadline;
 use valkeyrie_core::tls::{self, strip_scheme, TlsMaterial};
-use valkeyrie_core::{deadline, Error, Result};
+use valkeyrie_core::{Error, Result};
 
 use crate::config::EtcdConfig;
-use crate::error::map_error;
+use crate::error::{map_connect_error, map_error};
 use crate::ETCD;
 
 /// A connection to an etcd cluster. Cheap to clone: clones share the channel.
@@ -88,7 +89,7 @@ impl EtcdClient {
         let client = match tokio::time::timeout(config.connect_timeout, connecting).await {
             Ok(Ok(client)) => client,
             Ok(Err(err)) => {
-                let err = map_error("", err);
+                let err = map_connect_error(err);
                 if let (Some(material), true) = (&material, err.is_temporary()) {
                     if let Some(refusal) = certificate_refusal(material, &endpoints[0], config.connect_timeout).await {
                         return Err(Error::tls_verification(ETCD, "", refusal));
@@ -122,7 +123,8 @@ impl EtcdClient {
     where
         F: Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
-        let request = async { request.await.map_err(|e| map_error(key, e)) };
+        let started = tokio::time::Instant::now();
+        let request = async { request.await.map_err(|e| map_error(key, started.elapsed(), e)) };
         deadline::within(self.request_timeout, ETCD, key, request).await
     }
 }

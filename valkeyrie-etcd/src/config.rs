@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use valkeyrie_core::config::check_duration;
+use valkeyrie_core::raw::BackendConfig;
 use valkeyrie_core::tls::TlsConfig;
-use valkeyrie_core::{BackendConfig, Error, Result, Secret};
+use valkeyrie_core::{Error, Result, Secret};
 
 use crate::ETCD;
 
@@ -79,7 +80,7 @@ impl Default for EtcdConfig {
             server_name: None,
             max_request_bytes: 1_572_864,
             list_page_size: 1000,
-            watch_retry_for: valkeyrie_core::feed::DEFAULT_RETRY_FOR,
+            watch_retry_for: valkeyrie_core::raw::feed::DEFAULT_RETRY_FOR,
         }
     }
 }
@@ -136,7 +137,8 @@ impl EtcdConfig {
 
 #[cfg(test)]
 mod tests {
-    use valkeyrie_core::{StoreConfig, StoreUrl};
+    use valkeyrie_core::raw::StoreUrl;
+    use valkeyrie_core::StoreConfig;
 
     use super::*;
 

@@ -12,7 +12,8 @@ use async_trait::async_trait;
 use etcd_client::LeaseTimeToLiveOptions;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
-use valkeyrie_core::{Error, Hold, Key, LostReason, Renew, Renewal, Result, Spawner, WriteOptions};
+use valkeyrie_core::raw::{Hold, Key, Renew, Renewal, Spawner};
+use valkeyrie_core::{Error, LostReason, Result, WriteOptions};
 
 use crate::client::{lease_seconds, EtcdClient, KeptLease};
 

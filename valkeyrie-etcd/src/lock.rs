@@ -21,10 +21,8 @@ use etcd_client::{
     WatchOptions,
 };
 use tokio::time::Instant;
-use valkeyrie_core::{
-    Acquire, Backoff, Error, Hold, Key, LockGuard, LockOptions, LockRelease, LostReason, LostSignal, Renew, Renewal,
-    Result, Spawner,
-};
+use valkeyrie_core::raw::{Acquire, Backoff, Hold, Key, LockRelease, Renew, Renewal, Spawner};
+use valkeyrie_core::{Error, LockGuard, LockOptions, LostReason, LostSignal, Result};
 
 use crate::client::{lease_seconds, EtcdClient, KeptLease};
 use crate::ETCD;

@@ -7,9 +7,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use etcd_client::{Compare, CompareOp, DeleteOptions, GetOptions, KeyValue, PutOptions, Txn, TxnOp, TxnOpResponse};
+use valkeyrie_core::raw::{Backend, Background, Key, Registration, StoreSpec};
 use valkeyrie_core::{
-    Backend, Background, Capabilities, Error, Key, KvPair, LockOptions, Locker, ReadOptions, Registration, Result,
-    Store, StoreSpec, TxnOutcome, WatchStream, WriteOptions,
+    Capabilities, Error, KvPair, LockOptions, Locker, ReadOptions, Result, Store, TxnOutcome, WatchStream, WriteOptions,
 };
 
 use crate::client::{prefix_end, EtcdClient};
@@ -403,7 +403,7 @@ impl Backend for EtcdStore {
         })
     }
 
-    async fn commit(&self, txn: &valkeyrie_core::Txn) -> Result<TxnOutcome> {
+    async fn commit(&self, txn: &valkeyrie_core::raw::Txn) -> Result<TxnOutcome> {
         txn::commit(&self.client, txn).await
     }
 

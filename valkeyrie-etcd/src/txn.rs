@@ -12,7 +12,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use etcd_client::{Compare as EtcdCompare, CompareOp, PutOptions, Txn as EtcdTxn, TxnOp as EtcdOp, TxnOpResponse};
-use valkeyrie_core::{Check, Fence, KvPair, Result, Txn, TxnOp, TxnOutcome};
+use valkeyrie_core::raw::{Txn, TxnOp};
+use valkeyrie_core::{Check, Fence, KvPair, Result, TxnOutcome};
 
 use crate::client::{lease_seconds, EtcdClient};
 use crate::lock::contenders_prefix;

@@ -8,8 +8,9 @@
 
 use async_trait::async_trait;
 use etcd_client::{EventType, WatchOptions};
-use valkeyrie_core::feed::{self, Batch, Feed};
-use valkeyrie_core::{Backend, Error, Key, KvPair, ReadOptions, Result, WatchEvent, WatchStream};
+use valkeyrie_core::raw::feed::{self, Batch, Feed};
+use valkeyrie_core::raw::{Backend, Key};
+use valkeyrie_core::{Error, KvPair, ReadOptions, Result, WatchEvent, WatchStream};
 
 use crate::client::EtcdClient;
 use crate::lock::is_bookkeeping;

@@ -13,12 +13,13 @@ use fred::types::scripts::Script;
 use fred::types::MultipleValues;
 use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::Notify;
+use valkeyrie_core::raw::deadline;
 use valkeyrie_core::tls::strip_scheme;
-use valkeyrie_core::{deadline, Error, KvPair, Result};
+use valkeyrie_core::{Error, KvPair, Result};
 
 use crate::codec;
 use crate::config::{RedisConfig, Topology, ValueEncoding};
-use crate::error::map_error;
+use crate::error::{map_connect_error, map_error};
 use crate::scripts::Scripts;
 use crate::REDIS;
 
@@ -108,7 +109,7 @@ impl RedisClient {
         let client = RedisClient {
             pool: Self::builder(&builder_config, config.connect_timeout, config.request_timeout)
                 .build_pool(config.pool_size)
-                .map_err(|e| map_error("", e))?,
+                .map_err(map_connect_error)?,
             builder_config,
             connect_timeout: config.connect_timeout,
             request_timeout: config.request_timeout,
@@ -136,7 +137,7 @@ impl RedisClient {
     async fn init(&self, client: &impl ClientLike) -> Result<()> {
         match tokio::time::timeout(self.connect_timeout, client.init()).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(err)) => Err(map_error("", err)),
+            Ok(Err(err)) => Err(map_connect_error(err)),
             Err(_) => {
                 let _ = client.quit().await;
                 let reason = format!("no answer within {:?}", self.connect_timeout);
@@ -149,7 +150,7 @@ impl RedisClient {
     pub(crate) async fn subscriber(&self) -> Result<fred::clients::SubscriberClient> {
         let subscriber = Self::builder(&self.builder_config, self.connect_timeout, self.request_timeout)
             .build_subscriber_client()
-            .map_err(|e| map_error("", e))?;
+            .map_err(map_connect_error)?;
         self.init(&subscriber).await?;
         Ok(subscriber)
     }
@@ -162,9 +163,10 @@ impl RedisClient {
     where
         F: Future<Output = std::result::Result<T, fred::error::Error>>,
     {
+        let started = tokio::time::Instant::now();
         match request.await {
             Err(err) if *err.kind() == fred::error::ErrorKind::Timeout => Err(self.timeout(key)),
-            result => result.map_err(|e| map_error(key, e)),
+            result => result.map_err(|e| map_error(key, started.elapsed(), e)),
         }
     }
 

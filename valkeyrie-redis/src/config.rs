@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use valkeyrie_core::config::check_duration;
+use valkeyrie_core::raw::BackendConfig;
 use valkeyrie_core::tls::TlsConfig;
-use valkeyrie_core::{BackendConfig, Error, Result, Secret};
+use valkeyrie_core::{Error, Result, Secret};
 
 use crate::REDIS;
 
@@ -198,7 +199,8 @@ impl RedisConfig {
 
 #[cfg(test)]
 mod tests {
-    use valkeyrie_core::{StoreConfig, StoreUrl};
+    use valkeyrie_core::raw::StoreUrl;
+    use valkeyrie_core::StoreConfig;
 
     use super::*;
 

@@ -11,9 +11,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::time::Instant;
-use valkeyrie_core::{
-    Error, Hold, Key, LockGuard, LockOptions, LockRelease, Locker, LostReason, Renew, Renewal, Result, Spawner,
-};
+use valkeyrie_core::raw::{Hold, Key, LockRelease, Renew, Renewal, Spawner};
+use valkeyrie_core::{Error, LockGuard, LockOptions, Locker, LostReason, Result};
 
 use crate::client::{index_of, millis, RedisClient};
 use crate::scripts::write_args;

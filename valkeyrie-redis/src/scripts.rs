@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fred::types::scripts::Script;
-use valkeyrie_core::Key;
+use valkeyrie_core::raw::Key;
 
 use crate::client::millis;
 use crate::codec;

@@ -9,9 +9,10 @@ use bytes::Bytes;
 use fred::interfaces::{ClientLike, KeysInterface};
 use futures_util::{Stream, StreamExt};
 use tokio::time::Instant;
+use valkeyrie_core::raw::{Backend, Background, Hold, Key, Registration, Renew, Renewal, StoreSpec, Txn};
 use valkeyrie_core::{
-    Backend, Background, Capabilities, Error, Hold, Key, KvPair, LockOptions, Locker, LostReason, ReadOptions,
-    Registration, Renew, Renewal, Result, Store, StoreSpec, Txn, TxnOutcome, WatchStream, WriteOptions,
+    Capabilities, Error, KvPair, LockOptions, Locker, LostReason, ReadOptions, Result, Store, TxnOutcome, WatchStream,
+    WriteOptions,
 };
 
 use crate::client::{glob_escape, index_of, millis, RedisClient, BATCH};

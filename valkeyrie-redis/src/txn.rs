@@ -3,7 +3,8 @@
 
 use bytes::Bytes;
 use fred::util::redis_keyslot;
-use valkeyrie_core::{Check, Error, Key, Result, Txn, TxnOp, TxnOutcome};
+use valkeyrie_core::raw::{Key, Txn, TxnOp};
+use valkeyrie_core::{Check, Error, Result, TxnOutcome};
 
 use crate::client::RedisClient;
 use crate::codec::encode_value;
@@ -109,7 +110,8 @@ fn outcome(key: &str, status: &str) -> Result<TxnOutcome> {
 
 #[cfg(test)]
 mod tests {
-    use valkeyrie_core::{Compare, Fence, WriteOptions};
+    use valkeyrie_core::raw::Compare;
+    use valkeyrie_core::{Fence, WriteOptions};
 
     use super::*;
 

@@ -15,8 +15,9 @@ use fred::clients::SubscriberClient;
 use fred::interfaces::{ClientLike, ConfigInterface, EventInterface, PubsubInterface};
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
-use valkeyrie_core::feed::{self, Batch, Feed};
-use valkeyrie_core::{Backend, Error, Key, KvPair, Result, Spawner, WatchEvent, WatchStream};
+use valkeyrie_core::raw::feed::{self, Batch, Feed};
+use valkeyrie_core::raw::{Backend, Key, Spawner};
+use valkeyrie_core::{Error, KvPair, Result, WatchEvent, WatchStream};
 
 use crate::client::{glob_escape, RedisClient};
 use crate::codec::is_index_key;
@@ -152,8 +153,9 @@ impl Feed for Feeder {
         loop {
             if self.resubscribe {
                 // Subscribe again first, then read, so no change falls between.
-                let resubscribed = self.subscriber.0.resubscribe_all().await;
-                resubscribed.map_err(|err| crate::error::map_error(self.key.as_str(), err))?;
+                self.client
+                    .request(self.key.as_str(), self.subscriber.0.resubscribe_all())
+                    .await?;
                 self.resubscribe = false;
                 self.resync = true;
             }

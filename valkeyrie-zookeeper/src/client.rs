@@ -8,12 +8,13 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use valkeyrie_core::raw::{deadline, Backoff};
 use valkeyrie_core::tls::strip_scheme;
-use valkeyrie_core::{deadline, Backoff, Error, Result};
+use valkeyrie_core::{Error, Result};
 use zookeeper_client::{Acl, Acls, Client, Connector, CreateMode, MultiReadResult, SessionState, StateWatcher};
 
 use crate::config::ZookeeperConfig;
-use crate::error::map_error;
+use crate::error::{map_connect_error, map_error, map_request_error};
 use crate::node::{key_of, Node, DIR_MARKER};
 use crate::tls::ZkTls;
 use crate::ZOOKEEPER;
@@ -109,7 +110,7 @@ impl SessionSpec {
         let limit = self.connect_timeout.max(Duration::from_millis(100));
         match tokio::time::timeout(limit, self.connector().connect(&cluster)).await {
             Ok(Ok(client)) => Ok(client),
-            Ok(Err(err)) => Err(self.connect_error(map_error("", err)).await),
+            Ok(Err(err)) => Err(self.connect_error(map_connect_error(err)).await),
             Err(_) => {
                 let reason = format!("no session with {} within {limit:?}", self.hosts);
                 Err(self.connect_error(Error::not_reachable(ZOOKEEPER, "", reason)).await)
@@ -234,7 +235,8 @@ impl ZkClient {
     where
         F: Future<Output = std::result::Result<T, zookeeper_client::Error>>,
     {
-        let request = async { request.await.map_err(|e| map_error(key, e)) };
+        let started = tokio::time::Instant::now();
+        let request = async { request.await.map_err(|e| map_request_error(key, started.elapsed(), e)) };
         deadline::within(self.request_timeout, ZOOKEEPER, key, request).await
     }
 

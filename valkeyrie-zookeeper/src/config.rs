@@ -6,8 +6,9 @@ use serde::Deserialize;
 use std::path::PathBuf;
 
 use valkeyrie_core::config::check_duration;
+use valkeyrie_core::raw::BackendConfig;
 use valkeyrie_core::tls::TlsConfig;
-use valkeyrie_core::{BackendConfig, Error, Result, Secret};
+use valkeyrie_core::{Error, Result, Secret};
 use zookeeper_client::{Acl, Acls, AuthId, Permission};
 
 use crate::ZOOKEEPER;
@@ -205,7 +206,8 @@ fn digest_id(user: &str, password: &Secret) -> String {
 
 #[cfg(test)]
 mod tests {
-    use valkeyrie_core::{StoreConfig, StoreUrl};
+    use valkeyrie_core::raw::StoreUrl;
+    use valkeyrie_core::StoreConfig;
 
     use super::*;
 

@@ -11,10 +11,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::time::Instant;
-use valkeyrie_core::{
-    Acquire, Backoff, Error, Hold, Key, LockGuard, LockOptions, LockRelease, LostReason, LostSignal, Renew, Renewal,
-    Result, Spawner,
-};
+use valkeyrie_core::raw::{Acquire, Backoff, Hold, Key, LockRelease, Renew, Renewal, Spawner};
+use valkeyrie_core::{Error, ErrorKind, LockGuard, LockOptions, LostReason, LostSignal, Result};
 use zookeeper_client::{CreateMode, EventType, SessionState};
 
 use crate::client::ZkClient;
@@ -31,7 +29,9 @@ pub(crate) struct ZkLocker {
     key: Key,
     value: Bytes,
     delete_on_unlock: bool,
-    session_timeout: Duration,
+    /// How long a holder that cannot reach the server believes it holds the lock: the
+    /// lock's TTL or the session timeout, whichever is shorter (see [`ZkLocker::new`]).
+    held_for: Duration,
     spawner: Spawner,
 }
 
@@ -79,13 +79,18 @@ fn sequence(name: &str) -> u64 {
 }
 
 impl ZkLocker {
+    /// A lock whose holder's lost signal fires once it has not reached the server for the
+    /// lock's TTL or the session timeout, whichever is shorter. The lock itself lives as
+    /// long as the session: others take it over once the server expires the session, never
+    /// sooner, so a TTL shorter than the session makes the holder give up first (the safe
+    /// direction) and a longer one changes nothing.
     pub(crate) fn new(zk: ZkClient, key: Key, opts: LockOptions, session_timeout: Duration, spawner: Spawner) -> Self {
         ZkLocker {
             zk,
             key,
+            held_for: opts.ttl_or_default().min(session_timeout),
             value: opts.value,
             delete_on_unlock: opts.delete_on_unlock,
-            session_timeout,
             spawner,
         }
     }
@@ -180,11 +185,12 @@ impl Acquire for ZkLocker {
             zk: self.zk.clone(),
             client: client.clone(),
             node: node.clone(),
+            held_for: self.held_for,
         };
         let lost = lost_when_gone(contender.zk.clone(), client.clone(), node.clone());
         let held = self.spawner.hold(
-            Hold::new(contender, started, self.session_timeout)
-                .every(self.session_timeout / 3)
+            Hold::new(contender, started, self.held_for)
+                .every(self.held_for / 3)
                 .watching(lost),
         );
         if !self.wait_turn(&path, &own_name, held.lost_signal(), wait).await? {
@@ -223,16 +229,18 @@ struct Contender {
     /// when the lock is.
     client: zookeeper_client::Client,
     node: String,
+    /// The lock's TTL, when shorter than the session timeout.
+    held_for: Duration,
 }
 
 #[async_trait]
 impl Renew for Contender {
     /// Only an answer from the server proves the session alive: held for the negotiated
-    /// session timeout after the request was sent.
+    /// session timeout (or the lock's shorter TTL) after the request was sent.
     async fn renew(&self) -> Result<Renewal> {
         let stat = self.zk.request(&self.node, self.client.check_stat(&self.node)).await?;
         Ok(match stat {
-            Some(_) => Renewal::Held(self.client.session_timeout()),
+            Some(_) => Renewal::Held(self.client.session_timeout().min(self.held_for)),
             None => Renewal::Lost(LostReason::RecordDeleted),
         })
     }
@@ -290,24 +298,39 @@ struct ZkRelease {
     delete_value: bool,
 }
 
+/// What the one-`multi` release did.
+enum Untouched {
+    /// Deleted the contender node.
+    Released,
+    /// Deleted nothing: the key changed meanwhile, or the request failed with an answer or
+    /// before it was sent.
+    Kept,
+    /// Unknown: the request failed after it may have reached the server, which may have
+    /// applied it unanswered.
+    Unknown,
+}
+
 impl ZkRelease {
     /// Deletes the contender node if the key's node still has the lock value's version, in
     /// one `multi`: the key then holds a value, not a bare directory node, so nothing above
-    /// the contender needs cleaning up, and the unlock is one round trip. `false` when the
-    /// key changed meanwhile, which deleted nothing, or when the request failed: then the
-    /// node may be gone if the server applied the `multi` unanswered, and the plain delete
-    /// that follows reports it as a retried delete would (`LockLost`).
-    async fn release_untouched(&self, key: &str) -> bool {
-        let Ok(client) = self.zk.client() else { return false };
+    /// the contender needs cleaning up, and the unlock is one round trip.
+    async fn release_untouched(&self, key: &str) -> Untouched {
+        let Ok(client) = self.zk.client() else {
+            return Untouched::Kept;
+        };
         let mut writer = client.new_multi_writer();
         let staged = writer
             .add_delete(&self.node, None)
             .and_then(|()| writer.add_check_version(&self.path, self.value_version));
         if staged.is_err() {
-            return false;
+            return Untouched::Kept;
         }
         let commit = async { writer.commit().await.map_err(zookeeper_client::Error::from) };
-        self.zk.request(key, commit).await.is_ok()
+        match self.zk.request(key, commit).await {
+            Ok(_) => Untouched::Released,
+            Err(err) if err.kind() == ErrorKind::Timeout => Untouched::Unknown,
+            Err(_) => Untouched::Kept,
+        }
     }
 }
 
@@ -315,8 +338,15 @@ impl ZkRelease {
 impl LockRelease for ZkRelease {
     async fn release(self: Box<Self>) -> Result<()> {
         let key = self.path.trim_start_matches('/').to_owned();
-        if !self.delete_value && self.release_untouched(&key).await {
-            return Ok(());
+        // Whether an earlier request of this release may have deleted the contender node
+        // unanswered (its outcome unknown): then a node found gone was deleted by us.
+        let mut maybe_deleted = false;
+        if !self.delete_value {
+            match self.release_untouched(&key).await {
+                Untouched::Released => return Ok(()),
+                Untouched::Kept => {}
+                Untouched::Unknown => maybe_deleted = true,
+            }
         }
         let ZkRelease {
             zk,
@@ -332,6 +362,9 @@ impl LockRelease for ZkRelease {
         loop {
             match zk.request(&key, client.delete(&node, None)).await {
                 Ok(()) => break,
+                // Gone after a request of ours that may have deleted it unanswered: released
+                // by us, most likely, rather than lost.
+                Err(Error::KeyNotFound { .. }) if maybe_deleted => break,
                 Err(Error::KeyNotFound { .. }) => {
                     return Err(Error::LockLost {
                         store: ZOOKEEPER,
@@ -340,6 +373,7 @@ impl LockRelease for ZkRelease {
                     });
                 }
                 Err(err) if err.is_temporary() && attempt < 5 => {
+                    maybe_deleted |= err.kind() == ErrorKind::Timeout;
                     attempt += 1;
                     tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
                 }

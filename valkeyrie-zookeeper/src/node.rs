@@ -8,7 +8,8 @@
 //! with one more `\x01` in front, so no value is ever mistaken for the marker. Lock
 //! contender nodes (`_c_<32 hex>-lock-<sequence>`, the Go store's layout) are never keys.
 
-use valkeyrie_core::{Error, Key, Result};
+use valkeyrie_core::raw::Key;
+use valkeyrie_core::{Error, Result};
 use zookeeper_client::Stat;
 
 use crate::ZOOKEEPER;

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use valkeyrie_core::raw::{Backend, Background, Expect, Key, Registration, StoreSpec, Txn};
 use valkeyrie_core::{
-    Backend, Background, Capabilities, Error, Expect, Key, KvPair, LockOptions, Locker, ReadOptions, Registration,
-    Result, Store, StoreSpec, Txn, TxnOutcome, WatchStream, WriteOptions,
+    Capabilities, Error, KvPair, LockOptions, Locker, ReadOptions, Result, Store, TxnOutcome, WatchStream, WriteOptions,
 };
 use zookeeper_client::{Acls, CreateMode, CreateOptions, MultiWriteResult, Stat};
 

@@ -2,7 +2,8 @@
 //! and removing directory nodes left without children.
 
 use futures_util::{stream, StreamExt, TryStreamExt};
-use valkeyrie_core::{Error, Key, KvPair, Result};
+use valkeyrie_core::raw::Key;
+use valkeyrie_core::{Error, KvPair, Result};
 
 use crate::client::ZkClient;
 use crate::node::{decode, index_of, is_lock_node, key_of, path_of, DIR_MARKER};

@@ -16,7 +16,8 @@
 
 use std::collections::HashMap;
 
-use valkeyrie_core::{Check, Error, Fence, Key, KvPair, Result, Txn, TxnOp, TxnOutcome};
+use valkeyrie_core::raw::{Key, Txn, TxnOp};
+use valkeyrie_core::{Check, Error, Fence, KvPair, Result, TxnOutcome};
 use zookeeper_client::{Acls, CreateMode, MultiWriteError, MultiWriter, Stat};
 
 use crate::error::{is_not_empty, map_error};
@@ -121,18 +122,21 @@ async fn write(store: &ZookeeperStore, call_key: &str, txn: &Txn, snapshot: &Has
     let client = store.zk.client()?;
     let mut writer = client.new_multi_writer();
     stage(&mut writer, txn, snapshot, store.zk.acls())?;
-    let sent = async { Ok::<_, zookeeper_client::Error>(writer.commit().await) };
-    match store.zk.request(call_key, sent).await? {
-        Ok(_) => Ok(true),
-        Err(MultiWriteError::OperationFailed { source, .. }) => {
-            let err = map_error(call_key, source);
-            match err {
-                Error::KeyNotFound { .. } | Error::KeyExists { .. } | Error::KeyModified { .. } => Ok(false),
-                err if is_not_empty(&err) => Ok(false),
-                err => Err(err),
-            }
+    // A failed request is the request's error; a failed operation, the server's answer.
+    let sent = async {
+        match writer.commit().await {
+            Ok(_) => Ok(None),
+            Err(MultiWriteError::OperationFailed { source, .. }) => Ok(Some(source)),
+            Err(MultiWriteError::RequestFailed { source }) => Err(source),
         }
-        Err(MultiWriteError::RequestFailed { source }) => Err(map_error(call_key, source)),
+    };
+    match store.zk.request(call_key, sent).await? {
+        None => Ok(true),
+        Some(source) => match map_error(call_key, source) {
+            Error::KeyNotFound { .. } | Error::KeyExists { .. } | Error::KeyModified { .. } => Ok(false),
+            err if is_not_empty(&err) => Ok(false),
+            err => Err(err),
+        },
     }
 }
 

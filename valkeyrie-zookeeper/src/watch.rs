@@ -8,8 +8,9 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use valkeyrie_core::feed::{self, Batch, Feed};
-use valkeyrie_core::{Backend, Error, Key, KvPair, Result, WatchEvent, WatchStream};
+use valkeyrie_core::raw::feed::{self, Batch, Feed};
+use valkeyrie_core::raw::{Backend, Key};
+use valkeyrie_core::{Error, KvPair, Result, WatchEvent, WatchStream};
 use zookeeper_client::{AddWatchMode, EventType, PersistentWatcher, SessionState};
 
 use crate::client::ZkClient;

@@ -288,8 +288,10 @@ pub enum Error {
         /// The backend's limit.
         limit: usize,
     },
-    /// The call did not finish in time.
-    #[error("{store}: {}{} timed out after {after:?}", call_name(call), on_key(key))]
+    /// The call did not finish in time, or its connection failed after the request may
+    /// have reached the server: either way a write may or may not have been applied (read
+    /// the key to learn which). Temporary.
+    #[error("{store}: {}{} timed out after {after:?}{}", call_name(call), on_key(key), unknown_outcome_note(source.as_ref()))]
     Timeout {
         /// Store name.
         store: &'static str,
@@ -299,6 +301,10 @@ pub enum Error {
         key: String,
         /// How long it waited.
         after: Duration,
+        /// What ended the request early, when it was not the deadline (a connection reset
+        /// after the request was written, say).
+        #[source]
+        source: Option<BoxError>,
     },
     /// The store refused the credentials: a wrong user name or password, an unknown token,
     /// or an expired one that could not be renewed. Permanent: retrying with the same
@@ -542,6 +548,27 @@ impl Error {
             call: "",
             key: key.into(),
             after,
+            source: None,
+        }
+    }
+
+    /// Builds [`Error::Timeout`] for a request on `key` (empty when it concerns none) that
+    /// failed after `after` for a reason other than its deadline, once it may have reached
+    /// the server (the connection broke, the answer was lost): its outcome is unknown. The
+    /// message keeps `source`. Backends return [`Error::NotReachable`] only for a request
+    /// certainly not sent, which a retry cannot apply twice.
+    pub fn outcome_unknown(
+        store: &'static str,
+        key: impl Into<String>,
+        after: Duration,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Error::Timeout {
+            store,
+            call: "",
+            key: key.into(),
+            after,
+            source: Some(source.into()),
         }
     }
 
@@ -735,6 +762,13 @@ fn during(call: &str) -> String {
     } else {
         format!(" during {call}")
     }
+}
+
+/// ` (outcome unknown: …)` for a timeout that a failure ended early, or nothing.
+fn unknown_outcome_note(source: Option<&BoxError>) -> String {
+    source.map_or_else(String::new, |source| {
+        format!(" (outcome unknown: {})", one_line(source.as_ref()))
+    })
 }
 
 /// ` on "key"`, or nothing for an error that concerns no key.

@@ -87,10 +87,3 @@ pub use registry::{constructors, new_store, open};
 pub use store::Store;
 pub use txn::{Check, Fence, Transaction, TxnOutcome};
 pub use watch::{WatchEvent, WatchStream};
-// Until the backend crates import them from `raw`: the paths they use today.
-#[doc(hidden)]
-pub use raw::{
-    background, backoff, deadline, feed, hold, inventory, local, Acquire, Backend, BackendConfig, Background, Backoff,
-    Compare, Expect, Held, Hold, Key, LocalStore, LockRelease, LockRevocation, Registration, Renew, Renewal, Spawner,
-    StoreSpec, StoreUrl, Summarized, TrackedWork, Txn, TxnOp,
-};

@@ -57,12 +57,7 @@ pub trait Locker: Send + Sync {
     async fn lock_timeout(&self, timeout: Duration) -> Result<LockGuard> {
         match tokio::time::timeout(timeout, self.lock()).await {
             Ok(result) => result,
-            Err(_) => Err(Error::Timeout {
-                store: self.store_name(),
-                call: "lock",
-                key: self.key().to_owned(),
-                after: timeout,
-            }),
+            Err(_) => Err(Error::timeout(self.store_name(), self.key(), timeout).in_call("lock", self.key())),
         }
     }
 

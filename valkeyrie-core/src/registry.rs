@@ -35,7 +35,7 @@ pub struct StoreSpec {
     /// Server addresses such as `127.0.0.1:2379`; empty for embedded stores.
     pub endpoints: Vec<String>,
     /// The configuration: typed, URL parameters (the URL path included, see
-    /// [`BackendConfig::URL_PATH_FIELD`](crate::BackendConfig::URL_PATH_FIELD)), or defaults.
+    /// [`BackendConfig::URL_PATH_FIELD`](crate::raw::BackendConfig::URL_PATH_FIELD)), or defaults.
     pub config: StoreConfig,
 }
 

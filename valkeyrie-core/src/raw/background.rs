@@ -208,7 +208,7 @@ impl Spawner {
     }
 
     /// Renews the `keep_alive` write `hold` describes on the handle's lock-holding driver
-    /// until its renewal answers [`Renewal::Lost`](crate::Renewal::Lost) (the key was
+    /// until its renewal answers [`Renewal::Lost`](crate::raw::Renewal::Lost) (the key was
     /// rewritten or deleted), fails for good, or the handle closes; see
     /// [`hold`](crate::raw::hold). Must be called from within a runtime.
     pub fn keep_alive(&self, hold: Hold) {

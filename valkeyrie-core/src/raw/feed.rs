@@ -3,7 +3,7 @@
 //! consumer, retries with [`Backoff`] for as long as the backend's `watch_retry_for`
 //! allows, resyncs, and cancellation when the consumer drops the stream.
 //!
-//! The feeder runs as a task of the handle's [`Background`](crate::Background), so
+//! The feeder runs as a task of the handle's [`Background`](crate::raw::Background), so
 //! `background_tasks()` counts it, closing the handle ends it, and dropping the stream ends
 //! it at its next wait (an in-flight request is dropped with it).
 //!

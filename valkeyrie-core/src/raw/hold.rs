@@ -5,7 +5,7 @@
 //! A backend describes an acquisition as a [`Hold`]: its [`Renew`] step, the time the
 //! acquisition was confirmed, the TTL it is held for, and optionally a future that resolves
 //! when the backend sees the lock go (a deleted record, an ended session). It hands the
-//! `Hold` to [`Spawner::hold`](crate::Spawner::hold) and gets back a [`Held`], which becomes
+//! `Hold` to [`Spawner::hold`](crate::raw::Spawner::hold) and gets back a [`Held`], which becomes
 //! part of the [`LockGuard`](crate::LockGuard). From then on the driver:
 //!
 //! - renews every `period` (a third of the TTL unless the backend says otherwise), each
@@ -20,14 +20,14 @@
 //!   [`Renew::release_on_close`] for every acquisition still held (bounded by one period),
 //!   so other contenders do not wait out the TTL of a holder that is gone.
 //!
-//! The same driver renews `keep_alive` writes ([`Spawner::keep_alive`](crate::Spawner::keep_alive)):
+//! The same driver renews `keep_alive` writes ([`Spawner::keep_alive`](crate::raw::Spawner::keep_alive)):
 //! a keep-alive is an acquisition nobody releases, renewed until its key is rewritten or
 //! deleted (the renewal answers [`Renewal::Lost`]) or the handle closes, and without a
 //! deadline of its own.
 //!
 //! One task serves every acquisition and keep-alive of the handle, however many: each costs
 //! an entry in that task, not a task of its own. The task starts with the first `hold` and
-//! ends when the handle closes; [`Background::len`](crate::Background::len) counts the
+//! ends when the handle closes; [`Background::len`](crate::raw::Background::len) counts the
 //! locks held and the keys kept alive, not the task.
 //!
 //! Handing an acquisition over is cheap, so a lock held briefly costs little: it waits in a
@@ -87,7 +87,7 @@ pub trait Renew: Send + Sync + 'static {
 }
 
 /// One acquisition to keep held; built by the backend, handed to
-/// [`Spawner::hold`](crate::Spawner::hold).
+/// [`Spawner::hold`](crate::raw::Spawner::hold).
 pub struct Hold {
     renew: Arc<dyn Renew>,
     since: Instant,
@@ -186,7 +186,7 @@ pub(crate) struct Releasing {
     _work: Option<Counted>,
 }
 
-/// Counts one lock or keep-alive in [`Background::len`](crate::Background::len) until the
+/// Counts one lock or keep-alive in [`Background::len`](crate::raw::Background::len) until the
 /// first of its holders (the guard's release side, the driver's entry) lets go of it.
 #[derive(Debug, Clone)]
 struct Counted(Arc<Mutex<Option<TrackedWork>>>);
@@ -354,7 +354,7 @@ impl Driver {
     }
 }
 
-/// Hands `hold` to the handle's driver; see [`Spawner::hold`](crate::Spawner::hold).
+/// Hands `hold` to the handle's driver; see [`Spawner::hold`](crate::raw::Spawner::hold).
 pub(crate) fn start_holding(spawner: &Spawner, driver: &Driver, hold: Hold) -> Held {
     let (lost, signal) = lost_signal(hold.since, hold.ttl);
     let releasing = Arc::new(AtomicBool::new(false));
@@ -382,7 +382,7 @@ pub(crate) fn start_holding(spawner: &Spawner, driver: &Driver, hold: Hold) -> H
 }
 
 /// Hands a keep-alive to the handle's driver; see
-/// [`Spawner::keep_alive`](crate::Spawner::keep_alive).
+/// [`Spawner::keep_alive`](crate::raw::Spawner::keep_alive).
 pub(crate) fn start_keeping(spawner: &Spawner, driver: &Driver, hold: Hold) {
     // A keep-alive has no deadline of its own: it is renewed until its key is gone (the
     // renewal says `Lost`), a renewal fails for good, or the handle closes.

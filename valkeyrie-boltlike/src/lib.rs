@@ -21,13 +21,13 @@
 //! ```
 //! # async fn demo() -> valkeyrie_core::Result<()> {
 //! use valkeyrie_boltlike::BoltlikeConfig;
-//! use valkeyrie_core::{ReadOptions, Store, WriteOptions};
+//! use valkeyrie_core::Kv;
 //!
 //! let dir = tempfile::tempdir().expect("a temporary directory");
-//! let store = BoltlikeConfig::at(dir.path().join("kv.db")).open().await?;
-//! store.put("config/mode", "blue".into(), &WriteOptions::default()).await?;
-//! assert_eq!(store.get("config/mode", &ReadOptions::default()).await?.value, "blue");
-//! store.close().await?;
+//! let kv = Kv::new(BoltlikeConfig::at(dir.path().join("kv.db")).open().await?);
+//! kv.put("config/mode", "blue").await?;
+//! assert_eq!(kv.get("config/mode").await?.map(|pair| pair.value), Some("blue".into()));
+//! kv.close().await?;
 //! # Ok(()) }
 //! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
 //! ```

@@ -59,11 +59,11 @@
 //! ```no_run
 //! # async fn demo() -> valkeyrie_core::Result<()> {
 //! use valkeyrie_consul::ConsulConfig;
-//! use valkeyrie_core::{ReadOptions, Store, WriteOptions};
+//! use valkeyrie_core::Kv;
 //!
-//! let store = ConsulConfig::default().connect(["127.0.0.1:8500"]).await?;
-//! store.put("config/mode", "blue".into(), &WriteOptions::default()).await?;
-//! assert_eq!(store.get("config/mode", &ReadOptions::default()).await?.value, "blue");
+//! let kv = Kv::new(ConsulConfig::default().connect(["127.0.0.1:8500"]).await?);
+//! kv.put("config/mode", "blue").await?;
+//! assert_eq!(kv.get("config/mode").await?.map(|pair| pair.value), Some("blue".into()));
 //! # Ok(()) }
 //! ```
 

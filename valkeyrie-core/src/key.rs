@@ -13,7 +13,7 @@
 //! store, the key as given and the rule.
 //!
 //! ```
-//! use valkeyrie_core::Key;
+//! use valkeyrie_core::raw::Key;
 //!
 //! let key = Key::parse("memory", "/services/web/").unwrap();
 //! assert_eq!(key.as_str(), "services/web");

@@ -2,7 +2,7 @@
 //!
 //! One async API over distributed key/value stores (Consul, etcd, ZooKeeper, Redis,
 //! DynamoDB, an embedded store), the Rust counterpart of Go's `kvtools/valkeyrie`. Code
-//! written against [`Store`] runs unchanged on whichever store an operator has: service
+//! written against [`Kv`] runs unchanged on whichever store an operator has: service
 //! discovery, configuration, leader election, locks.
 //!
 //! This crate holds what every backend shares:

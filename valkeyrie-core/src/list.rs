@@ -20,14 +20,13 @@
 //! ```
 //! # async fn demo() -> valkeyrie_core::Result<()> {
 //! use futures_util::TryStreamExt;
-//! use valkeyrie_core::{ListOptions, MemoryStore, Store, WriteOptions};
 //!
-//! let store = std::sync::Arc::new(MemoryStore::new());
+//! let kv = valkeyrie_core::open("memory://").await?;
 //! for n in 0..10 {
-//!     store.put(&format!("jobs/{n:03}"), "queued".into(), &WriteOptions::default()).await?;
+//!     kv.put(&format!("jobs/{n:03}"), "queued").await?;
 //! }
-//! let opts = ListOptions::default().page_size(4).start_after("jobs/006".to_owned());
-//! let rest: Vec<_> = store.clone().list_stream("jobs", opts)?.try_collect().await?;
+//! let pages = kv.list("jobs").page_size(4).start_after("jobs/006").stream();
+//! let rest: Vec<_> = pages.try_collect().await?;
 //! let keys: Vec<_> = rest.iter().map(|pair| pair.key.as_str()).collect();
 //! assert_eq!(keys, ["jobs/007", "jobs/008", "jobs/009"]);
 //! # Ok(()) }

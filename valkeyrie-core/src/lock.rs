@@ -10,11 +10,8 @@
 //!
 //! ```
 //! # async fn demo() -> valkeyrie_core::Result<()> {
-//! use valkeyrie_core::{LockOptions, MemoryStore, Store};
-//!
-//! let store = MemoryStore::new();
-//! let locker = store.new_lock("jobs/nightly", LockOptions::with_value("node-1")).await?;
-//! let guard = locker.lock().await?;
+//! let kv = valkeyrie_core::open("memory://").await?;
+//! let guard = kv.lock("jobs/nightly").value("node-1").await?;
 //! println!("holding with fencing token {}", guard.fencing_token());
 //! // ... work, racing `guard.lost()` if it may take longer than the TTL ...
 //! guard.unlock().await?;

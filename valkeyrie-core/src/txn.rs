@@ -12,13 +12,11 @@
 //!
 //! ```
 //! # async fn demo() -> valkeyrie_core::Result<()> {
-//! use valkeyrie_core::{MemoryStore, ReadOptions, Store, Transaction, TxnOutcome, WriteOptions};
+//! use valkeyrie_core::{Transaction, TxnOutcome};
 //!
-//! let store = MemoryStore::new();
-//! store.put("accounts/a", "10".into(), &WriteOptions::default()).await?;
-//! store.put("accounts/b", "0".into(), &WriteOptions::default()).await?;
-//! let a = store.get("accounts/a", &ReadOptions::default()).await?;
-//! let b = store.get("accounts/b", &ReadOptions::default()).await?;
+//! let kv = valkeyrie_core::open("memory://").await?;
+//! let a = kv.put("accounts/a", "10").if_absent().await?;
+//! let b = kv.put("accounts/b", "0").if_absent().await?;
 //!
 //! // Move 5 units, only if nobody touched either account since we read them.
 //! let transfer = Transaction::new()
@@ -26,9 +24,9 @@
 //!     .when_index(&b.key, b.last_index)
 //!     .put(&a.key, "5")
 //!     .put(&b.key, "5");
-//! assert_eq!(store.commit(transfer.clone()).await?, TxnOutcome::Committed);
+//! assert_eq!(kv.commit(transfer.clone()).await?, TxnOutcome::Committed);
 //! // The same transaction again: the first compare no longer holds, nothing is written.
-//! assert_eq!(store.commit(transfer).await?, TxnOutcome::Failed { compare: 0 });
+//! assert_eq!(kv.commit(transfer).await?, TxnOutcome::Failed { compare: 0 });
 //! # Ok(()) }
 //! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
 //! ```

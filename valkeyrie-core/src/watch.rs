@@ -14,12 +14,12 @@
 //! ```
 //! # async fn demo() -> valkeyrie_core::Result<()> {
 //! use futures_util::StreamExt;
-//! use valkeyrie_core::{MemoryStore, ReadOptions, Store, WatchEvent, WriteOptions};
+//! use valkeyrie_core::WatchEvent;
 //!
-//! let store = MemoryStore::new();
-//! let mut events = store.watch("config/mode", &ReadOptions::default()).await?;
+//! let kv = valkeyrie_core::open("memory://").await?;
+//! let mut events = kv.watch("config/mode").await?;
 //! assert_eq!(events.next().await.transpose()?, Some(WatchEvent::Snapshot(vec![])));
-//! store.put("config/mode", "blue".into(), &WriteOptions::default()).await?;
+//! kv.put("config/mode", "blue").await?;
 //! match events.next().await.transpose()? {
 //!     Some(WatchEvent::Put(pair)) => assert_eq!(pair.value, "blue"),
 //!     other => panic!("unexpected {other:?}"),

@@ -45,7 +45,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> valkeyrie_core::Result<()> {
-//! use valkeyrie_core::{ReadOptions, Store, WriteOptions};
+//! use valkeyrie_core::Kv;
 //! use valkeyrie_dynamodb::DynamoDbConfig;
 //!
 //! let store = DynamoDbConfig {
@@ -55,8 +55,8 @@
 //! }
 //! .connect()
 //! .await?;
-//! store.put("config/mode", "blue".into(), &WriteOptions::default()).await?;
-//! assert_eq!(store.get("config/mode", &ReadOptions::default()).await?.value, "blue");
+//! kv.put("config/mode", "blue").await?;
+//! assert_eq!(kv.get("config/mode").await?.map(|pair| pair.value), Some("blue".into()));
 //! # Ok(()) }
 //! ```
 

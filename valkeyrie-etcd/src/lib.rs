@@ -46,12 +46,12 @@
 //!
 //! ```no_run
 //! # async fn demo() -> valkeyrie_core::Result<()> {
-//! use valkeyrie_core::{ReadOptions, Store, WriteOptions};
+//! use valkeyrie_core::Kv;
 //! use valkeyrie_etcd::EtcdConfig;
 //!
-//! let store = EtcdConfig::default().connect(["127.0.0.1:2379"]).await?;
-//! store.put("config/mode", "blue".into(), &WriteOptions::default()).await?;
-//! assert_eq!(store.get("config/mode", &ReadOptions::default()).await?.value, "blue");
+//! let kv = Kv::new(EtcdConfig::default().connect(["127.0.0.1:2379"]).await?);
+//! kv.put("config/mode", "blue").await?;
+//! assert_eq!(kv.get("config/mode").await?.map(|pair| pair.value), Some("blue".into()));
 //! # Ok(()) }
 //! ```
 

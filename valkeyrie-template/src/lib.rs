@@ -22,12 +22,12 @@
 //!
 //! ```
 //! # async fn demo() -> valkeyrie_core::Result<()> {
-//! use valkeyrie_core::{ReadOptions, Store, WriteOptions};
+//! use valkeyrie_core::Kv;
 //! use valkeyrie_template::TemplateConfig;
 //!
-//! let store = TemplateConfig::default().connect(["example-server"]).await?;
-//! store.put("hello", "world".into(), &WriteOptions::default()).await?;
-//! assert_eq!(store.get("hello", &ReadOptions::default()).await?.value, "world");
+//! let kv = Kv::new(TemplateConfig::default().connect(["example-server"]).await?);
+//! kv.put("hello", "world").await?;
+//! assert_eq!(kv.get("hello").await?.map(|pair| pair.value), Some("world".into()));
 //! # Ok(()) }
 //! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
 //! ```

@@ -75,12 +75,12 @@
 //!
 //! ```no_run
 //! # async fn demo() -> valkeyrie_core::Result<()> {
-//! use valkeyrie_core::{ReadOptions, Store, WriteOptions};
+//! use valkeyrie_core::Kv;
 //! use valkeyrie_zookeeper::ZookeeperConfig;
 //!
-//! let store = ZookeeperConfig::default().connect(["127.0.0.1:2181"]).await?;
-//! store.put("config/mode", "blue".into(), &WriteOptions::default()).await?;
-//! assert_eq!(store.get("config/mode", &ReadOptions::default()).await?.value, "blue");
+//! let kv = Kv::new(ZookeeperConfig::default().connect(["127.0.0.1:2181"]).await?);
+//! kv.put("config/mode", "blue").await?;
+//! assert_eq!(kv.get("config/mode").await?.map(|pair| pair.value), Some("blue".into()));
 //! # Ok(()) }
 //! ```
 

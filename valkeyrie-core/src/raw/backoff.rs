@@ -16,7 +16,7 @@ use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 /// ```
 /// # async fn demo() {
 /// use std::time::Duration;
-/// use valkeyrie_core::Backoff;
+/// use valkeyrie_core::raw::Backoff;
 ///
 /// let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 /// let first = backoff.next_delay();

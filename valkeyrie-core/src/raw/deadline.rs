@@ -13,7 +13,8 @@ use crate::error::{Error, Result};
 /// ```
 /// # async fn demo() {
 /// use std::time::Duration;
-/// use valkeyrie_core::{deadline, ErrorKind};
+/// use valkeyrie_core::raw::deadline;
+/// use valkeyrie_core::ErrorKind;
 ///
 /// let slow = async {
 ///     tokio::time::sleep(Duration::from_secs(60)).await;

@@ -118,12 +118,13 @@ impl BackendConfig for MemoryConfig {
 ///
 /// ```
 /// # async fn demo() -> valkeyrie_core::Result<()> {
-/// use valkeyrie_core::{MemoryStore, ReadOptions, Store, WriteOptions};
+/// use valkeyrie_core::{Kv, MemoryStore};
 ///
 /// let store = MemoryStore::new();
-/// store.put("a/b", "1".into(), &WriteOptions::default()).await?;
-/// let other = store.handle(); // a second handle on the same data
-/// assert_eq!(other.get("a/b", &ReadOptions::default()).await?.value, "1");
+/// let other = Kv::new(store.handle()); // a second handle on the same data
+/// let kv = Kv::new(store);
+/// kv.put("a/b", "1").await?;
+/// assert_eq!(other.get("a/b").await?.map(|pair| pair.value), Some("1".into()));
 /// # Ok(()) }
 /// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
 /// ```

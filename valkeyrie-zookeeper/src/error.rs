@@ -84,7 +84,10 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
         assert!(err.is_temporary());
         assert_eq!(err.key(), Some("a/b"));
-        assert_eq!(err.to_string(), "zookeeper: request on \"a/b\" timed out after 40ms");
+        assert_eq!(
+            err.to_string(),
+            "zookeeper: request on \"a/b\" timed out after 40ms (outcome unknown: connection to server has lost)"
+        );
     }
 
     #[test]

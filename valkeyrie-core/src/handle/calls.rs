@@ -2,11 +2,12 @@
 //! nothing until awaited (`IntoFuture`), and becomes exactly one [`Store`](crate::Store) call.
 
 use std::future::IntoFuture;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use futures_util::stream;
+use futures_util::{stream, TryStreamExt};
 
 use super::Kv;
 use crate::error::{Error, Result};
@@ -411,7 +412,7 @@ impl<'a> List<'a> {
     /// ([`crate::list`]). It owns a clone of the handle, so it can move into a task. An
     /// invalid directory is the stream's only item, an error.
     pub fn stream(self) -> ListStream {
-        match std::sync::Arc::clone(&self.kv.store).list_stream(self.dir, self.opts) {
+        match Arc::clone(&self.kv.store).list_stream(self.dir, self.opts) {
             Ok(pages) => pages,
             Err(err) => Box::pin(stream::once(std::future::ready(Err(err)))),
         }
@@ -428,7 +429,6 @@ impl<'a> IntoFuture for List<'a> {
         Box::pin(async move {
             let paged = self.opts.start_after.is_some() || self.opts.page_size != ListOptions::default().page_size;
             if paged {
-                use futures_util::TryStreamExt;
                 return self.stream().try_collect().await;
             }
             Ok(found(self.kv.store.list(self.dir, &self.opts.read).await)?.unwrap_or_default())

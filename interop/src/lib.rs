@@ -9,27 +9,25 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use valkeyrie::{ReadOptions, Store};
 //! use valkeyrie_interop::Backend;
 //!
 //! let backend = Backend::Etcd;
 //! let go = backend.go()?;
 //! go.put("shared/mode", b"blue", None).await?;
 //! let rust = backend.open_rust().await?;
-//! assert_eq!(rust.get("shared/mode", &ReadOptions::default()).await?.value, "blue");
+//! assert_eq!(rust.get("shared/mode").await?.map(|pair| pair.value), Some("blue".into()));
 //! # Ok(()) }
 //! ```
 
 use std::fmt;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
-use valkeyrie::Store;
+use valkeyrie::Kv;
 
 /// How long one short Go call may take before it counts as hung.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -95,11 +93,10 @@ impl Backend {
     }
 
     /// A Rust service's store handle.
-    pub async fn open_rust(self) -> Result<Arc<dyn Store>, GoError> {
+    pub async fn open_rust(self) -> Result<Kv, GoError> {
         let url = self.rust_url()?;
         valkeyrie::open(&url)
             .await
-            .map(Into::into)
             .map_err(|e| GoError::Setup(format!("open {url}: {e}")))
     }
 

@@ -5,12 +5,11 @@
 //! servers and builds the Go program.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use valkeyrie::{ErrorKind, KvPair, LockOptions, ReadOptions, Store, WatchEvent, WriteOptions};
+use valkeyrie::{ErrorKind, Kv, KvPair, LockOptions, WatchEvent};
 use valkeyrie_interop::{duration_flag, Backend, GoPair, GoService};
 
 /// How long a step that only waits on the server may take.
@@ -23,7 +22,7 @@ fn unique(backend: Backend, name: &str) -> String {
     format!("interop/{}/{name}-{}-{nanos}", backend.go_store(), std::process::id())
 }
 
-async fn sides(backend: Backend) -> (GoService, Arc<dyn Store>) {
+async fn sides(backend: Backend) -> (GoService, Kv) {
     let go = backend.go().unwrap_or_else(|e| panic!("{e}"));
     let rust = backend.open_rust().await.unwrap_or_else(|e| panic!("{e}"));
     (go, rust)
@@ -73,20 +72,9 @@ fn rust_map(pairs: &[KvPair]) -> BTreeMap<String, Vec<u8>> {
 /// directory nodes a writer created list too (Go makes them empty, Rust holds the legacy
 /// 0x01 marker in them, which Rust does not list as keys), so there the check is that
 /// every key of the tree is listed as written.
-async fn check_listing(
-    backend: Backend,
-    go: &GoService,
-    rust: &dyn Store,
-    dir: &str,
-    tree: &BTreeMap<String, Vec<u8>>,
-) {
+async fn check_listing(backend: Backend, go: &GoService, rust: &Kv, dir: &str, tree: &BTreeMap<String, Vec<u8>>) {
     let go_listed = go_map(&go.list(dir).await.expect("Go lists the tree"));
-    let rust_listed = rust_map(
-        &rust
-            .list(dir, &ReadOptions::default())
-            .await
-            .expect("Rust lists the tree"),
-    );
+    let rust_listed = rust_map(&rust.list(dir).await.expect("Rust lists the tree"));
     if backend == Backend::ZooKeeper {
         for (key, value) in tree {
             assert_eq!(go_listed.get(key), Some(value), "Go lists {key}");
@@ -117,7 +105,7 @@ async fn go_writes_rust_reads(backend: Backend) {
     }
     for (key, value) in &tree {
         let from_go = go.get(key).await.expect("Go gets");
-        let from_rust = rust.get(key, &ReadOptions::default()).await.expect("Rust gets");
+        let from_rust = rust.get(key).await.expect("Rust gets").expect("Rust finds the key");
         assert_eq!(from_rust.value, Bytes::from(value.clone()), "{key}");
         assert!(
             same_index(backend, from_rust.last_index, from_go.index),
@@ -126,8 +114,11 @@ async fn go_writes_rust_reads(backend: Backend) {
             from_go.index
         );
     }
-    check_listing(backend, &go, rust.as_ref(), &dir, &tree).await;
-    rust.delete_tree(&dir).await.expect("clean up");
+    check_listing(backend, &go, &rust, &dir, &tree).await;
+    assert!(
+        rust.delete_tree(&dir).await.expect("clean up"),
+        "{dir} was there to clean up"
+    );
 }
 
 async fn rust_writes_go_reads(backend: Backend) {
@@ -135,12 +126,10 @@ async fn rust_writes_go_reads(backend: Backend) {
     let dir = unique(backend, "rust-tree");
     let tree = tree(&dir);
     for (key, value) in &tree {
-        rust.put(key, Bytes::from(value.clone()), &WriteOptions::default())
-            .await
-            .expect("Rust puts");
+        rust.put(key, value.clone()).await.expect("Rust puts");
     }
     for (key, value) in &tree {
-        let from_rust = rust.get(key, &ReadOptions::default()).await.expect("Rust gets");
+        let from_rust = rust.get(key).await.expect("Rust gets").expect("Rust finds the key");
         let from_go = go.get(key).await.expect("Go gets");
         assert_eq!(&from_go.value, value, "{key}");
         assert!(
@@ -150,29 +139,28 @@ async fn rust_writes_go_reads(backend: Backend) {
             from_rust.last_index
         );
     }
-    check_listing(backend, &go, rust.as_ref(), &dir, &tree).await;
-    rust.delete_tree(&dir).await.expect("clean up");
+    check_listing(backend, &go, &rust, &dir, &tree).await;
+    assert!(
+        rust.delete_tree(&dir).await.expect("clean up"),
+        "{dir} was there to clean up"
+    );
 }
 
 async fn atomic_put_across_languages(backend: Backend) {
     let (go, rust) = sides(backend).await;
     let key = unique(backend, "cas");
-    let none = WriteOptions::default();
-    let first = rust
-        .atomic_put(&key, Bytes::from_static(b"rust-0"), None, &none)
-        .await
-        .expect("Rust creates");
+    let first = rust.put(&key, "rust-0").if_absent().await.expect("Rust creates");
     let go_index = go
         .atomic_put(&key, b"go-1", Some(first.last_index))
         .await
         .expect("Go updates over the index Rust returned");
-    let seen = rust.get(&key, &ReadOptions::default()).await.expect("Rust reads");
+    let seen = rust.get(&key).await.expect("Rust reads").expect("Rust finds the key");
     assert_eq!(seen.value, "go-1");
     assert!(same_index(backend, seen.last_index, go_index));
 
-    let from_go = KvPair::new(key.as_str(), "go-1", go_index);
     let second = rust
-        .atomic_put(&key, Bytes::from_static(b"rust-2"), Some(&from_go), &none)
+        .put(&key, "rust-2")
+        .if_index(go_index)
         .await
         .expect("Rust updates over the index Go returned");
 
@@ -182,9 +170,7 @@ async fn atomic_put_across_languages(backend: Backend) {
         Some("key_modified"),
         "Go with a stale index: {stale:?}"
     );
-    let stale = rust
-        .atomic_put(&key, Bytes::from_static(b"rust-stale"), Some(&first), &none)
-        .await;
+    let stale = rust.put(&key, "rust-stale").if_index(first.last_index).await;
     assert_eq!(
         stale.as_ref().map_err(valkeyrie::Error::kind).err(),
         Some(ErrorKind::KeyModified),
@@ -194,7 +180,10 @@ async fn atomic_put_across_languages(backend: Backend) {
         .await
         .expect("Go updates over Rust's latest index");
     assert_eq!(go.get(&key).await.expect("Go reads").value, b"go-3");
-    rust.delete(&key).await.expect("clean up");
+    assert!(
+        rust.delete(&key).await.expect("clean up"),
+        "{key} was there to clean up"
+    );
 }
 
 /// Lock options both sides use. Redis: Go waiters take a lock only once its key is gone,
@@ -220,13 +209,16 @@ async fn go_lock_excludes_rust(backend: Backend) {
         .expect("Go starts");
     holder.expect_event("locked", STEP).await.expect("Go locks");
     let seen = rust
-        .get(&key, &ReadOptions::default())
+        .get(&key)
         .await
-        .expect("Rust reads the lock value");
+        .expect("Rust reads the lock value")
+        .expect("Rust finds the lock key");
     assert_eq!(seen.value, "go-holder");
 
     let locker = rust
-        .new_lock(&key, rust_lock_options(backend, "rust-holder"))
+        .lock(&key)
+        .options(rust_lock_options(backend, "rust-holder"))
+        .locker()
         .await
         .expect("new_lock");
     assert!(
@@ -258,7 +250,9 @@ async fn rust_lock_excludes_go(backend: Backend) {
     let (go, rust) = sides(backend).await;
     let key = unique(backend, "rust-holds");
     let locker = rust
-        .new_lock(&key, rust_lock_options(backend, "rust-holder"))
+        .lock(&key)
+        .options(rust_lock_options(backend, "rust-holder"))
+        .locker()
         .await
         .expect("new_lock");
     let guard = locker.lock().await.expect("Rust locks");
@@ -285,7 +279,11 @@ async fn rust_lock_excludes_go(backend: Backend) {
         .expect_event("locked", STEP)
         .await
         .expect("Go locks after Rust unlocked");
-    let seen = rust.get(&key, &ReadOptions::default()).await.expect("Rust reads");
+    let seen = rust
+        .get(&key)
+        .await
+        .expect("Rust reads")
+        .expect("Rust finds the lock key");
     assert_eq!(seen.value, "go-holder");
     assert!(
         locker.try_lock().await.expect("try_lock").is_none(),
@@ -305,10 +303,8 @@ fn sequence(n: usize) -> Vec<String> {
 async fn rust_watch_sees_go_writes(backend: Backend) {
     let (go, rust) = sides(backend).await;
     let key = unique(backend, "go-writes");
-    rust.put(&key, Bytes::from_static(b"value-0"), &WriteOptions::default())
-        .await
-        .expect("Rust puts");
-    let mut events = rust.watch(&key, &ReadOptions::default()).await.expect("Rust watches");
+    rust.put(&key, "value-0").await.expect("Rust puts");
+    let mut events = rust.watch(&key).await.expect("Rust watches");
     let mut seen = Vec::new();
     let expected = sequence(5);
     let writer = {
@@ -344,15 +340,16 @@ async fn rust_watch_sees_go_writes(backend: Backend) {
     let mut all = vec!["value-0".to_owned()];
     all.extend(expected);
     assert_eq!(seen, all, "Rust sees every Go write, in order");
-    rust.delete(&key).await.expect("clean up");
+    assert!(
+        rust.delete(&key).await.expect("clean up"),
+        "{key} was there to clean up"
+    );
 }
 
 async fn go_watch_sees_rust_writes(backend: Backend) {
     let (go, rust) = sides(backend).await;
     let key = unique(backend, "rust-writes");
-    rust.put(&key, Bytes::from_static(b"value-0"), &WriteOptions::default())
-        .await
-        .expect("Rust puts");
+    rust.put(&key, "value-0").await.expect("Rust puts");
     let expected = sequence(5);
     let flags = vec!["-count".to_owned(), (expected.len() + 1).to_string()];
     let mut watcher = go.spawn(&flags, &["watch", &key]).expect("Go starts");
@@ -360,9 +357,7 @@ async fn go_watch_sees_rust_writes(backend: Backend) {
     let first = watcher.next_pair(STEP).await.expect("Go's first event");
     assert_eq!(first.value, b"value-0", "Go's watch starts with the current value");
     for value in &expected {
-        rust.put(&key, Bytes::from(value.clone()), &WriteOptions::default())
-            .await
-            .expect("Rust puts");
+        rust.put(&key, value.clone()).await.expect("Rust puts");
         let seen = watcher.next_pair(STEP).await.expect("Go sees the write");
         assert_eq!(
             String::from_utf8_lossy(&seen.value),
@@ -371,7 +366,10 @@ async fn go_watch_sees_rust_writes(backend: Backend) {
         );
     }
     watcher.finish(STEP).await.expect("Go ends");
-    rust.delete(&key).await.expect("clean up");
+    assert!(
+        rust.delete(&key).await.expect("clean up"),
+        "{key} was there to clean up"
+    );
 }
 
 async fn wait_until_gone<F, Fut>(what: &str, within: Duration, mut present: F)
@@ -401,13 +399,10 @@ async fn ttl_keys_expire_for_the_other_side(backend: Backend) {
     // late; ZooKeeper's TTL nodes wait for its container sweep.
     let grace = ttl * 2 + Duration::from_secs(15);
 
-    rust.put(
-        &rust_key,
-        Bytes::from_static(b"from-rust"),
-        &WriteOptions::with_ttl(ttl),
-    )
-    .await
-    .expect("Rust puts with a TTL");
+    rust.put(&rust_key, "from-rust")
+        .ttl(ttl)
+        .await
+        .expect("Rust puts with a TTL");
     // ZooKeeper: the Go store makes TTL keys ephemeral, gone when its session ends; the
     // writer keeps its session for a while, then exits.
     let hold = if backend == Backend::ZooKeeper {
@@ -427,9 +422,10 @@ async fn ttl_keys_expire_for_the_other_side(backend: Backend) {
         b"from-rust"
     );
     let seen = rust
-        .get(&go_key, &ReadOptions::default())
+        .get(&go_key)
         .await
-        .expect("Rust reads Go's TTL key");
+        .expect("Rust reads Go's TTL key")
+        .expect("Rust finds Go's TTL key");
     assert_eq!(seen.value, "from-go");
     writer.finish(hold + STEP).await.expect("the Go writer ends");
 
@@ -446,13 +442,12 @@ async fn ttl_keys_expire_for_the_other_side(backend: Backend) {
     })
     .await;
     wait_until_gone("Go's TTL key, for Rust", grace, || {
-        let (rust, key) = (Arc::clone(&rust), go_key.clone());
+        let (rust, key) = (rust.clone(), go_key.clone());
         async move {
-            match rust.get(&key, &ReadOptions::default()).await {
-                Ok(_) => true,
-                Err(err) if err.kind() == ErrorKind::KeyNotFound => false,
-                Err(err) => panic!("Rust get: {err}"),
-            }
+            rust.get(&key)
+                .await
+                .unwrap_or_else(|err| panic!("Rust get: {err}"))
+                .is_some()
         }
     })
     .await;

@@ -3,19 +3,22 @@
 //! provider alone.
 
 use rustls::crypto::CryptoProvider;
-use valkeyrie::WriteOptions;
 use valkeyrie_security::{app_key, Connection, Secured};
 
 /// Connects as the app user, writes and deletes a key.
 async fn round_trip(store: Secured) {
     let kv = store.connect(&Connection::app(store)).await;
     let key = app_key("providers");
-    kv.put(&key, "1".into(), &WriteOptions::default())
+    kv.put(&key, "1")
         .await
         .unwrap_or_else(|err| panic!("{}: put: {err}", store.name()));
-    kv.delete(&key)
-        .await
-        .unwrap_or_else(|err| panic!("{}: delete: {err}", store.name()));
+    assert!(
+        kv.delete(&key)
+            .await
+            .unwrap_or_else(|err| panic!("{}: delete: {err}", store.name())),
+        "{}: {key} was there to delete",
+        store.name()
+    );
     kv.close().await.expect("close");
 }
 

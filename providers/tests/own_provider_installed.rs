@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
-use valkeyrie::WriteOptions;
 use valkeyrie_security::{app_key, Connection, Secured};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -22,10 +21,14 @@ async fn the_programs_provider_stays() {
     ] {
         let kv = store.connect(&Connection::app(store)).await;
         let key = app_key("own-provider");
-        kv.put(&key, "1".into(), &WriteOptions::default())
+        kv.put(&key, "1")
             .await
             .unwrap_or_else(|err| panic!("{}: put: {err}", store.name()));
-        kv.delete(&key).await.expect("delete");
+        assert!(
+            kv.delete(&key).await.expect("delete"),
+            "{}: {key} was there to delete",
+            store.name()
+        );
         kv.close().await.expect("close");
         let installed = CryptoProvider::get_default().expect("a provider is installed");
         assert!(

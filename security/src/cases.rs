@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use valkeyrie::{Error, ErrorKind, LockOptions, ReadOptions, Transaction, WatchEvent, WriteOptions};
+use valkeyrie::{Error, ErrorKind, WatchEvent};
 
 use crate::{app_key, assert_error_keeps_secrets, assert_no_secret, ClientCert, Connection, Secured, Trust};
 
@@ -30,46 +30,41 @@ fn refused<T>(what: &str, outcome: valkeyrie::Result<T>, kind: ErrorKind) -> Err
 pub async fn data_calls_over_tls(store: Secured) {
     let kv = store.connect(&Connection::app(store)).await;
     let dir = app_key("data");
-    let (read, write) = (ReadOptions::default(), WriteOptions::default());
-    let mut watch = kv.watch_tree(&dir, &read).await.expect("watch_tree");
+    let mut watch = kv.watch_tree(&dir).await.expect("watch_tree");
     match watch.next().await {
         Some(Ok(WatchEvent::Snapshot(pairs))) => assert!(pairs.is_empty(), "{pairs:?}"),
         other => panic!("the first watch item: {other:?}"),
     }
-    kv.put(&format!("{dir}/a"), "1".into(), &write).await.expect("put");
-    assert_eq!(kv.get(&format!("{dir}/a"), &read).await.expect("get").value, "1");
+    kv.put(&format!("{dir}/a"), "1").await.expect("put");
+    assert_eq!(
+        kv.get(&format!("{dir}/a")).await.expect("get").map(|pair| pair.value),
+        Some("1".into())
+    );
     match tokio::time::timeout(WATCH_WAIT, watch.next()).await {
         Ok(Some(Ok(WatchEvent::Put(pair)))) => assert_eq!(pair.key, format!("{dir}/a")),
         other => panic!("the watch after a put: {other:?}"),
     }
     let outcome = kv
-        .commit(
-            Transaction::new()
-                .when_absent(format!("{dir}/b"))
-                .put(format!("{dir}/b"), "2")
-                .put(format!("{dir}/c"), "3"),
-        )
+        .transaction()
+        .when_absent(format!("{dir}/b"))
+        .put(format!("{dir}/b"), "2")
+        .put(format!("{dir}/c"), "3")
+        .commit()
         .await
         .expect("commit");
     assert!(outcome.is_committed());
-    let listed: Vec<String> = kv
-        .list(&dir, &read)
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|p| p.key)
-        .collect();
+    let listed: Vec<String> = kv.list(&dir).await.expect("list").into_iter().map(|p| p.key).collect();
     assert_eq!(listed, [format!("{dir}/a"), format!("{dir}/b"), format!("{dir}/c")]);
-    let locker = kv
-        .new_lock(&format!("{dir}-lock"), LockOptions::with_value("node-a"))
-        .await
-        .expect("new_lock");
-    let guard = locker.lock().await.expect("lock");
-    kv.put_if_held(&guard, &format!("{dir}/fenced"), "4".into(), &write)
+    let guard = kv.lock(&format!("{dir}-lock")).value("node-a").await.expect("lock");
+    kv.put(&format!("{dir}/fenced"), "4")
+        .if_held(&guard)
         .await
         .expect("a fenced write while the lock is held");
     guard.unlock().await.expect("unlock");
-    kv.delete_tree(&dir).await.expect("delete_tree");
+    assert!(
+        kv.delete_tree(&dir).await.expect("delete_tree"),
+        "{dir} was there to delete"
+    );
     kv.close().await.expect("close");
 }
 
@@ -118,37 +113,39 @@ pub async fn keys_outside_the_permission_are_denied(store: Secured) {
     let app = store.connect(&Connection::app(store)).await;
     let admin = store.connect(&Connection::admin(store)).await;
     let outside = format!("outside/denied-{}", std::process::id());
-    let (read, write) = (ReadOptions::default(), WriteOptions::default());
-    admin
-        .put(&outside, "admin's".into(), &write)
-        .await
-        .expect("the admin writes");
+    admin.put(&outside, "admin's").await.expect("the admin writes");
     let err = refused(
         "a put outside the prefix",
-        app.put(&outside, "x".into(), &write).await,
+        app.put(&outside, "x").await,
         ErrorKind::PermissionDenied,
     );
     assert_eq!(err.key(), Some(outside.as_str()), "{err}");
     refused(
         "a get outside the prefix",
-        app.get(&outside, &read).await,
+        app.get(&outside).await,
         ErrorKind::PermissionDenied,
     );
     refused(
         "a commit touching a key outside the prefix",
-        app.commit(Transaction::new().put(app_key("inside"), "1").put(outside.clone(), "2"))
+        app.transaction()
+            .put(app_key("inside"), "1")
+            .put(outside.clone(), "2")
+            .commit()
             .await,
         ErrorKind::PermissionDenied,
     );
-    match admin.get(&outside, &read).await {
-        Ok(pair) if pair.value == "admin's" => {}
+    match admin.get(&outside).await {
+        Ok(Some(pair)) if pair.value == "admin's" => {}
         other => panic!("the admin reads {outside}: {other:?} (nothing may have been written)"),
     }
-    match admin.get(&app_key("inside"), &read).await {
-        Err(err) if err.kind() == ErrorKind::KeyNotFound => {}
+    match admin.get(&app_key("inside")).await {
+        Ok(None) => {}
         other => panic!("a refused commit wrote its permitted half: {other:?}"),
     }
-    admin.delete(&outside).await.expect("the admin deletes");
+    assert!(
+        admin.delete(&outside).await.expect("the admin deletes"),
+        "{outside} was there to delete"
+    );
     app.close().await.expect("close");
     admin.close().await.expect("close");
 }

@@ -17,17 +17,15 @@
 //! # async fn demo() {
 //! use valkeyrie_security::{Connection, Secured};
 //!
-//! let store = Secured::Etcd.open(&Connection::app(Secured::Etcd)).await.expect("the secured etcd");
-//! store.put("app/x", "1".into(), &Default::default()).await.expect("a permitted write");
+//! let kv = Secured::Etcd.open(&Connection::app(Secured::Etcd)).await.expect("the secured etcd");
+//! kv.put("app/x", "1").await.expect("a permitted write");
 //! # }
 //! ```
 
 pub mod cases;
 
-use std::sync::Arc;
-
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
-use valkeyrie::{Error, Store};
+use valkeyrie::{Error, Kv};
 
 /// A secured server of the harness.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,12 +212,12 @@ impl Secured {
     ///
     /// # Errors
     /// What opening the store returns: the refusals the suite checks.
-    pub async fn open(self, connection: &Connection) -> valkeyrie::Result<Arc<dyn Store>> {
-        valkeyrie::open(&self.url(connection)).await.map(Into::into)
+    pub async fn open(self, connection: &Connection) -> valkeyrie::Result<Kv> {
+        valkeyrie::open(&self.url(connection)).await
     }
 
     /// A store as `connection`, or a panic naming what failed.
-    pub async fn connect(self, connection: &Connection) -> Arc<dyn Store> {
+    pub async fn connect(self, connection: &Connection) -> Kv {
         match self.open(connection).await {
             Ok(store) => store,
             Err(err) => panic!(

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use valkeyrie::{LockOptions, ReadOptions, WatchEvent, WriteOptions};
+use valkeyrie::WatchEvent;
 use valkeyrie_security::{app_key, env, Connection, Secured};
 
 valkeyrie_security::security_suite!(Secured::Etcd);
@@ -28,34 +28,33 @@ async fn the_token_outlives_its_ttl() {
     let kv = Secured::Etcd.connect(&Connection::app(Secured::Etcd)).await;
     let writer = Secured::Etcd.connect(&Connection::app(Secured::Etcd)).await;
     let dir = app_key("token");
-    let (read, write) = (ReadOptions::default(), WriteOptions::default());
-    kv.put(&format!("{dir}/a"), "1".into(), &write).await.expect("put");
-    let mut watch = kv.watch_tree(&dir, &read).await.expect("watch_tree");
+    kv.put(&format!("{dir}/a"), "1").await.expect("put");
+    let mut watch = kv.watch_tree(&dir).await.expect("watch_tree");
     assert!(matches!(watch.next().await, Some(Ok(WatchEvent::Snapshot(_)))));
-    let locker = kv
-        .new_lock(
-            &format!("{dir}-lock"),
-            LockOptions::with_value("node-a").ttl(Duration::from_secs(2)),
-        )
+    let guard = kv
+        .lock(&format!("{dir}-lock"))
+        .value("node-a")
+        .ttl(Duration::from_secs(2))
         .await
-        .expect("new_lock");
-    let guard = locker.lock().await.expect("lock");
+        .expect("lock");
     let kept = format!("{dir}-kept");
-    kv.put(&kept, "alive".into(), &WriteOptions::keep_alive(Duration::from_secs(2)))
+    kv.put(&kept, "alive")
+        .ttl(Duration::from_secs(2))
+        .keep_alive()
         .await
         .expect("a keep-alive put");
 
     tokio::time::sleep(idle_for).await;
 
     assert_eq!(
-        kv.get(&format!("{dir}/a"), &read)
+        kv.get(&format!("{dir}/a"))
             .await
             .expect("a get after the token expired")
-            .value,
-        "1"
+            .map(|pair| pair.value),
+        Some("1".into())
     );
     writer
-        .put(&format!("{dir}/b"), "2".into(), &write)
+        .put(&format!("{dir}/b"), "2")
         .await
         .expect("another handle's put");
     match tokio::time::timeout(Duration::from_secs(10), watch.next()).await {
@@ -63,16 +62,27 @@ async fn the_token_outlives_its_ttl() {
         other => panic!("the watch after the token expired: {other:?}"),
     }
     guard.ensure_held().expect("the lock across token expiries");
-    kv.put_if_held(&guard, &format!("{dir}/fenced"), "3".into(), &write)
+    kv.put(&format!("{dir}/fenced"), "3")
+        .if_held(&guard)
         .await
         .expect("a fenced write after the token expired");
     assert_eq!(
-        writer.get(&kept, &read).await.expect("the keep-alive key").value,
-        "alive"
+        writer
+            .get(&kept)
+            .await
+            .expect("the keep-alive key")
+            .map(|pair| pair.value),
+        Some("alive".into())
     );
     guard.unlock().await.expect("unlock after the token expired");
-    kv.delete_tree(&dir).await.expect("delete_tree");
-    kv.delete(&kept).await.expect("delete the keep-alive key");
+    assert!(
+        kv.delete_tree(&dir).await.expect("delete_tree"),
+        "{dir} was there to delete"
+    );
+    assert!(
+        kv.delete(&kept).await.expect("delete the keep-alive key"),
+        "{kept} was there to delete"
+    );
     writer.close().await.expect("close");
     kv.close().await.expect("close");
 }

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use valkeyrie::{ReadOptions, WriteOptions};
 use valkeyrie_security::{app_key, Connection, Secured};
 
 /// A handle lives across a restart of the member it talks to: the restart forgets every
@@ -12,16 +11,14 @@ use valkeyrie_security::{app_key, Connection, Secured};
 async fn the_handle_outlives_a_member_restart() {
     let kv = Secured::Etcd.connect(&Connection::app(Secured::Etcd)).await;
     let key = app_key("restart");
-    kv.put(&key, "before".into(), &WriteOptions::default())
-        .await
-        .expect("put");
+    kv.put(&key, "before").await.expect("put");
     tokio::task::spawn_blocking(|| xtask::servers::secure::restart(xtask::servers::secure::Secured::Etcd))
         .await
         .expect("the restart hook")
         .unwrap_or_else(|why| panic!("restarting the secured etcd: {why}"));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        match kv.put(&key, "after".into(), &WriteOptions::default()).await {
+        match kv.put(&key, "after").await {
             Ok(()) => break,
             Err(err) if err.is_temporary() && tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -29,7 +26,10 @@ async fn the_handle_outlives_a_member_restart() {
             Err(err) => panic!("a put after the restart: {err}"),
         }
     }
-    assert_eq!(kv.get(&key, &ReadOptions::default()).await.expect("get").value, "after");
-    kv.delete(&key).await.expect("delete");
+    assert_eq!(
+        kv.get(&key).await.expect("get").map(|pair| pair.value),
+        Some("after".into())
+    );
+    assert!(kv.delete(&key).await.expect("delete"), "{key} was there to delete");
     kv.close().await.expect("close");
 }

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use valkeyrie::{ErrorKind, LockOptions, ReadOptions, WriteOptions};
+use valkeyrie::ErrorKind;
 use valkeyrie_security::{app_key, assert_error_keeps_secrets, env, Connection, Secured};
 
 valkeyrie_security::security_suite!(@cases Secured::ZooKeeper;
@@ -40,34 +40,41 @@ async fn intruder_is_refused(intruder: Connection, case: &str) {
     let app = Secured::ZooKeeper.connect(&Connection::app(Secured::ZooKeeper)).await;
     let dir = app_key(case);
     let key = format!("{dir}/k");
-    let (read, write) = (ReadOptions::default(), WriteOptions::default());
-    app.put(&key, "mine".into(), &write).await.expect("the app writes");
-    let locker = app
-        .new_lock(&format!("{dir}/lock"), LockOptions::with_value("app"))
+    app.put(&key, "mine").await.expect("the app writes");
+    let guard = app
+        .lock(&format!("{dir}/lock"))
+        .value("app")
         .await
-        .expect("new_lock");
-    let guard = locker.lock().await.expect("the app locks");
+        .expect("the app locks");
 
     let other = Secured::ZooKeeper.connect(&intruder).await;
-    denied("a get", other.get(&key, &read).await);
-    denied("a list", other.list(&dir, &read).await);
-    denied("a put", other.put(&key, "theirs".into(), &write).await);
+    denied("a get", other.get(&key).await);
+    denied("a list", other.list(&dir).await);
+    denied("a put", other.put(&key, "theirs").await);
     denied(
         "a new key in the app's directory",
-        other.put(&format!("{dir}/new"), "x".into(), &write).await,
+        other.put(&format!("{dir}/new"), "x").await,
     );
     denied("a delete", other.delete(&key).await);
     denied("a delete_tree", other.delete_tree(&dir).await);
     let stealer = other
-        .new_lock(&format!("{dir}/lock"), LockOptions::with_value("intruder"))
+        .lock(&format!("{dir}/lock"))
+        .value("intruder")
+        .locker()
         .await
         .expect("new_lock needs no server");
     denied("a try_lock on the app's lock", stealer.try_lock().await.map(|_| ()));
 
-    assert_eq!(app.get(&key, &read).await.expect("get").value, "mine");
+    assert_eq!(
+        app.get(&key).await.expect("get").map(|pair| pair.value),
+        Some("mine".into())
+    );
     assert!(guard.lost_signal().reason().is_none(), "the app's lock was taken");
     guard.unlock().await.expect("unlock");
-    app.delete_tree(&dir).await.expect("delete_tree");
+    assert!(
+        app.delete_tree(&dir).await.expect("delete_tree"),
+        "{dir} was there to delete"
+    );
     other.close().await.expect("close");
     app.close().await.expect("close");
 }
@@ -94,7 +101,7 @@ async fn a_session_without_credentials_is_unauthenticated() {
         ..Connection::app(Secured::ZooKeeper)
     };
     let outcome = match Secured::ZooKeeper.open(&anonymous).await {
-        Ok(kv) => kv.get(&app_key("anonymous"), &ReadOptions::default()).await.map(drop),
+        Ok(kv) => kv.get(&app_key("anonymous")).await.map(drop),
         Err(err) => Err(err),
     };
     match outcome {
@@ -120,25 +127,23 @@ async fn the_chroot_is_the_users_alone() {
     let app_root = Secured::ZooKeeper.connect(&Connection::app(Secured::ZooKeeper)).await;
     assert_eq!(
         app_root
-            .get(&format!("{chroot}/k"), &ReadOptions::default())
+            .get(&format!("{chroot}/k"))
             .await
             .expect("get")
-            .value,
-        "1",
+            .map(|pair| pair.value),
+        Some("1".into()),
         "the key is under the chroot"
     );
     let admin = Secured::ZooKeeper.connect(&Connection::admin(Secured::ZooKeeper)).await;
-    denied(
-        "a list of the chroot",
-        admin.list(&chroot, &ReadOptions::default()).await,
-    );
+    denied("a list of the chroot", admin.list(&chroot).await);
     denied(
         "a key under the chroot",
-        admin
-            .put(&format!("{chroot}/theirs"), "x".into(), &WriteOptions::default())
-            .await,
+        admin.put(&format!("{chroot}/theirs"), "x").await,
     );
-    app_root.delete_tree(&chroot).await.expect("delete_tree");
+    assert!(
+        app_root.delete_tree(&chroot).await.expect("delete_tree"),
+        "{chroot} was there to delete"
+    );
     app.close().await.expect("close");
 }
 
@@ -149,17 +154,18 @@ async fn ttl_keys_are_the_users_and_expire() {
     let app = Secured::ZooKeeper.connect(&Connection::app(Secured::ZooKeeper)).await;
     let admin = Secured::ZooKeeper.connect(&Connection::admin(Secured::ZooKeeper)).await;
     let key = app_key("ttl");
-    let ttl = WriteOptions::with_ttl(Duration::from_secs(1));
-    app.put(&key, "short".into(), &ttl).await.expect("a TTL put");
-    denied(
-        "another user's read of a TTL key",
-        admin.get(&key, &ReadOptions::default()).await,
-    );
+    app.put(&key, "short")
+        .ttl(Duration::from_secs(1))
+        .await
+        .expect("a TTL put");
+    denied("another user's read of a TTL key", admin.get(&key).await);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
-        match app.get(&key, &ReadOptions::default()).await {
-            Err(err) if err.kind() == ErrorKind::KeyNotFound => break,
-            Ok(_) if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(250)).await,
+        match app.get(&key).await {
+            Ok(None) => break,
+            Ok(Some(_)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(250)).await
+            }
             other => panic!("the TTL key after its TTL: {other:?}"),
         }
     }

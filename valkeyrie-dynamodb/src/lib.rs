@@ -48,13 +48,12 @@
 //! use valkeyrie_core::Kv;
 //! use valkeyrie_dynamodb::DynamoDbConfig;
 //!
-//! let store = DynamoDbConfig {
+//! let config = DynamoDbConfig {
 //!     table: "valkeyrie".into(),
 //!     region: Some("eu-west-1".into()),
 //!     ..Default::default()
-//! }
-//! .connect()
-//! .await?;
+//! };
+//! let kv = Kv::new(config.connect().await?);
 //! kv.put("config/mode", "blue").await?;
 //! assert_eq!(kv.get("config/mode").await?.map(|pair| pair.value), Some("blue".into()));
 //! # Ok(()) }

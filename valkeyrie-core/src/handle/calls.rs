@@ -1,5 +1,6 @@
 //! The builders [`Kv`]'s calls return. Each holds the call's arguments and options, sends
-//! nothing until awaited (`IntoFuture`), and becomes exactly one [`Store`](crate::Store) call.
+//! nothing until awaited (`IntoFuture`), and becomes the [`Store`](crate::Store) call of its
+//! name (`lock` becomes `new_lock`, then the [`Locker`]'s wait).
 
 use std::future::IntoFuture;
 use std::sync::Arc;

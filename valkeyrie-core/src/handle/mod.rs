@@ -21,7 +21,8 @@
 //! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
 //! ```
 //!
-//! [`Kv`] is a thin layer over [`Store`]: every call becomes one `Store` call, with the
+//! [`Kv`] is a thin layer over [`Store`]: every call becomes the `Store` call of its name
+//! (`lock` becomes `new_lock`, then the lock's wait; a paged `list`, `list_stream`), with the
 //! shared checks and the tracing span of every store. Where a `Store` call signals an absent
 //! key with [`Error::KeyNotFound`](crate::Error::KeyNotFound), the handle answers in its type instead (`get` is
 //! `None`, `delete` is `false`, `list` is empty). Code that wants the trait object takes

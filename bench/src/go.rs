@@ -25,6 +25,8 @@ struct Measured {
     ops: usize,
     elapsed_ns: u64,
     latencies_ns: Vec<u64>,
+    /// The most operations the program had in flight at once.
+    max_in_flight: usize,
 }
 
 impl GoLibrary {
@@ -117,6 +119,14 @@ impl GoLibrary {
         let output = self.call("bench-run", kind, args, dir).await?;
         let measured: Measured =
             serde_json::from_str(output.trim()).map_err(|e| format!("valkeyrie-go answered {output:?}: {e}"))?;
+        // The Go side must do what the row says: at most the workload's tasks at once.
+        let tasks = workload.kind.tasks();
+        if measured.max_in_flight > tasks {
+            return Err(format!(
+                "valkeyrie-go had {} operations in flight at once in {:?}, which runs {tasks} tasks",
+                measured.max_in_flight, workload.name
+            ));
+        }
         Ok(Sample {
             ops: measured.ops,
             elapsed: Duration::from_nanos(measured.elapsed_ns),

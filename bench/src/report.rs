@@ -408,7 +408,8 @@ fn write(path: &Path, bytes: &[u8]) -> BenchResult<()> {
     std::fs::write(path, bytes).map_err(|e| format!("writing {}: {e}", path.display()))
 }
 
-/// What the run was measured on: CPU model, core count and memory, from `/proc`.
+/// What the run was measured on: CPU model, core count and memory, from `/proc`, and where
+/// `cargo xtask bench` placed the servers and the clients (`VALKEYRIE_BENCH_PLACEMENT`).
 fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
@@ -416,7 +417,7 @@ fn machine() -> String {
         .find_map(|line| line.strip_prefix("model name"))
         .map(|rest| rest.trim_start_matches([' ', '\t', ':']).trim().to_owned())
         .unwrap_or_else(|| "an unknown CPU".to_owned());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cores = cpuinfo.lines().filter(|line| line.starts_with("processor")).count();
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let mem_gib = meminfo
         .lines()
@@ -424,5 +425,15 @@ fn machine() -> String {
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|kib| kib.parse::<f64>().ok())
         .map_or(0.0, |kib| kib / (1024.0 * 1024.0));
-    format!("{model}, {cores} cores, {mem_gib:.0} GiB, {}", std::env::consts::OS)
+    let placement = std::env::var("VALKEYRIE_BENCH_PLACEMENT")
+        .map(|placement| {
+            // tokio's worker count and Go's GOMAXPROCS both follow the clients' CPUs.
+            let workers = std::thread::available_parallelism().map_or(0, |n| n.get());
+            format!("; {placement} ({workers} tokio workers, GOMAXPROCS {workers})")
+        })
+        .unwrap_or_default();
+    format!(
+        "{model}, {cores} cores, {mem_gib:.0} GiB, {}{placement}",
+        std::env::consts::OS
+    )
 }

@@ -33,6 +33,18 @@ pub(crate) enum Kind {
     Lock { contenders: usize },
 }
 
+impl Kind {
+    /// How many tasks run operations at once: a run never has more operations in flight.
+    pub(crate) fn tasks(self) -> usize {
+        match self {
+            Kind::Put { concurrency, .. } | Kind::Get { concurrency, .. } => concurrency,
+            Kind::Increment { tasks } => tasks,
+            Kind::Lock { contenders } => contenders,
+            Kind::List { .. } | Kind::WatchLatency => 1,
+        }
+    }
+}
+
 /// One workload: a name for the table and what it does.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub(crate) struct Workload {

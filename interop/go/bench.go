@@ -3,7 +3,8 @@ package main
 // The Go library's side of `cargo xtask bench --with-go`: the benchmark's workloads,
 // run in this process through the Go store, measured here so process start-up is not
 // counted. `bench-prepare KIND DIR` writes what KIND reads under DIR; `bench-run KIND DIR`
-// runs it once and prints {"ops", "elapsed_ns", "latencies_ns"} (latencies sorted).
+// runs it once and prints {"ops", "elapsed_ns", "latencies_ns", "max_in_flight"} (latencies
+// sorted; the most operations in flight at once, 0 for the workloads with no spread).
 // Keys and values follow the Rust benchmark's (bench/src/workload.rs) so both sides do
 // the same work.
 
@@ -50,9 +51,13 @@ func benchPrepare(ctx context.Context, kv store.Store, b benchFlags, kind, dir s
 	return nil
 }
 
+// The most operations spread had in flight at once in this process, which the Rust side
+// checks against the workload's concurrency.
+var maxInFlight atomic.Int64
+
 // spread runs total operations from tasks goroutines; each operation's latency.
 func spread(tasks, total int, op func(task, i int) error) ([]time.Duration, error) {
-	var next atomic.Int64
+	var next, inFlight atomic.Int64
 	var mu sync.Mutex
 	var firstErr error
 	latencies := make([]time.Duration, 0, total)
@@ -66,9 +71,16 @@ func spread(tasks, total int, op func(task, i int) error) ([]time.Duration, erro
 				if i >= total {
 					return
 				}
+				for now := inFlight.Add(1); ; {
+					most := maxInFlight.Load()
+					if now <= most || maxInFlight.CompareAndSwap(most, now) {
+						break
+					}
+				}
 				begun := time.Now()
 				err := op(task, i)
 				took := time.Since(begun)
+				inFlight.Add(-1)
 				mu.Lock()
 				if err != nil && firstErr == nil {
 					firstErr = err
@@ -136,7 +148,7 @@ func benchRun(ctx context.Context, kv store.Store, b benchFlags, kind, dir strin
 	for i, l := range latencies {
 		nanos[i] = l.Nanoseconds()
 	}
-	say(map[string]any{"ops": len(latencies), "elapsed_ns": elapsed.Nanoseconds(), "latencies_ns": nanos})
+	say(map[string]any{"ops": len(latencies), "elapsed_ns": elapsed.Nanoseconds(), "latencies_ns": nanos, "max_in_flight": maxInFlight.Load()})
 	return nil
 }
 

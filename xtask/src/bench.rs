@@ -1,9 +1,11 @@
 //! `cargo xtask bench`: starts the servers through the harness, runs the `valkeyrie-bench`
-//! binary (optimized, profile `bench-run`) with their endpoints, and stops what it started.
+//! binary (optimized, profile `bench-run`) with their endpoints on CPUs of its own (see
+//! [`Placement`](crate::placement::Placement)), and stops what it started.
 //! The binary prints the table and writes `target/bench/results.{json,md}` and
 //! `target/bench/ratios.svg`.
 
 use crate::paths::{target_dir, workspace};
+use crate::placement::Placement;
 use crate::say;
 use crate::servers::Server;
 
@@ -51,16 +53,45 @@ pub fn run(args: &[&str]) -> Result<(), String> {
     crate::setup::run(&servers, with_go)?;
     let out = target_dir().join("bench");
     passed.extend(["--out".to_owned(), out.display().to_string()]);
+    say!("bench", "building valkeyrie-bench (profile bench-run)");
+    let status = crate::cargo()
+        .args(["build", "--profile", "bench-run", "--package", "valkeyrie-bench"])
+        .current_dir(workspace())
+        .status()
+        .map_err(|e| format!("running cargo: {e}"))?;
+    if !status.success() {
+        return Err(format!("building valkeyrie-bench failed ({status})"));
+    }
+    let binary = target_dir().join("bench-run").join("valkeyrie-bench");
+    let placement = Placement::split()?;
     crate::test::with_servers("bench", &servers, |env, _| {
-        say!("bench", "building and running valkeyrie-bench (profile bench-run)");
-        let status = crate::cargo()
-            .args(["run", "--profile", "bench-run", "--package", "valkeyrie-bench", "--"])
+        let mut bench = match &placement {
+            Some(placement) => {
+                placement.pin_servers(&servers)?;
+                say!("bench", "running valkeyrie-bench with {}", placement.describe());
+                let mut command = placement.clients_command(&binary);
+                command.env("VALKEYRIE_BENCH_PLACEMENT", placement.describe());
+                command
+            }
+            None => {
+                say!(
+                    "bench",
+                    "running valkeyrie-bench (one CPU: servers and clients share it)"
+                );
+                std::process::Command::new(&binary)
+            }
+        };
+        let status = bench
             .args(&passed)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .envs(with_go.then(|| ("VALKEYRIE_GO_BIN", crate::interop::binary().display().to_string())))
             .current_dir(workspace())
             .status()
-            .map_err(|e| format!("running cargo: {e}"))?;
+            .map_err(|e| format!("running valkeyrie-bench: {e}"));
+        if let Some(placement) = &placement {
+            placement.release_servers(&servers)?;
+        }
+        let status = status?;
         if !status.success() {
             return Err(format!("valkeyrie-bench failed ({status})"));
         }

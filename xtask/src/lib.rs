@@ -8,6 +8,7 @@ pub mod docker;
 pub mod fuzz;
 pub mod interop;
 pub mod paths;
+pub mod placement;
 pub mod probe;
 pub mod servers;
 pub mod setup;

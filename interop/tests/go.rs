@@ -28,10 +28,12 @@ async fn sides(backend: Backend) -> (GoService, Kv) {
     (go, rust)
 }
 
-/// A tree with a binary value, an empty one, non-ASCII keys and a nested key.
+/// A tree with a binary value, an empty one, a 10 KiB one (which Redis scripts write in
+/// place, `store()` in `valkeyrie-redis/src/scripts.rs`), non-ASCII keys and a nested key.
 fn tree(dir: &str) -> BTreeMap<String, Vec<u8>> {
     [
         ("binary", vec![0, 1, 0x7f, 0x80, 0xfe, 0xff, b'\n', b'"']),
+        ("large", (0..10 * 1024).map(|i| (i % 251) as u8).collect()),
         ("empty", vec![]),
         ("ünïcødé/ключ", "значение ✓".as_bytes().to_vec()),
         ("nested/deeper/leaf", b"leaf".to_vec()),

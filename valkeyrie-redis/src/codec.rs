@@ -50,7 +50,7 @@ pub(crate) fn is_index_key(name: &str) -> bool {
 /// What the scripts write for `value` (`store()`'s payload).
 pub(crate) fn payload(encoding: ValueEncoding, key: &str, value: &Bytes) -> Bytes {
     match encoding {
-        ValueEncoding::Envelope => envelope_prefix(key, value).into(),
+        ValueEncoding::Envelope => envelope_payload(key, value).into(),
         ValueEncoding::Raw => value.clone(),
     }
 }
@@ -96,24 +96,44 @@ pub(crate) fn encode_value(value: &[u8]) -> String {
     STANDARD.encode(value)
 }
 
-/// The envelope of `value` at `key` up to its index: `{"Key":<key>,"Value":"<base64>","LastIndex":`.
+/// What ends an envelope payload in place of its index: 16 digits, the width of a
+/// microsecond clock index from 2001 to 2286, and the closing brace. Never stored: every
+/// script writes the index it assigns over it (`store()` in `scripts.rs`).
+pub(crate) const INDEX_PLACEHOLDER: &str = "0000000000000000}";
+
+/// The envelope of `value` at `key` with a placeholder for its index:
+/// `{"Key":<key>,"Value":"<base64>","LastIndex":0000000000000000}`.
 ///
-/// The scripts append the index they assign and the closing brace. Building the rest here
-/// keeps the value's bytes out of Lua string building, whose copies (and the garbage they
-/// leave for Lua's collector) made a 10 KiB write cost several times a plain `SET`.
-pub(crate) fn envelope_prefix(key: &str, value: &[u8]) -> String {
+/// The scripts put the index they assign in place of [`INDEX_PLACEHOLDER`]. Building the
+/// rest here keeps the value's bytes out of Lua string building, whose copies (and the
+/// garbage they leave for Lua's collector) made a 10 KiB write cost several times a plain
+/// `SET`; the placeholder lets a large value skip Lua string building altogether.
+pub(crate) fn envelope_payload(key: &str, value: &[u8]) -> String {
     const HEAD: &str = r#"{"Key":"#;
     const MIDDLE: &str = r#","Value":""#;
     const TAIL: &str = r#"","LastIndex":"#;
-    let mut prefix =
-        String::with_capacity(HEAD.len() + key.len() + 2 + MIDDLE.len() + value.len() * 4 / 3 + 4 + TAIL.len());
-    prefix.push_str(HEAD);
+    let mut payload = String::with_capacity(
+        HEAD.len() + key.len() + 2 + MIDDLE.len() + value.len() * 4 / 3 + 4 + TAIL.len() + INDEX_PLACEHOLDER.len(),
+    );
+    payload.push_str(HEAD);
     // A `String` always serializes: the only failure serde_json reports here is a writer's.
-    prefix.push_str(&serde_json::to_string(key).expect("a string serializes to JSON"));
-    prefix.push_str(MIDDLE);
-    STANDARD.encode_string(value, &mut prefix);
-    prefix.push_str(TAIL);
-    prefix
+    payload.push_str(&serde_json::to_string(key).expect("a string serializes to JSON"));
+    payload.push_str(MIDDLE);
+    STANDARD.encode_string(value, &mut payload);
+    payload.push_str(TAIL);
+    payload.push_str(INDEX_PLACEHOLDER);
+    payload
+}
+
+/// What the scripts store for an envelope payload once they assign `index`: the payload
+/// with the index in place of [`INDEX_PLACEHOLDER`] (for tests and fuzzing, which check
+/// that it decodes).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn with_index(payload: &[u8], index: u64) -> Vec<u8> {
+    let prefix = payload.strip_suffix(INDEX_PLACEHOLDER.as_bytes()).unwrap_or(payload);
+    let mut stored = prefix.to_vec();
+    stored.extend_from_slice(format!("{index}}}").as_bytes());
+    stored
 }
 
 #[cfg(test)]
@@ -133,23 +153,23 @@ mod tests {
     }
 
     #[test]
-    fn a_prefix_and_its_index_make_an_envelope_that_decodes() {
+    fn a_payload_and_its_index_make_an_envelope_that_decodes() {
         for (key, value) in [
             ("j/a/b", &b"hello2"[..]),
             ("k\"\u{e9}", &[0, 255, 10][..]),
             ("e", &b""[..]),
         ] {
-            let envelope = format!("{}1700000000000001}}", envelope_prefix(key, value));
+            let envelope = with_index(envelope_payload(key, value).as_bytes(), 1_700_000_000_000_001);
             assert_eq!(
-                decode(key, envelope.as_bytes()),
+                decode(key, &envelope),
                 KvPair::new(key, Bytes::copy_from_slice(value), 1_700_000_000_000_001)
             );
-            let json: serde_json::Value = serde_json::from_str(&envelope).expect("valid JSON");
+            let json: serde_json::Value = serde_json::from_slice(&envelope).expect("valid JSON");
             assert_eq!(json["Key"], key);
         }
         assert_eq!(
-            envelope_prefix("j/a/b", b"hello2"),
-            r#"{"Key":"j/a/b","Value":"aGVsbG8y","LastIndex":"#
+            envelope_payload("j/a/b", b"hello2"),
+            r#"{"Key":"j/a/b","Value":"aGVsbG8y","LastIndex":0000000000000000}"#
         );
     }
 

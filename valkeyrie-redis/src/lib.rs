@@ -139,14 +139,14 @@ pub mod fuzzing {
         crate::codec::decode_raw(key, value, index)
     }
 
-    /// What the scripts store for `value` at `key` once they append `index` (and, for the
-    /// envelope, its closing brace).
+    /// What the scripts store for `value` at `key` once they assign `index` (the raw
+    /// layout stores the index apart).
     pub fn stored(encoding: ValueEncoding, key: &str, value: &Bytes, index: u64) -> Vec<u8> {
-        let mut stored = crate::codec::payload(encoding, key, value).to_vec();
-        if encoding == ValueEncoding::Envelope {
-            stored.extend_from_slice(format!("{index}}}").as_bytes());
+        let payload = crate::codec::payload(encoding, key, value);
+        match encoding {
+            ValueEncoding::Envelope => crate::codec::with_index(&payload, index),
+            ValueEncoding::Raw => payload.to_vec(),
         }
-        stored
     }
 }
 

@@ -156,7 +156,7 @@ mod tests {
             b"aGk=",
             b"hi",
             b"put",
-            br#"{"Key":"a","Value":"aGVsbG8y","LastIndex":"#,
+            br#"{"Key":"a","Value":"aGVsbG8y","LastIndex":0000000000000000}"#,
             b"1500",
             b"del",
             b"",

@@ -11,6 +11,7 @@
 
 mod driver;
 mod go;
+mod heatmap;
 mod keep_alive;
 mod memory;
 mod overhead;
@@ -37,8 +38,10 @@ static ALLOCATOR: memory::CountingAllocator = memory::CountingAllocator;
 const USAGE: &str =
     "usage: valkeyrie-bench [--backend NAME ...] [--workload TEXT ...] [--quick] [--with-go] [--reps N] [--out DIR]
        valkeyrie-bench --overhead [--reps N] [--out DIR]
+       valkeyrie-bench --chart DIR
   --workload TEXT  only the workloads whose name contains TEXT (\"lock cycles\", \"keep-alive\")
   --overhead       what the handle and its layers add per call, on the memory store
+  --chart DIR      draw DIR/ratios.svg again from DIR/results.json, without measuring
   (run it through `cargo xtask bench`, which starts the servers)";
 
 struct Options {
@@ -53,6 +56,8 @@ struct Options {
     workloads: Vec<String>,
     /// Measure the handle's and the layers' cost per call instead (`overhead.rs`).
     overhead: bool,
+    /// Only draw the chart of the run in this directory again.
+    chart: Option<PathBuf>,
 }
 
 impl Options {
@@ -72,6 +77,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         keep_alive_keys: 10_000,
         workloads: Vec::new(),
         overhead: false,
+        chart: None,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -101,6 +107,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
             }
             "--with-go" => options.with_go = true,
             "--overhead" => options.overhead = true,
+            "--chart" => options.chart = Some(PathBuf::from(args.next().ok_or("--chart needs a directory")?)),
             "--out" => options.out = PathBuf::from(args.next().ok_or("--out needs a directory")?),
             "--help" | "-h" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
@@ -121,6 +128,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(dir) = &options.chart {
+        return match redraw_chart(dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("bench: {message}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -131,7 +147,16 @@ fn main() -> ExitCode {
     let finished = if options.overhead {
         runtime.block_on(overhead::run(options.reps, &options.out))
     } else {
-        runtime.block_on(run(&options))
+        // The measured work runs as a task on the runtime's workers, beside the clients'
+        // connection tasks, as a server's request handlers do and as a Go program's
+        // goroutines share its Ps. Run by `block_on` it would sit on the main thread,
+        // and every reply would cross from a worker to it: 12 % of a one-task Redis
+        // round trip here.
+        runtime.block_on(async move {
+            tokio::spawn(async move { run(&options).await })
+                .await
+                .unwrap_or_else(|e| Err(format!("the run's task ended: {e}")))
+        })
     };
     match finished {
         Ok(()) => ExitCode::SUCCESS,
@@ -140,6 +165,32 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Draws `dir/ratios.svg` from `dir/results.json`, so that the chart can change without a
+/// new run.
+fn redraw_chart(dir: &std::path::Path) -> BenchResult<()> {
+    let path = dir.join("results.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let results: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
+    let unexpected = || format!("{} is not a valkeyrie-bench report", path.display());
+    let mut ratios = Vec::new();
+    for comparison in results["comparisons"].as_array().ok_or_else(unexpected)? {
+        ratios.push(heatmap::Ratio {
+            backend: comparison["backend"].as_str().ok_or_else(unexpected)?.to_owned(),
+            workload: comparison["workload"]["name"]
+                .as_str()
+                .ok_or_else(unexpected)?
+                .to_owned(),
+            raw: comparison["throughput_ratio"].as_f64().ok_or_else(unexpected)?,
+            go: comparison["go_throughput_ratio"].as_f64(),
+        });
+    }
+    let machine = results["machine"].as_str().ok_or_else(unexpected)?;
+    let reps = results["reps"].as_u64().ok_or_else(unexpected)?;
+    let reps = usize::try_from(reps).map_err(|_| unexpected())?;
+    heatmap::draw(&dir.join("ratios.svg"), &ratios, &report::subtitle(machine, reps))
 }
 
 async fn run(options: &Options) -> BenchResult<()> {

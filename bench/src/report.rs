@@ -1,13 +1,13 @@
 //! Turns measured pairs into the report: a markdown table on stdout and in
-//! `results.md`, every figure in `results.json`, and `ratios.svg`, the throughput ratio of
-//! every workload per backend.
+//! `results.md`, every figure in `results.json`, and `ratios.svg`, the heatmap of every
+//! throughput ratio ([`heatmap`]).
 
 use std::path::Path;
 
-use plotters::prelude::*;
 use serde::Serialize;
 
 use crate::driver::BenchResult;
+use crate::heatmap::{self, Ratio};
 use crate::keep_alive::KeepAliveScale;
 use crate::workload::{Kind, Sample, Scale, Workload, WORKLOADS};
 
@@ -335,73 +335,25 @@ impl Report {
         self.chart(&dir.join("ratios.svg"))
     }
 
-    /// One dot per workload and backend at its throughput ratio over the raw client, a cross
-    /// at its ratio over the Go library (with `--with-go`), and lines at 1.0 and the 0.95 target.
+    /// The heatmap of every throughput ratio ([`heatmap`]).
     fn chart(&self, path: &Path) -> BenchResult<()> {
-        let draw_error = |e: &dyn std::fmt::Display| format!("drawing {}: {e}", path.display());
-        let mut backends: Vec<&str> = self.comparisons.iter().map(|c| c.backend).collect();
-        backends.dedup();
-        let top = self
+        let ratios: Vec<Ratio> = self
             .comparisons
             .iter()
-            .flat_map(|c| [Some(c.throughput_ratio), c.go_throughput_ratio])
-            .flatten()
-            .fold(1.2_f64, f64::max)
-            .min(5.0);
-        let root = SVGBackend::new(path, (960, 540)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| draw_error(&e))?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(
-                "valkeyrie / raw client throughput per workload (dots; crosses: / Go library)",
-                ("sans-serif", 20),
-            )
-            .margin(16)
-            .x_label_area_size(40)
-            .y_label_area_size(56)
-            .build_cartesian_2d(-0.5_f64..(backends.len() as f64 - 0.5), 0.0_f64..top)
-            .map_err(|e| draw_error(&e))?;
-        let names = backends.clone();
-        chart
-            .configure_mesh()
-            .x_labels(backends.len())
-            .x_label_formatter(&|x| {
-                let i = x.round();
-                if (x - i).abs() < 0.01 && i >= 0.0 {
-                    names.get(i as usize).map_or_else(String::new, |n| (*n).to_owned())
-                } else {
-                    String::new()
-                }
+            .map(|c| Ratio {
+                backend: c.backend.to_owned(),
+                workload: c.workload.name.to_owned(),
+                raw: c.throughput_ratio,
+                go: c.go_throughput_ratio,
             })
-            .y_desc("throughput ratio")
-            .draw()
-            .map_err(|e| draw_error(&e))?;
-        for (level, color) in [(1.0, BLACK.mix(0.4)), (0.95, RED.mix(0.6))] {
-            chart
-                .draw_series(LineSeries::new(
-                    [(-0.5, level), (backends.len() as f64 - 0.5, level)],
-                    color,
-                ))
-                .map_err(|e| draw_error(&e))?;
-        }
-        let per_backend = self.comparisons.len().max(1) / backends.len().max(1);
-        let dots = self.comparisons.iter().enumerate().map(|(i, c)| {
-            let x = backends.iter().position(|b| *b == c.backend).unwrap_or(0) as f64;
-            // Spread a backend's workloads across its column.
-            let offset = ((i % per_backend.max(1)) as f64 / per_backend.max(1) as f64 - 0.5) * 0.6;
-            let color = Palette99::pick(i % per_backend.max(1)).filled();
-            Circle::new((x + offset, c.throughput_ratio.min(top)), 4, color)
-        });
-        chart.draw_series(dots).map_err(|e| draw_error(&e))?;
-        // With `--with-go`: valkeyrie over the Go library, as crosses.
-        let go_marks = self.comparisons.iter().enumerate().filter_map(|(i, c)| {
-            let ratio = c.go_throughput_ratio?;
-            let x = backends.iter().position(|b| *b == c.backend).unwrap_or(0) as f64;
-            let offset = ((i % per_backend.max(1)) as f64 / per_backend.max(1) as f64 - 0.5) * 0.6;
-            Some(Cross::new((x + offset, ratio.min(top)), 4, BLACK.stroke_width(1)))
-        });
-        chart.draw_series(go_marks).map_err(|e| draw_error(&e))?;
-        root.present().map_err(|e| draw_error(&e))
+            .collect();
+        heatmap::draw(path, &ratios, &subtitle(&self.machine, self.reps))
     }
+}
+
+/// What the chart says about the run under its title.
+pub(crate) fn subtitle(machine: &str, reps: usize) -> String {
+    format!("Median of {reps} rounds; {machine}")
 }
 
 fn write(path: &Path, bytes: &[u8]) -> BenchResult<()> {

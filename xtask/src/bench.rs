@@ -21,8 +21,10 @@ fn servers_for(backends: &[&str]) -> Vec<Server> {
 }
 
 /// Runs `cargo xtask bench` with its arguments (`--backend NAME …`, `--workload TEXT …`,
-/// `--quick`, `--with-go`, `--reps N`, `--publish`, or `--overhead` alone); `--with-go` also builds the Go interop program, the Go
-/// library's side, and `--publish` copies the results to `bench/results/` for the README.
+/// `--quick`, `--with-go`, `--reps N`, `--publish`, or `--overhead` or `--chart` alone);
+/// `--with-go` also builds the Go interop program, the Go library's side, `--publish` copies
+/// the results to `bench/results/` for the README, and `--chart` draws the published chart
+/// again from the published figures.
 pub fn run(args: &[&str]) -> Result<(), String> {
     let mut backends = Vec::new();
     let mut passed: Vec<String> = Vec::new();
@@ -39,12 +41,17 @@ pub fn run(args: &[&str]) -> Result<(), String> {
                 passed.extend([(*arg).to_owned(), (*value).to_owned()]);
             }
             "--quick" | "--with-go" | "--overhead" => passed.push((*arg).to_owned()),
+            "--chart" => {
+                let published = workspace().join("bench").join("results");
+                passed.extend(["--chart".to_owned(), published.display().to_string()]);
+            }
             "--publish" => {}
             other => return Err(format!("unknown argument {other}; see `cargo xtask help`")),
         }
     }
-    // The overhead measurement runs on the memory store: no server.
-    let servers = if args.contains(&"--overhead") {
+    // The overhead measurement runs on the memory store, and a chart is drawn from a file:
+    // no server.
+    let servers = if args.contains(&"--overhead") || args.contains(&"--chart") {
         Vec::new()
     } else {
         servers_for(&backends)

@@ -26,7 +26,9 @@ commands:
                                  on etcd, redis, zookeeper, consul); prints the table and writes
                                  target/bench/results.json, results.md and ratios.svg
                                  (--publish: also to bench/results/, which the README shows).
-                                 backends: boltlike consul dynamodb etcd redis zookeeper
+                                 backends: boltlike consul dynamodb etcd redis zookeeper.
+                                 The servers run on half the CPUs, the clients on the others
+  bench --chart                  draw bench/results/ratios.svg again from its results.json
   bench --overhead [--reps N]    what the Kv handle and its layers add per call: 1 million gets
                                  on the memory store per path and round (target/bench/overhead.md)
   fuzz [--seconds N] [--target NAME]

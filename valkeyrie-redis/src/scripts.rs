@@ -8,8 +8,8 @@
 //! Each script exists in two layouts, one per [`ValueEncoding`]: the same body on top of the
 //! layout's functions. A written value arrives as its payload (`codec::payload`): in the
 //! envelope layout the whole envelope with a placeholder where the index goes, which the
-//! script replaces with the index it assigns; in the raw layout the value's bytes. Indexes travel as
-//! decimal strings.
+//! script replaces with the index it assigns; in the raw layout the value's bytes. Indexes
+//! travel as decimal strings.
 
 use std::sync::LazyLock;
 use std::time::Duration;

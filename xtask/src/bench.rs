@@ -1,6 +1,6 @@
 //! `cargo xtask bench`: starts the servers through the harness, runs the `valkeyrie-bench`
 //! binary (optimized, profile `bench-run`) with their endpoints on CPUs of its own (see
-//! [`Placement`](crate::placement::Placement)), and stops what it started.
+//! [`Placement`]), and stops what it started.
 //! The binary prints the table and writes `target/bench/results.{json,md}` and
 //! `target/bench/ratios.svg`.
 

@@ -16,8 +16,9 @@
 //! session no longer holds the key, whether it was released, deleted or expired.
 //!
 //! Unlocking releases the key (through `rs-consul`, rewriting the lock value as Go does) or,
-//! with `delete_on_unlock`, deletes it if the session still holds it; then the session is
-//! destroyed.
+//! with `delete_on_unlock`, deletes it if the session still holds it. The session is
+//! destroyed after the unlock returns (`close` waits for it): the key is free once released,
+//! so the next contender does not wait for the destroy's raft write.
 
 use std::time::Duration;
 
@@ -107,6 +108,7 @@ impl ConsulLocker {
             session: session.clone(),
             value: self.value.clone(),
             delete_value: self.delete_on_unlock,
+            spawner: self.spawner.clone(),
         };
 
         let Some(token) = self.acquire(&session, held.lost_signal(), wait).await? else {
@@ -270,6 +272,8 @@ struct ConsulRelease {
     session: String,
     value: Bytes,
     delete_value: bool,
+    /// Destroys the session once the release is done.
+    spawner: Spawner,
 }
 
 #[async_trait]
@@ -281,6 +285,7 @@ impl LockRelease for ConsulRelease {
             session,
             value,
             delete_value,
+            spawner,
         } = *self;
         let name = key.as_str();
         let released = if delete_value {
@@ -305,8 +310,14 @@ impl LockRelease for ConsulRelease {
                 .await
                 .map(|(released, _)| released)
         };
-        // Ending the session releases whatever it still holds; it is done either way.
-        let destroyed = client.session_destroy(name, &session).await;
+        // Ending the session releases whatever it still holds; it is done either way. A
+        // session whose destroy fails expires by its TTL, unrenewed.
+        let name = key.to_string();
+        spawner.spawn_cleanup(async move {
+            if let Err(err) = client.session_destroy(&name, &session).await {
+                tracing::debug!(error = %err, "destroying a released lock's session failed");
+            }
+        });
         if !released? {
             return Err(Error::LockLost {
                 store: CONSUL,
@@ -314,6 +325,6 @@ impl LockRelease for ConsulRelease {
                 reason: LostReason::RecordDeleted,
             });
         }
-        destroyed
+        Ok(())
     }
 }

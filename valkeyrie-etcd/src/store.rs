@@ -15,7 +15,7 @@ use valkeyrie_core::{
 use crate::client::{prefix_end, EtcdClient};
 use crate::config::EtcdConfig;
 use crate::lease::{is_lease_gone, Leases, WriteLease};
-use crate::lock::{is_bookkeeping, EtcdLocker};
+use crate::lock::{is_bookkeeping, EtcdLocker, IdleLeases};
 use crate::{txn, watch, ETCD};
 
 /// A handle on an etcd cluster.
@@ -24,6 +24,8 @@ pub struct EtcdStore {
     pub(crate) config: EtcdConfig,
     background: Background,
     leases: Leases,
+    /// Leases of released locks, for later acquisitions.
+    idle_leases: Arc<IdleLeases>,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -56,6 +58,7 @@ impl EtcdConfig {
             config: self,
             background: Background::new(),
             leases: Leases::default(),
+            idle_leases: Arc::default(),
         })
     }
 }
@@ -331,6 +334,7 @@ impl Backend for EtcdStore {
             key.clone(),
             opts,
             self.background.spawner(),
+            Arc::clone(&self.idle_leases),
         )))
     }
 
@@ -408,8 +412,18 @@ impl Backend for EtcdStore {
     }
 
     async fn close(&self) -> Result<()> {
-        // The channel closes when the last clone of the client is dropped; background work
-        // (keep-alives, watch feeders, lock sessions) already stopped.
+        // Background work (keep-alives, watch feeders, lock sessions) already stopped. The
+        // leases released locks left idle go now rather than at their expiry; the channel
+        // closes when the last clone of the client is dropped.
+        let revokes = self.idle_leases.drain().into_iter().map(|lease| {
+            let mut raw = self.client.raw();
+            async move {
+                if let Err(err) = self.client.request("", raw.lease_revoke(lease)).await {
+                    tracing::debug!(error = %err, lease, "revoking an idle lock lease failed");
+                }
+            }
+        });
+        futures_util::future::join_all(revokes).await;
         Ok(())
     }
 }

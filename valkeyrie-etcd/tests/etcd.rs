@@ -34,6 +34,7 @@ async fn locks_use_the_go_layout() {
     let store = EtcdConfig::default().connect(endpoints()).await.unwrap();
     let key = unique("lock");
     let mut raw = raw().await;
+    let mut released_lease = None;
     for delete_on_unlock in [false, true] {
         let opts = LockOptions::with_value("owner1")
             .ttl(Duration::from_secs(6))
@@ -65,6 +66,12 @@ async fn locks_use_the_go_layout() {
             "the contender is bound to a lease of the lock TTL: {}",
             ttl.ttl()
         );
+        if let Some(released) = released_lease {
+            assert_eq!(
+                lease, released,
+                "the next acquisition of that TTL takes the released lease"
+            );
+        }
 
         let value = raw.get(key.as_str(), None).await.unwrap();
         let value = &value.kvs()[0];
@@ -82,14 +89,13 @@ async fn locks_use_the_go_layout() {
             .await
             .unwrap();
         assert!(contenders.kvs().is_empty(), "unlock removes the contender key");
-        // The revoke follows the release in the background.
-        until_revoked(
-            &mut raw,
-            lease,
-            Duration::from_secs(5),
-            "unlock revokes the session lease",
-        )
-        .await;
+        let idle = raw
+            .lease_time_to_live(lease, Some(LeaseTimeToLiveOptions::new().with_keys()))
+            .await
+            .unwrap();
+        assert!(idle.ttl() > 0, "the released lease is kept for the next acquisition");
+        assert!(idle.keys().is_empty(), "nothing is bound to an idle lease");
+        released_lease = Some(lease);
         let value = raw.get(key.as_str(), None).await.unwrap();
         assert_eq!(
             value.kvs().is_empty(),
@@ -97,6 +103,22 @@ async fn locks_use_the_go_layout() {
             "the value stays unless delete_on_unlock"
         );
     }
+
+    // An idle lease revoked behind the handle's back: the next acquisition takes a new one.
+    let gone = released_lease.expect("two cycles ran");
+    raw.lease_revoke(gone).await.unwrap();
+    let opts = LockOptions::with_value("owner2").ttl(Duration::from_secs(6));
+    let guard = store.new_lock(&key, opts).await.unwrap().lock().await.unwrap();
+    let contenders = raw
+        .get(format!("{key}___lock/"), Some(GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    let lease = contenders.kvs()[0].lease();
+    assert_ne!(lease, gone, "a revoked idle lease is not used again");
+    guard.unlock().await.unwrap();
+
+    store.close().await.unwrap();
+    until_revoked(&mut raw, lease, Duration::from_secs(5), "close revokes the idle leases").await;
     raw.delete(key.as_str(), None).await.unwrap();
 }
 

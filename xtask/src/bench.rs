@@ -7,7 +7,7 @@
 use crate::paths::{target_dir, workspace};
 use crate::placement::Placement;
 use crate::say;
-use crate::servers::Server;
+use crate::servers::{process, Server};
 
 /// Which servers a benchmark of `backends` needs (all when none is named).
 fn servers_for(backends: &[&str]) -> Vec<Server> {
@@ -58,6 +58,7 @@ pub fn run(args: &[&str]) -> Result<(), String> {
     };
     let with_go = args.contains(&"--with-go");
     crate::setup::run(&servers, with_go)?;
+    fresh_etcd(&servers)?;
     let out = target_dir().join("bench");
     passed.extend(["--out".to_owned(), out.display().to_string()]);
     say!("bench", "building valkeyrie-bench (profile bench-run)");
@@ -107,6 +108,20 @@ pub fn run(args: &[&str]) -> Result<(), String> {
         }
         Ok(())
     })
+}
+
+/// Empties the harness etcd's data directory when the bench is about to start it: nothing
+/// compacts the history the benchmarks write, and three full runs fill etcd's 2 GiB quota
+/// (`mvcc: database space exceeded`). A running etcd (started by hand) is left alone.
+fn fresh_etcd(servers: &[Server]) -> Result<(), String> {
+    if !servers.contains(&Server::Etcd) || process::state(Server::Etcd) != process::State::Stopped {
+        return Ok(());
+    }
+    let data = process::dir(Server::Etcd).join("data");
+    match std::fs::remove_dir_all(&data) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(format!("remove {}: {e}", data.display())),
+        _ => Ok(()),
+    }
 }
 
 /// The files of a run that the README shows, copied from `target/bench/` to

@@ -203,13 +203,25 @@ async fn run(options: &Options) -> BenchResult<()> {
         std::fs::create_dir_all(&target.data_dir).map_err(|e| format!("{}: {e}", target.data_dir.display()))?;
         let valkeyrie = Valkeyrie::open(&target.valkeyrie_url()).await?;
         let raw = raw::connect(&target).await?;
+        let second = raw::second(&target).await?;
         let go = match GoLibrary::for_target(&target).filter(|_| options.with_go) {
             Some(go) => Some(go?),
             None => None,
         };
         for workload in WORKLOADS.into_iter().filter(|w| options.selects(w.name)) {
             let begun = std::time::Instant::now();
-            match compare(backend, workload, &valkeyrie, raw.as_ref(), go.as_ref(), options).await {
+            let second = second.as_ref().map(|(name, driver)| (*name, driver.as_ref()));
+            match compare(
+                backend,
+                workload,
+                &valkeyrie,
+                raw.as_ref(),
+                second,
+                go.as_ref(),
+                options,
+            )
+            .await
+            {
                 Ok(comparison) => {
                     println!("  {}  ({:.0?})", comparison.one_line(), begun.elapsed());
                     report.push(comparison);
@@ -280,13 +292,14 @@ async fn keep_alive_scale(
     measured
 }
 
-/// Runs one workload on both sides (and through the Go library, if given): warm-up, then
-/// alternating measured rounds.
+/// Runs one workload on both sides (and through a second raw client and the Go library,
+/// if given): warm-up, then alternating measured rounds.
 async fn compare(
     backend: &'static str,
     workload: Workload,
     valkeyrie: &Valkeyrie,
     raw: &dyn Driver,
+    second: Option<(&'static str, &dyn Driver)>,
     go: Option<&GoLibrary>,
     options: &Options,
 ) -> BenchResult<Comparison> {
@@ -317,6 +330,22 @@ async fn compare(
             .await
             .map_err(|e| format!("warm-up through {name}: {e}"))?;
     }
+    let second_keys = if read_only {
+        keys_of("shared")
+    } else {
+        keys_of("second")
+    };
+    if let Some((name, driver)) = second {
+        if !read_only {
+            workload::prepare(driver, workload, &second_keys)
+                .await
+                .map_err(|e| format!("preparing through {name}: {e}"))?;
+        }
+        workload::run(driver, workload, &second_keys, options.scale.warm_up(), 0)
+            .await
+            .map_err(|e| format!("warm-up through {name}: {e}"))?;
+    }
+    let mut second_samples = Vec::new();
     let go_dir = keys_of("go").dir;
     let mut go = match go {
         Some(library) => {
@@ -349,6 +378,12 @@ async fn compare(
         if let [Some(through), Some(direct)] = samples {
             pairs.push((through, direct));
         }
+        if let Some((name, driver)) = second {
+            let sample = workload::run(driver, workload, &second_keys, options.scale, round)
+                .await
+                .map_err(|e| format!("round {round} through {name}: {e}"))?;
+            second_samples.push(sample);
+        }
         if let Some(library) = go {
             match library.run(workload, &go_dir, options.scale, round).await {
                 Ok(sample) => go_samples.push(sample),
@@ -361,5 +396,6 @@ async fn compare(
             }
         }
     }
-    Ok(Comparison::new(backend, workload, pairs, go_samples))
+    let second = second.map(|(name, _)| (name, second_samples));
+    Ok(Comparison::new(backend, workload, pairs, second, go_samples))
 }

@@ -50,12 +50,26 @@ pub(crate) struct Comparison {
     pub(crate) list_memory_over_data: Option<f64>,
     /// For `list`: the same through the raw client.
     pub(crate) raw_list_memory_over_data: Option<f64>,
+    /// Through a second raw client, where the bench has one for the backend.
+    pub(crate) second_raw: Option<SecondRaw>,
     /// Through the Go library (`--with-go`), where it has the backend.
     pub(crate) go: Option<Side>,
     /// Median over rounds of valkeyrie's throughput divided by the Go library's.
     pub(crate) go_throughput_ratio: Option<f64>,
     /// Median over rounds of valkeyrie's p99 divided by the Go library's.
     pub(crate) go_p99_ratio: Option<f64>,
+}
+
+/// The raw recipes through a second client crate (redis-rs for Redis): how much of the raw
+/// side's figure is its client's.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct SecondRaw {
+    /// The client crate.
+    pub(crate) client: &'static str,
+    /// Through it.
+    pub(crate) side: Side,
+    /// Median over rounds of the raw side's throughput divided by this client's.
+    pub(crate) raw_throughput_ratio: f64,
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -84,12 +98,13 @@ fn side(samples: &[&Sample]) -> Side {
 }
 
 impl Comparison {
-    /// The comparison of measured `(valkeyrie, raw)` pairs and, from the same rounds, the
-    /// Go library's samples (empty without `--with-go`).
+    /// The comparison of measured `(valkeyrie, raw)` pairs and, from the same rounds, a
+    /// second raw client's samples and the Go library's (empty without `--with-go`).
     pub(crate) fn new(
         backend: &'static str,
         workload: Workload,
         pairs: Vec<(Sample, Sample)>,
+        second: Option<(&'static str, Vec<Sample>)>,
         go: Vec<Sample>,
     ) -> Self {
         let throughput_ratio = median(
@@ -110,6 +125,19 @@ impl Comparison {
         let go_throughput_ratio = against_go(&|v, g| v.throughput() / g.throughput().max(1e-9));
         let go_p99_ratio = against_go(&|v, g| micros(v, 0.99) / micros(g, 0.99).max(1e-3));
         let go_side = (!go.is_empty()).then(|| side(&go.iter().collect::<Vec<_>>()));
+        let second_raw = second
+            .filter(|(_, samples)| !samples.is_empty())
+            .map(|(client, samples)| SecondRaw {
+                client,
+                side: side(&samples.iter().collect::<Vec<_>>()),
+                raw_throughput_ratio: median(
+                    pairs
+                        .iter()
+                        .zip(&samples)
+                        .map(|((_, r), s)| r.throughput() / s.throughput().max(1e-9))
+                        .collect(),
+                ),
+            });
         let valkeyrie = side(&pairs.iter().map(|(v, _)| v).collect::<Vec<_>>());
         let raw = side(&pairs.iter().map(|(_, r)| r).collect::<Vec<_>>());
         let over_data = |side: &Side| match workload.kind {
@@ -126,6 +154,7 @@ impl Comparison {
             p99_ratio,
             list_memory_over_data,
             raw_list_memory_over_data,
+            second_raw,
             go: go_side,
             go_throughput_ratio,
             go_p99_ratio,
@@ -138,6 +167,12 @@ impl Comparison {
             "{:<34} valkeyrie {:>10.0} ops/s  raw {:>10.0} ops/s  ratio {:.3}  p99 ratio {:.3}",
             self.workload.name, self.valkeyrie.ops_per_sec, self.raw.ops_per_sec, self.throughput_ratio, self.p99_ratio
         );
+        if let Some(second) = &self.second_raw {
+            line.push_str(&format!(
+                "  {} {:>10.0} ops/s  raw/{} {:.3}",
+                second.client, second.side.ops_per_sec, second.client, second.raw_throughput_ratio
+            ));
+        }
         if let (Some(go), Some(ratio)) = (&self.go, self.go_throughput_ratio) {
             line.push_str(&format!("  Go {:>10.0} ops/s  Rust/Go {ratio:.3}", go.ops_per_sec));
         }
@@ -311,6 +346,16 @@ impl Report {
         let mut out = self.matrix("throughput, valkeyrie / raw", |c| Some(c.throughput_ratio));
         out.push('\n');
         out.push_str(&self.matrix("p99 latency, valkeyrie / raw", |c| Some(c.p99_ratio)));
+        if let Some(client) = self
+            .comparisons
+            .iter()
+            .find_map(|c| c.second_raw.as_ref())
+            .map(|s| s.client)
+        {
+            out.push('\n');
+            let title = format!("throughput, raw client / {client}");
+            out.push_str(&self.matrix(&title, |c| c.second_raw.as_ref().map(|s| s.raw_throughput_ratio)));
+        }
         if self.comparisons.iter().any(|c| c.go.is_some()) {
             out.push('\n');
             out.push_str(&self.matrix("throughput, Rust / Go library", |c| c.go_throughput_ratio));

@@ -15,7 +15,7 @@ use crate::target::Target;
 /// The raw client of `target`'s backend.
 pub(crate) async fn connect(target: &Target) -> BenchResult<Box<dyn Driver>> {
     Ok(match target.backend {
-        "redis" => Box::new(redis::RawRedis::connect(target).await?),
+        "redis" => Box::new(redis::RawRedis::new(redis::Fred::connect(endpoint(target)?).await?)),
         "etcd" => Box::new(etcd::RawEtcd::connect(target).await?),
         "zookeeper" => Box::new(zookeeper::RawZookeeper::connect(target).await?),
         "consul" => Box::new(consul::RawConsul::connect(target).await?),
@@ -23,4 +23,26 @@ pub(crate) async fn connect(target: &Target) -> BenchResult<Box<dyn Driver>> {
         "boltlike" => Box::new(sled::RawSled::connect(target).await?),
         other => return Err(format!("no raw client for {other}")),
     })
+}
+
+/// A second raw client of `target`'s backend, where the bench has one, and its name: the
+/// same recipes through another client crate, to tell the client's share of the raw side's
+/// figures. Redis has redis-rs beside fred.
+pub(crate) async fn second(target: &Target) -> BenchResult<Option<(&'static str, Box<dyn Driver>)>> {
+    Ok(match target.backend {
+        "redis" => {
+            let client = redis::RedisRs::connect(endpoint(target)?).await?;
+            Some(("redis-rs", Box::new(redis::RawRedis::new(client))))
+        }
+        _ => None,
+    })
+}
+
+/// The first endpoint of `target`.
+fn endpoint(target: &Target) -> BenchResult<&str> {
+    target
+        .endpoints
+        .first()
+        .map(String::as_str)
+        .ok_or_else(|| format!("no {} endpoint", target.backend))
 }

@@ -1,6 +1,10 @@
-//! Redis through `fred`, in `valkeyrie-redis`'s layout: each key holds the Go store's JSON
-//! envelope `{"Key":"<key>","Value":"<base64>","LastIndex":<n>}`, and a directory `dir` is
-//! the keys matching `dir/*`.
+//! Redis in `valkeyrie-redis`'s layout: each key holds the Go store's JSON envelope
+//! `{"Key":"<key>","Value":"<base64>","LastIndex":<n>}`, and a directory `dir` is the keys
+//! matching `dir/*`. The recipes ([`RawRedis`]) are written once over the commands they send
+//! ([`Commands`]), which two client crates carry: `fred` ([`Fred`], the raw side, the crate
+//! `valkeyrie-redis` is built on, with the backend's pool of 4 connections) and `redis`
+//! ([`RedisRs`], redis-rs on one multiplexed connection, a second yardstick), so the report
+//! tells the client crate's share of a figure from the library's.
 //!
 //! Where the backend runs a Lua script for every write (taking `LastIndex` from the
 //! server's clock), a user writing by hand sends a plain `SET` with `LastIndex` from the
@@ -34,14 +38,13 @@ use fred::prelude::{
     Builder, ClientLike, Config, ConfigInterface, EventInterface, Key, KeysInterface, Pool, PubsubInterface,
 };
 use fred::types::scripts::Script;
-use fred::types::KeyspaceEvent;
+use futures_util::stream::BoxStream;
 use futures_util::{stream, StreamExt};
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
 use crate::driver::{BenchResult, Driver, ValueStream};
-use crate::target::Target;
 
 /// Connections in the pool: `valkeyrie-redis`'s default `pool_size`.
 const POOL_SIZE: usize = 4;
@@ -147,29 +150,73 @@ fn glob_escape(key: &str) -> String {
     escaped
 }
 
-/// Turns a fred error into text saying what failed on which key.
-fn failed<'a>(what: &'a str, key: &'a str) -> impl FnOnce(fred::error::Error) -> String + 'a {
+/// The recipes' scripts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Recipe {
+    /// [`COMPARE_AND_SET`]: `expected index, envelope` → 1 if written, else 0.
+    CompareAndSet,
+    /// [`LOCK`]: `envelope up to its index, TTL in ms` → the index, or nil when held.
+    Lock,
+    /// [`COMPARE_AND_DELETE`]: `expected index` → 1 if deleted, else 0.
+    CompareAndDelete,
+}
+
+impl Recipe {
+    const ALL: [Recipe; 3] = [Recipe::CompareAndSet, Recipe::Lock, Recipe::CompareAndDelete];
+
+    /// The script's Lua text.
+    fn lua(self) -> String {
+        match self {
+            Recipe::CompareAndSet => format!("{STORED_INDEX}{COMPARE_AND_SET}"),
+            Recipe::Lock => LOCK.to_owned(),
+            Recipe::CompareAndDelete => format!("{STORED_INDEX}{COMPARE_AND_DELETE}"),
+        }
+    }
+}
+
+/// Notifications on a subscribed channel: one item per message, ending when the
+/// subscriber connection closes (which dropping the stream does).
+pub(crate) type Notifications = BoxStream<'static, ()>;
+
+/// The commands the recipes send, through one client crate. Each call is one request (a
+/// script by its SHA, loaded first if the server lacks it).
+#[async_trait]
+pub(crate) trait Commands: Send + Sync + 'static {
+    /// `SET key value`.
+    async fn set(&self, key: &str, value: String) -> BenchResult<()>;
+    /// `GET key`.
+    async fn get(&self, key: &str) -> BenchResult<Option<Bytes>>;
+    /// Runs `recipe` on `key` with `args`; its integer reply.
+    async fn eval_int(&self, recipe: Recipe, key: &str, args: Vec<String>) -> BenchResult<i64>;
+    /// Runs `recipe` on `key` with `args`; its text reply, `None` for nil.
+    async fn eval_text(&self, recipe: Recipe, key: &str, args: Vec<String>) -> BenchResult<Option<String>>;
+    /// Every key matching `pattern`, by `SCAN … COUNT` [`BATCH`] (a key SCAN returns twice
+    /// counts once).
+    async fn scan(&self, pattern: &str) -> BenchResult<HashSet<String>>;
+    /// `MGET keys…`.
+    async fn mget(&self, keys: &[String]) -> BenchResult<Vec<Option<Bytes>>>;
+    /// Subscribes to `channel` on a connection of its own.
+    async fn subscribe(&self, channel: String) -> BenchResult<Notifications>;
+}
+
+/// Turns a client error into text saying what failed on which key.
+fn failed<'a, E: std::fmt::Display>(what: &'a str, key: &'a str) -> impl FnOnce(E) -> String + 'a {
     move |err| format!("{what} {key}: {err}")
 }
 
-/// A pool of connections to one Redis server.
-pub(crate) struct RawRedis {
+/// `fred`: a pool of connections, a subscriber connection per watch.
+pub(crate) struct Fred {
     /// The command connections.
     pool: Pool,
     /// What the pool was built from, for the watches' subscriber connections.
     builder: Builder,
-    /// The compare-and-set script.
-    compare_and_set: Script,
-    /// The lock acquisition script.
-    lock: Script,
-    /// The lock release script.
-    compare_and_delete: Script,
+    /// The recipes' scripts, in [`Recipe::ALL`] order.
+    scripts: [Script; 3],
 }
 
-impl RawRedis {
-    /// Connects to `target.endpoints[0]` (`host:port`) and turns keyspace notifications on.
-    pub(crate) async fn connect(target: &Target) -> BenchResult<Self> {
-        let endpoint = target.endpoints.first().ok_or("no redis endpoint")?;
+impl Fred {
+    /// Connects a pool to `endpoint` (`host:port`).
+    pub(crate) async fn connect(endpoint: &str) -> BenchResult<Self> {
         let config =
             Config::from_url(&format!("redis://{endpoint}")).map_err(|e| format!("redis://{endpoint}: {e}"))?;
         let builder = Builder::from_config(config);
@@ -180,35 +227,246 @@ impl RawRedis {
         pool.config_set::<_, _>("notify-keyspace-events", "KEA")
             .await
             .map_err(failed("turn keyspace notifications on at", endpoint))?;
-        Ok(RawRedis {
+        Ok(Fred {
             pool,
             builder,
-            compare_and_set: Script::from_lua(format!("{STORED_INDEX}{COMPARE_AND_SET}")),
-            lock: Script::from_lua(LOCK),
-            compare_and_delete: Script::from_lua(format!("{STORED_INDEX}{COMPARE_AND_DELETE}")),
+            scripts: Recipe::ALL.map(|recipe| Script::from_lua(recipe.lua())),
         })
+    }
+
+    fn script(&self, recipe: Recipe) -> &Script {
+        &self.scripts[recipe as usize]
+    }
+}
+
+#[async_trait]
+impl Commands for Fred {
+    async fn set(&self, key: &str, value: String) -> BenchResult<()> {
+        self.pool
+            .set::<(), _, _>(key, value, None, None, false)
+            .await
+            .map_err(failed("set", key))
+    }
+
+    async fn get(&self, key: &str) -> BenchResult<Option<Bytes>> {
+        self.pool.get(key).await.map_err(failed("get", key))
+    }
+
+    async fn eval_int(&self, recipe: Recipe, key: &str, args: Vec<String>) -> BenchResult<i64> {
+        self.script(recipe)
+            .evalsha_with_reload(self.pool.next(), key, args)
+            .await
+            .map_err(failed("a script on", key))
+    }
+
+    async fn eval_text(&self, recipe: Recipe, key: &str, args: Vec<String>) -> BenchResult<Option<String>> {
+        self.script(recipe)
+            .evalsha_with_reload(self.pool.next(), key, args)
+            .await
+            .map_err(failed("a script on", key))
+    }
+
+    async fn scan(&self, pattern: &str) -> BenchResult<HashSet<String>> {
+        let mut keys = HashSet::new();
+        let mut scan = self
+            .pool
+            .next()
+            .scan_buffered(pattern.to_owned(), Some(BATCH as u32), None);
+        while let Some(key) = scan.next().await {
+            keys.insert(key.map_err(failed("scan", pattern))?.as_str_lossy().into_owned());
+        }
+        Ok(keys)
+    }
+
+    async fn mget(&self, keys: &[String]) -> BenchResult<Vec<Option<Bytes>>> {
+        let keys: Vec<Key> = keys.iter().map(|key| Key::from(key.as_str())).collect();
+        self.pool.mget(keys).await.map_err(failed("mget", "a batch"))
+    }
+
+    async fn subscribe(&self, channel: String) -> BenchResult<Notifications> {
+        let subscriber = self
+            .builder
+            .build_subscriber_client()
+            .map_err(failed("a subscriber for", &channel))?;
+        subscriber
+            .init()
+            .await
+            .map_err(failed("connect a subscriber for", &channel))?;
+        let subscription = Subscription(subscriber);
+        let events = subscription.0.keyspace_event_rx();
+        subscription
+            .0
+            .subscribe(channel.as_str())
+            .await
+            .map_err(failed("subscribe to", &channel))?;
+        // The subscription lives in the stream's state: dropping the stream quits it.
+        Ok(
+            stream::unfold((events, subscription), |(mut events, subscription)| async move {
+                match events.recv().await {
+                    // After missing some, the key is read again all the same.
+                    Ok(_) | Err(RecvError::Lagged(_)) => Some(((), (events, subscription))),
+                    Err(RecvError::Closed) => None,
+                }
+            })
+            .boxed(),
+        )
+    }
+}
+
+/// A fred subscriber connection, quit when the watch using it is dropped.
+struct Subscription(SubscriberClient);
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let subscriber = self.0.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = subscriber.quit().await;
+            });
+        }
+    }
+}
+
+/// redis-rs: one multiplexed connection (cloned per request, as its docs advise), a
+/// pub/sub connection per watch.
+pub(crate) struct RedisRs {
+    client: redis::Client,
+    connection: redis::aio::MultiplexedConnection,
+    /// The recipes' scripts, in [`Recipe::ALL`] order.
+    scripts: [redis::Script; 3],
+}
+
+impl RedisRs {
+    /// Connects to `endpoint` (`host:port`).
+    pub(crate) async fn connect(endpoint: &str) -> BenchResult<Self> {
+        let client = redis::Client::open(format!("redis://{endpoint}")).map_err(failed("redis-rs for", endpoint))?;
+        let connection = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(failed("connect redis-rs to", endpoint))?;
+        Ok(RedisRs {
+            client,
+            connection,
+            scripts: Recipe::ALL.map(|recipe| redis::Script::new(&recipe.lua())),
+        })
+    }
+
+    async fn eval<T: redis::FromRedisValue>(&self, recipe: Recipe, key: &str, args: Vec<String>) -> BenchResult<T> {
+        let mut invocation = self.scripts[recipe as usize].key(key);
+        for arg in args {
+            invocation.arg(arg);
+        }
+        invocation
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(failed("a script on", key))
+    }
+}
+
+#[async_trait]
+impl Commands for RedisRs {
+    async fn set(&self, key: &str, value: String) -> BenchResult<()> {
+        redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(failed("set", key))
+    }
+
+    async fn get(&self, key: &str) -> BenchResult<Option<Bytes>> {
+        let stored: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(failed("get", key))?;
+        Ok(stored.map(Bytes::from))
+    }
+
+    async fn eval_int(&self, recipe: Recipe, key: &str, args: Vec<String>) -> BenchResult<i64> {
+        self.eval(recipe, key, args).await
+    }
+
+    async fn eval_text(&self, recipe: Recipe, key: &str, args: Vec<String>) -> BenchResult<Option<String>> {
+        self.eval(recipe, key, args).await
+    }
+
+    async fn scan(&self, pattern: &str) -> BenchResult<HashSet<String>> {
+        let mut keys = HashSet::new();
+        let mut cursor = 0_u64;
+        loop {
+            let (next, page): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(BATCH)
+                .query_async(&mut self.connection.clone())
+                .await
+                .map_err(failed("scan", pattern))?;
+            keys.extend(page);
+            if next == 0 {
+                return Ok(keys);
+            }
+            cursor = next;
+        }
+    }
+
+    async fn mget(&self, keys: &[String]) -> BenchResult<Vec<Option<Bytes>>> {
+        let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
+            .arg(keys)
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(failed("mget", "a batch"))?;
+        Ok(values.into_iter().map(|value| value.map(Bytes::from)).collect())
+    }
+
+    async fn subscribe(&self, channel: String) -> BenchResult<Notifications> {
+        let mut pubsub = self
+            .client
+            .get_async_pubsub()
+            .await
+            .map_err(failed("a subscriber for", &channel))?;
+        pubsub
+            .subscribe(&channel)
+            .await
+            .map_err(failed("subscribe to", &channel))?;
+        Ok(pubsub.into_on_message().map(drop).boxed())
+    }
+}
+
+/// The raw recipes over one client crate's commands.
+pub(crate) struct RawRedis<C> {
+    commands: std::sync::Arc<C>,
+}
+
+impl<C: Commands> RawRedis<C> {
+    /// The recipes over `commands`.
+    pub(crate) fn new(commands: C) -> Self {
+        RawRedis {
+            commands: std::sync::Arc::new(commands),
+        }
     }
 
     /// The value and index at `key`, which exists.
     async fn read_existing(&self, key: &str) -> BenchResult<(Bytes, u64)> {
-        read(&self.pool, key).await?.ok_or_else(|| format!("{key} not found"))
+        read(self.commands.as_ref(), key)
+            .await?
+            .ok_or_else(|| format!("{key} not found"))
     }
 }
 
 /// GET `key` and decode its envelope.
-async fn read(pool: &Pool, key: &str) -> BenchResult<Option<(Bytes, u64)>> {
-    let stored: Option<Bytes> = pool.get(key).await.map_err(failed("get", key))?;
+async fn read(commands: &impl Commands, key: &str) -> BenchResult<Option<(Bytes, u64)>> {
+    let stored = commands.get(key).await?;
     stored.map(|stored| decode(key, &stored)).transpose()
 }
 
 #[async_trait]
-impl Driver for RawRedis {
+impl<C: Commands> Driver for RawRedis<C> {
     async fn put(&self, key: &str, value: Bytes) -> BenchResult<()> {
         let envelope = encode(key, &value, now_micros())?;
-        self.pool
-            .set::<(), _, _>(key, envelope, None, None, false)
-            .await
-            .map_err(failed("set", key))
+        self.commands.set(key, envelope).await
     }
 
     async fn get(&self, key: &str) -> BenchResult<Bytes> {
@@ -222,32 +480,28 @@ impl Driver for RawRedis {
     async fn compare_and_set(&self, key: &str, value: Bytes, index: u64) -> BenchResult<bool> {
         // Strictly above the expected index, so the next compare-and-set sees a change.
         let envelope = encode(key, &value, now_micros().max(index + 1))?;
-        let written: i64 = self
-            .compare_and_set
-            .evalsha_with_reload(self.pool.next(), key, vec![index.to_string(), envelope])
-            .await
-            .map_err(failed("compare-and-set", key))?;
+        let written = self
+            .commands
+            .eval_int(Recipe::CompareAndSet, key, vec![index.to_string(), envelope])
+            .await?;
         Ok(written == 1)
     }
 
     async fn list(&self, dir: &str) -> BenchResult<usize> {
-        // SCAN may return a key more than once.
-        let mut keys = HashSet::new();
-        let pattern = format!("{}/*", glob_escape(dir));
-        let mut scan = self.pool.next().scan_buffered(pattern, Some(BATCH as u32), None);
-        while let Some(key) = scan.next().await {
-            keys.insert(key.map_err(failed("scan", dir))?);
-        }
-        let keys: Vec<Key> = keys.into_iter().collect();
+        let keys: Vec<String> = self
+            .commands
+            .scan(&format!("{}/*", glob_escape(dir)))
+            .await?
+            .into_iter()
+            .collect();
         let mut pairs = Vec::with_capacity(keys.len());
         for batch in keys.chunks(BATCH) {
-            let values: Vec<Option<Bytes>> = self.pool.mget(batch.to_vec()).await.map_err(failed("mget", dir))?;
+            let values = self.commands.mget(batch).await?;
             for (key, stored) in batch.iter().zip(values) {
                 // A key deleted between SCAN and MGET is skipped.
                 if let Some(stored) = stored {
-                    let key = key.as_str_lossy();
-                    let (value, _) = decode(&key, &stored)?;
-                    pairs.push((key.into_owned(), value));
+                    let (value, _) = decode(key, &stored)?;
+                    pairs.push((key.as_str(), value));
                 }
             }
         }
@@ -255,30 +509,14 @@ impl Driver for RawRedis {
     }
 
     async fn watch(&self, key: &str) -> BenchResult<ValueStream> {
-        let subscriber = self
-            .builder
-            .build_subscriber_client()
-            .map_err(failed("a subscriber for", key))?;
-        subscriber
-            .init()
-            .await
-            .map_err(failed("connect a subscriber for", key))?;
-        let subscriber = Subscription(subscriber);
-        let events = subscriber.0.keyspace_event_rx();
-        let channel = format!("__keyspace@0__:{key}");
-        subscriber
-            .0
-            .subscribe(channel)
-            .await
-            .map_err(failed("subscribe to", key))?;
+        let notifications = self.commands.subscribe(format!("__keyspace@0__:{key}")).await?;
         // Read after subscribing, so no change falls between the two.
         let (current, index) = self.read_existing(key).await?;
         let watch = Watch {
-            pool: self.pool.clone(),
+            commands: std::sync::Arc::clone(&self.commands),
             key: key.to_owned(),
-            events,
+            notifications,
             last_index: index,
-            _subscription: subscriber,
         };
         let (sender, receiver) = mpsc::channel(WATCH_BUFFER);
         // The channel is new and empty: the current value fits.
@@ -297,21 +535,16 @@ impl Driver for RawRedis {
             .ok_or_else(|| format!("unexpected envelope {envelope}"))?
             .to_owned();
         let index = loop {
-            let taken: Option<String> = self
-                .lock
-                .evalsha_with_reload(self.pool.next(), key, vec![prefix.clone(), LOCK_TTL_MS.to_string()])
-                .await
-                .map_err(failed("lock", key))?;
-            if let Some(index) = taken {
+            let args = vec![prefix.clone(), LOCK_TTL_MS.to_string()];
+            if let Some(index) = self.commands.eval_text(Recipe::Lock, key, args).await? {
                 break index;
             }
             tokio::time::sleep(LOCK_RETRY).await;
         };
-        let released: i64 = self
-            .compare_and_delete
-            .evalsha_with_reload(self.pool.next(), key, vec![index])
-            .await
-            .map_err(failed("unlock", key))?;
+        let released = self
+            .commands
+            .eval_int(Recipe::CompareAndDelete, key, vec![index])
+            .await?;
         if released == 1 {
             Ok(())
         } else {
@@ -320,35 +553,19 @@ impl Driver for RawRedis {
     }
 }
 
-/// A subscriber connection, quit when the watch using it is dropped.
-struct Subscription(SubscriberClient);
-
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        let subscriber = self.0.clone();
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = subscriber.quit().await;
-            });
-        }
-    }
-}
-
 /// The task behind one watch stream.
-struct Watch {
+struct Watch<C> {
     /// Where the key is read again on each notification.
-    pool: Pool,
+    commands: std::sync::Arc<C>,
     /// The watched key.
     key: String,
     /// The key's keyspace notifications.
-    events: broadcast::Receiver<KeyspaceEvent>,
+    notifications: Notifications,
     /// The index of the value last delivered.
     last_index: u64,
-    /// Keeps the subscriber connection open while the watch lives.
-    _subscription: Subscription,
 }
 
-impl Watch {
+impl<C: Commands> Watch<C> {
     /// Sends each new value of the key to `sender`, until the stream is dropped, the
     /// subscriber connection closes or a read fails.
     async fn feed(mut self, sender: mpsc::Sender<BenchResult<Bytes>>) {
@@ -368,12 +585,8 @@ impl Watch {
     /// The next value; `None` once the subscriber connection is gone.
     async fn next(&mut self) -> Option<BenchResult<Bytes>> {
         loop {
-            match self.events.recv().await {
-                // On a notification, or after missing some, read the key again.
-                Ok(_) | Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => return None,
-            }
-            match read(&self.pool, &self.key).await {
+            self.notifications.next().await?;
+            match read(self.commands.as_ref(), &self.key).await {
                 Ok(Some((value, index))) if index != self.last_index => {
                     self.last_index = index;
                     return Some(Ok(value));

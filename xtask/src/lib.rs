@@ -27,6 +27,17 @@ pub fn cargo() -> Command {
     command
 }
 
+/// Runs `command` to completion and expects it to succeed: its stdout, or an error that
+/// starts with `what` and gives what the program wrote to stderr.
+pub(crate) fn run_checked(command: &mut Command, what: &str) -> Result<String, String> {
+    let output = command.output().map_err(|e| format!("{what}: {e}"))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(format!("{what}: {}", String::from_utf8_lossy(&output.stderr).trim()))
+    }
+}
+
 /// Removes from `command`'s environment the variables `cargo run` set for this xtask; see
 /// [`cargo`].
 pub fn without_build_env(command: &mut Command) -> &mut Command {

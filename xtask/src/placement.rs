@@ -88,19 +88,10 @@ fn set_affinity(server: Server, cpus: &str) -> Result<(), String> {
     let State::Running(pid) = process::state(server) else {
         return Ok(());
     };
-    let output = Command::new("taskset")
-        .args(["--all-tasks", "--cpu-list", "--pid", cpus, &pid.to_string()])
-        .output()
-        .map_err(|e| format!("running taskset: {e}"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "taskset could not move {} (pid {pid}) to CPU {cpus}: {}",
-            server.name(),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
+    let what = format!("taskset could not move {} (pid {pid}) to CPU {cpus}", server.name());
+    let mut taskset = Command::new("taskset");
+    taskset.args(["--all-tasks", "--cpu-list", "--pid", cpus, &pid.to_string()]);
+    crate::run_checked(&mut taskset, &what).map(drop)
 }
 
 /// The CPUs of a kernel CPU list such as `0-3,8,10-11`, in order.

@@ -216,22 +216,10 @@ fn download_consul_with_apt() -> Result<PathBuf, String> {
 }
 
 fn sha256(file: &Path) -> Result<String, String> {
-    let output = Command::new("sha256sum")
-        .arg(file)
-        .output()
-        .map_err(|e| format!("sha256sum: {e}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "sha256sum {}: {}",
-            file.display(),
-            String::from_utf8_lossy(&output.stderr)
-        ));
-    }
-    Ok(String::from_utf8_lossy(&output.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_owned())
+    let mut sha256sum = Command::new("sha256sum");
+    sha256sum.arg(file);
+    let said = crate::run_checked(&mut sha256sum, &format!("sha256sum {}", file.display()))?;
+    Ok(said.split_whitespace().next().unwrap_or_default().to_owned())
 }
 
 /// Which DynamoDB endpoint the harness runs.

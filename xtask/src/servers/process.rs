@@ -267,19 +267,9 @@ fn log_tail(server: impl Managed) -> String {
 
 /// Sends `signal` (`TERM`, `KILL`, `STOP`, `CONT`) to `pid` with kill(1).
 fn signal(pid: u32, signal: &str) -> Result<(), String> {
-    let output = std::process::Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .output()
-        .map_err(|e| format!("running kill: {e}"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "kill -{signal} {pid}: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
+    let mut kill = std::process::Command::new("kill");
+    kill.arg(format!("-{signal}")).arg(pid.to_string());
+    crate::run_checked(&mut kill, &format!("kill -{signal} {pid}")).map(drop)
 }
 
 /// Stops a server this process spawned: SIGTERM, then SIGKILL after a grace period, and

@@ -321,14 +321,7 @@ async fn compare(
         [(valkeyrie, keys_of("valkeyrie")), (raw, keys_of("raw"))]
     };
     for (i, (name, (driver, keys))) in SIDES.iter().zip(&sides).enumerate() {
-        if i == 0 || !read_only {
-            workload::prepare(*driver, workload, keys)
-                .await
-                .map_err(|e| format!("preparing through {name}: {e}"))?;
-        }
-        workload::run(*driver, workload, keys, options.scale.warm_up(), 0)
-            .await
-            .map_err(|e| format!("warm-up through {name}: {e}"))?;
+        get_ready(*driver, name, workload, keys, i == 0 || !read_only, options.scale).await?;
     }
     let second_keys = if read_only {
         keys_of("shared")
@@ -336,14 +329,7 @@ async fn compare(
         keys_of("second")
     };
     if let Some((name, driver)) = second {
-        if !read_only {
-            workload::prepare(driver, workload, &second_keys)
-                .await
-                .map_err(|e| format!("preparing through {name}: {e}"))?;
-        }
-        workload::run(driver, workload, &second_keys, options.scale.warm_up(), 0)
-            .await
-            .map_err(|e| format!("warm-up through {name}: {e}"))?;
+        get_ready(driver, name, workload, &second_keys, !read_only, options.scale).await?;
     }
     let mut second_samples = Vec::new();
     let go_dir = keys_of("go").dir;
@@ -398,4 +384,25 @@ async fn compare(
     }
     let second = second.map(|(name, _)| (name, second_samples));
     Ok(Comparison::new(backend, workload, pairs, second, go_samples))
+}
+
+/// Writes `workload`'s data through `driver` when `prepare` (a side that reads what another
+/// wrote does not), then runs a warm-up round.
+async fn get_ready(
+    driver: &dyn Driver,
+    name: &str,
+    workload: Workload,
+    keys: &Keys,
+    prepare: bool,
+    scale: Scale,
+) -> BenchResult<()> {
+    if prepare {
+        workload::prepare(driver, workload, keys)
+            .await
+            .map_err(|e| format!("preparing through {name}: {e}"))?;
+    }
+    workload::run(driver, workload, keys, scale.warm_up(), 0)
+        .await
+        .map_err(|e| format!("warm-up through {name}: {e}"))
+        .map(drop)
 }

@@ -127,6 +127,17 @@ impl EtcdClient {
         let request = async { request.await.map_err(|e| map_error(key, started.elapsed(), e)) };
         deadline::within(self.request_timeout, ETCD, key, request).await
     }
+
+    /// Revokes `leases` one after the other, errors on `call_key`: whatever is bound to them
+    /// goes. A failure is only logged, since an unrenewed lease expires after its TTL.
+    pub(crate) async fn revoke(&self, call_key: &str, leases: impl IntoIterator<Item = i64>) {
+        let mut raw = self.raw();
+        for lease in leases {
+            if let Err(err) = self.request(call_key, raw.lease_revoke(lease)).await {
+                tracing::debug!(error = %err, lease, "revoking a lease failed; it expires by itself");
+            }
+        }
+    }
 }
 
 /// The smallest key greater than every key starting with `prefix` (etcd's range end).

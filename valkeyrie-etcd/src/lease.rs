@@ -196,7 +196,7 @@ impl SharedRefresh {
             by_ttl.remove(&self.ttl);
         }
         drop(by_ttl);
-        let _ = self.client.request("", raw.lease_revoke(self.lease.id)).await;
+        self.client.revoke("", [self.lease.id]).await;
         true
     }
 }

@@ -113,16 +113,10 @@ impl IdleLeases {
     }
 }
 
-/// Revokes `lease` after the current call returns (which `close` waits for): whatever is
-/// still bound to it goes, and a failure leaves it to expire unrenewed.
+/// Revokes `lease` after the current call returns (which `close` waits for).
 fn revoke_later(client: &EtcdClient, spawner: &Spawner, lease: i64) {
     let client = client.clone();
-    spawner.spawn_cleanup(async move {
-        let mut raw = client.raw();
-        if let Err(err) = client.request("", raw.lease_revoke(lease)).await {
-            tracing::debug!(error = %err, lease, "revoking a lock's lease failed");
-        }
-    });
+    spawner.spawn_cleanup(async move { client.revoke("", [lease]).await });
 }
 
 /// The suffix the Go store appends to a lock's key to make its contenders' prefix.
@@ -389,11 +383,7 @@ impl Renew for Session {
         // Revoked as the handle closes (deleting the contender key, and the value bound with
         // `delete_on_unlock`), so the next contender does not wait out the TTL of a lock
         // whose handle is gone.
-        let mut raw = self.client.raw();
-        let _ = self
-            .client
-            .request(&self.contender, raw.lease_revoke(self.lease.id()))
-            .await;
+        self.client.revoke(&self.contender, [self.lease.id()]).await;
     }
 }
 

@@ -369,7 +369,7 @@ impl Backend for EtcdStore {
                 }
                 // A lease granted for this write alone goes with it; a shared one stays.
                 if let Some(lease) = lease.filter(|_| !opts.keep_alive) {
-                    let _ = self.client.request(key.as_str(), client.lease_revoke(lease)).await;
+                    self.client.revoke(key.as_str(), [lease]).await;
                 }
                 let current_exists = response
                     .op_responses()
@@ -415,15 +415,7 @@ impl Backend for EtcdStore {
         // Background work (keep-alives, watch feeders, lock sessions) already stopped. The
         // leases released locks left idle go now rather than at their expiry; the channel
         // closes when the last clone of the client is dropped.
-        let revokes = self.idle_leases.drain().into_iter().map(|lease| {
-            let mut raw = self.client.raw();
-            async move {
-                if let Err(err) = self.client.request("", raw.lease_revoke(lease)).await {
-                    tracing::debug!(error = %err, lease, "revoking an idle lock lease failed");
-                }
-            }
-        });
-        futures_util::future::join_all(revokes).await;
+        self.client.revoke("", self.idle_leases.drain()).await;
         Ok(())
     }
 }

@@ -61,7 +61,7 @@ pub(crate) async fn commit(client: &EtcdClient, txn: &Txn) -> Result<TxnOutcome>
     let leases = grant_leases(client, call_key, txn).await?;
     let outcome = send(client, call_key, txn, &leases).await;
     if !matches!(outcome, Ok(TxnOutcome::Committed)) {
-        revoke(client, call_key, leases.into_values()).await;
+        client.revoke(call_key, leases.into_values()).await;
     }
     outcome
 }
@@ -139,20 +139,10 @@ async fn grant_leases(client: &EtcdClient, call_key: &str, txn: &Txn) -> Result<
                 leases.insert(seconds, grant.id());
             }
             Err(err) => {
-                revoke(client, call_key, leases.into_values()).await;
+                client.revoke(call_key, leases.into_values()).await;
                 return Err(err);
             }
         }
     }
     Ok(leases)
-}
-
-/// Revokes leases no key uses; a failure only leaves them to expire after their TTL.
-async fn revoke(client: &EtcdClient, call_key: &str, leases: impl Iterator<Item = i64>) {
-    let mut raw = client.raw();
-    for lease in leases {
-        if let Err(err) = client.request(call_key, raw.lease_revoke(lease)).await {
-            tracing::debug!(error = %err, lease, "revoking an unused transaction lease failed; it expires by itself");
-        }
-    }
 }

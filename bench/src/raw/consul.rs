@@ -141,7 +141,7 @@ fn blocking(index: u64) -> String {
 impl RawConsul {
     /// Connects to the first agent of `target` and asks it for the cluster leader.
     pub(crate) async fn connect(target: &Target) -> BenchResult<Self> {
-        let endpoint = target.endpoints.first().ok_or("consul: no agent address")?;
+        let endpoint = super::endpoint(target)?;
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(TIMEOUT));
         connector.set_nodelay(true);

@@ -146,7 +146,7 @@ fn string(s: &str) -> AttributeValue {
 impl RawDynamoDb {
     /// Builds the client for `target`'s endpoint and checks that the table is there.
     pub(crate) async fn connect(target: &Target) -> BenchResult<Self> {
-        let endpoint = target.endpoints.first().ok_or("dynamodb: no endpoint")?;
+        let endpoint = super::endpoint(target)?;
         let http = aws_smithy_http_client::Builder::new()
             .tls_provider(Provider::Rustls(CryptoMode::Ring))
             .build_https();

@@ -38,6 +38,7 @@ use fred::prelude::{
     Builder, ClientLike, Config, ConfigInterface, EventInterface, Key, KeysInterface, Pool, PubsubInterface,
 };
 use fred::types::scripts::Script;
+use fred::types::FromValue;
 use futures_util::stream::BoxStream;
 use futures_util::{stream, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -234,8 +235,11 @@ impl Fred {
         })
     }
 
-    fn script(&self, recipe: Recipe) -> &Script {
-        &self.scripts[recipe as usize]
+    async fn eval<R: FromValue>(&self, recipe: Recipe, key: &str, args: Vec<String>) -> BenchResult<R> {
+        self.scripts[recipe as usize]
+            .evalsha_with_reload(self.pool.next(), key, args)
+            .await
+            .map_err(failed("a script on", key))
     }
 }
 
@@ -253,17 +257,11 @@ impl Commands for Fred {
     }
 
     async fn eval_int(&self, recipe: Recipe, key: &str, args: Vec<String>) -> BenchResult<i64> {
-        self.script(recipe)
-            .evalsha_with_reload(self.pool.next(), key, args)
-            .await
-            .map_err(failed("a script on", key))
+        self.eval(recipe, key, args).await
     }
 
     async fn eval_text(&self, recipe: Recipe, key: &str, args: Vec<String>) -> BenchResult<Option<String>> {
-        self.script(recipe)
-            .evalsha_with_reload(self.pool.next(), key, args)
-            .await
-            .map_err(failed("a script on", key))
+        self.eval(recipe, key, args).await
     }
 
     async fn scan(&self, pattern: &str) -> BenchResult<HashSet<String>> {

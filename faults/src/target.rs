@@ -67,7 +67,7 @@ impl Backend {
     pub fn cluster(self) -> Option<Cluster> {
         match self {
             Backend::Etcd => Some(Cluster::Etcd),
-            Backend::Redis => Some(Cluster::Redis),
+            Backend::Redis => Some(Cluster::RedisSentinel),
             Backend::ZooKeeper => Some(Cluster::ZooKeeper),
             Backend::Consul => Some(Cluster::Consul),
             Backend::DynamoDb | Backend::Boltlike => None,

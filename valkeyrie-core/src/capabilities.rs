@@ -58,8 +58,11 @@ pub struct Capabilities {
     /// sent. `None` when only the request size limits it.
     pub max_transaction_ops: Option<usize>,
     /// [`Store::get_many`](crate::Store::get_many) reads every key from one snapshot (one
-    /// atomic multi-key read), rather than key by key.
+    /// atomic multi-key read), rather than key by key; for keys within
+    /// [`atomic_scope`](Self::atomic_scope).
     pub atomic_get_many: bool,
+    /// Which keys one transaction and one atomic `get_many` may span.
+    pub atomic_scope: AtomicScope,
     /// [`Store::list_stream`](crate::Store::list_stream) reads each page as one ordered
     /// range request; otherwise it lists the keys first and reads values page by page.
     pub native_list_paging: bool,
@@ -86,8 +89,30 @@ impl Capabilities {
             transactions: true,
             max_transaction_ops: None,
             atomic_get_many: false,
+            atomic_scope: AtomicScope::AnyKeys,
             native_list_paging: false,
             watch_replay: false,
         }
     }
+}
+
+/// Which keys one atomic multi-key call (a transaction, `put_many`, `delete_many`, an atomic
+/// `get_many`) may span.
+///
+/// ```
+/// use valkeyrie_core::{AtomicScope, Capabilities};
+///
+/// assert_eq!(Capabilities::all().atomic_scope, AtomicScope::AnyKeys);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum AtomicScope {
+    /// Any keys of the store.
+    #[default]
+    AnyKeys,
+    /// Keys of one hash slot of a Redis Cluster. A hash tag puts keys in one slot: `{app}/a`
+    /// and `{app}/b` share the slot of `app`. A transaction whose keys span slots is refused
+    /// before anything is sent (`InvalidTransaction`, naming a key); a `get_many` across
+    /// slots reads slot by slot, each slot's keys from one snapshot.
+    OneHashSlot,
 }

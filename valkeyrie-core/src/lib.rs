@@ -75,7 +75,7 @@ pub mod txn;
 pub mod watch;
 
 pub use bytes::Bytes;
-pub use capabilities::Capabilities;
+pub use capabilities::{AtomicScope, Capabilities};
 pub use config::{Secret, StoreConfig};
 pub use error::{BoxError, Error, ErrorKind, ErrorStatus, LostReason, Result};
 pub use handle::Kv;

@@ -1,16 +1,18 @@
 //! The connection: a fred pool built from the config, one way to run a command or a script
 //! with its deadline and error mapping, and the reads of pairs in the configured layout.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fred::interfaces::KeysInterface;
+use fred::interfaces::{ClusterInterface, KeysInterface};
 use fred::prelude::{Builder, ClientLike, Pool, ReconnectPolicy, Server, ServerConfig};
 use fred::types::config::{Config, TlsConnector};
 use fred::types::scripts::Script;
 use fred::types::MultipleValues;
+use fred::util::redis_keyslot;
 use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::Notify;
 use valkeyrie_core::raw::deadline;
@@ -26,7 +28,7 @@ use crate::REDIS;
 /// Keys per SCAN page, MGET and UNLINK.
 pub(crate) const BATCH: usize = 500;
 
-/// Reads in flight when a cluster is read key by key.
+/// MGETs in flight when a cluster is read slot by slot.
 const CLUSTER_READS: usize = 16;
 
 /// A pool of connections to Redis, and what is needed to open more (watch subscribers).
@@ -146,13 +148,30 @@ impl RedisClient {
         }
     }
 
-    /// A new dedicated subscriber connection, connected.
-    pub(crate) async fn subscriber(&self) -> Result<fred::clients::SubscriberClient> {
-        let subscriber = Self::builder(&self.builder_config, self.connect_timeout, self.request_timeout)
+    /// A new dedicated subscriber connection, connected: to the deployment as configured,
+    /// or with `node` to that one node of a cluster (whose keyspace notifications reach
+    /// only its own clients).
+    pub(crate) async fn subscriber(&self, node: Option<Server>) -> Result<fred::clients::SubscriberClient> {
+        let mut config = self.builder_config.clone();
+        if let Some(server) = node {
+            config.server = ServerConfig::Centralized { server };
+        }
+        let subscriber = Self::builder(&config, self.connect_timeout, self.request_timeout)
             .build_subscriber_client()
             .map_err(map_connect_error)?;
         self.init(&subscriber).await?;
         Ok(subscriber)
+    }
+
+    /// The cluster's primaries as the cluster says now: the pool refreshes its routing
+    /// (`CLUSTER SLOTS`) first, within the request timeout; errors name `key`.
+    pub(crate) async fn primaries(&self, key: &str) -> Result<Vec<Server>> {
+        let client = self.pool.next();
+        self.step(key, client.sync_cluster()).await?;
+        client
+            .cached_cluster_state()
+            .map(|routing| routing.unique_primary_nodes())
+            .ok_or_else(|| Error::backend(REDIS, key, true, "the client knows no cluster topology yet"))
     }
 
     /// Runs one fred command on `key` (empty when it concerns none), mapping its error. fred
@@ -225,30 +244,58 @@ impl RedisClient {
         }
     }
 
-    /// The pairs at `keys` (`None` where missing), errors naming `name`: an MGET per
-    /// [`BATCH`] keys, or key by key ([`CLUSTER_READS`] at a time) on a cluster, whose MGET
-    /// takes keys of one slot only.
-    pub(crate) async fn read_many<K: AsRef<str>>(&self, name: &str, keys: &[K]) -> Result<Vec<Option<KvPair>>> {
-        if self.cluster {
-            let reads: Vec<_> = keys.iter().map(|key| self.read_one(key.as_ref())).collect();
-            return futures_util::stream::iter(reads)
-                .buffered(CLUSTER_READS)
-                .try_collect()
-                .await;
-        }
-        let mut pairs = Vec::with_capacity(keys.len());
-        for batch in keys.chunks(BATCH) {
-            let names: Vec<String> = match self.encoding {
-                ValueEncoding::Envelope => batch.iter().map(|key| key.as_ref().to_owned()).collect(),
-                ValueEncoding::Raw => batch
-                    .iter()
-                    .flat_map(|key| [key.as_ref().to_owned(), codec::index_key(key.as_ref())])
-                    .collect(),
+    /// The positions of `keys` in batches a multi-key command takes: [`BATCH`] at most,
+    /// and on a cluster the keys of one hash slot each (a cluster refuses a command whose
+    /// keys span slots). Outside a cluster the batches follow the keys' order.
+    pub(crate) fn batches<K: AsRef<str>>(&self, keys: &[K]) -> Vec<Vec<usize>> {
+        let mut groups: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+        for (at, key) in keys.iter().enumerate() {
+            let slot = if self.cluster {
+                redis_keyslot(key.as_ref().as_bytes())
+            } else {
+                0
             };
-            let stored: Vec<Option<Bytes>> = self.request(name, self.pool.mget(names)).await?;
-            pairs.extend(self.decode(batch, stored));
+            groups.entry(slot).or_default().push(at);
+        }
+        groups
+            .into_values()
+            .flat_map(|group| group.chunks(BATCH).map(<[usize]>::to_vec).collect::<Vec<_>>())
+            .collect()
+    }
+
+    /// The pairs at `keys` (`None` where missing), errors naming `name`: an MGET per
+    /// [batch](Self::batches), each one snapshot, [`CLUSTER_READS`] at a time.
+    pub(crate) async fn read_many<K: AsRef<str>>(&self, name: &str, keys: &[K]) -> Result<Vec<Option<KvPair>>> {
+        let batches = self.batches(keys);
+        let reads: Vec<_> = batches
+            .iter()
+            .map(|batch| batch.iter().map(|&at| keys[at].as_ref().to_owned()).collect())
+            .map(|batch: Vec<String>| self.mget(name, batch))
+            .collect();
+        let found: Vec<Vec<Option<KvPair>>> = futures_util::stream::iter(reads)
+            .buffered(CLUSTER_READS)
+            .try_collect()
+            .await?;
+        let mut pairs = vec![None; keys.len()];
+        for (batch, found) in batches.iter().zip(found) {
+            for (&at, pair) in batch.iter().zip(found) {
+                pairs[at] = pair;
+            }
         }
         Ok(pairs)
+    }
+
+    /// The pairs at `batch` from one MGET (with their index keys, raw).
+    async fn mget(&self, name: &str, batch: Vec<String>) -> Result<Vec<Option<KvPair>>> {
+        let names: Vec<String> = match self.encoding {
+            ValueEncoding::Envelope => batch.clone(),
+            ValueEncoding::Raw => batch
+                .iter()
+                .flat_map(|key| [key.clone(), codec::index_key(key)])
+                .collect(),
+        };
+        let stored: Vec<Option<Bytes>> = self.request(name, self.pool.mget(names)).await?;
+        Ok(self.decode(&batch, stored))
     }
 
     /// Refuses, on a cluster with raw values, a key whose index key falls in another hash

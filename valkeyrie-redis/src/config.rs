@@ -113,6 +113,10 @@ pub struct RedisConfig {
     /// Largest value accepted, in bytes. The envelope stores it in base64 (4/3 larger) and
     /// Redis strings hold at most 512 MiB, so the default is 384 MiB minus 64 KiB.
     pub max_value_size: usize,
+    /// How long a watch keeps retrying what fails with a temporary error (a server restarting,
+    /// a cluster failing over) before it ends with an error item. Default 60 s.
+    #[serde(with = "valkeyrie_core::config::duration")]
+    pub watch_retry_for: Duration,
     /// Let watches turn keyspace notifications on (`CONFIG SET notify-keyspace-events`)
     /// when the server has them off. Default `false`: the watch fails, naming the setting.
     pub enable_keyspace_events: bool,
@@ -138,6 +142,7 @@ impl Default for RedisConfig {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
             max_value_size: 384 * 1024 * 1024 - 64 * 1024,
+            watch_retry_for: valkeyrie_core::raw::feed::DEFAULT_RETRY_FOR,
             enable_keyspace_events: false,
             value_encoding: ValueEncoding::Envelope,
         }
@@ -182,8 +187,13 @@ impl RedisConfig {
         if self.connect_timeout.is_zero() {
             return invalid("connect_timeout", "must be longer than zero");
         }
-        check_duration(REDIS, "connect_timeout", self.connect_timeout)?;
-        check_duration(REDIS, "request_timeout", self.request_timeout)?;
+        for (field, value) in [
+            ("connect_timeout", self.connect_timeout),
+            ("request_timeout", self.request_timeout),
+            ("watch_retry_for", self.watch_retry_for),
+        ] {
+            check_duration(REDIS, field, value)?;
+        }
         if self.topology == Topology::Sentinel && self.sentinel_service.is_none() {
             return invalid("sentinel_service", "the sentinel topology needs the master's name");
         }
@@ -260,6 +270,7 @@ mod tests {
             &[
                 ("connect_timeout", false, |config: &RedisConfig| config.connect_timeout),
                 ("request_timeout", false, |config: &RedisConfig| config.request_timeout),
+                ("watch_retry_for", true, |config: &RedisConfig| config.watch_retry_for),
             ],
             |config: &RedisConfig| config.validate(&[]),
         );

@@ -11,8 +11,8 @@ use futures_util::{Stream, StreamExt};
 use tokio::time::Instant;
 use valkeyrie_core::raw::{Backend, Background, Hold, Key, Registration, Renew, Renewal, StoreSpec, Txn};
 use valkeyrie_core::{
-    Capabilities, Error, KvPair, LockOptions, Locker, LostReason, ReadOptions, Result, Store, TxnOutcome, WatchStream,
-    WriteOptions,
+    AtomicScope, Capabilities, Error, KvPair, LockOptions, Locker, LostReason, ReadOptions, Result, Store, TxnOutcome,
+    WatchStream, WriteOptions,
 };
 
 use crate::client::{glob_escape, index_of, millis, RedisClient, BATCH};
@@ -162,13 +162,12 @@ impl Backend for RedisStore {
 
     fn capabilities(&self) -> Capabilities {
         let mut caps = Capabilities::all();
-        // A cluster sends keyspace notifications only to clients of the node owning the
-        // key; one subscriber connection cannot see them all.
-        let cluster = self.client.cluster;
-        caps.watch = !cluster;
-        caps.watch_tree = !cluster;
-        // One MGET; on a cluster, key by key.
-        caps.atomic_get_many = !cluster;
+        // One MGET (on a cluster, one per hash slot); a transaction is one script, which a
+        // cluster runs on the node of its keys' one slot.
+        caps.atomic_get_many = true;
+        if self.client.cluster {
+            caps.atomic_scope = AtomicScope::OneHashSlot;
+        }
         caps.min_ttl = Duration::from_millis(100);
         caps.max_value_size = Some(self.config.max_value_size);
         caps.persistent = true;
@@ -246,9 +245,9 @@ impl Backend for RedisStore {
         let mut keys = keys_below(&self.client, dir).await?;
         keys.push(dir.to_string());
         let mut deleted = 0i64;
-        let batch_size = if self.client.cluster { 1 } else { BATCH };
-        for batch in keys.chunks(batch_size) {
-            let unlink = self.client.pool.unlink::<i64, _>(batch.to_vec());
+        for batch in self.client.batches(&keys) {
+            let batch: Vec<String> = batch.into_iter().map(|at| keys[at].clone()).collect();
+            let unlink = self.client.pool.unlink::<i64, _>(batch.clone());
             deleted += self.client.request(dir.as_str(), unlink).await?;
             if self.client.encoding == ValueEncoding::Raw {
                 // Counted apart: an index key left by another client's delete is no key.

@@ -1,18 +1,36 @@
-//! Watches through keyspace notifications on a dedicated subscriber connection.
+//! Watches through keyspace notifications on dedicated subscriber connections.
 //!
-//! The watch subscribes first and reads the current state after, so nothing between the
-//! two is missed. Each notification names a key; the key is read again and reported as a
-//! `Put` when its index moved or a `Delete` when it is gone (several quick writes may show
-//! as one `Put` of the latest value). After a reconnect the watch subscribes again, then
-//! sends a fresh `Snapshot`, since notifications during the outage are lost; a failed read
-//! of one key also ends in a fresh `Snapshot` rather than a gap.
+//! Redis publishes a key's notifications only to the clients of the node that holds it, so
+//! a watch subscribes where its keys live: on the one server (or the primary Sentinel
+//! names), and on a cluster on every primary. The watch subscribes first and reads the
+//! current state after, so nothing between the two is missed. Each notification names a
+//! key; the key is read again and reported as a `Put` when its index moved or a `Delete`
+//! when it is gone (several quick writes may show as one `Put` of the latest value).
+//!
+//! A fresh `Snapshot` replaces the watcher's view whenever notifications may have been
+//! lost, and only then: after a subscriber connection came back (notifications during the
+//! outage are gone), when notifications were dropped for a slow watcher, when the read of
+//! a changed key failed, and on a cluster when its primaries changed. A watch on a cluster
+//! asks the cluster for its primaries every [`TOPOLOGY_PERIOD`]; when they changed (a
+//! failover, a node added or removed) it subscribes on the new ones, lets the old ones go,
+//! and resyncs, since writes on a new primary before its subscription cannot be ruled out.
+//! A slot moving between primaries it already listens to needs none of that: the source
+//! publishes `del`, the target `restore`, and the re-read finds the key as it was.
+//!
+//! A failure with a temporary error (a server restarting, a cluster failing over) is
+//! retried, as in every backend, for the store's `watch_retry_for`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use fred::clients::SubscriberClient;
 use fred::interfaces::{ClientLike, ConfigInterface, EventInterface, PubsubInterface};
+use fred::prelude::Server;
+use fred::types::KeyspaceEvent;
+use futures_util::stream::{BoxStream, SelectAll};
+use futures_util::StreamExt;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 use valkeyrie_core::raw::feed::{self, Batch, Feed};
@@ -28,12 +46,20 @@ use crate::REDIS;
 /// string (`$`: set), expired (`x`) and evicted (`e`).
 const NEEDED: [char; 4] = ['g', '$', 'x', 'e'];
 
-/// Checks that the server publishes the keyspace events a watch needs, turning them on when
-/// the config allows. A server that refuses CONFIG (managed Redis) is trusted with a warning.
-async fn ensure_notifications(store: &RedisStore, key: &Key) -> Result<()> {
-    let client = &store.client;
+/// How often a watch on a cluster asks the cluster for its primaries.
+const TOPOLOGY_PERIOD: Duration = Duration::from_secs(1);
+
+/// Checks that the node `subscriber` reaches publishes the keyspace events a watch needs,
+/// turning them on when the config allows. A server that refuses CONFIG (managed Redis)
+/// is trusted with a warning.
+async fn ensure_notifications(
+    client: &RedisClient,
+    subscriber: &SubscriberClient,
+    key: &Key,
+    enable: bool,
+) -> Result<()> {
     let read = client
-        .request(key.as_str(), client.pool.config_get("notify-keyspace-events"))
+        .request(key.as_str(), subscriber.config_get("notify-keyspace-events"))
         .await;
     let current: HashMap<String, String> = match read {
         Ok(current) => current,
@@ -47,53 +73,57 @@ async fn ensure_notifications(store: &RedisStore, key: &Key) -> Result<()> {
     if enough {
         return Ok(());
     }
-    if store.config.enable_keyspace_events {
+    if enable {
         let wanted = format!("{flags}Kg$xe");
-        let set = client.pool.config_set("notify-keyspace-events", wanted);
+        let set = subscriber.config_set("notify-keyspace-events", wanted);
         return client.request(key.as_str(), set).await;
     }
     let reason = format!(
         "the server has keyspace notifications off (notify-keyspace-events={flags:?}); watches need K, g, $, x and e: \
-         run `CONFIG SET notify-keyspace-events KEA` (or set it in redis.conf), or set enable_keyspace_events=true"
+         run `CONFIG SET notify-keyspace-events KEA` (or set it in redis.conf; on a cluster, on every primary), or set \
+         enable_keyspace_events=true"
     );
     Err(Error::backend(REDIS, key.as_str(), false, reason))
 }
 
 /// A watch on `key`, or with `tree` on everything below it.
 pub(crate) async fn watch(store: &RedisStore, key: &Key, tree: bool) -> Result<WatchStream> {
-    ensure_notifications(store, key).await?;
-    let subscriber = Subscriber(store.client.subscriber().await?, store.background().spawner());
     let channel = format!("__keyspace@{}__:{}", store.client.database, glob_escape(key.as_str()));
-    let pattern = if tree { format!("{channel}/*") } else { channel };
-    let events = subscriber.0.keyspace_event_rx();
-    let reconnects = subscriber.0.reconnect_rx();
-    store
-        .client
-        .request(key.as_str(), subscriber.0.psubscribe(pattern))
-        .await?;
+    let mut subscriptions = Subscriptions {
+        client: store.client.clone(),
+        key: key.clone(),
+        pattern: if tree { format!("{channel}/*") } else { channel },
+        enable_keyspace_events: store.config.enable_keyspace_events,
+        spawner: store.background().spawner(),
+        nodes: BTreeMap::new(),
+        changed: false,
+    };
+    subscriptions.follow().await?;
+    let notices = subscriptions.notices();
     let snapshot = read_state(&store.client, key, tree).await?;
+    let mut topology = tokio::time::interval(TOPOLOGY_PERIOD);
+    topology.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let feeder = Feeder {
         client: store.client.clone(),
-        subscriber,
+        subscriptions,
+        notices,
         key: key.clone(),
         tree,
         known: snapshot.iter().map(Seen::entry).collect(),
         database: store.client.database,
-        events,
-        reconnects,
-        resubscribe: false,
+        topology,
+        resubscribe: Vec::new(),
         resync: false,
     };
-    // Every failure ends the watch: there is nothing to resume from but a new subscription.
     Ok(feed::start(
         &store.background().spawner(),
         Some(snapshot),
         feeder,
-        std::time::Duration::ZERO,
+        store.config.watch_retry_for,
     ))
 }
 
-/// Quits the subscriber connection when the watch ends, however it ends.
+/// A subscriber connection that quits when the watch lets it go, however it ends.
 struct Subscriber(SubscriberClient, Spawner);
 
 impl Drop for Subscriber {
@@ -102,6 +132,119 @@ impl Drop for Subscriber {
         self.1.spawn_cleanup(async move {
             let _ = subscriber.quit().await;
         });
+    }
+}
+
+/// What the subscriber connections brought.
+enum Notice {
+    /// A keyspace notification.
+    Event(KeyspaceEvent),
+    /// The connection to this node came back (or its reconnections were missed): its
+    /// subscriptions are gone.
+    Reconnected(String),
+    /// Notifications were dropped for this slow watcher.
+    Lagged,
+    /// A subscriber connection closed for good.
+    Closed,
+}
+
+/// `receiver` as a stream of notices, `notice` making one of each value (`None`: values
+/// were dropped), ending after [`Notice::Closed`].
+fn notices_of<T>(
+    receiver: broadcast::Receiver<T>,
+    notice: impl Fn(Option<T>) -> Notice + Send + 'static,
+) -> BoxStream<'static, Notice>
+where
+    T: Clone + Send + 'static,
+{
+    futures_util::stream::unfold(Some((receiver, notice)), |state| async move {
+        let (mut receiver, notice) = state?;
+        let item = match receiver.recv().await {
+            Ok(value) => notice(Some(value)),
+            Err(RecvError::Lagged(_)) => notice(None),
+            Err(RecvError::Closed) => return Some((Notice::Closed, None)),
+        };
+        Some((item, Some((receiver, notice))))
+    })
+    .boxed()
+}
+
+/// The subscriber connections of one watch, by node (`""` outside a cluster).
+struct Subscriptions {
+    client: RedisClient,
+    key: Key,
+    /// The keyspace channel pattern every node is subscribed to.
+    pattern: String,
+    enable_keyspace_events: bool,
+    spawner: Spawner,
+    nodes: BTreeMap<String, Subscriber>,
+    /// The nodes changed since `follow` last said so (kept across a failed `follow`).
+    changed: bool,
+}
+
+impl Subscriptions {
+    /// Subscribes on every node the watch needs now (the primaries of a cluster, or the one
+    /// server) and lets go of the others; whether anything changed, in which case the
+    /// caller takes their [notices](Self::notices) again and reads the state again.
+    async fn follow(&mut self) -> Result<bool> {
+        let wanted: Vec<(String, Option<Server>)> = if self.client.cluster {
+            let primaries = self.client.primaries(self.key.as_str()).await?;
+            primaries
+                .into_iter()
+                .map(|node| (format!("{}:{}", node.host, node.port), Some(node)))
+                .collect()
+        } else {
+            vec![(String::new(), None)]
+        };
+        let before = self.nodes.len();
+        self.nodes
+            .retain(|name, _| wanted.iter().any(|(wanted, _)| wanted == name));
+        self.changed |= self.nodes.len() != before;
+        for (name, node) in wanted {
+            if !self.nodes.contains_key(&name) {
+                let subscriber = self.subscribe(node).await?;
+                self.nodes.insert(name, subscriber);
+                self.changed = true;
+            }
+        }
+        Ok(std::mem::take(&mut self.changed))
+    }
+
+    /// What every subscriber connection brings from now on, merged.
+    fn notices(&self) -> SelectAll<BoxStream<'static, Notice>> {
+        self.nodes
+            .iter()
+            .flat_map(|(name, subscriber)| {
+                let name = name.clone();
+                [
+                    notices_of(subscriber.0.keyspace_event_rx(), |event| {
+                        event.map_or(Notice::Lagged, Notice::Event)
+                    }),
+                    notices_of(subscriber.0.reconnect_rx(), move |_| Notice::Reconnected(name.clone())),
+                ]
+            })
+            .collect()
+    }
+
+    /// A subscriber connection on `node` (`None`: as configured), subscribed to the pattern.
+    async fn subscribe(&self, node: Option<Server>) -> Result<Subscriber> {
+        let subscriber = Subscriber(self.client.subscriber(node).await?, self.spawner.clone());
+        ensure_notifications(&self.client, &subscriber.0, &self.key, self.enable_keyspace_events).await?;
+        let subscribe = subscriber.0.psubscribe(self.pattern.clone());
+        self.client.request(self.key.as_str(), subscribe).await?;
+        Ok(subscriber)
+    }
+
+    /// Subscribes again on `node` after its connection came back (gone from the watch's
+    /// nodes: nothing to do).
+    async fn resubscribe(&self, node: &str) -> Result<()> {
+        match self.nodes.get(node) {
+            Some(subscriber) => {
+                let resubscribe = subscriber.0.resubscribe_all();
+                self.client.request(self.key.as_str(), resubscribe).await
+            }
+            None => Ok(()),
+        }
     }
 }
 
@@ -130,19 +273,20 @@ impl Seen {
     }
 }
 
-/// One watch's subscription and what it has reported.
+/// One watch's subscriptions and what it has reported.
 struct Feeder {
     client: RedisClient,
-    subscriber: Subscriber,
+    subscriptions: Subscriptions,
+    notices: SelectAll<BoxStream<'static, Notice>>,
     key: Key,
     tree: bool,
     /// What was last reported per existing key.
     known: HashMap<String, Seen>,
     database: u8,
-    events: broadcast::Receiver<fred::types::KeyspaceEvent>,
-    reconnects: broadcast::Receiver<fred::types::config::Server>,
-    /// After a reconnect: subscribe again, then resync.
-    resubscribe: bool,
+    /// When a watch on a cluster next asks for its primaries.
+    topology: tokio::time::Interval,
+    /// Nodes whose connection came back: subscribe there again, then resync.
+    resubscribe: Vec<String>,
     /// Notifications may have been lost: read everything again.
     resync: bool,
 }
@@ -151,12 +295,11 @@ struct Feeder {
 impl Feed for Feeder {
     async fn next(&mut self) -> Result<Batch> {
         loop {
-            if self.resubscribe {
-                // Subscribe again first, then read, so no change falls between.
-                self.client
-                    .request(self.key.as_str(), self.subscriber.0.resubscribe_all())
-                    .await?;
-                self.resubscribe = false;
+            // Subscribe again first, then read, so no change falls between. A failure
+            // keeps the node listed, for the retry.
+            while let Some(node) = self.resubscribe.last() {
+                self.subscriptions.resubscribe(node).await?;
+                self.resubscribe.pop();
                 self.resync = true;
             }
             if self.resync {
@@ -165,36 +308,35 @@ impl Feed for Feeder {
                 self.resync = false;
                 return Ok(Batch::Resync(pairs));
             }
+            let cluster = self.client.cluster;
             tokio::select! {
-                reconnected = self.reconnects.recv() => match reconnected {
-                    Ok(_) | Err(RecvError::Lagged(_)) => self.resubscribe = true,
-                    Err(RecvError::Closed) => return Err(self.closed()),
-                },
-                event = self.events.recv() => match event {
-                    Ok(event) if event.db == self.database => {
+                notice = self.notices.next() => match notice {
+                    Some(Notice::Event(event)) if event.db == self.database => {
                         let key = event.key.as_str_lossy().into_owned();
                         if let Some(event) = self.changed(&key).await {
                             return Ok(Batch::Events(vec![event]));
                         }
                     }
-                    Ok(_) => {}
-                    // Notifications were dropped for this slow watcher: read everything again.
-                    Err(RecvError::Lagged(_)) => self.resync = true,
-                    Err(RecvError::Closed) => return Err(self.closed()),
+                    Some(Notice::Event(_)) => {}
+                    Some(Notice::Reconnected(node)) => self.resubscribe.push(node),
+                    Some(Notice::Lagged) => self.resync = true,
+                    Some(Notice::Closed) | None => return Err(self.closed()),
                 },
+                _ = self.topology.tick(), if cluster => {
+                    if self.subscriptions.follow().await? {
+                        self.notices = self.subscriptions.notices();
+                        self.resync = true;
+                    }
+                }
             }
         }
-    }
-
-    fn retryable(&self, _err: &Error) -> bool {
-        false
     }
 }
 
 impl Feeder {
     fn closed(&self) -> Error {
-        let reason = "the subscriber connection closed";
-        Error::backend(REDIS, self.key.as_str(), true, reason)
+        let reason = "the subscriber connection closed for good";
+        Error::backend(REDIS, self.key.as_str(), false, reason)
     }
 
     /// The event for a notification on `key`, if it changed what the consumer knows.

@@ -39,8 +39,9 @@ commands:
   servers start [--cluster] [NAME ...]
                                  start servers on loopback (all by default) and leave them
                                  running; --cluster: the clusters instead (etcd, zookeeper and
-                                 consul with 3 members, redis as a primary, a replica and 3
-                                 Sentinels), on ports of their own
+                                 consul with 3 members; redis-sentinel: a primary, a replica
+                                 and 3 Sentinels; redis-cluster: a Redis Cluster of 3
+                                 primaries and 3 replicas), on ports of their own
   servers start --secure [NAME ...]
                                  the secured servers instead (etcd, redis, consul, zookeeper,
                                  dynamodb and dynamodb-expired: TLS proxies in front of
@@ -59,7 +60,7 @@ commands:
                                  redis-cli, openssl, socat)
   servers restart|pause|resume|kill NAME
                                  fault hooks on a server, a cluster member (etcd-2,
-                                 sentinel-1, …) or a secured server (secure-etcd): restart
+                                 sentinel-1, redis-cluster-4, …) or a secured server (secure-etcd): restart
                                  keeps the data directory; pause and resume send SIGSTOP and
                                  SIGCONT; kill sends SIGKILL";
 

@@ -24,7 +24,8 @@ struct Suite {
     servers: &'static [Server],
     /// The feature flags of each `cargo test` run of the package.
     feature_sets: &'static [&'static [&'static str]],
-    /// Arguments for the test binaries (after `--`).
+    /// Arguments after the features: `cargo test`'s own (`--test NAME`), then `--` and the
+    /// test binaries'.
     test_args: &'static [&'static str],
     /// The clusters it needs besides its servers.
     clusters: &'static [Cluster],
@@ -48,7 +49,7 @@ const SUITE: Suite = Suite {
 };
 
 /// Every suite, in the order of the README's capability table.
-const SUITES: [Suite; 14] = [
+const SUITES: [Suite; 15] = [
     Suite {
         backend: "memory",
         package: "valkeyrie-core",
@@ -81,6 +82,17 @@ const SUITES: [Suite; 14] = [
         backend: "redis",
         package: "valkeyrie-redis",
         servers: &[Server::Redis],
+        // The cluster's tests (`tests/*cluster.rs`) are the next suite's.
+        test_args: &["--", "--skip", "cluster::"],
+        ..SUITE
+    },
+    // The whole conformance suite on a Redis Cluster (3 primaries, 3 replicas), on both
+    // layouts, and the calls whose keys span slots.
+    Suite {
+        backend: "redis-cluster",
+        package: "valkeyrie-redis",
+        test_args: &["--test", "conformance_cluster", "--test", "cluster"],
+        clusters: &[Cluster::RedisCluster],
         ..SUITE
     },
     Suite {
@@ -157,7 +169,12 @@ const SUITES: [Suite; 14] = [
         package: "valkeyrie-faults",
         servers: &Server::ALL,
         test_args: &["--", "--show-output"],
-        clusters: &Cluster::ALL,
+        clusters: &[
+            Cluster::RedisSentinel,
+            Cluster::Etcd,
+            Cluster::ZooKeeper,
+            Cluster::Consul,
+        ],
         ..SUITE
     },
 ];

@@ -75,6 +75,14 @@ pub trait TestTarget: Send + Sync + 'static {
     fn expiry_slack(&self) -> Duration {
         Duration::from_secs(3)
     }
+
+    /// The prefix a case's keys go under, given a name unique to the case, the process and
+    /// the moment: `vk-conformance/<unique>` by default. A store whose multi-key calls are
+    /// atomic only among related keys groups them here: a Redis Cluster target returns
+    /// `{vk-conformance/<unique>}`, a hash tag that puts every key of the case in one slot.
+    fn case_prefix(&self, unique: &str) -> String {
+        format!("vk-conformance/{unique}")
+    }
 }
 
 /// Expands to one `#[tokio::test]` per conformance case, each on a fresh target built by

@@ -30,7 +30,7 @@ impl<'t> Case<'t> {
     /// Opens a handle and picks a prefix unique to this case, process and moment.
     pub async fn start(target: &'t dyn TestTarget, name: &str) -> Case<'t> {
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let prefix = format!("vk-conformance/{name}-{}-{nanos}", std::process::id());
+        let prefix = target.case_prefix(&format!("{name}-{}-{nanos}", std::process::id()));
         Case {
             target,
             store: target.open().await,

@@ -1,6 +1,7 @@
 //! The clusters users run in production, on loopback (`cargo xtask servers start
 //! --cluster`): a 3-member etcd cluster, a 3-node ZooKeeper ensemble, a 3-server Consul
-//! cluster, and a Redis primary with one replica watched by three Sentinels.
+//! cluster, a Redis primary with one replica watched by three Sentinels (`redis-sentinel`),
+//! and a Redis Cluster of three primaries with a replica each (`redis-cluster`).
 //!
 //! Each member is a process of its own ([`Member`], run by [`super::process`] like a
 //! single server), with its directory under `target/servers/<label>/` and ports apart
@@ -21,8 +22,18 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How many members each cluster has (Redis: how many Sentinels).
 const MEMBERS: usize = 3;
 
-/// Redis data nodes: a primary and its replica.
+/// Redis data nodes of the Sentinel group: a primary and its replica.
 const REDIS_DATA_NODES: u16 = 2;
+
+/// Nodes of the Redis Cluster: three primaries, then a replica for each.
+const REDIS_CLUSTER_NODES: u16 = 6;
+
+/// How long a Redis Cluster node may go unreachable before the others mark it failed and
+/// its replica takes over: well below the fault suite's failover bound.
+const REDIS_CLUSTER_NODE_TIMEOUT_MS: u32 = 1000;
+
+/// Hash slots of a Redis Cluster.
+const REDIS_CLUSTER_SLOTS: u32 = 16384;
 
 /// The name Sentinel monitors the Redis primary under.
 pub const REDIS_SERVICE: &str = "valkeyrie";
@@ -37,7 +48,9 @@ pub enum Cluster {
     /// Three Consul servers.
     Consul,
     /// A Redis primary, its replica and three Sentinels.
-    Redis,
+    RedisSentinel,
+    /// A Redis Cluster: three primaries and a replica of each.
+    RedisCluster,
 }
 
 /// One process of a cluster; the number counts from 0.
@@ -49,23 +62,33 @@ pub enum Member {
     ZooKeeper(u16),
     /// Consul server `n`.
     Consul(u16),
-    /// Redis data node `n`: 0 starts as the primary, 1 as its replica.
+    /// Redis data node `n` of the Sentinel group: 0 starts as the primary, 1 as its replica.
     Redis(u16),
     /// Sentinel `n`.
     Sentinel(u16),
+    /// Redis Cluster node `n`: 0–2 start as the primaries, 3–5 as their replicas.
+    ClusterNode(u16),
 }
 
 impl Cluster {
     /// Every cluster.
-    pub const ALL: [Cluster; 4] = [Cluster::Redis, Cluster::Etcd, Cluster::ZooKeeper, Cluster::Consul];
+    pub const ALL: [Cluster; 5] = [
+        Cluster::RedisSentinel,
+        Cluster::RedisCluster,
+        Cluster::Etcd,
+        Cluster::ZooKeeper,
+        Cluster::Consul,
+    ];
 
-    /// The store's name, as for the single server.
+    /// Its name on the command line: the store's, as for the single server (Redis: how
+    /// its nodes are arranged).
     pub fn name(self) -> &'static str {
         match self {
             Cluster::Etcd => "etcd",
             Cluster::ZooKeeper => "zookeeper",
             Cluster::Consul => "consul",
-            Cluster::Redis => "redis",
+            Cluster::RedisSentinel => "redis-sentinel",
+            Cluster::RedisCluster => "redis-cluster",
         }
     }
 
@@ -84,14 +107,15 @@ impl Cluster {
             Cluster::Etcd => n.map(Member::Etcd).collect(),
             Cluster::ZooKeeper => n.map(Member::ZooKeeper).collect(),
             Cluster::Consul => n.map(Member::Consul).collect(),
-            Cluster::Redis => (0..REDIS_DATA_NODES)
+            Cluster::RedisSentinel => (0..REDIS_DATA_NODES)
                 .map(Member::Redis)
                 .chain(n.map(Member::Sentinel))
                 .collect(),
+            Cluster::RedisCluster => (0..REDIS_CLUSTER_NODES).map(Member::ClusterNode).collect(),
         }
     }
 
-    /// The members a client connects to: every member (Redis: the Sentinels).
+    /// The members a client connects to: every member (the Sentinel group: its Sentinels).
     pub fn client_members(self) -> Vec<Member> {
         self.members()
             .into_iter()
@@ -112,21 +136,27 @@ impl Cluster {
             Cluster::Etcd => vec![("VALKEYRIE_ETCD_CLUSTER_ENDPOINTS", endpoints)],
             Cluster::ZooKeeper => vec![("VALKEYRIE_ZOOKEEPER_CLUSTER_ENDPOINTS", endpoints)],
             Cluster::Consul => vec![("VALKEYRIE_CONSUL_CLUSTER_ENDPOINTS", endpoints)],
-            Cluster::Redis => vec![
+            Cluster::RedisSentinel => vec![
                 ("VALKEYRIE_REDIS_SENTINELS", endpoints),
                 ("VALKEYRIE_REDIS_SENTINEL_SERVICE", REDIS_SERVICE.to_owned()),
             ],
+            Cluster::RedisCluster => vec![(
+                "VALKEYRIE_REDIS_CLUSTER_URL",
+                format!("redis://{endpoints}?topology=cluster"),
+            )],
         }
     }
 
-    /// The member that leads now (Redis: the data node every Sentinel names as primary;
-    /// while a failover spreads, Sentinels that disagree are an error).
+    /// The member that leads now (the Sentinel group: the data node every Sentinel names
+    /// as primary; the Redis Cluster: the primary of slot 0 as every reachable node sees
+    /// it). While a failover spreads, Sentinels or nodes that disagree are an error.
     pub fn leader(self) -> Result<Member, String> {
+        let agreement = matches!(self, Cluster::RedisSentinel | Cluster::RedisCluster);
         let mut answers = Vec::new();
         let mut named = Vec::new();
         for member in self.client_members() {
             match member.leader_seen() {
-                Ok(Some(leader)) if self != Cluster::Redis => return Ok(leader),
+                Ok(Some(leader)) if !agreement => return Ok(leader),
                 Ok(Some(leader)) => named.push((member, leader)),
                 Ok(None) => answers.push(format!("{}: no leader", member.label())),
                 Err(why) => answers.push(why),
@@ -137,20 +167,25 @@ impl Cluster {
             [_, ..] => {
                 let views: Vec<String> = named
                     .iter()
-                    .map(|(sentinel, primary)| format!("{} names {}", sentinel.label(), primary.label()))
+                    .map(|(member, primary)| format!("{} names {}", member.label(), primary.label()))
                     .collect();
-                Err(format!("the Sentinels disagree: {}", views.join(", ")))
+                Err(format!("the {} cluster disagrees: {}", self.name(), views.join(", ")))
             }
             [] => Err(format!("{} cluster has no leader: {}", self.name(), answers.join("; "))),
         }
     }
 
     /// Whether the whole cluster is ready for a fault: every member healthy, (Consul) every
-    /// server a raft voter, and (Redis) the replica in sync and every Sentinel aware of the
-    /// replica and the other Sentinels, so a failover can happen.
+    /// server a raft voter, (the Sentinel group) the replica in sync and every Sentinel
+    /// aware of the replica and the other Sentinels, so a failover can happen, and (the
+    /// Redis Cluster) every node seeing all six with every slot served, and each primary's
+    /// replica in sync.
     pub fn ready(self) -> Result<(), String> {
         for member in self.members() {
             member.probe()?;
+        }
+        if self == Cluster::RedisCluster {
+            return redis_cluster_ready();
         }
         if self == Cluster::Consul {
             // A server that rejoins is a non-voter until autopilot promotes it: until then
@@ -170,7 +205,7 @@ impl Cluster {
                 }
             }
         }
-        if self == Cluster::Redis {
+        if self == Cluster::RedisSentinel {
             // A write reaches the replica: until the replica's first acknowledgement after
             // a full sync, the primary only buffers what it owes it, and a failover then
             // loses those writes. `WAIT` counts the replicas that have this connection's
@@ -242,11 +277,16 @@ impl Cluster {
     }
 }
 
-/// Starts every member of `cluster` not running yet and waits until the cluster is
+/// Starts every member of `cluster` not running yet (the Redis Cluster: forming it when
+/// its nodes do not know each other yet) and waits until the cluster is
 /// [ready](Cluster::ready); what each member's start did.
 pub fn start(cluster: Cluster) -> Result<Vec<(Member, Started)>, String> {
     let started = process::start_all(&cluster.members())?;
-    match cluster.await_ready() {
+    let formed = match cluster {
+        Cluster::RedisCluster => form_redis_cluster(),
+        _ => Ok(()),
+    };
+    match formed.and_then(|()| cluster.await_ready()) {
         Ok(()) => {
             say!("servers", "{} cluster: ready ({})", cluster.name(), cluster.endpoints());
             Ok(started)
@@ -259,13 +299,19 @@ pub fn start(cluster: Cluster) -> Result<Vec<(Member, Started)>, String> {
 }
 
 /// Restarts `member` on its data and waits until the cluster is ready. A Redis data node
-/// keeps nothing on disk: it is killed, and started only once the Sentinels have promoted
-/// the other (started at once, as the primary they still name, it would come back empty
-/// and the replica would copy the empty data set).
+/// keeps nothing on disk: it is killed, and started only once the others have promoted a
+/// replica in its place if it was a primary (started at once, as the primary they still
+/// name, it would come back empty and its replica would copy the empty data set).
 pub fn restart(member: Member) -> Result<(), String> {
     if let Member::Redis(_) = member {
         process::kill(member)?;
         member.cluster().await_leader_other_than(member)?;
+    } else if let Member::ClusterNode(_) = member {
+        let was_primary = member.serves_slots()?;
+        process::kill(member)?;
+        if was_primary {
+            await_replaced(member)?;
+        }
     } else {
         process::stop_by_pid(member)?;
     }
@@ -293,14 +339,34 @@ impl Member {
             Member::Etcd(_) => Cluster::Etcd,
             Member::ZooKeeper(_) => Cluster::ZooKeeper,
             Member::Consul(_) => Cluster::Consul,
-            Member::Redis(_) | Member::Sentinel(_) => Cluster::Redis,
+            Member::Redis(_) | Member::Sentinel(_) => Cluster::RedisSentinel,
+            Member::ClusterNode(_) => Cluster::RedisCluster,
         }
     }
 
     fn index(self) -> u16 {
         match self {
-            Member::Etcd(n) | Member::ZooKeeper(n) | Member::Consul(n) | Member::Redis(n) | Member::Sentinel(n) => n,
+            Member::Etcd(n)
+            | Member::ZooKeeper(n)
+            | Member::Consul(n)
+            | Member::Redis(n)
+            | Member::Sentinel(n)
+            | Member::ClusterNode(n) => n,
         }
+    }
+
+    /// The Redis Cluster node listening on `port`, if one does.
+    fn cluster_node_at(port: u16) -> Option<Member> {
+        Cluster::RedisCluster
+            .members()
+            .into_iter()
+            .find(|m| m.ports()[0] == port)
+    }
+
+    /// Whether this Redis Cluster node serves slots now, as the running nodes see it.
+    fn serves_slots(self) -> Result<bool, String> {
+        let view = any_cluster_view()?;
+        Ok(view.iter().any(|n| n.port == self.ports()[0] && n.primary && n.slots))
     }
 
     /// The Redis primary the running Sentinels agree on, or the first data node when no
@@ -376,6 +442,10 @@ impl Member {
                     .into_iter()
                     .find(|m| matches!(m, Member::Redis(_)) && port == Some(&m.ports()[0].to_string())))
             }
+            Member::ClusterNode(_) => Ok(cluster_nodes(&address)?
+                .into_iter()
+                .find(|n| n.primary && !n.failed && n.first_slot)
+                .and_then(|n| Member::cluster_node_at(n.port))),
             Member::Redis(_) => Err(format!("{}: ask a Sentinel who leads", self.label())),
         }
     }
@@ -385,6 +455,7 @@ impl Managed for Member {
     fn label(self) -> String {
         let kind = match self {
             Member::Sentinel(_) => "sentinel",
+            Member::Redis(_) => "redis",
             other => other.cluster().name(),
         };
         format!("{kind}-{}", self.index() + 1)
@@ -404,6 +475,8 @@ impl Managed for Member {
             }
             Member::Redis(_) => vec![16380 + n],
             Member::Sentinel(_) => vec![26380 + n],
+            // client, cluster bus (Redis takes the client port plus 10000)
+            Member::ClusterNode(_) => vec![17001 + n, 27001 + n],
         }
     }
 
@@ -531,6 +604,36 @@ impl Managed for Member {
                 }
                 c
             }
+            Member::ClusterNode(_) => {
+                // A node that still serves slots in the others' view would come back empty
+                // with them, and its replica would copy the empty data set.
+                if let Ok(view) = any_cluster_view() {
+                    if view
+                        .iter()
+                        .any(|n| n.port == ports[0] && n.primary && n.slots && n.failed)
+                    {
+                        return Err(format!(
+                            "the cluster still names {} a primary: started now it would come back empty and \
+                             its replica would copy that; start it after the failover (`servers restart` does)",
+                            self.label()
+                        ));
+                    }
+                }
+                let mut c = Command::new("redis-server");
+                c.args(["--bind", HOST, "--port", &ports[0].to_string()])
+                    // Nothing on disk but the cluster's configuration (`nodes.conf`): a
+                    // restarted node rejoins as a replica and syncs from its primary.
+                    .args(["--save", "", "--appendonly", "no", "--dir"])
+                    .arg(&data)
+                    .args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
+                    .args(["--cluster-node-timeout", &REDIS_CLUSTER_NODE_TIMEOUT_MS.to_string()])
+                    // A replica may take over however long it was cut off from its primary.
+                    .args(["--cluster-replica-validity-factor", "0"])
+                    .args(["--cluster-announce-ip", HOST])
+                    .args(["--notify-keyspace-events", "KEA", "--daemonize", "no", "--logfile", ""])
+                    .args(["--repl-diskless-sync-delay", "0"]);
+                c
+            }
             Member::Sentinel(_) => {
                 // Sentinel rewrites its file as it learns; each start writes it afresh
                 // from the primary the running Sentinels name (none at a cold start: the
@@ -580,7 +683,7 @@ impl Managed for Member {
                 }
                 (status, body) => Err(format!("{} has no leader yet ({status}: {body})", self.label())),
             },
-            Member::Redis(_) => match probe::redis(&address, &["PING"])? {
+            Member::Redis(_) | Member::ClusterNode(_) => match probe::redis(&address, &["PING"])? {
                 reply if reply.starts_with("+PONG") => Ok(()),
                 reply => Err(format!("{} PING answered {reply:?}", self.label())),
             },
@@ -595,11 +698,160 @@ impl Managed for Member {
 
     fn start_timeout(self) -> Duration {
         match self {
-            Member::Redis(_) | Member::Sentinel(_) => Duration::from_secs(10),
+            Member::Redis(_) | Member::Sentinel(_) | Member::ClusterNode(_) => Duration::from_secs(10),
             Member::Etcd(_) | Member::Consul(_) => Duration::from_secs(60),
             Member::ZooKeeper(_) => Duration::from_secs(90),
         }
     }
+}
+
+/// One node as a line of `CLUSTER NODES` describes it.
+#[derive(Debug, PartialEq, Eq)]
+struct ClusterNodeLine {
+    /// Its client port.
+    port: u16,
+    /// Flagged `master`.
+    primary: bool,
+    /// Flagged `fail` (or `fail?`, suspected by this node).
+    failed: bool,
+    /// Serves at least one slot.
+    slots: bool,
+    /// Serves slot 0.
+    first_slot: bool,
+    /// Its replication link to its primary is `connected` (a replica).
+    connected: bool,
+}
+
+/// The lines of a `CLUSTER NODES` reply (a RESP bulk string).
+fn parse_cluster_nodes(reply: &str) -> Vec<ClusterNodeLine> {
+    reply
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let [_, address, flags, _, _, _, _, link, slots @ ..] = fields.as_slice() else {
+                return None;
+            };
+            let port = address.split('@').next()?.rsplit(':').next()?.parse().ok()?;
+            let flags: Vec<&str> = flags.split(',').collect();
+            let ranges: Vec<&str> = slots.iter().copied().filter(|s| !s.starts_with('[')).collect();
+            Some(ClusterNodeLine {
+                port,
+                primary: flags.contains(&"master"),
+                failed: flags.iter().any(|f| f.starts_with("fail")),
+                slots: !ranges.is_empty(),
+                first_slot: ranges.iter().any(|r| *r == "0" || r.starts_with("0-")),
+                connected: *link == "connected",
+            })
+        })
+        .collect()
+}
+
+/// `CLUSTER NODES` as the node at `address` sees the cluster.
+fn cluster_nodes(address: &str) -> Result<Vec<ClusterNodeLine>, String> {
+    let reply = probe::redis(address, &["CLUSTER", "NODES"])?;
+    match parse_cluster_nodes(&reply) {
+        lines if lines.is_empty() => Err(format!("{address}: CLUSTER NODES answered {reply:?}")),
+        lines => Ok(lines),
+    }
+}
+
+/// The cluster as the first Redis Cluster node that answers sees it.
+fn any_cluster_view() -> Result<Vec<ClusterNodeLine>, String> {
+    let mut failures = Vec::new();
+    for node in Cluster::RedisCluster.members() {
+        match cluster_nodes(&node.address()) {
+            Ok(view) => return Ok(view),
+            Err(why) => failures.push(why),
+        }
+    }
+    Err(format!("no redis-cluster node answers: {}", failures.join("; ")))
+}
+
+/// Whether the Redis Cluster is ready: every node sees all of them and every slot served,
+/// three primaries without a failure flag, and each primary's replica online and caught up.
+fn redis_cluster_ready() -> Result<(), String> {
+    let wanted = [
+        "cluster_state:ok".to_owned(),
+        format!("cluster_slots_ok:{REDIS_CLUSTER_SLOTS}"),
+        format!("cluster_known_nodes:{REDIS_CLUSTER_NODES}"),
+    ];
+    for node in Cluster::RedisCluster.members() {
+        let info = probe::redis(&node.address(), &["CLUSTER", "INFO"])?;
+        if let Some(missing) = wanted.iter().find(|w| !info.contains(w.as_str())) {
+            return Err(format!("{}: CLUSTER INFO lacks {missing}", node.label()));
+        }
+        let view = cluster_nodes(&node.address())?;
+        let primaries = view.iter().filter(|n| n.primary && n.slots && !n.failed).count();
+        let replicas = view.iter().filter(|n| !n.primary && n.connected && !n.failed).count();
+        if primaries != 3 || replicas != 3 {
+            return Err(format!(
+                "{} sees {primaries} serving primaries and {replicas} connected replicas",
+                node.label()
+            ));
+        }
+    }
+    for line in any_cluster_view()?.into_iter().filter(|n| n.primary && n.slots) {
+        let Some(primary) = Member::cluster_node_at(line.port) else {
+            return Err(format!("the cluster names a primary on port {}, not ours", line.port));
+        };
+        let info = probe::redis(&primary.address(), &["INFO", "replication"])?;
+        let lag_ok = info.contains("lag=0") || info.contains("lag=1");
+        if !info.contains("connected_slaves:1") || !info.contains("state=online") || !lag_ok {
+            return Err(format!("{}'s replica is not in sync: {info:?}", primary.label()));
+        }
+    }
+    Ok(())
+}
+
+/// Forms the Redis Cluster with `redis-cli --cluster create` when its nodes do not all
+/// know each other yet (a first start, or nodes whose configuration was lost). The nodes
+/// keep no data, so a node left with a configuration of its own is reset first.
+fn form_redis_cluster() -> Result<(), String> {
+    let nodes = Cluster::RedisCluster.members();
+    let known = format!("cluster_known_nodes:{REDIS_CLUSTER_NODES}");
+    let formed = nodes
+        .iter()
+        .all(|node| probe::redis(&node.address(), &["CLUSTER", "INFO"]).is_ok_and(|info| info.contains(&known)));
+    if formed {
+        return Ok(());
+    }
+    for node in &nodes {
+        for command in [&["FLUSHALL"][..], &["CLUSTER", "RESET", "HARD"]] {
+            let reply = probe::redis(&node.address(), command)?;
+            if !reply.starts_with("+OK") {
+                return Err(format!("{}: {} answered {reply:?}", node.label(), command.join(" ")));
+            }
+        }
+    }
+    let mut create = Command::new("redis-cli");
+    create.args(["--cluster", "create"]);
+    create.args(nodes.iter().map(|node| node.address()));
+    create.args(["--cluster-replicas", "1", "--cluster-yes"]);
+    let output = probe::output(&mut create, Duration::from_secs(60))?;
+    if !output.status.success() || !String::from_utf8_lossy(&output.stdout).contains("All 16384 slots covered") {
+        return Err(format!(
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    say!("servers", "redis-cluster: formed (3 primaries, 3 replicas)");
+    Ok(())
+}
+
+/// Waits until the other Redis Cluster nodes have promoted a replica in place of the killed
+/// primary `gone` (it serves no slot in their view), for at most a minute.
+fn await_replaced(gone: Member) -> Result<(), String> {
+    let what = format!("the redis-cluster did not fail over from {}", gone.label());
+    wait_until(&what, READY_TIMEOUT, || {
+        let view = any_cluster_view()?;
+        let slots: bool = view.iter().any(|n| n.port == gone.ports()[0] && n.slots);
+        let serving = view.iter().filter(|n| n.primary && n.slots && !n.failed).count();
+        if slots || serving != 3 {
+            return Err(format!("{} still serves slots", gone.label()));
+        }
+        Ok(())
+    })
 }
 
 /// The string value of `"name":"…"` in a flat JSON body.
@@ -646,8 +898,19 @@ mod tests {
 
     #[test]
     fn labels_name_the_store_and_count_from_one() {
-        let labels: Vec<String> = Cluster::Redis.members().into_iter().map(Managed::label).collect();
+        let labels: Vec<String> = Cluster::RedisSentinel
+            .members()
+            .into_iter()
+            .map(Managed::label)
+            .collect();
         assert_eq!(labels, ["redis-1", "redis-2", "sentinel-1", "sentinel-2", "sentinel-3"]);
+        let labels: Vec<String> = Cluster::RedisCluster
+            .members()
+            .into_iter()
+            .map(Managed::label)
+            .collect();
+        assert_eq!(labels[0], "redis-cluster-1");
+        assert_eq!(labels.len(), 6);
         assert_eq!(
             Cluster::Etcd.endpoints(),
             "127.0.0.1:23791,127.0.0.1:23792,127.0.0.1:23793"
@@ -661,5 +924,16 @@ mod tests {
         assert_eq!(json_string(status, "leader").as_deref(), Some("42"));
         let master = "*4\r\n$4\r\nname\r\n$9\r\nvalkeyrie\r\n$9\r\nnum-slaves\r\n$1\r\n1\r\n";
         assert_eq!(resp_field(master, "num-slaves").as_deref(), Some("1"));
+        let nodes = "$400\r\n\
+            a1 127.0.0.1:17001@27001 myself,master - 0 0 1 connected 0-5460\n\
+            b2 127.0.0.1:17004@27004 slave a1 0 1 1 connected\n\
+            c3 127.0.0.1:17002@27002 master,fail - 0 1 2 disconnected\n\
+            d4 127.0.0.1:17005@27005 master - 0 1 4 connected 5461-10922 [5462->-a1]\n\r\n";
+        let lines = parse_cluster_nodes(nodes);
+        assert_eq!(lines.len(), 4);
+        assert!(lines[0].primary && lines[0].first_slot && lines[0].slots && !lines[0].failed);
+        assert!(!lines[1].primary && lines[1].connected && lines[1].port == 17004);
+        assert!(lines[2].failed && !lines[2].slots);
+        assert!(lines[3].slots && !lines[3].first_slot);
     }
 }

@@ -32,14 +32,6 @@ const SECOND_HALF_FACTOR: u32 = 4;
 /// How long a watcher may take to deliver the last write of a sequence.
 const WATCH_CATCH_UP: Duration = Duration::from_secs(45);
 
-/// A directory of its own for one run of one case.
-fn unique(case: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("vk-faults/{case}-{}-{nanos}", std::process::id())
-}
-
 /// Whether `err` is what a call may answer while its server is unreachable.
 fn is_outage(err: &Error) -> bool {
     matches!(err.kind(), ErrorKind::NotReachable | ErrorKind::Timeout) || err.is_temporary()
@@ -187,7 +179,7 @@ async fn judge(target: &Target, seen: tokio::task::JoinHandle<Result<Seen, Strin
 pub async fn watch_across_restart(target: &Target) {
     const COUNT: usize = 20;
     let (watcher, writer) = (target.open().await, target.open().await);
-    let dir = unique("watch-restart");
+    let dir = target.unique("watch-restart");
     let events = watch_tree(watcher.as_ref(), &dir).await;
     let seen = collect(dir.clone(), events, COUNT - 1);
     write_sequence(writer.as_ref(), &dir, 0..COUNT / 2).await;
@@ -204,7 +196,7 @@ pub async fn watch_across_dropped_connection(target: &Target) {
     let proxy = target.proxy().await;
     let watcher = target.open_via(&proxy.address()).await;
     let writer = target.open().await;
-    let dir = unique("watch-cut");
+    let dir = target.unique("watch-cut");
     let events = watch_tree(watcher.as_ref(), &dir).await;
     let seen = collect(dir.clone(), events, COUNT - 1);
     write_sequence(writer.as_ref(), &dir, 0..COUNT / 3).await;
@@ -231,7 +223,7 @@ pub async fn error_statuses(target: &Target) {
             &format!("watch_retry_for={}ms", RETRY_FOR.as_millis()),
         )
         .await;
-    let dir = unique("statuses");
+    let dir = target.unique("statuses");
 
     let missing = store
         .atomic_delete(
@@ -279,7 +271,7 @@ pub async fn lock_across_pause(target: &Target) {
     let holder = target.open().await;
     // What the backend makes of the suite's TTL (Consul raises it to twice its shortest session).
     let ttl = target.backend.lock_ttl().max(holder.capabilities().min_ttl);
-    let key = format!("{}/lock", unique("lock-pause"));
+    let key = format!("{}/lock", target.unique("lock-pause"));
     let options = LockOptions::with_value("old holder").ttl(ttl);
     let guard = lock(holder.as_ref(), &key, options)
         .await
@@ -479,7 +471,7 @@ impl Outage {
 pub async fn calls_while_down(target: &Target) {
     let name = target.backend.name();
     let (mut outage, store) = Outage::prepare(target).await;
-    let dir = unique("down");
+    let dir = target.unique("down");
     let key = format!("{dir}/k");
     let stored = until_ok("put", || async {
         store.put(&key, "before".into(), &WriteOptions::default()).await?;
@@ -596,7 +588,7 @@ pub async fn cas_across_restart(target: &Target) {
     let (mut outage, first) = Outage::prepare(target).await;
     let second = outage.open(target).await;
     let stores = [first, second];
-    let key = format!("{}/counter", unique("cas-restart"));
+    let key = format!("{}/counter", target.unique("cas-restart"));
     until_ok("create the counter", || async {
         stores[0].put(&key, Bytes::new(), &WriteOptions::default()).await
     })
@@ -764,7 +756,7 @@ pub async fn watch_across_failover(target: &Target) {
     const COUNT: usize = 30;
     let cluster = cluster_of(target);
     let (watcher, writer) = (target.open().await, target.open().await);
-    let dir = unique("watch-failover");
+    let dir = target.unique("watch-failover");
     let events = watch_tree(watcher.as_ref(), &dir).await;
     let seen = collect(dir.clone(), events, COUNT - 1);
     write_sequence(writer.as_ref(), &dir, 0..COUNT / 3).await;
@@ -789,6 +781,59 @@ pub async fn watch_across_failover(target: &Target) {
     let _ = writer.delete_tree(&dir).await;
 }
 
+/// Numbered writes before, while and after the leader's hash slots (the case's keys among
+/// them) move to another primary of a Redis Cluster (`redis-cli --cluster reshard`, key by
+/// key with `MIGRATE`): every write lands, and a tree watcher on another handle sees every
+/// one, in order, or a snapshot covering what it could not replay.
+pub async fn watch_across_reshard(target: &Target) {
+    const COUNT: usize = 30;
+    // The leader's lowest slots, slot 0 (the case's keys) first.
+    const SLOTS: u32 = 200;
+    // Keys beside the case's in slot 0, so that moving the slot takes a while.
+    const BALLAST: usize = 3000;
+    let cluster = cluster_of(target);
+    let (watcher, writer) = (target.open().await, target.open().await);
+    let dir = target.unique("watch-reshard");
+    let ballast = target.unique("reshard-ballast");
+    let pairs: Vec<(String, Bytes)> = (0..BALLAST).map(|n| (format!("{ballast}/{n}"), Bytes::new())).collect();
+    let plain = WriteOptions::default();
+    for chunk in pairs.chunks(500) {
+        until_ok("put the ballast", || writer.put_many(chunk.to_vec(), &plain)).await;
+    }
+    let events = watch_tree(watcher.as_ref(), &dir).await;
+    let seen = collect(dir.clone(), events, COUNT - 1);
+    write_sequence(writer.as_ref(), &dir, 0..COUNT / 3).await;
+    let from = server::leader(cluster).await;
+    let to = server::primary_other_than(from).await;
+    let begun = Instant::now();
+    let moving = tokio::spawn(server::reshard(from, to, SLOTS));
+    // Paced, so that writes land while slot 0 migrates.
+    for n in COUNT / 3..2 * COUNT / 3 {
+        write_sequence(writer.as_ref(), &dir, n..n + 1).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let written_while_moving = begun.elapsed();
+    moving
+        .await
+        .unwrap_or_else(|e| panic!("{}: the reshard panicked: {e}", target.backend.name()));
+    let moved = begun.elapsed();
+    write_sequence(writer.as_ref(), &dir, 2 * COUNT / 3..COUNT).await;
+    judge(
+        target,
+        seen,
+        COUNT,
+        &format!(
+            "{SLOTS} slots moving from {} to {} ({moved:.1?}; {} writes in the first {written_while_moving:.1?})",
+            from.label(),
+            to.label(),
+            COUNT / 3
+        ),
+    )
+    .await;
+    let _ = writer.delete_tree(&dir).await;
+    let _ = writer.delete_tree(&ballast).await;
+}
+
 /// The leader is killed: calls on a handle that knows every member fail over to the new
 /// leader within [`FAILOVER_BOUND`]; until then each call fails (`NotReachable`,
 /// `Timeout`, a temporary error) within its deadline, none hangs; the handle needs no
@@ -797,7 +842,7 @@ pub async fn calls_across_failover(target: &Target) {
     let name = target.backend.name();
     let cluster = cluster_of(target);
     let store = target.open().await;
-    let dir = unique("failover-calls");
+    let dir = target.unique("failover-calls");
     let key = format!("{dir}/k");
     let (read, write) = (ReadOptions::default(), WriteOptions::default());
     until_ok("put before the failover", || store.put(&key, "before".into(), &write)).await;
@@ -874,7 +919,7 @@ pub async fn lock_across_failover(target: &Target) {
     let cluster = cluster_of(target);
     let (holder, contender) = (target.open().await, target.open().await);
     let ttl = target.backend.lock_ttl().max(holder.capabilities().min_ttl);
-    let key = format!("{}/lock", unique("lock-failover"));
+    let key = format!("{}/lock", target.unique("lock-failover"));
     let options = |value: &'static str| LockOptions::with_value(value).ttl(ttl);
     let guard = lock(holder.as_ref(), &key, options("first holder"))
         .await
@@ -961,7 +1006,7 @@ pub async fn lock_across_failover(target: &Target) {
 pub async fn close_under_load(target: &Target) {
     let name = target.backend.name();
     let store = target.open().await;
-    let dir = unique("close");
+    let dir = target.unique("close");
     let lock_key = format!("{dir}/lock");
     let ttl = target.backend.lock_ttl();
     let mut work = Vec::new();
@@ -1085,7 +1130,7 @@ pub async fn retry_layer_across_outages(target: &Target) {
                 .max_elapsed(RECOVERY)
                 .delays(Duration::from_millis(100), Duration::from_secs(1)),
         );
-    let key = format!("{}/k", unique("retry-layer"));
+    let key = format!("{}/k", target.unique("retry-layer"));
     until_ok("put", || kv.put(&key, "before").into_future()).await;
 
     proxy.cut();

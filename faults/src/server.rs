@@ -51,6 +51,25 @@ pub async fn leader(cluster: Cluster) -> Member {
     .await
 }
 
+/// A Redis Cluster primary other than `primary`.
+pub async fn primary_other_than(primary: Member) -> Member {
+    blocking("the redis-cluster's primaries".to_owned(), move || {
+        let primaries = cluster::redis_cluster_primaries()?;
+        primaries
+            .into_iter()
+            .find(|other| *other != primary)
+            .ok_or_else(|| format!("no primary besides {}", primary.label()))
+    })
+    .await
+}
+
+/// Moves `slots` hash slots (the lowest first) from the Redis Cluster primary `from` to
+/// `to`, keys and all.
+pub async fn reshard(from: Member, to: Member, slots: u32) {
+    let what = format!("moving {slots} slots from {} to {}", from.label(), to.label());
+    blocking(what, move || cluster::reshard(from, to, slots)).await;
+}
+
 /// Waits until a member other than `killed` leads `cluster` (everywhere the cluster
 /// reports it: every Sentinel for Redis), so the killed one restarts as a follower; how
 /// long that took.
@@ -77,8 +96,8 @@ pub async fn ready(cluster: Cluster) -> Duration {
 pub async fn make_whole(cluster: Cluster) {
     blocking(format!("the {} cluster", cluster.name()), move || {
         for member in cluster.members() {
-            if matches!(member, Member::Redis(_)) && process::state(member) == process::State::Stopped {
-                cluster.await_leader_other_than(member)?;
+            if process::state(member) == process::State::Stopped {
+                cluster::await_safe_to_start(member)?;
             }
         }
         cluster::start(cluster).map(drop)

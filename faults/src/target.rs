@@ -41,8 +41,8 @@ pub enum Backend {
 /// case must not land in the middle of another), cases on different servers in parallel.
 static SERIAL: [Mutex<()>; 6] = [const { Mutex::const_new(()) }; 6];
 
-/// The same for each backend's cluster.
-static CLUSTER_SERIAL: [Mutex<()>; 6] = [const { Mutex::const_new(()) }; 6];
+/// The same for each cluster.
+static CLUSTER_SERIAL: [Mutex<()>; Cluster::ALL.len()] = [const { Mutex::const_new(()) }; Cluster::ALL.len()];
 
 /// How long a call on a cluster may keep failing after its leader (or Redis primary) is
 /// killed before the store reaches the new one: an election (etcd, ZooKeeper, Consul:
@@ -63,14 +63,13 @@ impl Backend {
         }
     }
 
-    /// The harness's cluster of this store, if it has one.
-    pub fn cluster(self) -> Option<Cluster> {
-        match self {
-            Backend::Etcd => Some(Cluster::Etcd),
-            Backend::Redis => Some(Cluster::RedisSentinel),
-            Backend::ZooKeeper => Some(Cluster::ZooKeeper),
-            Backend::Consul => Some(Cluster::Consul),
-            Backend::DynamoDb | Backend::Boltlike => None,
+    /// The store a cluster of the harness runs.
+    pub fn of_cluster(cluster: Cluster) -> Backend {
+        match cluster {
+            Cluster::Etcd => Backend::Etcd,
+            Cluster::RedisSentinel | Cluster::RedisCluster => Backend::Redis,
+            Cluster::ZooKeeper => Backend::ZooKeeper,
+            Cluster::Consul => Backend::Consul,
         }
     }
 
@@ -125,16 +124,17 @@ impl Backend {
         }
     }
 
-    /// The URL of a handle on the backend's cluster: every member as an endpoint (Redis:
-    /// the Sentinels).
+    /// The URL of a handle on the backend's cluster: every member as an endpoint (the
+    /// Redis Sentinel group: the Sentinels).
     fn cluster_url(self, cluster: Cluster) -> String {
         let endpoints = cluster.endpoints();
-        match self {
-            Backend::Redis => format!(
+        match cluster {
+            Cluster::RedisSentinel => format!(
                 "redis://{endpoints}?topology=sentinel&sentinel_service={}&{}",
                 xtask::servers::cluster::REDIS_SERVICE,
                 timeouts()
             ),
+            Cluster::RedisCluster => format!("redis://{endpoints}?topology=cluster&{}", timeouts()),
             _ => self.url(&endpoints),
         }
     }
@@ -167,6 +167,9 @@ pub struct Target {
     database: Option<tempfile::TempDir>,
     /// The cluster the handles reach, for a target made by [`Target::cluster`].
     cluster: Option<Cluster>,
+    /// URL parameters (`name=value&…`) of every handle on the cluster, beyond the suite's
+    /// deadlines.
+    parameters: Option<&'static str>,
     _serial: MutexGuard<'static, ()>,
 }
 
@@ -181,30 +184,46 @@ impl Target {
             backend,
             database,
             cluster: None,
+            parameters: None,
             _serial: serial,
         }
     }
 
-    /// Waits until no other fault case uses `backend`'s cluster, then holds it, with every
-    /// member running; handles from [`Target::open`] know every member.
-    pub async fn cluster(backend: Backend) -> Target {
-        let cluster = backend
-            .cluster()
-            .unwrap_or_else(|| panic!("{} has no cluster", backend.name()));
+    /// Waits until no other fault case uses `cluster`, then holds it, with every member
+    /// running; handles from [`Target::open`] know every member.
+    pub async fn cluster(cluster: Cluster) -> Target {
+        let backend = Backend::of_cluster(cluster);
         show_logs();
-        let serial = CLUSTER_SERIAL[backend as usize].lock().await;
+        let serial = CLUSTER_SERIAL[cluster as usize].lock().await;
         crate::server::make_whole(cluster).await;
         Target {
             backend,
             database: None,
             cluster: Some(cluster),
+            parameters: None,
             _serial: serial,
         }
+    }
+
+    /// This cluster target with `parameters` (`name=value&…`) in every handle's URL.
+    pub fn with_parameters(mut self, parameters: &'static str) -> Target {
+        self.parameters = Some(parameters);
+        self
     }
 
     /// The cluster of a target made by [`Target::cluster`].
     pub fn cluster_under_test(&self) -> Option<Cluster> {
         self.cluster
+    }
+
+    /// A directory of its own for one run of `case`; on a cluster, where killing the
+    /// leader hits it (see [`Cluster::leader_key_prefix`]).
+    pub fn unique(&self, case: &str) -> String {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let prefix = self.cluster.map(Cluster::leader_key_prefix).unwrap_or_default();
+        format!("{prefix}vk-faults/{case}-{}-{nanos}", std::process::id())
     }
 
     /// The server's `host:port`, as the harness exports it.
@@ -219,7 +238,13 @@ impl Target {
     pub async fn open(&self) -> Arc<dyn Store> {
         match (&self.database, self.cluster) {
             (Some(dir), _) => open(&format!("boltlike://{}", dir.path().join("faults.db").display())).await,
-            (None, Some(cluster)) => open(&self.backend.cluster_url(cluster)).await,
+            (None, Some(cluster)) => {
+                let url = self.backend.cluster_url(cluster);
+                match self.parameters {
+                    Some(parameters) => open(&format!("{url}&{parameters}")).await,
+                    None => open(&url).await,
+                }
+            }
             (None, None) => self.open_via(&self.address()).await,
         }
     }

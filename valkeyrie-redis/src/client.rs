@@ -7,15 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fred::interfaces::{ClusterInterface, KeysInterface};
-use fred::prelude::{Builder, ClientLike, Pool, ReconnectPolicy, Server, ServerConfig};
+use fred::interfaces::{ClusterInterface, KeysInterface, ServerInterface};
+use fred::prelude::{Builder, Client, ClientLike, Pool, ReconnectPolicy, Server, ServerConfig};
 use fred::types::config::{Config, TlsConnector};
 use fred::types::scripts::Script;
+use fred::types::ConnectHandle;
 use fred::types::MultipleValues;
 use fred::util::redis_keyslot;
 use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::Notify;
-use valkeyrie_core::raw::deadline;
+use tokio_util::sync::CancellationToken;
+use valkeyrie_core::raw::{deadline, Spawner};
 use valkeyrie_core::tls::strip_scheme;
 use valkeyrie_core::{Error, KvPair, Result};
 
@@ -43,6 +45,8 @@ pub(crate) struct RedisClient {
     /// The on-server layout, and the scripts that write it.
     pub(crate) encoding: ValueEncoding,
     pub(crate) scripts: &'static Scripts,
+    /// `wait_for_replicas`, and how long `WAIT` waits for them.
+    replicas: (u32, Duration),
     /// Signalled whenever a lock of this handle is released, so that this handle's own
     /// waiters try again at once instead of at their next poll.
     pub(crate) lock_released: Arc<Notify>,
@@ -105,8 +109,9 @@ fn fred_config(endpoints: &[String], config: &RedisConfig) -> Result<Config> {
 }
 
 impl RedisClient {
-    /// Builds the pool and connects it within `connect_timeout`.
-    pub(crate) async fn connect(endpoints: &[String], config: &RedisConfig) -> Result<Self> {
+    /// Builds the pool and connects it within `connect_timeout`, each client's connection
+    /// under a [supervisor](supervise) on `spawner`.
+    pub(crate) async fn connect(endpoints: &[String], config: &RedisConfig, spawner: &Spawner) -> Result<Self> {
         let builder_config = fred_config(endpoints, config)?;
         let client = RedisClient {
             pool: Self::builder(&builder_config, config.connect_timeout, config.request_timeout)
@@ -119,9 +124,20 @@ impl RedisClient {
             database: config.database.unwrap_or(0),
             encoding: config.value_encoding,
             scripts: Scripts::of(config.value_encoding),
+            replicas: (config.wait_for_replicas, config.replica_wait_timeout),
             lock_released: Arc::new(Notify::new()),
         };
-        client.init(&client.pool).await?;
+        let connecting = client.pool.clients().iter().map(|fred| client.init(fred));
+        let tasks = match futures_util::future::try_join_all(connecting).await {
+            Ok(tasks) => tasks,
+            Err(err) => {
+                let _ = client.pool.quit().await;
+                return Err(err);
+            }
+        };
+        for (fred, task) in client.pool.clients().iter().zip(tasks) {
+            spawner.spawn_service(supervise(fred.clone(), task, spawner.token()));
+        }
         Ok(client)
     }
 
@@ -135,10 +151,10 @@ impl RedisClient {
         builder
     }
 
-    /// Connects `client` within the connect timeout.
-    async fn init(&self, client: &impl ClientLike) -> Result<()> {
+    /// Connects `client` within the connect timeout; the task that drives its connection.
+    async fn init(&self, client: &impl ClientLike) -> Result<ConnectHandle> {
         match tokio::time::timeout(self.connect_timeout, client.init()).await {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(task)) => Ok(task),
             Ok(Err(err)) => Err(map_connect_error(err)),
             Err(_) => {
                 let _ = client.quit().await;
@@ -221,8 +237,43 @@ impl RedisClient {
             self.check_key(key)?;
         }
         let client = self.pool.next();
-        self.request(key, script.evalsha_with_reload::<String, _, _>(client, keys, args))
-            .await
+        let routing = keys.first().cloned().unwrap_or_default();
+        let status = self
+            .request(key, script.evalsha_with_reload::<String, _, _>(client, keys, args))
+            .await?;
+        self.replicated(client, key, &routing).await?;
+        Ok(status)
+    }
+
+    /// After a write on `client`, with `wait_for_replicas`: `WAIT` on the same connection
+    /// (on a cluster, the one to the primary of `routing`'s slot) until that many replicas
+    /// have it, errors naming `key`. Without the setting, nothing.
+    pub(crate) async fn replicated(&self, client: &Client, key: &str, routing: &str) -> Result<()> {
+        let (wanted, within) = self.replicas;
+        if wanted == 0 {
+            return Ok(());
+        }
+        let timeout_ms = i64::try_from(within.as_millis()).unwrap_or(i64::MAX);
+        let started = tokio::time::Instant::now();
+        let acknowledged: i64 = if self.cluster {
+            let slot = redis_keyslot(routing.as_bytes());
+            let node = client
+                .cached_cluster_state()
+                .and_then(|routing| routing.get_server(slot).cloned())
+                .ok_or_else(|| Error::backend(REDIS, key, true, "the client knows no primary for the key's slot"))?;
+            let node = client.with_cluster_node(node);
+            self.request(key, node.wait(i64::from(wanted), timeout_ms)).await?
+        } else {
+            self.request(key, client.wait(i64::from(wanted), timeout_ms)).await?
+        };
+        if acknowledged < i64::from(wanted) {
+            let reason = format!(
+                "the primary applied the write, but {acknowledged} of the {wanted} replicas asked for \
+                 (wait_for_replicas) acknowledged it within {within:?}: a failover could still lose it"
+            );
+            return Err(Error::outcome_unknown(REDIS, key, started.elapsed(), reason));
+        }
+        Ok(())
     }
 }
 
@@ -328,6 +379,35 @@ impl RedisClient {
                 }
             })
             .collect()
+    }
+}
+
+/// How long a supervisor waits before starting a connection task fred ended.
+const RESTART_DELAY: Duration = Duration::from_millis(100);
+
+/// Keeps `client`'s connection task running until the handle closes (`token`) or the
+/// client quits. fred ends the task for good on some routing errors, and every later
+/// command on the client would then wait for its timeout: fred 10.1 sends a command that
+/// met an `ASK` redirection (its hash slot migrating) back to the slot's old owner after
+/// the `ASKING`, until its attempts run out, and then stops the client. That command fails
+/// (a temporary error: nothing ran); the supervisor starts the task again.
+async fn supervise(client: Client, mut task: ConnectHandle, token: CancellationToken) {
+    loop {
+        let ended = tokio::select! {
+            () = token.cancelled() => return,
+            ended = &mut task => ended,
+        };
+        match ended {
+            Ok(Ok(())) => return,
+            Ok(Err(err)) if err.is_canceled() => return,
+            Ok(Err(err)) => tracing::warn!(store = REDIS, error = %err, "the connection task ended; starting it again"),
+            Err(join) => tracing::warn!(store = REDIS, error = %join, "the connection task failed; starting it again"),
+        }
+        tokio::select! {
+            () = token.cancelled() => return,
+            () = tokio::time::sleep(RESTART_DELAY) => {}
+        }
+        task = client.connect();
     }
 }
 

@@ -113,6 +113,17 @@ pub struct RedisConfig {
     /// Largest value accepted, in bytes. The envelope stores it in base64 (4/3 larger) and
     /// Redis strings hold at most 512 MiB, so the default is 384 MiB minus 64 KiB.
     pub max_value_size: usize,
+    /// Replicas that must have each write before the call returns: after every write, `WAIT`
+    /// on the same connection (on a cluster, to the key's primary). Default 0: a write
+    /// returns once the primary has it, and Redis replicates asynchronously, so a failover
+    /// before the primary passed it on loses it. A write the replicas did not acknowledge
+    /// within `replica_wait_timeout` fails with a timeout error: the primary applied it,
+    /// and a failover could still lose it.
+    pub wait_for_replicas: u32,
+    /// How long a write waits for `wait_for_replicas` replicas. Default 1 s; shorter than
+    /// `request_timeout`.
+    #[serde(with = "valkeyrie_core::config::duration")]
+    pub replica_wait_timeout: Duration,
     /// How long a watch keeps retrying what fails with a temporary error (a server restarting,
     /// a cluster failing over) before it ends with an error item. Default 60 s.
     #[serde(with = "valkeyrie_core::config::duration")]
@@ -142,6 +153,8 @@ impl Default for RedisConfig {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
             max_value_size: 384 * 1024 * 1024 - 64 * 1024,
+            wait_for_replicas: 0,
+            replica_wait_timeout: Duration::from_secs(1),
             watch_retry_for: valkeyrie_core::raw::feed::DEFAULT_RETRY_FOR,
             enable_keyspace_events: false,
             value_encoding: ValueEncoding::Envelope,
@@ -190,9 +203,22 @@ impl RedisConfig {
         for (field, value) in [
             ("connect_timeout", self.connect_timeout),
             ("request_timeout", self.request_timeout),
+            ("replica_wait_timeout", self.replica_wait_timeout),
             ("watch_retry_for", self.watch_retry_for),
         ] {
             check_duration(REDIS, field, value)?;
+        }
+        if self.wait_for_replicas > 0 && self.replica_wait_timeout >= self.request_timeout {
+            return invalid(
+                "replica_wait_timeout",
+                "must be shorter than request_timeout, which bounds the WAIT too",
+            );
+        }
+        if self.wait_for_replicas > 0 && self.replica_wait_timeout.is_zero() {
+            return invalid(
+                "replica_wait_timeout",
+                "must be longer than zero (WAIT 0 waits forever)",
+            );
         }
         if self.topology == Topology::Sentinel && self.sentinel_service.is_none() {
             return invalid("sentinel_service", "the sentinel topology needs the master's name");
@@ -270,6 +296,9 @@ mod tests {
             &[
                 ("connect_timeout", false, |config: &RedisConfig| config.connect_timeout),
                 ("request_timeout", false, |config: &RedisConfig| config.request_timeout),
+                ("replica_wait_timeout", true, |config: &RedisConfig| {
+                    config.replica_wait_timeout
+                }),
                 ("watch_retry_for", true, |config: &RedisConfig| config.watch_retry_for),
             ],
             |config: &RedisConfig| config.validate(&[]),

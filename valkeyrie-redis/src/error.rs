@@ -57,9 +57,15 @@ fn map(key: &str, waited: Option<Duration>, err: ClientError) -> Error {
         ClientKind::Timeout => Error::backend(REDIS, key, true, err),
         ClientKind::Auth => Error::unauthenticated(REDIS, key, err),
         ClientKind::Config | ClientKind::Url | ClientKind::Tls => Error::config(REDIS, "config", err.to_string()),
-        ClientKind::Cluster | ClientKind::Routing | ClientKind::Sentinel | ClientKind::Backpressure => {
-            Error::backend(REDIS, key, true, err)
-        }
+        // fred cannot follow an ASK redirection: a command on a key whose hash slot is
+        // migrating fails once its attempts run out, before it ran anywhere.
+        ClientKind::Routing => Error::backend(
+            REDIS,
+            key,
+            true,
+            format!("{err} (the key's hash slot may be migrating between cluster nodes)"),
+        ),
+        ClientKind::Cluster | ClientKind::Sentinel | ClientKind::Backpressure => Error::backend(REDIS, key, true, err),
         _ => Error::backend(REDIS, key, false, err),
     }
 }

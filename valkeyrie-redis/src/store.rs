@@ -51,14 +51,15 @@ impl RedisConfig {
     {
         let endpoints: Vec<String> = endpoints.into_iter().map(Into::into).collect();
         self.validate(&endpoints)?;
+        let background = Background::new();
         // Not called through the store handle: its errors are named here, once.
-        let client = RedisClient::connect(&endpoints, &self)
+        let client = RedisClient::connect(&endpoints, &self, &background.spawner())
             .await
             .map_err(|e| e.in_call("connect", ""))?;
         Ok(RedisStore {
             client,
             config: self,
-            background: Background::new(),
+            background,
         })
     }
 }
@@ -204,10 +205,9 @@ impl Backend for RedisStore {
     async fn delete(&self, key: &Key) -> Result<()> {
         let deleted = match self.client.encoding {
             ValueEncoding::Envelope => {
-                let deleted: i64 = self
-                    .client
-                    .request(key.as_str(), self.client.pool.del(key.as_str()))
-                    .await?;
+                let client = self.client.pool.next();
+                let deleted: i64 = self.client.request(key.as_str(), client.del(key.as_str())).await?;
+                self.client.replicated(client, key.as_str(), key.as_str()).await?;
                 deleted > 0
             }
             // The key and its index key at once: a script.
@@ -247,14 +247,18 @@ impl Backend for RedisStore {
         let mut deleted = 0i64;
         for batch in self.client.batches(&keys) {
             let batch: Vec<String> = batch.into_iter().map(|at| keys[at].clone()).collect();
-            let unlink = self.client.pool.unlink::<i64, _>(batch.clone());
+            let client = self.client.pool.next();
+            let unlink = client.unlink::<i64, _>(batch.clone());
             deleted += self.client.request(dir.as_str(), unlink).await?;
             if self.client.encoding == ValueEncoding::Raw {
                 // Counted apart: an index key left by another client's delete is no key.
                 let indexes: Vec<String> = batch.iter().map(|key| codec::index_key(key)).collect();
-                let unlink = self.client.pool.unlink::<i64, _>(indexes);
+                let unlink = client.unlink::<i64, _>(indexes);
                 self.client.request(dir.as_str(), unlink).await?;
             }
+            // Every batch has a key: `batches` makes no empty one.
+            let routing = batch.first().map_or(dir.as_str(), String::as_str);
+            self.client.replicated(client, dir.as_str(), routing).await?;
         }
         if deleted == 0 {
             return Err(Error::not_found(REDIS, dir.as_str()));

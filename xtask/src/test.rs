@@ -169,12 +169,7 @@ const SUITES: [Suite; 15] = [
         package: "valkeyrie-faults",
         servers: &Server::ALL,
         test_args: &["--", "--show-output"],
-        clusters: &[
-            Cluster::RedisSentinel,
-            Cluster::Etcd,
-            Cluster::ZooKeeper,
-            Cluster::Consul,
-        ],
+        clusters: &Cluster::ALL,
         ..SUITE
     },
 ];

@@ -216,9 +216,10 @@ impl Spawner {
         start_keeping(self, driver, hold);
     }
 
-    /// Spawns a per-handle service task: waited for by `shutdown`, not counted in `len`;
-    /// it must watch [`Spawner::token`] and end by itself.
-    pub(crate) fn spawn_service<F>(&self, task: F)
+    /// Spawns a per-handle service task (the lock-holding driver, a backend's connection
+    /// supervisor): waited for by `shutdown`, not counted in [`Background::len`]; it must
+    /// watch [`Spawner::token`] and end by itself.
+    pub fn spawn_service<F>(&self, task: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {

@@ -38,6 +38,10 @@ const REDIS_CLUSTER_SLOTS: u32 = 16384;
 /// The name Sentinel monitors the Redis primary under.
 pub const REDIS_SERVICE: &str = "valkeyrie";
 
+/// A hash tag in slot 0 of a Redis Cluster (`CLUSTER KEYSLOT` agrees: the readiness check
+/// asks), whose primary is the cluster's [leader](Cluster::leader).
+const REDIS_CLUSTER_LEADER_TAG: &str = "{vk-slot0-1810}";
+
 /// One of the clusters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Cluster {
@@ -121,6 +125,16 @@ impl Cluster {
             .into_iter()
             .filter(|m| !matches!(m, Member::Redis(_)))
             .collect()
+    }
+
+    /// What a key starts with to live where the [leader](Cluster::leader) serves it, so
+    /// that killing the leader hits it: on the Redis Cluster a hash tag in slot 0 and a
+    /// slash; elsewhere nothing (the leader serves every key).
+    pub fn leader_key_prefix(self) -> String {
+        match self {
+            Cluster::RedisCluster => format!("{REDIS_CLUSTER_LEADER_TAG}/"),
+            _ => String::new(),
+        }
     }
 
     /// The client endpoints, comma-separated `host:port`s.
@@ -303,20 +317,68 @@ pub fn start(cluster: Cluster) -> Result<Vec<(Member, Started)>, String> {
 /// replica in its place if it was a primary (started at once, as the primary they still
 /// name, it would come back empty and its replica would copy the empty data set).
 pub fn restart(member: Member) -> Result<(), String> {
-    if let Member::Redis(_) = member {
+    if let Member::Redis(_) | Member::ClusterNode(_) = member {
         process::kill(member)?;
-        member.cluster().await_leader_other_than(member)?;
-    } else if let Member::ClusterNode(_) = member {
-        let was_primary = member.serves_slots()?;
-        process::kill(member)?;
-        if was_primary {
-            await_replaced(member)?;
-        }
+        await_safe_to_start(member)?;
     } else {
         process::stop_by_pid(member)?;
     }
     process::start(member)?;
     member.cluster().await_ready()
+}
+
+/// Waits until the stopped `member` can start without harm: a Redis data node (of the
+/// Sentinel group or the cluster) that keeps nothing on disk once the others have promoted
+/// a replica in its place, if it was a primary; any other member at once.
+pub fn await_safe_to_start(member: Member) -> Result<(), String> {
+    match member {
+        Member::Redis(_) => member.cluster().await_leader_other_than(member).map(drop),
+        Member::ClusterNode(_) if member.serves_slots()? => await_replaced(member),
+        _ => Ok(()),
+    }
+}
+
+/// Moves `slots` hash slots from the Redis Cluster primary `from` to the primary `to`
+/// with `redis-cli --cluster reshard` (keys and all, `MIGRATE` by `MIGRATE`); `from`'s
+/// lowest slots go first, so slot 0 (the [leader](Cluster::leader)'s) moves.
+pub fn reshard(from: Member, to: Member, slots: u32) -> Result<(), String> {
+    let id = |member: Member| -> Result<String, String> {
+        let reply = probe::redis(&member.address(), &["CLUSTER", "MYID"])?;
+        reply
+            .lines()
+            .nth(1)
+            .map(str::to_owned)
+            .ok_or_else(|| format!("{}: CLUSTER MYID answered {reply:?}", member.label()))
+    };
+    let mut command = Command::new("redis-cli");
+    command
+        .args(["--cluster", "reshard", &from.address()])
+        .args(["--cluster-from", &id(from)?, "--cluster-to", &id(to)?])
+        .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"]);
+    let output = probe::output(&mut command, Duration::from_secs(120))?;
+    if !output.status.success() {
+        return Err(format!(
+            "redis-cli --cluster reshard failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    say!(
+        "servers",
+        "redis-cluster: {slots} slots moved from {} to {}",
+        from.label(),
+        to.label()
+    );
+    Ok(())
+}
+
+/// The Redis Cluster's primaries that serve slots now, as the running nodes see it.
+pub fn redis_cluster_primaries() -> Result<Vec<Member>, String> {
+    any_cluster_view()?
+        .into_iter()
+        .filter(|n| n.primary && n.slots && !n.failed)
+        .map(|n| Member::cluster_node_at(n.port).ok_or_else(|| format!("no node of ours on port {}", n.port)))
+        .collect()
 }
 
 /// Stops every member of `cluster` the harness started, by pid.
@@ -789,6 +851,13 @@ fn redis_cluster_ready() -> Result<(), String> {
                 node.label()
             ));
         }
+    }
+    let tag = REDIS_CLUSTER_LEADER_TAG;
+    let slot = probe::redis(&Member::ClusterNode(0).address(), &["CLUSTER", "KEYSLOT", tag])?;
+    if slot.trim() != ":0" {
+        return Err(format!(
+            "{tag} is in slot {slot:?}, not 0: the leader's keys would be elsewhere"
+        ));
     }
     for line in any_cluster_view()?.into_iter().filter(|n| n.primary && n.slots) {
         let Some(primary) = Member::cluster_node_at(line.port) else {

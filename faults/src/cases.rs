@@ -162,7 +162,7 @@ async fn watch_tree(store: &dyn Store, dir: &str) -> WatchStream {
 
 /// Waits for the collector and checks what it saw of `count` writes across `fault`.
 async fn judge(target: &Target, seen: tokio::task::JoinHandle<Result<Seen, String>>, count: usize, fault: &str) {
-    let name = target.backend.name();
+    let name = target.name();
     let seen = seen
         .await
         .unwrap_or_else(|e| panic!("the collector panicked: {e}"))
@@ -215,7 +215,7 @@ pub async fn watch_across_dropped_connection(target: &Target) {
 /// an outer loop should not simply retry it). For the backends with `watch_retry_for`.
 pub async fn error_statuses(target: &Target) {
     const RETRY_FOR: Duration = Duration::from_secs(2);
-    let name = target.backend.name();
+    let name = target.name();
     let proxy = target.proxy().await;
     let store = target
         .open_via_with(
@@ -267,7 +267,7 @@ pub async fn error_statuses(target: &Target) {
 /// fires within TTL + [`SLACK`] though nothing answers; once the server runs again another
 /// contender acquires with a larger fencing token, and the old guard still says lost.
 pub async fn lock_across_pause(target: &Target) {
-    let name = target.backend.name();
+    let name = target.name();
     let holder = target.open().await;
     // What the backend makes of the suite's TTL (Consul raises it to twice its shortest session).
     let ttl = target.backend.lock_ttl().max(holder.capabilities().min_ttl);
@@ -469,7 +469,7 @@ impl Outage {
 /// cut off by a proxy) fails with `NotReachable` or `Timeout` within its deadline, none
 /// hangs; the same handle works again once the server is back.
 pub async fn calls_while_down(target: &Target) {
-    let name = target.backend.name();
+    let name = target.name();
     let (mut outage, store) = Outage::prepare(target).await;
     let dir = target.unique("down");
     let key = format!("{dir}/k");
@@ -584,7 +584,7 @@ pub async fn calls_while_down(target: &Target) {
 pub async fn cas_across_restart(target: &Target) {
     const TASKS: usize = 16;
     const PER_TASK: usize = 25;
-    let name = target.backend.name();
+    let name = target.name();
     let (mut outage, first) = Outage::prepare(target).await;
     let second = outage.open(target).await;
     let stores = [first, second];
@@ -746,7 +746,7 @@ fn contains_mark(value: &[u8], mark: &str) -> bool {
 fn cluster_of(target: &Target) -> Cluster {
     target
         .cluster_under_test()
-        .unwrap_or_else(|| panic!("{}: a failover case needs `Target::cluster`", target.backend.name()))
+        .unwrap_or_else(|| panic!("{}: a failover case needs `Target::cluster`", target.name()))
 }
 
 /// Numbered writes before, while and after the leader is down (killed, then restarted
@@ -815,7 +815,7 @@ pub async fn watch_across_reshard(target: &Target) {
     let written_while_moving = begun.elapsed();
     moving
         .await
-        .unwrap_or_else(|e| panic!("{}: the reshard panicked: {e}", target.backend.name()));
+        .unwrap_or_else(|e| panic!("{}: the reshard panicked: {e}", target.name()));
     let moved = begun.elapsed();
     write_sequence(writer.as_ref(), &dir, 2 * COUNT / 3..COUNT).await;
     judge(
@@ -839,7 +839,7 @@ pub async fn watch_across_reshard(target: &Target) {
 /// `Timeout`, a temporary error) within its deadline, none hangs; the handle needs no
 /// reconstruction.
 pub async fn calls_across_failover(target: &Target) {
-    let name = target.backend.name();
+    let name = target.name();
     let cluster = cluster_of(target);
     let store = target.open().await;
     let dir = target.unique("failover-calls");
@@ -915,7 +915,7 @@ pub async fn calls_across_failover(target: &Target) {
 /// it only after the unlock) or is reported lost (the contender may take it, and the store
 /// then refuses the old holder's fence). Never two holders; fencing tokens increase.
 pub async fn lock_across_failover(target: &Target) {
-    let name = target.backend.name();
+    let name = target.name();
     let cluster = cluster_of(target);
     let (holder, contender) = (target.open().await, target.open().await);
     let ttl = target.backend.lock_ttl().max(holder.capabilities().min_ttl);
@@ -1004,7 +1004,7 @@ pub async fn lock_across_failover(target: &Target) {
 /// and calls run: it returns promptly, every background task ends, the in-flight work ends,
 /// and the lock is free at once for another handle (nothing left on the server holds it).
 pub async fn close_under_load(target: &Target) {
-    let name = target.backend.name();
+    let name = target.name();
     let store = target.open().await;
     let dir = target.unique("close");
     let lock_key = format!("{dir}/lock");
@@ -1117,7 +1117,7 @@ impl Intercept for Attempts {
 /// succeeds once the connection is back; a write made while the server is paused (sent,
 /// never answered) comes back as `Timeout` after one attempt and is never sent again.
 pub async fn retry_layer_across_outages(target: &Target) {
-    let name = target.backend.name();
+    let name = target.name();
     let proxy = target.proxy().await;
     let attempts = Attempts::default();
     let per_attempt = REQUEST_TIMEOUT + SLACK;

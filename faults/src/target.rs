@@ -211,6 +211,12 @@ impl Target {
         self
     }
 
+    /// The target's name in reports: the backend's, or on a cluster the cluster's
+    /// (`redis-sentinel`, `redis-cluster`, `etcd`, …).
+    pub fn name(&self) -> &'static str {
+        self.cluster.map_or(self.backend.name(), Cluster::name)
+    }
+
     /// The cluster of a target made by [`Target::cluster`].
     pub fn cluster_under_test(&self) -> Option<Cluster> {
         self.cluster

@@ -46,6 +46,11 @@ mod error_statuses {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis() {
+        cases::error_statuses(&Target::new(Backend::Redis).await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn consul() {
         cases::error_statuses(&Target::new(Backend::Consul).await).await;
     }

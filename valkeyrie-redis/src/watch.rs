@@ -18,9 +18,11 @@
 //! publishes `del`, the target `restore`, and the re-read finds the key as it was.
 //!
 //! A failure with a temporary error (a server restarting, a cluster failing over) is
-//! retried, as in every backend, for the store's `watch_retry_for`.
+//! retried, as in every backend, for the store's `watch_retry_for`; so is a subscriber
+//! connection that is down (fred reconnects it by itself), so that a watch cut off for
+//! longer ends with an error rather than waiting in silence.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
@@ -113,6 +115,7 @@ pub(crate) async fn watch(store: &RedisStore, key: &Key, tree: bool) -> Result<W
         database: store.client.database,
         topology,
         resubscribe: Vec::new(),
+        down: BTreeSet::new(),
         resync: false,
     };
     Ok(feed::start(
@@ -142,6 +145,8 @@ enum Notice {
     /// The connection to this node came back (or its reconnections were missed): its
     /// subscriptions are gone.
     Reconnected(String),
+    /// The connection to this node failed (fred reconnects by itself).
+    Down(String),
     /// Notifications were dropped for this slow watcher.
     Lagged,
     /// A subscriber connection closed for good.
@@ -215,12 +220,15 @@ impl Subscriptions {
         self.nodes
             .iter()
             .flat_map(|(name, subscriber)| {
-                let name = name.clone();
+                let (reconnected, down) = (name.clone(), name.clone());
                 [
                     notices_of(subscriber.0.keyspace_event_rx(), |event| {
                         event.map_or(Notice::Lagged, Notice::Event)
                     }),
-                    notices_of(subscriber.0.reconnect_rx(), move |_| Notice::Reconnected(name.clone())),
+                    notices_of(subscriber.0.reconnect_rx(), move |_| {
+                        Notice::Reconnected(reconnected.clone())
+                    }),
+                    notices_of(subscriber.0.error_rx(), move |_| Notice::Down(down.clone())),
                 ]
             })
             .collect()
@@ -233,6 +241,11 @@ impl Subscriptions {
         let subscribe = subscriber.0.psubscribe(self.pattern.clone());
         self.client.request(self.key.as_str(), subscribe).await?;
         Ok(subscriber)
+    }
+
+    /// Whether the watch listens to `node` and its connection is down.
+    fn is_down(&self, node: &str) -> bool {
+        self.nodes.get(node).is_some_and(|subscriber| !subscriber.0.is_connected())
     }
 
     /// Subscribes again on `node` after its connection came back (gone from the watch's
@@ -287,6 +300,10 @@ struct Feeder {
     topology: tokio::time::Interval,
     /// Nodes whose connection came back: subscribe there again, then resync.
     resubscribe: Vec<String>,
+    /// Nodes whose connection failed: until each is back (or, on a cluster, no longer
+    /// a primary), each attempt fails with a temporary error, so that a watch cut off for
+    /// longer than `watch_retry_for` ends.
+    down: BTreeSet<String>,
     /// Notifications may have been lost: read everything again.
     resync: bool,
 }
@@ -295,6 +312,21 @@ struct Feeder {
 impl Feed for Feeder {
     async fn next(&mut self) -> Result<Batch> {
         loop {
+            if !self.down.is_empty() {
+                if self.client.cluster && self.subscriptions.follow().await? {
+                    self.notices = self.subscriptions.notices();
+                    self.resync = true;
+                }
+                let subscriptions = &self.subscriptions;
+                self.down.retain(|node| subscriptions.is_down(node));
+                if let Some(node) = self.down.first() {
+                    let reason = match node.as_str() {
+                        "" => "the subscriber connection is down; reconnecting".to_owned(),
+                        node => format!("the subscriber connection to {node} is down; reconnecting"),
+                    };
+                    return Err(Error::backend(REDIS, self.key.as_str(), true, reason));
+                }
+            }
             // Subscribe again first, then read, so no change falls between. A failure
             // keeps the node listed, for the retry.
             while let Some(node) = self.resubscribe.last() {
@@ -319,6 +351,9 @@ impl Feed for Feeder {
                     }
                     Some(Notice::Event(_)) => {}
                     Some(Notice::Reconnected(node)) => self.resubscribe.push(node),
+                    Some(Notice::Down(node)) => {
+                        self.down.insert(node);
+                    }
                     Some(Notice::Lagged) => self.resync = true,
                     Some(Notice::Closed) | None => return Err(self.closed()),
                 },

@@ -7,7 +7,15 @@ use std::time::Duration;
 use crate::driver::BenchResult;
 
 /// The backends, in table order.
-pub(crate) const BACKENDS: [&str; 6] = ["boltlike", "consul", "dynamodb", "etcd", "redis", "zookeeper"];
+pub(crate) const BACKENDS: [&str; 7] = [
+    "boltlike",
+    "consul",
+    "dynamodb",
+    "etcd",
+    "redis",
+    "redis-cluster",
+    "zookeeper",
+];
 
 /// The DynamoDB table of the benchmark (created if missing, with a stream).
 pub(crate) const DYNAMODB_TABLE: &str = "valkeyrie-bench";
@@ -41,6 +49,14 @@ impl Target {
                 .trim_start_matches("redis://")
                 .trim_end_matches('/')
                 .to_owned()],
+            // `redis://h1:p1,h2:p2?topology=cluster`: every node.
+            "redis-cluster" => split(
+                variable("VALKEYRIE_REDIS_CLUSTER_URL")?
+                    .trim_start_matches("redis://")
+                    .split('?')
+                    .next()
+                    .unwrap_or_default(),
+            ),
             "etcd" => split(&variable("VALKEYRIE_ETCD_ENDPOINTS")?),
             "zookeeper" => split(&variable("VALKEYRIE_ZOOKEEPER_ENDPOINTS")?),
             "consul" => split(&variable("VALKEYRIE_CONSUL_ENDPOINTS")?),
@@ -63,6 +79,7 @@ impl Target {
                 "dynamodb://{DYNAMODB_TABLE}?endpoint={endpoints}&region=us-east-1&access_key_id=bench&secret_access_key=bench&create_table=true&watch_poll_interval={}ms",
                 DYNAMODB_WATCH_POLL.as_millis()
             ),
+            "redis-cluster" => format!("redis://{endpoints}?topology=cluster"),
             backend => format!("{backend}://{endpoints}"),
         }
     }

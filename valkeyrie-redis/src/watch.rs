@@ -245,7 +245,9 @@ impl Subscriptions {
 
     /// Whether the watch listens to `node` and its connection is down.
     fn is_down(&self, node: &str) -> bool {
-        self.nodes.get(node).is_some_and(|subscriber| !subscriber.0.is_connected())
+        self.nodes
+            .get(node)
+            .is_some_and(|subscriber| !subscriber.0.is_connected())
     }
 
     /// Subscribes again on `node` after its connection came back (gone from the watch's

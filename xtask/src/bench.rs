@@ -7,7 +7,18 @@
 use crate::paths::{target_dir, workspace};
 use crate::placement::Placement;
 use crate::say;
+use crate::servers::cluster::Cluster;
 use crate::servers::{process, Server};
+
+/// Which clusters a benchmark of `backends` needs: the Redis Cluster for `redis-cluster`
+/// (and for a run of every backend).
+fn clusters_for(backends: &[&str]) -> Vec<Cluster> {
+    if backends.is_empty() || backends.contains(&"redis-cluster") {
+        vec![Cluster::RedisCluster]
+    } else {
+        Vec::new()
+    }
+}
 
 /// Which servers a benchmark of `backends` needs (all when none is named).
 fn servers_for(backends: &[&str]) -> Vec<Server> {
@@ -51,13 +62,18 @@ pub fn run(args: &[&str]) -> Result<(), String> {
     }
     // The overhead measurement runs on the memory store, and a chart is drawn from a file:
     // no server.
-    let servers = if args.contains(&"--overhead") || args.contains(&"--chart") {
-        Vec::new()
+    let (servers, clusters) = if args.contains(&"--overhead") || args.contains(&"--chart") {
+        (Vec::new(), Vec::new())
     } else {
-        servers_for(&backends)
+        (servers_for(&backends), clusters_for(&backends))
     };
     let with_go = args.contains(&"--with-go");
-    crate::setup::run(&servers, with_go)?;
+    let mut installed = servers.clone();
+    if !clusters.is_empty() && !installed.contains(&Server::Redis) {
+        // The Redis Cluster's nodes are Debian's redis-server.
+        installed.push(Server::Redis);
+    }
+    crate::setup::run(&installed, with_go)?;
     fresh_etcd(&servers)?;
     let out = target_dir().join("bench");
     passed.extend(["--out".to_owned(), out.display().to_string()]);
@@ -72,10 +88,16 @@ pub fn run(args: &[&str]) -> Result<(), String> {
     }
     let binary = target_dir().join("bench-run").join("valkeyrie-bench");
     let placement = Placement::split()?;
-    crate::test::with_servers("bench", &servers, |env, _| {
+    crate::test::with_servers("bench", &servers, |mut env, starter| {
+        let mut members = Vec::new();
+        for cluster in &clusters {
+            env.extend(starter.start(*cluster)?);
+            members.extend(cluster.members());
+        }
         let mut bench = match &placement {
             Some(placement) => {
                 placement.pin_servers(&servers)?;
+                placement.pin_servers(&members)?;
                 say!("bench", "running valkeyrie-bench with {}", placement.describe());
                 let mut command = placement.clients_command(&binary);
                 command.env("VALKEYRIE_BENCH_PLACEMENT", placement.describe());
@@ -98,6 +120,7 @@ pub fn run(args: &[&str]) -> Result<(), String> {
             .map_err(|e| format!("running valkeyrie-bench: {e}"));
         if let Some(placement) = &placement {
             placement.release_servers(&servers)?;
+            placement.release_servers(&members)?;
         }
         let status = status?;
         if !status.success() {

@@ -15,7 +15,7 @@
 use std::process::Command;
 
 use crate::servers::process::{self, State};
-use crate::servers::Server;
+use crate::servers::Managed;
 
 /// Two disjoint CPU sets, as `taskset` lists.
 pub struct Placement {
@@ -53,7 +53,7 @@ impl Placement {
 
     /// Moves every thread of each running server onto the servers' CPUs; threads they
     /// start later inherit it.
-    pub fn pin_servers(&self, servers: &[Server]) -> Result<(), String> {
+    pub fn pin_servers<M: Managed>(&self, servers: &[M]) -> Result<(), String> {
         for server in servers {
             set_affinity(*server, &self.servers)?;
         }
@@ -62,7 +62,7 @@ impl Placement {
 
     /// Gives each running server every CPU again (a server reused by a later run must not
     /// stay confined).
-    pub fn release_servers(&self, servers: &[Server]) -> Result<(), String> {
+    pub fn release_servers<M: Managed>(&self, servers: &[M]) -> Result<(), String> {
         for server in servers {
             set_affinity(*server, &self.all)?;
         }
@@ -84,11 +84,11 @@ impl Placement {
 }
 
 /// `server`'s threads onto `cpus`, if it runs.
-fn set_affinity(server: Server, cpus: &str) -> Result<(), String> {
+fn set_affinity(server: impl Managed, cpus: &str) -> Result<(), String> {
     let State::Running(pid) = process::state(server) else {
         return Ok(());
     };
-    let what = format!("taskset could not move {} (pid {pid}) to CPU {cpus}", server.name());
+    let what = format!("taskset could not move {} (pid {pid}) to CPU {cpus}", server.label());
     let mut taskset = Command::new("taskset");
     taskset.args(["--all-tasks", "--cpu-list", "--pid", cpus, &pid.to_string()]);
     crate::run_checked(&mut taskset, &what).map(drop)

@@ -282,7 +282,7 @@ pub(crate) struct Starter<'a> {
 impl Starter<'_> {
     /// Starts `cluster` (reusing running members) and waits until it is ready; its
     /// endpoint variables.
-    fn start(&self, cluster: Cluster) -> Result<Vec<(&'static str, String)>, String> {
+    pub(crate) fn start(&self, cluster: Cluster) -> Result<Vec<(&'static str, String)>, String> {
         let members = cluster::start(cluster)
             .map_err(|why| format!("the {} cluster could not be started: {why}", cluster.name()))?;
         for (member, how) in members {

@@ -16,6 +16,9 @@ use crate::target::Target;
 pub(crate) async fn connect(target: &Target) -> BenchResult<Box<dyn Driver>> {
     Ok(match target.backend {
         "redis" => Box::new(redis::RawRedis::new(redis::Fred::connect(endpoint(target)?).await?)),
+        "redis-cluster" => Box::new(redis::RawRedis::new(
+            redis::Fred::connect_cluster(&target.endpoints).await?,
+        )),
         "etcd" => Box::new(etcd::RawEtcd::connect(target).await?),
         "zookeeper" => Box::new(zookeeper::RawZookeeper::connect(target).await?),
         "consul" => Box::new(consul::RawConsul::connect(target).await?),

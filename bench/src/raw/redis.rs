@@ -26,7 +26,7 @@
 //! backend does; a plain `SET NX` would skip that round through Lua and measure a lock
 //! that gives no fencing guarantee.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -35,10 +35,12 @@ use base64::Engine;
 use bytes::Bytes;
 use fred::clients::SubscriberClient;
 use fred::prelude::{
-    Builder, ClientLike, Config, ConfigInterface, EventInterface, Key, KeysInterface, Pool, PubsubInterface,
+    Builder, ClientLike, ClusterInterface, Config, ConfigInterface, EventInterface, Key, KeysInterface, Pool,
+    PubsubInterface, Server, ServerConfig,
 };
 use fred::types::scripts::Script;
 use fred::types::FromValue;
+use fred::util::redis_keyslot;
 use futures_util::stream::BoxStream;
 use futures_util::{stream, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -194,10 +196,11 @@ pub(crate) trait Commands: Send + Sync + 'static {
     /// Every key matching `pattern`, by `SCAN … COUNT` [`BATCH`] (a key SCAN returns twice
     /// counts once).
     async fn scan(&self, pattern: &str) -> BenchResult<HashSet<String>>;
-    /// `MGET keys…`.
+    /// `MGET keys…` (on a cluster, one per hash slot).
     async fn mget(&self, keys: &[String]) -> BenchResult<Vec<Option<Bytes>>>;
-    /// Subscribes to `channel` on a connection of its own.
-    async fn subscribe(&self, channel: String) -> BenchResult<Notifications>;
+    /// Subscribes to `key`'s keyspace notifications on a connection of its own (on a
+    /// cluster, to the node that holds the key).
+    async fn subscribe(&self, key: &str) -> BenchResult<Notifications>;
 }
 
 /// Turns a client error into text saying what failed on which key.
@@ -205,12 +208,15 @@ fn failed<'a, E: std::fmt::Display>(what: &'a str, key: &'a str) -> impl FnOnce(
     move |err| format!("{what} {key}: {err}")
 }
 
-/// `fred`: a pool of connections, a subscriber connection per watch.
+/// `fred`: a pool of connections, a subscriber connection per watch; on one server or on a
+/// Redis Cluster.
 pub(crate) struct Fred {
     /// The command connections.
     pool: Pool,
     /// What the pool was built from, for the watches' subscriber connections.
-    builder: Builder,
+    config: Config,
+    /// A Redis Cluster: SCAN every primary, MGET per slot, subscribe on the key's node.
+    cluster: bool,
     /// The recipes' scripts, in [`Recipe::ALL`] order.
     scripts: [Script; 3],
 }
@@ -220,17 +226,46 @@ impl Fred {
     pub(crate) async fn connect(endpoint: &str) -> BenchResult<Self> {
         let config =
             Config::from_url(&format!("redis://{endpoint}")).map_err(|e| format!("redis://{endpoint}: {e}"))?;
-        let builder = Builder::from_config(config);
-        let pool = builder
-            .build_pool(POOL_SIZE)
-            .map_err(failed("build a pool for", endpoint))?;
-        pool.init().await.map_err(failed("connect to", endpoint))?;
-        pool.config_set::<_, _>("notify-keyspace-events", "KEA")
+        let fred = Fred::build(config, false, endpoint).await?;
+        fred.pool
+            .config_set::<_, _>("notify-keyspace-events", "KEA")
             .await
             .map_err(failed("turn keyspace notifications on at", endpoint))?;
+        Ok(fred)
+    }
+
+    /// Connects a pool to the Redis Cluster of which `endpoints` (`host:port`) are nodes
+    /// (the harness starts them with keyspace notifications on).
+    pub(crate) async fn connect_cluster(endpoints: &[String]) -> BenchResult<Self> {
+        let hosts = endpoints
+            .iter()
+            .map(|endpoint| {
+                let (host, port) = endpoint
+                    .rsplit_once(':')
+                    .ok_or_else(|| format!("{endpoint}: not host:port"))?;
+                let port = port.parse().map_err(|_| format!("{endpoint}: bad port"))?;
+                Ok(Server::new(host, port))
+            })
+            .collect::<BenchResult<Vec<_>>>()?;
+        let config = Config {
+            server: ServerConfig::Clustered {
+                hosts,
+                policy: Default::default(),
+            },
+            ..Config::default()
+        };
+        Fred::build(config, true, &endpoints.join(",")).await
+    }
+
+    async fn build(config: Config, cluster: bool, endpoints: &str) -> BenchResult<Self> {
+        let pool = Builder::from_config(config.clone())
+            .build_pool(POOL_SIZE)
+            .map_err(failed("build a pool for", endpoints))?;
+        pool.init().await.map_err(failed("connect to", endpoints))?;
         Ok(Fred {
             pool,
-            builder,
+            config,
+            cluster,
             scripts: Recipe::ALL.map(|recipe| Script::from_lua(recipe.lua())),
         })
     }
@@ -266,10 +301,13 @@ impl Commands for Fred {
 
     async fn scan(&self, pattern: &str) -> BenchResult<HashSet<String>> {
         let mut keys = HashSet::new();
-        let mut scan = self
-            .pool
-            .next()
-            .scan_buffered(pattern.to_owned(), Some(BATCH as u32), None);
+        let client = self.pool.next();
+        let count = Some(BATCH as u32);
+        let mut scan = if self.cluster {
+            client.scan_cluster_buffered(pattern.to_owned(), count, None).boxed()
+        } else {
+            client.scan_buffered(pattern.to_owned(), count, None).boxed()
+        };
         while let Some(key) = scan.next().await {
             keys.insert(key.map_err(failed("scan", pattern))?.as_str_lossy().into_owned());
         }
@@ -277,13 +315,41 @@ impl Commands for Fred {
     }
 
     async fn mget(&self, keys: &[String]) -> BenchResult<Vec<Option<Bytes>>> {
-        let keys: Vec<Key> = keys.iter().map(|key| Key::from(key.as_str())).collect();
-        self.pool.mget(keys).await.map_err(failed("mget", "a batch"))
+        if !self.cluster {
+            let keys: Vec<Key> = keys.iter().map(|key| Key::from(key.as_str())).collect();
+            return self.pool.mget(keys).await.map_err(failed("mget", "a batch"));
+        }
+        let mut slots: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+        for (at, key) in keys.iter().enumerate() {
+            slots.entry(redis_keyslot(key.as_bytes())).or_default().push(at);
+        }
+        let reads = slots.values().map(|group| {
+            let names: Vec<Key> = group.iter().map(|&at| Key::from(keys[at].as_str())).collect();
+            self.pool.mget::<Vec<Option<Bytes>>, _>(names)
+        });
+        let found = futures_util::future::try_join_all(reads)
+            .await
+            .map_err(failed("mget", "a batch"))?;
+        let mut values = vec![None; keys.len()];
+        for (group, found) in slots.values().zip(found) {
+            for (&at, value) in group.iter().zip(found) {
+                values[at] = value;
+            }
+        }
+        Ok(values)
     }
 
-    async fn subscribe(&self, channel: String) -> BenchResult<Notifications> {
-        let subscriber = self
-            .builder
+    async fn subscribe(&self, key: &str) -> BenchResult<Notifications> {
+        let channel = format!("__keyspace@0__:{key}");
+        let mut config = self.config.clone();
+        if self.cluster {
+            let routing = self.pool.next().cached_cluster_state();
+            let node = routing
+                .and_then(|routing| routing.get_server(redis_keyslot(key.as_bytes())).cloned())
+                .ok_or_else(|| format!("no cluster node known for {key}"))?;
+            config.server = ServerConfig::Centralized { server: node };
+        }
+        let subscriber = Builder::from_config(config)
             .build_subscriber_client()
             .map_err(failed("a subscriber for", &channel))?;
         subscriber
@@ -419,7 +485,8 @@ impl Commands for RedisRs {
         Ok(values.into_iter().map(|value| value.map(Bytes::from)).collect())
     }
 
-    async fn subscribe(&self, channel: String) -> BenchResult<Notifications> {
+    async fn subscribe(&self, key: &str) -> BenchResult<Notifications> {
+        let channel = format!("__keyspace@0__:{key}");
         let mut pubsub = self
             .client
             .get_async_pubsub()
@@ -507,7 +574,7 @@ impl<C: Commands> Driver for RawRedis<C> {
     }
 
     async fn watch(&self, key: &str) -> BenchResult<ValueStream> {
-        let notifications = self.commands.subscribe(format!("__keyspace@0__:{key}")).await?;
+        let notifications = self.commands.subscribe(key).await?;
         // Read after subscribing, so no change falls between the two.
         let (current, index) = self.read_existing(key).await?;
         let watch = Watch {

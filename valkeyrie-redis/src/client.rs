@@ -30,8 +30,9 @@ use crate::REDIS;
 /// Keys per SCAN page, MGET and UNLINK.
 pub(crate) const BATCH: usize = 500;
 
-/// MGETs in flight when a cluster is read slot by slot.
-const CLUSTER_READS: usize = 16;
+/// Batches in flight when a call is split into [batches](RedisClient::batches): on a
+/// cluster, thousands of small ones (one per hash slot) for a large directory.
+pub(crate) const IN_FLIGHT: usize = 128;
 
 /// A pool of connections to Redis, and what is needed to open more (watch subscribers).
 #[derive(Clone)]
@@ -315,16 +316,15 @@ impl RedisClient {
     }
 
     /// The pairs at `keys` (`None` where missing), errors naming `name`: an MGET per
-    /// [batch](Self::batches), each one snapshot, [`CLUSTER_READS`] at a time.
+    /// [batch](Self::batches), each one snapshot, [`IN_FLIGHT`] at a time.
     pub(crate) async fn read_many<K: AsRef<str>>(&self, name: &str, keys: &[K]) -> Result<Vec<Option<KvPair>>> {
         let batches = self.batches(keys);
-        let reads: Vec<_> = batches
-            .iter()
-            .map(|batch| batch.iter().map(|&at| keys[at].as_ref().to_owned()).collect())
-            .map(|batch: Vec<String>| self.mget(name, batch))
-            .collect();
-        let found: Vec<Vec<Option<KvPair>>> = futures_util::stream::iter(reads)
-            .buffered(CLUSTER_READS)
+        // Each batch's names and read are made as the stream reaches it: a cluster's list
+        // has thousands of small batches.
+        let names = batches.clone().into_iter().map(|batch| names_of(keys, batch));
+        let found: Vec<Vec<Option<KvPair>>> = futures_util::stream::iter(names)
+            .map(|batch| self.mget(name, batch))
+            .buffered(IN_FLIGHT)
             .try_collect()
             .await?;
         let mut pairs = vec![None; keys.len()];
@@ -334,6 +334,23 @@ impl RedisClient {
             }
         }
         Ok(pairs)
+    }
+
+    /// Unlinks the keys of `batch` (one [batch](Self::batches)) and, raw, their index keys;
+    /// how many keys were there (index keys not counted: one left by another client's
+    /// delete is no key). Errors name `name`.
+    pub(crate) async fn unlink(&self, name: &str, batch: Vec<String>) -> Result<i64> {
+        let client = self.pool.next();
+        let indexes: Option<Vec<String>> =
+            (self.encoding == ValueEncoding::Raw).then(|| batch.iter().map(|key| codec::index_key(key)).collect());
+        // Every batch has a key: `batches` makes no empty one.
+        let routing = batch.first().cloned().unwrap_or_default();
+        let deleted = self.request(name, client.unlink::<i64, _>(batch)).await?;
+        if let Some(indexes) = indexes {
+            self.request(name, client.unlink::<i64, _>(indexes)).await?;
+        }
+        self.replicated(client, name, &routing).await?;
+        Ok(deleted)
     }
 
     /// The pairs at `batch` from one MGET (with their index keys, raw).
@@ -380,6 +397,11 @@ impl RedisClient {
             })
             .collect()
     }
+}
+
+/// The keys of `keys` at the positions of `batch`.
+pub(crate) fn names_of<K: AsRef<str>>(keys: &[K], batch: Vec<usize>) -> Vec<String> {
+    batch.into_iter().map(|at| keys[at].as_ref().to_owned()).collect()
 }
 
 /// How long a supervisor waits before starting a connection task fred ended.

@@ -27,9 +27,10 @@
 //!   `{app}/b`) put keys in one slot.
 //! * `list` and `delete_tree` SCAN `dir/*` in batches (never KEYS; glob characters escaped),
 //!   then MGET or UNLINK in batches. TTLs are `PX`; `keep_alive` refreshes them.
-//! * Watches use keyspace notifications on a dedicated subscriber connection, re-read each
-//!   changed key, and send a fresh snapshot after a reconnect. With notifications off, they
-//!   fail saying which setting is needed (or turn it on with `enable_keyspace_events`).
+//! * Watches use keyspace notifications on a dedicated subscriber connection (on a cluster,
+//!   one per primary), re-read each changed key, and send a fresh snapshot after a
+//!   reconnect. With notifications off, they fail saying which setting is needed (or turn it
+//!   on with `enable_keyspace_events`).
 //! * Locks are the key itself (`SET NX PX` semantics in a script, as in Go), owned by the
 //!   envelope's `LastIndex`, renewed and released by index-checked scripts. The fencing
 //!   token is that index: it grows with every write of the key and, after the key was
@@ -37,8 +38,23 @@
 //!   Go waiters take a lock only with `SET NX`: for locks shared with Go services, set
 //!   `delete_on_unlock` (the Go store always deletes on unlock); without it the value stays
 //!   after unlock, which frees the lock for valkeyrie contenders but not for Go ones.
-//! * On a cluster, watches are not supported (`capabilities()` says so): keyspace
-//!   notifications reach only clients of the node that owns each key.
+//!
+//! ## Redis Cluster
+//!
+//! `redis://n1:6379,n2:6379?topology=cluster` (the endpoints are seeds). Every call works:
+//!
+//! * Multi-key calls are atomic within one hash slot (`capabilities().atomic_scope` is
+//!   [`AtomicScope::OneHashSlot`](valkeyrie_core::AtomicScope)): a transaction, `put_many` or
+//!   `delete_many` whose keys span slots is refused before sending, and `get_many` reads one
+//!   `MGET` per slot. `list`, `list_stream` and `delete_tree` SCAN every primary.
+//! * Watches subscribe on every primary and ask the cluster for its primaries every second;
+//!   when they change (a failover, a node added) the watch subscribes on the new ones and
+//!   sends a fresh snapshot. A slot moving between primaries needs none.
+//! * While a slot migrates, a call on a key its source no longer holds fails with a
+//!   temporary error until the slot is done: fred does not follow `ASK` redirections, and
+//!   stops the client when it gives up; the store starts the client's connection task again.
+//! * Replication is asynchronous, as below; `wait_for_replicas` makes each write wait for
+//!   that many replicas (`WAIT`, on the write's connection).
 //!
 //! ## Sentinel and failover
 //!
@@ -50,7 +66,9 @@
 //! the replica is lost with it, and a lock record can be too. The lock's holder learns it at its next renewal
 //! (the lost signal); a fenced write (`put_if_held`) is refused at once, since the store
 //! checks the lock record itself, while plain writes made in between are not protected.
-//! Use fenced writes for what a lock guards.
+//! Use fenced writes for what a lock guards, and `wait_for_replicas=N` for writes that must
+//! survive a failover: each write then returns once N replicas have it (`WAIT N` on the
+//! write's connection), or fails with a timeout error after `replica_wait_timeout`.
 //!
 //! ## Sharing a store with Go services
 //!

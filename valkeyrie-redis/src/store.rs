@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use fred::interfaces::{ClientLike, KeysInterface};
-use futures_util::{Stream, StreamExt};
+use futures_util::{Stream, StreamExt, TryStreamExt};
 use tokio::time::Instant;
 use valkeyrie_core::raw::{Backend, Background, Hold, Key, Registration, Renew, Renewal, StoreSpec, Txn};
 use valkeyrie_core::{
@@ -15,8 +15,8 @@ use valkeyrie_core::{
     WatchStream, WriteOptions,
 };
 
-use crate::client::{glob_escape, index_of, millis, RedisClient, BATCH};
-use crate::codec::{self, is_index_key};
+use crate::client::{glob_escape, index_of, millis, names_of, RedisClient, BATCH, IN_FLIGHT};
+use crate::codec::is_index_key;
 use crate::config::{RedisConfig, ValueEncoding};
 use crate::lock::RedisLocker;
 use crate::scripts::write_args;
@@ -244,22 +244,16 @@ impl Backend for RedisStore {
     async fn delete_tree(&self, dir: &Key) -> Result<()> {
         let mut keys = keys_below(&self.client, dir).await?;
         keys.push(dir.to_string());
-        let mut deleted = 0i64;
-        for batch in self.client.batches(&keys) {
-            let batch: Vec<String> = batch.into_iter().map(|at| keys[at].clone()).collect();
-            let client = self.client.pool.next();
-            let unlink = client.unlink::<i64, _>(batch.clone());
-            deleted += self.client.request(dir.as_str(), unlink).await?;
-            if self.client.encoding == ValueEncoding::Raw {
-                // Counted apart: an index key left by another client's delete is no key.
-                let indexes: Vec<String> = batch.iter().map(|key| codec::index_key(key)).collect();
-                let unlink = client.unlink::<i64, _>(indexes);
-                self.client.request(dir.as_str(), unlink).await?;
-            }
-            // Every batch has a key: `batches` makes no empty one.
-            let routing = batch.first().map_or(dir.as_str(), String::as_str);
-            self.client.replicated(client, dir.as_str(), routing).await?;
-        }
+        let batches = self
+            .client
+            .batches(&keys)
+            .into_iter()
+            .map(|batch| names_of(&keys, batch));
+        let deleted: i64 = futures_util::stream::iter(batches)
+            .map(|batch| self.client.unlink(dir.as_str(), batch))
+            .buffered(IN_FLIGHT)
+            .try_fold(0, |sum, deleted| async move { Ok(sum + deleted) })
+            .await?;
         if deleted == 0 {
             return Err(Error::not_found(REDIS, dir.as_str()));
         }

@@ -749,36 +749,57 @@ fn cluster_of(target: &Target) -> Cluster {
         .unwrap_or_else(|| panic!("{}: a failover case needs `Target::cluster`", target.name()))
 }
 
+/// How many numbered writes a watch case makes: a third before its fault, a third while
+/// it lasts, a third after.
+const WATCHED_WRITES: usize = 30;
+
+/// The numbered writes of a watch case on `dir`, a tree watcher on another handle judging
+/// them: the first third, then `begin` starts the fault, the second third (each followed
+/// by `pause`), then `end` ends it and describes it (given how long the second third
+/// took), the last third.
+async fn watched_writes<S>(
+    target: &Target,
+    dir: &str,
+    pause: Duration,
+    begin: impl AsyncFnOnce() -> S,
+    end: impl AsyncFnOnce(S, Duration) -> String,
+) {
+    const COUNT: usize = WATCHED_WRITES;
+    let (watcher, writer) = (target.open().await, target.open().await);
+    let events = watch_tree(watcher.as_ref(), dir).await;
+    let seen = collect(dir.to_owned(), events, COUNT - 1);
+    write_sequence(writer.as_ref(), dir, 0..COUNT / 3).await;
+    let fault = begin().await;
+    let begun = Instant::now();
+    for n in COUNT / 3..2 * COUNT / 3 {
+        write_sequence(writer.as_ref(), dir, n..n + 1).await;
+        tokio::time::sleep(pause).await;
+    }
+    let fault = end(fault, begun.elapsed()).await;
+    write_sequence(writer.as_ref(), dir, 2 * COUNT / 3..COUNT).await;
+    judge(target, seen, COUNT, &fault).await;
+    let _ = writer.delete_tree(dir).await;
+}
+
 /// Numbered writes before, while and after the leader is down (killed, then restarted
 /// once the rest have elected a new one): a tree watcher on another handle sees every one,
 /// in order, or a snapshot covering what it could not replay.
 pub async fn watch_across_failover(target: &Target) {
-    const COUNT: usize = 30;
     let cluster = cluster_of(target);
-    let (watcher, writer) = (target.open().await, target.open().await);
     let dir = target.unique("watch-failover");
-    let events = watch_tree(watcher.as_ref(), &dir).await;
-    let seen = collect(dir.clone(), events, COUNT - 1);
-    write_sequence(writer.as_ref(), &dir, 0..COUNT / 3).await;
-    let leader = server::leader(cluster).await;
-    let killed = server::kill(leader).await;
-    let down = Instant::now();
-    write_sequence(writer.as_ref(), &dir, COUNT / 3..2 * COUNT / 3).await;
-    let written_without_leader = down.elapsed();
-    killed.rejoin().await;
-    write_sequence(writer.as_ref(), &dir, 2 * COUNT / 3..COUNT).await;
-    judge(
-        target,
-        seen,
-        COUNT,
-        &format!(
-            "a killed leader ({}; {} writes without it took {written_without_leader:.1?})",
+    let begin = async || {
+        let leader = server::leader(cluster).await;
+        (leader, server::kill(leader).await)
+    };
+    let end = async |(leader, killed): (Member, server::Stopped<Member>), without: Duration| {
+        killed.rejoin().await;
+        format!(
+            "a killed leader ({}; {} writes without it took {without:.1?})",
             leader.label(),
-            COUNT / 3
-        ),
-    )
-    .await;
-    let _ = writer.delete_tree(&dir).await;
+            WATCHED_WRITES / 3
+        )
+    };
+    watched_writes(target, &dir, Duration::ZERO, begin, end).await;
 }
 
 /// Numbered writes before, while and after the leader's hash slots (the case's keys among
@@ -786,52 +807,40 @@ pub async fn watch_across_failover(target: &Target) {
 /// key with `MIGRATE`): every write lands, and a tree watcher on another handle sees every
 /// one, in order, or a snapshot covering what it could not replay.
 pub async fn watch_across_reshard(target: &Target) {
-    const COUNT: usize = 30;
     // The leader's lowest slots, slot 0 (the case's keys) first.
     const SLOTS: u32 = 200;
     // Keys beside the case's in slot 0, so that moving the slot takes a while.
     const BALLAST: usize = 3000;
     let cluster = cluster_of(target);
-    let (watcher, writer) = (target.open().await, target.open().await);
     let dir = target.unique("watch-reshard");
     let ballast = target.unique("reshard-ballast");
+    let store = target.open().await;
     let pairs: Vec<(String, Bytes)> = (0..BALLAST).map(|n| (format!("{ballast}/{n}"), Bytes::new())).collect();
     let plain = WriteOptions::default();
     for chunk in pairs.chunks(500) {
-        until_ok("put the ballast", || writer.put_many(chunk.to_vec(), &plain)).await;
+        until_ok("put the ballast", || store.put_many(chunk.to_vec(), &plain)).await;
     }
-    let events = watch_tree(watcher.as_ref(), &dir).await;
-    let seen = collect(dir.clone(), events, COUNT - 1);
-    write_sequence(writer.as_ref(), &dir, 0..COUNT / 3).await;
-    let from = server::leader(cluster).await;
-    let to = server::primary_other_than(from).await;
-    let begun = Instant::now();
-    let moving = tokio::spawn(server::reshard(from, to, SLOTS));
-    // Paced, so that writes land while slot 0 migrates.
-    for n in COUNT / 3..2 * COUNT / 3 {
-        write_sequence(writer.as_ref(), &dir, n..n + 1).await;
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let written_while_moving = begun.elapsed();
-    moving
-        .await
-        .unwrap_or_else(|e| panic!("{}: the reshard panicked: {e}", target.name()));
-    let moved = begun.elapsed();
-    write_sequence(writer.as_ref(), &dir, 2 * COUNT / 3..COUNT).await;
-    judge(
-        target,
-        seen,
-        COUNT,
-        &format!(
-            "{SLOTS} slots moving from {} to {} ({moved:.1?}; {} writes in the first {written_while_moving:.1?})",
+    let begin = async || {
+        let from = server::leader(cluster).await;
+        let to = server::primary_other_than(from).await;
+        (from, to, Instant::now(), tokio::spawn(server::reshard(from, to, SLOTS)))
+    };
+    let end = async |(from, to, begun, moving): (Member, Member, Instant, tokio::task::JoinHandle<()>),
+                     writing: Duration| {
+        moving
+            .await
+            .unwrap_or_else(|e| panic!("{}: the reshard panicked: {e}", target.name()));
+        format!(
+            "{SLOTS} slots moving from {} to {} ({:.1?}; {} writes in the first {writing:.1?})",
             from.label(),
             to.label(),
-            COUNT / 3
-        ),
-    )
-    .await;
-    let _ = writer.delete_tree(&dir).await;
-    let _ = writer.delete_tree(&ballast).await;
+            begun.elapsed(),
+            WATCHED_WRITES / 3
+        )
+    };
+    // Paced, so that writes land while slot 0 migrates.
+    watched_writes(target, &dir, Duration::from_millis(10), begin, end).await;
+    let _ = store.delete_tree(&ballast).await;
 }
 
 /// The leader is killed: calls on a handle that knows every member fail over to the new

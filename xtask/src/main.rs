@@ -16,8 +16,9 @@ commands:
   test [--backend NAME ...] [--docker]
                                  start the servers a run needs, run every crate's tests with the
                                  endpoint variables set, stop what it started, print a summary;
-                                 suites: memory boltlike consul dynamodb etcd redis zookeeper
-                                 template facade interop servers security faults.
+                                 suites: memory boltlike consul dynamodb etcd redis
+                                 redis-cluster zookeeper template facade interop servers
+                                 security providers faults.
                                  --docker takes the servers from containers
                                  (testcontainers) instead of local processes
   bench [--backend NAME ...] [--workload TEXT ...] [--quick] [--with-go] [--reps N] [--publish]
@@ -26,7 +27,9 @@ commands:
                                  on etcd, redis, zookeeper, consul); prints the table and writes
                                  target/bench/results.json, results.md and ratios.svg
                                  (--publish: also to bench/results/, which the README shows).
-                                 backends: boltlike consul dynamodb etcd redis zookeeper.
+                                 backends: boltlike consul dynamodb etcd redis redis-cluster
+                                 zookeeper (redis-cluster: the harness's Redis Cluster against
+                                 fred's cluster client; no Go side).
                                  The servers run on half the CPUs, the clients on the others
   bench --chart                  draw bench/results/ratios.svg again from its results.json
   bench --overhead [--reps N]    what the Kv handle and its layers add per call: 1 million gets

@@ -350,19 +350,19 @@ pub fn reshard(from: Member, to: Member, slots: u32) -> Result<(), String> {
             .map(str::to_owned)
             .ok_or_else(|| format!("{}: CLUSTER MYID answered {reply:?}", member.label()))
     };
-    let mut command = Command::new("redis-cli");
-    command
-        .args(["--cluster", "reshard", &from.address()])
-        .args(["--cluster-from", &id(from)?, "--cluster-to", &id(to)?])
-        .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"]);
-    let output = probe::output(&mut command, Duration::from_secs(120))?;
-    if !output.status.success() {
-        return Err(format!(
-            "redis-cli --cluster reshard failed: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ));
-    }
+    let (from_id, to_id, count) = (id(from)?, id(to)?, slots.to_string());
+    let args = [
+        "reshard",
+        &from.address(),
+        "--cluster-from",
+        &from_id,
+        "--cluster-to",
+        &to_id,
+        "--cluster-slots",
+        &count,
+        "--cluster-yes",
+    ];
+    redis_cli_cluster(&args, Duration::from_secs(120))?;
     say!(
         "servers",
         "redis-cluster: {slots} slots moved from {} to {}",
@@ -782,6 +782,9 @@ struct ClusterNodeLine {
     first_slot: bool,
     /// Its replication link to its primary is `connected` (a replica).
     connected: bool,
+    /// A slot of its is migrating or importing (`[slot->-id]`, `[slot-<-id]`): a reshard
+    /// under way, or one that stopped halfway.
+    open_slots: bool,
 }
 
 /// The lines of a `CLUSTER NODES` reply (a RESP bulk string).
@@ -795,7 +798,7 @@ fn parse_cluster_nodes(reply: &str) -> Vec<ClusterNodeLine> {
             };
             let port = address.split('@').next()?.rsplit(':').next()?.parse().ok()?;
             let flags: Vec<&str> = flags.split(',').collect();
-            let ranges: Vec<&str> = slots.iter().copied().filter(|s| !s.starts_with('[')).collect();
+            let (open, ranges): (Vec<&str>, Vec<&str>) = slots.iter().partition(|s| s.starts_with('['));
             Some(ClusterNodeLine {
                 port,
                 primary: flags.contains(&"master"),
@@ -803,6 +806,7 @@ fn parse_cluster_nodes(reply: &str) -> Vec<ClusterNodeLine> {
                 slots: !ranges.is_empty(),
                 first_slot: ranges.iter().any(|r| *r == "0" || r.starts_with("0-")),
                 connected: *link == "connected",
+                open_slots: !open.is_empty(),
             })
         })
         .collect()
@@ -843,6 +847,12 @@ fn redis_cluster_ready() -> Result<(), String> {
             return Err(format!("{}: CLUSTER INFO lacks {missing}", node.label()));
         }
         let view = cluster_nodes(&node.address())?;
+        if view.iter().any(|n| n.open_slots) {
+            return Err(format!(
+                "{} sees a slot migrating (a reshard under way or stopped halfway)",
+                node.label()
+            ));
+        }
         let primaries = view.iter().filter(|n| n.primary && n.slots && !n.failed).count();
         let replicas = view.iter().filter(|n| !n.primary && n.connected && !n.failed).count();
         if primaries != 3 || replicas != 3 {
@@ -872,9 +882,27 @@ fn redis_cluster_ready() -> Result<(), String> {
     Ok(())
 }
 
+/// Runs `redis-cli --cluster ARGS…` (at most `timeout`); its output, or an error with it.
+fn redis_cli_cluster(args: &[&str], timeout: Duration) -> Result<String, String> {
+    let mut command = Command::new("redis-cli");
+    command.arg("--cluster").args(args);
+    let output = probe::output(&mut command, timeout)?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(format!(
+            "redis-cli --cluster {} failed: {stdout}{stderr}",
+            args.join(" ")
+        ));
+    }
+    Ok(stdout)
+}
+
 /// Forms the Redis Cluster with `redis-cli --cluster create` when its nodes do not all
 /// know each other yet (a first start, or nodes whose configuration was lost). The nodes
-/// keep no data, so a node left with a configuration of its own is reset first.
+/// keep no data, so a node left with a configuration of its own is reset first. A formed
+/// cluster with a slot left migrating (a reshard stopped halfway, say by a failed fault
+/// case) is mended with `redis-cli --cluster fix`.
 fn form_redis_cluster() -> Result<(), String> {
     let nodes = Cluster::RedisCluster.members();
     let known = format!("cluster_known_nodes:{REDIS_CLUSTER_NODES}");
@@ -882,6 +910,13 @@ fn form_redis_cluster() -> Result<(), String> {
         .iter()
         .all(|node| probe::redis(&node.address(), &["CLUSTER", "INFO"]).is_ok_and(|info| info.contains(&known)));
     if formed {
+        let open = nodes
+            .iter()
+            .any(|node| cluster_nodes(&node.address()).is_ok_and(|view| view.iter().any(|n| n.open_slots)));
+        if open {
+            redis_cli_cluster(&["fix", &nodes[0].address(), "--cluster-yes"], Duration::from_secs(60))?;
+            say!("servers", "redis-cluster: mended a slot left migrating");
+        }
         return Ok(());
     }
     for node in &nodes {
@@ -892,17 +927,13 @@ fn form_redis_cluster() -> Result<(), String> {
             }
         }
     }
-    let mut create = Command::new("redis-cli");
-    create.args(["--cluster", "create"]);
-    create.args(nodes.iter().map(|node| node.address()));
-    create.args(["--cluster-replicas", "1", "--cluster-yes"]);
-    let output = probe::output(&mut create, Duration::from_secs(60))?;
-    if !output.status.success() || !String::from_utf8_lossy(&output.stdout).contains("All 16384 slots covered") {
-        return Err(format!(
-            "redis-cli --cluster create failed: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ));
+    let addresses: Vec<String> = nodes.iter().map(|node| node.address()).collect();
+    let mut args = vec!["create"];
+    args.extend(addresses.iter().map(String::as_str));
+    args.extend(["--cluster-replicas", "1", "--cluster-yes"]);
+    let output = redis_cli_cluster(&args, Duration::from_secs(60))?;
+    if !output.contains("All 16384 slots covered") {
+        return Err(format!("redis-cli --cluster create left slots uncovered: {output}"));
     }
     say!("servers", "redis-cluster: formed (3 primaries, 3 replicas)");
     Ok(())
@@ -1003,6 +1034,6 @@ mod tests {
         assert!(lines[0].primary && lines[0].first_slot && lines[0].slots && !lines[0].failed);
         assert!(!lines[1].primary && lines[1].connected && lines[1].port == 17004);
         assert!(lines[2].failed && !lines[2].slots);
-        assert!(lines[3].slots && !lines[3].first_slot);
+        assert!(lines[3].slots && !lines[3].first_slot && lines[3].open_slots && !lines[0].open_slots);
     }
 }

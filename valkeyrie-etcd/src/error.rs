@@ -36,6 +36,12 @@ fn is_connect_failure(status: &tonic::Status) -> bool {
 /// tells it from a malformed request.
 const AUTH_FAILED: &str = "etcdserver: authentication failed";
 
+/// etcd 3.4's answer to a request on a server shutting down (`raft.ErrStopped`, which
+/// `v3rpc` does not translate): code `Unknown`. The raft node may have taken the proposal
+/// before it stopped (`stepWithWaitOption` returns this while waiting for the result), and
+/// an entry already in the log is applied once the member is back: the outcome is unknown.
+const RAFT_STOPPED: &str = "raft: stopped";
+
 /// The error a client error wraps: etcd-client's errors do not expose it as `source()`.
 fn wrapped(err: &ClientError) -> Option<&(dyn std::error::Error + 'static)> {
     match err {
@@ -117,6 +123,7 @@ fn map(key: &str, waited: Duration, err: ClientError, connecting: bool) -> Error
                     }
                 }
                 Code::DeadlineExceeded => Error::backend(ETCD, key, true, summarized(err)),
+                Code::Unknown if message == RAFT_STOPPED => Error::outcome_unknown(ETCD, key, waited, summarized(err)),
                 Code::InvalidArgument if message.contains("too large") => Error::backend(
                     ETCD,
                     key,
@@ -216,5 +223,12 @@ mod tests {
             "an Unknown answer without a transport cause"
         );
         assert!(!unknown.is_temporary());
+        let stopping = map_error("k", WAITED, ClientError::GRpcStatus(Status::unknown(RAFT_STOPPED)));
+        assert_eq!(
+            stopping.kind(),
+            ErrorKind::Timeout,
+            "a server shutting down: {stopping}"
+        );
+        assert!(stopping.is_temporary(), "{stopping}");
     }
 }

@@ -17,7 +17,7 @@ use fred::util::redis_keyslot;
 use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use valkeyrie_core::raw::{deadline, Spawner};
+use valkeyrie_core::raw::{deadline, Backoff, Spawner};
 use valkeyrie_core::tls::strip_scheme;
 use valkeyrie_core::{Error, KvPair, Result};
 
@@ -229,7 +229,28 @@ impl RedisClient {
     }
 
     /// Runs a script on `keys` with `args`, errors naming `key`; returns its status string.
+    /// With `wait_for_replicas`, a script that wrote (a status starting with `ok`) returns
+    /// once the replicas have it, or fails ([`RedisClient::replicated`]).
     pub(crate) async fn eval<V>(&self, key: &str, script: &Script, keys: Vec<String>, args: V) -> Result<String>
+    where
+        V: TryInto<MultipleValues> + Send,
+        V::Error: Into<fred::error::Error> + Send,
+    {
+        let (status, replicated) = self.eval_replicated(key, script, keys, args).await?;
+        replicated?;
+        Ok(status)
+    }
+
+    /// [`RedisClient::eval`], with the replicas' answer apart from the script's status, for
+    /// a caller that must undo what the script did when the replicas fall short (a lock
+    /// acquisition, which nobody would hold otherwise).
+    pub(crate) async fn eval_replicated<V>(
+        &self,
+        key: &str,
+        script: &Script,
+        keys: Vec<String>,
+        args: V,
+    ) -> Result<(String, Result<()>)>
     where
         V: TryInto<MultipleValues> + Send,
         V::Error: Into<fred::error::Error> + Send,
@@ -242,39 +263,53 @@ impl RedisClient {
         let status = self
             .request(key, script.evalsha_with_reload::<String, _, _>(client, keys, args))
             .await?;
-        self.replicated(client, key, &routing).await?;
-        Ok(status)
+        let replicated = if status.starts_with("ok") {
+            self.replicated(client, key, &routing).await
+        } else {
+            Ok(())
+        };
+        Ok((status, replicated))
     }
 
     /// After a write on `client`, with `wait_for_replicas`: `WAIT` on the same connection
     /// (on a cluster, the one to the primary of `routing`'s slot) until that many replicas
-    /// have it, errors naming `key`. Without the setting, nothing.
+    /// have it, errors naming `key`. Without the setting, nothing. The write is applied
+    /// whatever happens here, so every failure is a timeout error (outcome unknown: a
+    /// failover could lose the write). `WAIT` blocks its connection, and fred queues the
+    /// pool's other commands for it behind; a connection that reconnected between the
+    /// write and the `WAIT` counts replicas for no write of its own (the write was lost
+    /// with the old connection's outcome, or replicated long ago).
     pub(crate) async fn replicated(&self, client: &Client, key: &str, routing: &str) -> Result<()> {
         let (wanted, within) = self.replicas;
         if wanted == 0 {
             return Ok(());
         }
-        let timeout_ms = i64::try_from(within.as_millis()).unwrap_or(i64::MAX);
+        // At least 1 ms: `WAIT n 0` waits forever.
+        let timeout_ms = i64::try_from(within.as_millis().max(1)).unwrap_or(i64::MAX);
         let started = tokio::time::Instant::now();
-        let acknowledged: i64 = if self.cluster {
+        let unknown = |reason: String| Error::outcome_unknown(REDIS, key, started.elapsed(), reason);
+        let waited: std::result::Result<i64, fred::error::Error> = if self.cluster {
             let slot = redis_keyslot(routing.as_bytes());
-            let node = client
+            let Some(node) = client
                 .cached_cluster_state()
                 .and_then(|routing| routing.get_server(slot).cloned())
-                .ok_or_else(|| Error::backend(REDIS, key, true, "the client knows no primary for the key's slot"))?;
-            let node = client.with_cluster_node(node);
-            self.request(key, node.wait(i64::from(wanted), timeout_ms)).await?
+            else {
+                return Err(unknown(
+                    "the client knows no primary for the key's slot to WAIT on".to_owned(),
+                ));
+            };
+            client.with_cluster_node(node).wait(i64::from(wanted), timeout_ms).await
         } else {
-            self.request(key, client.wait(i64::from(wanted), timeout_ms)).await?
+            client.wait(i64::from(wanted), timeout_ms).await
         };
-        if acknowledged < i64::from(wanted) {
-            let reason = format!(
+        match waited {
+            Err(err) => Err(unknown(format!("the write was applied, but its WAIT failed: {err}"))),
+            Ok(acknowledged) if acknowledged < i64::from(wanted) => Err(unknown(format!(
                 "the primary applied the write, but {acknowledged} of the {wanted} replicas asked for \
                  (wait_for_replicas) acknowledged it within {within:?}: a failover could still lose it"
-            );
-            return Err(Error::outcome_unknown(REDIS, key, started.elapsed(), reason));
+            ))),
+            Ok(_) => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -296,10 +331,10 @@ impl RedisClient {
         }
     }
 
-    /// The positions of `keys` in batches a multi-key command takes: [`BATCH`] at most,
+    /// The positions of `keys` in batches a multi-key command takes: `limit` keys at most,
     /// and on a cluster the keys of one hash slot each (a cluster refuses a command whose
     /// keys span slots). Outside a cluster the batches follow the keys' order.
-    pub(crate) fn batches<K: AsRef<str>>(&self, keys: &[K]) -> Vec<Vec<usize>> {
+    pub(crate) fn batches<K: AsRef<str>>(&self, keys: &[K], limit: usize) -> Vec<Vec<usize>> {
         let mut groups: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
         for (at, key) in keys.iter().enumerate() {
             let slot = if self.cluster {
@@ -311,14 +346,20 @@ impl RedisClient {
         }
         groups
             .into_values()
-            .flat_map(|group| group.chunks(BATCH).map(<[usize]>::to_vec).collect::<Vec<_>>())
+            .flat_map(|group| group.chunks(limit).map(<[usize]>::to_vec).collect::<Vec<_>>())
             .collect()
     }
 
     /// The pairs at `keys` (`None` where missing), errors naming `name`: an MGET per
-    /// [batch](Self::batches), each one snapshot, [`IN_FLIGHT`] at a time.
-    pub(crate) async fn read_many<K: AsRef<str>>(&self, name: &str, keys: &[K]) -> Result<Vec<Option<KvPair>>> {
-        let batches = self.batches(keys);
+    /// [batch](Self::batches) of at most `limit` keys, each one snapshot, [`IN_FLIGHT`] at a
+    /// time. `usize::MAX` reads every key from one snapshot (on a cluster, each slot's).
+    pub(crate) async fn read_many<K: AsRef<str>>(
+        &self,
+        name: &str,
+        keys: &[K],
+        limit: usize,
+    ) -> Result<Vec<Option<KvPair>>> {
+        let batches = self.batches(keys, limit);
         // Each batch's names and read are made as the stream reaches it: a cluster's list
         // has thousands of small batches.
         let names = batches.clone().into_iter().map(|batch| names_of(keys, batch));
@@ -404,8 +445,13 @@ pub(crate) fn names_of<K: AsRef<str>>(keys: &[K], batch: Vec<usize>) -> Vec<Stri
     batch.into_iter().map(|at| keys[at].as_ref().to_owned()).collect()
 }
 
-/// How long a supervisor waits before starting a connection task fred ended.
-const RESTART_DELAY: Duration = Duration::from_millis(100);
+/// How long a supervisor waits before starting a connection task fred ended: at first,
+/// and at most (doubling while each new task ends at once, as it does while the server
+/// is unreachable: fred gives up on a failed connect at once).
+const RESTART_DELAY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+
+/// How long a connection task must have run for its end to count as a first failure.
+const RESTART_SETTLED: Duration = Duration::from_secs(10);
 
 /// Keeps `client`'s connection task running until the handle closes (`token`) or the
 /// client quits. fred ends the task for good on some routing errors, and every later
@@ -414,7 +460,9 @@ const RESTART_DELAY: Duration = Duration::from_millis(100);
 /// the `ASKING`, until its attempts run out, and then stops the client. That command fails
 /// (a temporary error: nothing ran); the supervisor starts the task again.
 async fn supervise(client: Client, mut task: ConnectHandle, token: CancellationToken) {
+    let mut backoff = Backoff::new(RESTART_DELAY.0, RESTART_DELAY.1);
     loop {
+        let started = tokio::time::Instant::now();
         let ended = tokio::select! {
             () = token.cancelled() => return,
             ended = &mut task => ended,
@@ -425,9 +473,12 @@ async fn supervise(client: Client, mut task: ConnectHandle, token: CancellationT
             Ok(Err(err)) => tracing::warn!(store = REDIS, error = %err, "the connection task ended; starting it again"),
             Err(join) => tracing::warn!(store = REDIS, error = %join, "the connection task failed; starting it again"),
         }
+        if started.elapsed() >= RESTART_SETTLED {
+            backoff.reset();
+        }
         tokio::select! {
             () = token.cancelled() => return,
-            () = tokio::time::sleep(RESTART_DELAY) => {}
+            () = backoff.wait() => {}
         }
         task = client.connect();
     }

@@ -120,8 +120,9 @@ pub struct RedisConfig {
     /// within `replica_wait_timeout` fails with a timeout error: the primary applied it,
     /// and a failover could still lose it.
     pub wait_for_replicas: u32,
-    /// How long a write waits for `wait_for_replicas` replicas. Default 1 s; shorter than
-    /// `request_timeout`.
+    /// How long a write waits for `wait_for_replicas` replicas. Default 1 s; from 1 ms, and
+    /// shorter than `request_timeout`. `WAIT` blocks the connection it is sent on, so the
+    /// pool's other commands on it wait behind it for as long.
     #[serde(with = "valkeyrie_core::config::duration")]
     pub replica_wait_timeout: Duration,
     /// How long a watch keeps retrying what fails with a temporary error (a server restarting,
@@ -214,10 +215,10 @@ impl RedisConfig {
                 "must be shorter than request_timeout, which bounds the WAIT too",
             );
         }
-        if self.wait_for_replicas > 0 && self.replica_wait_timeout.is_zero() {
+        if self.wait_for_replicas > 0 && self.replica_wait_timeout < Duration::from_millis(1) {
             return invalid(
                 "replica_wait_timeout",
-                "must be longer than zero (WAIT 0 waits forever)",
+                "must be at least 1 ms (WAIT counts milliseconds, and WAIT 0 waits forever)",
             );
         }
         if self.topology == Topology::Sentinel && self.sentinel_service.is_none() {

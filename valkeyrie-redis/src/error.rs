@@ -26,6 +26,13 @@ const NOT_SENT: &str = "Connection closed unexpectedly.";
 /// inside another error's text counts too.
 const NO_PERMISSION: &str = "NOPERM";
 
+/// Replies that say the server cannot serve the command yet, not that it is wrong; fred
+/// passes them on as the `Unknown` kind. `TRYAGAIN`: a multi-key command whose keys are
+/// split by a slot migration; `LOADING`: a restarted server still reading its data;
+/// `READONLY`: a write that reached a replica (a failover under way); `MASTERDOWN`: a
+/// replica cut off from its primary.
+const TRANSIENT_REPLIES: [&str; 4] = ["TRYAGAIN", "LOADING", "READONLY", "MASTERDOWN"];
+
 /// Maps the error of a command on `key` (empty when it concerns none) that ran for
 /// `waited`; the store handle names the call ([`Error::in_call`]).
 pub(crate) fn map_error(key: &str, waited: Duration, err: ClientError) -> Error {
@@ -47,6 +54,9 @@ fn map(key: &str, waited: Option<Duration>, err: ClientError) -> Error {
     }
     if err.details().contains(NO_PERMISSION) {
         return Error::permission_denied(REDIS, key, err);
+    }
+    if TRANSIENT_REPLIES.iter().any(|code| err.details().starts_with(code)) {
+        return Error::backend(REDIS, key, true, err);
     }
     match err.kind() {
         ClientKind::Canceled if err.details() == NOT_SENT => Error::not_reachable(REDIS, key, err),

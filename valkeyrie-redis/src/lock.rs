@@ -93,7 +93,22 @@ impl RedisLocker {
         let client = self.client.clone();
         let key = self.key.clone();
         let args = Vec::from(write_args(self.client.encoding, &self.key, &self.value, Some(self.ttl)));
-        let request = async move { client.script(key.as_str(), &client.scripts.lock, args).await };
+        let delete_value = self.delete_on_unlock;
+        let request = async move {
+            let keys = vec![key.to_string()];
+            let (status, replicated) = client
+                .eval_replicated(key.as_str(), &client.scripts.lock, keys, args)
+                .await?;
+            if let Err(err) = replicated {
+                // Taken but maybe not replicated: give it back rather than leave a lock
+                // nobody holds until its TTL.
+                if let Some(index) = index_of(&status) {
+                    let _ = unlock(&client, &key, index, delete_value).await;
+                }
+                return Err(err);
+            }
+            Ok(status)
+        };
         let mut unanswered = Unanswered {
             request: Some(Box::pin(request)),
             client: self.client.clone(),

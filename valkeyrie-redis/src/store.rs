@@ -102,7 +102,7 @@ pub(crate) async fn keys_below(client: &RedisClient, dir: &Key) -> Result<Vec<St
 
 /// The pairs at `keys`, skipping those deleted meanwhile.
 pub(crate) async fn read_many(client: &RedisClient, dir: &Key, keys: &[String]) -> Result<Vec<KvPair>> {
-    let pairs = client.read_many(dir.as_str(), keys).await?;
+    let pairs = client.read_many(dir.as_str(), keys, BATCH).await?;
     Ok(pairs.into_iter().flatten().collect())
 }
 
@@ -199,7 +199,8 @@ impl Backend for RedisStore {
     async fn get_many(&self, keys: &[Key], _opts: &ReadOptions) -> Result<Vec<Option<KvPair>>> {
         let first = keys.first().map(Key::as_str).unwrap_or_default();
         let names: Vec<&str> = keys.iter().map(Key::as_str).collect();
-        self.client.read_many(first, &names).await
+        // One MGET (per slot on a cluster): one snapshot, as `atomic_get_many` says.
+        self.client.read_many(first, &names, usize::MAX).await
     }
 
     async fn delete(&self, key: &Key) -> Result<()> {
@@ -246,7 +247,7 @@ impl Backend for RedisStore {
         keys.push(dir.to_string());
         let batches = self
             .client
-            .batches(&keys)
+            .batches(&keys, BATCH)
             .into_iter()
             .map(|batch| names_of(&keys, batch));
         let deleted: i64 = futures_util::stream::iter(batches)

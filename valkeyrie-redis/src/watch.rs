@@ -24,6 +24,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
+use std::sync::PoisonError;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -98,10 +99,11 @@ pub(crate) async fn watch(store: &RedisStore, key: &Key, tree: bool) -> Result<W
         enable_keyspace_events: store.config.enable_keyspace_events,
         spawner: store.background().spawner(),
         nodes: BTreeMap::new(),
+        new_notices: std::sync::Mutex::new(Vec::new()),
         changed: false,
     };
     subscriptions.follow().await?;
-    let notices = subscriptions.notices();
+    let notices = subscriptions.take_notices().into_iter().collect();
     let snapshot = read_state(&store.client, key, tree).await?;
     let mut topology = tokio::time::interval(TOPOLOGY_PERIOD);
     topology.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -149,29 +151,47 @@ enum Notice {
     Down(String),
     /// Notifications were dropped for this slow watcher.
     Lagged,
-    /// A subscriber connection closed for good.
-    Closed,
+    /// The subscriber connection to this node closed for good (the watch let it go, or
+    /// it failed).
+    Closed(String),
 }
 
-/// `receiver` as a stream of notices, `notice` making one of each value (`None`: values
-/// were dropped), ending after [`Notice::Closed`].
+/// `receiver` of the connection to `node` as a stream of notices, `notice` making one of
+/// each value (`None`: values were dropped), ending after [`Notice::Closed`].
 fn notices_of<T>(
+    node: &str,
     receiver: broadcast::Receiver<T>,
     notice: impl Fn(Option<T>) -> Notice + Send + 'static,
 ) -> BoxStream<'static, Notice>
 where
     T: Clone + Send + 'static,
 {
-    futures_util::stream::unfold(Some((receiver, notice)), |state| async move {
-        let (mut receiver, notice) = state?;
+    let node = node.to_owned();
+    futures_util::stream::unfold(Some((receiver, notice, node)), |state| async move {
+        let (mut receiver, notice, node) = state?;
         let item = match receiver.recv().await {
             Ok(value) => notice(Some(value)),
             Err(RecvError::Lagged(_)) => notice(None),
-            Err(RecvError::Closed) => return Some((Notice::Closed, None)),
+            Err(RecvError::Closed) => return Some((Notice::Closed(node), None)),
         };
-        Some((item, Some((receiver, notice))))
+        Some((item, Some((receiver, notice, node))))
     })
     .boxed()
+}
+
+/// Everything the subscriber connection to `node` brings. Taken before it subscribes, so
+/// that nothing it reports afterwards (a reconnect, say) is missed.
+fn notices(node: &str, subscriber: &SubscriberClient) -> [BoxStream<'static, Notice>; 3] {
+    let (reconnected, down) = (node.to_owned(), node.to_owned());
+    [
+        notices_of(node, subscriber.keyspace_event_rx(), |event| {
+            event.map_or(Notice::Lagged, Notice::Event)
+        }),
+        notices_of(node, subscriber.reconnect_rx(), move |_| {
+            Notice::Reconnected(reconnected.clone())
+        }),
+        notices_of(node, subscriber.error_rx(), move |_| Notice::Down(down.clone())),
+    ]
 }
 
 /// The subscriber connections of one watch, by node (`""` outside a cluster).
@@ -183,6 +203,10 @@ struct Subscriptions {
     enable_keyspace_events: bool,
     spawner: Spawner,
     nodes: BTreeMap<String, Subscriber>,
+    /// What the connections subscribed since the last [`Subscriptions::take_notices`]
+    /// bring. In a mutex only to make this `Sync` (a stream is not), so that `&self` may be
+    /// held across an await; only `&mut self` touches it.
+    new_notices: std::sync::Mutex<Vec<BoxStream<'static, Notice>>>,
     /// The nodes changed since `follow` last said so (kept across a failed `follow`).
     changed: bool,
 }
@@ -190,7 +214,8 @@ struct Subscriptions {
 impl Subscriptions {
     /// Subscribes on every node the watch needs now (the primaries of a cluster, or the one
     /// server) and lets go of the others; whether anything changed, in which case the
-    /// caller takes their [notices](Self::notices) again and reads the state again.
+    /// caller [takes](Self::take_notices) the new connections' notices and reads the state
+    /// again. The notices of a connection let go end with [`Notice::Closed`].
     async fn follow(&mut self) -> Result<bool> {
         let wanted: Vec<(String, Option<Server>)> = if self.client.cluster {
             let primaries = self.client.primaries(self.key.as_str()).await?;
@@ -207,40 +232,41 @@ impl Subscriptions {
         self.changed |= self.nodes.len() != before;
         for (name, node) in wanted {
             if !self.nodes.contains_key(&name) {
-                let subscriber = self.subscribe(node).await?;
+                let (subscriber, notices) = self.subscribe(&name, node).await?;
                 self.nodes.insert(name, subscriber);
+                self.new_notices
+                    .get_mut()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .extend(notices);
                 self.changed = true;
             }
         }
         Ok(std::mem::take(&mut self.changed))
     }
 
-    /// What every subscriber connection brings from now on, merged.
-    fn notices(&self) -> SelectAll<BoxStream<'static, Notice>> {
-        self.nodes
-            .iter()
-            .flat_map(|(name, subscriber)| {
-                let (reconnected, down) = (name.clone(), name.clone());
-                [
-                    notices_of(subscriber.0.keyspace_event_rx(), |event| {
-                        event.map_or(Notice::Lagged, Notice::Event)
-                    }),
-                    notices_of(subscriber.0.reconnect_rx(), move |_| {
-                        Notice::Reconnected(reconnected.clone())
-                    }),
-                    notices_of(subscriber.0.error_rx(), move |_| Notice::Down(down.clone())),
-                ]
-            })
-            .collect()
+    /// What the connections subscribed since the last call bring.
+    fn take_notices(&mut self) -> Vec<BoxStream<'static, Notice>> {
+        std::mem::take(self.new_notices.get_mut().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// A subscriber connection on `node` (`None`: as configured), subscribed to the pattern.
-    async fn subscribe(&self, node: Option<Server>) -> Result<Subscriber> {
+    /// Whether the watch still listens to `node`.
+    fn listens_to(&self, node: &str) -> bool {
+        self.nodes.contains_key(node)
+    }
+
+    /// A subscriber connection on `node` (`None`: as configured) named `name`, subscribed
+    /// to the pattern, and what it brings.
+    async fn subscribe(
+        &self,
+        name: &str,
+        node: Option<Server>,
+    ) -> Result<(Subscriber, [BoxStream<'static, Notice>; 3])> {
         let subscriber = Subscriber(self.client.subscriber(node).await?, self.spawner.clone());
+        let notices = notices(name, &subscriber.0);
         ensure_notifications(&self.client, &subscriber.0, &self.key, self.enable_keyspace_events).await?;
         let subscribe = subscriber.0.psubscribe(self.pattern.clone());
         self.client.request(self.key.as_str(), subscribe).await?;
-        Ok(subscriber)
+        Ok((subscriber, notices))
     }
 
     /// Whether the watch listens to `node` and its connection is down.
@@ -315,9 +341,8 @@ impl Feed for Feeder {
     async fn next(&mut self) -> Result<Batch> {
         loop {
             if !self.down.is_empty() {
-                if self.client.cluster && self.subscriptions.follow().await? {
-                    self.notices = self.subscriptions.notices();
-                    self.resync = true;
+                if self.client.cluster {
+                    self.follow().await?;
                 }
                 let subscriptions = &self.subscriptions;
                 self.down.retain(|node| subscriptions.is_down(node));
@@ -357,20 +382,28 @@ impl Feed for Feeder {
                         self.down.insert(node);
                     }
                     Some(Notice::Lagged) => self.resync = true,
-                    Some(Notice::Closed) | None => return Err(self.closed()),
+                    // A connection the watch let go ends so; any other is an error.
+                    Some(Notice::Closed(node)) if !self.subscriptions.listens_to(&node) => {}
+                    Some(Notice::Closed(_)) | None => return Err(self.closed()),
                 },
-                _ = self.topology.tick(), if cluster => {
-                    if self.subscriptions.follow().await? {
-                        self.notices = self.subscriptions.notices();
-                        self.resync = true;
-                    }
-                }
+                _ = self.topology.tick(), if cluster => self.follow().await?,
             }
         }
     }
 }
 
 impl Feeder {
+    /// Follows the cluster's primaries: the new connections' notices join the others, and
+    /// a change means a resync (writes on a new primary before its subscription cannot be
+    /// ruled out).
+    async fn follow(&mut self) -> Result<()> {
+        let changed = self.subscriptions.follow().await;
+        // Also after a failure: what did subscribe brings notices all the same.
+        self.notices.extend(self.subscriptions.take_notices());
+        self.resync |= changed?;
+        Ok(())
+    }
+
     fn closed(&self) -> Error {
         let reason = "the subscriber connection closed for good";
         Error::backend(REDIS, self.key.as_str(), false, reason)

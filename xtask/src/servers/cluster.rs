@@ -780,7 +780,7 @@ struct ClusterNodeLine {
     slots: bool,
     /// Serves slot 0.
     first_slot: bool,
-    /// Its replication link to its primary is `connected` (a replica).
+    /// Its cluster bus link, as the node asked sees it, is `connected`.
     connected: bool,
     /// A slot of its is migrating or importing (`[slot->-id]`, `[slot-<-id]`): a reshard
     /// under way, or one that stopped halfway.
@@ -874,7 +874,13 @@ fn redis_cluster_ready() -> Result<(), String> {
             return Err(format!("the cluster names a primary on port {}, not ours", line.port));
         };
         let info = probe::redis(&primary.address(), &["INFO", "replication"])?;
-        let lag_ok = info.contains("lag=0") || info.contains("lag=1");
+        // `slave0:ip=…,port=…,state=online,offset=…,lag=0`: the replica's last ack, in s.
+        let lag = info
+            .split("lag=")
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|lag| lag.parse::<u32>().ok());
+        let lag_ok = lag.is_some_and(|lag| lag <= 1);
         if !info.contains("connected_slaves:1") || !info.contains("state=online") || !lag_ok {
             return Err(format!("{}'s replica is not in sync: {info:?}", primary.label()));
         }
@@ -902,7 +908,7 @@ fn redis_cli_cluster(args: &[&str], timeout: Duration) -> Result<String, String>
 /// know each other yet (a first start, or nodes whose configuration was lost). The nodes
 /// keep no data, so a node left with a configuration of its own is reset first. A formed
 /// cluster with a slot left migrating (a reshard stopped halfway, say by a failed fault
-/// case) is mended with `redis-cli --cluster fix`.
+/// case) is mended with `redis-cli --cluster fix`, or formed anew if that fails.
 fn form_redis_cluster() -> Result<(), String> {
     let nodes = Cluster::RedisCluster.members();
     let known = format!("cluster_known_nodes:{REDIS_CLUSTER_NODES}");
@@ -913,14 +919,28 @@ fn form_redis_cluster() -> Result<(), String> {
         let open = nodes
             .iter()
             .any(|node| cluster_nodes(&node.address()).is_ok_and(|view| view.iter().any(|n| n.open_slots)));
-        if open {
-            redis_cli_cluster(&["fix", &nodes[0].address(), "--cluster-yes"], Duration::from_secs(60))?;
-            say!("servers", "redis-cluster: mended a slot left migrating");
+        if !open {
+            return Ok(());
         }
-        return Ok(());
+        match redis_cli_cluster(&["fix", &nodes[0].address(), "--cluster-yes"], Duration::from_secs(60)) {
+            Ok(_) => {
+                say!("servers", "redis-cluster: mended a slot left migrating");
+                return Ok(());
+            }
+            Err(why) => say!(
+                "servers",
+                "redis-cluster: a slot left migrating could not be mended ({why}); forming the cluster anew"
+            ),
+        }
     }
     for node in &nodes {
-        for command in [&["FLUSHALL"][..], &["CLUSTER", "RESET", "HARD"]] {
+        // A replica refuses FLUSHALL (READONLY) and a primary holding keys refuses RESET:
+        // flush where it may, reset (a replica becomes an empty primary), flush again.
+        let first = probe::redis(&node.address(), &["FLUSHALL"])?;
+        if !first.starts_with("+OK") && !first.starts_with("-READONLY") {
+            return Err(format!("{}: FLUSHALL answered {first:?}", node.label()));
+        }
+        for command in [&["CLUSTER", "RESET", "HARD"][..], &["FLUSHALL"]] {
             let reply = probe::redis(&node.address(), command)?;
             if !reply.starts_with("+OK") {
                 return Err(format!("{}: {} answered {reply:?}", node.label(), command.join(" ")));

@@ -843,6 +843,35 @@ pub async fn watch_across_reshard(target: &Target) {
     let _ = store.delete_tree(&ballast).await;
 }
 
+/// Numbered writes before, while and after the leader's lowest hash slots (the case's keys
+/// among them) move to a node added to the Redis Cluster meanwhile: a tree watcher on
+/// another handle sees every write, in order, or a snapshot covering what it could not
+/// replay (the watch must subscribe on the new primary). The node is taken out after.
+pub async fn watch_across_node_added(target: &Target) {
+    const SLOTS: u32 = 200;
+    let cluster = cluster_of(target);
+    let dir = target.unique("watch-node-added");
+    let from = server::leader(cluster).await;
+    let begin = async || {
+        let added = server::add_spare_node().await;
+        (added, Instant::now(), tokio::spawn(server::reshard(from, added, SLOTS)))
+    };
+    let end = async |(added, begun, moving): (Member, Instant, tokio::task::JoinHandle<()>), writing: Duration| {
+        moving
+            .await
+            .unwrap_or_else(|e| panic!("{}: the reshard panicked: {e}", target.name()));
+        format!(
+            "{SLOTS} slots moving from {} to the added {} ({:.1?}; {} writes in the first {writing:.1?})",
+            from.label(),
+            added.label(),
+            begun.elapsed(),
+            WATCHED_WRITES / 3
+        )
+    };
+    watched_writes(target, &dir, Duration::from_millis(10), begin, end).await;
+    server::remove_spare_node(from).await;
+}
+
 /// The leader is killed: calls on a handle that knows every member fail over to the new
 /// leader within [`FAILOVER_BOUND`]; until then each call fails (`NotReachable`,
 /// `Timeout`, a temporary error) within its deadline, none hangs; the handle needs no

@@ -63,6 +63,21 @@ pub async fn primary_other_than(primary: Member) -> Member {
     .await
 }
 
+/// Starts the Redis Cluster's spare node and adds it as a primary without slots.
+pub async fn add_spare_node() -> Member {
+    blocking("adding a node to the redis-cluster".to_owned(), cluster::add_spare_node).await;
+    cluster::REDIS_CLUSTER_SPARE
+}
+
+/// Moves the spare node's slots to `to` and takes the spare out of the Redis Cluster.
+pub async fn remove_spare_node(to: Member) {
+    let what = format!(
+        "taking the added node out of the redis-cluster (its slots to {})",
+        to.label()
+    );
+    blocking(what, move || cluster::remove_spare_node(to)).await;
+}
+
 /// Moves `slots` hash slots (the lowest first) from the Redis Cluster primary `from` to
 /// `to`, keys and all.
 pub async fn reshard(from: Member, to: Member, slots: u32) {

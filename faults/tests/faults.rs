@@ -118,12 +118,18 @@ cluster_cases!(
     Consul => ConsulCluster,
 );
 
-/// A Redis Cluster's slots moving between primaries while a watch runs.
-mod redis_cluster_reshard {
+/// A Redis Cluster's topology changing while a watch runs: slots moving between its
+/// primaries, and to a node added meanwhile.
+mod redis_cluster_topology {
     use super::*;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn watch_across_reshard() {
         cases::watch_across_reshard(&Target::cluster(Cluster::RedisCluster).await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn watch_across_node_added() {
+        cases::watch_across_node_added(&Target::cluster(Cluster::RedisCluster).await).await;
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use fred::interfaces::{ClientLike, KeysInterface};
+use fred::interfaces::{ClientLike, ClusterInterface, KeysInterface};
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use tokio::time::Instant;
 use valkeyrie_core::raw::{Backend, Background, Hold, Key, Registration, Renew, Renewal, StoreSpec, Txn};
@@ -83,6 +83,9 @@ pub(crate) async fn keys_below(client: &RedisClient, dir: &Key) -> Result<Vec<St
     let node = client.pool.next();
     let count = Some(u32::try_from(BATCH).unwrap_or(u32::MAX));
     let mut keys: std::pin::Pin<Box<dyn Stream<Item = _> + Send>> = if client.cluster {
+        // The primaries this client knows may be out of date (a node added, slots moved
+        // since): a SCAN of those would miss what lives elsewhere now.
+        client.step(dir.as_str(), node.sync_cluster()).await?;
         Box::pin(node.scan_cluster_buffered(pattern, count, None))
     } else {
         Box::pin(node.scan_buffered(pattern, count, None))

@@ -35,6 +35,10 @@ const REDIS_CLUSTER_NODE_TIMEOUT_MS: u32 = 1000;
 /// Hash slots of a Redis Cluster.
 const REDIS_CLUSTER_SLOTS: u32 = 16384;
 
+/// The Redis Cluster's spare node, on ports of its own: no member until
+/// [`add_spare_node`] adds it (a fault case's "node added").
+pub const REDIS_CLUSTER_SPARE: Member = Member::ClusterNode(REDIS_CLUSTER_NODES);
+
 /// The name Sentinel monitors the Redis primary under.
 pub const REDIS_SERVICE: &str = "valkeyrie";
 
@@ -372,6 +376,66 @@ pub fn reshard(from: Member, to: Member, slots: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// Starts the [spare node](REDIS_CLUSTER_SPARE) afresh (no data, no cluster configuration)
+/// and adds it to the Redis Cluster as a primary without slots (`redis-cli --cluster
+/// add-node`); waits until every node knows it.
+pub fn add_spare_node() -> Result<(), String> {
+    let spare = REDIS_CLUSTER_SPARE;
+    process::stop_by_pid(spare)?;
+    let dir = process::dir(spare);
+    match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(format!("remove {}: {e}", dir.display()));
+        }
+        _ => {}
+    }
+    process::start(spare)?;
+    redis_cli_cluster(
+        &["add-node", &spare.address(), &Member::ClusterNode(0).address()],
+        Duration::from_secs(60),
+    )?;
+    let known = format!("cluster_known_nodes:{}", REDIS_CLUSTER_NODES + 1);
+    wait_until("the added node is not known everywhere", READY_TIMEOUT, || {
+        for node in Cluster::RedisCluster.members().into_iter().chain([spare]) {
+            let info = probe::redis(&node.address(), &["CLUSTER", "INFO"])?;
+            if !info.contains(&known) || !info.contains("cluster_state:ok") {
+                return Err(format!("{}: {info:?}", node.label()));
+            }
+        }
+        Ok(())
+    })?;
+    say!(
+        "servers",
+        "redis-cluster: {} added as a primary without slots",
+        spare.label()
+    );
+    Ok(())
+}
+
+/// Moves the [spare node](REDIS_CLUSTER_SPARE)'s slots to the primary `to`, takes it out of
+/// the Redis Cluster (`redis-cli --cluster del-node`, which shuts it down) and waits until
+/// the cluster is ready.
+pub fn remove_spare_node(to: Member) -> Result<(), String> {
+    let spare = REDIS_CLUSTER_SPARE;
+    let served: u32 = cluster_nodes(&spare.address())?
+        .iter()
+        .filter(|n| n.port == spare.ports()[0])
+        .map(|n| n.slot_count)
+        .sum();
+    if served > 0 {
+        reshard(spare, to, served)?;
+    }
+    let reply = probe::redis(&spare.address(), &["CLUSTER", "MYID"])?;
+    let id = reply
+        .lines()
+        .nth(1)
+        .ok_or_else(|| format!("{}: CLUSTER MYID answered {reply:?}", spare.label()))?;
+    redis_cli_cluster(&["del-node", &to.address(), id], Duration::from_secs(60))?;
+    process::stop_by_pid(spare)?;
+    say!("servers", "redis-cluster: {} taken out", spare.label());
+    Cluster::RedisCluster.await_ready()
+}
+
 /// The Redis Cluster's primaries that serve slots now, as the running nodes see it.
 pub fn redis_cluster_primaries() -> Result<Vec<Member>, String> {
     any_cluster_view()?
@@ -417,11 +481,12 @@ impl Member {
         }
     }
 
-    /// The Redis Cluster node listening on `port`, if one does.
+    /// The Redis Cluster node (or the spare) listening on `port`, if one does.
     fn cluster_node_at(port: u16) -> Option<Member> {
         Cluster::RedisCluster
             .members()
             .into_iter()
+            .chain([REDIS_CLUSTER_SPARE])
             .find(|m| m.ports()[0] == port)
     }
 
@@ -778,6 +843,8 @@ struct ClusterNodeLine {
     failed: bool,
     /// Serves at least one slot.
     slots: bool,
+    /// How many slots it serves.
+    slot_count: u32,
     /// Serves slot 0.
     first_slot: bool,
     /// Its cluster bus link, as the node asked sees it, is `connected`.
@@ -799,11 +866,22 @@ fn parse_cluster_nodes(reply: &str) -> Vec<ClusterNodeLine> {
             let port = address.split('@').next()?.rsplit(':').next()?.parse().ok()?;
             let flags: Vec<&str> = flags.split(',').collect();
             let (open, ranges): (Vec<&str>, Vec<&str>) = slots.iter().partition(|s| s.starts_with('['));
+            let slot_count = ranges
+                .iter()
+                .map(|range| match range.split_once('-') {
+                    Some((first, last)) => {
+                        let bound = |b: &str| b.parse::<u32>().unwrap_or(0);
+                        (bound(last) + 1).saturating_sub(bound(first))
+                    }
+                    None => 1,
+                })
+                .sum();
             Some(ClusterNodeLine {
                 port,
                 primary: flags.contains(&"master"),
                 failed: flags.iter().any(|f| f.starts_with("fail")),
                 slots: !ranges.is_empty(),
+                slot_count,
                 first_slot: ranges.iter().any(|r| *r == "0" || r.starts_with("0-")),
                 connected: *link == "connected",
                 open_slots: !open.is_empty(),
@@ -933,6 +1011,8 @@ fn form_redis_cluster() -> Result<(), String> {
             ),
         }
     }
+    // A spare node left in by a failed case would keep the old cluster's configuration.
+    process::stop_by_pid(REDIS_CLUSTER_SPARE)?;
     for node in &nodes {
         // A replica refuses FLUSHALL (READONLY) and a primary holding keys refuses RESET:
         // flush where it may, reset (a replica becomes an empty primary), flush again.

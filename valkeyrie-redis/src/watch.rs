@@ -14,8 +14,11 @@
 //! asks the cluster for its primaries every [`TOPOLOGY_PERIOD`]; when they changed (a
 //! failover, a node added or removed) it subscribes on the new ones, lets the old ones go,
 //! and resyncs, since writes on a new primary before its subscription cannot be ruled out.
-//! A slot moving between primaries it already listens to needs none of that: the source
-//! publishes `del`, the target `restore`, and the re-read finds the key as it was.
+//! A slot moving between primaries it already listens to needs none of that in itself: the
+//! source publishes `del`, the target `restore`, and the re-read finds the key as it was
+//! (a re-read that meets the migration half done can fail, fred not following `ASK`, and
+//! that one resyncs). A snapshot read while a slot moves to a node that serves no slot
+//! yet misses the keys already there; their notifications bring them as `Put`s after.
 //!
 //! A failure with a temporary error (a server restarting, a cluster failing over) is
 //! retried, as in every backend, for the store's `watch_retry_for`; so is a subscriber

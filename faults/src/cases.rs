@@ -802,13 +802,52 @@ pub async fn watch_across_failover(target: &Target) {
     watched_writes(target, &dir, Duration::ZERO, begin, end).await;
 }
 
+/// How many hash slots the reshard cases move: the leader's lowest, slot 0 (the case's
+/// keys) first.
+const MOVED_SLOTS: u32 = 200;
+
+/// [`MOVED_SLOTS`] slots moving from one Redis Cluster primary to another in the background,
+/// while a watch case writes.
+struct SlotsMoving {
+    from: Member,
+    to: Member,
+    begun: Instant,
+    moving: tokio::task::JoinHandle<()>,
+}
+
+impl SlotsMoving {
+    /// Starts moving the slots from `from` to `to`.
+    fn start(from: Member, to: Member) -> SlotsMoving {
+        let moving = tokio::spawn(server::reshard(from, to, MOVED_SLOTS));
+        SlotsMoving {
+            from,
+            to,
+            begun: Instant::now(),
+            moving,
+        }
+    }
+
+    /// Waits until the slots have moved; what happened, for `target`'s report, given how
+    /// long the writes meanwhile took.
+    async fn finish(self, target: &Target, writing: Duration) -> String {
+        self.moving
+            .await
+            .unwrap_or_else(|e| panic!("{}: the reshard panicked: {e}", target.name()));
+        format!(
+            "{MOVED_SLOTS} slots moving from {} to {} ({:.1?}; {} writes in the first {writing:.1?})",
+            self.from.label(),
+            self.to.label(),
+            self.begun.elapsed(),
+            WATCHED_WRITES / 3
+        )
+    }
+}
+
 /// Numbered writes before, while and after the leader's hash slots (the case's keys among
 /// them) move to another primary of a Redis Cluster (`redis-cli --cluster reshard`, key by
 /// key with `MIGRATE`): every write lands, and a tree watcher on another handle sees every
 /// one, in order, or a snapshot covering what it could not replay.
 pub async fn watch_across_reshard(target: &Target) {
-    // The leader's lowest slots, slot 0 (the case's keys) first.
-    const SLOTS: u32 = 200;
     // Keys beside the case's in slot 0, so that moving the slot takes a while.
     const BALLAST: usize = 3000;
     let cluster = cluster_of(target);
@@ -822,22 +861,9 @@ pub async fn watch_across_reshard(target: &Target) {
     }
     let begin = async || {
         let from = server::leader(cluster).await;
-        let to = server::primary_other_than(from).await;
-        (from, to, Instant::now(), tokio::spawn(server::reshard(from, to, SLOTS)))
+        SlotsMoving::start(from, server::primary_other_than(from).await)
     };
-    let end = async |(from, to, begun, moving): (Member, Member, Instant, tokio::task::JoinHandle<()>),
-                     writing: Duration| {
-        moving
-            .await
-            .unwrap_or_else(|e| panic!("{}: the reshard panicked: {e}", target.name()));
-        format!(
-            "{SLOTS} slots moving from {} to {} ({:.1?}; {} writes in the first {writing:.1?})",
-            from.label(),
-            to.label(),
-            begun.elapsed(),
-            WATCHED_WRITES / 3
-        )
-    };
+    let end = async |moving: SlotsMoving, writing: Duration| moving.finish(target, writing).await;
     // Paced, so that writes land while slot 0 migrates.
     watched_writes(target, &dir, Duration::from_millis(10), begin, end).await;
     let _ = store.delete_tree(&ballast).await;
@@ -848,26 +874,11 @@ pub async fn watch_across_reshard(target: &Target) {
 /// another handle sees every write, in order, or a snapshot covering what it could not
 /// replay (the watch must subscribe on the new primary). The node is taken out after.
 pub async fn watch_across_node_added(target: &Target) {
-    const SLOTS: u32 = 200;
     let cluster = cluster_of(target);
     let dir = target.unique("watch-node-added");
     let from = server::leader(cluster).await;
-    let begin = async || {
-        let added = server::add_spare_node().await;
-        (added, Instant::now(), tokio::spawn(server::reshard(from, added, SLOTS)))
-    };
-    let end = async |(added, begun, moving): (Member, Instant, tokio::task::JoinHandle<()>), writing: Duration| {
-        moving
-            .await
-            .unwrap_or_else(|e| panic!("{}: the reshard panicked: {e}", target.name()));
-        format!(
-            "{SLOTS} slots moving from {} to the added {} ({:.1?}; {} writes in the first {writing:.1?})",
-            from.label(),
-            added.label(),
-            begun.elapsed(),
-            WATCHED_WRITES / 3
-        )
-    };
+    let begin = async || SlotsMoving::start(from, server::add_spare_node().await);
+    let end = async |moving: SlotsMoving, writing: Duration| moving.finish(target, writing).await;
     watched_writes(target, &dir, Duration::from_millis(10), begin, end).await;
     server::remove_spare_node(from).await;
 }

@@ -323,11 +323,7 @@ impl RedisClient {
                 let stored: Option<Bytes> = self.request(key, self.pool.get(key)).await?;
                 Ok(stored.map(|stored| codec::decode(key, &stored)))
             }
-            ValueEncoding::Raw => {
-                let names = vec![key.to_owned(), codec::index_key(key)];
-                let stored: Vec<Option<Bytes>> = self.request(key, self.pool.mget(names)).await?;
-                Ok(self.decode(&[key], stored).pop().flatten())
-            }
+            ValueEncoding::Raw => Ok(self.mget(key, vec![key.to_owned()]).await?.pop().flatten()),
         }
     }
 

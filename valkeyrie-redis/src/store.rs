@@ -211,7 +211,9 @@ impl Backend for RedisStore {
             ValueEncoding::Envelope => {
                 let client = self.client.pool.next();
                 let deleted: i64 = self.client.request(key.as_str(), client.del(key.as_str())).await?;
-                self.client.replicated(client, key.as_str(), key.as_str()).await?;
+                if deleted > 0 {
+                    self.client.replicated(client, key.as_str(), key.as_str()).await?;
+                }
                 deleted > 0
             }
             // The key and its index key at once: a script.

@@ -346,15 +346,7 @@ pub fn await_safe_to_start(member: Member) -> Result<(), String> {
 /// with `redis-cli --cluster reshard` (keys and all, `MIGRATE` by `MIGRATE`); `from`'s
 /// lowest slots go first, so slot 0 (the [leader](Cluster::leader)'s) moves.
 pub fn reshard(from: Member, to: Member, slots: u32) -> Result<(), String> {
-    let id = |member: Member| -> Result<String, String> {
-        let reply = probe::redis(&member.address(), &["CLUSTER", "MYID"])?;
-        reply
-            .lines()
-            .nth(1)
-            .map(str::to_owned)
-            .ok_or_else(|| format!("{}: CLUSTER MYID answered {reply:?}", member.label()))
-    };
-    let (from_id, to_id, count) = (id(from)?, id(to)?, slots.to_string());
+    let (from_id, to_id, count) = (node_id(from)?, node_id(to)?, slots.to_string());
     let args = [
         "reshard",
         &from.address(),
@@ -425,15 +417,20 @@ pub fn remove_spare_node(to: Member) -> Result<(), String> {
     if served > 0 {
         reshard(spare, to, served)?;
     }
-    let reply = probe::redis(&spare.address(), &["CLUSTER", "MYID"])?;
-    let id = reply
-        .lines()
-        .nth(1)
-        .ok_or_else(|| format!("{}: CLUSTER MYID answered {reply:?}", spare.label()))?;
-    redis_cli_cluster(&["del-node", &to.address(), id], Duration::from_secs(60))?;
+    redis_cli_cluster(&["del-node", &to.address(), &node_id(spare)?], Duration::from_secs(60))?;
     process::stop_by_pid(spare)?;
     say!("servers", "redis-cluster: {} taken out", spare.label());
     Cluster::RedisCluster.await_ready()
+}
+
+/// The Redis Cluster node id of `member` (`CLUSTER MYID`).
+fn node_id(member: Member) -> Result<String, String> {
+    let reply = probe::redis(&member.address(), &["CLUSTER", "MYID"])?;
+    reply
+        .lines()
+        .nth(1)
+        .map(str::to_owned)
+        .ok_or_else(|| format!("{}: CLUSTER MYID answered {reply:?}", member.label()))
 }
 
 /// The Redis Cluster's primaries that serve slots now, as the running nodes see it.
